@@ -1,0 +1,34 @@
+//! Levitate's filters: everything that parses or rewrites bytes, with no I/O.
+//!
+//! The proxy crate owns sockets, accounts and storage; this crate owns the meaning of the bytes that flow
+//! through them. Every item here is a plain function or a small state machine, so it can be unit-tested,
+//! fuzzed and benchmarked without a runtime. `proxy::gateway` decides the order in which these run.
+
+pub mod alias;
+pub mod auth;
+pub mod error;
+pub mod route;
+pub mod schema;
+pub mod signature;
+pub mod sse;
+pub mod stream;
+pub mod transform;
+
+/// The wire protocol a client speaks; decides request parsing, stream shape and error bodies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl Protocol {
+    /// A short, stable label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::OpenAi => "openai",
+            Protocol::Anthropic => "anthropic",
+            Protocol::Gemini => "gemini",
+        }
+    }
+}
