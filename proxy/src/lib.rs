@@ -1,1 +1,18 @@
+//! Levitate: an LLM API gateway on Pingora in front of Google's Cloud Code `v1internal` API.
+//!
+//! This crate holds everything with I/O: configuration, the Pingora services, the account pool, OAuth,
+//! the upstream client and the store. Byte-level work (parsing, rewriting) lives in `levitate-filters`.
 
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod demo;
+pub mod gateway;
+pub mod metrics;
+pub mod models;
+pub mod pool;
+pub mod server;
+pub mod store;
+pub mod upstream;

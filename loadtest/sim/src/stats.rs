@@ -1,0 +1,278 @@
+//! Counters tests assert on (`GET /_sim/stats`): per-account request counts, statuses, exact in-flight and
+//! peak concurrency, OAuth and Code Assist calls, per-model counts, and the metadata of recent envelopes so a
+//! test can check what the gateway actually sent. In-flight is held by a guard that lives inside the response
+//! body, so it drops when the body finishes or the client disconnects.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{json, Value};
+
+/// In-flight count with its high-water mark, updated atomically so the peak is exact.
+#[derive(Debug, Default)]
+pub struct Gauge {
+    in_flight: AtomicI64,
+    peak: AtomicI64,
+}
+
+impl Gauge {
+    fn enter(&self) {
+        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        self.peak.fetch_max(now, Ordering::AcqRel);
+    }
+
+    fn leave(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn reset_peak(&self) {
+        self.peak.store(self.in_flight.load(Ordering::Acquire), Ordering::Release);
+    }
+
+    fn json(&self) -> (i64, i64) {
+        (self.in_flight.load(Ordering::Acquire), self.peak.load(Ordering::Acquire))
+    }
+}
+
+/// Holds one in-flight slot on the account's and the global gauge until dropped.
+#[derive(Debug)]
+pub struct InFlight {
+    gauges: [Arc<Gauge>; 2],
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        for g in &self.gauges {
+            g.leave();
+        }
+    }
+}
+
+/// Calls counted per account besides content requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Call {
+    TokenRefresh,
+    LoadCodeAssist,
+    OnboardUser,
+    FetchAvailableModels,
+    RetrieveUserQuota,
+    CountTokens,
+}
+
+impl Call {
+    fn key(self) -> &'static str {
+        match self {
+            Call::TokenRefresh => "token_refreshes",
+            Call::LoadCodeAssist => "load_code_assist",
+            Call::OnboardUser => "onboard_user",
+            Call::FetchAvailableModels => "fetch_available_models",
+            Call::RetrieveUserQuota => "retrieve_user_quota",
+            Call::CountTokens => "count_tokens",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct AccountStats {
+    gauge: Arc<Gauge>,
+    requests: u64,
+    by_status: BTreeMap<u16, u64>,
+    calls: BTreeMap<Call, u64>,
+}
+
+#[derive(Debug, Default)]
+struct ModelStats {
+    requests: u64,
+    by_status: BTreeMap<u16, u64>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    accounts: HashMap<String, AccountStats>,
+    models: HashMap<String, ModelStats>,
+    requests: u64,
+    by_status: BTreeMap<u16, u64>,
+    calls: BTreeMap<Call, u64>,
+    recent: VecDeque<Value>,
+}
+
+/// All counters of one sim.
+#[derive(Debug)]
+pub struct Stats {
+    inner: Mutex<Inner>,
+    global: Arc<Gauge>,
+    recent_cap: usize,
+}
+
+impl Stats {
+    pub fn new(recent_cap: usize) -> Stats {
+        Stats { inner: Mutex::new(Inner::default()), global: Arc::new(Gauge::default()), recent_cap }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A content request starts: counts it and takes an in-flight slot.
+    pub fn begin(&self, email: &str, model: &str) -> InFlight {
+        let mut inner = self.lock();
+        inner.requests += 1;
+        inner.models.entry(model.to_string()).or_default().requests += 1;
+        let account = inner.accounts.entry(email.to_string()).or_default();
+        account.requests += 1;
+        let gauge = account.gauge.clone();
+        drop(inner);
+        gauge.enter();
+        self.global.enter();
+        InFlight { gauges: [gauge, self.global.clone()] }
+    }
+
+    /// The status a content request was answered with.
+    pub fn status(&self, email: &str, model: &str, status: u16) {
+        let mut inner = self.lock();
+        *inner.by_status.entry(status).or_default() += 1;
+        *inner.models.entry(model.to_string()).or_default().by_status.entry(status).or_default() += 1;
+        *inner.accounts.entry(email.to_string()).or_default().by_status.entry(status).or_default() += 1;
+    }
+
+    /// One non-content call for an account.
+    pub fn call(&self, email: &str, call: Call) {
+        let mut inner = self.lock();
+        *inner.calls.entry(call).or_default() += 1;
+        *inner.accounts.entry(email.to_string()).or_default().calls.entry(call).or_default() += 1;
+    }
+
+    /// Remembers a request's metadata (never its content) in the bounded recent list.
+    pub fn remember(&self, meta: Value) {
+        if self.recent_cap == 0 {
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.recent.len() >= self.recent_cap {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(meta);
+    }
+
+    /// Zeroes every counter; in-flight slots stay (their guards are live) and peaks restart from them.
+    pub fn reset(&self) {
+        let mut inner = self.lock();
+        let gauges: Vec<(String, Arc<Gauge>)> =
+            inner.accounts.iter().map(|(k, a)| (k.clone(), a.gauge.clone())).collect();
+        *inner = Inner::default();
+        for (email, gauge) in gauges {
+            gauge.reset_peak();
+            inner.accounts.entry(email).or_default().gauge = gauge;
+        }
+        self.global.reset_peak();
+    }
+
+    /// The `/_sim/stats` document.
+    pub fn snapshot(&self) -> Value {
+        let inner = self.lock();
+        let statuses =
+            |m: &BTreeMap<u16, u64>| -> Value { m.iter().map(|(k, v)| (k.to_string(), json!(v))).collect() };
+        let calls = |m: &BTreeMap<Call, u64>| -> serde_json::Map<String, Value> {
+            [
+                Call::TokenRefresh,
+                Call::LoadCodeAssist,
+                Call::OnboardUser,
+                Call::FetchAvailableModels,
+                Call::RetrieveUserQuota,
+                Call::CountTokens,
+            ]
+            .iter()
+            .map(|c| (c.key().to_string(), json!(m.get(c).copied().unwrap_or(0))))
+            .collect()
+        };
+        let accounts: serde_json::Map<String, Value> = inner
+            .accounts
+            .iter()
+            .map(|(email, a)| {
+                let (in_flight, peak) = a.gauge.json();
+                let mut v = json!({
+                    "requests": a.requests,
+                    "by_status": statuses(&a.by_status),
+                    "in_flight": in_flight,
+                    "peak_concurrency": peak,
+                });
+                if let Some(obj) = v.as_object_mut() {
+                    obj.extend(calls(&a.calls));
+                }
+                (email.clone(), v)
+            })
+            .collect();
+        let models: serde_json::Map<String, Value> = inner
+            .models
+            .iter()
+            .map(|(m, s)| (m.clone(), json!({"requests": s.requests, "by_status": statuses(&s.by_status)})))
+            .collect();
+        let (in_flight, peak) = self.global.json();
+        let mut totals = json!({
+            "requests": inner.requests,
+            "by_status": statuses(&inner.by_status),
+            "in_flight": in_flight,
+            "peak_concurrency": peak,
+        });
+        if let Some(obj) = totals.as_object_mut() {
+            obj.extend(calls(&inner.calls));
+        }
+        json!({
+            "accounts": accounts,
+            "models": models,
+            "totals": totals,
+            "recent": inner.recent.iter().cloned().collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_is_exact_and_guards_release() {
+        let s = Stats::new(2);
+        let a = s.begin("a@x", "m");
+        let b = s.begin("a@x", "m");
+        let c = s.begin("b@x", "m");
+        drop(a);
+        let snap = s.snapshot();
+        assert_eq!(snap["totals"]["peak_concurrency"], 3);
+        assert_eq!(snap["totals"]["in_flight"], 2);
+        assert_eq!(snap["accounts"]["a@x"]["peak_concurrency"], 2);
+        assert_eq!(snap["accounts"]["a@x"]["in_flight"], 1);
+        drop((b, c));
+        s.reset();
+        let snap = s.snapshot();
+        assert_eq!(snap["totals"]["peak_concurrency"], 0);
+        assert_eq!(snap["totals"]["requests"], 0);
+    }
+
+    #[test]
+    fn reset_keeps_live_slots() {
+        let s = Stats::new(2);
+        let a = s.begin("a@x", "m");
+        s.reset();
+        assert_eq!(s.snapshot()["accounts"]["a@x"]["in_flight"], 1);
+        drop(a);
+        assert_eq!(s.snapshot()["accounts"]["a@x"]["in_flight"], 0);
+    }
+
+    #[test]
+    fn statuses_calls_and_recent() {
+        let s = Stats::new(2);
+        s.status("a@x", "m", 429);
+        s.status("a@x", "m", 200);
+        s.call("a@x", Call::TokenRefresh);
+        for i in 0..3 {
+            s.remember(json!({ "i": i }));
+        }
+        let snap = s.snapshot();
+        assert_eq!(snap["accounts"]["a@x"]["by_status"]["429"], 1);
+        assert_eq!(snap["accounts"]["a@x"]["token_refreshes"], 1);
+        assert_eq!(snap["models"]["m"]["by_status"]["200"], 1);
+        assert_eq!(snap["recent"], json!([{"i":1},{"i":2}]));
+    }
+}

@@ -1,0 +1,58 @@
+//! The process-wide state every service shares: the live configuration and the long-lived parts built
+//! around it (account pool, credentials, upstream client, store, metrics).
+//!
+//! The configuration is one `Snapshot` behind `ArcSwap`: a request loads it once and keeps that version
+//! for its whole life, while a reload builds a complete new one and swaps it in with a single store.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Snapshot;
+use crate::credentials::Credentials;
+use crate::metrics::Metrics;
+use crate::pool::AccountPool;
+use crate::store::{Store, StoreError};
+use crate::upstream::Upstream;
+
+pub struct App {
+    snapshot: ArcSwap<Snapshot>,
+    pub pool: AccountPool,
+    pub credentials: Credentials,
+    pub upstream: Arc<Upstream>,
+    pub store: Store,
+    pub metrics: Metrics,
+}
+
+impl App {
+    /// Opens the store named by the configuration and builds everything around it.
+    pub fn new(snapshot: Snapshot) -> Result<Arc<App>, StoreError> {
+        let store = Store::open(&snapshot.store_path)?;
+        Ok(Self::with_store(snapshot, store))
+    }
+
+    pub fn with_store(snapshot: Snapshot, store: Store) -> Arc<App> {
+        let upstream = Arc::new(Upstream::new(snapshot.upstream.connect_timeout, snapshot.upstream.read_timeout));
+        let pool = AccountPool::new(&snapshot.accounts);
+        let credentials = Credentials::new(upstream.clone(), store.clone());
+        Arc::new(App {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            pool,
+            credentials,
+            upstream,
+            store,
+            metrics: Metrics::new(),
+        })
+    }
+
+    /// The configuration in force now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Makes `next` the configuration in force; in-flight requests finish on the version they loaded.
+    pub fn install(&self, next: Snapshot) {
+        self.pool.replace(&next.accounts);
+        self.snapshot.store(Arc::new(next));
+    }
+}

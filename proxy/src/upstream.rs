@@ -1,0 +1,173 @@
+//! HTTP exchanges with Google (or the simulator) through Pingora's own connector.
+//!
+//! The gateway cannot use Pingora's `upstream_peer` path for its main routes (the body decides the account,
+//! and a 429 must be retried elsewhere after its status is seen), so it drives exchanges itself with
+//! `pingora_core::connectors::http::Connector`: pooled connections, rustls, h1/h2. This module owns peers
+//! (DNS resolved asynchronously and cached, SNI always set so certificates are verified), timeouts, and the
+//! one-request helpers the OAuth and discovery calls use.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use pingora_core::connectors::http::Connector;
+use pingora_core::connectors::ConnectorOptions;
+use pingora_core::protocols::http::client::HttpSession;
+use pingora_core::protocols::ALPN;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::RequestHeader;
+
+use crate::config::UpstreamUrl;
+
+/// How long a DNS answer is reused; Google's front ends rotate addresses, so it must not be forever.
+const DNS_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve { host: String, reason: String },
+    #[error("{url}: {source}")]
+    Io { url: String, source: Box<pingora_core::Error> },
+    #[error("{url}: response body larger than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+}
+
+/// One request to send: the method is always POST in this API.
+pub struct UpstreamRequest<'a> {
+    pub url: &'a UpstreamUrl,
+    /// Path and query after the base URL's own path, e.g. `/v1internal:streamGenerateContent?alt=sse`.
+    pub path: &'a str,
+    pub headers: &'a [(&'static str, String)],
+    pub body: Bytes,
+}
+
+/// An upstream response whose header has been read; the body is read on demand.
+pub struct UpstreamResponse {
+    session: HttpSession,
+    peer: HttpPeer,
+    pub status: u16,
+    url: String,
+}
+
+impl UpstreamResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.session.response_header()?.headers.get(name)?.to_str().ok()
+    }
+
+    /// The next body chunk, or `None` at the end of the body.
+    pub async fn read_chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        let url = &self.url;
+        self.session
+            .read_response_body()
+            .await
+            .map_err(|source| UpstreamError::Io { url: url.clone(), source })
+    }
+
+    /// The whole body, refusing more than `limit` bytes.
+    pub async fn read_to_end(&mut self, limit: usize) -> Result<Bytes, UpstreamError> {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = self.read_chunk().await? {
+            if body.len() + chunk.len() > limit {
+                return Err(UpstreamError::TooLarge { url: self.url.clone(), limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+
+    /// Returns the connection to the pool (Pingora keeps it only if the body was fully read).
+    pub async fn release(self, upstream: &Upstream) {
+        upstream.connector.release_http_session(self.session, &self.peer, None).await;
+    }
+
+    /// Drops the exchange at once, e.g. when the client went away mid-stream.
+    pub async fn abort(mut self) {
+        self.session.shutdown().await;
+    }
+}
+
+/// The shared upstream client: one per process, used from every service runtime.
+pub struct Upstream {
+    connector: Connector,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    resolved: Mutex<HashMap<(String, u16), (SocketAddr, Instant)>>,
+}
+
+impl Upstream {
+    pub fn new(connect_timeout: Duration, read_timeout: Duration) -> Self {
+        let mut options = ConnectorOptions::new(128);
+        options.keepalive_pool_size = 128;
+        Upstream { connector: Connector::new(Some(options)), connect_timeout, read_timeout, resolved: Mutex::new(HashMap::new()) }
+    }
+
+    async fn resolve(&self, url: &UpstreamUrl) -> Result<SocketAddr, UpstreamError> {
+        let key = (url.host.clone(), url.port);
+        if let Ok(cache) = self.resolved.lock() {
+            if let Some((addr, at)) = cache.get(&key) {
+                if at.elapsed() < DNS_TTL {
+                    return Ok(*addr);
+                }
+            }
+        }
+        let host = url.host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let addr = tokio::net::lookup_host((host.as_str(), url.port))
+            .await
+            .map_err(|e| UpstreamError::Resolve { host: url.host.clone(), reason: e.to_string() })?
+            .next()
+            .ok_or_else(|| UpstreamError::Resolve { host: url.host.clone(), reason: "no addresses".into() })?;
+        if let Ok(mut cache) = self.resolved.lock() {
+            cache.insert(key, (addr, Instant::now()));
+        }
+        Ok(addr)
+    }
+
+    async fn peer(&self, url: &UpstreamUrl) -> Result<HttpPeer, UpstreamError> {
+        let addr = self.resolve(url).await?;
+        // An empty SNI disables certificate verification under rustls: always name the host.
+        let mut peer = HttpPeer::new(addr, url.tls, url.host.clone());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.total_connection_timeout = Some(self.connect_timeout * 2);
+        peer.options.read_timeout = Some(self.read_timeout);
+        peer.options.write_timeout = Some(self.read_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(50));
+        if url.tls {
+            peer.options.alpn = ALPN::H2H1;
+        }
+        Ok(peer)
+    }
+
+    /// Sends one request and reads the response header.
+    pub async fn send(&self, request: UpstreamRequest<'_>) -> Result<UpstreamResponse, UpstreamError> {
+        let url_text = format!("{}{}", request.url, request.path);
+        let io = |source| UpstreamError::Io { url: url_text.clone(), source };
+        let peer = self.peer(request.url).await?;
+        let full_path = format!("{}{}", request.url.base_path, request.path);
+        let mut header = RequestHeader::build("POST", full_path.as_bytes(), Some(request.headers.len() + 3))
+            .map_err(io)?;
+        header.insert_header("Host", request.url.authority()).map_err(io)?;
+        header.insert_header("Content-Length", request.body.len().to_string()).map_err(io)?;
+        for (name, value) in request.headers {
+            header.insert_header(*name, value.as_str()).map_err(io)?;
+        }
+        let (mut session, _reused) = self.connector.get_http_session(&peer).await.map_err(io)?;
+        session.set_read_timeout(Some(self.read_timeout));
+        session.write_request_header(Box::new(header)).await.map_err(io)?;
+        session.write_request_body(request.body, true).await.map_err(io)?;
+        session.finish_request_body().await.map_err(io)?;
+        session.read_response_header().await.map_err(io)?;
+        let status = session.response_header().map(|h| h.status.as_u16()).unwrap_or(502);
+        Ok(UpstreamResponse { session, peer, status, url: url_text })
+    }
+
+    /// Sends one request and reads the whole (bounded) response: for OAuth and discovery calls.
+    pub async fn post(&self, request: UpstreamRequest<'_>, limit: usize) -> Result<(u16, Bytes), UpstreamError> {
+        let mut response = self.send(request).await?;
+        let body = response.read_to_end(limit).await?;
+        let status = response.status;
+        response.release(self).await;
+        Ok((status, body))
+    }
+}
