@@ -45,3 +45,278 @@ impl ClientError {
         self
     }
 }
+
+/// Longest upstream message kept, in bytes: enough for Google's explanations, bounded for logs and clients.
+const MAX_UPSTREAM_MESSAGE: usize = 1024;
+
+impl ErrorKind {
+    /// OpenAI's `error.type`. SDKs classify by HTTP status; the body type is informational, so these follow
+    /// the values OpenAI itself and common OpenAI-compatible servers send.
+    pub fn openai_type(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest | ErrorKind::PayloadTooLarge => "invalid_request_error",
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::Permission => "permission_error",
+            ErrorKind::NotFound => "not_found_error",
+            ErrorKind::RateLimit => "rate_limit_error",
+            ErrorKind::Overloaded | ErrorKind::Timeout | ErrorKind::Api => "server_error",
+        }
+    }
+
+    /// OpenAI's machine-readable `error.code`, where OpenAI has a well-known one.
+    pub fn openai_code(self) -> Option<&'static str> {
+        match self {
+            ErrorKind::InvalidRequest | ErrorKind::Api => None,
+            ErrorKind::Authentication => Some("invalid_api_key"),
+            ErrorKind::Permission => Some("permission_denied"),
+            ErrorKind::NotFound => Some("not_found"),
+            ErrorKind::PayloadTooLarge => Some("request_too_large"),
+            ErrorKind::RateLimit => Some("rate_limit_exceeded"),
+            ErrorKind::Overloaded => Some("overloaded"),
+            ErrorKind::Timeout => Some("timeout"),
+        }
+    }
+
+    /// Anthropic's `error.type` (the values its SDK and Claude Code know).
+    pub fn anthropic_type(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request_error",
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::Permission => "permission_error",
+            ErrorKind::NotFound => "not_found_error",
+            ErrorKind::PayloadTooLarge => "request_too_large",
+            ErrorKind::RateLimit => "rate_limit_error",
+            ErrorKind::Overloaded => "overloaded_error",
+            ErrorKind::Timeout => "timeout_error",
+            ErrorKind::Api => "api_error",
+        }
+    }
+
+    /// Google's canonical `error.status` (google.rpc.Code name).
+    pub fn gemini_status(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest | ErrorKind::PayloadTooLarge => "INVALID_ARGUMENT",
+            ErrorKind::Authentication => "UNAUTHENTICATED",
+            ErrorKind::Permission => "PERMISSION_DENIED",
+            ErrorKind::NotFound => "NOT_FOUND",
+            ErrorKind::RateLimit => "RESOURCE_EXHAUSTED",
+            ErrorKind::Overloaded => "UNAVAILABLE",
+            ErrorKind::Timeout => "DEADLINE_EXCEEDED",
+            ErrorKind::Api => "INTERNAL",
+        }
+    }
+}
+
+impl ClientError {
+    /// The JSON error body in the client's protocol; send it with `self.status` and
+    /// `Content-Type: application/json`.
+    pub fn render(&self, protocol: Protocol) -> Vec<u8> {
+        let body = match protocol {
+            Protocol::OpenAi => serde_json::json!({
+                "error": {
+                    "message": self.message,
+                    "type": self.kind.openai_type(),
+                    "param": self.param,
+                    "code": self.kind.openai_code(),
+                }
+            }),
+            Protocol::Anthropic => serde_json::json!({
+                "type": "error",
+                "error": { "type": self.kind.anthropic_type(), "message": self.message },
+            }),
+            Protocol::Gemini => serde_json::json!({
+                "error": {
+                    "code": self.status,
+                    "message": self.message,
+                    "status": self.kind.gemini_status(),
+                }
+            }),
+        };
+        // Serializing a `Value` built from strings and integers cannot fail.
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    /// Turns the final upstream failure of a request (after retries) into what the client sees.
+    ///
+    /// Only Google's `error.message` survives (truncated to 1 KiB); details, metadata and non-JSON bodies are
+    /// dropped, so nothing about our accounts or projects leaks. The status is re-mapped from the client's
+    /// point of view: the client's own key was accepted, so an upstream 401/403 (our account's token or
+    /// entitlement) becomes a 502 `api_error`, never a 401/403 that would make an SDK blame the user's key.
+    ///
+    /// | upstream | client |
+    /// |---|---|
+    /// | 400, 422, other 4xx | 400 invalid request |
+    /// | 401, 403 | 502 api error ("upstream account ...") |
+    /// | 404 | 404 not found |
+    /// | 408, 504 | 504 timeout |
+    /// | 413 | 413 payload too large |
+    /// | 429 | 429 rate limit |
+    /// | 503, 529 | 503 overloaded |
+    /// | other 5xx, anything else | 502 api error |
+    pub fn from_upstream(status: u16, body: &[u8]) -> ClientError {
+        let upstream_message = upstream_message(body);
+        let (client_status, kind, prefix) = match status {
+            401 => (502, ErrorKind::Api, Some("Upstream account authentication failed")),
+            403 => (502, ErrorKind::Api, Some("Upstream account is not permitted to serve this request")),
+            404 => (404, ErrorKind::NotFound, None),
+            408 | 504 => (504, ErrorKind::Timeout, None),
+            413 => (413, ErrorKind::PayloadTooLarge, None),
+            429 => (429, ErrorKind::RateLimit, None),
+            503 | 529 => (503, ErrorKind::Overloaded, None),
+            400..=499 => (400, ErrorKind::InvalidRequest, None),
+            _ => (502, ErrorKind::Api, None),
+        };
+        let message = match (prefix, upstream_message) {
+            (Some(prefix), Some(m)) => format!("{prefix}: {m}"),
+            (Some(prefix), None) => format!("{prefix} (upstream HTTP {status})"),
+            (None, Some(m)) => m,
+            (None, None) => format!("Upstream returned HTTP {status} ({})", status_reason(status)),
+        };
+        ClientError::new(client_status, kind, message)
+    }
+}
+
+/// The canonical reason phrase of an HTTP status, or "Unknown" for codes outside the registry.
+pub fn status_reason(status: u16) -> &'static str {
+    http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Unknown")
+}
+
+/// Google's `error.message`, from `{"error":{…}}` or the `[{"error":{…}}]` form some endpoints send.
+fn upstream_message(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        error: Detail,
+    }
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        message: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Body {
+        // Before `One`: serde would also accept a one-element array as a struct.
+        Many(Vec<Envelope>),
+        One(Envelope),
+    }
+    let message = match serde_json::from_slice::<Body>(body).ok()? {
+        Body::One(e) => e.error.message,
+        Body::Many(list) => list.into_iter().next()?.error.message,
+    }?;
+    let message = message.trim();
+    if message.is_empty() {
+        return None;
+    }
+    Some(truncate_utf8(message, MAX_UPSTREAM_MESSAGE).to_owned())
+}
+
+/// The longest prefix of `s` that fits in `max` bytes without splitting a character.
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn rendered(e: &ClientError, p: Protocol) -> Value {
+        serde_json::from_slice(&e.render(p)).unwrap()
+    }
+
+    #[test]
+    fn openai_shape_carries_type_param_and_code() {
+        let e = ClientError::invalid("temperature must be a number").with_param("temperature");
+        assert_eq!(
+            rendered(&e, Protocol::OpenAi),
+            json!({"error": {"message": "temperature must be a number", "type": "invalid_request_error",
+                              "param": "temperature", "code": null}})
+        );
+        let e = ClientError::new(429, ErrorKind::RateLimit, "slow down");
+        let v = rendered(&e, Protocol::OpenAi);
+        assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+        assert_eq!(v["error"]["param"], Value::Null);
+        let v = rendered(&ClientError::new(502, ErrorKind::Api, "x"), Protocol::OpenAi);
+        assert_eq!(v["error"]["type"], "server_error");
+    }
+
+    #[test]
+    fn anthropic_shape_uses_its_type_names() {
+        let cases = [
+            (ErrorKind::InvalidRequest, "invalid_request_error"),
+            (ErrorKind::Authentication, "authentication_error"),
+            (ErrorKind::Permission, "permission_error"),
+            (ErrorKind::NotFound, "not_found_error"),
+            (ErrorKind::PayloadTooLarge, "request_too_large"),
+            (ErrorKind::RateLimit, "rate_limit_error"),
+            (ErrorKind::Overloaded, "overloaded_error"),
+            (ErrorKind::Api, "api_error"),
+        ];
+        for (kind, ty) in cases {
+            let v = rendered(&ClientError::new(400, kind, "m"), Protocol::Anthropic);
+            assert_eq!(v, json!({"type": "error", "error": {"type": ty, "message": "m"}}), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn gemini_shape_has_numeric_code_and_status() {
+        let cases = [
+            (400, ErrorKind::InvalidRequest, "INVALID_ARGUMENT"),
+            (401, ErrorKind::Authentication, "UNAUTHENTICATED"),
+            (403, ErrorKind::Permission, "PERMISSION_DENIED"),
+            (404, ErrorKind::NotFound, "NOT_FOUND"),
+            (429, ErrorKind::RateLimit, "RESOURCE_EXHAUSTED"),
+            (503, ErrorKind::Overloaded, "UNAVAILABLE"),
+            (504, ErrorKind::Timeout, "DEADLINE_EXCEEDED"),
+            (500, ErrorKind::Api, "INTERNAL"),
+        ];
+        for (status, kind, name) in cases {
+            let v = rendered(&ClientError::new(status, kind, "m"), Protocol::Gemini);
+            assert_eq!(v, json!({"error": {"code": status, "message": "m", "status": name}}));
+        }
+    }
+
+    #[test]
+    fn upstream_errors_keep_only_the_message_and_remap_status() {
+        let quota = br#"{"error":{"code":429,"message":"You have exhausted your capacity on this model.","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","metadata":{"model":"m"}}]}}"#;
+        let cases: [(u16, &[u8], u16, ErrorKind); 9] = [
+            (429, quota, 429, ErrorKind::RateLimit),
+            (400, br#"{"error":{"code":400,"message":"bad"}}"#, 400, ErrorKind::InvalidRequest),
+            (401, br#"{"error":{"code":401,"message":"token expired"}}"#, 502, ErrorKind::Api),
+            (403, br#"{"error":{"code":403,"message":"ToS"}}"#, 502, ErrorKind::Api),
+            (404, br#"{"error":{"code":404,"message":"no model"}}"#, 404, ErrorKind::NotFound),
+            (503, b"{}", 503, ErrorKind::Overloaded),
+            (529, b"", 503, ErrorKind::Overloaded),
+            (500, b"<html>oops</html>", 502, ErrorKind::Api),
+            (504, b"", 504, ErrorKind::Timeout),
+        ];
+        for (up, body, status, kind) in cases {
+            let e = ClientError::from_upstream(up, body);
+            assert_eq!((e.status, e.kind), (status, kind), "upstream {up}");
+            assert!(!e.message.contains("html") && !e.message.contains("details"), "{}", e.message);
+        }
+        let e = ClientError::from_upstream(429, quota);
+        assert_eq!(e.message, "You have exhausted your capacity on this model.");
+        let e = ClientError::from_upstream(401, br#"{"error":{"message":"token expired"}}"#);
+        assert_eq!(e.message, "Upstream account authentication failed: token expired");
+        let e = ClientError::from_upstream(500, b"<html>oops</html>");
+        assert_eq!(e.message, "Upstream returned HTTP 500 (Internal Server Error)");
+        let e = ClientError::from_upstream(400, br#"[{"error":{"code":400,"message":"array form"}}]"#);
+        assert_eq!(e.message, "array form");
+    }
+
+    #[test]
+    fn long_upstream_messages_are_truncated_on_a_char_boundary() {
+        let long = "é".repeat(2000);
+        let body = serde_json::to_vec(&json!({"error": {"message": long}})).unwrap();
+        let e = ClientError::from_upstream(400, &body);
+        assert!(e.message.len() <= MAX_UPSTREAM_MESSAGE && e.message.len() >= MAX_UPSTREAM_MESSAGE - 1);
+        assert!(e.message.chars().all(|c| c == 'é'));
+    }
+}

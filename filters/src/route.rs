@@ -90,9 +90,7 @@ pub fn classify(method: &str, path: &str, key_style: Option<KeyStyle>) -> Route 
             let model = model.to_string();
             let operation = match (method, action) {
                 ("POST", "generateContent") => Operation::GenerateContent { model, stream: false },
-                ("POST", "streamGenerateContent") => {
-                    Operation::GenerateContent { model, stream: true }
-                }
+                ("POST", "streamGenerateContent") => Operation::GenerateContent { model, stream: true },
                 ("POST", "countTokens") => Operation::CountTokensGemini { model },
                 _ => Operation::Unknown,
             };
@@ -134,7 +132,10 @@ mod tests {
             op("POST", "/v1/chat/completions", Some(KeyStyle::Bearer)),
             (Operation::ChatCompletions, Protocol::OpenAi)
         );
-        assert_eq!(op("GET", "/v1/models", Some(KeyStyle::Bearer)), (Operation::ListModels, Protocol::OpenAi));
+        assert_eq!(
+            op("GET", "/v1/models", Some(KeyStyle::Bearer)),
+            (Operation::ListModels, Protocol::OpenAi)
+        );
         assert_eq!(
             op("GET", "/v1/models/gpt-4o", Some(KeyStyle::Bearer)),
             (Operation::GetModel { model: "gpt-4o".into() }, Protocol::OpenAi)
@@ -162,7 +163,10 @@ mod tests {
 
     #[test]
     fn anthropic_and_unknown() {
-        assert_eq!(op("POST", "/v1/messages", Some(KeyStyle::XApiKey)), (Operation::Messages, Protocol::Anthropic));
+        assert_eq!(
+            op("POST", "/v1/messages", Some(KeyStyle::XApiKey)),
+            (Operation::Messages, Protocol::Anthropic)
+        );
         assert_eq!(op("POST", "/v1/messages/count_tokens", None).0, Operation::CountTokensAnthropic);
         assert_eq!(op("GET", "/nope", None), (Operation::Unknown, Protocol::OpenAi));
         assert_eq!(op("GET", "/health", None).0, Operation::Health);

@@ -34,7 +34,8 @@ impl Admin {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        presented.len() == expected.expose().len() && bool::from(presented.as_bytes().ct_eq(expected.expose().as_bytes()))
+        presented.len() == expected.expose().len()
+            && bool::from(presented.as_bytes().ct_eq(expected.expose().as_bytes()))
     }
 }
 

@@ -32,7 +32,8 @@ impl App {
     }
 
     pub fn with_store(snapshot: Snapshot, store: Store) -> Arc<App> {
-        let upstream = Arc::new(Upstream::new(snapshot.upstream.connect_timeout, snapshot.upstream.read_timeout));
+        let upstream =
+            Arc::new(Upstream::new(snapshot.upstream.connect_timeout, snapshot.upstream.read_timeout));
         let pool = AccountPool::new(&snapshot.accounts);
         let credentials = Credentials::new(upstream.clone(), store.clone());
         Arc::new(App {

@@ -92,7 +92,12 @@ fn check(config: &std::path::Path) -> ExitCode {
         Ok(s) => {
             println!("{}: ok", config.display());
             println!("  listen {} (admin {})", s.listen, s.admin.listen);
-            println!("  {} API key(s), {} account(s), {} upstream endpoint(s)", s.api_key_names.len(), s.accounts.len(), s.upstream.endpoints.len());
+            println!(
+                "  {} API key(s), {} account(s), {} upstream endpoint(s)",
+                s.api_key_names.len(),
+                s.accounts.len(),
+                s.upstream.endpoints.len()
+            );
             if s.upstream.oauth_client_secret.is_empty() {
                 println!("  warning: no OAuth client secret is set; token refreshes will fail");
             }

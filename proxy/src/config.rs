@@ -180,7 +180,10 @@ pub struct PoolFile {
 
 impl Default for PoolFile {
     fn default() -> Self {
-        PoolFile { max_concurrent_per_account: defaults::max_concurrent(), max_attempts: defaults::max_attempts() }
+        PoolFile {
+            max_concurrent_per_account: defaults::max_concurrent(),
+            max_attempts: defaults::max_attempts(),
+        }
     }
 }
 
@@ -491,7 +494,8 @@ impl Snapshot {
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })
+    std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })
 }
 
 fn parse_yaml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
@@ -519,7 +523,7 @@ fn secret_from(
 ) -> Result<Option<Secret>, String> {
     match (inline, env_name) {
         (Some(_), Some(_)) => Err(format!("{what}: give either the value or its _env variable, not both")),
-        (Some(v), None) if v.is_empty() => Err(format!("{what}: the value is empty")),
+        (Some(""), None) => Err(format!("{what}: the value is empty")),
         (Some(v), None) => Ok(Some(Secret::new(v))),
         (None, Some(name)) => match env.var(name) {
             Some(v) => Ok(Some(Secret::new(v))),
@@ -570,17 +574,19 @@ fn build(
     env: &dyn Env,
 ) -> Result<Snapshot, ConfigError> {
     let mp = paths.main.clone();
-    let listen: SocketAddr = main
-        .listen
-        .parse()
-        .map_err(|_| invalid(&mp, format!("listen: {:?} is not an address like 127.0.0.1:8045", main.listen)))?;
+    let listen: SocketAddr = main.listen.parse().map_err(|_| {
+        invalid(&mp, format!("listen: {:?} is not an address like 127.0.0.1:8045", main.listen))
+    })?;
     let admin_listen: SocketAddr = main.admin.listen.parse().map_err(|_| {
         invalid(&mp, format!("admin.listen: {:?} is not an address like 127.0.0.1:8046", main.admin.listen))
     })?;
     let admin_key = secret_from(main.admin.key.as_deref(), main.admin.key_env.as_deref(), "admin.key", env)
         .map_err(|m| invalid(&mp, m))?;
     if admin_key.is_none() && !is_loopback(&admin_listen) {
-        return Err(invalid(&mp, "admin.listen is not a loopback address, so admin.key or admin.key_env is required"));
+        return Err(invalid(
+            &mp,
+            "admin.listen is not a loopback address, so admin.key or admin.key_env is required",
+        ));
     }
     if admin_listen == listen {
         return Err(invalid(&mp, "admin.listen and listen must differ"));
@@ -616,21 +622,17 @@ fn build(
         .iter()
         .map(|e| UpstreamUrl::parse(e).map_err(|m| invalid(&mp, format!("upstream.endpoints: {m}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let oauth_token_url =
-        UpstreamUrl::parse(&u.oauth_token_url).map_err(|m| invalid(&mp, format!("upstream.oauth_token_url: {m}")))?;
-    let oauth_client_secret = match secret_from(
-        u.oauth_client_secret.as_deref(),
-        None,
-        "upstream.oauth_client_secret",
-        env,
-    )
-    .map_err(|m| invalid(&mp, m))?
-    {
-        Some(s) => s,
-        // A missing secret is not fatal here: accounts may already hold fresh tokens, and the first refresh
-        // reports the problem per account. `levitate check` warns about it.
-        None => env.var(&u.oauth_client_secret_env).map(Secret::new).unwrap_or_default(),
-    };
+    let oauth_token_url = UpstreamUrl::parse(&u.oauth_token_url)
+        .map_err(|m| invalid(&mp, format!("upstream.oauth_token_url: {m}")))?;
+    let oauth_client_secret =
+        match secret_from(u.oauth_client_secret.as_deref(), None, "upstream.oauth_client_secret", env)
+            .map_err(|m| invalid(&mp, m))?
+        {
+            Some(s) => s,
+            // A missing secret is not fatal here: accounts may already hold fresh tokens, and the first refresh
+            // reports the problem per account. `levitate check` warns about it.
+            None => env.var(&u.oauth_client_secret_env).map(Secret::new).unwrap_or_default(),
+        };
     let upstream = UpstreamSettings {
         endpoints,
         oauth_token_url,
@@ -642,8 +644,8 @@ fn build(
         token_refresh_lead: u.token_refresh_lead,
     };
 
-    let max_request_body =
-        parse_size(&main.limits.max_request_body).map_err(|m| invalid(&mp, format!("limits.max_request_body: {m}")))?;
+    let max_request_body = parse_size(&main.limits.max_request_body)
+        .map_err(|m| invalid(&mp, format!("limits.max_request_body: {m}")))?;
     if max_request_body < 1024 {
         return Err(invalid(&mp, "limits.max_request_body must be at least 1KiB"));
     }
@@ -663,12 +665,16 @@ fn build(
             return Err(invalid(ap, format!("account {}: duplicate email", a.email)));
         }
         let what = format!("account {}", a.email);
-        let refresh_token = secret_from(a.refresh_token.as_deref(), a.refresh_token_env.as_deref(), &what, env)
-            .map_err(|m| invalid(ap, m))?
-            .ok_or_else(|| invalid(ap, format!("{what}: give refresh_token or refresh_token_env")))?;
+        let refresh_token =
+            secret_from(a.refresh_token.as_deref(), a.refresh_token_env.as_deref(), &what, env)
+                .map_err(|m| invalid(ap, m))?
+                .ok_or_else(|| invalid(ap, format!("{what}: give refresh_token or refresh_token_env")))?;
         if let Some(tier) = &a.tier {
             if !KNOWN_TIERS.contains(&tier.as_str()) {
-                return Err(invalid(ap, format!("{what}: unknown tier {tier:?} (known: {})", KNOWN_TIERS.join(", "))));
+                return Err(invalid(
+                    ap,
+                    format!("{what}: unknown tier {tier:?} (known: {})", KNOWN_TIERS.join(", ")),
+                ));
             }
         }
         if a.max_concurrent == Some(0) {
@@ -689,7 +695,10 @@ fn build(
     let mut aliases = Vec::new();
     for (k, v) in &routes.aliases {
         let (Some(k), Some(v)) = (k.as_str(), v.as_str()) else {
-            return Err(invalid(rp, "aliases: every entry maps a model pattern (string) to an upstream model (string)"));
+            return Err(invalid(
+                rp,
+                "aliases: every entry maps a model pattern (string) to an upstream model (string)",
+            ));
         };
         aliases.push((k.to_string(), v.to_string()));
     }
@@ -809,7 +818,10 @@ mod tests {
         assert!(parse_size("lots").is_err());
         let u = UpstreamUrl::parse("http://127.0.0.1:9999/x/").unwrap();
         assert_eq!((u.tls, u.port, u.base_path.as_str()), (false, 9999, "/x"));
-        assert_eq!(UpstreamUrl::parse("https://cloudcode-pa.googleapis.com").unwrap().authority(), "cloudcode-pa.googleapis.com");
+        assert_eq!(
+            UpstreamUrl::parse("https://cloudcode-pa.googleapis.com").unwrap().authority(),
+            "cloudcode-pa.googleapis.com"
+        );
         assert!(UpstreamUrl::parse("ftp://x").is_err());
     }
 }

@@ -164,7 +164,11 @@ impl Credentials {
         };
     }
 
-    async fn refresh(&self, account: &AccountSpec, settings: &UpstreamSettings) -> Result<AccessToken, CredentialError> {
+    async fn refresh(
+        &self,
+        account: &AccountSpec,
+        settings: &UpstreamSettings,
+    ) -> Result<AccessToken, CredentialError> {
         let form = form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "refresh_token")
             .append_pair("refresh_token", account.refresh_token.expose())
@@ -184,18 +188,20 @@ impl Credentials {
             .await
             .map_err(|source| CredentialError::Network { account: account.email.clone(), source })?;
         if status == 200 {
-            let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| CredentialError::Refresh {
-                account: account.email.clone(),
-                status,
-                message: format!("unreadable token answer: {e}"),
-            })?;
+            let answer: TokenAnswer =
+                serde_json::from_slice(&body).map_err(|e| CredentialError::Refresh {
+                    account: account.email.clone(),
+                    status,
+                    message: format!("unreadable token answer: {e}"),
+                })?;
             tracing::info!(account = %account.email, expires_in = answer.expires_in, "access token refreshed");
-            return Ok(AccessToken { token: answer.access_token.into(), expires_at: unix_now() + answer.expires_in });
+            return Ok(AccessToken {
+                token: answer.access_token.into(),
+                expires_at: unix_now() + answer.expires_in,
+            });
         }
-        let err: OAuthError = serde_json::from_slice(&body).unwrap_or(OAuthError {
-            error: String::new(),
-            error_description: String::new(),
-        });
+        let err: OAuthError = serde_json::from_slice(&body)
+            .unwrap_or(OAuthError { error: String::new(), error_description: String::new() });
         if matches!(err.error.as_str(), "invalid_grant" | "invalid_client" | "unauthorized_client") {
             return Err(CredentialError::Revoked {
                 account: account.email.clone(),
@@ -249,7 +255,8 @@ impl Credentials {
         settings: &UpstreamSettings,
         token: &AccessToken,
     ) -> Result<Project, CredentialError> {
-        let metadata = json!({"ideType": "ANTIGRAVITY", "platform": "PLATFORM_UNSPECIFIED", "pluginType": "GEMINI"});
+        let metadata =
+            json!({"ideType": "ANTIGRAVITY", "platform": "PLATFORM_UNSPECIFIED", "pluginType": "GEMINI"});
         let answer = self
             .control_call(account, settings, token, "loadCodeAssist", json!({ "metadata": metadata }))
             .await?;
@@ -313,7 +320,9 @@ impl Credentials {
                     }
                     last = Some(error);
                 }
-                Err(source) => last = Some(CredentialError::Network { account: account.email.clone(), source }),
+                Err(source) => {
+                    last = Some(CredentialError::Network { account: account.email.clone(), source })
+                }
             }
         }
         Err(last.unwrap_or(CredentialError::Discovery {
@@ -344,7 +353,8 @@ fn project_of(answer: &Value) -> Option<String> {
 
 /// Tier precedence: `paidTier` > `currentTier` (unless `ineligibleTiers` is set) > the `allowedTiers` default.
 pub fn tier_of(answer: &Value) -> Option<String> {
-    let id = |key: &str| answer.get(key).and_then(|t| t.get("id")).and_then(Value::as_str).map(str::to_string);
+    let id =
+        |key: &str| answer.get(key).and_then(|t| t.get("id")).and_then(Value::as_str).map(str::to_string);
     if let Some(paid) = id("paidTier") {
         return Some(paid);
     }
@@ -387,7 +397,10 @@ mod tests {
     #[test]
     fn project_forms() {
         assert_eq!(project_of(&json!({"cloudaicompanionProject": "p-1"})).as_deref(), Some("p-1"));
-        assert_eq!(project_of(&json!({"cloudaicompanionProject": {"id": "p-2", "name": "x"}})).as_deref(), Some("p-2"));
+        assert_eq!(
+            project_of(&json!({"cloudaicompanionProject": {"id": "p-2", "name": "x"}})).as_deref(),
+            Some("p-2")
+        );
         assert_eq!(project_of(&json!({"cloudaicompanionProject": ""})), None);
         assert_eq!(project_of(&json!({})), None);
     }

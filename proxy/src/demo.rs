@@ -23,7 +23,8 @@ pub enum DemoError {
 /// Starts the simulator and writes the demo configuration; returns the path of its levitate.yaml.
 pub fn prepare(listen: SocketAddr, admin: SocketAddr) -> Result<PathBuf, DemoError> {
     let sim_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
-    let sim = levitate_sim::spawn_in_thread(levitate_sim::SimConfig::default(), sim_listen).map_err(DemoError::Simulator)?;
+    let sim = levitate_sim::spawn_in_thread(levitate_sim::SimConfig::default(), sim_listen)
+        .map_err(DemoError::Simulator)?;
     let sim_addr = sim.addr;
     // The simulator lives as long as the process.
     std::mem::forget(sim);

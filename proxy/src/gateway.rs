@@ -91,7 +91,10 @@ impl ProxyHttp for Gateway {
         _ctx: &mut RequestCtx,
     ) -> Result<Box<pingora_core::upstreams::peer::HttpPeer>> {
         // Every route is answered in request_filter; reaching here is a bug, not a client error.
-        Err(pingora_core::Error::explain(pingora_core::ErrorType::InternalError, "no upstream peer: routes are served in request_filter"))
+        Err(pingora_core::Error::explain(
+            pingora_core::ErrorType::InternalError,
+            "no upstream peer: routes are served in request_filter",
+        ))
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -140,13 +143,22 @@ impl Gateway {
     }
 
     /// Returns the name of the client's key, or a 401 in the client's protocol.
-    fn authenticate(&self, session: &Session, snapshot: &Snapshot, route: &Route) -> std::result::Result<Option<String>, ClientError> {
+    fn authenticate(
+        &self,
+        session: &Session,
+        snapshot: &Snapshot,
+        route: &Route,
+    ) -> std::result::Result<Option<String>, ClientError> {
         if !route.requires_key() {
             return Ok(None);
         }
         let req = session.req_header();
         let Some(presented) = presented_key_with_style(&req.headers, req.uri.query()) else {
-            return Err(ClientError::new(401, ErrorKind::Authentication, "no API key: send it as Authorization: Bearer, x-api-key, x-goog-api-key or ?key="));
+            return Err(ClientError::new(
+                401,
+                ErrorKind::Authentication,
+                "no API key: send it as Authorization: Bearer, x-api-key, x-goog-api-key or ?key=",
+            ));
         };
         match snapshot.api_keys.verify(&presented.key) {
             Some(name) => Ok(Some(name.to_string())),
@@ -169,21 +181,39 @@ impl Gateway {
             }
             Operation::GetModel { model } => match crate::models::openai_model(&snapshot.aliases, &model) {
                 Some(body) => self.respond_json(session, ctx, 200, body).await,
-                None => Err(ClientError::new(404, ErrorKind::NotFound, format!("model {model:?} does not exist"))),
+                None => {
+                    Err(ClientError::new(404, ErrorKind::NotFound, format!("model {model:?} does not exist")))
+                }
             },
             Operation::ChatCompletions => self.chat_completions(session, ctx, snapshot).await,
             Operation::Unknown => {
                 let req = session.req_header();
-                Err(ClientError::new(404, ErrorKind::NotFound, format!("no route for {} {}", req.method, req.uri.path())))
+                Err(ClientError::new(
+                    404,
+                    ErrorKind::NotFound,
+                    format!("no route for {} {}", req.method, req.uri.path()),
+                ))
             }
-            _ => Err(ClientError::new(404, ErrorKind::NotFound, "this API is not served by this Levitate build yet")),
+            _ => Err(ClientError::new(
+                404,
+                ErrorKind::NotFound,
+                "this API is not served by this Levitate build yet",
+            )),
         }
     }
 
     /// Reads the whole request body, bounded by `limits.max_request_body` (413 beyond).
-    async fn read_body(&self, session: &mut Session, limit: usize) -> std::result::Result<Vec<u8>, ClientError> {
+    async fn read_body(
+        &self,
+        session: &mut Session,
+        limit: usize,
+    ) -> std::result::Result<Vec<u8>, ClientError> {
         let too_large = || {
-            ClientError::new(413, ErrorKind::PayloadTooLarge, format!("request body larger than the {limit}-byte limit (limits.max_request_body)"))
+            ClientError::new(
+                413,
+                ErrorKind::PayloadTooLarge,
+                format!("request body larger than the {limit}-byte limit (limits.max_request_body)"),
+            )
         };
         let declared = session
             .req_header()
@@ -203,11 +233,9 @@ impl Gateway {
         if expects_continue {
             // Without this, clients sending large prompts wait a second before sending the body.
             session.as_downstream_mut().set_close_on_response_before_downstream_finish(false);
-            session
-                .as_downstream_mut()
-                .write_continue_response()
-                .await
-                .map_err(|e| ClientError::new(400, ErrorKind::InvalidRequest, format!("cannot answer 100-continue: {e}")))?;
+            session.as_downstream_mut().write_continue_response().await.map_err(|e| {
+                ClientError::new(400, ErrorKind::InvalidRequest, format!("cannot answer 100-continue: {e}"))
+            })?;
         }
         let mut body = Vec::with_capacity(declared.unwrap_or(16 * 1024).min(limit));
         loop {
@@ -220,7 +248,13 @@ impl Gateway {
                     body.extend_from_slice(&chunk);
                 }
                 Ok(None) => return Ok(body),
-                Err(e) => return Err(ClientError::new(400, ErrorKind::InvalidRequest, format!("could not read the request body: {e}"))),
+                Err(e) => {
+                    return Err(ClientError::new(
+                        400,
+                        ErrorKind::InvalidRequest,
+                        format!("could not read the request body: {e}"),
+                    ))
+                }
             }
         }
     }
@@ -235,18 +269,24 @@ impl Gateway {
         let request: ChatRequest = parse_chat_request(&mut body)?;
         drop(body);
         ctx.client_model = Some(request.model().to_string());
-        let upstream_model = snapshot
-            .aliases
-            .resolve(request.model())
-            .map(|r| r.upstream.to_string())
-            .ok_or_else(|| {
-                ClientError::new(404, ErrorKind::NotFound, format!("the model {:?} does not exist and routes.yaml has no default", request.model()))
-                    .with_param("model")
+        let upstream_model =
+            snapshot.aliases.resolve(request.model()).map(|r| r.upstream.to_string()).ok_or_else(|| {
+                ClientError::new(
+                    404,
+                    ErrorKind::NotFound,
+                    format!("the model {:?} does not exist and routes.yaml has no default", request.model()),
+                )
+                .with_param("model")
             })?;
         ctx.upstream_model = Some(upstream_model.clone());
-        let session_id = session_id(header(session, "x-session-id").or(request.session_hint()), request.first_user_text());
+        let session_id =
+            session_id(header(session, "x-session-id").or(request.session_hint()), request.first_user_text());
         let signatures = StoredSignatures(&self.app);
-        let inner = build_inner_request(&request, &Target { upstream_model: &upstream_model, session_id: &session_id }, &signatures)?;
+        let inner = build_inner_request(
+            &request,
+            &Target { upstream_model: &upstream_model, session_id: &session_id },
+            &signatures,
+        )?;
 
         let (response, lease) = self.open_upstream(ctx, snapshot, &upstream_model, &inner.json).await?;
         let request_uuid = uuid::Uuid::new_v4().simple().to_string();
@@ -285,10 +325,18 @@ impl Gateway {
                 Ok(lease) => lease,
                 Err(SelectError::Exhausted) => break,
                 Err(SelectError::NoAccounts) => {
-                    return Err(ClientError::new(503, ErrorKind::Overloaded, "no Google account is configured and enabled"))
+                    return Err(ClientError::new(
+                        503,
+                        ErrorKind::Overloaded,
+                        "no Google account is configured and enabled",
+                    ))
                 }
                 Err(SelectError::Busy) => {
-                    return Err(ClientError::new(429, ErrorKind::RateLimit, "every account is busy; retry shortly"))
+                    return Err(ClientError::new(
+                        429,
+                        ErrorKind::RateLimit,
+                        "every account is busy; retry shortly",
+                    ))
                 }
             };
             tried.push(lease.id().to_string());
@@ -300,7 +348,11 @@ impl Gateway {
                 Err(e) => {
                     tracing::warn!(account = %account.email, error = %e, "account unusable: token refresh failed");
                     self.app.metrics.upstream_attempt(&account.email, "token_error");
-                    last_error = Some(ClientError::new(503, ErrorKind::Overloaded, "no account could obtain an access token"));
+                    last_error = Some(ClientError::new(
+                        503,
+                        ErrorKind::Overloaded,
+                        "no account could obtain an access token",
+                    ));
                     continue;
                 }
             };
@@ -309,7 +361,11 @@ impl Gateway {
                 Err(e) => {
                     tracing::warn!(account = %account.email, error = %e, "account unusable: no project");
                     self.app.metrics.upstream_attempt(&account.email, "project_error");
-                    last_error = Some(ClientError::new(503, ErrorKind::Overloaded, "no account has a usable Cloud Code project"));
+                    last_error = Some(ClientError::new(
+                        503,
+                        ErrorKind::Overloaded,
+                        "no account has a usable Cloud Code project",
+                    ));
                     continue;
                 }
             };
@@ -323,7 +379,8 @@ impl Gateway {
                 Err(message) => {
                     tracing::warn!(account = %account.email, error = %message, "upstream unreachable");
                     self.app.metrics.upstream_attempt(&account.email, "network_error");
-                    last_error = Some(ClientError::new(502, ErrorKind::Api, "the upstream could not be reached"));
+                    last_error =
+                        Some(ClientError::new(502, ErrorKind::Api, "the upstream could not be reached"));
                     continue;
                 }
             };
@@ -345,7 +402,13 @@ impl Gateway {
             }
             last_error = Some(error);
         }
-        Err(last_error.unwrap_or_else(|| ClientError::new(503, ErrorKind::Overloaded, "every account was tried and none could serve the request")))
+        Err(last_error.unwrap_or_else(|| {
+            ClientError::new(
+                503,
+                ErrorKind::Overloaded,
+                "every account was tried and none could serve the request",
+            )
+        }))
     }
 
     /// Sends to the configured endpoints in order, moving on after network errors, 404, 408 and 5xx.
@@ -359,9 +422,16 @@ impl Gateway {
         let mut last = String::from("no endpoint configured");
         for (i, url) in endpoints.iter().enumerate() {
             let is_last = i + 1 == endpoints.len();
-            let request = UpstreamRequest { url, path: "/v1internal:streamGenerateContent?alt=sse", headers, body: body.clone() };
+            let request = UpstreamRequest {
+                url,
+                path: "/v1internal:streamGenerateContent?alt=sse",
+                headers,
+                body: body.clone(),
+            };
             match self.app.upstream.send(request).await {
-                Ok(response) if is_last || !matches!(response.status, 404 | 408 | 500..=599) => return Ok(response),
+                Ok(response) if is_last || !matches!(response.status, 404 | 408 | 500..=599) => {
+                    return Ok(response)
+                }
                 Ok(response) => {
                     last = format!("{url} answered {}", response.status);
                     response.abort().await;
@@ -490,7 +560,12 @@ impl Gateway {
         Ok(())
     }
 
-    async fn respond_error(&self, session: &mut Session, ctx: &mut RequestCtx, error: &ClientError) -> Result<()> {
+    async fn respond_error(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        error: &ClientError,
+    ) -> Result<()> {
         if ctx.status != 0 {
             // Headers already went out; the stream was ended in its own protocol.
             return Ok(());
@@ -507,7 +582,13 @@ impl Gateway {
 }
 
 /// Writes a complete, non-streaming response.
-async fn respond(session: &mut Session, ctx: &mut RequestCtx, status: u16, headers: &[(&'static str, &str)], body: Vec<u8>) {
+async fn respond(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    headers: &[(&'static str, &str)],
+    body: Vec<u8>,
+) {
     ctx.status = status;
     let Ok(mut header) = ResponseHeader::build(status, Some(headers.len() + 1)) else { return };
     for (name, value) in headers {

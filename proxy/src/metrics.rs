@@ -36,13 +36,9 @@ impl Metrics {
             &["protocol"],
         );
         let metrics = match (requests, request_seconds, upstream_attempts, streams_truncated) {
-            (Ok(requests), Ok(request_seconds), Ok(upstream_attempts), Ok(streams_truncated)) => Metrics {
-                registry,
-                requests,
-                request_seconds,
-                upstream_attempts,
-                streams_truncated,
-            },
+            (Ok(requests), Ok(request_seconds), Ok(upstream_attempts), Ok(streams_truncated)) => {
+                Metrics { registry, requests, request_seconds, upstream_attempts, streams_truncated }
+            }
             _ => unreachable!("metric definitions are static and valid"),
         };
         for collector in [

@@ -49,12 +49,16 @@ mod tests {
     fn lists_upstream_models_and_exact_aliases() {
         let table = AliasTable::compile(
             &["gemini-3-flash".to_string(), "claude-sonnet-4-6".to_string()],
-            &[("gpt-4o".to_string(), "gemini-3-flash".to_string()), ("gpt-*".to_string(), "gemini-3-flash".to_string())],
+            &[
+                ("gpt-4o".to_string(), "gemini-3-flash".to_string()),
+                ("gpt-*".to_string(), "gemini-3-flash".to_string()),
+            ],
             None,
         )
         .unwrap();
         let list: Value = serde_json::from_slice(&openai_list(&table)).unwrap();
-        let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> =
+            list["data"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
         assert_eq!(ids, ["gemini-3-flash", "claude-sonnet-4-6", "gpt-4o"]);
         assert!(openai_model(&table, "claude-sonnet-4-6").is_some());
         assert!(openai_model(&table, "gpt-*").is_none());

@@ -38,7 +38,11 @@ pub struct LiveAccount {
 
 impl LiveAccount {
     fn new() -> Self {
-        LiveAccount { in_flight: AtomicU32::new(0), learned_tier_rank: AtomicU8::new(u8::MAX), served: AtomicU64::new(0) }
+        LiveAccount {
+            in_flight: AtomicU32::new(0),
+            learned_tier_rank: AtomicU8::new(u8::MAX),
+            served: AtomicU64::new(0),
+        }
     }
 
     pub fn in_flight(&self) -> u32 {
@@ -51,7 +55,9 @@ impl LiveAccount {
 
     /// Reserves one slot unless the account is at `cap`.
     fn try_reserve(&self, cap: u32) -> bool {
-        self.in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1)).is_ok()
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1))
+            .is_ok()
     }
 }
 
@@ -92,6 +98,9 @@ impl Drop for Lease {
         self.released.notify_one();
     }
 }
+
+/// An eligible account with its sort key: (tier rank, in-flight, tie-break).
+type Candidate = (u8, u32, u64, Arc<AccountSpec>, Arc<LiveAccount>);
 
 /// The accounts, their live counters, and the selection policy.
 pub struct AccountPool {
@@ -152,7 +161,7 @@ impl AccountPool {
     /// Leases the best eligible account right now, without waiting.
     pub fn select(&self, selection: &Selection<'_>) -> Result<Lease, SelectError> {
         let table = self.table.load();
-        let mut candidates: Vec<(u8, u32, u64, Arc<AccountSpec>, Arc<LiveAccount>)> = Vec::with_capacity(table.len());
+        let mut candidates: Vec<Candidate> = Vec::with_capacity(table.len());
         let mut any_enabled = false;
         let spin = self.rotation.fetch_add(1, Ordering::Relaxed);
         for (i, account) in table.iter().enumerate() {
@@ -186,7 +195,11 @@ impl AccountPool {
 
     /// Like [`select`](Self::select), but when every candidate is merely busy, waits up to `max_wait` for a
     /// slot to free: a full pool must not turn into a burst of client errors.
-    pub async fn select_or_wait(&self, selection: &Selection<'_>, max_wait: Duration) -> Result<Lease, SelectError> {
+    pub async fn select_or_wait(
+        &self,
+        selection: &Selection<'_>,
+        max_wait: Duration,
+    ) -> Result<Lease, SelectError> {
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
             let notified = self.released.notified();
@@ -255,7 +268,10 @@ mod tests {
         off.enabled = false;
         let pool = AccountPool::new(&[account("a@x", None, 3), off]);
         let tried = vec!["a@x".to_string()];
-        assert_eq!(pool.select(&Selection { model: "m", exclude: &tried }).err(), Some(SelectError::Exhausted));
+        assert_eq!(
+            pool.select(&Selection { model: "m", exclude: &tried }).err(),
+            Some(SelectError::Exhausted)
+        );
         let none = AccountPool::new(&[]);
         assert_eq!(pick(&none).err(), Some(SelectError::NoAccounts));
     }
@@ -272,7 +288,11 @@ mod tests {
                     for _ in 0..2000 {
                         if let Ok(lease) = pick(&pool) {
                             let now = lease.live.in_flight();
-                            assert!(now <= lease.account.max_concurrent, "{} over its cap: {now}", lease.id());
+                            assert!(
+                                now <= lease.account.max_concurrent,
+                                "{} over its cap: {now}",
+                                lease.id()
+                            );
                             peak.fetch_max(now, Ordering::Relaxed);
                         }
                     }
@@ -305,14 +325,17 @@ mod tests {
         let waiter = {
             let pool = pool.clone();
             tokio::spawn(async move {
-                pool.select_or_wait(&Selection { model: "m", exclude: &[] }, Duration::from_secs(5)).await.map(|l| l.id().to_string())
+                pool.select_or_wait(&Selection { model: "m", exclude: &[] }, Duration::from_secs(5))
+                    .await
+                    .map(|l| l.id().to_string())
             })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(lease);
         assert_eq!(waiter.await.unwrap().unwrap(), "a@x");
         let held = pick(&pool).unwrap();
-        let timed_out = pool.select_or_wait(&Selection { model: "m", exclude: &[] }, Duration::from_millis(30)).await;
+        let timed_out =
+            pool.select_or_wait(&Selection { model: "m", exclude: &[] }, Duration::from_millis(30)).await;
         assert_eq!(timed_out.err(), Some(SelectError::Busy));
         drop(held);
     }

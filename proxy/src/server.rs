@@ -25,13 +25,15 @@ pub struct StartOptions {
 /// Builds the Pingora server around `app` and runs it until shutdown; never returns.
 pub fn run(app: Arc<App>, start: StartOptions) -> ! {
     let snapshot = app.snapshot();
-    let mut conf = ServerConf::default();
-    conf.threads = match snapshot.server.threads {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-        n => n,
+    let conf = ServerConf {
+        threads: match snapshot.server.threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            n => n,
+        },
+        grace_period_seconds: Some(snapshot.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
     };
-    conf.grace_period_seconds = Some(snapshot.server.grace_period.as_secs());
-    conf.graceful_shutdown_timeout_seconds = Some(5);
     let opt = Opt { upgrade: start.upgrade, ..Opt::default() };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();

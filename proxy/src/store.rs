@@ -84,7 +84,8 @@ impl Store {
     ) -> Result<AccountState, StoreError> {
         let mut result = AccountState::default();
         self.accounts.fetch_and_update(id.as_bytes(), |old| {
-            let mut state: AccountState = old.and_then(|raw| serde_json::from_slice(raw).ok()).unwrap_or_default();
+            let mut state: AccountState =
+                old.and_then(|raw| serde_json::from_slice(raw).ok()).unwrap_or_default();
             change(&mut state);
             result = state.clone();
             serde_json::to_vec(&state).ok()
@@ -119,7 +120,8 @@ impl Store {
         let mut removed = 0;
         for item in self.signatures.iter() {
             let (key, raw) = item?;
-            let stale = serde_json::from_slice::<SignatureRecord>(&raw).map(|r| r.stored_at < cutoff).unwrap_or(true);
+            let stale =
+                serde_json::from_slice::<SignatureRecord>(&raw).map(|r| r.stored_at < cutoff).unwrap_or(true);
             if stale {
                 self.signatures.remove(key)?;
                 removed += 1;

@@ -100,7 +100,12 @@ impl Upstream {
     pub fn new(connect_timeout: Duration, read_timeout: Duration) -> Self {
         let mut options = ConnectorOptions::new(128);
         options.keepalive_pool_size = 128;
-        Upstream { connector: Connector::new(Some(options)), connect_timeout, read_timeout, resolved: Mutex::new(HashMap::new()) }
+        Upstream {
+            connector: Connector::new(Some(options)),
+            connect_timeout,
+            read_timeout,
+            resolved: Mutex::new(HashMap::new()),
+        }
     }
 
     async fn resolve(&self, url: &UpstreamUrl) -> Result<SocketAddr, UpstreamError> {
@@ -117,7 +122,10 @@ impl Upstream {
             .await
             .map_err(|e| UpstreamError::Resolve { host: url.host.clone(), reason: e.to_string() })?
             .next()
-            .ok_or_else(|| UpstreamError::Resolve { host: url.host.clone(), reason: "no addresses".into() })?;
+            .ok_or_else(|| UpstreamError::Resolve {
+                host: url.host.clone(),
+                reason: "no addresses".into(),
+            })?;
         if let Ok(mut cache) = self.resolved.lock() {
             cache.insert(key, (addr, Instant::now()));
         }
@@ -163,7 +171,11 @@ impl Upstream {
     }
 
     /// Sends one request and reads the whole (bounded) response: for OAuth and discovery calls.
-    pub async fn post(&self, request: UpstreamRequest<'_>, limit: usize) -> Result<(u16, Bytes), UpstreamError> {
+    pub async fn post(
+        &self,
+        request: UpstreamRequest<'_>,
+        limit: usize,
+    ) -> Result<(u16, Bytes), UpstreamError> {
         let mut response = self.send(request).await?;
         let body = response.read_to_end(limit).await?;
         let status = response.status;

@@ -1,2 +1,212 @@
-//! (being written)
+//! Client request -> upstream `v1internal` request.
+//!
+//! A client request is parsed and rewritten once into the inner `request` object (contents, tools,
+//! generation config); each upstream attempt then only wraps those bytes in a fresh envelope with its
+//! account's project and a new request id ([`wrap_envelope`]), so retries on other accounts cost a memcpy,
+//! not a second transform. Tool names the upstream would reject are renamed, and the [`ToolNameMap`] built
+//! here lets the stream machines give the client its own names back.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::error::ClientError;
+use crate::schema::{sanitize_tool_name, SchemaError};
+
 pub mod openai;
+
+/// What the request is being rewritten for, decided by routing before the transform runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    pub upstream_model: &'a str,
+    /// `request.sessionId`: the conversation's affinity key (PROTOCOL.md §11).
+    pub session_id: &'a str,
+}
+
+/// Why a client request could not be rewritten; always the client's fault (400).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransformError {
+    /// The body is not JSON, or not the JSON shape of the protocol.
+    #[error("{0}")]
+    Json(String),
+    #[error("{message}")]
+    Invalid { param: Option<String>, message: String },
+    /// A feature the upstream cannot provide (`n > 1`, logprobs, audio output…).
+    #[error("{message}")]
+    Unsupported { param: String, message: String },
+    #[error("invalid JSON schema in `{param}`: {source}")]
+    Schema {
+        param: String,
+        #[source]
+        source: SchemaError,
+    },
+}
+
+impl TransformError {
+    pub(crate) fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        TransformError::Invalid { param: Some(param.into()), message: message.into() }
+    }
+
+    pub(crate) fn unsupported(param: impl Into<String>, message: impl Into<String>) -> Self {
+        TransformError::Unsupported { param: param.into(), message: message.into() }
+    }
+
+    /// The request field at fault, when known.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            TransformError::Json(_) => None,
+            TransformError::Invalid { param, .. } => param.as_deref(),
+            TransformError::Unsupported { param, .. } | TransformError::Schema { param, .. } => Some(param),
+        }
+    }
+}
+
+impl From<TransformError> for ClientError {
+    fn from(error: TransformError) -> Self {
+        let param = error.param().map(str::to_owned);
+        let mut client = ClientError::invalid(error.to_string());
+        client.param = param;
+        client
+    }
+}
+
+/// The transform's output: the inner `request` JSON and the tool names it had to change.
+#[derive(Clone, Debug)]
+pub struct InnerRequest {
+    pub json: Vec<u8>,
+    pub tool_names: ToolNameMap,
+}
+
+/// Client tool names <-> the names sent upstream (`[A-Za-z0-9_-]{1,64}`, unique).
+///
+/// Names that are already valid map to themselves and are not stored, so for most requests the map is
+/// empty and both lookups are a miss that returns the input.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ToolNameMap {
+    to_upstream: HashMap<String, String>,
+    to_client: HashMap<String, String>,
+    /// Every upstream name handed out, renamed or not, to keep renames unique.
+    used: HashSet<String>,
+}
+
+impl ToolNameMap {
+    /// A map for `names`. Names that need no change are reserved first, so a renamed tool never takes the
+    /// name of a tool that kept its own.
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str> + Clone) -> Self {
+        let mut map = ToolNameMap::default();
+        for name in names.clone() {
+            if matches!(sanitize_tool_name(name), std::borrow::Cow::Borrowed(_)) {
+                map.used.insert(name.to_owned());
+            }
+        }
+        for name in names {
+            map.register(name);
+        }
+        map
+    }
+
+    /// The upstream name for `client`, assigning one if the name was not seen yet.
+    pub fn register(&mut self, client: &str) -> &str {
+        let sanitized = sanitize_tool_name(client);
+        if let std::borrow::Cow::Borrowed(same) = sanitized {
+            self.used.insert(same.to_owned());
+            // `client` is valid as is; borrow it back from the set to return a `&self` lifetime.
+            return self.used.get(client).map(String::as_str).unwrap_or_default();
+        }
+        if !self.to_upstream.contains_key(client) {
+            let base = sanitized.into_owned();
+            let mut candidate = base.clone();
+            let mut n = 2;
+            while self.used.contains(&candidate) {
+                let suffix = format!("_{n}");
+                let keep = base.len().min(64 - suffix.len());
+                candidate = format!("{}{suffix}", &base[..keep]);
+                n += 1;
+            }
+            self.used.insert(candidate.clone());
+            self.to_client.insert(candidate.clone(), client.to_owned());
+            self.to_upstream.insert(client.to_owned(), candidate);
+        }
+        self.to_upstream.get(client).map(String::as_str).unwrap_or_default()
+    }
+
+    /// The name sent upstream for a client tool name.
+    pub fn upstream_name<'a>(&'a self, client: &'a str) -> &'a str {
+        self.to_upstream.get(client).map_or(client, String::as_str)
+    }
+
+    /// The client's own name for a name the upstream used in a `functionCall`.
+    pub fn client_name<'a>(&'a self, upstream: &'a str) -> &'a str {
+        self.to_client.get(upstream).map_or(upstream, String::as_str)
+    }
+
+    /// Whether no name had to change.
+    pub fn is_identity(&self) -> bool {
+        self.to_client.is_empty()
+    }
+}
+
+/// Appends the per-attempt `v1internal` envelope around an already-built inner `request` object:
+/// `{"project","model","userAgent":"antigravity","requestType":"agent","requestId","request":<inner>}`.
+pub fn wrap_envelope(
+    inner_request_json: &[u8],
+    project: &str,
+    upstream_model: &str,
+    request_id: &str,
+    out: &mut Vec<u8>,
+) {
+    out.reserve(inner_request_json.len() + project.len() + upstream_model.len() + request_id.len() + 96);
+    out.extend_from_slice(b"{\"project\":");
+    push_json_string(out, project);
+    out.extend_from_slice(b",\"model\":");
+    push_json_string(out, upstream_model);
+    out.extend_from_slice(b",\"userAgent\":\"antigravity\",\"requestType\":\"agent\",\"requestId\":");
+    push_json_string(out, request_id);
+    out.extend_from_slice(b",\"request\":");
+    out.extend_from_slice(inner_request_json);
+    out.push(b'}');
+}
+
+fn push_json_string(out: &mut Vec<u8>, value: &str) {
+    // Writing into a Vec cannot fail, and a `str` always serializes.
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_wraps_inner_request_bytes() {
+        let mut out = b"junk".to_vec();
+        out.clear();
+        wrap_envelope(br#"{"contents":[]}"#, "proj-\"1\"", "gemini-3-flash", "agent-abc", &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"project": "proj-\"1\"", "model": "gemini-3-flash", "userAgent": "antigravity",
+                "requestType": "agent", "requestId": "agent-abc", "request": {"contents": []}})
+        );
+    }
+
+    #[test]
+    fn tool_names_map_both_ways_and_stay_unique() {
+        let mut map = ToolNameMap::new(["a_b", "a.b", "a:b", "ok"]);
+        assert_eq!(map.upstream_name("a_b"), "a_b");
+        assert_eq!(map.upstream_name("a.b"), "a_b_2");
+        assert_eq!(map.upstream_name("a:b"), "a_b_3");
+        assert_eq!(map.client_name("a_b_3"), "a:b");
+        assert_eq!(map.client_name("ok"), "ok");
+        assert_eq!(map.client_name("unknown"), "unknown");
+        assert_eq!(map.register("x y"), "x_y");
+        assert_eq!(map.register("x y"), "x_y");
+        assert!(!map.is_identity());
+        assert!(ToolNameMap::new(["read", "write"]).is_identity());
+    }
+
+    #[test]
+    fn errors_become_400_with_param() {
+        let e: ClientError = TransformError::unsupported("n", "n > 1 is not supported by Levitate").into();
+        assert_eq!((e.status, e.param.as_deref()), (400, Some("n")));
+        let e: ClientError = TransformError::Json("bad".into()).into();
+        assert_eq!((e.status, e.param), (400, None));
+    }
+}

@@ -1,1 +1,1715 @@
-//! (being written)
+//! OpenAI `POST /v1/chat/completions` -> `v1internal` inner request (PROTOCOL.md §7).
+//!
+//! [`parse_chat_request`] deserializes the body with simd-json into typed structs. Unknown fields are
+//! ignored (OpenAI adds fields often), fields the upstream cannot honour (`n > 1`, logprobs, audio output,
+//! predictions, logit bias) are rejected with the parameter named, and a body of the wrong shape gets a 400
+//! that names the field at fault (`messages[3].content`). [`build_inner_request`] then maps messages to
+//! turns, tools to function declarations and sampling options to `generationConfig`, injecting the
+//! thoughtSignatures Gemini requires on replayed tool calls.
+//!
+//! Mapping decisions beyond the table in PROTOCOL.md:
+//! - Every `system`/`developer` message, wherever it appears, goes to `systemInstruction`.
+//! - Consecutive turns of one role are merged (tool results become one `user` turn); a conversation that
+//!   starts with a model turn gets a leading `{text:"."}` user turn; empty or blank text parts are dropped.
+//! - `reasoning_content` becomes a leading thought part for Gemini targets only: Claude rejects thinking
+//!   blocks without a Claude-issued signature, which an OpenAI client never has.
+//! - Replayed tool calls carry their cached signature; without one, for Gemini targets the first call of
+//!   each assistant message gets [`SKIP_VALIDATOR_SENTINEL`]; Claude targets never get the sentinel.
+//! - An http(s) `image_url` becomes `fileData` with a MIME type guessed from the extension (default
+//!   `image/jpeg`); `input_audio` and data-URL `file` parts become `inlineData`; uploaded `file_id`s are
+//!   rejected (there is no Files API upstream).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{InnerRequest, Target, ToolNameMap, TransformError};
+use crate::schema::{clean_schema, SchemaOptions};
+use crate::signature::{ModelFamily, SignatureLookup, SKIP_VALIDATOR_SENTINEL};
+
+/// Deepest JSON nesting accepted in a request body. Deserialization recurses per level, so this bounds the
+/// stack a hostile body can consume; real requests stay far below it (a tool schema of 32 levels is ~70).
+const MAX_JSON_DEPTH: usize = 128;
+
+/// Largest output budget the upstream accepts, per family, when a thinking budget forces a bump.
+const GEMINI_MAX_OUTPUT: u32 = 65_536;
+const CLAUDE_MAX_OUTPUT: u32 = 64_000;
+
+/// A parsed chat.completions request. Built by [`parse_chat_request`], which has already checked that
+/// `model` and `messages` are present and that no unsupported parameter is set.
+#[derive(Debug, Default, Deserialize)]
+pub struct ChatRequest {
+    #[serde(default)]
+    model: String,
+    messages: Option<Vec<Message>>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    stop: Option<StrOr<Vec<String>>>,
+    seed: Option<i64>,
+    tools: Option<Vec<Tool>>,
+    tool_choice: Option<StrOr<ToolChoiceObject>>,
+    response_format: Option<ResponseFormat>,
+    reasoning_effort: Option<String>,
+    prompt_cache_key: Option<String>,
+    user: Option<String>,
+    // Parameters the upstream cannot honour; rejected by `reject_unsupported` when set.
+    n: Option<u32>,
+    logprobs: Option<bool>,
+    top_logprobs: Option<u32>,
+    modalities: Option<Vec<String>>,
+    audio: Option<IgnoredAny>,
+    prediction: Option<IgnoredAny>,
+    logit_bias: Option<HashMap<String, IgnoredAny>>,
+    functions: Option<IgnoredAny>,
+    function_call: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+    Tool,
+    Function,
+}
+
+#[derive(Debug, Deserialize)]
+struct Message {
+    role: Role,
+    content: Option<StrOr<Vec<ContentPart>>>,
+    reasoning_content: Option<String>,
+    tool_calls: Option<Vec<ToolCall>>,
+    tool_call_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ContentPart {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+    refusal: Option<String>,
+    image_url: Option<StrOr<ImageUrl>>,
+    input_audio: Option<InputAudio>,
+    file: Option<FilePart>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ImageUrl {
+    url: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct InputAudio {
+    data: String,
+    format: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct FilePart {
+    file_data: Option<String>,
+    file_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ToolCall {
+    id: String,
+    function: FunctionCallIn,
+}
+
+#[derive(Debug, Deserialize)]
+struct FunctionCallIn {
+    name: String,
+    /// A JSON-encoded string per the spec; some clients send the object itself.
+    #[serde(default)]
+    arguments: Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct Tool {
+    #[serde(rename = "type", default = "function_type")]
+    kind: String,
+    function: Option<FunctionDef>,
+}
+
+fn function_type() -> String {
+    "function".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+struct FunctionDef {
+    name: String,
+    description: Option<String>,
+    parameters: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ToolChoiceObject {
+    #[serde(rename = "type")]
+    kind: String,
+    function: Option<NamedFunction>,
+    /// `allowed_tools` form: `{type:"allowed_tools", allowed_tools:{mode, tools:[{type, function:{name}}]}}`.
+    allowed_tools: Option<AllowedTools>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NamedFunction {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct AllowedTools {
+    mode: Option<String>,
+    #[serde(default)]
+    tools: Vec<AllowedTool>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AllowedTool {
+    function: NamedFunction,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResponseFormat {
+    #[serde(rename = "type")]
+    kind: String,
+    json_schema: Option<JsonSchemaFormat>,
+}
+
+#[derive(Debug, Deserialize)]
+struct JsonSchemaFormat {
+    schema: Option<Value>,
+}
+
+/// A field OpenAI allows as either a bare string or a structured value (`content`, `stop`, `tool_choice`,
+/// `image_url`). Deserialized by hand: serde's untagged enums buffer the whole value (large for base64
+/// images) and lose the error position.
+#[derive(Debug)]
+enum StrOr<T> {
+    Str(String),
+    Other(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for StrOr<T> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StrOrVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for StrOrVisitor<T> {
+            type Value = StrOr<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, an array or an object")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(StrOr::Str(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(StrOr::Str(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(StrOr::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(StrOr::Other)
+            }
+        }
+        deserializer.deserialize_any(StrOrVisitor(PhantomData))
+    }
+}
+
+/// Walks the parsed document once, failing as soon as nesting exceeds `remaining`, before any recursive
+/// deserializer (serde's `IgnoredAny`, `serde_json::Value`) can overflow the stack on it.
+struct DepthProbe {
+    remaining: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for DepthProbe {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DepthProbe {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let remaining = self.remaining.checked_sub(1).ok_or_else(|| de::Error::custom(TOO_DEEP))?;
+        while seq.next_element_seed(DepthProbe { remaining })?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let remaining = self.remaining.checked_sub(1).ok_or_else(|| de::Error::custom(TOO_DEEP))?;
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value_seed(DepthProbe { remaining })?;
+        }
+        Ok(())
+    }
+}
+
+const TOO_DEEP: &str = "nested too deeply";
+
+/// Parses a chat.completions body. The buffer is used as scratch space by simd-json and left modified.
+pub fn parse_chat_request(body: &mut [u8]) -> Result<ChatRequest, TransformError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(TransformError::Json(
+            "The request body is empty: send a JSON chat.completions request.".into(),
+        ));
+    }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(TransformError::Json(
+            "The request body must be a JSON object (a chat.completions request).".into(),
+        ));
+    }
+    let mut de = with_parse_buffers(body.len(), |buffers| {
+        simd_json::Deserializer::from_slice_with_buffers(body, buffers)
+    })
+    .map_err(|e| {
+        TransformError::Json(format!("The request body is not valid JSON (error near byte {}).", e.index()))
+    })?;
+    let probe = DepthProbe { remaining: MAX_JSON_DEPTH };
+    if probe.deserialize(&mut de).is_err() {
+        return Err(TransformError::Json(format!(
+            "The request body nests JSON deeper than {MAX_JSON_DEPTH} levels."
+        )));
+    }
+    de.restart();
+    let request = match ChatRequest::deserialize(&mut de) {
+        Ok(request) => request,
+        Err(_) => {
+            // Parse again, slower, only to name the field at fault.
+            de.restart();
+            return Err(match serde_path_to_error::deserialize::<_, ChatRequest>(&mut de) {
+                Err(e) => describe_shape_error(&e.path().to_string(), e.inner()),
+                Ok(_) => {
+                    TransformError::Json("The request body does not match the chat.completions shape.".into())
+                }
+            });
+        }
+    };
+    request.validate()?;
+    Ok(request)
+}
+
+thread_local! {
+    /// simd-json's scratch buffers, kept per thread between requests: allocating them fresh costs page
+    /// faults on every large body (a third of the parse time at 100 KiB). Bodies above
+    /// [`REUSE_BUFFERS_UP_TO`] get one-off buffers so a rare huge request does not pin memory in every worker.
+    static PARSE_BUFFERS: std::cell::RefCell<Option<simd_json::Buffers>> = const { std::cell::RefCell::new(None) };
+}
+
+const REUSE_BUFFERS_UP_TO: usize = 1 << 20;
+
+fn with_parse_buffers<R>(len: usize, parse: impl FnOnce(&mut simd_json::Buffers) -> R) -> R {
+    if len > REUSE_BUFFERS_UP_TO {
+        return parse(&mut simd_json::Buffers::new(len));
+    }
+    let mut buffers =
+        PARSE_BUFFERS.with(|cell| cell.borrow_mut().take()).unwrap_or_else(|| simd_json::Buffers::new(len));
+    let result = parse(&mut buffers);
+    PARSE_BUFFERS.with(|cell| *cell.borrow_mut() = Some(buffers));
+    result
+}
+
+/// Turns a deserialization failure into a message a developer can act on.
+fn describe_shape_error(path: &str, error: &simd_json::Error) -> TransformError {
+    use simd_json::ErrorType as E;
+    let expected = |what: &str| format!("invalid type: another type, expected {what}");
+    let detail = match error.error() {
+        E::Serde(text) => text.clone(),
+        E::ExpectedArray => expected("an array"),
+        E::ExpectedMap => expected("an object"),
+        E::ExpectedString => expected("a string"),
+        E::ExpectedBoolean => expected("a boolean"),
+        E::ExpectedInteger | E::ExpectedSigned => expected("an integer"),
+        E::ExpectedUnsigned => expected("a non-negative integer"),
+        E::ExpectedFloat | E::ExpectedNumber => expected("a number"),
+        E::ExpectedNull => expected("null"),
+        E::Overflow => "invalid value: a number that does not fit, expected a smaller number".to_owned(),
+        other => format!("{other:?}"),
+    };
+    if path == "." {
+        return TransformError::Json(
+            "The request body must be a JSON object (a chat.completions request).".into(),
+        );
+    }
+    let message = if let Some(rest) = detail.strip_prefix("invalid type: ") {
+        let (got, expected) = rest.split_once(", expected ").unwrap_or((rest, "another type"));
+        let got = if got == "another type" { String::new() } else { format!(", got {got}") };
+        format!("Invalid type for `{path}`: expected {}{got}.", friendly_type(expected))
+    } else if let Some(rest) = detail.strip_prefix("invalid value: ") {
+        let (got, expected) = rest.split_once(", expected ").unwrap_or((rest, "another value"));
+        format!("Invalid value for `{path}`: expected {}, got {got}.", friendly_type(expected))
+    } else if let Some(rest) = detail.strip_prefix("unknown variant ") {
+        format!("Invalid value for `{path}`: {rest}.")
+    } else if detail.starts_with("missing field") {
+        format!("`{path}` is missing a required field: {}.", detail.trim_start_matches("missing field "))
+    } else {
+        format!("Invalid `{path}`: {detail}.")
+    };
+    TransformError::Invalid { param: Some(path.to_owned()), message }
+}
+
+fn friendly_type(serde_name: &str) -> &str {
+    match serde_name {
+        "f64" | "f32" => "a number",
+        "u32" | "u64" | "u16" | "u8" | "usize" => "a non-negative integer",
+        "i64" | "i32" => "an integer",
+        "a sequence" => "an array",
+        "a map" => "an object",
+        name if name.starts_with("struct ") => "an object",
+        name => name,
+    }
+}
+
+impl ChatRequest {
+    /// The client's model name (non-empty).
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    pub fn stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    /// Whether a streaming client asked for the final usage chunk (`stream_options.include_usage`).
+    pub fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
+    }
+
+    /// A client-chosen conversation key for affinity: `prompt_cache_key`, else `user`.
+    pub fn session_hint(&self) -> Option<&str> {
+        fn non_empty(s: &Option<String>) -> Option<&str> {
+            s.as_deref().filter(|s| !s.trim().is_empty())
+        }
+        non_empty(&self.prompt_cache_key).or_else(|| non_empty(&self.user))
+    }
+
+    /// The first user message's text, for deriving a session key from the conversation's start.
+    pub fn first_user_text(&self) -> Option<&str> {
+        let first = self.messages.as_deref()?.iter().find(|m| m.role == Role::User)?;
+        match first.content.as_ref()? {
+            StrOr::Str(text) => Some(text),
+            StrOr::Other(parts) => parts.iter().find(|p| p.kind == "text").and_then(|p| p.text.as_deref()),
+        }
+    }
+
+    fn messages(&self) -> &[Message] {
+        self.messages.as_deref().unwrap_or_default()
+    }
+
+    fn validate(&self) -> Result<(), TransformError> {
+        if self.model.trim().is_empty() {
+            return Err(TransformError::invalid("model", "`model` is required."));
+        }
+        match &self.messages {
+            None => return Err(TransformError::invalid("messages", "`messages` is required.")),
+            Some(m) if m.is_empty() => {
+                return Err(TransformError::invalid(
+                    "messages",
+                    "`messages` must contain at least one message.",
+                ))
+            }
+            Some(_) => {}
+        }
+        self.reject_unsupported()
+    }
+
+    fn reject_unsupported(&self) -> Result<(), TransformError> {
+        let unsupported = TransformError::unsupported;
+        if self.n.is_some_and(|n| n > 1) {
+            return Err(unsupported("n", "n > 1 is not supported by Levitate: send one request per choice."));
+        }
+        if self.logprobs == Some(true) {
+            return Err(unsupported("logprobs", "logprobs are not supported by Levitate."));
+        }
+        if self.top_logprobs.is_some_and(|n| n > 0) {
+            return Err(unsupported("top_logprobs", "top_logprobs is not supported by Levitate."));
+        }
+        if self.audio.is_some() || self.modalities.as_ref().is_some_and(|m| m.iter().any(|m| m == "audio")) {
+            let param = if self.audio.is_some() { "audio" } else { "modalities" };
+            return Err(unsupported(param, "Audio output is not supported by Levitate."));
+        }
+        if self.prediction.is_some() {
+            return Err(unsupported("prediction", "Predicted outputs are not supported by Levitate."));
+        }
+        if self.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
+            return Err(unsupported("logit_bias", "logit_bias is not supported by Levitate."));
+        }
+        if self.functions.is_some() || self.function_call.is_some() {
+            let param = if self.functions.is_some() { "functions" } else { "function_call" };
+            return Err(unsupported(
+                param,
+                "The legacy `functions` API is not supported: use `tools` and `tool_choice`.",
+            ));
+        }
+        Ok(())
+    }
+}
+
+// ---- The upstream request, serialized straight from borrowed pieces of the client request ----
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InnerJson<'a> {
+    contents: Vec<Turn<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_instruction: Option<Turn<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<ToolGroup<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_config: Option<ToolConfig>,
+    #[serde(skip_serializing_if = "GenerationConfig::is_empty")]
+    generation_config: GenerationConfig,
+    session_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct Turn<'a> {
+    role: &'static str,
+    parts: Vec<Part<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Part<'a> {
+    Text {
+        text: Cow<'a, str>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        thought: bool,
+    },
+    InlineData {
+        #[serde(rename = "inlineData")]
+        inline_data: MediaRef<'a>,
+    },
+    FileData {
+        #[serde(rename = "fileData")]
+        file_data: MediaRef<'a>,
+    },
+    FunctionCall {
+        #[serde(rename = "functionCall")]
+        function_call: FunctionCallOut<'a>,
+        #[serde(rename = "thoughtSignature", skip_serializing_if = "Option::is_none")]
+        thought_signature: Option<String>,
+    },
+    FunctionResponse {
+        #[serde(rename = "functionResponse")]
+        function_response: FunctionResponseOut<'a>,
+    },
+}
+
+#[derive(Serialize)]
+struct MediaRef<'a> {
+    #[serde(rename = "mimeType")]
+    mime_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a str>,
+    #[serde(rename = "fileUri", skip_serializing_if = "Option::is_none")]
+    file_uri: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct FunctionCallOut<'a> {
+    id: &'a str,
+    name: String,
+    args: Value,
+}
+
+#[derive(Serialize)]
+struct FunctionResponseOut<'a> {
+    id: &'a str,
+    name: String,
+    response: ToolResult<'a>,
+}
+
+#[derive(Serialize)]
+struct ToolResult<'a> {
+    result: ToolResultValue<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ToolResultValue<'a> {
+    Json(Value),
+    Text(Cow<'a, str>),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolGroup<'a> {
+    function_declarations: Vec<FunctionDeclaration<'a>>,
+}
+
+#[derive(Serialize)]
+struct FunctionDeclaration<'a> {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolConfig {
+    function_calling_config: FunctionCallingConfig,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FunctionCallingConfig {
+    mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed_function_names: Option<Vec<String>>,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct GenerationConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_output_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stop_sequences: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_mime_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_schema: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_config: Option<ThinkingConfig>,
+}
+
+impl GenerationConfig {
+    fn is_empty(&self) -> bool {
+        self.temperature.is_none()
+            && self.top_p.is_none()
+            && self.max_output_tokens.is_none()
+            && self.stop_sequences.is_empty()
+            && self.seed.is_none()
+            && self.response_mime_type.is_none()
+            && self.thinking_config.is_none()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ThinkingConfig {
+    include_thoughts: bool,
+    thinking_budget: i32,
+}
+
+/// Builds the inner `request` object for `target`, plus the tool-name map the response stream needs.
+pub fn build_inner_request(
+    req: &ChatRequest,
+    target: &Target,
+    signatures: &dyn SignatureLookup,
+) -> Result<InnerRequest, TransformError> {
+    let family = ModelFamily::of(target.upstream_model);
+    let declared = req.tools.as_deref().unwrap_or_default();
+    let mut names =
+        ToolNameMap::new(declared.iter().filter_map(|t| t.function.as_ref()).map(|f| f.name.as_str()));
+    let tools = build_tools(declared, family, &mut names)?;
+    let tool_config = build_tool_config(req, family, !tools.is_empty(), &names)?;
+    let (contents, system_instruction) = build_contents(req.messages(), family, signatures, &mut names)?;
+    let inner = InnerJson {
+        contents,
+        system_instruction,
+        tools,
+        tool_config,
+        generation_config: build_generation_config(req, family)?,
+        session_id: target.session_id,
+    };
+    let mut json = Vec::with_capacity(estimated_size(req));
+    serde_json::to_writer(&mut json, &inner)
+        .map_err(|e| TransformError::Json(format!("The request could not be encoded: {e}")))?;
+    Ok(InnerRequest { json, tool_names: names })
+}
+
+fn estimated_size(req: &ChatRequest) -> usize {
+    let text: usize = req
+        .messages()
+        .iter()
+        .map(|m| match &m.content {
+            Some(StrOr::Str(s)) => s.len(),
+            Some(StrOr::Other(parts)) => parts.iter().map(|p| p.text.as_ref().map_or(256, String::len)).sum(),
+            None => 256,
+        })
+        .sum();
+    text + 4096
+}
+
+/// Appends a part to the last turn when it has the same role, else opens a new turn.
+fn push_part<'a>(contents: &mut Vec<Turn<'a>>, role: &'static str, part: Part<'a>) {
+    match contents.last_mut() {
+        Some(turn) if turn.role == role => turn.parts.push(part),
+        _ => contents.push(Turn { role, parts: vec![part] }),
+    }
+}
+
+fn text_part(text: &str, thought: bool) -> Option<Part<'_>> {
+    (!text.trim().is_empty()).then_some(Part::Text { text: Cow::Borrowed(text), thought })
+}
+
+fn build_contents<'a>(
+    messages: &'a [Message],
+    family: ModelFamily,
+    signatures: &dyn SignatureLookup,
+    names: &mut ToolNameMap,
+) -> Result<(Vec<Turn<'a>>, Option<Turn<'a>>), TransformError> {
+    let mut contents: Vec<Turn<'a>> = Vec::with_capacity(messages.len());
+    let mut system: Vec<Part<'a>> = Vec::new();
+    // tool_call_id -> client function name, from the assistant messages seen so far.
+    let mut call_names: HashMap<&'a str, &'a str> = HashMap::new();
+
+    for (i, message) in messages.iter().enumerate() {
+        let param = || format!("messages[{i}]");
+        match message.role {
+            Role::System | Role::Developer => {
+                for_each_text(message, i, |text| system.extend(text_part(text, false)))?;
+            }
+            Role::User => match &message.content {
+                Some(StrOr::Str(text)) => {
+                    if let Some(part) = text_part(text, false) {
+                        push_part(&mut contents, "user", part);
+                    }
+                }
+                Some(StrOr::Other(parts)) => {
+                    for (j, part) in parts.iter().enumerate() {
+                        if let Some(part) = user_part(part, i, j)? {
+                            push_part(&mut contents, "user", part);
+                        }
+                    }
+                }
+                None => {
+                    return Err(TransformError::invalid(
+                        format!("{}.content", param()),
+                        "A user message needs `content`.",
+                    ))
+                }
+            },
+            Role::Assistant => {
+                if family != ModelFamily::Claude {
+                    if let Some(part) = message.reasoning_content.as_deref().and_then(|t| text_part(t, true))
+                    {
+                        push_part(&mut contents, "model", part);
+                    }
+                }
+                for_each_text(message, i, |text| {
+                    if let Some(part) = text_part(text, false) {
+                        push_part(&mut contents, "model", part);
+                    }
+                })?;
+                for (k, call) in message.tool_calls.as_deref().unwrap_or_default().iter().enumerate() {
+                    let at = || format!("messages[{i}].tool_calls[{k}]");
+                    if call.id.is_empty() {
+                        return Err(TransformError::invalid(
+                            format!("{}.id", at()),
+                            "A tool call needs an `id`.",
+                        ));
+                    }
+                    if call.function.name.is_empty() {
+                        return Err(TransformError::invalid(
+                            format!("{}.function.name", at()),
+                            "A tool call needs a function `name`.",
+                        ));
+                    }
+                    let args = parse_arguments(&call.function.arguments)
+                        .map_err(|m| TransformError::invalid(format!("{}.function.arguments", at()), m))?;
+                    let thought_signature = signatures.signature_for_tool_call(&call.id).or_else(|| {
+                        (family == ModelFamily::Gemini && k == 0).then(|| SKIP_VALIDATOR_SENTINEL.to_owned())
+                    });
+                    call_names.insert(&call.id, &call.function.name);
+                    let function_call = FunctionCallOut {
+                        id: &call.id,
+                        name: names.register(&call.function.name).to_owned(),
+                        args,
+                    };
+                    push_part(
+                        &mut contents,
+                        "model",
+                        Part::FunctionCall { function_call, thought_signature },
+                    );
+                }
+            }
+            Role::Tool => {
+                let Some(id) = message.tool_call_id.as_deref().filter(|id| !id.is_empty()) else {
+                    return Err(TransformError::invalid(
+                        format!("{}.tool_call_id", param()),
+                        "A tool message needs `tool_call_id`.",
+                    ));
+                };
+                let Some(client_name) = call_names.get(id) else {
+                    return Err(TransformError::invalid(
+                        format!("{}.tool_call_id", param()),
+                        format!("`tool_call_id` {id:?} does not match any earlier assistant tool call."),
+                    ));
+                };
+                let result = tool_result(message, i)?;
+                let function_response = FunctionResponseOut {
+                    id,
+                    name: names.register(client_name).to_owned(),
+                    response: ToolResult { result },
+                };
+                push_part(&mut contents, "user", Part::FunctionResponse { function_response });
+            }
+            Role::Function => {
+                return Err(TransformError::unsupported(
+                    format!("{}.role", param()),
+                    "The legacy `function` role is not supported: use `tool` messages.",
+                ))
+            }
+        }
+    }
+
+    if contents.is_empty() {
+        return Err(TransformError::invalid(
+            "messages",
+            "`messages` must contain a user, assistant or tool message with content.",
+        ));
+    }
+    if contents[0].role != "user" {
+        contents.insert(
+            0,
+            Turn { role: "user", parts: vec![Part::Text { text: Cow::Borrowed("."), thought: false }] },
+        );
+    }
+    let system = (!system.is_empty()).then_some(Turn { role: "user", parts: system });
+    Ok((contents, system))
+}
+
+/// Calls `f` with each text of a system or assistant message (a string, or `text`/`refusal` parts).
+fn for_each_text<'a>(
+    message: &'a Message,
+    i: usize,
+    mut f: impl FnMut(&'a str),
+) -> Result<(), TransformError> {
+    match &message.content {
+        None => {}
+        Some(StrOr::Str(text)) => f(text),
+        Some(StrOr::Other(parts)) => {
+            for (j, part) in parts.iter().enumerate() {
+                match (part.kind.as_str(), part.text.as_deref(), part.refusal.as_deref()) {
+                    ("text", Some(text), _) | ("refusal", _, Some(text)) => f(text),
+                    ("text", None, _) => {
+                        return Err(TransformError::invalid(
+                            format!("messages[{i}].content[{j}].text"),
+                            "A text part needs `text`.",
+                        ))
+                    }
+                    (kind, _, _) => {
+                        return Err(TransformError::invalid(
+                            format!("messages[{i}].content[{j}].type"),
+                            format!(
+                            "Content parts of type {kind:?} are not allowed in this message; only text is."
+                        ),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn user_part(part: &ContentPart, i: usize, j: usize) -> Result<Option<Part<'_>>, TransformError> {
+    let at = |field: &str| format!("messages[{i}].content[{j}].{field}");
+    match part.kind.as_str() {
+        "text" => {
+            let text = part
+                .text
+                .as_deref()
+                .ok_or_else(|| TransformError::invalid(at("text"), "A text part needs `text`."))?;
+            Ok(text_part(text, false))
+        }
+        "image_url" => {
+            let url = match &part.image_url {
+                Some(StrOr::Str(url)) => url.as_str(),
+                Some(StrOr::Other(ImageUrl { url })) => url.as_str(),
+                None => {
+                    return Err(TransformError::invalid(
+                        at("image_url"),
+                        "An image_url part needs `image_url.url`.",
+                    ))
+                }
+            };
+            media_part(url).map(Some).map_err(|m| TransformError::invalid(at("image_url"), m))
+        }
+        "input_audio" => {
+            let audio = part.input_audio.as_ref().ok_or_else(|| {
+                TransformError::invalid(at("input_audio"), "An input_audio part needs `input_audio`.")
+            })?;
+            let mime_type = match audio.format.as_str() {
+                "wav" => "audio/wav",
+                "mp3" => "audio/mp3",
+                other => {
+                    return Err(TransformError::invalid(
+                        at("input_audio.format"),
+                        format!("Audio format {other:?} is not supported; use \"wav\" or \"mp3\"."),
+                    ))
+                }
+            };
+            Ok(Some(Part::InlineData {
+                inline_data: MediaRef { mime_type, data: Some(&audio.data), file_uri: None },
+            }))
+        }
+        "file" => {
+            let file = part
+                .file
+                .as_ref()
+                .ok_or_else(|| TransformError::invalid(at("file"), "A file part needs `file`."))?;
+            match (&file.file_data, &file.file_id) {
+                (Some(data), _) => {
+                    media_part(data).map(Some).map_err(|m| TransformError::invalid(at("file.file_data"), m))
+                }
+                (None, Some(_)) => Err(TransformError::unsupported(
+                    at("file.file_id"),
+                    "Uploaded file ids are not supported by Levitate: send the file inline as `file_data`.",
+                )),
+                (None, None) => Err(TransformError::invalid(at("file"), "A file part needs `file_data`.")),
+            }
+        }
+        other => Err(TransformError::unsupported(
+            at("type"),
+            format!("Content parts of type {other:?} are not supported."),
+        )),
+    }
+}
+
+/// A `data:<mime>;base64,<data>` URL becomes `inlineData`; an http(s) URL becomes `fileData`.
+fn media_part(url: &str) -> Result<Part<'_>, String> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let (meta, data) = rest.split_once(',').ok_or("A data URL needs a `,` before its data.")?;
+        let mime_type = meta
+            .strip_suffix(";base64")
+            .ok_or("Only base64 data URLs are supported (`data:<mime>;base64,<data>`).")?;
+        if mime_type.is_empty() || data.is_empty() {
+            return Err("A data URL needs a MIME type and data.".into());
+        }
+        return Ok(Part::InlineData {
+            inline_data: MediaRef { mime_type, data: Some(data), file_uri: None },
+        });
+    }
+    if url.starts_with("https://") || url.starts_with("http://") || url.starts_with("gs://") {
+        let mime_type = guess_mime(url);
+        return Ok(Part::FileData { file_data: MediaRef { mime_type, data: None, file_uri: Some(url) } });
+    }
+    Err("Expected an http(s) URL or a `data:<mime>;base64,<data>` URL.".into())
+}
+
+fn guess_mime(url: &str) -> &'static str {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match ext.as_str() {
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "heic" => "image/heic",
+        "heif" => "image/heif",
+        "pdf" => "application/pdf",
+        "mp3" => "audio/mp3",
+        "wav" => "audio/wav",
+        "mp4" => "video/mp4",
+        _ => "image/jpeg",
+    }
+}
+
+/// The `args` object of a replayed call: `arguments` is a JSON string (empty means no arguments), or an
+/// object from lenient clients.
+fn parse_arguments(arguments: &Value) -> Result<Value, String> {
+    let parsed = match arguments {
+        Value::String(text) if text.trim().is_empty() => return Ok(Value::Object(Default::default())),
+        Value::String(text) => serde_json::from_str::<Value>(text)
+            .map_err(|e| format!("`arguments` must be a JSON-encoded object; it does not parse ({e})."))?,
+        Value::Null => return Ok(Value::Object(Default::default())),
+        other => other.clone(),
+    };
+    match parsed {
+        Value::Object(_) => Ok(parsed),
+        _ => Err("`arguments` must encode a JSON object.".into()),
+    }
+}
+
+/// A tool message's content: parsed JSON when it is a JSON object, otherwise the text.
+fn tool_result(message: &Message, i: usize) -> Result<ToolResultValue<'_>, TransformError> {
+    let text: Cow<'_, str> = match &message.content {
+        None => Cow::Borrowed(""),
+        Some(StrOr::Str(text)) => Cow::Borrowed(text),
+        Some(StrOr::Other(_)) => {
+            let mut joined = String::new();
+            for_each_text(message, i, |t| {
+                if !joined.is_empty() {
+                    joined.push('\n');
+                }
+                joined.push_str(t);
+            })?;
+            Cow::Owned(joined)
+        }
+    };
+    if text.trim_start().starts_with('{') {
+        if let Ok(value @ Value::Object(_)) = serde_json::from_str::<Value>(&text) {
+            return Ok(ToolResultValue::Json(value));
+        }
+    }
+    Ok(ToolResultValue::Text(text))
+}
+
+fn build_tools<'a>(
+    tools: &'a [Tool],
+    family: ModelFamily,
+    names: &mut ToolNameMap,
+) -> Result<Vec<ToolGroup<'a>>, TransformError> {
+    if tools.is_empty() {
+        return Ok(Vec::new());
+    }
+    let opts = SchemaOptions {
+        require_reason_for_empty_object: family == ModelFamily::Claude,
+        ..SchemaOptions::default()
+    };
+    let mut declarations = Vec::with_capacity(tools.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, tool) in tools.iter().enumerate() {
+        let function = match (tool.kind.as_str(), &tool.function) {
+            ("function", Some(function)) => function,
+            ("function", None) => {
+                return Err(TransformError::invalid(
+                    format!("tools[{i}].function"),
+                    "A function tool needs `function`.",
+                ))
+            }
+            (kind, _) => {
+                return Err(TransformError::unsupported(
+                    format!("tools[{i}].type"),
+                    format!("Tools of type {kind:?} are not supported; only \"function\" tools are."),
+                ))
+            }
+        };
+        if function.name.is_empty() {
+            return Err(TransformError::invalid(
+                format!("tools[{i}].function.name"),
+                "A function tool needs a `name`.",
+            ));
+        }
+        if !seen.insert(function.name.as_str()) {
+            return Err(TransformError::invalid(
+                format!("tools[{i}].function.name"),
+                format!("Tool name {:?} is declared twice.", function.name),
+            ));
+        }
+        let param = || format!("tools[{i}].function.parameters");
+        let parameters = match &function.parameters {
+            Some(schema @ Value::Object(_)) => Some(schema),
+            None | Some(Value::Null) => None,
+            Some(_) => {
+                return Err(TransformError::invalid(param(), "`parameters` must be a JSON Schema object."))
+            }
+        };
+        let parameters = match (parameters, family) {
+            (Some(schema), _) => Some(clean_schema(schema, &opts)),
+            (None, ModelFamily::Claude) => Some(clean_schema(&serde_json::json!({"type": "object"}), &opts)),
+            (None, _) => None,
+        }
+        .transpose()
+        .map_err(|source| TransformError::Schema { param: param(), source })?;
+        declarations.push(FunctionDeclaration {
+            name: names.register(&function.name).to_owned(),
+            description: function.description.as_deref().filter(|d| !d.is_empty()),
+            parameters,
+        });
+    }
+    Ok(vec![ToolGroup { function_declarations: declarations }])
+}
+
+fn build_tool_config(
+    req: &ChatRequest,
+    family: ModelFamily,
+    has_tools: bool,
+    names: &ToolNameMap,
+) -> Result<Option<ToolConfig>, TransformError> {
+    if !has_tools {
+        return Ok(None);
+    }
+    let auto = if family == ModelFamily::Claude { "VALIDATED" } else { "AUTO" };
+    let declared = |name: &str, param: String| -> Result<String, TransformError> {
+        let known = req
+            .tools
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.function.as_ref().is_some_and(|f| f.name == name));
+        if known {
+            Ok(names.upstream_name(name).to_owned())
+        } else {
+            Err(TransformError::invalid(
+                param,
+                format!("`tool_choice` names {name:?}, which is not in `tools`."),
+            ))
+        }
+    };
+    let (mode, allowed) = match &req.tool_choice {
+        None => {
+            return Ok((family == ModelFamily::Claude).then_some(ToolConfig {
+                function_calling_config: FunctionCallingConfig { mode: auto, allowed_function_names: None },
+            }))
+        }
+        Some(StrOr::Str(choice)) => match choice.as_str() {
+            "none" => ("NONE", None),
+            "auto" => (auto, None),
+            "required" => ("ANY", None),
+            other => {
+                return Err(TransformError::invalid(
+                    "tool_choice",
+                    format!(
+                    "Unknown tool_choice {other:?}; expected \"none\", \"auto\", \"required\" or a function."
+                ),
+                ))
+            }
+        },
+        Some(StrOr::Other(choice)) => {
+            match (choice.kind.as_str(), &choice.function, &choice.allowed_tools) {
+                ("function", Some(f), _) => {
+                    ("ANY", Some(vec![declared(&f.name, "tool_choice.function.name".into())?]))
+                }
+                ("allowed_tools", _, Some(allowed)) => {
+                    let mode = match allowed.mode.as_deref() {
+                        None | Some("auto") => auto,
+                        Some("required") => "ANY",
+                        Some(other) => {
+                            return Err(TransformError::invalid(
+                                "tool_choice.allowed_tools.mode",
+                                format!("Unknown mode {other:?}; expected \"auto\" or \"required\"."),
+                            ))
+                        }
+                    };
+                    let names = allowed
+                        .tools
+                        .iter()
+                        .enumerate()
+                        .map(|(k, t)| {
+                            declared(
+                                &t.function.name,
+                                format!("tool_choice.allowed_tools.tools[{k}].function.name"),
+                            )
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    (mode, Some(names))
+                }
+                _ => return Err(TransformError::invalid(
+                    "tool_choice",
+                    "Expected {\"type\":\"function\",\"function\":{\"name\":…}} or an allowed_tools object.",
+                )),
+            }
+        }
+    };
+    Ok(Some(ToolConfig {
+        function_calling_config: FunctionCallingConfig { mode, allowed_function_names: allowed },
+    }))
+}
+
+fn build_generation_config(
+    req: &ChatRequest,
+    family: ModelFamily,
+) -> Result<GenerationConfig, TransformError> {
+    let mut config = GenerationConfig {
+        temperature: req.temperature,
+        top_p: req.top_p,
+        max_output_tokens: req.max_completion_tokens.or(req.max_tokens),
+        seed: req.seed,
+        ..GenerationConfig::default()
+    };
+    config.stop_sequences = match &req.stop {
+        None => Vec::new(),
+        Some(StrOr::Str(stop)) => vec![stop.clone()],
+        Some(StrOr::Other(stops)) => stops.clone(),
+    };
+    config.stop_sequences.retain(|s| !s.is_empty());
+
+    if let Some(format) = &req.response_format {
+        match format.kind.as_str() {
+            "text" => {}
+            "json_object" => config.response_mime_type = Some("application/json"),
+            "json_schema" => {
+                config.response_mime_type = Some("application/json");
+                if let Some(schema) = format.json_schema.as_ref().and_then(|s| s.schema.as_ref()) {
+                    let cleaned = clean_schema(schema, &SchemaOptions::default()).map_err(|source| {
+                        TransformError::Schema { param: "response_format.json_schema.schema".into(), source }
+                    })?;
+                    config.response_schema = Some(cleaned);
+                }
+            }
+            other => {
+                return Err(TransformError::invalid(
+                    "response_format.type",
+                    format!("Unknown response_format type {other:?}; expected \"text\", \"json_object\" or \"json_schema\"."),
+                ))
+            }
+        }
+    }
+
+    if let Some(effort) = req.reasoning_effort.as_deref() {
+        let budget = match effort {
+            "none" => 0,
+            "auto" => -1,
+            "minimal" | "low" => 1024,
+            "medium" => 8192,
+            "high" => 24_576,
+            "xhigh" => 32_768,
+            other => {
+                return Err(TransformError::invalid(
+                    "reasoning_effort",
+                    format!(
+                    "Unknown reasoning_effort {other:?}; expected none, minimal, low, medium, high or xhigh."
+                ),
+                ))
+            }
+        };
+        config.thinking_config =
+            Some(ThinkingConfig { include_thoughts: budget != 0, thinking_budget: budget });
+        // The upstream rejects maxOutputTokens <= thinkingBudget. The client's limit was meant for the answer,
+        // so the budget is added on top (within the family's output cap).
+        if let Ok(budget @ 1..) = u32::try_from(budget) {
+            let cap = if family == ModelFamily::Claude { CLAUDE_MAX_OUTPUT } else { GEMINI_MAX_OUTPUT };
+            config.max_output_tokens = match config.max_output_tokens {
+                Some(max) if max <= budget => Some(budget.saturating_add(max).min(cap)),
+                None if family == ModelFamily::Claude => Some(cap),
+                other => other,
+            };
+        }
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct Cached(HashMap<&'static str, &'static str>);
+
+    impl SignatureLookup for Cached {
+        fn signature_for_tool_call(&self, id: &str) -> Option<String> {
+            self.0.get(id).map(|s| s.to_string())
+        }
+    }
+
+    fn parse(body: Value) -> Result<ChatRequest, TransformError> {
+        parse_chat_request(&mut serde_json::to_vec(&body).unwrap())
+    }
+
+    fn build_for(
+        model: &str,
+        body: Value,
+        sigs: &[(&'static str, &'static str)],
+    ) -> Result<(Value, ToolNameMap), TransformError> {
+        let req = parse(body)?;
+        let target = Target { upstream_model: model, session_id: "-42" };
+        let inner = build_inner_request(&req, &target, &Cached(sigs.iter().copied().collect()))?;
+        Ok((serde_json::from_slice(&inner.json).unwrap(), inner.tool_names))
+    }
+
+    fn build(body: Value) -> Value {
+        build_for("gemini-3-flash", body, &[]).unwrap().0
+    }
+
+    fn chat(messages: Value) -> Value {
+        json!({"model": "gpt-4o", "messages": messages})
+    }
+
+    fn with(mut body: Value, extra: Value) -> Value {
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    }
+
+    fn err(body: Value) -> TransformError {
+        match parse(body) {
+            Err(e) => e,
+            Ok(req) => build_inner_request(
+                &req,
+                &Target { upstream_model: "gemini-3-flash", session_id: "s" },
+                &crate::signature::NoSignatures,
+            )
+            .expect_err("expected an error"),
+        }
+    }
+
+    #[test]
+    fn system_user_and_assistant_text_map_to_turns() {
+        let got = build(chat(json!([
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": [{"type": "text", "text": "Use metric."}, {"type": "text", "text": ""}]},
+            {"role": "user", "content": "Hi"},
+            {"role": "user", "content": [{"type": "text", "text": "there"}, {"type": "text", "text": "  "}]},
+            {"role": "assistant", "content": "Hello!", "reasoning_content": "They greet me."},
+            {"role": "assistant", "content": ""},
+            {"role": "user", "content": "Weather?"},
+        ])));
+        assert_eq!(
+            got,
+            json!({
+                "systemInstruction": {"role": "user", "parts": [{"text": "Be brief."}, {"text": "Use metric."}]},
+                "contents": [
+                    {"role": "user", "parts": [{"text": "Hi"}, {"text": "there"}]},
+                    {"role": "model", "parts": [{"text": "They greet me.", "thought": true}, {"text": "Hello!"}]},
+                    {"role": "user", "parts": [{"text": "Weather?"}]},
+                ],
+                "sessionId": "-42",
+            })
+        );
+    }
+
+    #[test]
+    fn a_conversation_starting_with_the_model_gets_a_user_turn_first() {
+        let got = build(chat(
+            json!([{"role": "assistant", "content": "I start."}, {"role": "user", "content": "ok"}]),
+        ));
+        assert_eq!(got["contents"][0], json!({"role": "user", "parts": [{"text": "."}]}));
+        assert_eq!(got["contents"][1]["role"], "model");
+    }
+
+    #[test]
+    fn images_audio_and_files_map_to_inline_or_file_data() {
+        let got = build(chat(json!([{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0K", "detail": "high"}},
+            {"type": "image_url", "image_url": "https://example.com/cat.webp?x=1"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/photo"}},
+            {"type": "input_audio", "input_audio": {"data": "UklGR", "format": "wav"}},
+            {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBER", "filename": "a.pdf"}},
+        ]}])));
+        assert_eq!(
+            got["contents"][0]["parts"],
+            json!([
+                {"inlineData": {"mimeType": "image/png", "data": "iVBORw0K"}},
+                {"fileData": {"mimeType": "image/webp", "fileUri": "https://example.com/cat.webp?x=1"}},
+                {"fileData": {"mimeType": "image/jpeg", "fileUri": "https://example.com/photo"}},
+                {"inlineData": {"mimeType": "audio/wav", "data": "UklGR"}},
+                {"inlineData": {"mimeType": "application/pdf", "data": "JVBER"}},
+            ])
+        );
+    }
+
+    fn tool_history() -> Value {
+        chat(json!([
+            {"role": "user", "content": "Weather in Paris and Rome?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}},
+            ]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp\": 21}"},
+            {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "18 degrees"}]},
+            {"role": "assistant", "content": "Paris 21, Rome 18.", "tool_calls": [
+                {"id": "call_3", "type": "function", "function": {"name": "get_weather", "arguments": ""}},
+            ]},
+            {"role": "tool", "tool_call_id": "call_3", "content": "[1,2]"},
+        ]))
+    }
+
+    #[test]
+    fn tool_calls_and_results_map_to_function_parts() {
+        let got = build(tool_history());
+        let contents = got["contents"].as_array().unwrap();
+        assert_eq!(contents.len(), 5);
+        assert_eq!(
+            contents[1]["parts"][0],
+            json!({"functionCall": {"id": "call_1", "name": "get_weather", "args": {"city": "Paris"}},
+                   "thoughtSignature": SKIP_VALIDATOR_SENTINEL})
+        );
+        assert_eq!(
+            contents[2],
+            json!({"role": "user", "parts": [
+                {"functionResponse": {"id": "call_1", "name": "get_weather", "response": {"result": {"temp": 21}}}},
+                {"functionResponse": {"id": "call_2", "name": "get_weather", "response": {"result": "18 degrees"}}},
+            ]})
+        );
+        assert_eq!(contents[3]["parts"][1]["functionCall"]["args"], json!({}));
+        assert_eq!(contents[4]["parts"][0]["functionResponse"]["response"], json!({"result": "[1,2]"}));
+    }
+
+    #[test]
+    fn signatures_cached_else_sentinel_on_first_gemini_call_only() {
+        let sigs = [("call_2", "EsigTwo"), ("call_3", "EsigThree")];
+        let signature = |v: &Value, turn: usize, part: usize| {
+            v["contents"][turn]["parts"][part].get("thoughtSignature").cloned()
+        };
+        let (gemini, _) = build_for("gemini-3-pro-high", tool_history(), &sigs).unwrap();
+        assert_eq!(signature(&gemini, 1, 0), Some(json!(SKIP_VALIDATOR_SENTINEL)));
+        assert_eq!(signature(&gemini, 1, 1), Some(json!("EsigTwo")));
+        assert_eq!(signature(&gemini, 3, 1), Some(json!("EsigThree")));
+        let (gemini, _) = build_for("gemini-3-pro-high", tool_history(), &[]).unwrap();
+        assert_eq!(signature(&gemini, 1, 1), None, "parallel siblings get no sentinel");
+        assert_eq!(signature(&gemini, 3, 1), Some(json!(SKIP_VALIDATOR_SENTINEL)));
+        let (claude, _) = build_for("claude-sonnet-4-6", tool_history(), &[("call_3", "Rsig")]).unwrap();
+        assert_eq!(signature(&claude, 1, 0), None, "Claude never gets the sentinel");
+        assert_eq!(signature(&claude, 1, 1), None);
+        assert_eq!(signature(&claude, 3, 1), Some(json!("Rsig")));
+    }
+
+    #[test]
+    fn claude_targets_drop_unsigned_reasoning() {
+        let body = chat(
+            json!([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": "hmm"}]),
+        );
+        let (got, _) = build_for("claude-sonnet-4-6", body, &[]).unwrap();
+        assert_eq!(got["contents"][1]["parts"], json!([{"text": "a"}]));
+    }
+
+    fn tools() -> Value {
+        json!([
+            {"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string", "minLength": 1}},
+                               "required": ["city"], "additionalProperties": false}}},
+            {"type": "function", "function": {"name": "mcp.fs:read", "parameters": {"type": "object", "properties": {}}}},
+            {"type": "function", "function": {"name": "noop"}},
+        ])
+    }
+
+    #[test]
+    fn tools_become_cleaned_function_declarations_with_a_name_map() {
+        let body = with(chat(json!([{"role": "user", "content": "x"}])), json!({"tools": tools()}));
+        let (got, names) = build_for("gemini-3-flash", body.clone(), &[]).unwrap();
+        assert_eq!(
+            got["tools"],
+            json!([{"functionDeclarations": [
+                {"name": "get_weather", "description": "Weather now", "parameters": {"type": "object",
+                    "properties": {"city": {"type": "string", "description": "(minLength: 1)"}}, "required": ["city"]}},
+                {"name": "mcp_fs_read", "parameters": {"type": "object", "properties": {}}},
+                {"name": "noop"},
+            ]}])
+        );
+        assert!(got.get("toolConfig").is_none());
+        assert_eq!(names.client_name("mcp_fs_read"), "mcp.fs:read");
+        let (claude, _) = build_for("claude-sonnet-4-6", body, &[]).unwrap();
+        let decls = &claude["tools"][0]["functionDeclarations"];
+        assert_eq!(decls[2]["parameters"]["required"], json!(["reason"]));
+        assert_eq!(claude["toolConfig"], json!({"functionCallingConfig": {"mode": "VALIDATED"}}));
+    }
+
+    #[test]
+    fn tool_choice_maps_to_function_calling_modes() {
+        let cases = [
+            ("gemini-3-flash", json!("none"), json!({"mode": "NONE"})),
+            ("gemini-3-flash", json!("auto"), json!({"mode": "AUTO"})),
+            ("claude-sonnet-4-6", json!("auto"), json!({"mode": "VALIDATED"})),
+            ("gemini-3-flash", json!("required"), json!({"mode": "ANY"})),
+            (
+                "gemini-3-flash",
+                json!({"type": "function", "function": {"name": "mcp.fs:read"}}),
+                json!({"mode": "ANY", "allowedFunctionNames": ["mcp_fs_read"]}),
+            ),
+            (
+                "claude-sonnet-4-6",
+                json!({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [{"type": "function", "function": {"name": "noop"}}]}}),
+                json!({"mode": "VALIDATED", "allowedFunctionNames": ["noop"]}),
+            ),
+        ];
+        for (model, choice, want) in cases {
+            let body = with(
+                chat(json!([{"role": "user", "content": "x"}])),
+                json!({"tools": tools(), "tool_choice": choice}),
+            );
+            let (got, _) = build_for(model, body, &[]).unwrap();
+            assert_eq!(got["toolConfig"]["functionCallingConfig"], want, "{choice}");
+        }
+        let bad = err(with(
+            chat(json!([{"role": "user", "content": "x"}])),
+            json!({"tools": tools(), "tool_choice": {"type": "function", "function": {"name": "nope"}}}),
+        ));
+        assert_eq!(bad.param(), Some("tool_choice.function.name"));
+    }
+
+    #[test]
+    fn generation_config_maps_sampling_and_response_format() {
+        let body = with(
+            chat(json!([{"role": "user", "content": "x"}])),
+            json!({"max_tokens": 100, "temperature": 0.2, "top_p": 0.9, "stop": "END", "seed": 7,
+                   "response_format": {"type": "json_schema", "json_schema": {"name": "r", "strict": true,
+                        "schema": {"type": "object", "properties": {"a": {"const": 1}}, "additionalProperties": false}}}}),
+        );
+        assert_eq!(
+            build(body)["generationConfig"],
+            json!({"maxOutputTokens": 100, "temperature": 0.2, "topP": 0.9, "stopSequences": ["END"], "seed": 7,
+                   "responseMimeType": "application/json",
+                   "responseSchema": {"type": "object", "properties": {"a": {"type": "string", "enum": ["1"]}}}})
+        );
+        let body = with(
+            chat(json!([{"role": "user", "content": "x"}])),
+            json!({"max_tokens": 100, "max_completion_tokens": 50, "stop": ["a", "b"], "response_format": {"type": "json_object"}}),
+        );
+        assert_eq!(
+            build(body)["generationConfig"],
+            json!({"maxOutputTokens": 50, "stopSequences": ["a", "b"], "responseMimeType": "application/json"})
+        );
+        let body = with(
+            chat(json!([{"role": "user", "content": "x"}])),
+            json!({"response_format": {"type": "text"}}),
+        );
+        assert!(build(body).get("generationConfig").is_none());
+    }
+
+    #[test]
+    fn reasoning_effort_sets_budget_and_keeps_max_above_it() {
+        let cases = [
+            (
+                "gemini-3-flash",
+                "none",
+                None,
+                json!({"thinkingConfig": {"includeThoughts": false, "thinkingBudget": 0}}),
+            ),
+            (
+                "gemini-3-flash",
+                "minimal",
+                None,
+                json!({"thinkingConfig": {"includeThoughts": true, "thinkingBudget": 1024}}),
+            ),
+            (
+                "gemini-3-flash",
+                "low",
+                Some(4000),
+                json!({"maxOutputTokens": 4000, "thinkingConfig": {"includeThoughts": true, "thinkingBudget": 1024}}),
+            ),
+            (
+                "gemini-3-flash",
+                "medium",
+                Some(1000),
+                json!({"maxOutputTokens": 9192, "thinkingConfig": {"includeThoughts": true, "thinkingBudget": 8192}}),
+            ),
+            (
+                "gemini-3-flash",
+                "high",
+                Some(60000),
+                json!({"maxOutputTokens": 60000, "thinkingConfig": {"includeThoughts": true, "thinkingBudget": 24576}}),
+            ),
+            (
+                "gemini-3-flash",
+                "xhigh",
+                Some(32768),
+                json!({"maxOutputTokens": 65536, "thinkingConfig": {"includeThoughts": true, "thinkingBudget": 32768}}),
+            ),
+            (
+                "gemini-3-flash",
+                "auto",
+                None,
+                json!({"thinkingConfig": {"includeThoughts": true, "thinkingBudget": -1}}),
+            ),
+            (
+                "claude-opus-4-6-thinking",
+                "high",
+                None,
+                json!({"maxOutputTokens": 64000, "thinkingConfig": {"includeThoughts": true, "thinkingBudget": 24576}}),
+            ),
+        ];
+        for (model, effort, max, want) in cases {
+            let mut body =
+                with(chat(json!([{"role": "user", "content": "x"}])), json!({"reasoning_effort": effort}));
+            if let Some(max) = max {
+                body["max_completion_tokens"] = json!(max);
+            }
+            let (got, _) = build_for(model, body, &[]).unwrap();
+            assert_eq!(got["generationConfig"], want, "{model} {effort}");
+        }
+        assert_eq!(
+            err(with(chat(json!([{"role": "user", "content": "x"}])), json!({"reasoning_effort": "max"})))
+                .param(),
+            Some("reasoning_effort")
+        );
+    }
+
+    #[test]
+    fn unsupported_parameters_are_rejected_by_name() {
+        let cases = [
+            (json!({"n": 2}), "n", "n > 1 is not supported by Levitate"),
+            (json!({"logprobs": true}), "logprobs", "logprobs"),
+            (json!({"top_logprobs": 3}), "top_logprobs", "top_logprobs"),
+            (json!({"modalities": ["text", "audio"]}), "modalities", "Audio output"),
+            (json!({"audio": {"voice": "alloy", "format": "wav"}}), "audio", "Audio output"),
+            (json!({"prediction": {"type": "content", "content": "x"}}), "prediction", "Predicted outputs"),
+            (json!({"logit_bias": {"50256": -100}}), "logit_bias", "logit_bias"),
+            (json!({"functions": [{"name": "f"}]}), "functions", "use `tools`"),
+        ];
+        for (extra, param, text) in cases {
+            let e = err(with(chat(json!([{"role": "user", "content": "x"}])), extra.clone()));
+            assert!(matches!(e, TransformError::Unsupported { .. }), "{extra}");
+            assert_eq!(e.param(), Some(param), "{extra}");
+            assert!(e.to_string().contains(text), "{e}");
+        }
+        let fine =
+            json!({"n": 1, "logprobs": false, "logit_bias": {}, "audio": null, "future_field": {"x": [1]}});
+        assert!(parse(with(chat(json!([{"role": "user", "content": "x"}])), fine)).is_ok());
+    }
+
+    #[test]
+    fn bad_shapes_name_the_field_at_fault() {
+        let cases: Vec<(Value, Option<&str>, &str)> = vec![
+            (json!({"messages": [{"role": "user", "content": "x"}]}), Some("model"), "`model` is required"),
+            (json!({"model": "m"}), Some("messages"), "`messages` is required"),
+            (json!({"model": "m", "messages": []}), Some("messages"), "at least one message"),
+            (json!({"model": "m", "messages": {"role": "user"}}), Some("messages"), "expected an array"),
+            (
+                with(chat(json!([{"role": "user", "content": "x"}])), json!({"temperature": "hot"})),
+                Some("temperature"),
+                "Invalid type for `temperature`: expected a number",
+            ),
+            (
+                with(chat(json!([{"role": "user", "content": "x"}])), json!({"max_tokens": -5})),
+                Some("max_tokens"),
+                "non-negative integer",
+            ),
+            (
+                chat(json!([{"role": "robot", "content": "x"}])),
+                Some("messages[0].role"),
+                "`robot`, expected one of",
+            ),
+            (chat(json!([{"role": "user", "content": 5}])), Some("messages[0].content"), "Invalid type"),
+            (
+                chat(json!([{"role": "user", "content": [{"type": "text", "text": 1}]}])),
+                Some("messages[0].content[0].text"),
+                "expected a string",
+            ),
+            (chat(json!([{"content": "x"}])), Some("messages[0]"), "role"),
+            (chat(json!([{"role": "user"}])), Some("messages[0].content"), "needs `content`"),
+            (
+                chat(json!([{"role": "system", "content": "only system"}])),
+                Some("messages"),
+                "user, assistant or tool",
+            ),
+            (
+                chat(json!([{"role": "user", "content": [{"type": "video", "video": {}}]}])),
+                Some("messages[0].content[0].type"),
+                "not supported",
+            ),
+            (
+                chat(
+                    json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]),
+                ),
+                Some("messages[0].content[0].image_url"),
+                "http(s)",
+            ),
+            (
+                chat(json!([{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}])),
+                Some("messages[0].content[0].file.file_id"),
+                "file_data",
+            ),
+            (
+                chat(
+                    json!([{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "nope", "content": "r"}]),
+                ),
+                Some("messages[1].tool_call_id"),
+                "does not match",
+            ),
+            (
+                chat(json!([{"role": "user", "content": "x"}, {"role": "tool", "content": "r"}])),
+                Some("messages[1].tool_call_id"),
+                "needs `tool_call_id`",
+            ),
+            (
+                chat(
+                    json!([{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{oops"}}]}]),
+                ),
+                Some("messages[1].tool_calls[0].function.arguments"),
+                "JSON-encoded object",
+            ),
+            (
+                with(
+                    chat(json!([{"role": "user", "content": "x"}])),
+                    json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": "nope"}}]}),
+                ),
+                Some("tools[0].function.parameters"),
+                "JSON Schema object",
+            ),
+            (
+                with(
+                    chat(json!([{"role": "user", "content": "x"}])),
+                    json!({"tools": [{"type": "web_search"}]}),
+                ),
+                Some("tools[0].type"),
+                "only \"function\"",
+            ),
+        ];
+        for (body, param, text) in cases {
+            let e = err(body.clone());
+            assert_eq!(e.param(), param, "{body} -> {e}");
+            assert!(e.to_string().contains(text), "{body} -> {e}");
+        }
+    }
+
+    #[test]
+    fn malformed_bodies_get_json_errors() {
+        let cases: [(&[u8], &str); 5] = [
+            (b"", "empty"),
+            (b"  \n", "empty"),
+            (b"{\"model\":", "not valid JSON"),
+            (b"[1,2]", "must be a JSON object"),
+            (b"\"text\"", "must be a JSON object"),
+        ];
+        for (body, text) in cases {
+            let e = parse_chat_request(&mut body.to_vec()).unwrap_err();
+            assert!(matches!(e, TransformError::Json(_)) && e.to_string().contains(text), "{e}");
+        }
+        let mut deep =
+            format!("{{\"model\":\"m\",\"x\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes();
+        let e = parse_chat_request(&mut deep).unwrap_err();
+        assert!(e.to_string().contains("deeper than"), "{e}");
+    }
+
+    #[test]
+    fn accessors_expose_routing_facts() {
+        let req = parse(with(
+            chat(json!([{"role": "system", "content": "s"}, {"role": "user", "content": [{"type": "image_url", "image_url": "https://x/y.png"}, {"type": "text", "text": "first"}]}, {"role": "user", "content": "second"}])),
+            json!({"stream": true, "stream_options": {"include_usage": true}, "user": "u-1"}),
+        ))
+        .unwrap();
+        assert_eq!(req.model(), "gpt-4o");
+        assert!(req.stream() && req.include_usage());
+        assert_eq!(req.session_hint(), Some("u-1"));
+        assert_eq!(req.first_user_text(), Some("first"));
+        let req = parse(with(
+            chat(json!([{"role": "user", "content": "hello"}])),
+            json!({"prompt_cache_key": "conv-9", "user": "u"}),
+        ))
+        .unwrap();
+        assert!(!req.stream() && !req.include_usage());
+        assert_eq!(req.session_hint(), Some("conv-9"));
+        assert_eq!(req.first_user_text(), Some("hello"));
+    }
+}
