@@ -4,7 +4,7 @@
 //! exceed its 64 KiB replay buffer, and a 429 must be retried on another account after its status is seen),
 //! so `request_filter` does the whole exchange: route, authenticate, read the body, transform, lease an
 //! account, drive the upstream through [`Upstream`], stream the rewritten answer, and return `Ok(true)`.
-//! Each step is a small method below; the retry loop is [`Gateway::open_upstream`].
+//! Each step is a small method below; the retry loop over accounts is [`crate::exchange::open`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use levitate_filters::signature::{CapturedSignature, SignatureLookup};
 use levitate_filters::sse::SseFramer;
 use levitate_filters::stream::openai::{OpenAiFold, OpenAiStream, OpenAiStreamOptions};
 use levitate_filters::transform::openai::{build_inner_request, parse_chat_request, ChatRequest};
-use levitate_filters::transform::{wrap_envelope, Target};
+use levitate_filters::transform::Target;
 use levitate_filters::Protocol;
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
@@ -27,15 +27,12 @@ use sha2::{Digest, Sha256};
 
 use crate::app::App;
 use crate::config::Snapshot;
-use crate::pool::{Lease, SelectError, Selection};
-use crate::upstream::{UpstreamRequest, UpstreamResponse};
+use crate::exchange::{self, Attempts};
+use crate::pool::Lease;
+use crate::upstream::UpstreamResponse;
 
-/// Largest upstream error body read for translation; Google's are a few KiB.
-const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// Largest single SSE event accepted from upstream (a big inline image can be several MiB).
 const MAX_UPSTREAM_EVENT: usize = 32 * 1024 * 1024;
-/// How long a request waits for a busy account to free a slot before answering 429.
-const MAX_QUEUE_WAIT: Duration = Duration::from_secs(5);
 /// How long captured thoughtSignatures stay usable.
 pub const SIGNATURE_TTL: Duration = Duration::from_secs(2 * 60 * 60);
 
@@ -288,14 +285,18 @@ impl Gateway {
             &signatures,
         )?;
 
-        let (response, lease) = self.open_upstream(ctx, snapshot, &upstream_model, &inner.json).await?;
+        let mut attempts = Attempts::default();
+        let opened = exchange::open(&self.app, snapshot, &upstream_model, &inner.json, &mut attempts).await;
+        ctx.attempts = attempts.count;
+        ctx.account = attempts.last_account;
+        let (response, lease) = opened?;
         let request_uuid = uuid::Uuid::new_v4().simple().to_string();
         let options = OpenAiStreamOptions {
             id: format!("chatcmpl-{request_uuid}"),
             model: request.model().to_string(),
             created: crate::store::unix_now(),
             include_usage: request.include_usage(),
-            tool_call_id_prefix: format!("call_{}", &request_uuid[..16]),
+            tool_call_id_prefix: format!("call_{}_", &request_uuid[..16]),
             tool_names: inner.tool_names.clone(),
         };
         if request.stream() {
@@ -305,141 +306,6 @@ impl Gateway {
             let mut machine = FoldAdapter(Some(OpenAiFold::new(options)));
             self.pump(session, ctx, response, lease, &mut machine, false).await
         }
-    }
-
-    /// Leases accounts and tries them until one answers 200, while nothing has been sent to the client.
-    async fn open_upstream(
-        &self,
-        ctx: &mut RequestCtx,
-        snapshot: &Arc<Snapshot>,
-        upstream_model: &str,
-        inner_request: &[u8],
-    ) -> std::result::Result<(UpstreamResponse, Lease), ClientError> {
-        let mut tried: Vec<String> = Vec::new();
-        let mut last_error: Option<ClientError> = None;
-        let request_id = format!("agent-{}", uuid::Uuid::new_v4());
-        let mut envelope = Vec::with_capacity(inner_request.len() + 256);
-        for _ in 0..snapshot.pool.max_attempts {
-            let selection = Selection { model: upstream_model, exclude: &tried };
-            let lease = match self.app.pool.select_or_wait(&selection, MAX_QUEUE_WAIT).await {
-                Ok(lease) => lease,
-                Err(SelectError::Exhausted) => break,
-                Err(SelectError::NoAccounts) => {
-                    return Err(ClientError::new(
-                        503,
-                        ErrorKind::Overloaded,
-                        "no Google account is configured and enabled",
-                    ))
-                }
-                Err(SelectError::Busy) => {
-                    return Err(ClientError::new(
-                        429,
-                        ErrorKind::RateLimit,
-                        "every account is busy; retry shortly",
-                    ))
-                }
-            };
-            tried.push(lease.id().to_string());
-            ctx.attempts += 1;
-            ctx.account = Some(lease.account.email.clone());
-            let account = lease.account.clone();
-            let token = match self.app.credentials.access_token(&account, &snapshot.upstream).await {
-                Ok(token) => token,
-                Err(e) => {
-                    tracing::warn!(account = %account.email, error = %e, "account unusable: token refresh failed");
-                    self.app.metrics.upstream_attempt(&account.email, "token_error");
-                    last_error = Some(ClientError::new(
-                        503,
-                        ErrorKind::Overloaded,
-                        "no account could obtain an access token",
-                    ));
-                    continue;
-                }
-            };
-            let project = match self.app.credentials.project(&account, &snapshot.upstream, &token).await {
-                Ok(project) => project,
-                Err(e) => {
-                    tracing::warn!(account = %account.email, error = %e, "account unusable: no project");
-                    self.app.metrics.upstream_attempt(&account.email, "project_error");
-                    last_error = Some(ClientError::new(
-                        503,
-                        ErrorKind::Overloaded,
-                        "no account has a usable Cloud Code project",
-                    ));
-                    continue;
-                }
-            };
-            self.app.pool.learn_tier(&account.id, project.tier.as_deref());
-            envelope.clear();
-            wrap_envelope(inner_request, &project.id, upstream_model, &request_id, &mut envelope);
-            let headers = upstream_headers(&token.token, &snapshot.upstream.user_agent, upstream_model);
-            let body = Bytes::copy_from_slice(&envelope);
-            let mut response = match self.send_with_fallback(snapshot, &headers, body).await {
-                Ok(response) => response,
-                Err(message) => {
-                    tracing::warn!(account = %account.email, error = %message, "upstream unreachable");
-                    self.app.metrics.upstream_attempt(&account.email, "network_error");
-                    last_error =
-                        Some(ClientError::new(502, ErrorKind::Api, "the upstream could not be reached"));
-                    continue;
-                }
-            };
-            if response.status == 200 {
-                self.app.metrics.upstream_attempt(&account.email, "ok");
-                return Ok((response, lease));
-            }
-            let status = response.status;
-            let error_body = response.read_to_end(ERROR_BODY_LIMIT).await.unwrap_or_default();
-            response.release(&self.app.upstream).await;
-            let error = ClientError::from_upstream(status, &error_body);
-            self.app.metrics.upstream_attempt(&account.email, outcome_label(status));
-            tracing::info!(account = %account.email, status, message = %error.message, "upstream refused the attempt");
-            match status {
-                401 => self.app.credentials.invalidate_token(&account),
-                403 | 408 | 429 | 500..=599 => {}
-                // The request itself is at fault: another account would answer the same.
-                _ => return Err(error),
-            }
-            last_error = Some(error);
-        }
-        Err(last_error.unwrap_or_else(|| {
-            ClientError::new(
-                503,
-                ErrorKind::Overloaded,
-                "every account was tried and none could serve the request",
-            )
-        }))
-    }
-
-    /// Sends to the configured endpoints in order, moving on after network errors, 404, 408 and 5xx.
-    async fn send_with_fallback(
-        &self,
-        snapshot: &Snapshot,
-        headers: &[(&'static str, String)],
-        body: Bytes,
-    ) -> std::result::Result<UpstreamResponse, String> {
-        let endpoints = &snapshot.upstream.endpoints;
-        let mut last = String::from("no endpoint configured");
-        for (i, url) in endpoints.iter().enumerate() {
-            let is_last = i + 1 == endpoints.len();
-            let request = UpstreamRequest {
-                url,
-                path: "/v1internal:streamGenerateContent?alt=sse",
-                headers,
-                body: body.clone(),
-            };
-            match self.app.upstream.send(request).await {
-                Ok(response) if is_last || !matches!(response.status, 404 | 408 | 500..=599) => {
-                    return Ok(response)
-                }
-                Ok(response) => {
-                    last = format!("{url} answered {}", response.status);
-                    response.abort().await;
-                }
-                Err(e) => last = e.to_string(),
-            }
-        }
-        Err(last)
     }
 
     /// Streams the upstream answer through a translator to the client, racing the client's disconnect.
@@ -674,31 +540,6 @@ fn session_id(client_key: Option<&str>, first_user_text: Option<&str>) -> String
     format!("-{}", u64::from_be_bytes(first) & (i64::MAX as u64))
 }
 
-/// The headers a real Antigravity client sends with content calls (PROTOCOL.md §1).
-fn upstream_headers(token: &str, user_agent: &str, upstream_model: &str) -> Vec<(&'static str, String)> {
-    let mut headers = vec![
-        ("Authorization", format!("Bearer {token}")),
-        ("Content-Type", "application/json".to_string()),
-        ("Accept", "text/event-stream".to_string()),
-        ("User-Agent", user_agent.to_string()),
-    ];
-    if upstream_model.starts_with("claude") {
-        headers.push(("anthropic-beta", "interleaved-thinking-2025-05-14".to_string()));
-    }
-    headers
-}
-
-fn outcome_label(status: u16) -> &'static str {
-    match status {
-        401 => "unauthenticated",
-        403 => "forbidden",
-        404 => "not_found",
-        429 => "rate_limited",
-        400..=499 => "client_error",
-        _ => "server_error",
-    }
-}
-
 fn operation_label(operation: &Operation) -> &'static str {
     match operation {
         Operation::ChatCompletions => "chat_completions",
@@ -723,12 +564,5 @@ mod tests {
         assert_ne!(a, session_id(Some("conv-2"), None));
         assert_eq!(session_id(None, Some("hello")), session_id(None, Some("hello")));
         assert!(a.starts_with('-') && a[1..].parse::<i64>().is_ok(), "{a}");
-    }
-
-    #[test]
-    fn claude_targets_get_the_beta_header() {
-        let h = upstream_headers("t", "ua", "claude-sonnet-4-6");
-        assert!(h.iter().any(|(n, _)| *n == "anthropic-beta"));
-        assert!(!upstream_headers("t", "ua", "gemini-3-flash").iter().any(|(n, _)| *n == "anthropic-beta"));
     }
 }

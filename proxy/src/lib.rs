@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod demo;
+pub mod exchange;
 pub mod gateway;
 pub mod metrics;
 pub mod models;
