@@ -17,6 +17,7 @@ use levitate_filters::route::{classify, Operation, Route};
 use levitate_filters::signature::{CapturedSignature, SignatureLookup};
 use levitate_filters::sse::SseFramer;
 use levitate_filters::stream::openai::{OpenAiFold, OpenAiStream, OpenAiStreamOptions};
+use levitate_filters::stream::StreamError;
 use levitate_filters::transform::openai::{build_inner_request, parse_chat_request, ChatRequest};
 use levitate_filters::transform::Target;
 use levitate_filters::Protocol;
@@ -33,6 +34,8 @@ use crate::upstream::UpstreamResponse;
 
 /// Largest single SSE event accepted from upstream (a big inline image can be several MiB).
 const MAX_UPSTREAM_EVENT: usize = 32 * 1024 * 1024;
+/// How long upstream may be silent before the client gets a keep-alive.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long captured thoughtSignatures stay usable.
 pub const SIGNATURE_TTL: Duration = Duration::from_secs(2 * 60 * 60);
 
@@ -309,6 +312,10 @@ impl Gateway {
     }
 
     /// Streams the upstream answer through a translator to the client, racing the client's disconnect.
+    ///
+    /// The response header is written only when the translator first has output, so an upstream error that
+    /// arrives as the first event still becomes a proper error status. While upstream is silent (long
+    /// thinking), keep-alives go out every [`KEEPALIVE_INTERVAL`] so proxies in front do not time out.
     async fn pump(
         &self,
         session: &mut Session,
@@ -320,20 +327,28 @@ impl Gateway {
     ) -> std::result::Result<(), ClientError> {
         let mut framer = SseFramer::new(MAX_UPSTREAM_EVENT);
         let mut out = Vec::with_capacity(16 * 1024);
-        if streaming {
-            self.write_stream_header(session, ctx).await;
-        }
         let mut cut = false;
+        let mut failure: Option<ClientError> = None;
+        let mut next_keepalive = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
         loop {
             let chunk = tokio::select! {
                 chunk = response.read_chunk() => chunk,
                 _ = session.as_downstream_mut().read_body_or_idle(true) => {
                     // The client left: stop paying for tokens nobody will read.
-                    tracing::info!("client disconnected mid-stream; cancelling the upstream request");
+                    tracing::info!("client disconnected; cancelling the upstream request");
                     response.abort().await;
                     drop(lease);
                     ctx.status = 499;
                     return Ok(());
+                }
+                _ = tokio::time::sleep_until(next_keepalive), if streaming => {
+                    next_keepalive = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
+                    machine.keepalive(&mut out);
+                    if !self.flush(session, ctx, machine.content_type(), &mut out).await {
+                        response.abort().await;
+                        return Ok(());
+                    }
+                    continue;
                 }
             };
             match chunk {
@@ -346,7 +361,9 @@ impl Gateway {
                     while let Some(mut event) = framer.next_event() {
                         if let Err(e) = machine.on_event(&mut event.data, &mut out) {
                             tracing::warn!(error = %e, "upstream stream error");
+                            failure = Some(stream_error_to_client(e));
                             cut = true;
+                            break;
                         }
                     }
                     if cut {
@@ -361,17 +378,19 @@ impl Gateway {
                 }
             }
             if streaming && !out.is_empty() {
-                ctx.first_byte.get_or_insert_with(|| ctx.started.elapsed());
-                let chunk = Bytes::copy_from_slice(&out);
-                out.clear();
-                if session.write_response_body(Some(chunk), false).await.is_err() {
+                next_keepalive = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
+                if !self.flush(session, ctx, machine.content_type(), &mut out).await {
                     response.abort().await;
                     return Ok(());
                 }
             }
         }
-        if let Some(mut event) = framer.finish() {
-            let _ = machine.on_event(&mut event.data, &mut out);
+        if !cut {
+            if let Some(mut event) = framer.finish() {
+                if let Err(e) = machine.on_event(&mut event.data, &mut out) {
+                    failure = Some(stream_error_to_client(e));
+                }
+            }
         }
         if cut {
             response.abort().await;
@@ -379,19 +398,48 @@ impl Gateway {
             response.release(&self.app.upstream).await;
         }
         drop(lease);
+        self.remember_signatures(machine.take_signatures());
+        if let Some(error) = failure {
+            if ctx.status == 0 && out.is_empty() {
+                // Nothing reached the client yet: answer with the upstream's error, translated.
+                return Err(error);
+            }
+        }
         if !machine.finished_by_upstream() {
             ctx.truncated = true;
             self.app.metrics.stream_truncated(ctx.protocol.as_str());
         }
         machine.finish(&mut out);
-        self.remember_signatures(machine.take_signatures());
         if streaming {
-            ctx.first_byte.get_or_insert_with(|| ctx.started.elapsed());
-            let _ = session.write_response_body(Some(Bytes::from(out)), true).await;
+            self.flush(session, ctx, machine.content_type(), &mut out).await;
+            let _ = session.write_response_body(None, true).await;
             Ok(())
         } else {
-            self.respond_json(session, ctx, 200, out).await
+            let content_type = machine.content_type();
+            respond(session, ctx, 200, &[("Content-Type", content_type)], out).await;
+            Ok(())
         }
+    }
+
+    /// Writes pending stream output, sending the response header first if it has not gone out yet.
+    /// Returns false when the client is gone.
+    async fn flush(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        content_type: &'static str,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if out.is_empty() {
+            return true;
+        }
+        if ctx.status == 0 {
+            self.write_stream_header(session, ctx, content_type).await;
+        }
+        ctx.first_byte.get_or_insert_with(|| ctx.started.elapsed());
+        let chunk = Bytes::copy_from_slice(out);
+        out.clear();
+        session.write_response_body(Some(chunk), false).await.is_ok()
     }
 
     fn remember_signatures(&self, captured: Vec<CapturedSignature>) {
@@ -402,10 +450,10 @@ impl Gateway {
         }
     }
 
-    async fn write_stream_header(&self, session: &mut Session, ctx: &mut RequestCtx) {
+    async fn write_stream_header(&self, session: &mut Session, ctx: &mut RequestCtx, content_type: &str) {
         ctx.status = 200;
         let Ok(mut header) = ResponseHeader::build(200, Some(5)) else { return };
-        let _ = header.insert_header("Content-Type", "text/event-stream");
+        let _ = header.insert_header("Content-Type", content_type);
         let _ = header.insert_header("Cache-Control", "no-cache");
         let _ = header.insert_header("X-Accel-Buffering", "no");
         if !session.as_downstream().is_http2() {
@@ -469,18 +517,28 @@ async fn respond(
 
 /// The stream machines of every protocol, as the pump drives them.
 pub trait Translator: Send {
-    fn on_event(&mut self, data: &mut [u8], out: &mut Vec<u8>) -> std::result::Result<(), String>;
+    fn on_event(&mut self, data: &mut [u8], out: &mut Vec<u8>) -> std::result::Result<(), StreamError>;
+    /// The upstream ended; write the closing events.
     fn finish(&mut self, out: &mut Vec<u8>);
+    /// Upstream has been silent for a while; write whatever keeps the client's connection alive.
+    fn keepalive(&mut self, _out: &mut Vec<u8>) {}
     fn take_signatures(&mut self) -> Vec<CapturedSignature>;
     fn finished_by_upstream(&self) -> bool;
+    fn content_type(&self) -> &'static str {
+        "text/event-stream"
+    }
 }
 
 impl Translator for OpenAiStream {
-    fn on_event(&mut self, data: &mut [u8], out: &mut Vec<u8>) -> std::result::Result<(), String> {
-        OpenAiStream::on_event(self, data, out).map_err(|e| e.to_string())
+    fn on_event(&mut self, data: &mut [u8], out: &mut Vec<u8>) -> std::result::Result<(), StreamError> {
+        OpenAiStream::on_event(self, data, out)
     }
     fn finish(&mut self, out: &mut Vec<u8>) {
         OpenAiStream::finish(self, out)
+    }
+    fn keepalive(&mut self, out: &mut Vec<u8>) {
+        // An SSE comment: every OpenAI client's parser skips it.
+        out.extend_from_slice(b": keep-alive\n\n");
     }
     fn take_signatures(&mut self) -> Vec<CapturedSignature> {
         OpenAiStream::take_signatures(self)
@@ -494,9 +552,9 @@ impl Translator for OpenAiStream {
 struct FoldAdapter(Option<OpenAiFold>);
 
 impl Translator for FoldAdapter {
-    fn on_event(&mut self, data: &mut [u8], _out: &mut Vec<u8>) -> std::result::Result<(), String> {
+    fn on_event(&mut self, data: &mut [u8], _out: &mut Vec<u8>) -> std::result::Result<(), StreamError> {
         match &mut self.0 {
-            Some(fold) => fold.on_event(data).map_err(|e| e.to_string()),
+            Some(fold) => fold.on_event(data),
             None => Ok(()),
         }
     }
@@ -510,6 +568,22 @@ impl Translator for FoldAdapter {
     }
     fn finished_by_upstream(&self) -> bool {
         self.0.as_ref().is_none_or(|f| f.finished_by_upstream())
+    }
+    fn content_type(&self) -> &'static str {
+        "application/json"
+    }
+}
+
+/// An error inside an upstream stream, as the client should see it.
+fn stream_error_to_client(error: StreamError) -> ClientError {
+    match error {
+        StreamError::Upstream { status, message, .. } => {
+            let body = serde_json::json!({"error": {"code": status, "message": message}});
+            ClientError::from_upstream(status, body.to_string().as_bytes())
+        }
+        other => {
+            ClientError::new(502, ErrorKind::Api, format!("the upstream sent an unreadable stream: {other}"))
+        }
     }
 }
 
