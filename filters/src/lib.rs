@@ -6,7 +6,9 @@
 
 pub mod alias;
 pub mod auth;
+pub mod count;
 pub mod error;
+pub mod retry_hint;
 pub mod route;
 pub mod schema;
 pub mod signature;

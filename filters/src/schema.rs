@@ -65,7 +65,13 @@ const HINT_KEYWORDS: &[&str] = &[
     "uniqueItems",
 ];
 
-const TYPES: &[&str] = &["string", "number", "integer", "boolean", "array", "object"];
+const TYPES: &[&str] = &["string", "number", "integer", "boolean", "array", "object", "null"];
+
+/// A JSON Schema type name in the subset's lowercase spelling; native Gemini clients send the OpenAPI enum
+/// names (`OBJECT`, `STRING`, …).
+fn type_name(name: &str) -> Option<&'static str> {
+    TYPES.iter().copied().find(|t| t.eq_ignore_ascii_case(name))
+}
 
 /// Rewrites `schema` into the upstream's schema subset. See the module documentation for the rules.
 pub fn clean_schema(schema: &Value, opts: &SchemaOptions) -> Result<Value, SchemaError> {
@@ -160,16 +166,19 @@ impl<'a> Cleaner<'a> {
         for (key, value) in map {
             match key.as_str() {
                 "type" => match value {
-                    Value::String(t) if t == "null" => nullable = true,
-                    Value::String(t) if TYPES.contains(&t.as_str()) => {
-                        out.insert("type".into(), Value::String(t.clone()));
-                    }
+                    Value::String(t) => match type_name(t) {
+                        Some("null") => nullable = true,
+                        Some(t) => {
+                            out.insert("type".into(), Value::String(t.to_owned()));
+                        }
+                        None => {}
+                    },
                     Value::Array(types) => {
                         let mut named: Vec<&str> = Vec::new();
-                        for t in types.iter().filter_map(Value::as_str) {
+                        for t in types.iter().filter_map(Value::as_str).filter_map(type_name) {
                             if t == "null" {
                                 nullable = true;
-                            } else if TYPES.contains(&t) && !named.contains(&t) {
+                            } else if !named.contains(&t) {
                                 named.push(t);
                             }
                         }
@@ -217,6 +226,8 @@ impl<'a> Cleaner<'a> {
                     }
                 }
                 "const" => enum_values = Some(vec![value]),
+                // OpenAPI's (and native Gemini's) spelling of `["x","null"]`.
+                "nullable" => nullable |= value.as_bool() == Some(true),
                 key if HINT_KEYWORDS.contains(&key) => hints.push(format!("{key}: {}", display_value(value))),
                 // Everything else is outside the subset (`$schema`, `additionalProperties`, `default`,
                 // `examples`, `title`, `not`, `if`, `x-*`, …) and is dropped.
@@ -608,6 +619,44 @@ mod tests {
             json!({"type": "integer", "description": "(Accepts: integer | string)"})
         );
         assert_eq!(got["required"], json!(["b", "c"]));
+    }
+
+    #[test]
+    fn openapi_spellings_from_gemini_clients_are_accepted() {
+        let got = clean(json!({"type": "OBJECT", "properties": {
+            "a": {"type": "STRING", "nullable": true, "format": "enum", "enum": ["x", "y"]},
+            "b": {"type": "ARRAY", "items": {"type": "INTEGER"}},
+            "c": {"type": "TYPE_UNSPECIFIED"},
+        }, "required": ["a", "b"], "propertyOrdering": ["a", "b"]}));
+        assert_eq!(
+            got,
+            json!({"type": "object", "properties": {
+                "a": {"type": "string", "enum": ["x", "y"], "description": "(format: enum) (nullable)"},
+                "b": {"type": "array", "items": {"type": "integer"}},
+                "c": {},
+            }, "required": ["b"]})
+        );
+    }
+
+    #[test]
+    fn enum_and_const_values_are_never_cleaned_as_schemas() {
+        let got = clean(json!({"type": "object", "properties": {
+            "k": {"enum": [{"$ref": "#/nowhere", "type": "object"}, {"properties": {}}]},
+            "c": {"const": {"anyOf": [1]}},
+        }}));
+        assert_eq!(got["properties"]["k"]["type"], "string");
+        assert_eq!(got["properties"]["k"]["enum"][0], r##"{"$ref":"#/nowhere","type":"object"}"##);
+        assert_eq!(got["properties"]["c"]["enum"], json!([r#"{"anyOf":[1]}"#]));
+    }
+
+    #[test]
+    fn mutual_ref_cycles_terminate() {
+        let got = clean(json!({"$ref": "#/$defs/A", "$defs": {
+            "A": {"type": "object", "properties": {"b": {"$ref": "#/$defs/B"}}},
+            "B": {"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}, "items": {"type": "array", "items": {"$ref": "#/$defs/B"}}}},
+        }}));
+        assert_eq!(got["properties"]["b"]["properties"]["a"]["description"], "(recursive)");
+        assert_eq!(got["properties"]["b"]["properties"]["items"]["items"]["description"], "(recursive)");
     }
 
     #[test]

@@ -1,25 +1,47 @@
-//! The admin listener: `/metrics` for Prometheus and `/admin/health`, behind the admin key when one is set.
+//! The admin listener: `/metrics` for Prometheus and the `/admin/*` API, behind the admin key when one is set
+//! (a non-loopback `admin.listen` without a key is refused by configuration validation).
 //!
-//! It runs as its own Pingora service on its own address so that operators can firewall it separately
-//! and so a flood of client traffic never starves the scrape.
+//! It runs as its own Pingora service on its own address so that operators can firewall it separately and
+//! so a flood of client traffic never starves the scrape. No answer ever contains a secret: API keys appear
+//! by name, refresh and access tokens and the admin key not at all.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /admin/health` | version, pid, generation, last reload (error with file:line), settings awaiting an upgrade |
+//! | `GET /admin/accounts` | per account: tier, project, state, in-flight, lockouts, quota, forbidden reason and URL |
+//! | `GET /admin/circuits` | per account circuit-breaker state |
+//! | `POST /admin/reload` | reload the YAML files now; 200 with the report, 422 with the error |
+//! | `POST /admin/accounts/{email}/enable`, `…/disable` | take an account in or out of rotation (and persist it) |
+//! | `GET /admin/requests?limit=N` | the metadata-only request log, newest first |
+//! | `GET /admin/config` | the configuration in force, secrets redacted |
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::Response;
+use http::{Method, Response};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
+use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use crate::accounts_file::AccountsFile;
 use crate::app::App;
+use crate::config::Snapshot;
+use crate::reload::Trigger;
+
+/// Default and largest number of request-log records one `GET /admin/requests` returns.
+const REQUESTS_DEFAULT: usize = 100;
+const REQUESTS_MAX: usize = 5000;
 
 pub struct Admin {
     app: Arc<App>,
+    started: std::time::Instant,
 }
 
 impl Admin {
     pub fn new(app: Arc<App>) -> Self {
-        Admin { app }
+        Admin { app, started: std::time::Instant::now() }
     }
 
     fn authorized(&self, session: &ServerSession) -> bool {
@@ -37,6 +59,155 @@ impl Admin {
         presented.len() == expected.expose().len()
             && bool::from(presented.as_bytes().ct_eq(expected.expose().as_bytes()))
     }
+
+    fn metrics(&self) -> Response<Vec<u8>> {
+        let accounts = self.app.pool.snapshot_state();
+        self.app.metrics.set_accounts(accounts.iter().map(|a| (a.email.as_str(), a.state, a.in_flight)));
+        reply(200, "text/plain; version=0.0.4", self.app.metrics.render())
+    }
+
+    fn health(&self) -> Value {
+        let snapshot = self.app.snapshot();
+        let last = self.app.reload.last();
+        let accounts = self.app.pool.snapshot_state();
+        let usable = accounts.iter().filter(|a| matches!(a.state, "ready" | "busy")).count();
+        let config_ok = last.as_ref().is_none_or(|r| r.ok);
+        json!({
+            "status": if config_ok { "ok" } else { "degraded" },
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "listen": snapshot.listen.to_string(),
+            "admin_listen": snapshot.admin.listen.to_string(),
+            "accounts": accounts.len(),
+            "accounts_usable": usable,
+            "config": {
+                "generation": self.app.reload.generation(),
+                "files": [
+                    snapshot.paths.main.display().to_string(),
+                    snapshot.paths.routes.display().to_string(),
+                    snapshot.paths.accounts.display().to_string(),
+                ],
+                "last_reload": last,
+                "needs_upgrade": last.as_ref().map(|r| r.needs_upgrade.clone()).unwrap_or_default(),
+            },
+        })
+    }
+
+    fn accounts(&self) -> Value {
+        json!({ "accounts": self.app.pool.snapshot_state() })
+    }
+
+    fn circuits(&self) -> Value {
+        let circuits: Vec<Value> = self
+            .app
+            .pool
+            .snapshot_state()
+            .into_iter()
+            .map(|a| json!({ "account": a.email, "breaker": a.breaker, "state": a.state, "in_flight": a.in_flight }))
+            .collect();
+        json!({ "circuits": circuits })
+    }
+
+    fn reload(&self) -> Response<Vec<u8>> {
+        let report = self.app.reload(Trigger::Admin);
+        let status = if report.ok { 200 } else { 422 };
+        json_reply(status, &json!(report))
+    }
+
+    /// Enables or disables an account at once, then records it in accounts.yaml so it survives restarts.
+    fn set_enabled(&self, email: &str, enabled: bool) -> Response<Vec<u8>> {
+        let snapshot = self.app.snapshot();
+        let Some(account) = snapshot.accounts.iter().find(|a| a.email.eq_ignore_ascii_case(email)) else {
+            return json_reply(404, &json!({ "error": format!("no account {email}") }));
+        };
+        self.app.pool.set_enabled(&account.id, enabled);
+        let persisted = AccountsFile::read(&snapshot.paths.accounts)
+            .and_then(|mut file| file.set_enabled(&account.email, enabled).map(|_| file))
+            .and_then(|file| file.write());
+        let (persisted, persist_error, reload) = match persisted {
+            Ok(()) => (true, None, Some(self.app.reload(Trigger::Admin))),
+            Err(e) => {
+                tracing::warn!(account = %account.email, error = %e, "account state changed in memory only");
+                (false, Some(e.to_string()), None)
+            }
+        };
+        json_reply(
+            200,
+            &json!({
+                "account": account.email,
+                "enabled": enabled,
+                "persisted": persisted,
+                "persist_error": persist_error,
+                "reload": reload,
+            }),
+        )
+    }
+
+    fn requests(&self, query: Option<&str>) -> Value {
+        let limit = query
+            .into_iter()
+            .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
+            .find(|(k, _)| k == "limit")
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(REQUESTS_DEFAULT)
+            .min(REQUESTS_MAX);
+        json!({ "requests": crate::request_log::recent(&self.app, limit) })
+    }
+}
+
+/// The configuration in force with every secret replaced by whether it is set.
+pub fn redacted_config(s: &Snapshot) -> Value {
+    let set = |present: bool| if present { "<set>" } else { "<unset>" };
+    json!({
+        "files": {
+            "main": s.paths.main.display().to_string(),
+            "routes": s.paths.routes.display().to_string(),
+            "accounts": s.paths.accounts.display().to_string(),
+        },
+        "listen": s.listen.to_string(),
+        "admin": { "listen": s.admin.listen.to_string(), "key": set(s.admin.key.is_some()) },
+        "auth": { "api_keys": s.api_key_names.iter().map(|n| json!({ "name": n, "key": "<set>" })).collect::<Vec<_>>() },
+        "upstream": {
+            "endpoints": s.upstream.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            "oauth_token_url": s.upstream.oauth_token_url.to_string(),
+            "oauth_client_id": s.upstream.oauth_client_id,
+            "oauth_client_secret": set(!s.upstream.oauth_client_secret.is_empty()),
+            "user_agent": s.upstream.user_agent,
+            "connect_timeout": humantime::format_duration(s.upstream.connect_timeout).to_string(),
+            "read_timeout": humantime::format_duration(s.upstream.read_timeout).to_string(),
+            "token_refresh_lead": humantime::format_duration(s.upstream.token_refresh_lead).to_string(),
+        },
+        "accounts": s.accounts.iter().map(|a| json!({
+            "email": a.email,
+            "refresh_token": set(!a.refresh_token.is_empty()),
+            "project_id": a.project_id,
+            "tier": a.tier,
+            "enabled": a.enabled,
+            "max_concurrent": a.max_concurrent,
+        })).collect::<Vec<_>>(),
+        "routes": {
+            "models": s.aliases.upstream_models(),
+            "aliases": s.aliases.aliases().iter().map(|a| json!({ "pattern": a.pattern, "target": a.target })).collect::<Vec<_>>(),
+            "default": s.aliases.default_model(),
+        },
+        "store": { "path": s.store_path.display().to_string() },
+        "limits": { "max_request_body": s.max_request_body },
+        "pool": {
+            "max_concurrent_per_account": s.pool.max_concurrent_per_account,
+            "max_attempts": s.pool.max_attempts,
+        },
+        "server": {
+            "threads": s.server.threads,
+            "grace_period": humantime::format_duration(s.server.grace_period).to_string(),
+            "pid_file": s.server.pid_file.display().to_string(),
+            "upgrade_sock": s.server.upgrade_sock.display().to_string(),
+        },
+        "request_log": {
+            "max_entries": s.request_log.max_entries,
+            "max_age": humantime::format_duration(s.request_log.max_age).to_string(),
+        },
+    })
 }
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -44,28 +215,105 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
         .status(status)
         .header("Content-Type", content_type)
         .header("Content-Length", body.len())
+        .header("Cache-Control", "no-store")
         .body(body)
         .unwrap_or_default()
+}
+
+fn json_reply(status: u16, body: &Value) -> Response<Vec<u8>> {
+    reply(status, "application/json", body.to_string().into_bytes())
+}
+
+fn error(status: u16, message: &str) -> Response<Vec<u8>> {
+    json_reply(status, &json!({ "error": message }))
 }
 
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         if !self.authorized(session) {
-            return reply(401, "application/json", br#"{"error":"admin key required"}"#.to_vec());
+            return error(401, "admin key required: Authorization: Bearer <admin.key>");
         }
-        match session.req_header().uri.path() {
-            "/metrics" => reply(200, "text/plain; version=0.0.4", self.app.metrics.render()),
-            "/admin/health" => {
-                let snapshot = self.app.snapshot();
-                let body = serde_json::json!({
-                    "status": "ok",
-                    "accounts": snapshot.accounts.len(),
-                    "listen": snapshot.listen.to_string(),
-                });
-                reply(200, "application/json", body.to_string().into_bytes())
+        let req = session.req_header();
+        let method = req.method.clone();
+        let path = req.uri.path().trim_end_matches('/').to_string();
+        let query = req.uri.query().map(str::to_string);
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match (&method, segments.as_slice()) {
+            (&Method::GET, ["metrics"]) => self.metrics(),
+            (&Method::GET, ["admin", "health"]) => json_reply(200, &self.health()),
+            (&Method::GET, ["admin", "accounts"]) => json_reply(200, &self.accounts()),
+            (&Method::GET, ["admin", "circuits"]) => json_reply(200, &self.circuits()),
+            (&Method::GET, ["admin", "requests"]) => json_reply(200, &self.requests(query.as_deref())),
+            (&Method::GET, ["admin", "config"]) => json_reply(200, &redacted_config(&self.app.snapshot())),
+            (&Method::POST, ["admin", "reload"]) => {
+                let app = self.app.clone();
+                let admin = Admin { app, started: self.started };
+                match tokio::task::spawn_blocking(move || admin.reload()).await {
+                    Ok(response) => response,
+                    Err(_) => error(500, "reload task failed"),
+                }
             }
-            _ => reply(404, "application/json", br#"{"error":"not found"}"#.to_vec()),
+            (&Method::POST, ["admin", "accounts", email, action @ ("enable" | "disable")]) => {
+                let email = percent_decode(email);
+                let enabled = *action == "enable";
+                let admin = Admin { app: self.app.clone(), started: self.started };
+                match tokio::task::spawn_blocking(move || admin.set_enabled(&email, enabled)).await {
+                    Ok(response) => response,
+                    Err(_) => error(500, "account update failed"),
+                }
+            }
+            (_, ["metrics"] | ["admin", ..]) if known_path(&segments) => error(405, "method not allowed"),
+            _ => error(404, "not found"),
         }
+    }
+}
+
+fn known_path(segments: &[&str]) -> bool {
+    matches!(
+        segments,
+        ["metrics"]
+            | ["admin", "health" | "accounts" | "circuits" | "requests" | "config" | "reload"]
+            | ["admin", "accounts", _, "enable" | "disable"]
+    )
+}
+
+/// Decodes `%XX` escapes of a path segment (`+` stays a plus: it is common in email addresses).
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_in_paths_are_decoded() {
+        assert_eq!(percent_decode("a%40x.com"), "a@x.com");
+        assert_eq!(percent_decode("a+tag@x.com"), "a+tag@x.com");
+        assert_eq!(percent_decode("bad%zz"), "bad%zz");
+    }
+
+    #[test]
+    fn method_mismatches_are_405_not_404() {
+        assert!(known_path(&["admin", "reload"]));
+        assert!(known_path(&["admin", "accounts", "a@x", "disable"]));
+        assert!(!known_path(&["admin", "nothing"]));
     }
 }

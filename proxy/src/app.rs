@@ -12,6 +12,8 @@ use crate::config::Snapshot;
 use crate::credentials::Credentials;
 use crate::metrics::Metrics;
 use crate::pool::AccountPool;
+use crate::reload::{ReloadReport, ReloadState, Trigger};
+use crate::request_log::RequestLog;
 use crate::store::{Store, StoreError};
 use crate::upstream::Upstream;
 
@@ -22,6 +24,10 @@ pub struct App {
     pub upstream: Arc<Upstream>,
     pub store: Store,
     pub metrics: Metrics,
+    /// Reload generation, last outcome, and the settings fixed at start (see `reload.rs`).
+    pub reload: ReloadState,
+    /// Queue of request-log records to the background writer.
+    pub request_log: RequestLog,
 }
 
 impl App {
@@ -34,15 +40,20 @@ impl App {
     pub fn with_store(snapshot: Snapshot, store: Store) -> Arc<App> {
         let upstream =
             Arc::new(Upstream::new(snapshot.upstream.connect_timeout, snapshot.upstream.read_timeout));
-        let pool = AccountPool::new(&snapshot.accounts);
+        let pool = AccountPool::with_store(&snapshot.accounts, &snapshot.pool, store.clone());
         let credentials = Credentials::new(upstream.clone(), store.clone());
+        let snapshot = Arc::new(snapshot);
+        let metrics = Metrics::new();
+        metrics.set_config_generation(1, 0);
         Arc::new(App {
-            snapshot: ArcSwap::from_pointee(snapshot),
+            reload: ReloadState::new(snapshot.clone()),
+            request_log: RequestLog::new(),
+            snapshot: ArcSwap::new(snapshot),
             pool,
             credentials,
             upstream,
             store,
-            metrics: Metrics::new(),
+            metrics,
         })
     }
 
@@ -51,8 +62,14 @@ impl App {
         self.snapshot.load_full()
     }
 
+    /// Re-reads the configuration files and swaps in the result, or changes nothing and says why.
+    pub fn reload(&self, trigger: Trigger) -> ReloadReport {
+        crate::reload::reload(self, trigger)
+    }
+
     /// Makes `next` the configuration in force; in-flight requests finish on the version they loaded.
     pub fn install(&self, next: Snapshot) {
+        self.pool.configure(&next.pool);
         self.pool.replace(&next.accounts);
         self.snapshot.store(Arc::new(next));
     }

@@ -1,13 +1,19 @@
-//! The `levitate` command line: `serve`, `check` and `demo`.
+//! The `levitate` command line: `serve`, `check`, `demo`, `reload`, `upgrade`, `accounts …` and `quota`.
+//!
+//! Commands other than `serve` read the configuration without requiring its secrets: an unset `*_env`
+//! variable reads as empty, so an operator can list or edit accounts without the service's environment
+//! (`accounts login` and `quota` do need the OAuth client secret, and say so).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use serde_json::Value;
 
-use crate::app::App;
-use crate::config::Snapshot;
+use crate::accounts_file::AccountsFile;
+use crate::config::{Env, Snapshot};
 use crate::server::{self, StartOptions};
 
 #[derive(Parser)]
@@ -19,7 +25,7 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway.
+    /// Run the gateway (in the foreground; under systemd as Type=notify).
     Serve {
         /// Path to levitate.yaml.
         #[arg(short, long, default_value = "conf/levitate.yaml")]
@@ -42,6 +48,67 @@ enum Command {
         #[arg(long)]
         admin: Option<SocketAddr>,
     },
+    /// Ask the running instance to reload its YAML files (SIGHUP to the pid in server.pid_file).
+    Reload {
+        #[arg(short, long, default_value = "conf/levitate.yaml")]
+        config: PathBuf,
+    },
+    /// Replace the running instance by the binary now on disk without dropping a connection (SIGUSR2).
+    Upgrade {
+        #[arg(short, long, default_value = "conf/levitate.yaml")]
+        config: PathBuf,
+        /// How long to wait for the new process to take over.
+        #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+    },
+    /// Manage the Google accounts in accounts.yaml.
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
+    /// Remaining quota fraction and reset time per account and model, asked from Google now.
+    Quota {
+        #[arg(short, long, default_value = "conf/levitate.yaml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountsCommand {
+    /// Sign in with a Google account (OAuth + PKCE) and add it to accounts.yaml.
+    Login {
+        #[arg(short, long, default_value = "conf/levitate.yaml")]
+        config: PathBuf,
+        /// Headless: print the URL and read the redirect URL (or the code) pasted back.
+        #[arg(long)]
+        no_browser: bool,
+        /// Loopback port for the OAuth callback (0 = any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+    /// List the configured accounts (no secrets).
+    List {
+        #[arg(short, long, default_value = "conf/levitate.yaml")]
+        config: PathBuf,
+    },
+    /// Remove an account from accounts.yaml.
+    Remove {
+        email: String,
+        #[arg(short, long, default_value = "conf/levitate.yaml")]
+        config: PathBuf,
+    },
+    /// Take an account out of rotation (`enabled: false`).
+    Disable {
+        email: String,
+        #[arg(short, long, default_value = "conf/levitate.yaml")]
+        config: PathBuf,
+    },
+    /// Put an account back into rotation.
+    Enable {
+        email: String,
+        #[arg(short, long, default_value = "conf/levitate.yaml")]
+        config: PathBuf,
+    },
 }
 
 pub fn init_logging() {
@@ -51,6 +118,7 @@ pub fn init_logging() {
 }
 
 pub fn main() -> ExitCode {
+    crate::upgrade::remember_invocation();
     let cli = Cli::parse();
     init_logging();
     match cli.command {
@@ -60,34 +128,29 @@ pub fn main() -> ExitCode {
             let admin = admin.unwrap_or_else(|| SocketAddr::new(listen.ip(), listen.port().wrapping_add(1)));
             match crate::demo::prepare(listen, admin) {
                 Ok(config) => serve(&config, StartOptions::default()),
-                Err(e) => {
-                    eprintln!("levitate demo: {e}");
-                    ExitCode::FAILURE
-                }
+                Err(e) => fail(format!("levitate demo: {e}")),
             }
         }
+        Command::Reload { config } => signal_running(&config, libc::SIGHUP, "reload"),
+        Command::Upgrade { config, wait } => upgrade(&config, wait),
+        Command::Accounts { command } => accounts(command),
+        Command::Quota { config } => quota(&config),
     }
 }
 
-fn serve(config: &std::path::Path, start: StartOptions) -> ExitCode {
-    let snapshot = match Snapshot::load(config) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("levitate: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let app = match App::new(snapshot) {
-        Ok(app) => app,
-        Err(e) => {
-            eprintln!("levitate: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    server::run(app, start)
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{message}");
+    ExitCode::FAILURE
 }
 
-fn check(config: &std::path::Path) -> ExitCode {
+fn serve(config: &Path, start: StartOptions) -> ExitCode {
+    match Snapshot::load(config) {
+        Ok(snapshot) => server::run(snapshot, start),
+        Err(e) => fail(format!("levitate: {e}")),
+    }
+}
+
+fn check(config: &Path) -> ExitCode {
     match Snapshot::load(config) {
         Ok(s) => {
             println!("{}: ok", config.display());
@@ -106,9 +169,282 @@ fn check(config: &std::path::Path) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
+        Err(e) => fail(e),
+    }
+}
+
+/// The process environment, with unset variables reading as empty: commands that only edit or inspect the
+/// configuration must not need the service's secrets.
+struct LenientEnv;
+
+impl Env for LenientEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        Some(std::env::var(name).unwrap_or_default())
+    }
+}
+
+fn load_lenient(config: &Path) -> Result<Snapshot, ExitCode> {
+    Snapshot::load_with_env(config, &LenientEnv).map_err(fail)
+}
+
+fn running_pid(snapshot: &Snapshot) -> Result<u32, ExitCode> {
+    let path = &snapshot.server.pid_file;
+    crate::upgrade::read_pid_file(path)
+        .ok_or_else(|| fail(format!("no running levitate: cannot read a pid from {}", path.display())))
+}
+
+fn send_signal(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: kill(2) with a pid read from our pid file and a valid signal number has no memory effects.
+    if unsafe { libc::kill(pid as libc::pid_t, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn signal_running(config: &Path, signal: libc::c_int, what: &str) -> ExitCode {
+    let snapshot = match load_lenient(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let pid = match running_pid(&snapshot) {
+        Ok(pid) => pid,
+        Err(code) => return code,
+    };
+    match send_signal(pid, signal) {
+        Ok(()) => {
+            println!(
+                "asked levitate (pid {pid}) to {what}; see its log or GET /admin/health for the outcome"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("cannot signal pid {pid}: {e}")),
+    }
+}
+
+/// SIGUSR2 to the running instance, then waits for the pid file to name its successor.
+fn upgrade(config: &Path, wait: Duration) -> ExitCode {
+    let snapshot = match load_lenient(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let old = match running_pid(&snapshot) {
+        Ok(pid) => pid,
+        Err(code) => return code,
+    };
+    if let Err(e) = send_signal(old, libc::SIGUSR2) {
+        return fail(format!("cannot signal pid {old}: {e}"));
+    }
+    println!("asked levitate (pid {old}) to start the binary on disk and hand over its sockets…");
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if let Some(new) = crate::upgrade::read_pid_file(&snapshot.server.pid_file).filter(|p| *p != old) {
+            println!(
+                "upgraded: pid {new} serves now; pid {old} finishes its in-flight requests (up to {})",
+                humantime::format_duration(snapshot.server.grace_period)
+            );
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fail(format!(
+        "no new process took over within {}; the old one keeps serving (see its log)",
+        humantime::format_duration(wait)
+    ))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("cannot start a runtime: {e}")))
+}
+
+fn accounts(command: AccountsCommand) -> ExitCode {
+    match command {
+        AccountsCommand::Login { config, no_browser, port } => {
+            let snapshot = match load_lenient(&config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            let options = crate::login::LoginOptions { no_browser, port };
+            let mut input = std::io::BufReader::new(std::io::stdin());
+            let mut out = std::io::stdout();
+            match rt.block_on(crate::login::login(&snapshot, &options, &mut input, &mut out)) {
+                Ok(done) => {
+                    println!(
+                        "{} {} (project {}, tier {}) in {}; a running levitate reloads it by itself.",
+                        if done.replaced { "Replaced" } else { "Added" },
+                        done.email,
+                        done.project,
+                        done.tier.as_deref().unwrap_or("unknown"),
+                        snapshot.paths.accounts.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("levitate accounts login: {e}")),
+            }
+        }
+        AccountsCommand::List { config } => list_accounts(&config),
+        AccountsCommand::Remove { email, config } => {
+            edit_accounts(&config, &email, "removed", |f| f.remove(&email))
+        }
+        AccountsCommand::Disable { email, config } => {
+            edit_accounts(&config, &email, "disabled", |f| f.set_enabled(&email, false))
+        }
+        AccountsCommand::Enable { email, config } => {
+            edit_accounts(&config, &email, "enabled", |f| f.set_enabled(&email, true))
         }
     }
+}
+
+fn list_accounts(config: &Path) -> ExitCode {
+    let snapshot = match load_lenient(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    println!("{:<40} {:<8} {:<28} {:<30} {}", "EMAIL", "ENABLED", "TIER", "PROJECT", "MAX_CONCURRENT");
+    for a in &snapshot.accounts {
+        println!(
+            "{:<40} {:<8} {:<28} {:<30} {}",
+            a.email,
+            if a.enabled { "yes" } else { "no" },
+            a.tier.as_deref().unwrap_or("(discovered)"),
+            a.project_id.as_deref().unwrap_or("(discovered)"),
+            a.max_concurrent
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn edit_accounts(
+    config: &Path,
+    email: &str,
+    done: &str,
+    edit: impl FnOnce(&mut AccountsFile) -> Result<(), crate::accounts_file::AccountsFileError>,
+) -> ExitCode {
+    let snapshot = match load_lenient(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let path = &snapshot.paths.accounts;
+    let result =
+        AccountsFile::read(path).and_then(|mut file| edit(&mut file).map(|_| file)).and_then(|f| f.write());
+    match result {
+        Ok(()) => {
+            println!("{email}: {done} in {}; a running levitate reloads it by itself.", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn quota(config: &Path) -> ExitCode {
+    let snapshot = match load_lenient(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if snapshot.upstream.oauth_client_secret.is_empty() {
+        return fail("levitate quota: no OAuth client secret (set the variable named by upstream.oauth_client_secret_env)");
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let rows = rt.block_on(fetch_quotas(&snapshot));
+    println!("{:<40} {:<28} {:>10}  {}", "ACCOUNT", "MODEL", "REMAINING", "RESETS");
+    let mut failed = false;
+    for row in rows {
+        match row {
+            Ok((account, model, fraction, reset)) => {
+                println!("{account:<40} {model:<28} {:>9.0}%  {reset}", fraction * 100.0);
+            }
+            Err((account, error)) => {
+                failed = true;
+                println!("{account:<40} error: {error}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+type QuotaRow = Result<(String, String, f64, String), (String, String)>;
+
+async fn fetch_quotas(snapshot: &Snapshot) -> Vec<QuotaRow> {
+    let settings = &snapshot.upstream;
+    let upstream =
+        std::sync::Arc::new(crate::upstream::Upstream::new(settings.connect_timeout, settings.read_timeout));
+    let store = match crate::store::Store::temporary() {
+        Ok(s) => s,
+        Err(e) => return vec![Err(("-".into(), e.to_string()))],
+    };
+    let credentials = crate::credentials::Credentials::new(upstream.clone(), store);
+    let mut rows = Vec::new();
+    for account in snapshot.accounts.iter().filter(|a| a.enabled) {
+        let failed = |e: String| Err((account.email.clone(), e));
+        let token = match credentials.access_token(account, settings).await {
+            Ok(t) => t,
+            Err(e) => {
+                rows.push(failed(e.to_string()));
+                continue;
+            }
+        };
+        let project = match credentials.project(account, settings, &token).await {
+            Ok(p) => p,
+            Err(e) => {
+                rows.push(failed(e.to_string()));
+                continue;
+            }
+        };
+        let headers = [
+            ("Content-Type", "application/json".to_string()),
+            ("Authorization", format!("Bearer {}", token.token)),
+            ("User-Agent", settings.user_agent.clone()),
+        ];
+        let body = bytes::Bytes::from(serde_json::json!({ "project": project.id.as_ref() }).to_string());
+        let mut answer: Option<Value> = None;
+        let mut last_error = String::from("no endpoint answered");
+        for url in &settings.endpoints {
+            let request = crate::upstream::UpstreamRequest {
+                url,
+                path: "/v1internal:fetchAvailableModels",
+                headers: &headers,
+                body: body.clone(),
+            };
+            match upstream.post(request, 4 << 20).await {
+                Ok((200, raw)) => {
+                    answer = serde_json::from_slice(&raw).ok();
+                    break;
+                }
+                Ok((status, _)) => last_error = format!("fetchAvailableModels answered HTTP {status}"),
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        let Some(answer) = answer else {
+            rows.push(failed(last_error));
+            continue;
+        };
+        let mut models = crate::quota::parse_available_models(&answer, crate::store::unix_now());
+        models.sort_by(|a, b| a.0.cmp(&b.0));
+        for (model, view) in models {
+            let reset = view
+                .reset_ms
+                .map(|ms| {
+                    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+                        .to_string()
+                })
+                .unwrap_or_else(|| "-".into());
+            rows.push(Ok((account.email.clone(), model, view.remaining_fraction, reset)));
+        }
+    }
+    rows
 }

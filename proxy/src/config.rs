@@ -74,6 +74,8 @@ pub struct MainFile {
     pub pool: PoolFile,
     #[serde(default)]
     pub server: ServerFile,
+    #[serde(default)]
+    pub request_log: RequestLogFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +114,12 @@ pub struct UpstreamFile {
     pub endpoints: Vec<String>,
     #[serde(default = "defaults::oauth_token_url")]
     pub oauth_token_url: String,
+    /// Where `levitate accounts login` sends the browser.
+    #[serde(default = "defaults::oauth_authorize_url")]
+    pub oauth_authorize_url: String,
+    /// Where `levitate accounts login` reads the logged-in account's email.
+    #[serde(default = "defaults::oauth_userinfo_url")]
+    pub oauth_userinfo_url: String,
     #[serde(default)]
     pub oauth_client_id: String,
     pub oauth_client_secret: Option<String>,
@@ -132,6 +140,8 @@ impl Default for UpstreamFile {
         UpstreamFile {
             endpoints: defaults::endpoints(),
             oauth_token_url: defaults::oauth_token_url(),
+            oauth_authorize_url: defaults::oauth_authorize_url(),
+            oauth_userinfo_url: defaults::oauth_userinfo_url(),
             oauth_client_id: String::new(),
             oauth_client_secret: None,
             oauth_client_secret_env: defaults::oauth_client_secret_env(),
@@ -176,6 +186,40 @@ pub struct PoolFile {
     pub max_concurrent_per_account: u32,
     #[serde(default = "defaults::max_attempts")]
     pub max_attempts: u32,
+    /// Longest a request waits for a busy or briefly locked account before answering 429.
+    #[serde(default = "defaults::max_wait", with = "humantime_serde_compat")]
+    pub max_wait: Duration,
+    /// Accounts whose remaining quota fraction for a model is below this are skipped for it.
+    #[serde(default)]
+    pub quota_floor: f64,
+    /// Whether a lockout rests only the account, or every account sharing its project.
+    #[serde(default)]
+    pub lock_scope: LockScope,
+    /// Consecutive-window failures (5xx, network) that open an account's circuit breaker.
+    #[serde(default = "defaults::breaker_failures")]
+    pub breaker_failures: u32,
+    #[serde(default = "defaults::breaker_window", with = "humantime_serde_compat")]
+    pub breaker_window: Duration,
+    /// How long an open breaker waits before letting one probe through.
+    #[serde(default = "defaults::breaker_cooldown", with = "humantime_serde_compat")]
+    pub breaker_cooldown: Duration,
+    /// How often `fetchAvailableModels` is polled per account; 0 turns polling off.
+    #[serde(default = "defaults::quota_interval", with = "humantime_serde_compat")]
+    pub quota_interval: Duration,
+    /// Session affinity: how long an idle binding lives, and how many are kept (least recently used go first).
+    #[serde(default = "defaults::affinity_ttl", with = "humantime_serde_compat")]
+    pub affinity_ttl: Duration,
+    #[serde(default = "defaults::affinity_capacity")]
+    pub affinity_capacity: usize,
+}
+
+/// `pool.lock_scope`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockScope {
+    #[default]
+    Account,
+    Project,
 }
 
 impl Default for PoolFile {
@@ -183,6 +227,15 @@ impl Default for PoolFile {
         PoolFile {
             max_concurrent_per_account: defaults::max_concurrent(),
             max_attempts: defaults::max_attempts(),
+            max_wait: defaults::max_wait(),
+            quota_floor: 0.0,
+            lock_scope: LockScope::Account,
+            breaker_failures: defaults::breaker_failures(),
+            breaker_window: defaults::breaker_window(),
+            breaker_cooldown: defaults::breaker_cooldown(),
+            quota_interval: defaults::quota_interval(),
+            affinity_ttl: defaults::affinity_ttl(),
+            affinity_capacity: defaults::affinity_capacity(),
         }
     }
 }
@@ -195,11 +248,41 @@ pub struct ServerFile {
     pub threads: usize,
     #[serde(default = "defaults::grace_period", with = "humantime_serde_compat")]
     pub grace_period: Duration,
+    /// Where the running instance writes its pid (read by `levitate upgrade` and init systems).
+    #[serde(default = "defaults::pid_file")]
+    pub pid_file: String,
+    /// Unix socket the listening sockets are handed over on during a binary upgrade.
+    #[serde(default = "defaults::upgrade_sock")]
+    pub upgrade_sock: String,
 }
 
 impl Default for ServerFile {
     fn default() -> Self {
-        ServerFile { threads: 0, grace_period: defaults::grace_period() }
+        ServerFile {
+            threads: 0,
+            grace_period: defaults::grace_period(),
+            pid_file: defaults::pid_file(),
+            upgrade_sock: defaults::upgrade_sock(),
+        }
+    }
+}
+
+/// `request_log`: the metadata-only log of recent requests kept in the store.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestLogFile {
+    #[serde(default = "defaults::request_log_max_entries")]
+    pub max_entries: usize,
+    #[serde(default = "defaults::request_log_max_age", with = "humantime_serde_compat")]
+    pub max_age: Duration,
+}
+
+impl Default for RequestLogFile {
+    fn default() -> Self {
+        RequestLogFile {
+            max_entries: defaults::request_log_max_entries(),
+            max_age: defaults::request_log_max_age(),
+        }
     }
 }
 
@@ -286,10 +369,49 @@ mod defaults {
         3
     }
     pub fn max_attempts() -> u32 {
-        4
+        8
+    }
+    pub fn max_wait() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn breaker_failures() -> u32 {
+        5
+    }
+    pub fn breaker_window() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn breaker_cooldown() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn quota_interval() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn affinity_ttl() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn affinity_capacity() -> usize {
+        10_000
     }
     pub fn grace_period() -> Duration {
         Duration::from_secs(300)
+    }
+    pub fn pid_file() -> String {
+        "/run/levitate/levitate.pid".into()
+    }
+    pub fn upgrade_sock() -> String {
+        "/run/levitate/upgrade.sock".into()
+    }
+    pub fn request_log_max_entries() -> usize {
+        10_000
+    }
+    pub fn request_log_max_age() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
+    }
+    pub fn oauth_authorize_url() -> String {
+        "https://accounts.google.com/o/oauth2/v2/auth".into()
+    }
+    pub fn oauth_userinfo_url() -> String {
+        "https://www.googleapis.com/oauth2/v2/userinfo".into()
     }
     pub fn yes() -> bool {
         true
@@ -404,6 +526,9 @@ pub struct UpstreamSettings {
     pub endpoints: Vec<UpstreamUrl>,
     /// Full URL of the OAuth token endpoint; `base_path` holds its path.
     pub oauth_token_url: UpstreamUrl,
+    /// `levitate accounts login` only: the browser's authorize URL and the userinfo endpoint.
+    pub oauth_authorize_url: String,
+    pub oauth_userinfo_url: UpstreamUrl,
     pub oauth_client_id: String,
     pub oauth_client_secret: Secret,
     pub user_agent: String,
@@ -422,12 +547,48 @@ pub struct AdminSettings {
 pub struct PoolSettings {
     pub max_concurrent_per_account: u32,
     pub max_attempts: u32,
+    pub max_wait: Duration,
+    pub quota_floor: f64,
+    pub lock_scope: LockScope,
+    pub breaker_failures: u32,
+    pub breaker_window: Duration,
+    pub breaker_cooldown: Duration,
+    pub quota_interval: Duration,
+    pub affinity_ttl: Duration,
+    pub affinity_capacity: usize,
 }
 
-#[derive(Clone, Debug)]
+impl Default for PoolSettings {
+    fn default() -> Self {
+        let file = PoolFile::default();
+        PoolSettings {
+            max_concurrent_per_account: file.max_concurrent_per_account,
+            max_attempts: file.max_attempts,
+            max_wait: file.max_wait,
+            quota_floor: file.quota_floor,
+            lock_scope: file.lock_scope,
+            breaker_failures: file.breaker_failures,
+            breaker_window: file.breaker_window,
+            breaker_cooldown: file.breaker_cooldown,
+            quota_interval: file.quota_interval,
+            affinity_ttl: file.affinity_ttl,
+            affinity_capacity: file.affinity_capacity,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerSettings {
     pub threads: usize,
     pub grace_period: Duration,
+    pub pid_file: PathBuf,
+    pub upgrade_sock: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestLogSettings {
+    pub max_entries: usize,
+    pub max_age: Duration,
 }
 
 /// One complete, validated configuration. Immutable; replaced whole on reload.
@@ -444,6 +605,7 @@ pub struct Snapshot {
     pub max_request_body: usize,
     pub pool: PoolSettings,
     pub server: ServerSettings,
+    pub request_log: RequestLogSettings,
 }
 
 impl fmt::Debug for Snapshot {
@@ -490,6 +652,30 @@ impl Snapshot {
         let routes_text = read(&paths.routes)?;
         let routes: RoutesFile = parse_yaml(&paths.routes, &routes_text)?;
         build(main, accounts, routes, paths, folder, env)
+    }
+}
+
+impl Snapshot {
+    /// Settings of `next` that differ from `self` but are fixed for the life of a process (listening
+    /// sockets, Pingora's server settings, the store, the upstream connector's timeouts). A reload keeps the
+    /// running values of these and reports them; a binary upgrade (`levitate upgrade`) applies them.
+    pub fn needs_upgrade(&self, next: &Snapshot) -> Vec<String> {
+        let mut changed = Vec::new();
+        let mut check = |key: &str, differs: bool| {
+            if differs {
+                changed.push(key.to_string());
+            }
+        };
+        check("listen", self.listen != next.listen);
+        check("admin.listen", self.admin.listen != next.admin.listen);
+        check("server.threads", self.server.threads != next.server.threads);
+        check("server.grace_period", self.server.grace_period != next.server.grace_period);
+        check("server.pid_file", self.server.pid_file != next.server.pid_file);
+        check("server.upgrade_sock", self.server.upgrade_sock != next.server.upgrade_sock);
+        check("store.path", self.store_path != next.store_path);
+        check("upstream.connect_timeout", self.upstream.connect_timeout != next.upstream.connect_timeout);
+        check("upstream.read_timeout", self.upstream.read_timeout != next.upstream.read_timeout);
+        changed
     }
 }
 
@@ -561,6 +747,11 @@ const KNOWN_TIERS: &[&str] = &[
     "ws-ai-ultra-business-tier",
 ];
 
+/// Whether `tier` is a tier id accounts.yaml accepts.
+pub fn is_known_tier(tier: &str) -> bool {
+    KNOWN_TIERS.contains(&tier)
+}
+
 fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
 }
@@ -624,6 +815,10 @@ fn build(
         .collect::<Result<Vec<_>, _>>()?;
     let oauth_token_url = UpstreamUrl::parse(&u.oauth_token_url)
         .map_err(|m| invalid(&mp, format!("upstream.oauth_token_url: {m}")))?;
+    let oauth_userinfo_url = UpstreamUrl::parse(&u.oauth_userinfo_url)
+        .map_err(|m| invalid(&mp, format!("upstream.oauth_userinfo_url: {m}")))?;
+    UpstreamUrl::parse(&u.oauth_authorize_url)
+        .map_err(|m| invalid(&mp, format!("upstream.oauth_authorize_url: {m}")))?;
     let oauth_client_secret =
         match secret_from(u.oauth_client_secret.as_deref(), None, "upstream.oauth_client_secret", env)
             .map_err(|m| invalid(&mp, m))?
@@ -636,6 +831,8 @@ fn build(
     let upstream = UpstreamSettings {
         endpoints,
         oauth_token_url,
+        oauth_authorize_url: u.oauth_authorize_url.clone(),
+        oauth_userinfo_url,
         oauth_client_id: u.oauth_client_id.clone(),
         oauth_client_secret,
         user_agent: u.user_agent.clone(),
@@ -651,6 +848,12 @@ fn build(
     }
     if main.pool.max_concurrent_per_account == 0 || main.pool.max_attempts == 0 {
         return Err(invalid(&mp, "pool.max_concurrent_per_account and pool.max_attempts must be at least 1"));
+    }
+    if !(0.0..=1.0).contains(&main.pool.quota_floor) {
+        return Err(invalid(&mp, "pool.quota_floor must be a fraction within 0..=1"));
+    }
+    if main.pool.breaker_failures == 0 || main.pool.affinity_capacity == 0 {
+        return Err(invalid(&mp, "pool.breaker_failures and pool.affinity_capacity must be at least 1"));
     }
 
     let ap = &paths.accounts;
@@ -705,6 +908,9 @@ fn build(
     let alias_table = AliasTable::compile(&routes.models, &aliases, routes.default.as_deref())
         .map_err(|e| invalid(rp, e.to_string()))?;
 
+    if main.request_log.max_entries == 0 {
+        return Err(invalid(&mp, "request_log.max_entries must be at least 1"));
+    }
     let store_path = folder.join(&main.store.path);
     Ok(Snapshot {
         paths,
@@ -720,8 +926,26 @@ fn build(
         pool: PoolSettings {
             max_concurrent_per_account: main.pool.max_concurrent_per_account,
             max_attempts: main.pool.max_attempts,
+            max_wait: main.pool.max_wait,
+            quota_floor: main.pool.quota_floor,
+            lock_scope: main.pool.lock_scope,
+            breaker_failures: main.pool.breaker_failures,
+            breaker_window: main.pool.breaker_window,
+            breaker_cooldown: main.pool.breaker_cooldown,
+            quota_interval: main.pool.quota_interval,
+            affinity_ttl: main.pool.affinity_ttl,
+            affinity_capacity: main.pool.affinity_capacity,
         },
-        server: ServerSettings { threads: main.server.threads, grace_period: main.server.grace_period },
+        server: ServerSettings {
+            threads: main.server.threads,
+            grace_period: main.server.grace_period,
+            pid_file: folder.join(&main.server.pid_file),
+            upgrade_sock: folder.join(&main.server.upgrade_sock),
+        },
+        request_log: RequestLogSettings {
+            max_entries: main.request_log.max_entries,
+            max_age: main.request_log.max_age,
+        },
     })
 }
 
@@ -808,6 +1032,19 @@ mod tests {
         let p = write_config(&d, &format!("{MAIN}routes_file: nowhere.yaml\n"), ACCOUNTS, ROUTES);
         let e = Snapshot::load_with_env(&p, &env()).unwrap_err().to_string();
         assert!(e.contains("nowhere.yaml"), "{e}");
+    }
+
+    #[test]
+    fn settings_fixed_for_the_process_are_reported_as_needing_an_upgrade() {
+        let d = tempdir("upgrade");
+        let p = write_config(&d, MAIN, ACCOUNTS, ROUTES);
+        let running = Snapshot::load_with_env(&p, &env()).unwrap();
+        assert!(running.needs_upgrade(&Snapshot::load_with_env(&p, &env()).unwrap()).is_empty());
+        let edited = MAIN.replace("9000", "9100") + "server: { grace_period: 10s }\n";
+        let p = write_config(&d, &edited, ACCOUNTS, "default: gemini-3-pro-high\n");
+        let next = Snapshot::load_with_env(&p, &env()).unwrap();
+        assert_eq!(running.needs_upgrade(&next), vec!["listen", "server.grace_period"]);
+        assert_eq!(next.server.pid_file, d.join("/run/levitate/levitate.pid"));
     }
 
     #[test]

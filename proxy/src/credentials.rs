@@ -281,7 +281,8 @@ impl Credentials {
     }
 
     /// One JSON call to a `v1internal` control method, trying endpoints in order on network errors and 5xx.
-    async fn control_call(
+    /// Also the quota poller's way to call `fetchAvailableModels`.
+    pub async fn control_call(
         &self,
         account: &AccountSpec,
         settings: &UpstreamSettings,

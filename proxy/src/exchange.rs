@@ -1,31 +1,49 @@
 //! One client request's upstream exchange: lease an account, get its token and project, send, and on a
-//! refusal move to the next account, while nothing has been written to the client yet.
+//! refusal teach the pool what it means and move to the next account, while nothing has been written to the
+//! client yet.
 //!
-//! The retry loop is ours, not Pingora's (see ARCHITECTURE.md): attempts are bounded by `pool.max_attempts`,
-//! accounts already tried are excluded, and an upstream refusal is translated into the client's protocol
-//! only when no account is left to try.
+//! The retry loop is ours, not Pingora's (see ARCHITECTURE.md): attempts are bounded by `pool.max_attempts`;
+//! accounts already tried are skipped while another is eligible; every refusal is read with
+//! [`levitate_filters::retry_hint`] and becomes pool state (a lockout for the pair, a breaker failure, a
+//! forbidden mark). When every account rests, the request waits only if the earliest unlock is within
+//! `pool.max_wait`, and otherwise answers 429 at once with `Retry-After` set to that unlock.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use levitate_filters::error::{ClientError, ErrorKind};
+use levitate_filters::retry_hint::{self, Reason, Refusal, Verdict};
 use levitate_filters::transform::wrap_envelope;
 
 use crate::app::App;
 use crate::config::Snapshot;
-use crate::pool::{Lease, SelectError, Selection};
+use crate::pool::{now_ms, Lease, SelectError, Selection};
 use crate::upstream::{UpstreamRequest, UpstreamResponse};
 
-/// Largest upstream error body read for translation; Google's are a few KiB.
+/// Largest upstream error body read for classification; Google's are a few KiB.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
-/// How long a request waits for a busy account to free a slot before answering 429.
-const MAX_QUEUE_WAIT: Duration = Duration::from_secs(5);
+/// The rest for a rate limit that names no delay.
+const DEFAULT_RATE_LIMIT_REST: Duration = Duration::from_secs(5);
+/// `Retry-After` when every account is merely busy.
+const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// What the attempts of one request did, for its log line.
+/// What one request's attempts carry in (the session key) and what they did, for the log line and the answer.
 #[derive(Debug, Default)]
 pub struct Attempts {
+    /// The conversation's affinity key (set by the gateway before [`open`]).
+    pub session: Option<String>,
     pub count: u32,
     pub last_account: Option<String>,
+    /// With a final 429: when the client should come back (the earliest unlock).
+    pub retry_after: Option<Duration>,
+}
+
+/// What sending to the endpoints gave.
+enum Sent {
+    Ok(UpstreamResponse),
+    /// A refusal and its raw body (kept for the client's error message).
+    Refused(Refusal, Bytes),
+    Unreachable(String),
 }
 
 /// Leases accounts and tries them until one answers 200, while nothing has been sent to the client.
@@ -36,31 +54,97 @@ pub async fn open(
     inner_request: &[u8],
     attempts: &mut Attempts,
 ) -> Result<(UpstreamResponse, Lease), ClientError> {
+    open_call(app, snapshot, upstream_model, Call::Generate { inner_request }, attempts).await
+}
+
+/// `countTokens` through the same accounts, retries and endpoint fallback; returns the answer's body.
+pub async fn count_tokens(
+    app: &App,
+    snapshot: &Snapshot,
+    upstream_model: &str,
+    body: Vec<u8>,
+    attempts: &mut Attempts,
+) -> Result<Bytes, ClientError> {
+    let (mut response, lease) =
+        open_call(app, snapshot, upstream_model, Call::CountTokens { body: &body }, attempts).await?;
+    let answer = response.read_to_end(ERROR_BODY_LIMIT).await;
+    response.release(&app.upstream).await;
+    drop(lease);
+    answer.map_err(|e| ClientError::new(502, ErrorKind::Api, format!("countTokens answer unreadable: {e}")))
+}
+
+/// Which upstream method an exchange calls, with its body.
+#[derive(Clone, Copy)]
+enum Call<'a> {
+    /// `streamGenerateContent?alt=sse`; the body is the inner request, wrapped per attempt.
+    Generate { inner_request: &'a [u8] },
+    /// `countTokens`; the body goes as is (it carries no project).
+    CountTokens { body: &'a [u8] },
+}
+
+impl Call<'_> {
+    fn path(self) -> &'static str {
+        match self {
+            Call::Generate { .. } => "/v1internal:streamGenerateContent?alt=sse",
+            Call::CountTokens { .. } => "/v1internal:countTokens",
+        }
+    }
+}
+
+async fn open_call(
+    app: &App,
+    snapshot: &Snapshot,
+    upstream_model: &str,
+    call: Call<'_>,
+    attempts: &mut Attempts,
+) -> Result<(UpstreamResponse, Lease), ClientError> {
+    let settings = &snapshot.pool;
+    let session = attempts.session.clone();
+    let session = session.as_deref();
     let mut tried: Vec<String> = Vec::new();
+    let mut refreshed: Vec<String> = Vec::new();
     let mut last_error: Option<ClientError> = None;
+    let mut earliest_unlock: Option<u64> = None;
     let request_id = format!("agent-{}", uuid::Uuid::new_v4());
-    let mut envelope = Vec::with_capacity(inner_request.len() + 256);
-    for _ in 0..snapshot.pool.max_attempts {
-        let selection = Selection { model: upstream_model, exclude: &tried };
-        let lease = match app.pool.select_or_wait(&selection, MAX_QUEUE_WAIT).await {
+    let mut envelope = Vec::new();
+    while attempts.count < settings.max_attempts {
+        let selection = Selection { model: upstream_model, exclude: &tried, session };
+        let lease = match lease(app, &selection, settings.max_wait).await {
             Ok(lease) => lease,
-            Err(SelectError::Exhausted) => break,
+            // Everyone was tried once: the remaining attempts may go back to them (their lockouts still hold).
+            Err(SelectError::Exhausted) => {
+                tried.clear();
+                continue;
+            }
             Err(SelectError::NoAccounts) => {
-                return Err(ClientError::new(
-                    503,
-                    ErrorKind::Overloaded,
-                    "no Google account is configured and enabled",
-                ))
+                app.metrics.pool.rejected("no_accounts");
+                return Err(last_error.unwrap_or_else(|| {
+                    ClientError::new(503, ErrorKind::Overloaded, "no Google account is configured and usable")
+                }));
             }
             Err(SelectError::Busy) => {
+                app.metrics.pool.rejected("busy");
+                attempts.retry_after = Some(BUSY_RETRY_AFTER);
+                return Err(ClientError::new(429, ErrorKind::RateLimit, "every account is busy; retry shortly"));
+            }
+            Err(SelectError::Locked { until_ms }) => {
+                app.metrics.pool.rejected("resting");
+                let wait = Duration::from_millis(until_ms.saturating_sub(now_ms()));
+                tracing::debug!(model = upstream_model, wait_ms = wait.as_millis() as u64, "every account is resting");
+                attempts.retry_after = Some(wait);
                 return Err(ClientError::new(
                     429,
                     ErrorKind::RateLimit,
-                    "every account is busy; retry shortly",
-                ))
+                    format!(
+                        "every account is rate limited or out of quota for {upstream_model}; retry after {}s",
+                        ceil_secs(wait)
+                    ),
+                ));
             }
         };
-        tried.push(lease.id().to_string());
+        if !tried.contains(&lease.account.id) {
+            tried.push(lease.account.id.clone());
+        }
         attempts.count += 1;
         attempts.last_account = Some(lease.account.email.clone());
         let account = lease.account.clone();
@@ -69,6 +153,11 @@ pub async fn open(
             Err(e) => {
                 tracing::warn!(account = %account.email, error = %e, "account unusable: token refresh failed");
                 app.metrics.upstream_attempt(&account.email, "token_error");
+                app.pool.on_credential_error(&account, &e);
+                if !e.is_permanent() {
+                    note_breaker(app, &account);
+                }
+                app.metrics.pool.retry("token_error");
                 last_error = Some(ClientError::new(
                     503,
                     ErrorKind::Overloaded,
@@ -82,6 +171,7 @@ pub async fn open(
             Err(e) => {
                 tracing::warn!(account = %account.email, error = %e, "account unusable: no project");
                 app.metrics.upstream_attempt(&account.email, "project_error");
+                app.metrics.pool.retry("project_error");
                 last_error = Some(ClientError::new(
                     503,
                     ErrorKind::Overloaded,
@@ -91,75 +181,165 @@ pub async fn open(
             }
         };
         app.pool.learn_tier(&account.id, project.tier.as_deref());
-        envelope.clear();
-        wrap_envelope(inner_request, &project.id, upstream_model, &request_id, &mut envelope);
+        app.pool.learn_project(&account.id, &project.id);
+        let body = match call {
+            Call::Generate { inner_request } => {
+                envelope.clear();
+                wrap_envelope(inner_request, &project.id, upstream_model, &request_id, &mut envelope);
+                Bytes::copy_from_slice(&envelope)
+            }
+            Call::CountTokens { body } => Bytes::copy_from_slice(body),
+        };
         let headers = upstream_headers(&token.token, &snapshot.upstream.user_agent, upstream_model);
-        let body = Bytes::copy_from_slice(&envelope);
-        let mut response = match send_with_fallback(app, snapshot, &headers, body).await {
-            Ok(response) => response,
-            Err(message) => {
+        let (refusal, error_body) = match send_with_fallback(app, snapshot, call.path(), &headers, body).await {
+            Sent::Ok(response) => {
+                app.metrics.upstream_attempt(&account.email, "ok");
+                app.pool.on_success(&lease, session);
+                return Ok((response, lease));
+            }
+            Sent::Unreachable(message) => {
                 tracing::warn!(account = %account.email, error = %message, "upstream unreachable");
                 app.metrics.upstream_attempt(&account.email, "network_error");
+                app.metrics.pool.retry("network_error");
+                note_breaker(app, &account);
+                app.pool.on_session_failure(session, &account.id);
                 last_error = Some(ClientError::new(502, ErrorKind::Api, "the upstream could not be reached"));
                 continue;
             }
+            Sent::Refused(refusal, body) => (refusal, body),
         };
-        if response.status == 200 {
-            app.metrics.upstream_attempt(&account.email, "ok");
-            return Ok((response, lease));
-        }
-        let status = response.status;
-        let error_body = response.read_to_end(ERROR_BODY_LIMIT).await.unwrap_or_default();
-        response.release(&app.upstream).await;
-        let error = ClientError::from_upstream(status, &error_body);
+        let status = refusal.status;
         app.metrics.upstream_attempt(&account.email, outcome_label(status));
-        tracing::info!(account = %account.email, status, message = %error.message, "upstream refused the attempt");
-        match status {
-            401 => app.credentials.invalidate_token(&account),
-            403 | 408 | 429 | 500..=599 => {}
+        let error = ClientError::from_upstream(status, &error_body);
+        match refusal.verdict(DEFAULT_RATE_LIMIT_REST) {
+            Verdict::RateLimited { rest } | Verdict::QuotaExhausted { rest } => {
+                let reason = match refusal.reason {
+                    Reason::Other => "RESOURCE_EXHAUSTED",
+                    reason => reason.as_str(),
+                };
+                if let Some(until_ms) = app.pool.lock(&account, upstream_model, rest, reason) {
+                    app.metrics.pool.lockout(&account.email, reason);
+                    if rest >= Duration::from_secs(60) {
+                        tracing::info!(account = %account.email, model = upstream_model, reason, rest_s = rest.as_secs(), "account locked for this model");
+                    } else {
+                        tracing::debug!(account = %account.email, model = upstream_model, reason, rest_ms = rest.as_millis() as u64, "account resting");
+                    }
+                    earliest_unlock = Some(earliest_unlock.map_or(until_ms, |t| t.min(until_ms)));
+                }
+                app.metrics.pool.retry("rate_limited");
+                app.pool.on_session_failure(session, &account.id);
+            }
+            Verdict::Capacity => {
+                tracing::debug!(account = %account.email, model = upstream_model, "no capacity upstream; next account");
+                app.metrics.pool.retry("capacity");
+            }
+            Verdict::ServerError => {
+                tracing::info!(account = %account.email, status, message = %refusal.message, "upstream server error");
+                app.metrics.pool.retry("server_error");
+                note_breaker(app, &account);
+                app.pool.on_session_failure(session, &account.id);
+            }
+            Verdict::Unauthenticated => {
+                app.credentials.invalidate_token(&account);
+                app.metrics.pool.retry("unauthenticated");
+                if !refreshed.contains(&account.id) {
+                    // Refresh once and retry the same account.
+                    refreshed.push(account.id.clone());
+                    tried.retain(|id| id != &account.id);
+                }
+                app.pool.on_session_failure(session, &account.id);
+            }
+            Verdict::Forbidden { reason, url } => {
+                app.pool.forbid(&account, reason.as_str(), url, &refusal.message);
+                app.metrics.pool.lockout(&account.email, reason.as_str());
+                app.metrics.pool.retry("forbidden");
+            }
+            Verdict::AccountRefused => {
+                tracing::info!(account = %account.email, status, message = %refusal.message, "account refused the request");
+                app.metrics.pool.retry("account_refused");
+                app.pool.on_session_failure(session, &account.id);
+            }
             // The request itself is at fault: another account would answer the same.
-            _ => return Err(error),
+            Verdict::RequestFault => return Err(error),
         }
         last_error = Some(error);
     }
-    Err(last_error.unwrap_or_else(|| {
+    let error = last_error.unwrap_or_else(|| {
         ClientError::new(
             503,
             ErrorKind::Overloaded,
             "every account was tried and none could serve the request",
         )
-    }))
+    });
+    if error.status == 429 {
+        let wait = earliest_unlock.map(|t| Duration::from_millis(t.saturating_sub(now_ms())));
+        attempts.retry_after = Some(wait.unwrap_or(DEFAULT_RATE_LIMIT_REST));
+    }
+    Err(error)
 }
 
-/// Sends to the configured endpoints in order, moving on after network errors, 404, 408 and 5xx.
+/// Leases an account, waiting (bounded) for a slot or a short lockout, and records the wait.
+async fn lease(app: &App, selection: &Selection<'_>, max_wait: Duration) -> Result<Lease, SelectError> {
+    if let Ok(lease) = app.pool.select(selection) {
+        return Ok(lease);
+    }
+    let _waiting = app.metrics.pool.wait_started();
+    let started = Instant::now();
+    let result = app.pool.select_or_wait(selection, max_wait).await;
+    app.metrics.pool.waited(started.elapsed());
+    result
+}
+
+fn note_breaker(app: &App, account: &crate::config::AccountSpec) {
+    if app.pool.on_server_failure(account) {
+        tracing::warn!(account = %account.email, "circuit breaker opened: the account keeps failing");
+        app.metrics.pool.breaker_opened(&account.email);
+    }
+}
+
+/// Whole seconds, rounded up, at least 1: what a `Retry-After` header carries.
+pub fn ceil_secs(wait: Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+/// Sends to the configured endpoints in order. Network errors, 404, 408, 5xx and "no capacity" move on to
+/// the next endpoint; anything else (and the last endpoint's answer) is final.
 async fn send_with_fallback(
     app: &App,
     snapshot: &Snapshot,
+    path: &str,
     headers: &[(&'static str, String)],
     body: Bytes,
-) -> Result<UpstreamResponse, String> {
+) -> Sent {
     let endpoints = &snapshot.upstream.endpoints;
-    let mut last = String::from("no endpoint configured");
-    for (i, url) in endpoints.iter().enumerate() {
-        let is_last = i + 1 == endpoints.len();
+    let mut last = Sent::Unreachable("no endpoint configured".to_string());
+    for url in endpoints {
         let request = UpstreamRequest {
             url,
-            path: "/v1internal:streamGenerateContent?alt=sse",
+            path,
             headers,
             body: body.clone(),
         };
         match app.upstream.send(request).await {
-            Ok(response) if is_last || !matches!(response.status, 404 | 408 | 500..=599) => {
-                return Ok(response)
+            Ok(response) if response.status == 200 => return Sent::Ok(response),
+            Ok(mut response) => {
+                let status = response.status;
+                let retry_after = response.header("retry-after").map(str::to_string);
+                let error_body = response.read_to_end(ERROR_BODY_LIMIT).await.unwrap_or_default();
+                response.release(&app.upstream).await;
+                let refusal = retry_hint::classify(status, &error_body, retry_after.as_deref(), now_ms());
+                let endpoint_problem = matches!(status, 404 | 408 | 500..=599)
+                    || refusal.reason == Reason::ModelCapacityExhausted;
+                if !endpoint_problem {
+                    return Sent::Refused(refusal, error_body);
+                }
+                last = Sent::Refused(refusal, error_body);
             }
-            Ok(response) => {
-                last = format!("{url} answered {}", response.status);
-                response.abort().await;
-            }
-            Err(e) => last = e.to_string(),
+            Err(e) => last = Sent::Unreachable(e.to_string()),
         }
     }
-    Err(last)
+    last
 }
 
 /// The headers a real Antigravity client sends with content calls (PROTOCOL.md §1).
@@ -196,5 +376,13 @@ mod tests {
         let h = upstream_headers("t", "ua", "claude-sonnet-4-6");
         assert!(h.iter().any(|(n, _)| *n == "anthropic-beta"));
         assert!(!upstream_headers("t", "ua", "gemini-3-flash").iter().any(|(n, _)| *n == "anthropic-beta"));
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(ceil_secs(Duration::from_millis(1)), 1);
+        assert_eq!(ceil_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(ceil_secs(Duration::from_secs(3)), 3);
+        assert_eq!(ceil_secs(Duration::ZERO), 1);
     }
 }

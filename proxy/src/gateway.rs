@@ -18,7 +18,11 @@ use levitate_filters::signature::{CapturedSignature, SignatureLookup};
 use levitate_filters::sse::SseFramer;
 use levitate_filters::stream::openai::{OpenAiFold, OpenAiStream, OpenAiStreamOptions};
 use levitate_filters::stream::StreamError;
-use levitate_filters::transform::openai::{build_inner_request, parse_chat_request, ChatRequest};
+use levitate_filters::count;
+use levitate_filters::stream::anthropic::{AnthropicFold, AnthropicStream, AnthropicStreamOptions};
+use levitate_filters::stream::gemini::{GeminiFold, GeminiStream, GeminiStreamMode, GeminiStreamOptions};
+use levitate_filters::transform::openai::{self, parse_chat_request};
+use levitate_filters::transform::{anthropic, gemini};
 use levitate_filters::transform::Target;
 use levitate_filters::Protocol;
 use pingora_core::Result;
@@ -52,6 +56,20 @@ pub struct RequestCtx {
     status: u16,
     first_byte: Option<Duration>,
     truncated: bool,
+    /// With a 429: when the pool's earliest account unlocks (the `Retry-After` header).
+    retry_after: Option<Duration>,
+    /// Unix milliseconds of arrival, for the request log.
+    at_ms: u64,
+    /// How the client's model resolved (`routes.yaml` pattern, `direct` or `default`): a bounded metric label.
+    alias: Option<String>,
+    /// Time spent waiting on the upstream (attempts and stream reads); the rest is gateway overhead.
+    upstream_wait: Duration,
+    /// The last usage the upstream reported (prompt, candidates, thoughts, cached tokens).
+    usage: Option<levitate_filters::stream::Usage>,
+    /// Counts this request in `levitate_active_requests` until the context is dropped.
+    _active: crate::metrics::LiveGuard,
+    /// Counts a streaming response in `levitate_active_streams` while it is written.
+    stream: Option<crate::metrics::LiveGuard>,
 }
 
 /// The client-facing service.
@@ -82,6 +100,13 @@ impl ProxyHttp for Gateway {
             status: 0,
             first_byte: None,
             truncated: false,
+            retry_after: None,
+            at_ms: crate::store::unix_now_ms(),
+            alias: None,
+            upstream_wait: Duration::ZERO,
+            usage: None,
+            _active: self.app.metrics.request_started(),
+            stream: None,
         }
     }
 
@@ -117,7 +142,8 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, _session: &mut Session, _e: Option<&pingora_core::Error>, ctx: &mut RequestCtx) {
         let elapsed = ctx.started.elapsed();
-        self.app.metrics.observe_request(ctx.protocol.as_str(), ctx.operation, ctx.status, elapsed);
+        ctx.stream = None;
+        self.record(ctx, elapsed);
         tracing::info!(
             protocol = ctx.protocol.as_str(),
             operation = ctx.operation,
@@ -136,6 +162,50 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
+    /// Metrics and the request-log record of a finished request (metadata only, queued off the hot path).
+    fn record(&self, ctx: &RequestCtx, elapsed: Duration) {
+        let metrics = &self.app.metrics;
+        let upstream_model = ctx.upstream_model.as_deref().unwrap_or("-");
+        metrics.observe_request(&crate::metrics::RequestObservation {
+            protocol: ctx.protocol.as_str(),
+            route: ctx.operation,
+            alias: ctx.alias.as_deref().unwrap_or("-"),
+            upstream_model,
+            status: ctx.status,
+            total: elapsed,
+            first_byte: ctx.first_byte,
+            upstream_wait: ctx.upstream_wait,
+        });
+        let usage = ctx.usage.unwrap_or_default();
+        if let Some(account) = ctx.account.as_deref() {
+            metrics.tokens(upstream_model, account, "in", usage.prompt);
+            metrics.tokens(upstream_model, account, "out", usage.candidates);
+            metrics.tokens(upstream_model, account, "thoughts", usage.thoughts);
+            metrics.tokens(upstream_model, account, "cached", usage.cached);
+        }
+        let record = crate::request_log::RequestRecord {
+            at_ms: ctx.at_ms,
+            key_name: ctx.key_name.clone(),
+            protocol: ctx.protocol.as_str().to_string(),
+            route: ctx.operation.to_string(),
+            client_model: ctx.client_model.clone(),
+            upstream_model: ctx.upstream_model.clone(),
+            account: ctx.account.clone(),
+            status: ctx.status,
+            attempts: ctx.attempts,
+            latency_ms: elapsed.as_millis() as u64,
+            ttfb_ms: ctx.first_byte.map(|d| d.as_millis() as u64),
+            tokens_in: usage.prompt,
+            tokens_out: usage.candidates,
+            tokens_thoughts: usage.thoughts,
+            tokens_cached: usage.cached,
+            truncated: ctx.truncated,
+        };
+        if !self.app.request_log.record(record) {
+            metrics.request_log_dropped();
+        }
+    }
+
     fn route(&self, session: &Session) -> Route {
         let req = session.req_header();
         let style = presented_key_with_style(&req.headers, req.uri.query()).map(|k| k.style);
@@ -186,6 +256,23 @@ impl Gateway {
                 }
             },
             Operation::ChatCompletions => self.chat_completions(session, ctx, snapshot).await,
+            Operation::Messages => self.messages(session, ctx, snapshot).await,
+            Operation::CountTokensAnthropic => self.count_tokens_anthropic(session, ctx, snapshot).await,
+            Operation::GenerateContent { model, stream } => {
+                self.generate_content(session, ctx, snapshot, &model, stream).await
+            }
+            Operation::ListModelsGemini => {
+                let body = gemini::gemini_model_list(listed_models(&snapshot.aliases));
+                self.respond_json(session, ctx, 200, body).await
+            }
+            Operation::GetModelGemini { model } => {
+                let name = model.strip_prefix("models/").unwrap_or(&model);
+                if listed_models(&snapshot.aliases).any(|m| m == name) {
+                    self.respond_json(session, ctx, 200, gemini::gemini_model(name)).await
+                } else {
+                    Err(ClientError::new(404, ErrorKind::NotFound, format!("model {name:?} is not found")))
+                }
+            }
             Operation::Unknown => {
                 let req = session.req_header();
                 Err(ClientError::new(
@@ -194,11 +281,7 @@ impl Gateway {
                     format!("no route for {} {}", req.method, req.uri.path()),
                 ))
             }
-            _ => Err(ClientError::new(
-                404,
-                ErrorKind::NotFound,
-                "this API is not served by this Levitate build yet",
-            )),
+            Operation::CountTokensGemini { model } => self.count_tokens_gemini(session, ctx, snapshot, &model).await,
         }
     }
 
@@ -266,33 +349,13 @@ impl Gateway {
         snapshot: &Arc<Snapshot>,
     ) -> std::result::Result<(), ClientError> {
         let mut body = self.read_body(session, snapshot.max_request_body).await?;
-        let request: ChatRequest = parse_chat_request(&mut body)?;
+        let request = parse_chat_request(&mut body)?;
         drop(body);
-        ctx.client_model = Some(request.model().to_string());
-        let upstream_model =
-            snapshot.aliases.resolve(request.model()).map(|r| r.upstream.to_string()).ok_or_else(|| {
-                ClientError::new(
-                    404,
-                    ErrorKind::NotFound,
-                    format!("the model {:?} does not exist and routes.yaml has no default", request.model()),
-                )
-                .with_param("model")
-            })?;
-        ctx.upstream_model = Some(upstream_model.clone());
-        let session_id =
-            session_id(header(session, "x-session-id").or(request.session_hint()), request.first_user_text());
-        let signatures = StoredSignatures(&self.app);
-        let inner = build_inner_request(
-            &request,
-            &Target { upstream_model: &upstream_model, session_id: &session_id },
-            &signatures,
-        )?;
-
-        let mut attempts = Attempts::default();
-        let opened = exchange::open(&self.app, snapshot, &upstream_model, &inner.json, &mut attempts).await;
-        ctx.attempts = attempts.count;
-        ctx.account = attempts.last_account;
-        let (response, lease) = opened?;
+        let upstream_model = self.resolve_model(ctx, snapshot, request.model())?;
+        let session_id = self.session_id(session, request.session_hint(), request.first_user_text());
+        let target = Target { upstream_model: &upstream_model, session_id: &session_id };
+        let inner = openai::build_inner_request(&request, &target, &StoredSignatures(&self.app))?;
+        let (response, lease) = self.open_upstream(ctx, snapshot, &upstream_model, &session_id, &inner.json).await?;
         let request_uuid = uuid::Uuid::new_v4().simple().to_string();
         let options = OpenAiStreamOptions {
             id: format!("chatcmpl-{request_uuid}"),
@@ -300,15 +363,163 @@ impl Gateway {
             created: crate::store::unix_now(),
             include_usage: request.include_usage(),
             tool_call_id_prefix: format!("call_{}_", &request_uuid[..16]),
-            tool_names: inner.tool_names.clone(),
+            tool_names: inner.tool_names,
         };
         if request.stream() {
             let mut machine = OpenAiStream::new(options);
             self.pump(session, ctx, response, lease, &mut machine, true).await
         } else {
-            let mut machine = FoldAdapter(Some(OpenAiFold::new(options)));
+            let mut machine = FoldAdapter::new(OpenAiFold::new(options));
             self.pump(session, ctx, response, lease, &mut machine, false).await
         }
+    }
+
+    /// `POST /v1/messages` (Anthropic Messages; Claude Code).
+    async fn messages(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Arc<Snapshot>,
+    ) -> std::result::Result<(), ClientError> {
+        let mut body = self.read_body(session, snapshot.max_request_body).await?;
+        let request = anthropic::parse_messages_request(&mut body)?;
+        drop(body);
+        let upstream_model = self.resolve_model(ctx, snapshot, request.model())?;
+        let client_key = header(session, "x-claude-code-session-id").or(request.session_hint());
+        let session_id = self.session_id(session, client_key, request.first_user_text());
+        let target = Target { upstream_model: &upstream_model, session_id: &session_id };
+        let inner = anthropic::build_inner_request(&request, &target, &StoredSignatures(&self.app))?;
+        let (response, lease) = self.open_upstream(ctx, snapshot, &upstream_model, &session_id, &inner.json).await?;
+        let request_uuid = uuid::Uuid::new_v4().simple().to_string();
+        let options = AnthropicStreamOptions {
+            id: format!("msg_{request_uuid}"),
+            model: request.model().to_string(),
+            tool_id_prefix: format!("toolu_{}_", &request_uuid[..16]),
+            tool_names: inner.tool_names,
+            input_tokens_hint: count::estimate_tokens(&request),
+        };
+        if request.stream() {
+            let mut machine = AnthropicStream::new(options);
+            self.pump(session, ctx, response, lease, &mut machine, true).await
+        } else {
+            let mut machine = FoldAdapter::new(AnthropicFold::new(options));
+            self.pump(session, ctx, response, lease, &mut machine, false).await
+        }
+    }
+
+    /// `POST /v1/messages/count_tokens`: answered locally; clients call it dozens of times a second.
+    async fn count_tokens_anthropic(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Arc<Snapshot>,
+    ) -> std::result::Result<(), ClientError> {
+        let mut body = self.read_body(session, snapshot.max_request_body).await?;
+        let request = anthropic::parse_count_tokens_request(&mut body)?;
+        ctx.client_model = Some(request.model().to_string());
+        let body = count::count_tokens_response(count::estimate_tokens(&request));
+        self.respond_json(session, ctx, 200, body).await
+    }
+
+    /// `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent` (Gemini SDKs and CLI).
+    async fn generate_content(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Arc<Snapshot>,
+        model: &str,
+        stream: bool,
+    ) -> std::result::Result<(), ClientError> {
+        let mut body = self.read_body(session, snapshot.max_request_body).await?;
+        let request = gemini::parse_generate_request(&mut body)?;
+        drop(body);
+        let upstream_model = self.resolve_model(ctx, snapshot, model)?;
+        let session_id = self.session_id(session, None, request.first_user_text());
+        let target = Target { upstream_model: &upstream_model, session_id: &session_id };
+        let inner = gemini::build_inner_request(&request, &target, &StoredSignatures(&self.app))?;
+        let (response, lease) = self.open_upstream(ctx, snapshot, &upstream_model, &session_id, &inner.json).await?;
+        let sse = session.req_header().uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
+        let mode = if sse { GeminiStreamMode::Sse } else { GeminiStreamMode::JsonArray };
+        let options = GeminiStreamOptions { mode, tool_names: inner.tool_names };
+        if stream {
+            let mut machine = GeminiStream::new(options);
+            self.pump(session, ctx, response, lease, &mut machine, true).await
+        } else {
+            let mut machine = FoldAdapter::new(GeminiFold::new(options));
+            self.pump(session, ctx, response, lease, &mut machine, false).await
+        }
+    }
+
+    /// `POST /v1beta/models/{model}:countTokens`, forwarded to the upstream `countTokens` in its own shape.
+    async fn count_tokens_gemini(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Arc<Snapshot>,
+        model: &str,
+    ) -> std::result::Result<(), ClientError> {
+        let mut body = self.read_body(session, snapshot.max_request_body).await?;
+        let request = gemini::parse_generate_request(&mut body)?;
+        drop(body);
+        let upstream_model = self.resolve_model(ctx, snapshot, model)?;
+        let upstream_body = gemini::build_count_tokens_request(&request, &upstream_model);
+        let mut attempts = Attempts::default();
+        let waited = Instant::now();
+        let answer = exchange::count_tokens(&self.app, snapshot, &upstream_model, upstream_body, &mut attempts).await;
+        ctx.upstream_wait += waited.elapsed();
+        ctx.attempts = attempts.count;
+        ctx.account = attempts.last_account;
+        let answer = answer?;
+        let body = gemini::parse_count_tokens_response(&answer).ok_or_else(|| {
+            ClientError::new(502, ErrorKind::Api, "the upstream answered countTokens without totalTokens")
+        })?;
+        self.respond_json(session, ctx, 200, body).await
+    }
+
+    /// Resolves the client's model name through routes.yaml, recording both names for the log.
+    fn resolve_model(
+        &self,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+        client_model: &str,
+    ) -> std::result::Result<String, ClientError> {
+        ctx.client_model = Some(client_model.to_string());
+        let resolution = snapshot.aliases.resolve(client_model).ok_or_else(|| {
+            ClientError::new(
+                404,
+                ErrorKind::NotFound,
+                format!("the model {client_model:?} does not exist and routes.yaml has no default"),
+            )
+            .with_param("model")
+        })?;
+        ctx.alias = Some(alias_label(client_model, resolution.via));
+        ctx.upstream_model = Some(resolution.upstream.to_string());
+        Ok(resolution.upstream.to_string())
+    }
+
+    /// The conversation's session id: the `x-session-id` header, else the protocol's own key, else the
+    /// first user message.
+    fn session_id(&self, session: &Session, client_key: Option<&str>, first_user_text: Option<&str>) -> String {
+        session_id(header(session, "x-session-id").or(client_key), first_user_text)
+    }
+
+    /// Runs the upstream exchange (leases, retries) and records what it did in the request's context.
+    async fn open_upstream(
+        &self,
+        ctx: &mut RequestCtx,
+        snapshot: &Arc<Snapshot>,
+        upstream_model: &str,
+        session_id: &str,
+        inner_request: &[u8],
+    ) -> std::result::Result<(UpstreamResponse, Lease), ClientError> {
+        let mut attempts = Attempts { session: Some(session_id.to_string()), ..Attempts::default() };
+        let waited = Instant::now();
+        let opened = exchange::open(&self.app, snapshot, upstream_model, inner_request, &mut attempts).await;
+        ctx.upstream_wait += waited.elapsed();
+        ctx.attempts = attempts.count;
+        ctx.account = attempts.last_account;
+        ctx.retry_after = attempts.retry_after;
+        opened
     }
 
     /// Streams the upstream answer through a translator to the client, racing the client's disconnect.
@@ -331,6 +542,7 @@ impl Gateway {
         let mut failure: Option<ClientError> = None;
         let mut next_keepalive = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
         loop {
+            let read_started = Instant::now();
             let chunk = tokio::select! {
                 chunk = response.read_chunk() => chunk,
                 _ = session.as_downstream_mut().read_body_or_idle(true) => {
@@ -351,6 +563,7 @@ impl Gateway {
                     continue;
                 }
             };
+            ctx.upstream_wait += read_started.elapsed();
             match chunk {
                 Ok(Some(bytes)) => {
                     if framer.push(&bytes).is_err() {
@@ -361,7 +574,7 @@ impl Gateway {
                     while let Some(mut event) = framer.next_event() {
                         if let Err(e) = machine.on_event(&mut event.data, &mut out) {
                             tracing::warn!(error = %e, "upstream stream error");
-                            failure = Some(stream_error_to_client(e));
+                            failure = Some(e.to_client_error());
                             cut = true;
                             break;
                         }
@@ -388,7 +601,7 @@ impl Gateway {
         if !cut {
             if let Some(mut event) = framer.finish() {
                 if let Err(e) = machine.on_event(&mut event.data, &mut out) {
-                    failure = Some(stream_error_to_client(e));
+                    failure = Some(e.to_client_error());
                 }
             }
         }
@@ -452,6 +665,7 @@ impl Gateway {
 
     async fn write_stream_header(&self, session: &mut Session, ctx: &mut RequestCtx, content_type: &str) {
         ctx.status = 200;
+        ctx.stream = Some(self.app.metrics.stream_started());
         let Ok(mut header) = ResponseHeader::build(200, Some(5)) else { return };
         let _ = header.insert_header("Content-Type", content_type);
         let _ = header.insert_header("Cache-Control", "no-cache");
@@ -485,7 +699,8 @@ impl Gateway {
             return Ok(());
         }
         let body = error.render(ctx.protocol);
-        let retry_after = (error.status == 429).then(|| "5".to_string());
+        let retry_after =
+            (error.status == 429).then(|| ctx.retry_after.map_or(5, exchange::ceil_secs).to_string());
         let mut headers = vec![("Content-Type", "application/json")];
         if let Some(r) = retry_after.as_deref() {
             headers.push(("Retry-After", r));
@@ -529,29 +744,85 @@ pub trait Translator: Send {
     }
 }
 
-impl Translator for OpenAiStream {
-    fn on_event(&mut self, data: &mut [u8], out: &mut Vec<u8>) -> std::result::Result<(), StreamError> {
-        OpenAiStream::on_event(self, data, out)
-    }
-    fn finish(&mut self, out: &mut Vec<u8>) {
-        OpenAiStream::finish(self, out)
-    }
-    fn keepalive(&mut self, out: &mut Vec<u8>) {
-        // An SSE comment: every OpenAI client's parser skips it.
-        out.extend_from_slice(b": keep-alive\n\n");
-    }
-    fn take_signatures(&mut self) -> Vec<CapturedSignature> {
-        OpenAiStream::take_signatures(self)
-    }
-    fn finished_by_upstream(&self) -> bool {
-        OpenAiStream::finished_by_upstream(self)
+/// The streaming machines share their method names; only the keep-alive differs per protocol.
+macro_rules! stream_translator {
+    ($machine:ty, |$m:ident, $out:ident| $keepalive:expr) => {
+        stream_translator!($machine, |$m, $out| $keepalive, |_s| "text/event-stream");
+    };
+    ($machine:ty, |$m:ident, $out:ident| $keepalive:expr, |$s:ident| $content_type:expr) => {
+        impl Translator for $machine {
+            fn on_event(&mut self, data: &mut [u8], out: &mut Vec<u8>) -> std::result::Result<(), StreamError> {
+                <$machine>::on_event(self, data, out)
+            }
+            fn finish(&mut self, out: &mut Vec<u8>) {
+                <$machine>::finish(self, out)
+            }
+            fn keepalive(&mut self, $out: &mut Vec<u8>) {
+                let $m = self;
+                $keepalive
+            }
+            fn take_signatures(&mut self) -> Vec<CapturedSignature> {
+                <$machine>::take_signatures(self)
+            }
+            fn finished_by_upstream(&self) -> bool {
+                <$machine>::finished_by_upstream(self)
+            }
+            fn content_type(&self) -> &'static str {
+                let $s = self;
+                $content_type
+            }
+        }
+    };
+}
+
+// An SSE comment: every OpenAI client's parser skips it.
+stream_translator!(OpenAiStream, |_m, out| out.extend_from_slice(b": keep-alive\n\n"));
+// Anthropic's own keep-alive event (sent after message_start).
+stream_translator!(AnthropicStream, |m, out| m.ping(out));
+// Google sends no keep-alives on Gemini streams, and Gemini clients expect none.
+stream_translator!(GeminiStream, |_m, _out| {}, |s| s.content_type());
+
+/// The non-streaming folds, as [`FoldAdapter`] drives them.
+trait Fold: Send {
+    fn on_event(&mut self, data: &mut [u8]) -> std::result::Result<(), StreamError>;
+    fn take_signatures(&mut self) -> Vec<CapturedSignature>;
+    fn finished_by_upstream(&self) -> bool;
+    fn into_body(self) -> Vec<u8>;
+}
+
+macro_rules! fold {
+    ($fold:ty) => {
+        impl Fold for $fold {
+            fn on_event(&mut self, data: &mut [u8]) -> std::result::Result<(), StreamError> {
+                <$fold>::on_event(self, data)
+            }
+            fn take_signatures(&mut self) -> Vec<CapturedSignature> {
+                <$fold>::take_signatures(self)
+            }
+            fn finished_by_upstream(&self) -> bool {
+                <$fold>::finished_by_upstream(self)
+            }
+            fn into_body(self) -> Vec<u8> {
+                <$fold>::finish(self)
+            }
+        }
+    };
+}
+
+fold!(OpenAiFold);
+fold!(AnthropicFold);
+fold!(GeminiFold);
+
+/// Drives a fold (non-streaming answer) through the same pump; it writes only at the end.
+struct FoldAdapter<F: Fold>(Option<F>);
+
+impl<F: Fold> FoldAdapter<F> {
+    fn new(fold: F) -> Self {
+        FoldAdapter(Some(fold))
     }
 }
 
-/// Drives a fold (non-streaming answer) through the same pump; it writes only at the end.
-struct FoldAdapter(Option<OpenAiFold>);
-
-impl Translator for FoldAdapter {
+impl<F: Fold> Translator for FoldAdapter<F> {
     fn on_event(&mut self, data: &mut [u8], _out: &mut Vec<u8>) -> std::result::Result<(), StreamError> {
         match &mut self.0 {
             Some(fold) => fold.on_event(data),
@@ -560,7 +831,7 @@ impl Translator for FoldAdapter {
     }
     fn finish(&mut self, out: &mut Vec<u8>) {
         if let Some(fold) = self.0.take() {
-            out.extend_from_slice(&fold.finish());
+            out.extend_from_slice(&fold.into_body());
         }
     }
     fn take_signatures(&mut self) -> Vec<CapturedSignature> {
@@ -574,26 +845,24 @@ impl Translator for FoldAdapter {
     }
 }
 
-/// An error inside an upstream stream, as the client should see it.
-fn stream_error_to_client(error: StreamError) -> ClientError {
-    match error {
-        StreamError::Upstream { status, message, .. } => {
-            let body = serde_json::json!({"error": {"code": status, "message": message}});
-            ClientError::from_upstream(status, body.to_string().as_bytes())
-        }
-        other => {
-            ClientError::new(502, ErrorKind::Api, format!("the upstream sent an unreadable stream: {other}"))
-        }
-    }
-}
-
 /// Looks signatures up in the store, for the transforms.
 struct StoredSignatures<'a>(&'a App);
 
 impl SignatureLookup for StoredSignatures<'_> {
     fn signature_for_tool_call(&self, tool_call_id: &str) -> Option<String> {
-        self.0.store.signature(tool_call_id, SIGNATURE_TTL).ok().flatten()
+        let found = self.0.store.signature(tool_call_id, SIGNATURE_TTL).ok().flatten();
+        self.0.metrics.signature_lookup(found.is_some());
+        found
     }
+}
+
+/// Upstream models and exact aliases: the names a client may list.
+fn listed_models(aliases: &levitate_filters::alias::AliasTable) -> impl Iterator<Item = &str> {
+    aliases
+        .upstream_models()
+        .iter()
+        .map(String::as_str)
+        .chain(aliases.aliases().iter().filter(|a| !a.is_wildcard()).map(|a| a.pattern.as_str()))
 }
 
 fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
@@ -612,6 +881,18 @@ fn session_id(client_key: Option<&str>, first_user_text: Option<&str>) -> String
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     format!("-{}", u64::from_be_bytes(first) & (i64::MAX as u64))
+}
+
+/// The `alias` metric label: the routes.yaml pattern that matched, `direct` or `default` (never the raw
+/// client model name, which would make the label set unbounded).
+fn alias_label(client_model: &str, via: levitate_filters::alias::Via<'_>) -> String {
+    match via {
+        levitate_filters::alias::Via::Wildcard { pattern } => pattern.to_string(),
+        // An exact alias is a routes.yaml key, so the name itself is bounded.
+        levitate_filters::alias::Via::Exact => client_model.trim_start_matches("models/").to_string(),
+        levitate_filters::alias::Via::Upstream => "direct".to_string(),
+        levitate_filters::alias::Via::Default => "default".to_string(),
+    }
 }
 
 fn operation_label(operation: &Operation) -> &'static str {

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -13,19 +16,152 @@ pub struct Metrics {
     request_seconds: HistogramVec,
     upstream_attempts: IntCounterVec,
     streams_truncated: IntCounterVec,
+    ops: OpsMetrics,
+    /// The account pool's lockouts, breakers, retries and waits.
+    pub pool: PoolMetrics,
+}
+
+/// Operations metrics: latency split, live gauges, tokens, accounts, reloads, caches and the request log.
+struct OpsMetrics {
+    first_byte_seconds: HistogramVec,
+    overhead_seconds: HistogramVec,
+    active_requests: IntGauge,
+    active_streams: IntGauge,
+    tokens: IntCounterVec,
+    account_state: IntGaugeVec,
+    account_in_flight: IntGaugeVec,
+    config_reloads: IntCounterVec,
+    config_generation: IntGauge,
+    config_last_reload: prometheus::GaugeVec,
+    config_pending_upgrade: IntGauge,
+    signature_lookups: IntCounterVec,
+    request_log_dropped: IntCounter,
+    build_info: IntGaugeVec,
+}
+
+fn registered<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: C) -> C {
+    let _ = registry.register(Box::new(metric.clone()));
+    metric
+}
+
+impl OpsMetrics {
+    fn new(registry: &Registry) -> Self {
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntCounterVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
+            registered(registry, metric)
+        };
+        let gauges = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntGaugeVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
+            registered(registry, metric)
+        };
+        let gauge = |name: &str, help: &str| {
+            let metric =
+                IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
+            registered(registry, metric)
+        };
+        let histograms = |name: &str, help: &str, buckets: Vec<f64>| {
+            let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["protocol", "route"])
+                .unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
+            registered(registry, metric)
+        };
+        let last_reload = prometheus::GaugeVec::new(
+            Opts::new(
+                "config_last_reload_timestamp_seconds",
+                "Unix time of the last configuration reload attempt, by result",
+            ),
+            &["result"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+        let dropped = IntCounter::new(
+            "request_log_dropped_total",
+            "Request log entries dropped because the writer fell behind",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+        let ops = OpsMetrics {
+            first_byte_seconds: histograms(
+                "time_to_first_byte_seconds",
+                "Time from the request's arrival to the first response byte sent to the client",
+                vec![0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 180.0],
+            ),
+            overhead_seconds: histograms(
+                "gateway_overhead_seconds",
+                "Request time not spent waiting on the upstream (parsing, rewriting, queueing, writing)",
+                vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 5.0],
+            ),
+            active_requests: gauge("active_requests", "Client requests being served, streams included"),
+            active_streams: gauge("active_streams", "Streaming responses being written to clients"),
+            tokens: counters(
+                "tokens_total",
+                "Tokens reported by the upstream, by upstream model, account and kind (in, out, thoughts, cached)",
+                &["model", "account", "kind"],
+            ),
+            account_state: gauges(
+                "account_state",
+                "1 for each account's current state (enabled, disabled, forbidden, locked)",
+                &["account", "state"],
+            ),
+            account_in_flight: gauges("account_in_flight", "Upstream requests in flight per account", &["account"]),
+            config_reloads: counters(
+                "config_reloads_total",
+                "Configuration reloads by trigger (watch, signal, admin) and result (ok, failed)",
+                &["trigger", "result"],
+            ),
+            config_generation: gauge("config_generation", "Generation of the configuration in force (1 at start)"),
+            config_last_reload: registered(registry, last_reload),
+            config_pending_upgrade: gauge(
+                "config_pending_upgrade_settings",
+                "Edited settings that only a binary upgrade or restart applies (see /admin/health)",
+            ),
+            signature_lookups: counters(
+                "signature_cache_lookups_total",
+                "thoughtSignature cache lookups by result (hit, miss)",
+                &["result"],
+            ),
+            request_log_dropped: registered(registry, dropped),
+            build_info: gauges("build_info", "Always 1; the running version as a label", &["version"]),
+        };
+        ops.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        ops
+    }
+}
+
+/// Decrements a live gauge when the request or stream it counts ends, whatever path it ends on.
+pub struct LiveGuard(IntGauge);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// What the `logging` hook knows about one finished request.
+pub struct RequestObservation<'a> {
+    pub protocol: &'a str,
+    pub route: &'a str,
+    pub alias: &'a str,
+    pub upstream_model: &'a str,
+    pub status: u16,
+    pub total: Duration,
+    pub first_byte: Option<Duration>,
+    pub upstream_wait: Duration,
 }
 
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("levitate".into()), None).unwrap_or_default();
         let requests = IntCounterVec::new(
-            Opts::new("requests_total", "Client requests by protocol, operation and HTTP status"),
-            &["protocol", "operation", "status"],
+            Opts::new(
+                "requests_total",
+                "Client requests by protocol, route, alias (routes.yaml pattern), upstream model and HTTP status",
+            ),
+            &["protocol", "route", "alias", "upstream_model", "status"],
         );
         let request_seconds = HistogramVec::new(
             HistogramOpts::new("request_duration_seconds", "Total request time, including streaming")
                 .buckets(vec![0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 180.0, 600.0]),
-            &["protocol", "operation"],
+            &["protocol", "route"],
         );
         let upstream_attempts = IntCounterVec::new(
             Opts::new("upstream_attempts_total", "Upstream attempts by account and outcome"),
@@ -37,7 +173,9 @@ impl Metrics {
         );
         let metrics = match (requests, request_seconds, upstream_attempts, streams_truncated) {
             (Ok(requests), Ok(request_seconds), Ok(upstream_attempts), Ok(streams_truncated)) => {
-                Metrics { registry, requests, request_seconds, upstream_attempts, streams_truncated }
+                let ops = OpsMetrics::new(&registry);
+                let pool = PoolMetrics::new(&registry);
+                Metrics { registry, requests, request_seconds, upstream_attempts, streams_truncated, ops, pool }
             }
             _ => unreachable!("metric definitions are static and valid"),
         };
@@ -52,9 +190,73 @@ impl Metrics {
         metrics
     }
 
-    pub fn observe_request(&self, protocol: &str, operation: &str, status: u16, elapsed: Duration) {
-        self.requests.with_label_values(&[protocol, operation, &status.to_string()]).inc();
-        self.request_seconds.with_label_values(&[protocol, operation]).observe(elapsed.as_secs_f64());
+    pub fn observe_request(&self, r: &RequestObservation<'_>) {
+        let status = r.status.to_string();
+        self.requests.with_label_values(&[r.protocol, r.route, r.alias, r.upstream_model, &status]).inc();
+        let labels = [r.protocol, r.route];
+        self.request_seconds.with_label_values(&labels).observe(r.total.as_secs_f64());
+        if let Some(first_byte) = r.first_byte {
+            self.ops.first_byte_seconds.with_label_values(&labels).observe(first_byte.as_secs_f64());
+        }
+        let overhead = r.total.saturating_sub(r.upstream_wait);
+        self.ops.overhead_seconds.with_label_values(&labels).observe(overhead.as_secs_f64());
+    }
+
+    /// Counts a request as active until the returned guard is dropped.
+    pub fn request_started(&self) -> LiveGuard {
+        self.ops.active_requests.inc();
+        LiveGuard(self.ops.active_requests.clone())
+    }
+
+    /// Requests being served now (the drain check of a graceful stop or upgrade).
+    pub fn active_requests(&self) -> i64 {
+        self.ops.active_requests.get()
+    }
+
+    /// Counts a stream as active until the returned guard is dropped.
+    pub fn stream_started(&self) -> LiveGuard {
+        self.ops.active_streams.inc();
+        LiveGuard(self.ops.active_streams.clone())
+    }
+
+    pub fn tokens(&self, model: &str, account: &str, kind: &str, count: u64) {
+        if count > 0 {
+            self.ops.tokens.with_label_values(&[model, account, kind]).inc_by(count);
+        }
+    }
+
+    /// Replaces the per-account gauges (called at scrape time, so removed accounts disappear).
+    pub fn set_accounts<'a>(&self, accounts: impl IntoIterator<Item = (&'a str, &'a str, u32)>) {
+        self.ops.account_state.reset();
+        self.ops.account_in_flight.reset();
+        for (account, state, in_flight) in accounts {
+            self.ops.account_state.with_label_values(&[account, state]).set(1);
+            self.ops.account_in_flight.with_label_values(&[account]).set(i64::from(in_flight));
+        }
+    }
+
+    pub fn config_reload(&self, trigger: &str, ok: bool, generation: u64, pending_upgrade: usize) {
+        let result = if ok { "ok" } else { "failed" };
+        self.ops.config_reloads.with_label_values(&[trigger, result]).inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.ops.config_last_reload.with_label_values(&[result]).set(now);
+        self.set_config_generation(generation, pending_upgrade);
+    }
+
+    pub fn set_config_generation(&self, generation: u64, pending_upgrade: usize) {
+        self.ops.config_generation.set(generation as i64);
+        self.ops.config_pending_upgrade.set(pending_upgrade as i64);
+    }
+
+    pub fn signature_lookup(&self, hit: bool) {
+        self.ops.signature_lookups.with_label_values(&[if hit { "hit" } else { "miss" }]).inc();
+    }
+
+    pub fn request_log_dropped(&self) {
+        self.ops.request_log_dropped.inc();
     }
 
     pub fn upstream_attempt(&self, account: &str, outcome: &str) {
@@ -76,5 +278,83 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The account pool's metrics: why attempts were retried, which accounts were rested or cut off, and how long
+/// requests queued for a slot.
+pub struct PoolMetrics {
+    lockouts: IntCounterVec,
+    breaker_opened: IntCounterVec,
+    retries: IntCounterVec,
+    rejected: IntCounterVec,
+    waiting: IntGauge,
+    wait_seconds: prometheus::Histogram,
+}
+
+impl PoolMetrics {
+    fn new(registry: &Registry) -> Self {
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntCounterVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
+            registered(registry, metric)
+        };
+        let waiting = IntGauge::new("pool_waiting_requests", "Requests waiting for a free or unlocked account")
+            .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+        let wait_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new("pool_wait_seconds", "Time requests waited for an account before their attempt")
+                .buckets(vec![0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        )
+        .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+        PoolMetrics {
+            lockouts: counters(
+                "account_lockouts_total",
+                "(account, model) lockouts placed, by account and reason (RATE_LIMIT_EXCEEDED, QUOTA_EXHAUSTED, ...)",
+                &["account", "reason"],
+            ),
+            breaker_opened: counters(
+                "account_breaker_opened_total",
+                "Times an account's circuit breaker opened",
+                &["account"],
+            ),
+            retries: counters(
+                "upstream_retries_total",
+                "Attempts moved to another account (or retried) before any byte reached the client, by cause",
+                &["cause"],
+            ),
+            rejected: counters(
+                "pool_rejections_total",
+                "Requests answered without an upstream attempt because no account could take them, by reason",
+                &["reason"],
+            ),
+            waiting: registered(registry, waiting),
+            wait_seconds: registered(registry, wait_seconds),
+        }
+    }
+
+    pub fn lockout(&self, account: &str, reason: &str) {
+        self.lockouts.with_label_values(&[account, reason]).inc();
+    }
+
+    pub fn breaker_opened(&self, account: &str) {
+        self.breaker_opened.with_label_values(&[account]).inc();
+    }
+
+    pub fn retry(&self, cause: &str) {
+        self.retries.with_label_values(&[cause]).inc();
+    }
+
+    pub fn rejected(&self, reason: &str) {
+        self.rejected.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a request as waiting until the returned guard is dropped.
+    pub fn wait_started(&self) -> LiveGuard {
+        self.waiting.inc();
+        LiveGuard(self.waiting.clone())
+    }
+
+    pub fn waited(&self, elapsed: Duration) {
+        self.wait_seconds.observe(elapsed.as_secs_f64());
     }
 }

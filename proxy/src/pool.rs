@@ -1,20 +1,42 @@
-//! The account pool: which Google account serves the next upstream attempt.
+//! The account pool: which Google account serves the next upstream attempt, and what the pool has learned
+//! about each account (lockouts, breaker, quota, forbidden marks, session bindings).
 //!
-//! The account table (from accounts.yaml) is immutable and swapped whole on reload; what changes per request
-//! (in-flight counts, the tier learned from Google) lives in [`LiveAccount`], keyed by account id outside the
-//! table, so it survives a swap and a removed account drains its in-flight requests. Selection orders
-//! eligible accounts by tier priority, then in-flight count, then a rotating tie-break, and reserves the slot
-//! with a compare-and-swap so no account ever exceeds its concurrency cap, whatever the race.
+//! Selection is a `pingora-load-balancing` plugin ([`AccountSelector`], a `BackendSelection`): built from the
+//! account table (accounts.yaml) through `build_with_config`, since Pingora's `Backend` ignores `ext` in its
+//! identity and accounts share one upstream address. Its iterator yields, for a model, the eligible accounts
+//! (enabled, not forbidden, not locked for the model, quota above the floor, breaker not open, below the
+//! concurrency cap) ordered by tier priority, then in-flight count, then a rotating tie-break. The table is
+//! swapped whole (`arc-swap`) on reload; every piece of runtime state lives in [`PoolState`], keyed by
+//! account id outside the table, so it survives the swap and a removed account drains its in-flight requests.
+//! [`AccountPool::select`] walks the iterator, skips accounts this request already tried, prefers the
+//! session's sticky account among the best tier, and reserves a slot with a compare-and-swap, so no account
+//! ever exceeds its cap whatever the race.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use pingora_core::protocols::l4::socket::SocketAddr;
+use pingora_load_balancing::selection::{BackendIter, BackendSelection};
+use pingora_load_balancing::Backend;
+use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::config::AccountSpec;
+use crate::affinity::SessionAffinity;
+use crate::breaker::{Breaker, BreakerPolicy, BreakerState};
+use crate::config::{AccountSpec, LockScope, PoolSettings};
+use crate::credentials::CredentialError;
+use crate::lockout::Lockouts;
+use crate::quota::{QuotaBook, QuotaView};
+use crate::store::{unix_now, ForbiddenRecord, LockoutRecord, Store};
+
+/// A session whose account is locked for longer than this stops preferring it.
+pub const AFFINITY_LOCKOUT_LIMIT: Duration = Duration::from_secs(300);
+/// Lockouts shorter than this are not persisted: they end before any restart completes.
+const PERSIST_LOCKOUTS_FROM: Duration = Duration::from_secs(1);
 
 /// Tier priority: lower is preferred (PROTOCOL.md §4 tier ids).
 pub fn tier_rank(tier: Option<&str>) -> u8 {
@@ -28,12 +50,27 @@ pub fn tier_rank(tier: Option<&str>) -> u8 {
     }
 }
 
+/// Unix milliseconds now: the clock lockouts and quota resets are kept in.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+const ADMIN_NONE: u8 = 0;
+const ADMIN_ENABLED: u8 = 1;
+const ADMIN_DISABLED: u8 = 2;
+
 /// Per-account runtime state that outlives configuration swaps.
 pub struct LiveAccount {
     in_flight: AtomicU32,
     /// Tier rank learned from `loadCodeAssist`, when YAML did not set one (`u8::MAX` = not learned).
     learned_tier_rank: AtomicU8,
     served: AtomicU64,
+    breaker: Breaker,
+    forbidden: RwLock<Option<ForbiddenRecord>>,
+    /// The operator's enable/disable from the admin API (until the next reload).
+    admin_enabled: AtomicU8,
+    /// The project discovered for the account (for `pool.lock_scope: project`).
+    project: RwLock<Option<String>>,
 }
 
 impl LiveAccount {
@@ -42,6 +79,10 @@ impl LiveAccount {
             in_flight: AtomicU32::new(0),
             learned_tier_rank: AtomicU8::new(u8::MAX),
             served: AtomicU64::new(0),
+            breaker: Breaker::default(),
+            forbidden: RwLock::new(None),
+            admin_enabled: AtomicU8::new(ADMIN_NONE),
+            project: RwLock::new(None),
         }
     }
 
@@ -51,6 +92,18 @@ impl LiveAccount {
 
     pub fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
+    }
+
+    fn forbidden(&self) -> Option<ForbiddenRecord> {
+        self.forbidden.read().ok().and_then(|f| f.clone())
+    }
+
+    fn enabled(&self, account: &AccountSpec) -> bool {
+        match self.admin_enabled.load(Ordering::Relaxed) {
+            ADMIN_ENABLED => true,
+            ADMIN_DISABLED => false,
+            _ => account.enabled,
+        }
     }
 
     /// Reserves one slot unless the account is at `cap`.
@@ -64,12 +117,15 @@ impl LiveAccount {
 /// Why no account could be leased.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SelectError {
-    #[error("no account is configured and enabled")]
+    #[error("no account is configured, enabled and allowed to serve")]
     NoAccounts,
     #[error("every eligible account was already tried for this request")]
     Exhausted,
     #[error("every account is at its concurrency limit")]
     Busy,
+    /// Every account that could serve is resting; the earliest may serve again at `until_ms`.
+    #[error("every account is resting for this model")]
+    Locked { until_ms: u64 },
 }
 
 /// What one upstream attempt asks of the pool.
@@ -77,13 +133,218 @@ pub struct Selection<'a> {
     pub model: &'a str,
     /// Accounts this request already tried.
     pub exclude: &'a [String],
+    /// The conversation's affinity key, if any.
+    pub session: Option<&'a str>,
 }
 
-/// A reserved slot on one account; releasing it (drop) frees the slot and wakes one waiter.
+/// The runtime state of every account, outside the swappable table.
+pub struct PoolState {
+    live: Mutex<HashMap<String, Arc<LiveAccount>>>,
+    lockouts: Lockouts,
+    affinity: SessionAffinity,
+    quotas: QuotaBook,
+    settings: ArcSwap<PoolSettings>,
+    store: Option<Store>,
+    released: Notify,
+    rotation: AtomicU64,
+}
+
+/// How an account stands for one model right now.
+#[derive(Debug, PartialEq, Eq)]
+enum Availability {
+    /// Disabled or forbidden: not coming back by itself.
+    Unusable,
+    /// Locked, under its quota floor, or breaker open, until this unix millisecond.
+    Resting(u64),
+    /// At its concurrency cap.
+    Full,
+    Ready,
+}
+
+impl PoolState {
+    fn new(settings: PoolSettings, store: Option<Store>) -> Self {
+        PoolState {
+            live: Mutex::new(HashMap::new()),
+            lockouts: Lockouts::default(),
+            affinity: SessionAffinity::new(settings.affinity_capacity, settings.affinity_ttl),
+            quotas: QuotaBook::default(),
+            settings: ArcSwap::from_pointee(settings),
+            store,
+            released: Notify::new(),
+            rotation: AtomicU64::new(0),
+        }
+    }
+
+    fn live_of(&self, id: &str) -> Arc<LiveAccount> {
+        let mut live = match self.live.lock() {
+            Ok(live) => live,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        live.entry(id.to_string()).or_insert_with(|| Arc::new(LiveAccount::new())).clone()
+    }
+
+    fn policy(settings: &PoolSettings) -> BreakerPolicy {
+        BreakerPolicy {
+            failures: settings.breaker_failures,
+            window: settings.breaker_window,
+            cooldown: settings.breaker_cooldown,
+        }
+    }
+
+    fn rank(account: &AccountSpec, live: &LiveAccount) -> u8 {
+        if account.tier.is_some() {
+            return tier_rank(account.tier.as_deref());
+        }
+        match live.learned_tier_rank.load(Ordering::Relaxed) {
+            u8::MAX => tier_rank(None),
+            learned => learned,
+        }
+    }
+
+    fn availability(
+        &self,
+        account: &AccountSpec,
+        live: &LiveAccount,
+        model: &str,
+        now: Instant,
+        now_ms: u64,
+        settings: &PoolSettings,
+    ) -> Availability {
+        if !live.enabled(account) || live.forbidden().is_some() {
+            return Availability::Unusable;
+        }
+        let mut until = 0;
+        if let Some(t) = self.lockouts.until(&account.id, model, now_ms) {
+            until = until.max(t);
+        }
+        if let Some(t) =
+            self.quotas.view(&account.id, model).and_then(|v| v.blocked_until(settings.quota_floor, now_ms))
+        {
+            until = until.max(t);
+        }
+        if let Some(t) = live.breaker.blocked_until(now, &Self::policy(settings)) {
+            until = until.max(now_ms + t.duration_since(now).as_millis() as u64 + 1);
+        }
+        if until > now_ms {
+            return Availability::Resting(until);
+        }
+        if live.in_flight() >= account.max_concurrent {
+            return Availability::Full;
+        }
+        Availability::Ready
+    }
+}
+
+/// What the selector hands out in each `Backend::ext`: the account and its live state.
+#[derive(Clone)]
+pub struct AccountRef {
+    pub account: Arc<AccountSpec>,
+    pub live: Arc<LiveAccount>,
+}
+
+struct Entry {
+    backend: Backend,
+    account: Arc<AccountSpec>,
+    live: Arc<LiveAccount>,
+}
+
+/// The account table as a Pingora selection plugin. Immutable; rebuilt and swapped on reload.
+pub struct AccountSelector {
+    entries: Vec<Entry>,
+    state: Arc<PoolState>,
+}
+
+/// `build_with_config`'s input: the accounts and the state they share across tables.
+pub struct SelectorConfig {
+    pub accounts: Vec<AccountSpec>,
+    pub state: Arc<PoolState>,
+}
+
+impl AccountSelector {
+    fn from_accounts(accounts: &[AccountSpec], state: Arc<PoolState>) -> Self {
+        let entries = accounts
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let account = Arc::new(spec.clone());
+                let live = state.live_of(&spec.id);
+                // The address is only an identity for Pingora's sets: where requests go is the endpoint list.
+                let addr = SocketAddrV6::new(Ipv6Addr::from(i as u128 + 1), 0, 0, 0);
+                let mut backend =
+                    Backend { addr: SocketAddr::Inet(addr.into()), weight: 1, ext: Default::default() };
+                backend.ext.insert(AccountRef { account: account.clone(), live: live.clone() });
+                Entry { backend, account, live }
+            })
+            .collect();
+        AccountSelector { entries, state }
+    }
+
+    /// Accounts of this table, in file order.
+    pub fn accounts(&self) -> impl Iterator<Item = &Arc<AccountSpec>> {
+        self.entries.iter().map(|e| &e.account)
+    }
+}
+
+impl BackendSelection for AccountSelector {
+    type Iter = AccountIter;
+    type Config = SelectorConfig;
+
+    fn build_with_config(_backends: &BTreeSet<Backend>, config: &SelectorConfig) -> Self {
+        Self::from_accounts(&config.accounts, config.state.clone())
+    }
+
+    /// Accounts cannot be told apart by address, so a selector built from bare backends is empty.
+    fn build(_backends: &BTreeSet<Backend>) -> Self {
+        Self::from_accounts(&[], Arc::new(PoolState::new(PoolSettings::default(), None)))
+    }
+
+    /// `key` is the upstream model: eligibility depends on it (lockouts and quota are per model).
+    fn iter(self: &Arc<Self>, key: &[u8]) -> AccountIter {
+        let model = std::str::from_utf8(key).unwrap_or_default();
+        let state = &self.state;
+        let settings = state.settings.load();
+        let now = Instant::now();
+        let now_ms = now_ms();
+        let n = self.entries.len().max(1) as u64;
+        let spin = state.rotation.fetch_add(1, Ordering::Relaxed);
+        let mut ranked: Vec<(u8, u32, u64, usize)> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| {
+                state.availability(&e.account, &e.live, model, now, now_ms, &settings) == Availability::Ready
+            })
+            .map(|(i, e)| {
+                // Rotating tie-break: accounts equal in tier and load take turns.
+                let tie = (i as u64 + n - spin % n) % n;
+                (PoolState::rank(&e.account, &e.live), e.live.in_flight(), tie, i)
+            })
+            .collect();
+        ranked.sort_unstable();
+        AccountIter { selector: self.clone(), order: ranked.into_iter().map(|r| r.3).collect(), next: 0 }
+    }
+}
+
+/// The eligible accounts for one model, best first.
+pub struct AccountIter {
+    selector: Arc<AccountSelector>,
+    order: Vec<usize>,
+    next: usize,
+}
+
+impl BackendIter for AccountIter {
+    fn next(&mut self) -> Option<&Backend> {
+        let index = *self.order.get(self.next)?;
+        self.next += 1;
+        self.selector.entries.get(index).map(|e| &e.backend)
+    }
+}
+
+/// A reserved slot on one account; releasing it (drop) frees the slot and wakes the waiters.
 pub struct Lease {
     pub account: Arc<AccountSpec>,
     live: Arc<LiveAccount>,
-    released: Arc<Notify>,
+    state: Arc<PoolState>,
 }
 
 impl Lease {
@@ -95,106 +356,249 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.live.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.released.notify_one();
+        self.state.released.notify_waiters();
     }
 }
 
-/// An eligible account with its sort key: (tier rank, in-flight, tie-break).
-type Candidate = (u8, u32, u64, Arc<AccountSpec>, Arc<LiveAccount>);
+/// One lockout as the admin API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LockoutStatus {
+    pub model: String,
+    pub reason: String,
+    pub until_ms: u64,
+    pub remaining_ms: u64,
+}
 
-/// The accounts, their live counters, and the selection policy.
+/// One model's quota as the admin API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct QuotaStatus {
+    pub model: String,
+    pub remaining_fraction: f64,
+    pub reset_ms: Option<u64>,
+}
+
+/// Everything the pool knows about one account, for the admin API.
+#[derive(Clone, Debug, Serialize)]
+pub struct AccountStatus {
+    pub id: String,
+    pub email: String,
+    pub tier: Option<String>,
+    pub tier_rank: u8,
+    pub project: Option<String>,
+    /// `ready`, `busy`, `disabled`, `forbidden` or `breaker_open`.
+    pub state: &'static str,
+    pub enabled: bool,
+    pub in_flight: u32,
+    pub max_concurrent: u32,
+    pub served: u64,
+    pub breaker: &'static str,
+    pub lockouts: Vec<LockoutStatus>,
+    pub quotas: Vec<QuotaStatus>,
+    pub forbidden: Option<ForbiddenRecord>,
+}
+
+/// The accounts, their live state, and the selection policy.
 pub struct AccountPool {
-    table: ArcSwap<Vec<Arc<AccountSpec>>>,
-    live: Mutex<HashMap<String, Arc<LiveAccount>>>,
-    rotation: AtomicU64,
-    released: Arc<Notify>,
+    selector: ArcSwap<AccountSelector>,
+    state: Arc<PoolState>,
 }
 
 impl AccountPool {
+    /// A pool with default settings and no persistence (tests, `levitate check`).
     pub fn new(accounts: &[AccountSpec]) -> Self {
-        let pool = AccountPool {
-            table: ArcSwap::from_pointee(Vec::new()),
-            live: Mutex::new(HashMap::new()),
-            rotation: AtomicU64::new(0),
-            released: Arc::new(Notify::new()),
-        };
-        pool.replace(accounts);
+        Self::build(accounts, PoolSettings::default(), None)
+    }
+
+    /// The serving pool: settings from the snapshot, and lockouts, forbidden marks and quota snapshots
+    /// restored from the store so a restart never hammers an account Google told us to rest.
+    pub fn with_store(accounts: &[AccountSpec], settings: &PoolSettings, store: Store) -> Self {
+        let pool = Self::build(accounts, settings.clone(), Some(store.clone()));
+        pool.restore(&store);
         pool
     }
 
-    /// Swaps in a new account table; live state of accounts that stay is kept.
+    fn build(accounts: &[AccountSpec], settings: PoolSettings, store: Option<Store>) -> Self {
+        let state = Arc::new(PoolState::new(settings, store));
+        let selector = AccountSelector::from_accounts(accounts, state.clone());
+        AccountPool { selector: ArcSwap::from_pointee(selector), state }
+    }
+
+    fn restore(&self, store: &Store) {
+        let now = now_ms();
+        let (mut lockouts, mut forbidden, mut quotas) = (0, 0, 0);
+        match store.lockouts(now) {
+            Ok(records) => {
+                for r in records {
+                    self.state.lockouts.lock(&r.account, &r.model, r.until_ms, &r.reason);
+                    lockouts += 1;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not restore lockouts"),
+        }
+        match store.forbidden() {
+            Ok(records) => {
+                for (id, record) in records {
+                    if let Ok(mut slot) = self.state.live_of(&id).forbidden.write() {
+                        *slot = Some(record);
+                        forbidden += 1;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not restore forbidden marks"),
+        }
+        match store.quotas() {
+            Ok(records) => {
+                for r in records {
+                    let view = QuotaView {
+                        remaining_fraction: r.remaining_fraction,
+                        reset_ms: r.reset_ms,
+                        fetched_at: r.fetched_at,
+                    };
+                    self.state.quotas.record(&r.account, &r.model, view);
+                    quotas += 1;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not restore quota snapshots"),
+        }
+        if lockouts + forbidden + quotas > 0 {
+            tracing::info!(lockouts, forbidden, quotas, "account pool state restored from the store");
+        }
+    }
+
+    /// Swaps in a new account table (reload). Live state of accounts that stay is kept; removed accounts
+    /// finish their in-flight requests and take no new ones. A reload is also how an operator says "I fixed
+    /// it": forbidden marks and admin overrides of the listed accounts are cleared.
     pub fn replace(&self, accounts: &[AccountSpec]) {
         for a in accounts {
-            self.live_of(&a.id);
+            let live = self.state.live_of(&a.id);
+            live.admin_enabled.store(ADMIN_NONE, Ordering::Relaxed);
+            self.clear_forbidden(&a.id);
         }
-        self.table.store(Arc::new(accounts.iter().cloned().map(Arc::new).collect()));
-        self.released.notify_waiters();
+        self.selector.store(Arc::new(AccountSelector::from_accounts(accounts, self.state.clone())));
+        self.state.released.notify_waiters();
+    }
+
+    /// Applies reloaded pool settings.
+    pub fn configure(&self, settings: &PoolSettings) {
+        self.state.affinity.configure(settings.affinity_capacity, settings.affinity_ttl);
+        self.state.settings.store(Arc::new(settings.clone()));
+        self.state.released.notify_waiters();
     }
 
     pub fn live_of(&self, id: &str) -> Arc<LiveAccount> {
-        let mut live = match self.live.lock() {
-            Ok(live) => live,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        live.entry(id.to_string()).or_insert_with(|| Arc::new(LiveAccount::new())).clone()
+        self.state.live_of(id)
+    }
+
+    /// The selection plugin in force now.
+    pub fn selector(&self) -> Arc<AccountSelector> {
+        self.selector.load_full()
+    }
+
+    pub fn accounts(&self) -> Vec<Arc<AccountSpec>> {
+        self.selector.load().accounts().cloned().collect()
     }
 
     /// Records the tier Google reported for an account without one in YAML.
     pub fn learn_tier(&self, id: &str, tier: Option<&str>) {
-        self.live_of(id).learned_tier_rank.store(tier_rank(tier), Ordering::Relaxed);
+        self.state.live_of(id).learned_tier_rank.store(tier_rank(tier), Ordering::Relaxed);
     }
 
-    pub fn accounts(&self) -> Arc<Vec<Arc<AccountSpec>>> {
-        self.table.load_full()
+    /// Records the project an account calls with (for `pool.lock_scope: project`).
+    pub fn learn_project(&self, id: &str, project: &str) {
+        let live = self.state.live_of(id);
+        let known = live.project.read().ok().is_some_and(|p| p.as_deref() == Some(project));
+        if !known {
+            if let Ok(mut slot) = live.project.write() {
+                *slot = Some(project.to_string());
+            }
+        }
     }
 
-    fn rank(&self, account: &AccountSpec, live: &LiveAccount) -> u8 {
-        if account.tier.is_some() {
-            return tier_rank(account.tier.as_deref());
-        }
-        match live.learned_tier_rank.load(Ordering::Relaxed) {
-            u8::MAX => tier_rank(None),
-            learned => learned,
-        }
+    /// Enabled, not forbidden: worth polling and selecting at all.
+    pub fn is_usable(&self, id: &str) -> bool {
+        let selector = self.selector.load();
+        selector.entries.iter().any(|e| e.account.id == id && e.live.enabled(&e.account))
+            && self.state.live_of(id).forbidden().is_none()
     }
 
     /// Leases the best eligible account right now, without waiting.
     pub fn select(&self, selection: &Selection<'_>) -> Result<Lease, SelectError> {
-        let table = self.table.load();
-        let mut candidates: Vec<Candidate> = Vec::with_capacity(table.len());
-        let mut any_enabled = false;
-        let spin = self.rotation.fetch_add(1, Ordering::Relaxed);
-        for (i, account) in table.iter().enumerate() {
-            if !account.enabled {
-                continue;
-            }
-            any_enabled = true;
-            if selection.exclude.iter().any(|id| id == &account.id) {
-                continue;
-            }
-            let live = self.live_of(&account.id);
-            // Rotating tie-break: accounts equal in tier and load take turns.
-            let tie = (i as u64).wrapping_sub(spin) % (table.len() as u64).max(1);
-            candidates.push((self.rank(account, &live), live.in_flight(), tie, account.clone(), live));
-        }
-        if !any_enabled {
-            return Err(SelectError::NoAccounts);
-        }
-        if candidates.is_empty() {
-            return Err(SelectError::Exhausted);
-        }
-        candidates.sort_unstable_by_key(|c| (c.0, c.1, c.2));
-        for (_, _, _, account, live) in candidates {
-            if live.try_reserve(account.max_concurrent) {
-                live.served.fetch_add(1, Ordering::Relaxed);
-                return Ok(Lease { account, live, released: self.released.clone() });
+        let selector = self.selector.load_full();
+        let state = &self.state;
+        let now = Instant::now();
+        let sticky = selection.session.and_then(|s| self.sticky_account(s, selection.model, now));
+        let mut iter = selector.iter(selection.model.as_bytes());
+        let mut candidates: Vec<AccountRef> = Vec::with_capacity(selector.entries.len());
+        while let Some(backend) = iter.next() {
+            let Some(found) = backend.ext.get::<AccountRef>() else { continue };
+            if !selection.exclude.iter().any(|id| id == &found.account.id) {
+                candidates.push(found.clone());
             }
         }
-        Err(SelectError::Busy)
+        // The sticky account goes first when it is of the best tier on offer: a free higher tier still wins.
+        if let Some(sticky) = sticky {
+            let best = candidates.first().map(|c| PoolState::rank(&c.account, &c.live));
+            if let Some(pos) = candidates.iter().position(|c| c.account.id == sticky) {
+                if Some(PoolState::rank(&candidates[pos].account, &candidates[pos].live)) == best {
+                    let chosen = candidates.remove(pos);
+                    candidates.insert(0, chosen);
+                }
+            }
+        }
+        for candidate in candidates {
+            if candidate.live.try_reserve(candidate.account.max_concurrent) {
+                candidate.live.served.fetch_add(1, Ordering::Relaxed);
+                let settings = state.settings.load();
+                candidate.live.breaker.on_lease(now, &PoolState::policy(&settings));
+                return Ok(Lease { account: candidate.account, live: candidate.live, state: state.clone() });
+            }
+        }
+        Err(self.why_none(&selector, selection, now))
     }
 
-    /// Like [`select`](Self::select), but when every candidate is merely busy, waits up to `max_wait` for a
-    /// slot to free: a full pool must not turn into a burst of client errors.
+    /// The session's bound account, unless that account is locked for this model for a long time.
+    fn sticky_account(&self, session: &str, model: &str, now: Instant) -> Option<String> {
+        let bound = self.state.affinity.account_of(session, now)?;
+        let until = self.state.lockouts.until(&bound, model, now_ms());
+        if until.is_some_and(|t| t.saturating_sub(now_ms()) > AFFINITY_LOCKOUT_LIMIT.as_millis() as u64) {
+            self.state.affinity.unbind(session);
+            return None;
+        }
+        Some(bound)
+    }
+
+    /// Explains an empty selection: busy beats resting beats all-tried beats nothing-usable.
+    fn why_none(&self, selector: &AccountSelector, selection: &Selection<'_>, now: Instant) -> SelectError {
+        let settings = self.state.settings.load();
+        let now_ms = now_ms();
+        let (mut busy, mut tried, mut earliest) = (false, false, None::<u64>);
+        for e in &selector.entries {
+            let availability =
+                self.state.availability(&e.account, &e.live, selection.model, now, now_ms, &settings);
+            if availability == Availability::Unusable {
+                continue;
+            }
+            if selection.exclude.iter().any(|id| id == &e.account.id) {
+                tried = true;
+                continue;
+            }
+            match availability {
+                Availability::Resting(until) => earliest = Some(earliest.map_or(until, |t| t.min(until))),
+                // Ready but the CAS lost a race counts as busy too.
+                _ => busy = true,
+            }
+        }
+        match (busy, earliest, tried) {
+            (true, _, _) => SelectError::Busy,
+            (false, Some(until_ms), _) => SelectError::Locked { until_ms },
+            (false, None, true) => SelectError::Exhausted,
+            (false, None, false) => SelectError::NoAccounts,
+        }
+    }
+
+    /// Like [`select`](Self::select), but waits up to `max_wait` when every candidate is busy (for a slot to
+    /// free) or resting with the earliest unlock within `max_wait`. Resting beyond that answers at once:
+    /// never sleep on a locked account while the client could be told when to come back.
     pub async fn select_or_wait(
         &self,
         selection: &Selection<'_>,
@@ -202,15 +606,291 @@ impl AccountPool {
     ) -> Result<Lease, SelectError> {
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
-            let notified = self.released.notified();
-            match self.select(selection) {
-                Err(SelectError::Busy) => {}
-                other => return other,
+            let notified = self.state.released.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let error = match self.select(selection) {
+                Ok(lease) => return Ok(lease),
+                Err(error) => error,
+            };
+            let now = tokio::time::Instant::now();
+            let wake_at = match &error {
+                SelectError::Busy => deadline,
+                SelectError::Locked { until_ms } => {
+                    let unlock = now + Duration::from_millis(until_ms.saturating_sub(now_ms()));
+                    if unlock > deadline {
+                        return Err(error);
+                    }
+                    unlock
+                }
+                _ => return Err(error),
+            };
+            if now >= deadline {
+                return Err(error);
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.select(selection);
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
             }
         }
+    }
+
+    // -----------------------------------------------------------------------------------------------------
+    // What upstream answers teach the pool.
+
+    /// A request succeeded on the lease's account: closes its breaker and keeps the session on it (or moves
+    /// the session to it when it is of a higher tier than the session's account).
+    pub fn on_success(&self, lease: &Lease, session: Option<&str>) {
+        lease.live.breaker.on_success();
+        let Some(session) = session else { return };
+        let now = Instant::now();
+        let rebind = match self.state.affinity.account_of(session, now) {
+            None => true,
+            Some(bound) if bound == lease.account.id => true,
+            Some(bound) => {
+                let selector = self.selector.load();
+                match selector.entries.iter().find(|e| e.account.id == bound) {
+                    Some(e) => {
+                        PoolState::rank(&lease.account, &lease.live) < PoolState::rank(&e.account, &e.live)
+                    }
+                    None => true,
+                }
+            }
+        };
+        if rebind {
+            self.state.affinity.bind(session, &lease.account.id, now);
+        }
+    }
+
+    /// A failed attempt of a session on an account; three in a row on its own account drop the binding.
+    pub fn on_session_failure(&self, session: Option<&str>, account: &str) {
+        if let Some(session) = session {
+            if self.state.affinity.record_failure(session, account) {
+                tracing::debug!(account, "session binding dropped after repeated failures");
+            }
+        }
+    }
+
+    /// Rests (account, model) for `rest` (and, with `lock_scope: project`, every account of its project).
+    /// Returns the lockout's end in unix milliseconds, or `None` when nothing changed (already locked longer).
+    pub fn lock(&self, account: &AccountSpec, model: &str, rest: Duration, reason: &str) -> Option<u64> {
+        let until_ms = now_ms() + rest.as_millis() as u64;
+        let settings = self.state.settings.load();
+        let mut ids = vec![account.id.clone()];
+        if settings.lock_scope == LockScope::Project {
+            if let Some(project) = self.project_of(account) {
+                let selector = self.selector.load();
+                for e in selector.entries.iter() {
+                    if e.account.id != account.id && self.project_of(&e.account).as_deref() == Some(&project) {
+                        ids.push(e.account.id.clone());
+                    }
+                }
+            }
+        }
+        let mut changed = false;
+        for id in &ids {
+            if self.state.lockouts.lock(id, model, until_ms, reason) {
+                changed = true;
+                if rest >= PERSIST_LOCKOUTS_FROM {
+                    self.persist_lockout(id, model, until_ms, reason);
+                }
+            }
+        }
+        changed.then_some(until_ms)
+    }
+
+    fn persist_lockout(&self, id: &str, model: &str, until_ms: u64, reason: &str) {
+        let Some(store) = &self.state.store else { return };
+        let record = LockoutRecord {
+            account: id.to_string(),
+            model: model.to_string(),
+            until_ms,
+            reason: reason.to_string(),
+        };
+        if let Err(e) = store.put_lockout(&record) {
+            tracing::warn!(account = id, error = %e, "could not persist a lockout");
+        }
+    }
+
+    fn project_of(&self, account: &AccountSpec) -> Option<String> {
+        account.project_id.clone().or_else(|| self.state.live_of(&account.id).project.read().ok()?.clone())
+    }
+
+    /// A 5xx or network failure: feeds the account's breaker. Returns true when it opened the breaker.
+    pub fn on_server_failure(&self, account: &AccountSpec) -> bool {
+        let settings = self.state.settings.load();
+        let live = self.state.live_of(&account.id);
+        live.breaker.on_failure(Instant::now(), &PoolState::policy(&settings))
+    }
+
+    /// Takes an account out of rotation until a reload or an operator clears it.
+    pub fn forbid(&self, account: &AccountSpec, reason: &str, url: Option<String>, message: &str) {
+        let record =
+            ForbiddenRecord { reason: reason.to_string(), url, message: message.to_string(), at: unix_now() };
+        let live = self.state.live_of(&account.id);
+        if let Ok(mut slot) = live.forbidden.write() {
+            if slot.as_ref().is_some_and(|r| r.reason == record.reason) {
+                return;
+            }
+            *slot = Some(record.clone());
+        }
+        tracing::warn!(account = %account.email, reason, url = ?record.url, "account forbidden until an operator acts");
+        if let Some(store) = &self.state.store {
+            if let Err(e) = store.put_forbidden(&account.id, &record) {
+                tracing::warn!(account = %account.email, error = %e, "could not persist a forbidden mark");
+            }
+        }
+    }
+
+    /// A permanent credential failure (`invalid_grant`) forbids the account.
+    pub fn on_credential_error(&self, account: &AccountSpec, error: &CredentialError) {
+        if let CredentialError::Revoked { error: code, description, .. } = error {
+            self.forbid(account, code, None, description);
+        }
+    }
+
+    pub fn record_quota(&self, account: &str, model: &str, view: QuotaView) {
+        self.state.quotas.record(account, model, view);
+    }
+
+    /// Forgets lockouts that have ended (periodic housekeeping).
+    pub fn prune(&self) {
+        self.state.lockouts.prune(now_ms());
+    }
+
+    // -----------------------------------------------------------------------------------------------------
+    // The admin API's view and actions.
+
+    /// Every account of the current table with what the pool knows about it, then the accounts a reload
+    /// removed that still finish requests (state `draining`).
+    pub fn snapshot_state(&self) -> Vec<AccountStatus> {
+        let selector = self.selector.load();
+        let settings = self.state.settings.load();
+        let now = Instant::now();
+        let now_ms = now_ms();
+        let policy = PoolState::policy(&settings);
+        selector
+            .entries
+            .iter()
+            .map(|e| {
+                let forbidden = e.live.forbidden();
+                let enabled = e.live.enabled(&e.account);
+                let breaker = e.live.breaker.state(now, &policy);
+                let state = if !enabled {
+                    "disabled"
+                } else if forbidden.is_some() {
+                    "forbidden"
+                } else if breaker == BreakerState::Open {
+                    "breaker_open"
+                } else if e.live.in_flight() >= e.account.max_concurrent {
+                    "busy"
+                } else {
+                    "ready"
+                };
+                AccountStatus {
+                    id: e.account.id.clone(),
+                    email: e.account.email.clone(),
+                    tier: e.account.tier.clone(),
+                    tier_rank: PoolState::rank(&e.account, &e.live),
+                    project: self.project_of(&e.account),
+                    state,
+                    enabled,
+                    in_flight: e.live.in_flight(),
+                    max_concurrent: e.account.max_concurrent,
+                    served: e.live.served(),
+                    breaker: breaker.as_str(),
+                    lockouts: self
+                        .state
+                        .lockouts
+                        .of_account(&e.account.id, now_ms)
+                        .into_iter()
+                        .map(|(model, l)| LockoutStatus {
+                            model,
+                            reason: l.reason,
+                            until_ms: l.until_ms,
+                            remaining_ms: l.until_ms.saturating_sub(now_ms),
+                        })
+                        .collect(),
+                    quotas: self
+                        .state
+                        .quotas
+                        .of_account(&e.account.id)
+                        .into_iter()
+                        .map(|(model, q)| QuotaStatus {
+                            model,
+                            remaining_fraction: q.remaining_fraction,
+                            reset_ms: q.reset_ms,
+                        })
+                        .collect(),
+                    forbidden,
+                }
+            })
+            .chain(self.draining(&selector))
+            .collect()
+    }
+
+    fn draining(&self, selector: &AccountSelector) -> Vec<AccountStatus> {
+        let live = match self.state.live.lock() {
+            Ok(live) => live,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut draining: Vec<AccountStatus> = live
+            .iter()
+            .filter(|(id, l)| l.in_flight() > 0 && !selector.entries.iter().any(|e| &e.account.id == *id))
+            .map(|(id, l)| AccountStatus {
+                id: id.clone(),
+                email: id.clone(),
+                tier: None,
+                tier_rank: tier_rank(None),
+                project: None,
+                state: "draining",
+                enabled: false,
+                in_flight: l.in_flight(),
+                max_concurrent: 0,
+                served: l.served(),
+                breaker: BreakerState::Closed.as_str(),
+                lockouts: Vec::new(),
+                quotas: Vec::new(),
+                forbidden: None,
+            })
+            .collect();
+        draining.sort_by(|a, b| a.id.cmp(&b.id));
+        draining
+    }
+
+    /// The operator enables or disables an account until the next reload. Returns false for unknown ids.
+    pub fn set_enabled(&self, id: &str, enabled: bool) -> bool {
+        if !self.selector.load().entries.iter().any(|e| e.account.id == id) {
+            return false;
+        }
+        let value = if enabled { ADMIN_ENABLED } else { ADMIN_DISABLED };
+        self.state.live_of(id).admin_enabled.store(value, Ordering::Relaxed);
+        self.state.released.notify_waiters();
+        true
+    }
+
+    /// Clears an account's forbidden mark. Returns whether there was one.
+    pub fn clear_forbidden(&self, id: &str) -> bool {
+        let live = self.state.live_of(id);
+        let had = live.forbidden.write().ok().and_then(|mut slot| slot.take()).is_some();
+        if had {
+            if let Some(store) = &self.state.store {
+                let _ = store.remove_forbidden(id);
+            }
+            self.state.released.notify_waiters();
+        }
+        had
+    }
+
+    /// Lifts every lockout of an account (in memory and in the store).
+    pub fn clear_lockouts(&self, id: &str) {
+        for (model, _) in self.state.lockouts.of_account(id, 0) {
+            if let Some(store) = &self.state.store {
+                let _ = store.remove_lockout(id, &model);
+            }
+        }
+        self.state.lockouts.clear_account(id);
+        self.state.released.notify_waiters();
     }
 }
 
@@ -232,7 +912,34 @@ mod tests {
     }
 
     fn pick(pool: &AccountPool) -> Result<Lease, SelectError> {
-        pool.select(&Selection { model: "m", exclude: &[] })
+        pool.select(&Selection { model: "m", exclude: &[], session: None })
+    }
+
+    fn pick_for(pool: &AccountPool, session: &str) -> Result<Lease, SelectError> {
+        pool.select(&Selection { model: "m", exclude: &[], session: Some(session) })
+    }
+
+    #[test]
+    fn the_plugin_orders_by_tier_then_load_through_pingoras_traits() {
+        let state = Arc::new(PoolState::new(PoolSettings::default(), None));
+        let config = SelectorConfig {
+            accounts: vec![
+                account("free@x", Some("free-tier"), 2),
+                account("pro@x", Some("g1-pro-tier"), 2),
+                account("biz@x", Some("ws-ai-ultra-business-tier"), 2),
+                account("ultra@x", Some("g1-ultra-tier"), 2),
+            ],
+            state: state.clone(),
+        };
+        let selector = Arc::new(AccountSelector::build_with_config(&BTreeSet::new(), &config));
+        state.live_of("biz@x").in_flight.store(2, Ordering::Relaxed); // at its cap: not eligible
+        let mut iter = selector.iter(b"m");
+        let mut order = Vec::new();
+        while let Some(backend) = iter.next() {
+            order.push(backend.ext.get::<AccountRef>().map(|r| r.account.id.clone()).unwrap_or_default());
+        }
+        assert_eq!(order, ["ultra@x", "pro@x", "free@x"]);
+        assert!(Arc::new(AccountSelector::build(&BTreeSet::new())).iter(b"m").next().is_none());
     }
 
     #[test]
@@ -254,6 +961,17 @@ mod tests {
     }
 
     #[test]
+    fn equal_accounts_share_the_load_evenly() {
+        let pool = AccountPool::new(&[account("a@x", None, 3), account("b@x", None, 3), account("c@x", None, 3)]);
+        let mut counts: HashMap<String, u32> = HashMap::new();
+        for _ in 0..300 {
+            let lease = pick(&pool).unwrap();
+            *counts.entry(lease.id().to_string()).or_default() += 1;
+        }
+        assert!(counts.values().all(|&n| n == 100), "{counts:?}");
+    }
+
+    #[test]
     fn caps_hold_and_release_frees() {
         let pool = AccountPool::new(&[account("a@x", None, 1)]);
         let lease = pick(&pool).unwrap();
@@ -269,7 +987,7 @@ mod tests {
         let pool = AccountPool::new(&[account("a@x", None, 3), off]);
         let tried = vec!["a@x".to_string()];
         assert_eq!(
-            pool.select(&Selection { model: "m", exclude: &tried }).err(),
+            pool.select(&Selection { model: "m", exclude: &tried, session: None }).err(),
             Some(SelectError::Exhausted)
         );
         let none = AccountPool::new(&[]);
@@ -277,16 +995,130 @@ mod tests {
     }
 
     #[test]
+    fn a_locked_model_moves_to_the_next_account_and_reports_the_earliest_unlock() {
+        let pool = AccountPool::new(&[account("a@x", Some("g1-ultra-tier"), 3), account("b@x", None, 3)]);
+        let a = pool.accounts()[0].clone();
+        let b = pool.accounts()[1].clone();
+        assert!(pool.lock(&a, "m", Duration::from_secs(60), "RATE_LIMIT_EXCEEDED").is_some());
+        assert_eq!(pick(&pool).unwrap().id(), "b@x");
+        assert_eq!(
+            pool.select(&Selection { model: "other", exclude: &[], session: None }).unwrap().id(),
+            "a@x",
+            "the lockout is per model"
+        );
+        let until_b = pool.lock(&b, "m", Duration::from_secs(30), "RATE_LIMIT_EXCEEDED").unwrap();
+        assert_eq!(pick(&pool).err(), Some(SelectError::Locked { until_ms: until_b }));
+    }
+
+    #[test]
+    fn project_scope_locks_the_whole_project() {
+        let mut settings = PoolSettings::default();
+        settings.lock_scope = LockScope::Project;
+        let mut a = account("a@x", None, 3);
+        a.project_id = Some("p".into());
+        let mut b = account("b@x", None, 3);
+        b.project_id = Some("p".into());
+        let pool = AccountPool::build(&[a.clone(), b, account("c@x", None, 3)], settings, None);
+        pool.lock(&a, "m", Duration::from_secs(60), "QUOTA_EXHAUSTED");
+        assert_eq!(pick(&pool).unwrap().id(), "c@x");
+        assert_eq!(pick(&pool).unwrap().id(), "c@x");
+    }
+
+    #[test]
+    fn accounts_under_the_quota_floor_are_skipped_until_the_reset() {
+        let mut settings = PoolSettings::default();
+        settings.quota_floor = 0.2;
+        let pool = AccountPool::build(&[account("a@x", Some("g1-ultra-tier"), 3), account("b@x", None, 3)], settings, None);
+        let view = QuotaView { remaining_fraction: 0.1, reset_ms: Some(now_ms() + 60_000), fetched_at: unix_now() };
+        pool.record_quota("a@x", "m", view);
+        assert_eq!(pick(&pool).unwrap().id(), "b@x");
+        let past = QuotaView { remaining_fraction: 0.1, reset_ms: Some(now_ms() - 1), fetched_at: unix_now() };
+        pool.record_quota("a@x", "m", past);
+        assert_eq!(pick(&pool).unwrap().id(), "a@x", "after the reset the snapshot no longer holds");
+    }
+
+    #[test]
+    fn an_open_breaker_takes_the_account_out() {
+        let pool = AccountPool::new(&[account("a@x", Some("g1-ultra-tier"), 3), account("b@x", None, 3)]);
+        let a = pool.accounts()[0].clone();
+        let opened = (0..5).map(|_| pool.on_server_failure(&a)).filter(|o| *o).count();
+        assert_eq!(opened, 1);
+        assert_eq!(pick(&pool).unwrap().id(), "b@x");
+        assert_eq!(pool.snapshot_state()[0].state, "breaker_open");
+    }
+
+    #[test]
+    fn forbidden_accounts_are_skipped_until_cleared() {
+        let pool = AccountPool::new(&[account("a@x", Some("g1-ultra-tier"), 3), account("b@x", None, 3)]);
+        let a = pool.accounts()[0].clone();
+        pool.forbid(&a, "VALIDATION_REQUIRED", Some("https://v".into()), "verify");
+        assert_eq!(pick(&pool).unwrap().id(), "b@x");
+        let status = &pool.snapshot_state()[0];
+        assert_eq!(status.state, "forbidden");
+        assert_eq!(status.forbidden.as_ref().and_then(|f| f.url.as_deref()), Some("https://v"));
+        assert!(pool.clear_forbidden("a@x"));
+        assert_eq!(pick(&pool).unwrap().id(), "a@x");
+        assert!(pool.set_enabled("a@x", false));
+        assert_eq!(pick(&pool).unwrap().id(), "b@x");
+        assert!(!pool.set_enabled("nobody@x", false));
+    }
+
+    #[test]
+    fn a_session_stays_on_its_account_but_a_free_higher_tier_wins() {
+        let pool = AccountPool::new(&[
+            account("p1@x", Some("g1-pro-tier"), 3),
+            account("p2@x", Some("g1-pro-tier"), 3),
+            account("ultra@x", Some("g1-ultra-tier"), 1),
+        ]);
+        let hold_ultra = pick(&pool).unwrap();
+        assert_eq!(hold_ultra.id(), "ultra@x");
+        let first = pick_for(&pool, "conv").unwrap();
+        let home = first.id().to_string();
+        pool.on_success(&first, Some("conv"));
+        drop(first);
+        // Load the home account more than the other: least-connections alone would move the session.
+        let _busy = pool.select(&Selection { model: "m", exclude: &[], session: Some("conv") }).unwrap();
+        for _ in 0..5 {
+            let turn = pick_for(&pool, "conv").unwrap();
+            assert_eq!(turn.id(), home, "the conversation stays on its account");
+            pool.on_success(&turn, Some("conv"));
+        }
+        drop(hold_ultra);
+        let turn = pick_for(&pool, "conv").unwrap();
+        assert_eq!(turn.id(), "ultra@x", "a free higher tier wins over the sticky account");
+    }
+
+    #[test]
+    fn a_rate_limit_moves_one_request_and_keeps_the_binding() {
+        let pool = AccountPool::new(&[account("a@x", None, 3), account("b@x", None, 3)]);
+        let first = pick_for(&pool, "conv").unwrap();
+        let home = first.account.clone();
+        pool.on_success(&first, Some("conv"));
+        drop(first);
+        pool.lock(&home, "m", Duration::from_millis(50), "RATE_LIMIT_EXCEEDED");
+        let moved = pick_for(&pool, "conv").unwrap();
+        assert_ne!(moved.id(), home.id);
+        pool.on_success(&moved, Some("conv"));
+        drop(moved);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(pick_for(&pool, "conv").unwrap().id(), home.id, "back home after the short rest");
+        pool.lock(&home, "m", Duration::from_secs(600), "QUOTA_EXHAUSTED");
+        assert_ne!(pick_for(&pool, "conv").unwrap().id(), home.id);
+        assert_eq!(pool.state.affinity.account_of("conv", Instant::now()), None, "a long lockout drops it");
+    }
+
+    #[test]
     fn concurrent_reservations_never_exceed_caps() {
         let pool = Arc::new(AccountPool::new(&[account("a@x", None, 3), account("b@x", None, 2)]));
         let peak = Arc::new(AtomicU32::new(0));
         let threads: Vec<_> = (0..8)
-            .map(|_| {
+            .map(|t| {
                 let pool = pool.clone();
                 let peak = peak.clone();
                 std::thread::spawn(move || {
-                    for _ in 0..2000 {
-                        if let Ok(lease) = pick(&pool) {
+                    for i in 0..2000 {
+                        let session = format!("s{}", (t * 7 + i) % 13);
+                        if let Ok(lease) = pick_for(&pool, &session) {
                             let now = lease.live.in_flight();
                             assert!(
                                 now <= lease.account.max_concurrent,
@@ -294,6 +1126,13 @@ mod tests {
                                 lease.id()
                             );
                             peak.fetch_max(now, Ordering::Relaxed);
+                            if i % 3 == 0 {
+                                pool.on_success(&lease, Some(&session));
+                            }
+                            if i % 50 == 0 {
+                                // A reload in the middle of the storm.
+                                pool.replace(&[account("a@x", None, 3), account("b@x", None, 2)]);
+                            }
                         }
                     }
                 })
@@ -309,13 +1148,33 @@ mod tests {
     }
 
     #[test]
-    fn live_state_survives_a_swap() {
+    fn live_state_survives_a_swap_and_removed_accounts_drain() {
         let pool = AccountPool::new(&[account("a@x", None, 1)]);
         let lease = pick(&pool).unwrap();
-        pool.replace(&[account("a@x", None, 1), account("b@x", None, 1)]);
+        pool.replace(&[account("b@x", None, 1)]);
+        assert_eq!(pool.live_of("a@x").in_flight(), 1, "the removed account finishes its request");
+        assert_eq!(pool.snapshot_state()[1].state, "draining");
         assert_eq!(pick(&pool).unwrap().id(), "b@x");
+        assert_eq!(pick(&pool).unwrap().id(), "b@x", "and takes no new ones");
         drop(lease);
         assert_eq!(pool.live_of("a@x").in_flight(), 0);
+        assert_eq!(pool.snapshot_state().len(), 1, "drained");
+    }
+
+    #[test]
+    fn lockouts_and_forbidden_marks_survive_a_restart() {
+        let store = Store::temporary().unwrap();
+        let accounts = [account("a@x", Some("g1-ultra-tier"), 3), account("b@x", None, 3)];
+        {
+            let pool = AccountPool::with_store(&accounts, &PoolSettings::default(), store.clone());
+            pool.lock(&accounts[0], "m", Duration::from_secs(3600), "QUOTA_EXHAUSTED");
+            pool.forbid(&accounts[1], "invalid_grant", None, "revoked");
+        }
+        let pool = AccountPool::with_store(&accounts, &PoolSettings::default(), store);
+        let status = pool.snapshot_state();
+        assert_eq!(status[0].lockouts[0].reason, "QUOTA_EXHAUSTED");
+        assert_eq!(status[1].state, "forbidden");
+        assert!(matches!(pick(&pool).err(), Some(SelectError::Locked { .. })));
     }
 
     #[tokio::test]
@@ -325,7 +1184,7 @@ mod tests {
         let waiter = {
             let pool = pool.clone();
             tokio::spawn(async move {
-                pool.select_or_wait(&Selection { model: "m", exclude: &[] }, Duration::from_secs(5))
+                pool.select_or_wait(&Selection { model: "m", exclude: &[], session: None }, Duration::from_secs(5))
                     .await
                     .map(|l| l.id().to_string())
             })
@@ -334,9 +1193,26 @@ mod tests {
         drop(lease);
         assert_eq!(waiter.await.unwrap().unwrap(), "a@x");
         let held = pick(&pool).unwrap();
-        let timed_out =
-            pool.select_or_wait(&Selection { model: "m", exclude: &[] }, Duration::from_millis(30)).await;
+        let timed_out = pool
+            .select_or_wait(&Selection { model: "m", exclude: &[], session: None }, Duration::from_millis(30))
+            .await;
         assert_eq!(timed_out.err(), Some(SelectError::Busy));
         drop(held);
+    }
+
+    #[tokio::test]
+    async fn a_short_lockout_is_waited_out_and_a_long_one_answers_at_once() {
+        let pool = AccountPool::new(&[account("a@x", None, 1)]);
+        let a = pool.accounts()[0].clone();
+        pool.lock(&a, "m", Duration::from_millis(40), "RATE_LIMIT_EXCEEDED");
+        let started = Instant::now();
+        let sel = Selection { model: "m", exclude: &[], session: None };
+        assert!(pool.select_or_wait(&sel, Duration::from_secs(5)).await.is_ok());
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        pool.lock(&a, "m", Duration::from_secs(60), "QUOTA_EXHAUSTED");
+        let started = Instant::now();
+        let answer = pool.select_or_wait(&sel, Duration::from_secs(5)).await;
+        assert!(matches!(answer, Err(SelectError::Locked { .. })));
+        assert!(started.elapsed() < Duration::from_millis(50), "no sleeping on a long lockout");
     }
 }

@@ -1,30 +1,40 @@
-//! Pingora wiring: one server with the client-facing gateway service and the admin service.
+//! Pingora wiring: one server with the client-facing gateway, the admin service, and the background services
+//! (configuration watcher, SIGHUP reload, request-log writer, quota poller, lifecycle).
 //!
-//! Pingora owns signals and lifecycle: SIGTERM drains in-flight requests for `server.grace_period`,
-//! SIGINT stops at once, SIGQUIT hands the listening sockets to a new process started with `-u`.
+//! Pingora owns the shutdown signals: SIGTERM drains in-flight requests for `server.grace_period`, SIGINT
+//! stops at once, SIGQUIT hands the listening sockets to a new process started with `-u` (see `upgrade.rs`).
+//! SIGHUP reloads the YAML and SIGUSR2 starts the upgrade; both are ours. Background work runs as Pingora
+//! `BackgroundService`s so it lives in the server's runtimes like everything else.
 
-use std::sync::Arc;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_proxy::ProxyServiceBuilder;
 
 use crate::admin::Admin;
 use crate::app::App;
+use crate::config::Snapshot;
 use crate::gateway::Gateway;
+use crate::quota::QuotaPoller;
+use crate::reload::{ConfigWatcher, SighupReloader};
+use crate::request_log::RequestLogWriter;
+use crate::store::{Store, StoreError};
+use crate::upgrade::{Lifecycle, HANDOVER_WAIT};
 
 /// How the process was asked to start.
 #[derive(Clone, Debug, Default)]
 pub struct StartOptions {
-    /// Take over listening sockets from a running instance (graceful upgrade).
+    /// Take over listening sockets from a running instance (graceful binary upgrade).
     pub upgrade: bool,
 }
 
-/// Builds the Pingora server around `app` and runs it until shutdown; never returns.
-pub fn run(app: Arc<App>, start: StartOptions) -> ! {
-    let snapshot = app.snapshot();
+/// Builds the Pingora server for `snapshot` and runs it until shutdown.
+pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
     let conf = ServerConf {
         threads: match snapshot.server.threads {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
@@ -32,11 +42,25 @@ pub fn run(app: Arc<App>, start: StartOptions) -> ! {
         },
         grace_period_seconds: Some(snapshot.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(5),
+        pid_file: snapshot.server.pid_file.display().to_string(),
+        upgrade_sock: snapshot.server.upgrade_sock.display().to_string(),
+        // Both sides of the hand-over retry once a second: the new process may still be opening its store.
+        upgrade_sock_connect_accept_max_retries: Some(HANDOVER_WAIT.as_secs() as usize),
         ..ServerConf::default()
     };
     let opt = Opt { upgrade: start.upgrade, ..Opt::default() };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // With `-u` this receives the listening sockets; the old process releases the store as it sends them.
     server.bootstrap();
+    let store = match open_store(&snapshot, start.upgrade) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("levitate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let app = App::with_store(snapshot, store);
+    let snapshot = app.snapshot();
 
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;
@@ -51,6 +75,27 @@ pub fn run(app: Arc<App>, start: StartOptions) -> ! {
 
     server.add_service(gateway);
     server.add_service(admin);
-    tracing::info!(listen = %snapshot.listen, admin = %snapshot.admin.listen, accounts = snapshot.accounts.len(), "levitate starting");
+    server.add_service(background_service("levitate config watcher", ConfigWatcher::new(app.clone())));
+    server.add_service(background_service("levitate sighup", SighupReloader::new(app.clone())));
+    server.add_service(background_service("levitate request log", RequestLogWriter::new(app.clone())));
+    server.add_service(background_service("levitate quota", crate::quota::QuotaPoller::new(app.clone())));
+    server.add_service(background_service("levitate quota", QuotaPoller::new(app.clone())));
+    server.add_service(background_service("levitate lifecycle", Lifecycle::new(app.clone())));
+    tracing::info!(listen = %snapshot.listen, admin = %snapshot.admin.listen, accounts = snapshot.accounts.len(), upgrade = start.upgrade, "levitate starting");
     server.run_forever()
+}
+
+/// Opens the store; during an upgrade, waits for the old process to release it.
+fn open_store(snapshot: &Snapshot, upgrade: bool) -> Result<Store, StoreError> {
+    let deadline = Instant::now() + if upgrade { HANDOVER_WAIT } else { Duration::ZERO };
+    loop {
+        match Store::open(&snapshot.store_path) {
+            Ok(store) => return Ok(store),
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "store still held by the old process; retrying");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

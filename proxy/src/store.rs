@@ -5,8 +5,10 @@
 //! its in-memory page cache and flushes in the background, so inserts stay off the request's critical path.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,47 @@ pub struct AccountState {
     pub tier_name: Option<String>,
 }
 
+/// A lockout of one (account, model) pair, kept until its deadline so a restart does not hammer the account.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LockoutRecord {
+    pub account: String,
+    pub model: String,
+    /// Unix milliseconds the lockout ends at.
+    pub until_ms: u64,
+    pub reason: String,
+}
+
+/// Why an account is out of rotation until an operator acts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ForbiddenRecord {
+    pub reason: String,
+    /// Where a human fixes it (`validation_url` / `appeal_url`), when Google gave one.
+    pub url: Option<String>,
+    pub message: String,
+    /// Unix seconds it was marked.
+    pub at: u64,
+}
+
+/// One model's quota for one account, as `fetchAvailableModels` reported it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuotaRecord {
+    pub account: String,
+    pub model: String,
+    pub remaining_fraction: f64,
+    /// Unix milliseconds the quota resets at, when known.
+    pub reset_ms: Option<u64>,
+    /// Unix seconds of the fetch.
+    pub fetched_at: u64,
+}
+
+fn pair_key(account: &str, model: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(account.len() + model.len() + 1);
+    key.extend_from_slice(account.as_bytes());
+    key.push(0);
+    key.extend_from_slice(model.as_bytes());
+    key
+}
+
 #[derive(Serialize, Deserialize)]
 struct SignatureRecord {
     signature: String,
@@ -37,15 +80,31 @@ struct SignatureRecord {
 }
 
 /// Handle to the sled database; cheap to clone.
+///
+/// The trees sit behind one `ArcSwap` so that [`Store::detach`] can hand the database over to a new process
+/// during a graceful upgrade (sled holds an exclusive file lock until its last handle is dropped).
 #[derive(Clone)]
 pub struct Store {
+    trees: Arc<ArcSwap<Trees>>,
+}
+
+/// The open database and its trees.
+struct Trees {
     db: sled::Db,
     accounts: sled::Tree,
     signatures: sled::Tree,
+    lockouts: sled::Tree,
+    forbidden: sled::Tree,
+    quotas: sled::Tree,
+    requests: sled::Tree,
 }
 
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Store {
@@ -66,11 +125,31 @@ impl Store {
     fn from_db(db: sled::Db) -> Result<Store, StoreError> {
         let accounts = db.open_tree("accounts")?;
         let signatures = db.open_tree("signatures")?;
-        Ok(Store { db, accounts, signatures })
+        let lockouts = db.open_tree("lockouts")?;
+        let forbidden = db.open_tree("forbidden")?;
+        let quotas = db.open_tree("quotas")?;
+        let requests = db.open_tree("requests")?;
+        let trees = Trees { db, accounts, signatures, lockouts, forbidden, quotas, requests };
+        Ok(Store { trees: Arc::new(ArcSwap::from_pointee(trees)) })
+    }
+
+    fn trees(&self) -> arc_swap::Guard<Arc<Trees>> {
+        self.trees.load()
+    }
+
+    /// Flushes and releases the on-disk database, continuing in memory: the old process of a graceful
+    /// upgrade calls this so the new one can open the store while old streams finish. What the old process
+    /// writes afterwards (signatures of streams that end there, their request log entries) is not kept.
+    pub fn detach(&self) -> Result<(), StoreError> {
+        self.flush()?;
+        let memory = Self::temporary()?;
+        let trees = memory.trees.load_full();
+        self.trees.store(trees);
+        Ok(())
     }
 
     pub fn account(&self, id: &str) -> Result<AccountState, StoreError> {
-        match self.accounts.get(id.as_bytes())? {
+        match self.trees().accounts.get(id.as_bytes())? {
             Some(raw) => Ok(serde_json::from_slice(&raw)?),
             None => Ok(AccountState::default()),
         }
@@ -83,7 +162,7 @@ impl Store {
         change: impl Fn(&mut AccountState),
     ) -> Result<AccountState, StoreError> {
         let mut result = AccountState::default();
-        self.accounts.fetch_and_update(id.as_bytes(), |old| {
+        self.trees().accounts.fetch_and_update(id.as_bytes(), |old| {
             let mut state: AccountState =
                 old.and_then(|raw| serde_json::from_slice(raw).ok()).unwrap_or_default();
             change(&mut state);
@@ -95,13 +174,13 @@ impl Store {
 
     pub fn put_signature(&self, tool_call_id: &str, signature: &str) -> Result<(), StoreError> {
         let record = SignatureRecord { signature: signature.to_string(), stored_at: unix_now() };
-        self.signatures.insert(tool_call_id.as_bytes(), serde_json::to_vec(&record)?)?;
+        self.trees().signatures.insert(tool_call_id.as_bytes(), serde_json::to_vec(&record)?)?;
         Ok(())
     }
 
     /// The signature captured for a tool call, unless it is older than `ttl`.
     pub fn signature(&self, tool_call_id: &str, ttl: Duration) -> Result<Option<String>, StoreError> {
-        let Some(raw) = self.signatures.get(tool_call_id.as_bytes())? else {
+        let Some(raw) = self.trees().signatures.get(tool_call_id.as_bytes())? else {
             return Ok(None);
         };
         let record: SignatureRecord = serde_json::from_slice(&raw)?;
@@ -118,20 +197,118 @@ impl Store {
 
     fn remove_signatures_stored_before(&self, cutoff: u64) -> Result<usize, StoreError> {
         let mut removed = 0;
-        for item in self.signatures.iter() {
+        for item in self.trees().signatures.iter() {
             let (key, raw) = item?;
             let stale =
                 serde_json::from_slice::<SignatureRecord>(&raw).map(|r| r.stored_at < cutoff).unwrap_or(true);
             if stale {
-                self.signatures.remove(key)?;
+                self.trees().signatures.remove(key)?;
                 removed += 1;
             }
         }
         Ok(removed)
     }
 
+    pub fn put_lockout(&self, record: &LockoutRecord) -> Result<(), StoreError> {
+        self.trees().lockouts.insert(pair_key(&record.account, &record.model), serde_json::to_vec(record)?)?;
+        Ok(())
+    }
+
+    pub fn remove_lockout(&self, account: &str, model: &str) -> Result<(), StoreError> {
+        self.trees().lockouts.remove(pair_key(account, model))?;
+        Ok(())
+    }
+
+    /// Lockouts still running at `now_ms`; expired or unreadable ones are deleted on the way.
+    pub fn lockouts(&self, now_ms: u64) -> Result<Vec<LockoutRecord>, StoreError> {
+        let mut live = Vec::new();
+        for item in self.trees().lockouts.iter() {
+            let (key, raw) = item?;
+            match serde_json::from_slice::<LockoutRecord>(&raw) {
+                Ok(record) if record.until_ms > now_ms => live.push(record),
+                _ => {
+                    self.trees().lockouts.remove(key)?;
+                }
+            }
+        }
+        Ok(live)
+    }
+
+    pub fn put_forbidden(&self, account: &str, record: &ForbiddenRecord) -> Result<(), StoreError> {
+        self.trees().forbidden.insert(account.as_bytes(), serde_json::to_vec(record)?)?;
+        Ok(())
+    }
+
+    pub fn remove_forbidden(&self, account: &str) -> Result<(), StoreError> {
+        self.trees().forbidden.remove(account.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn forbidden(&self) -> Result<Vec<(String, ForbiddenRecord)>, StoreError> {
+        let mut all = Vec::new();
+        for item in self.trees().forbidden.iter() {
+            let (key, raw) = item?;
+            if let Ok(record) = serde_json::from_slice(&raw) {
+                all.push((String::from_utf8_lossy(&key).into_owned(), record));
+            }
+        }
+        Ok(all)
+    }
+
+    pub fn put_quota(&self, record: &QuotaRecord) -> Result<(), StoreError> {
+        self.trees().quotas.insert(pair_key(&record.account, &record.model), serde_json::to_vec(record)?)?;
+        Ok(())
+    }
+
+    pub fn quotas(&self) -> Result<Vec<QuotaRecord>, StoreError> {
+        let mut all = Vec::new();
+        for item in self.trees().quotas.iter() {
+            let (_, raw) = item?;
+            if let Ok(record) = serde_json::from_slice(&raw) {
+                all.push(record);
+            }
+        }
+        Ok(all)
+    }
+
+    /// Appends one request-log record (already serialized metadata) under a time-ordered key.
+    pub fn put_request_record(&self, at_ms: u64, record: &[u8]) -> Result<(), StoreError> {
+        let trees = self.trees();
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&at_ms.to_be_bytes());
+        key[8..].copy_from_slice(&trees.db.generate_id()?.to_be_bytes());
+        trees.requests.insert(key, record)?;
+        Ok(())
+    }
+
+    /// Up to `limit` request-log records, newest first.
+    pub fn request_records(&self, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut records = Vec::with_capacity(limit.min(1024));
+        for item in self.trees().requests.iter().rev().take(limit) {
+            records.push(item?.1.to_vec());
+        }
+        Ok(records)
+    }
+
+    /// Bounds the request log: drops records older than `cutoff_ms`, then the oldest beyond `max_entries`.
+    /// Returns how many were removed.
+    pub fn prune_request_records(&self, max_entries: usize, cutoff_ms: u64) -> Result<usize, StoreError> {
+        let trees = self.trees();
+        let mut removed = 0;
+        for item in trees.requests.range(..cutoff_ms.to_be_bytes().to_vec()) {
+            trees.requests.remove(item?.0)?;
+            removed += 1;
+        }
+        let excess = trees.requests.len().saturating_sub(max_entries);
+        for item in trees.requests.iter().take(excess) {
+            trees.requests.remove(item?.0)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
+        self.trees().db.flush()?;
         Ok(())
     }
 }
@@ -161,6 +338,65 @@ mod tests {
         assert_eq!(state.expires_at, 42);
         assert_eq!(store.signature("call_1", Duration::from_secs(60)).unwrap().as_deref(), Some("sig"));
         assert_eq!(store.account("nobody").unwrap(), AccountState::default());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn pool_state_round_trips_and_expired_lockouts_are_dropped() {
+        let store = Store::temporary().unwrap();
+        let lock = |model: &str, until_ms| LockoutRecord {
+            account: "a@x".into(),
+            model: model.into(),
+            until_ms,
+            reason: "QUOTA_EXHAUSTED".into(),
+        };
+        store.put_lockout(&lock("m1", 2_000)).unwrap();
+        store.put_lockout(&lock("m2", 500)).unwrap();
+        assert_eq!(store.lockouts(1_000).unwrap(), vec![lock("m1", 2_000)]);
+        assert_eq!(store.lockouts(0).unwrap(), vec![lock("m1", 2_000)], "the expired one was deleted");
+        store.remove_lockout("a@x", "m1").unwrap();
+        assert!(store.lockouts(0).unwrap().is_empty());
+        let mark = ForbiddenRecord { reason: "TOS_VIOLATION".into(), url: None, message: "m".into(), at: 1 };
+        store.put_forbidden("a@x", &mark).unwrap();
+        assert_eq!(store.forbidden().unwrap(), vec![("a@x".to_string(), mark)]);
+        store.remove_forbidden("a@x").unwrap();
+        assert!(store.forbidden().unwrap().is_empty());
+        let quota = QuotaRecord {
+            account: "a@x".into(),
+            model: "m1".into(),
+            remaining_fraction: 0.5,
+            reset_ms: Some(9),
+            fetched_at: 1,
+        };
+        store.put_quota(&quota).unwrap();
+        assert_eq!(store.quotas().unwrap(), vec![quota]);
+    }
+
+    #[test]
+    fn request_log_is_newest_first_and_bounded_by_age_and_count() {
+        let store = Store::temporary().unwrap();
+        for (at, body) in [(1_000u64, "a"), (2_000, "b"), (3_000, "c"), (4_000, "d")] {
+            store.put_request_record(at, body.as_bytes()).unwrap();
+        }
+        assert_eq!(store.request_records(2).unwrap(), vec![b"d".to_vec(), b"c".to_vec()]);
+        assert_eq!(store.prune_request_records(10, 2_000).unwrap(), 1, "only the record older than the cutoff");
+        assert_eq!(store.prune_request_records(2, 0).unwrap(), 1, "then the oldest beyond the count");
+        assert_eq!(store.request_records(10).unwrap(), vec![b"d".to_vec(), b"c".to_vec()]);
+    }
+
+    #[test]
+    fn detach_releases_the_database_and_continues_in_memory() {
+        let dir = std::env::temp_dir().join(format!("levitate-store-detach-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let old = Store::open(&dir).unwrap();
+        old.put_signature("call_1", "sig").unwrap();
+        assert!(Store::open(&dir).is_err(), "sled holds an exclusive lock while open");
+        old.detach().unwrap();
+        let new = Store::open(&dir).unwrap();
+        assert_eq!(new.signature("call_1", Duration::from_secs(60)).unwrap().as_deref(), Some("sig"));
+        old.put_signature("call_2", "late").unwrap();
+        assert!(new.signature("call_2", Duration::from_secs(60)).unwrap().is_none());
+        drop(new);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

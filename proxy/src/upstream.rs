@@ -149,11 +149,28 @@ impl Upstream {
 
     /// Sends one request and reads the response header.
     pub async fn send(&self, request: UpstreamRequest<'_>) -> Result<UpstreamResponse, UpstreamError> {
+        self.send_with_method("POST", request).await
+    }
+
+    /// One GET, read whole and bounded (the OAuth userinfo endpoint of `levitate accounts login`).
+    pub async fn get(&self, request: UpstreamRequest<'_>, limit: usize) -> Result<(u16, Bytes), UpstreamError> {
+        let mut response = self.send_with_method("GET", request).await?;
+        let body = response.read_to_end(limit).await?;
+        let status = response.status;
+        response.release(self).await;
+        Ok((status, body))
+    }
+
+    async fn send_with_method(
+        &self,
+        method: &str,
+        request: UpstreamRequest<'_>,
+    ) -> Result<UpstreamResponse, UpstreamError> {
         let url_text = format!("{}{}", request.url, request.path);
         let io = |source| UpstreamError::Io { url: url_text.clone(), source };
         let peer = self.peer(request.url).await?;
         let full_path = format!("{}{}", request.url.base_path, request.path);
-        let mut header = RequestHeader::build("POST", full_path.as_bytes(), Some(request.headers.len() + 3))
+        let mut header = RequestHeader::build(method, full_path.as_bytes(), Some(request.headers.len() + 3))
             .map_err(io)?;
         header.insert_header("Host", request.url.authority()).map_err(io)?;
         header.insert_header("Content-Length", request.body.len().to_string()).map_err(io)?;

@@ -11,7 +11,7 @@
 
 use super::chunk::{ChunkParser, FinishReason, Part, Usage};
 use super::json::{write_escaped, write_str, write_u64};
-use super::StreamError;
+use super::{client_tool_call_id, is_empty_payload, StreamError, ToolCallSignatures};
 use crate::signature::CapturedSignature;
 use crate::transform::ToolNameMap;
 
@@ -61,11 +61,7 @@ struct Turn {
     upstream_finish: Option<FinishReason>,
     finish_sent: bool,
     usage: Option<Usage>,
-    /// The latest signature seen on a text or thought part.
-    turn_signature: Option<String>,
-    /// The first tool call's id while it has no signature of its own; a later turn signature belongs to it.
-    first_call_awaiting_signature: Option<String>,
-    captured: Vec<CapturedSignature>,
+    signatures: ToolCallSignatures,
 }
 
 impl Turn {
@@ -78,15 +74,12 @@ impl Turn {
             upstream_finish: None,
             finish_sent: false,
             usage: None,
-            turn_signature: None,
-            first_call_awaiting_signature: None,
-            captured: Vec::new(),
+            signatures: ToolCallSignatures::default(),
         }
     }
 
     fn on_event(&mut self, data: &mut [u8], emit: &mut impl FnMut(Delta<'_>)) -> Result<(), StreamError> {
-        let payload = data.trim_ascii();
-        if payload.is_empty() || payload == b"[DONE]" {
+        if is_empty_payload(data) {
             return Ok(());
         }
         let chunk = self.parser.parse(data)?;
@@ -97,7 +90,7 @@ impl Turn {
             match part {
                 Part::Text { text, thought, signature } => {
                     if let Some(signature) = signature {
-                        self.on_turn_signature(signature);
+                        self.signatures.on_turn_signature(signature);
                     }
                     if !text.is_empty() && !self.finish_sent {
                         emit(if *thought { Delta::Reasoning(text) } else { Delta::Content(text) });
@@ -109,17 +102,10 @@ impl Turn {
                     }
                     let index = self.tool_calls;
                     self.tool_calls += 1;
-                    let generated_id;
-                    let id = match id {
-                        Some(id) if !id.is_empty() => id,
-                        _ => {
-                            generated_id = format!("{}{index}", self.tool_call_id_prefix);
-                            generated_id.as_str()
-                        }
-                    };
-                    self.on_tool_call_signature(index, id, *signature);
+                    let id = client_tool_call_id(*id, &self.tool_call_id_prefix, index);
+                    self.signatures.on_tool_call(index, &id, *signature);
                     let name = self.tool_names.client_name(name);
-                    emit(Delta::ToolCall { index, id, name, arguments: args });
+                    emit(Delta::ToolCall { index, id: &id, name, arguments: args });
                 }
                 Part::InlineData { mime_type, data } => {
                     if !data.is_empty() && !self.finish_sent {
@@ -134,31 +120,6 @@ impl Turn {
             self.close(emit);
         }
         Ok(())
-    }
-
-    fn on_tool_call_signature(&mut self, index: u32, id: &str, signature: Option<&str>) {
-        match signature {
-            Some(signature) => self.capture(id, signature),
-            None if index == 0 => match self.turn_signature.clone() {
-                Some(turn_signature) => self.capture(id, &turn_signature),
-                None => self.first_call_awaiting_signature = Some(id.to_owned()),
-            },
-            None => {}
-        }
-    }
-
-    fn on_turn_signature(&mut self, signature: &str) {
-        self.turn_signature = Some(signature.to_owned());
-        if let Some(id) = self.first_call_awaiting_signature.take() {
-            self.capture(&id, signature);
-        }
-    }
-
-    fn capture(&mut self, tool_call_id: &str, signature: &str) {
-        self.captured.push(CapturedSignature {
-            tool_call_id: tool_call_id.to_owned(),
-            signature: signature.to_owned(),
-        });
     }
 
     /// Emits the finish delta unless it was already sent.
@@ -277,7 +238,7 @@ impl OpenAiStream {
 
     /// Signatures captured since the last call, keyed by client-visible tool call id, for the store.
     pub fn take_signatures(&mut self) -> Vec<CapturedSignature> {
-        std::mem::take(&mut self.turn.captured)
+        self.turn.signatures.take()
     }
 
     /// The last usage the upstream reported.
@@ -409,7 +370,7 @@ impl OpenAiFold {
 
     /// Signatures captured since the last call, keyed by client-visible tool call id, for the store.
     pub fn take_signatures(&mut self) -> Vec<CapturedSignature> {
-        std::mem::take(&mut self.turn.captured)
+        self.turn.signatures.take()
     }
 
     /// The last usage the upstream reported.
@@ -730,10 +691,7 @@ mod tests {
         )];
         let mut stream = OpenAiStream::new(opts(false));
         run(&mut stream, &events);
-        assert_eq!(
-            stream.take_signatures(),
-            [CapturedSignature { tool_call_id: "call_3f9a2c_0".to_owned(), signature: "sigA".to_owned() }]
-        );
+        assert_eq!(stream.take_signatures(), [CapturedSignature::tool_call("call_3f9a2c_0", "sigA")]);
         assert!(stream.take_signatures().is_empty(), "taken once");
     }
 
@@ -750,10 +708,7 @@ mod tests {
         let mut stream = OpenAiStream::new(opts(false));
         let (frames, _) = frames(&run(&mut stream, &events));
         assert_eq!(deltas(&frames).len(), 4, "role, two tool calls, finish: the empty text emits nothing");
-        assert_eq!(
-            stream.take_signatures(),
-            [CapturedSignature { tool_call_id: "call_3f9a2c_0".to_owned(), signature: "turnSig".to_owned() }]
-        );
+        assert_eq!(stream.take_signatures(), [CapturedSignature::tool_call("call_3f9a2c_0", "turnSig")]);
     }
 
     #[test]
@@ -766,10 +721,7 @@ mod tests {
         )];
         let mut stream = OpenAiStream::new(opts(false));
         run(&mut stream, &events);
-        assert_eq!(
-            stream.take_signatures(),
-            [CapturedSignature { tool_call_id: "toolu_1".to_owned(), signature: "thoughtSig".to_owned() }]
-        );
+        assert_eq!(stream.take_signatures(), [CapturedSignature::tool_call("toolu_1", "thoughtSig")]);
     }
 
     #[test]
@@ -906,13 +858,7 @@ mod tests {
         assert_eq!(arguments, json!({"q": "café", "n": 2, "nested": {"list": [1.5, null, true]}}));
         assert_eq!(finish_reasons(&frames), ["tool_calls"]);
         assert_eq!(frames.last().unwrap()["usage"]["prompt_tokens_details"]["cached_tokens"], 64);
-        assert_eq!(
-            signatures,
-            [CapturedSignature {
-                tool_call_id: "call_3f9a2c_0".to_owned(),
-                signature: "EtwBCtkBAb4+9vs=".to_owned()
-            }]
-        );
+        assert_eq!(signatures, [CapturedSignature::tool_call("call_3f9a2c_0", "EtwBCtkBAb4+9vs=")]);
     }
 
     #[test]

@@ -11,6 +11,10 @@ use std::collections::{HashMap, HashSet};
 use crate::error::ClientError;
 use crate::schema::{sanitize_tool_name, SchemaError};
 
+pub mod anthropic;
+pub(crate) mod body;
+pub mod gemini;
+mod inner;
 pub mod openai;
 
 /// What the request is being rewritten for, decided by routing before the transform runs.

@@ -21,24 +21,20 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt;
-use std::marker::PhantomData;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use serde_json::Value;
 
+use super::body::{parse_body, StrOr};
+use super::inner::{
+    auto_mode, ensure_user_first, guess_mime, push_part, FunctionCallOut, FunctionDeclaration,
+    FunctionResponseOut, GenerationConfig, InnerJson, Part, ToolConfig, ToolGroup, ToolResponse,
+    ToolResultValue, Turn,
+};
 use super::{InnerRequest, Target, ToolNameMap, TransformError};
 use crate::schema::{clean_schema, SchemaOptions};
 use crate::signature::{ModelFamily, SignatureLookup, SKIP_VALIDATOR_SENTINEL};
-
-/// Deepest JSON nesting accepted in a request body. Deserialization recurses per level, so this bounds the
-/// stack a hostile body can consume; real requests stay far below it (a tool schema of 32 levels is ~70).
-const MAX_JSON_DEPTH: usize = 128;
-
-/// Largest output budget the upstream accepts, per family, when a thinking budget forces a bump.
-const GEMINI_MAX_OUTPUT: u32 = 65_536;
-const CLAUDE_MAX_OUTPUT: u32 = 64_000;
 
 /// A parsed chat.completions request. Built by [`parse_chat_request`], which has already checked that
 /// `model` and `messages` are present and that no unsupported parameter is set.
@@ -196,206 +192,11 @@ struct JsonSchemaFormat {
     schema: Option<Value>,
 }
 
-/// A field OpenAI allows as either a bare string or a structured value (`content`, `stop`, `tool_choice`,
-/// `image_url`). Deserialized by hand: serde's untagged enums buffer the whole value (large for base64
-/// images) and lose the error position.
-#[derive(Debug)]
-enum StrOr<T> {
-    Str(String),
-    Other(T),
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for StrOr<T> {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct StrOrVisitor<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for StrOrVisitor<T> {
-            type Value = StrOr<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string, an array or an object")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(StrOr::Str(v.to_owned()))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(StrOr::Str(v))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                T::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(StrOr::Other)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(StrOr::Other)
-            }
-        }
-        deserializer.deserialize_any(StrOrVisitor(PhantomData))
-    }
-}
-
-/// Walks the parsed document once, failing as soon as nesting exceeds `remaining`, before any recursive
-/// deserializer (serde's `IgnoredAny`, `serde_json::Value`) can overflow the stack on it.
-struct DepthProbe {
-    remaining: usize,
-}
-
-impl<'de> DeserializeSeed<'de> for DepthProbe {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for DepthProbe {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_none<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let remaining = self.remaining.checked_sub(1).ok_or_else(|| de::Error::custom(TOO_DEEP))?;
-        while seq.next_element_seed(DepthProbe { remaining })?.is_some() {}
-        Ok(())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let remaining = self.remaining.checked_sub(1).ok_or_else(|| de::Error::custom(TOO_DEEP))?;
-        while map.next_key::<IgnoredAny>()?.is_some() {
-            map.next_value_seed(DepthProbe { remaining })?;
-        }
-        Ok(())
-    }
-}
-
-const TOO_DEEP: &str = "nested too deeply";
-
 /// Parses a chat.completions body. The buffer is used as scratch space by simd-json and left modified.
 pub fn parse_chat_request(body: &mut [u8]) -> Result<ChatRequest, TransformError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(TransformError::Json(
-            "The request body is empty: send a JSON chat.completions request.".into(),
-        ));
-    }
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(TransformError::Json(
-            "The request body must be a JSON object (a chat.completions request).".into(),
-        ));
-    }
-    let mut de = with_parse_buffers(body.len(), |buffers| {
-        simd_json::Deserializer::from_slice_with_buffers(body, buffers)
-    })
-    .map_err(|e| {
-        TransformError::Json(format!("The request body is not valid JSON (error near byte {}).", e.index()))
-    })?;
-    let probe = DepthProbe { remaining: MAX_JSON_DEPTH };
-    if probe.deserialize(&mut de).is_err() {
-        return Err(TransformError::Json(format!(
-            "The request body nests JSON deeper than {MAX_JSON_DEPTH} levels."
-        )));
-    }
-    de.restart();
-    let request = match ChatRequest::deserialize(&mut de) {
-        Ok(request) => request,
-        Err(_) => {
-            // Parse again, slower, only to name the field at fault.
-            de.restart();
-            return Err(match serde_path_to_error::deserialize::<_, ChatRequest>(&mut de) {
-                Err(e) => describe_shape_error(&e.path().to_string(), e.inner()),
-                Ok(_) => {
-                    TransformError::Json("The request body does not match the chat.completions shape.".into())
-                }
-            });
-        }
-    };
+    let request: ChatRequest = parse_body(body, "a chat.completions request")?;
     request.validate()?;
     Ok(request)
-}
-
-thread_local! {
-    /// simd-json's scratch buffers, kept per thread between requests: allocating them fresh costs page
-    /// faults on every large body (a third of the parse time at 100 KiB). Bodies above
-    /// [`REUSE_BUFFERS_UP_TO`] get one-off buffers so a rare huge request does not pin memory in every worker.
-    static PARSE_BUFFERS: std::cell::RefCell<Option<simd_json::Buffers>> = const { std::cell::RefCell::new(None) };
-}
-
-const REUSE_BUFFERS_UP_TO: usize = 1 << 20;
-
-fn with_parse_buffers<R>(len: usize, parse: impl FnOnce(&mut simd_json::Buffers) -> R) -> R {
-    if len > REUSE_BUFFERS_UP_TO {
-        return parse(&mut simd_json::Buffers::new(len));
-    }
-    let mut buffers =
-        PARSE_BUFFERS.with(|cell| cell.borrow_mut().take()).unwrap_or_else(|| simd_json::Buffers::new(len));
-    let result = parse(&mut buffers);
-    PARSE_BUFFERS.with(|cell| *cell.borrow_mut() = Some(buffers));
-    result
-}
-
-/// Turns a deserialization failure into a message a developer can act on.
-fn describe_shape_error(path: &str, error: &simd_json::Error) -> TransformError {
-    use simd_json::ErrorType as E;
-    let expected = |what: &str| format!("invalid type: another type, expected {what}");
-    let detail = match error.error() {
-        E::Serde(text) => text.clone(),
-        E::ExpectedArray => expected("an array"),
-        E::ExpectedMap => expected("an object"),
-        E::ExpectedString => expected("a string"),
-        E::ExpectedBoolean => expected("a boolean"),
-        E::ExpectedInteger | E::ExpectedSigned => expected("an integer"),
-        E::ExpectedUnsigned => expected("a non-negative integer"),
-        E::ExpectedFloat | E::ExpectedNumber => expected("a number"),
-        E::ExpectedNull => expected("null"),
-        E::Overflow => "invalid value: a number that does not fit, expected a smaller number".to_owned(),
-        other => format!("{other:?}"),
-    };
-    if path == "." {
-        return TransformError::Json(
-            "The request body must be a JSON object (a chat.completions request).".into(),
-        );
-    }
-    let message = if let Some(rest) = detail.strip_prefix("invalid type: ") {
-        let (got, expected) = rest.split_once(", expected ").unwrap_or((rest, "another type"));
-        let got = if got == "another type" { String::new() } else { format!(", got {got}") };
-        format!("Invalid type for `{path}`: expected {}{got}.", friendly_type(expected))
-    } else if let Some(rest) = detail.strip_prefix("invalid value: ") {
-        let (got, expected) = rest.split_once(", expected ").unwrap_or((rest, "another value"));
-        format!("Invalid value for `{path}`: expected {}, got {got}.", friendly_type(expected))
-    } else if let Some(rest) = detail.strip_prefix("unknown variant ") {
-        format!("Invalid value for `{path}`: {rest}.")
-    } else if detail.starts_with("missing field") {
-        format!("`{path}` is missing a required field: {}.", detail.trim_start_matches("missing field "))
-    } else {
-        format!("Invalid `{path}`: {detail}.")
-    };
-    TransformError::Invalid { param: Some(path.to_owned()), message }
-}
-
-fn friendly_type(serde_name: &str) -> &str {
-    match serde_name {
-        "f64" | "f32" => "a number",
-        "u32" | "u64" | "u16" | "u8" | "usize" => "a non-negative integer",
-        "i64" | "i32" => "an integer",
-        "a sequence" => "an array",
-        "a map" => "an object",
-        name if name.starts_with("struct ") => "an object",
-        name => name,
-    }
 }
 
 impl ChatRequest {
@@ -483,162 +284,6 @@ impl ChatRequest {
     }
 }
 
-// ---- The upstream request, serialized straight from borrowed pieces of the client request ----
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct InnerJson<'a> {
-    contents: Vec<Turn<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    system_instruction: Option<Turn<'a>>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tools: Vec<ToolGroup<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_config: Option<ToolConfig>,
-    #[serde(skip_serializing_if = "GenerationConfig::is_empty")]
-    generation_config: GenerationConfig,
-    session_id: &'a str,
-}
-
-#[derive(Serialize)]
-struct Turn<'a> {
-    role: &'static str,
-    parts: Vec<Part<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Part<'a> {
-    Text {
-        text: Cow<'a, str>,
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        thought: bool,
-    },
-    InlineData {
-        #[serde(rename = "inlineData")]
-        inline_data: MediaRef<'a>,
-    },
-    FileData {
-        #[serde(rename = "fileData")]
-        file_data: MediaRef<'a>,
-    },
-    FunctionCall {
-        #[serde(rename = "functionCall")]
-        function_call: FunctionCallOut<'a>,
-        #[serde(rename = "thoughtSignature", skip_serializing_if = "Option::is_none")]
-        thought_signature: Option<String>,
-    },
-    FunctionResponse {
-        #[serde(rename = "functionResponse")]
-        function_response: FunctionResponseOut<'a>,
-    },
-}
-
-#[derive(Serialize)]
-struct MediaRef<'a> {
-    #[serde(rename = "mimeType")]
-    mime_type: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a str>,
-    #[serde(rename = "fileUri", skip_serializing_if = "Option::is_none")]
-    file_uri: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct FunctionCallOut<'a> {
-    id: &'a str,
-    name: String,
-    args: Value,
-}
-
-#[derive(Serialize)]
-struct FunctionResponseOut<'a> {
-    id: &'a str,
-    name: String,
-    response: ToolResult<'a>,
-}
-
-#[derive(Serialize)]
-struct ToolResult<'a> {
-    result: ToolResultValue<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum ToolResultValue<'a> {
-    Json(Value),
-    Text(Cow<'a, str>),
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ToolGroup<'a> {
-    function_declarations: Vec<FunctionDeclaration<'a>>,
-}
-
-#[derive(Serialize)]
-struct FunctionDeclaration<'a> {
-    name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<Value>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ToolConfig {
-    function_calling_config: FunctionCallingConfig,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FunctionCallingConfig {
-    mode: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    allowed_function_names: Option<Vec<String>>,
-}
-
-#[derive(Serialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct GenerationConfig {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top_p: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_output_tokens: Option<u32>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    stop_sequences: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seed: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    response_mime_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    response_schema: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    thinking_config: Option<ThinkingConfig>,
-}
-
-impl GenerationConfig {
-    fn is_empty(&self) -> bool {
-        self.temperature.is_none()
-            && self.top_p.is_none()
-            && self.max_output_tokens.is_none()
-            && self.stop_sequences.is_empty()
-            && self.seed.is_none()
-            && self.response_mime_type.is_none()
-            && self.thinking_config.is_none()
-    }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ThinkingConfig {
-    include_thoughts: bool,
-    thinking_budget: i32,
-}
-
 /// Builds the inner `request` object for `target`, plus the tool-name map the response stream needs.
 pub fn build_inner_request(
     req: &ChatRequest,
@@ -660,10 +305,7 @@ pub fn build_inner_request(
         generation_config: build_generation_config(req, family)?,
         session_id: target.session_id,
     };
-    let mut json = Vec::with_capacity(estimated_size(req));
-    serde_json::to_writer(&mut json, &inner)
-        .map_err(|e| TransformError::Json(format!("The request could not be encoded: {e}")))?;
-    Ok(InnerRequest { json, tool_names: names })
+    Ok(InnerRequest { json: inner.encode(estimated_size(req))?, tool_names: names })
 }
 
 fn estimated_size(req: &ChatRequest) -> usize {
@@ -679,16 +321,12 @@ fn estimated_size(req: &ChatRequest) -> usize {
     text + 4096
 }
 
-/// Appends a part to the last turn when it has the same role, else opens a new turn.
-fn push_part<'a>(contents: &mut Vec<Turn<'a>>, role: &'static str, part: Part<'a>) {
-    match contents.last_mut() {
-        Some(turn) if turn.role == role => turn.parts.push(part),
-        _ => contents.push(Turn { role, parts: vec![part] }),
-    }
-}
-
 fn text_part(text: &str, thought: bool) -> Option<Part<'_>> {
-    (!text.trim().is_empty()).then_some(Part::Text { text: Cow::Borrowed(text), thought })
+    if thought {
+        (!text.trim().is_empty()).then(|| Part::thought(text, None))
+    } else {
+        Part::text(text)
+    }
 }
 
 fn build_contents<'a>(
@@ -789,7 +427,7 @@ fn build_contents<'a>(
                 let function_response = FunctionResponseOut {
                     id,
                     name: names.register(client_name).to_owned(),
-                    response: ToolResult { result },
+                    response: ToolResponse::Result(result),
                 };
                 push_part(&mut contents, "user", Part::FunctionResponse { function_response });
             }
@@ -808,12 +446,7 @@ fn build_contents<'a>(
             "`messages` must contain a user, assistant or tool message with content.",
         ));
     }
-    if contents[0].role != "user" {
-        contents.insert(
-            0,
-            Turn { role: "user", parts: vec![Part::Text { text: Cow::Borrowed("."), thought: false }] },
-        );
-    }
+    ensure_user_first(&mut contents);
     let system = (!system.is_empty()).then_some(Turn { role: "user", parts: system });
     Ok((contents, system))
 }
@@ -889,9 +522,7 @@ fn user_part(part: &ContentPart, i: usize, j: usize) -> Result<Option<Part<'_>>,
                     ))
                 }
             };
-            Ok(Some(Part::InlineData {
-                inline_data: MediaRef { mime_type, data: Some(&audio.data), file_uri: None },
-            }))
+            Ok(Some(Part::inline(mime_type, &audio.data)))
         }
         "file" => {
             let file = part
@@ -926,32 +557,13 @@ fn media_part(url: &str) -> Result<Part<'_>, String> {
         if mime_type.is_empty() || data.is_empty() {
             return Err("A data URL needs a MIME type and data.".into());
         }
-        return Ok(Part::InlineData {
-            inline_data: MediaRef { mime_type, data: Some(data), file_uri: None },
-        });
+        return Ok(Part::inline(mime_type, data));
     }
     if url.starts_with("https://") || url.starts_with("http://") || url.starts_with("gs://") {
         let mime_type = guess_mime(url);
-        return Ok(Part::FileData { file_data: MediaRef { mime_type, data: None, file_uri: Some(url) } });
+        return Ok(Part::file(mime_type, url));
     }
     Err("Expected an http(s) URL or a `data:<mime>;base64,<data>` URL.".into())
-}
-
-fn guess_mime(url: &str) -> &'static str {
-    let path = url.split(['?', '#']).next().unwrap_or(url);
-    let ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
-    match ext.as_str() {
-        "png" => "image/png",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
-        "heic" => "image/heic",
-        "heif" => "image/heif",
-        "pdf" => "application/pdf",
-        "mp3" => "audio/mp3",
-        "wav" => "audio/wav",
-        "mp4" => "video/mp4",
-        _ => "image/jpeg",
-    }
 }
 
 /// The `args` object of a replayed call: `arguments` is a JSON string (empty means no arguments), or an
@@ -986,12 +598,7 @@ fn tool_result(message: &Message, i: usize) -> Result<ToolResultValue<'_>, Trans
             Cow::Owned(joined)
         }
     };
-    if text.trim_start().starts_with('{') {
-        if let Ok(value @ Value::Object(_)) = serde_json::from_str::<Value>(&text) {
-            return Ok(ToolResultValue::Json(value));
-        }
-    }
-    Ok(ToolResultValue::Text(text))
+    Ok(ToolResultValue::from_text(text))
 }
 
 fn build_tools<'a>(
@@ -1002,10 +609,6 @@ fn build_tools<'a>(
     if tools.is_empty() {
         return Ok(Vec::new());
     }
-    let opts = SchemaOptions {
-        require_reason_for_empty_object: family == ModelFamily::Claude,
-        ..SchemaOptions::default()
-    };
     let mut declarations = Vec::with_capacity(tools.len());
     let mut seen = std::collections::HashSet::new();
     for (i, tool) in tools.iter().enumerate() {
@@ -1044,20 +647,16 @@ fn build_tools<'a>(
                 return Err(TransformError::invalid(param(), "`parameters` must be a JSON Schema object."))
             }
         };
-        let parameters = match (parameters, family) {
-            (Some(schema), _) => Some(clean_schema(schema, &opts)),
-            (None, ModelFamily::Claude) => Some(clean_schema(&serde_json::json!({"type": "object"}), &opts)),
-            (None, _) => None,
-        }
-        .transpose()
-        .map_err(|source| TransformError::Schema { param: param(), source })?;
-        declarations.push(FunctionDeclaration {
-            name: names.register(&function.name).to_owned(),
-            description: function.description.as_deref().filter(|d| !d.is_empty()),
+        declarations.push(FunctionDeclaration::new(
+            &function.name,
+            function.description.as_deref(),
             parameters,
-        });
+            family,
+            names,
+            param,
+        )?);
     }
-    Ok(vec![ToolGroup { function_declarations: declarations }])
+    Ok(vec![ToolGroup { function_declarations: declarations, ..ToolGroup::default() }])
 }
 
 fn build_tool_config(
@@ -1069,7 +668,7 @@ fn build_tool_config(
     if !has_tools {
         return Ok(None);
     }
-    let auto = if family == ModelFamily::Claude { "VALIDATED" } else { "AUTO" };
+    let auto = auto_mode(family);
     let declared = |name: &str, param: String| -> Result<String, TransformError> {
         let known = req
             .tools
@@ -1087,11 +686,7 @@ fn build_tool_config(
         }
     };
     let (mode, allowed) = match &req.tool_choice {
-        None => {
-            return Ok((family == ModelFamily::Claude).then_some(ToolConfig {
-                function_calling_config: FunctionCallingConfig { mode: auto, allowed_function_names: None },
-            }))
-        }
+        None => return Ok((family == ModelFamily::Claude).then(|| ToolConfig::new(auto, None))),
         Some(StrOr::Str(choice)) => match choice.as_str() {
             "none" => ("NONE", None),
             "auto" => (auto, None),
@@ -1141,9 +736,7 @@ fn build_tool_config(
             }
         }
     };
-    Ok(Some(ToolConfig {
-        function_calling_config: FunctionCallingConfig { mode, allowed_function_names: allowed },
-    }))
+    Ok(Some(ToolConfig::new(mode, allowed)))
 }
 
 fn build_generation_config(
@@ -1203,18 +796,7 @@ fn build_generation_config(
                 ))
             }
         };
-        config.thinking_config =
-            Some(ThinkingConfig { include_thoughts: budget != 0, thinking_budget: budget });
-        // The upstream rejects maxOutputTokens <= thinkingBudget. The client's limit was meant for the answer,
-        // so the budget is added on top (within the family's output cap).
-        if let Ok(budget @ 1..) = u32::try_from(budget) {
-            let cap = if family == ModelFamily::Claude { CLAUDE_MAX_OUTPUT } else { GEMINI_MAX_OUTPUT };
-            config.max_output_tokens = match config.max_output_tokens {
-                Some(max) if max <= budget => Some(budget.saturating_add(max).min(cap)),
-                None if family == ModelFamily::Claude => Some(cap),
-                other => other,
-            };
-        }
+        config.set_thinking_budget(budget, family);
     }
     Ok(config)
 }

@@ -1,0 +1,113 @@
+//! The upstream stream every SSE bench translates: a recorded-shape `v1internal` stream generated
+//! deterministically, so every run and every client protocol measures the same bytes.
+//!
+//! A few thousand events of 5–60 tokens, thought summaries first in every 400, usage as a running total on
+//! every event (as Google sends it), quotes, newlines and multi-byte text in the content, one tool call, and
+//! a final signature part.
+
+/// Bytes per read when feeding the stream: 4 KiB reads align with neither events nor characters, like TLS
+/// records do.
+pub const READ_SIZE: usize = 4096;
+const EVENTS: usize = 12_000;
+
+/// A small deterministic generator, so every run measures the same bytes.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const WORDS: &[&str] = &[
+    "the",
+    "request",
+    "handler",
+    "returns",
+    "a",
+    "stream",
+    "of",
+    "events",
+    "and",
+    "each",
+    "one",
+    "carries",
+    "text",
+    "with",
+    "\\\"quotes\\\"",
+    "café",
+    "naïve",
+    "世界",
+    "🎉",
+    "tokens",
+    "function",
+    "=>",
+    "{",
+    "}",
+    "`code`",
+    "é",
+    "\\n",
+    "\\n\\n",
+    "- item",
+    "**bold**",
+    "rewrite",
+    "upstream",
+    "latency",
+];
+
+/// `n` tokens of JSON-escaped text (roughly one word per token).
+fn text(rng: &mut Lcg, tokens: u64) -> String {
+    let mut out = String::new();
+    for i in 0..tokens {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(WORDS[rng.below(WORDS.len() as u64) as usize]);
+    }
+    out
+}
+
+fn event(parts: &str, finish: &str, usage: (u64, u64, u64)) -> String {
+    let (prompt, candidates, thoughts) = usage;
+    format!(
+        "data: {{\"response\":{{\"candidates\":[{{\"content\":{{\"role\":\"model\",\"parts\":[{parts}]}}{finish}}}],\
+         \"usageMetadata\":{{\"promptTokenCount\":{prompt},\"candidatesTokenCount\":{candidates},\
+         \"thoughtsTokenCount\":{thoughts},\"totalTokenCount\":{}}},\"modelVersion\":\"gemini-3-flash-a\",\
+         \"responseId\":\"tjVCavaJBYjgz7IP-NnfSQ\"}},\"traceId\":\"b024eecf3a9f3c5a\",\"metadata\":{{}}}}\r\n\r\n",
+        prompt + candidates + thoughts
+    )
+}
+
+/// A multi-megabyte upstream stream of the shape Google sends.
+pub fn recorded_stream() -> Vec<u8> {
+    let mut rng = Lcg(0x5eed);
+    let prompt = 17_984;
+    let (mut candidates, mut thoughts) = (0, 0);
+    let mut out = String::new();
+    for i in 0..EVENTS {
+        let tokens = 5 + rng.below(56);
+        let part = if i % 400 < 40 {
+            thoughts += tokens;
+            format!("{{\"text\":\"{}\",\"thought\":true}}", text(&mut rng, tokens))
+        } else {
+            candidates += tokens;
+            format!("{{\"text\":\"{}\"}}", text(&mut rng, tokens))
+        };
+        out.push_str(&event(&part, "", (prompt, candidates, thoughts)));
+    }
+    let call =
+        "{\"functionCall\":{\"name\":\"read_file\",\"args\":{\"path\":\"src/main.rs\",\"lines\":[1,200]}},\
+                \"thoughtSignature\":\"EtwBCtkBAb4+9vsQ\"}";
+    out.push_str(&event(call, "", (prompt, candidates, thoughts)));
+    out.push_str(&event(
+        "{\"text\":\"\",\"thoughtSignature\":\"EkQKQgE\"}",
+        ",\"finishReason\":\"STOP\"",
+        (prompt, candidates, thoughts),
+    ));
+    out.into_bytes()
+}

@@ -1,0 +1,88 @@
+//! Throughput of the Anthropic streaming path: upstream `v1internal` SSE bytes framed and rewritten into
+//! Anthropic Messages events (`content_block_delta`…), measured in upstream bytes per second. The native
+//! Gemini passthrough (unwrap only) is measured beside it, as the floor of what a rewrite can cost.
+//!
+//! The input is the recorded-shape stream of [`recorded_stream`], the same bytes the OpenAI bench uses, fed
+//! in 4 KiB reads.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use levitate_filters::sse::SseFramer;
+use levitate_filters::stream::anthropic::{AnthropicFold, AnthropicStream, AnthropicStreamOptions};
+use levitate_filters::stream::gemini::{GeminiStream, GeminiStreamMode, GeminiStreamOptions};
+
+mod recorded_stream;
+
+use recorded_stream::{recorded_stream, READ_SIZE};
+
+fn options() -> AnthropicStreamOptions {
+    AnthropicStreamOptions {
+        id: "msg_0d6c1b9e6a7f4a0c9f3e".to_owned(),
+        model: "claude-sonnet-4-5".to_owned(),
+        tool_id_prefix: "toolu_3f9a2c_".to_owned(),
+        tool_names: Default::default(),
+        input_tokens_hint: 0,
+    }
+}
+
+fn frame_and_rewrite(input: &[u8], out: &mut Vec<u8>) {
+    let mut framer = SseFramer::new(1 << 20);
+    let mut stream = AnthropicStream::new(options());
+    for read in input.chunks(READ_SIZE) {
+        framer.push(read).expect("within the cap");
+        while let Some(mut event) = framer.next_event() {
+            stream.on_event(&mut event.data, out).expect("valid upstream events");
+        }
+        // The gateway writes `out` downstream after every read and reuses the buffer.
+        black_box(out.as_slice());
+        out.clear();
+    }
+    stream.finish(out);
+    black_box(stream.take_signatures());
+}
+
+fn frame_and_fold(input: &[u8]) -> Vec<u8> {
+    let mut framer = SseFramer::new(1 << 20);
+    let mut fold = AnthropicFold::new(options());
+    for read in input.chunks(READ_SIZE) {
+        framer.push(read).expect("within the cap");
+        while let Some(mut event) = framer.next_event() {
+            fold.on_event(&mut event.data).expect("valid upstream events");
+        }
+    }
+    fold.finish()
+}
+
+fn frame_and_unwrap(input: &[u8], out: &mut Vec<u8>) {
+    let mut framer = SseFramer::new(1 << 20);
+    let opts = GeminiStreamOptions { mode: GeminiStreamMode::Sse, tool_names: Default::default() };
+    let mut stream = GeminiStream::new(opts);
+    for read in input.chunks(READ_SIZE) {
+        framer.push(read).expect("within the cap");
+        while let Some(mut event) = framer.next_event() {
+            stream.on_event(&mut event.data, out).expect("valid upstream events");
+        }
+        black_box(out.as_slice());
+        out.clear();
+    }
+    stream.finish(out);
+}
+
+fn benches(c: &mut Criterion) {
+    let input = recorded_stream();
+    let mut group = c.benchmark_group("sse_anthropic");
+    group.throughput(Throughput::Bytes(input.len() as u64));
+    group.sample_size(20);
+
+    let mut out = Vec::with_capacity(64 * 1024);
+    group.bench_function("framer+anthropic_stream", |b| {
+        b.iter(|| frame_and_rewrite(black_box(&input), &mut out))
+    });
+    group.bench_function("framer+anthropic_fold", |b| b.iter(|| frame_and_fold(black_box(&input))));
+    group.bench_function("framer+gemini_sse_unwrap", |b| {
+        b.iter(|| frame_and_unwrap(black_box(&input), &mut out))
+    });
+    group.finish();
+}
+
+criterion_group!(sse_anthropic, benches);
+criterion_main!(sse_anthropic);

@@ -1,0 +1,213 @@
+//! Request-body parsing shared by the protocol transforms.
+//!
+//! Client bodies reach megabytes, so they are deserialized with simd-json straight into typed structs, with
+//! scratch buffers reused per thread. Before that, one cheap pass bounds the nesting depth (serde recurses per
+//! level, so a hostile body could otherwise exhaust the stack), and a body of the wrong shape is parsed a
+//! second time, slowly, only to name the field at fault (`messages[3].content`) in the 400.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use super::TransformError;
+
+/// Deepest JSON nesting accepted in a request body. Deserialization recurses per level, so this bounds the
+/// stack a hostile body can consume; real requests stay far below it (a tool schema of 32 levels is ~70).
+pub(crate) const MAX_JSON_DEPTH: usize = 128;
+
+/// Parses a JSON object body into `T`; `what` names the API in messages ("a chat.completions request").
+/// The buffer is used as scratch space by simd-json and left modified.
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &mut [u8], what: &str) -> Result<T, TransformError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(TransformError::Json(format!("The request body is empty: send {what} as JSON.")));
+    }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(TransformError::Json(format!("The request body must be a JSON object ({what}).")));
+    }
+    let mut de = with_parse_buffers(body.len(), |buffers| {
+        simd_json::Deserializer::from_slice_with_buffers(body, buffers)
+    })
+    .map_err(|e| {
+        TransformError::Json(format!("The request body is not valid JSON (error near byte {}).", e.index()))
+    })?;
+    let probe = DepthProbe { remaining: MAX_JSON_DEPTH };
+    if probe.deserialize(&mut de).is_err() {
+        return Err(TransformError::Json(format!(
+            "The request body nests JSON deeper than {MAX_JSON_DEPTH} levels."
+        )));
+    }
+    de.restart();
+    match T::deserialize(&mut de) {
+        Ok(request) => Ok(request),
+        Err(_) => {
+            // Parse again, slower, only to name the field at fault.
+            de.restart();
+            Err(match serde_path_to_error::deserialize::<_, T>(&mut de) {
+                Err(e) => describe_shape_error(&e.path().to_string(), e.inner(), what),
+                Ok(_) => {
+                    TransformError::Json(format!("The request body does not match the shape of {what}."))
+                }
+            })
+        }
+    }
+}
+
+/// A field a client API allows as either a bare string or a structured value (`content`, `stop`, `tool_choice`,
+/// `image_url`). Deserialized by hand: serde's untagged enums buffer the whole value (large for base64
+/// images) and lose the error position.
+#[derive(Debug)]
+pub(crate) enum StrOr<T> {
+    Str(String),
+    Other(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for StrOr<T> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StrOrVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for StrOrVisitor<T> {
+            type Value = StrOr<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, an array or an object")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(StrOr::Str(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(StrOr::Str(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(StrOr::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(StrOr::Other)
+            }
+        }
+        deserializer.deserialize_any(StrOrVisitor(PhantomData))
+    }
+}
+
+/// Walks the parsed document once, failing as soon as nesting exceeds `remaining`, before any recursive
+/// deserializer (serde's `IgnoredAny`, `serde_json::Value`) can overflow the stack on it.
+struct DepthProbe {
+    remaining: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for DepthProbe {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DepthProbe {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let remaining = self.remaining.checked_sub(1).ok_or_else(|| de::Error::custom(TOO_DEEP))?;
+        while seq.next_element_seed(DepthProbe { remaining })?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let remaining = self.remaining.checked_sub(1).ok_or_else(|| de::Error::custom(TOO_DEEP))?;
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value_seed(DepthProbe { remaining })?;
+        }
+        Ok(())
+    }
+}
+
+const TOO_DEEP: &str = "nested too deeply";
+
+thread_local! {
+    /// simd-json's scratch buffers, kept per thread between requests: allocating them fresh costs page
+    /// faults on every large body (a third of the parse time at 100 KiB). Bodies above
+    /// [`REUSE_BUFFERS_UP_TO`] get one-off buffers so a rare huge request does not pin memory in every worker.
+    static PARSE_BUFFERS: std::cell::RefCell<Option<simd_json::Buffers>> = const { std::cell::RefCell::new(None) };
+}
+
+const REUSE_BUFFERS_UP_TO: usize = 1 << 20;
+
+fn with_parse_buffers<R>(len: usize, parse: impl FnOnce(&mut simd_json::Buffers) -> R) -> R {
+    if len > REUSE_BUFFERS_UP_TO {
+        return parse(&mut simd_json::Buffers::new(len));
+    }
+    let mut buffers =
+        PARSE_BUFFERS.with(|cell| cell.borrow_mut().take()).unwrap_or_else(|| simd_json::Buffers::new(len));
+    let result = parse(&mut buffers);
+    PARSE_BUFFERS.with(|cell| *cell.borrow_mut() = Some(buffers));
+    result
+}
+
+/// Turns a deserialization failure into a message a developer can act on.
+fn describe_shape_error(path: &str, error: &simd_json::Error, what: &str) -> TransformError {
+    use simd_json::ErrorType as E;
+    let expected = |what: &str| format!("invalid type: another type, expected {what}");
+    let detail = match error.error() {
+        E::Serde(text) => text.clone(),
+        E::ExpectedArray => expected("an array"),
+        E::ExpectedMap => expected("an object"),
+        E::ExpectedString => expected("a string"),
+        E::ExpectedBoolean => expected("a boolean"),
+        E::ExpectedInteger | E::ExpectedSigned => expected("an integer"),
+        E::ExpectedUnsigned => expected("a non-negative integer"),
+        E::ExpectedFloat | E::ExpectedNumber => expected("a number"),
+        E::ExpectedNull => expected("null"),
+        E::Overflow => "invalid value: a number that does not fit, expected a smaller number".to_owned(),
+        other => format!("{other:?}"),
+    };
+    if path == "." {
+        return TransformError::Json(format!("The request body must be a JSON object ({what})."));
+    }
+    let message = if let Some(rest) = detail.strip_prefix("invalid type: ") {
+        let (got, expected) = rest.split_once(", expected ").unwrap_or((rest, "another type"));
+        let got = if got == "another type" { String::new() } else { format!(", got {got}") };
+        format!("Invalid type for `{path}`: expected {}{got}.", friendly_type(expected))
+    } else if let Some(rest) = detail.strip_prefix("invalid value: ") {
+        let (got, expected) = rest.split_once(", expected ").unwrap_or((rest, "another value"));
+        format!("Invalid value for `{path}`: expected {}, got {got}.", friendly_type(expected))
+    } else if let Some(rest) = detail.strip_prefix("unknown variant ") {
+        format!("Invalid value for `{path}`: {rest}.")
+    } else if detail.starts_with("missing field") {
+        format!("`{path}` is missing a required field: {}.", detail.trim_start_matches("missing field "))
+    } else {
+        format!("Invalid `{path}`: {detail}.")
+    };
+    TransformError::Invalid { param: Some(path.to_owned()), message }
+}
+
+fn friendly_type(serde_name: &str) -> &str {
+    match serde_name {
+        "f64" | "f32" => "a number",
+        "u32" | "u64" | "u16" | "u8" | "usize" => "a non-negative integer",
+        "i64" | "i32" => "an integer",
+        "a sequence" => "an array",
+        "a map" => "an object",
+        name if name.starts_with("struct ") => "an object",
+        name => name,
+    }
+}

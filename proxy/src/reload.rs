@@ -1,0 +1,303 @@
+//! Live configuration reload: read and validate every file, build a complete new [`Snapshot`], then swap it
+//! in with one store. A bad edit changes nothing; its error (file:line and reason) is logged, kept for
+//! `/admin/health` and `/admin/reload`, and counted in `levitate_config_reloads_total{result="failed"}`.
+//!
+//! Three triggers share [`reload`]: a change in the configuration folder ([`ConfigWatcher`], which watches the
+//! folders rather than the files so that editors saving by rename are seen), SIGHUP ([`SighupReloader`]; Pingora
+//! does not handle it and its default action would kill the process) and `POST /admin/reload`. Settings a
+//! running process cannot change (listening addresses, the store, Pingora's server settings) keep their
+//! running values and are reported as needing a binary upgrade.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use notify::{RecursiveMode, Watcher};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use serde::Serialize;
+
+use crate::app::App;
+use crate::config::Snapshot;
+use crate::store::unix_now;
+
+/// Quiet time after a file event before reloading: editors write several events per save.
+const DEBOUNCE: Duration = Duration::from_millis(250);
+/// Longest wait for quiet: a file rewritten continuously must still be reloaded.
+const DEBOUNCE_MAX: Duration = Duration::from_secs(2);
+
+/// What asked for a reload (a metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Watch,
+    Signal,
+    Admin,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Watch => "watch",
+            Trigger::Signal => "signal",
+            Trigger::Admin => "admin",
+        }
+    }
+}
+
+/// The outcome of one reload attempt, as `/admin/reload` returns it and `/admin/health` shows the last one.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReloadReport {
+    pub ok: bool,
+    pub trigger: Trigger,
+    /// Unix seconds of the attempt.
+    pub at: u64,
+    /// Generation in force after the attempt (unchanged on failure).
+    pub generation: u64,
+    /// `file:line:column: reason` or `file: reason`.
+    pub error: Option<String>,
+    /// Edited settings that keep their running value until a binary upgrade.
+    pub needs_upgrade: Vec<String>,
+}
+
+/// Reload bookkeeping kept in [`App`].
+pub struct ReloadState {
+    /// Serializes reloads: two triggers at once must not interleave read-validate-swap.
+    gate: Mutex<()>,
+    generation: std::sync::atomic::AtomicU64,
+    last: Mutex<Option<ReloadReport>>,
+    /// The configuration the process started with: the source of the settings fixed for its life.
+    boot: Arc<Snapshot>,
+}
+
+impl ReloadState {
+    pub fn new(boot: Arc<Snapshot>) -> Self {
+        ReloadState {
+            gate: Mutex::new(()),
+            generation: std::sync::atomic::AtomicU64::new(1),
+            last: Mutex::new(None),
+            boot,
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn last(&self) -> Option<ReloadReport> {
+        lock(&self.last).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Reloads the configuration from the files the running one came from. Never partially applies.
+pub fn reload(app: &App, trigger: Trigger) -> ReloadReport {
+    let state = &app.reload;
+    let _gate = lock(&state.gate);
+    let main_path = app.snapshot().paths.main.clone();
+    let report = match Snapshot::load(&main_path) {
+        Ok(mut next) => {
+            let needs_upgrade = state.boot.needs_upgrade(&next);
+            keep_process_settings(&mut next, &state.boot);
+            app.install(next);
+            let generation = state.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+            if needs_upgrade.is_empty() {
+                tracing::info!(trigger = trigger.as_str(), generation, "configuration reloaded");
+            } else {
+                tracing::warn!(
+                    trigger = trigger.as_str(),
+                    generation,
+                    needs_upgrade = %needs_upgrade.join(", "),
+                    "configuration reloaded; these settings keep their running value until a binary upgrade"
+                );
+            }
+            ReloadReport { ok: true, trigger, at: unix_now(), generation, error: None, needs_upgrade }
+        }
+        Err(e) => {
+            tracing::error!(trigger = trigger.as_str(), error = %e, "configuration reload refused; nothing changed");
+            let pending = lock(&state.last).as_ref().map(|r| r.needs_upgrade.clone()).unwrap_or_default();
+            ReloadReport {
+                ok: false,
+                trigger,
+                at: unix_now(),
+                generation: state.generation(),
+                error: Some(e.to_string()),
+                needs_upgrade: pending,
+            }
+        }
+    };
+    app.metrics.config_reload(trigger.as_str(), report.ok, report.generation, report.needs_upgrade.len());
+    *lock(&state.last) = Some(report.clone());
+    report
+}
+
+/// Puts back the values a running process cannot change, so the snapshot in force tells the truth.
+fn keep_process_settings(next: &mut Snapshot, boot: &Snapshot) {
+    next.listen = boot.listen;
+    next.admin.listen = boot.admin.listen;
+    next.server = boot.server.clone();
+    next.store_path = boot.store_path.clone();
+    next.upstream.connect_timeout = boot.upstream.connect_timeout;
+    next.upstream.read_timeout = boot.upstream.read_timeout;
+}
+
+/// SIGHUP reloads the configuration (`systemctl reload levitate`).
+pub struct SighupReloader {
+    app: Arc<App>,
+}
+
+impl SighupReloader {
+    pub fn new(app: Arc<App>) -> Self {
+        SighupReloader { app }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for SighupReloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reload by file change or /admin/reload");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    let app = self.app.clone();
+                    let _ = tokio::task::spawn_blocking(move || reload(&app, Trigger::Signal)).await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Watches the folders of levitate.yaml, routes.yaml and accounts.yaml and reloads after a change settles.
+pub struct ConfigWatcher {
+    app: Arc<App>,
+}
+
+impl ConfigWatcher {
+    pub fn new(app: Arc<App>) -> Self {
+        ConfigWatcher { app }
+    }
+}
+
+/// The configuration files of a snapshot, as absolute-ish paths, and the folders holding them.
+fn watched(snapshot: &Snapshot) -> (HashSet<PathBuf>, HashSet<PathBuf>) {
+    let files: HashSet<PathBuf> = [&snapshot.paths.main, &snapshot.paths.routes, &snapshot.paths.accounts]
+        .into_iter()
+        .map(|p| absolute(p))
+        .collect();
+    let folders = files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
+    (files, folders)
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    // Symlinked folders (/etc/levitate -> …) report events under the real path.
+    match (path.parent().and_then(|p| p.canonicalize().ok()), path.file_name()) {
+        (Some(folder), Some(name)) => folder.join(name),
+        _ => path,
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ConfigWatcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<notify::Result<notify::Event>>();
+        let mut watcher = match notify::recommended_watcher(move |event| {
+            let _ = tx.send(event);
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch the configuration folder; reload with SIGHUP or /admin/reload");
+                return;
+            }
+        };
+        let (mut files, mut folders) = watched(&self.app.snapshot());
+        for folder in &folders {
+            if let Err(e) = watcher.watch(folder, RecursiveMode::NonRecursive) {
+                tracing::error!(folder = %folder.display(), error = %e, "cannot watch a configuration folder");
+            }
+        }
+        loop {
+            let event = tokio::select! {
+                event = rx.recv() => event,
+                _ = shutdown.changed() => return,
+            };
+            let Some(event) = event else { return };
+            if !concerns(&event, &files) {
+                continue;
+            }
+            // Let the save finish: wait until the configuration files are quiet (other files in the folder,
+            // such as a log being written, do not count), but never longer than DEBOUNCE_MAX.
+            let give_up = tokio::time::Instant::now() + DEBOUNCE_MAX;
+            let mut quiet_from = tokio::time::Instant::now() + DEBOUNCE;
+            loop {
+                match tokio::time::timeout_at(quiet_from.min(give_up), rx.recv()).await {
+                    Ok(Some(event)) => {
+                        if concerns(&event, &files) {
+                            quiet_from = tokio::time::Instant::now() + DEBOUNCE;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            let app = self.app.clone();
+            let _ = tokio::task::spawn_blocking(move || reload(&app, Trigger::Watch)).await;
+            // accounts_file / routes_file may now name other files, possibly in other folders.
+            let (next_files, next_folders) = watched(&self.app.snapshot());
+            for folder in next_folders.difference(&folders) {
+                if let Err(e) = watcher.watch(folder, RecursiveMode::NonRecursive) {
+                    tracing::error!(folder = %folder.display(), error = %e, "cannot watch a configuration folder");
+                }
+            }
+            for folder in folders.difference(&next_folders) {
+                let _ = watcher.unwatch(folder);
+            }
+            files = next_files;
+            folders = next_folders;
+        }
+    }
+}
+
+/// Whether a file event touches one of the configuration files (created, written, renamed onto, removed).
+fn concerns(event: &notify::Result<notify::Event>, files: &HashSet<PathBuf>) -> bool {
+    let Ok(event) = event else { return true };
+    if event.kind.is_access() {
+        return false;
+    }
+    event.paths.iter().any(|p| files.contains(p) || files.contains(&absolute(p)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_events_on_configuration_files_count() {
+        let dir = std::env::temp_dir().join(format!("levitate-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files: HashSet<PathBuf> = [absolute(&dir.join("routes.yaml"))].into_iter().collect();
+        let event = |path: PathBuf, kind| Ok(notify::Event::new(kind).add_path(path));
+        let modify = notify::EventKind::Modify(notify::event::ModifyKind::Any);
+        let access = notify::EventKind::Access(notify::event::AccessKind::Any);
+        assert!(concerns(&event(dir.join("routes.yaml"), modify), &files));
+        assert!(!concerns(&event(dir.join(".routes.yaml.swp"), modify), &files));
+        assert!(!concerns(&event(dir.join("routes.yaml"), access), &files));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The test command: every Rust test, then the end-to-end suite (tests/e2e) against the built binaries.
+#
+#   bash scripts/test-all.sh [extra pytest args]
+#
+# Needs Rust, Python 3 and pip; installs the rest (cmake and curl through apt-get, the Python clients into .venv).
+# One debug workspace build is shared by cargo test and the e2e suite. Exits non-zero on the first failure.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$(pwd)"
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf '\ntest-all: FAILED: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else
+        die "need root (or sudo) to run: $*"
+    fi
+}
+
+APT_UPDATED=0
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install these yourself: $*"
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        as_root apt-get update -qq || die "apt-get update"
+        APT_UPDATED=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null || die "apt-get install $*"
+}
+
+step "system tools"
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs)"
+command -v python3 >/dev/null 2>&1 || die "python3 not found"
+missing=()
+command -v cc >/dev/null 2>&1 || missing+=(build-essential)   # linker, and C code in dependencies
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)           # libz-ng-sys (zlib-ng, under Pingora) builds with it
+command -v curl >/dev/null 2>&1 || missing+=(curl)             # the demo test runs the curl line the demo prints
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing ${missing[*]}"
+    apt_install "${missing[@]}"
+fi
+
+step "python environment (.venv)"
+VENV="$ROOT/.venv"
+if [ ! -x "$VENV/bin/python" ]; then
+    if ! python3 -m venv "$VENV" 2>/dev/null; then
+        rm -rf "$VENV"
+        pyver="$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+        apt_install python3-venv
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "python${pyver}-venv" >/dev/null 2>&1 || true
+        python3 -m venv "$VENV" || die "python3 -m venv"
+    fi
+fi
+REQS="$ROOT/tests/e2e/requirements.txt"
+STAMP="$VENV/.requirements.sha256"
+want="$(sha256sum "$REQS" | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQS" || die "pip install -r $REQS"
+    echo "$want" > "$STAMP"
+fi
+
+step "cargo build --workspace --bins"
+cargo build --workspace --bins || die "cargo build"
+
+step "cargo test --workspace"
+cargo test --workspace || die "cargo test"
+
+step "pytest tests/e2e"
+export LEVITATE_BIN="${LEVITATE_BIN:-$ROOT/target/debug/levitate}"
+export LEVITATE_SIM_BIN="${LEVITATE_SIM_BIN:-$ROOT/target/debug/levitate-sim}"
+[ -x "$LEVITATE_BIN" ] || die "$LEVITATE_BIN was not built"
+[ -x "$LEVITATE_SIM_BIN" ] || die "$LEVITATE_SIM_BIN was not built"
+status=0
+"$VENV/bin/python" -m pytest tests/e2e -q -p no:cacheprovider "$@" || status=$?
+if [ "$status" -ne 0 ]; then
+    die "pytest tests/e2e (exit $status)"
+fi
+printf '\ntest-all: all tests passed\n'

@@ -1,0 +1,124 @@
+"""The Nginx site configuration documented in docs/operations.md, run by the real Nginx (Debian package) in front
+of Levitate: SSE events pass through as they are produced (the first one reaches the client while the upstream
+stream is still open), large prompts are accepted, and plain requests work over upstream keep-alive.
+
+The test reads the configuration from the documentation itself, so the documented file is the tested one.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import API_KEY, REPO, Gateway, Process, free_port, wait_until
+
+DOC = REPO / "docs" / "operations.md"
+MARKER = "<!-- tested by tests/e2e/test_nginx.py -->"
+
+
+def nginx_binary() -> str:
+    path = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if path is None:
+        pytest.skip("nginx is not installed (scripts/test-all.sh installs the Debian package `nginx`)")
+    return path
+
+
+def documented_site() -> str:
+    text = DOC.read_text()
+    assert MARKER in text, f"{DOC} lost the tested Nginx configuration block"
+    block = re.search(r"```nginx\n(.*?)```", text[text.index(MARKER):], re.S)
+    assert block, "no ```nginx block after the marker"
+    return block.group(1)
+
+
+def start_nginx(tmp_path: Path, gateway: Gateway) -> tuple[Process, str]:
+    site = documented_site()
+    upstream = gateway.base_url.removeprefix("http://")
+    assert "server 127.0.0.1:8045" in site and "listen 80;" in site, "the test rewrites these two lines"
+    port = free_port()
+    site = site.replace("server 127.0.0.1:8045", f"server {upstream}").replace("listen 80;", f"listen 127.0.0.1:{port};")
+    prefix = tmp_path / "nginx"
+    for d in ("logs", "temp/body", "temp/proxy", "temp/fastcgi", "temp/uwsgi", "temp/scgi"):
+        (prefix / d).mkdir(parents=True, exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"""
+daemon off;
+master_process off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {prefix}/logs/access.log;
+    client_body_temp_path {prefix}/temp/body;
+    proxy_temp_path {prefix}/temp/proxy;
+    fastcgi_temp_path {prefix}/temp/fastcgi;
+    uwsgi_temp_path {prefix}/temp/uwsgi;
+    scgi_temp_path {prefix}/temp/scgi;
+{site}
+}}
+""")
+    process = Process("nginx", [nginx_binary(), "-p", str(prefix), "-c", str(conf)], tmp_path / "logs")
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(base + "/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until("nginx to proxy /health", up, 20.0, process)
+    return process, base
+
+
+@pytest.fixture
+def nginx(tmp_path: Path, start_gateway):
+    gateway = start_gateway(scenario={"latency": {"inter_chunk_ms": 250}})
+    process, base = start_nginx(tmp_path, gateway)
+    yield gateway, base
+    process.stop()
+
+
+def test_the_first_sse_event_arrives_through_nginx_while_the_upstream_is_still_streaming(nginx):
+    gateway, base = nginx
+    email = gateway.accounts[0].email
+    started = time.monotonic()
+    first_event_at = None
+    in_flight_at_first_event = None
+    events = []
+    with httpx.Client(timeout=60.0) as client:
+        with client.stream("POST", base + "/v1/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"},
+                           json={"model": "gpt-4o", "stream": True,
+                                 "messages": [{"role": "user", "content": "stream [sim:text] [sim:words=200]"}]}) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            for line in r.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                if first_event_at is None:
+                    first_event_at = time.monotonic() - started
+                    in_flight_at_first_event = gateway.sim.account_stats(email).get("in_flight")
+                events.append(line)
+    total = time.monotonic() - started
+
+    assert events[-1] == "data: [DONE]"
+    assert in_flight_at_first_event == 1, "the first event only arrived after the upstream stream had ended"
+    assert first_event_at < total - 1.0, f"first event at {first_event_at:.2f}s of {total:.2f}s: Nginx buffered"
+
+
+def test_plain_and_large_requests_pass_through_nginx(nginx):
+    gateway, base = nginx
+    with httpx.Client(base_url=base, timeout=60.0, headers={"Authorization": f"Bearer {API_KEY}"}) as client:
+        for _ in range(3):
+            r = client.post("/v1/chat/completions",
+                            json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi [sim:text]"}]})
+            assert r.status_code == 200, r.text
+        big = "lorem ipsum " * (2 * 1024 * 1024 // 12)  # a 2 MiB prompt, as Claude Code sends
+        r = client.post("/v1/chat/completions",
+                        json={"model": "gpt-4o", "messages": [{"role": "user", "content": big + " [sim:text]"}]})
+        assert r.status_code == 200, f"{r.status_code}: {r.text[:300]}"
+    assert gateway.sim.stats()["totals"]["requests"] == 4
