@@ -140,6 +140,14 @@ impl ProxyHttp for Gateway {
         Ok(true)
     }
 
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<()> {
+        if crate::upgrade::draining() {
+            // Handing over to a new process: make the client's next request open a connection to it.
+            session.set_keepalive(None);
+        }
+        Ok(())
+    }
+
     async fn logging(&self, _session: &mut Session, _e: Option<&pingora_core::Error>, ctx: &mut RequestCtx) {
         let elapsed = ctx.started.elapsed();
         ctx.stream = None;
@@ -355,7 +363,7 @@ impl Gateway {
         let session_id = self.session_id(session, request.session_hint(), request.first_user_text());
         let target = Target { upstream_model: &upstream_model, session_id: &session_id };
         let inner = openai::build_inner_request(&request, &target, &StoredSignatures(&self.app))?;
-        let (response, lease) = self.open_upstream(ctx, snapshot, &upstream_model, &session_id, &inner.json).await?;
+        let (response, lease) = self.open_upstream(session, ctx, snapshot, &upstream_model, &session_id, &inner.json).await?;
         let request_uuid = uuid::Uuid::new_v4().simple().to_string();
         let options = OpenAiStreamOptions {
             id: format!("chatcmpl-{request_uuid}"),
@@ -389,7 +397,7 @@ impl Gateway {
         let session_id = self.session_id(session, client_key, request.first_user_text());
         let target = Target { upstream_model: &upstream_model, session_id: &session_id };
         let inner = anthropic::build_inner_request(&request, &target, &StoredSignatures(&self.app))?;
-        let (response, lease) = self.open_upstream(ctx, snapshot, &upstream_model, &session_id, &inner.json).await?;
+        let (response, lease) = self.open_upstream(session, ctx, snapshot, &upstream_model, &session_id, &inner.json).await?;
         let request_uuid = uuid::Uuid::new_v4().simple().to_string();
         let options = AnthropicStreamOptions {
             id: format!("msg_{request_uuid}"),
@@ -437,7 +445,7 @@ impl Gateway {
         let session_id = self.session_id(session, None, request.first_user_text());
         let target = Target { upstream_model: &upstream_model, session_id: &session_id };
         let inner = gemini::build_inner_request(&request, &target, &StoredSignatures(&self.app))?;
-        let (response, lease) = self.open_upstream(ctx, snapshot, &upstream_model, &session_id, &inner.json).await?;
+        let (response, lease) = self.open_upstream(session, ctx, snapshot, &upstream_model, &session_id, &inner.json).await?;
         let sse = session.req_header().uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
         let mode = if sse { GeminiStreamMode::Sse } else { GeminiStreamMode::JsonArray };
         let options = GeminiStreamOptions { mode, tool_names: inner.tool_names };
@@ -504,8 +512,12 @@ impl Gateway {
     }
 
     /// Runs the upstream exchange (leases, retries) and records what it did in the request's context.
+    ///
+    /// Raced against the client: if it leaves while we wait for the first byte (a long thinking pause, a
+    /// queue for a busy account), the attempt is dropped at once, which closes the upstream connection.
     async fn open_upstream(
         &self,
+        session: &mut Session,
         ctx: &mut RequestCtx,
         snapshot: &Arc<Snapshot>,
         upstream_model: &str,
@@ -514,7 +526,13 @@ impl Gateway {
     ) -> std::result::Result<(UpstreamResponse, Lease), ClientError> {
         let mut attempts = Attempts { session: Some(session_id.to_string()), ..Attempts::default() };
         let waited = Instant::now();
-        let opened = exchange::open(&self.app, snapshot, upstream_model, inner_request, &mut attempts).await;
+        let opened = tokio::select! {
+            opened = exchange::open(&self.app, snapshot, upstream_model, inner_request, &mut attempts) => opened,
+            _ = session.as_downstream_mut().read_body_or_idle(true) => {
+                tracing::info!("client disconnected before the first byte; upstream attempt dropped");
+                Err(ClientError::new(499, ErrorKind::InvalidRequest, "client closed the request"))
+            }
+        };
         ctx.upstream_wait += waited.elapsed();
         ctx.attempts = attempts.count;
         ctx.account = attempts.last_account;
@@ -694,6 +712,11 @@ impl Gateway {
         ctx: &mut RequestCtx,
         error: &ClientError,
     ) -> Result<()> {
+        if error.status == 499 {
+            // The client is gone; there is no one to answer.
+            ctx.status = 499;
+            return Ok(());
+        }
         if ctx.status != 0 {
             // Headers already went out; the stream was ended in its own protocol.
             return Ok(());
