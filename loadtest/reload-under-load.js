@@ -72,6 +72,7 @@ export function longStream() {
     streamsCompleted.add(1);
   } else {
     streamsCut.add(1);
+    console.error(`stream failed: status ${r.status} error ${r.error} (code ${r.error_code}), ${text.length} bytes`);
   }
 }
 
@@ -81,6 +82,9 @@ export function shortRequest() {
     messages: [{ role: 'user', content: `short [sim:text] [sim:words=5] vu ${__VU} it ${__ITER}` }],
   });
   const r = http.post(`${BASE_URL}/v1/chat/completions`, body, { headers, timeout: '60s', tags: { kind: 'short' } });
+  if (r.status !== 200) {
+    console.error(`short request failed: status ${r.status} error ${r.error} (code ${r.error_code})`);
+  }
   check(r, {
     'short status 200': (res) => res.status === 200,
     'short has an answer': (res) => res.status === 200 && res.json('choices.0.message.content').length > 0,

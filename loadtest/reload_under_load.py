@@ -2,7 +2,7 @@
 3 binary upgrades. Exits non-zero if k6's thresholds fail (a failed request or a cut stream), if any reload was
 refused, or if an upgrade did not hand over. Run it with `bash scripts/reload-under-load.sh`.
 
-Environment: LEVITATE_BIN, LEVITATE_SIM_BIN, K6 (paths); DURATION (k6 duration, default 150s); RELOADS (50);
+Environment: LEVITATE_BIN, LEVITATE_SIM_BIN, K6 (paths); DURATION (k6 duration, default 240s); RELOADS (50);
 UPGRADES (3); STREAMS, RATE, WORDS (passed to k6).
 """
 
@@ -74,7 +74,7 @@ def run() -> int:
     levitate = os.environ.get("LEVITATE_BIN", str(REPO / "target/debug/levitate"))
     sim_bin = os.environ.get("LEVITATE_SIM_BIN", str(REPO / "target/debug/levitate-sim"))
     k6 = os.environ.get("K6", "k6")
-    duration = os.environ.get("DURATION", "150s")
+    duration = os.environ.get("DURATION", "240s")
     reloads = int(os.environ.get("RELOADS", "50"))
     upgrades = int(os.environ.get("UPGRADES", "3"))
     seconds = int(duration.rstrip("s"))
@@ -156,6 +156,18 @@ def run() -> int:
                                     capture_output=True, text=True, timeout=90)
             print(result.stdout.strip() or result.stderr.strip())
             new = wait_for("the new process on the admin listener", lambda: (p := health()["pid"]) != old and p, 30)
+
+            def old_gone() -> bool:
+                if old == gateway.pid:
+                    return gateway.poll() is not None  # our child: reap it
+                try:
+                    # Gone, or a zombie waiting for whoever inherited it.
+                    return Path(f"/proc/{old}/stat").read_text().split(") ", 1)[1].startswith("Z")
+                except OSError:
+                    return True
+
+            # The old process accepts for 5 more seconds, then drains its streams and exits.
+            wait_for("the old process to drain and exit", old_gone, 150)
             pids.append(new)
             upgraded += 1
         time.sleep(window / reloads)

@@ -4,7 +4,7 @@
 # binary is upgraded 3 times (`levitate upgrade`). Fails on any failed request, cut stream, refused reload or
 # missed hand-over. The measured result is recorded in docs/operations.md.
 #
-#   bash scripts/reload-under-load.sh              # debug build, 150 s
+#   bash scripts/reload-under-load.sh              # debug build, 240 s
 #   PROFILE=release DURATION=300s bash scripts/reload-under-load.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

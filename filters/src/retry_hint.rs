@@ -104,7 +104,9 @@ impl Refusal {
             (_, Reason::QuotaExhausted) => {
                 Verdict::QuotaExhausted { rest: self.delay.unwrap_or(QUOTA_THRESHOLD) }
             }
-            (_, Reason::RateLimitExceeded) => Verdict::RateLimited { rest: self.delay.unwrap_or(default_rest) },
+            (_, Reason::RateLimitExceeded) => {
+                Verdict::RateLimited { rest: self.delay.unwrap_or(default_rest) }
+            }
             (429, _) => match self.delay {
                 Some(rest) if rest > QUOTA_THRESHOLD => Verdict::QuotaExhausted { rest },
                 delay => Verdict::RateLimited { rest: delay.unwrap_or(default_rest) },
@@ -192,7 +194,7 @@ fn duration_value(v: &Value) -> Option<Duration> {
 }
 
 fn seconds(s: f64) -> Option<Duration> {
-    (s.is_finite() && s >= 0.0 && s < 1e12).then(|| Duration::from_secs_f64(s))
+    (s.is_finite() && (0.0..1e12).contains(&s)).then(|| Duration::from_secs_f64(s))
 }
 
 /// Parses Go / protobuf durations: `25h20m26.179915352s`, `479.417207ms`, `0.479417207s`, `1m`, `250us`.
@@ -212,7 +214,8 @@ fn go_duration_prefix(bytes: &[u8]) -> Option<(Duration, usize)> {
         while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'.') {
             i += 1;
         }
-        let Some(number) = std::str::from_utf8(&bytes[start..i]).ok().and_then(|n| n.parse::<f64>().ok()) else {
+        let Some(number) = std::str::from_utf8(&bytes[start..i]).ok().and_then(|n| n.parse::<f64>().ok())
+        else {
             // A lone `.` (end of a sentence) ends the duration before it.
             i = start;
             break;
@@ -392,7 +395,8 @@ mod tests {
     fn durations_in_prose() {
         let m = "You have exhausted your capacity on this model. Your quota will reset after 25h20m26s.";
         assert_eq!(duration_in_text(m), Some(Duration::from_secs(91_226)));
-        let m = "Individual quota reached. Contact your administrator to enable overages. Resets in 108h48m29s.";
+        let m =
+            "Individual quota reached. Contact your administrator to enable overages. Resets in 108h48m29s.";
         assert_eq!(duration_in_text(m), Some(Duration::from_secs(108 * 3600 + 48 * 60 + 29)));
         assert_eq!(duration_in_text("retry in 479.4ms please"), Some(Duration::from_micros(479_400)));
         assert_eq!(duration_in_text("No capacity available for model gemini-3-flash on the server"), None);
@@ -428,7 +432,9 @@ mod tests {
         let r = classify(429, body, None, NOW);
         assert_eq!(r.reason, Reason::QuotaExhausted);
         assert_eq!(r.delay.map(|d| d.as_secs()), Some(91_226));
-        assert!(matches!(r.verdict(Duration::from_secs(5)), Verdict::QuotaExhausted { rest } if rest.as_secs() == 91_226));
+        assert!(
+            matches!(r.verdict(Duration::from_secs(5)), Verdict::QuotaExhausted { rest } if rest.as_secs() == 91_226)
+        );
     }
 
     #[test]
@@ -440,7 +446,8 @@ mod tests {
         };
         let r = classify(429, info(r#"{"quotaResetDelay":"1h"}"#).as_bytes(), None, NOW);
         assert_eq!(r.delay, Some(Duration::from_secs(3600)));
-        let r = classify(429, info(r#"{"quotaResetTimeStamp":"2026-04-24T04:06:40Z"}"#).as_bytes(), None, NOW);
+        let r =
+            classify(429, info(r#"{"quotaResetTimeStamp":"2026-04-24T04:06:40Z"}"#).as_bytes(), None, NOW);
         assert_eq!(r.delay, Some(Duration::from_secs(3600)));
         let r = classify(429, info("{}").as_bytes(), Some("7"), NOW);
         assert_eq!(r.delay, Some(Duration::from_secs(7)));
@@ -449,7 +456,10 @@ mod tests {
         assert_eq!((r.reason, r.delay), (Reason::Other, None));
         assert_eq!(r.verdict(Duration::from_secs(5)), Verdict::RateLimited { rest: Duration::from_secs(5) });
         let prose = br#"{"error":{"code":429,"message":"Individual quota reached. Resets in 108h48m29s."}}"#;
-        assert!(matches!(classify(429, prose, None, NOW).verdict(Duration::from_secs(5)), Verdict::QuotaExhausted { .. }));
+        assert!(matches!(
+            classify(429, prose, None, NOW).verdict(Duration::from_secs(5)),
+            Verdict::QuotaExhausted { .. }
+        ));
     }
 
     #[test]

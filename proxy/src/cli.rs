@@ -308,7 +308,7 @@ fn list_accounts(config: &Path) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    println!("{:<40} {:<8} {:<28} {:<30} {}", "EMAIL", "ENABLED", "TIER", "PROJECT", "MAX_CONCURRENT");
+    println!("{:<40} {:<8} {:<28} {:<30} MAX_CONCURRENT", "EMAIL", "ENABLED", "TIER", "PROJECT");
     for a in &snapshot.accounts {
         println!(
             "{:<40} {:<8} {:<28} {:<30} {}",
@@ -357,7 +357,7 @@ fn quota(config: &Path) -> ExitCode {
         Err(code) => return code,
     };
     let rows = rt.block_on(fetch_quotas(&snapshot));
-    println!("{:<40} {:<28} {:>10}  {}", "ACCOUNT", "MODEL", "REMAINING", "RESETS");
+    println!("{:<40} {:<28} {:>10}  RESETS", "ACCOUNT", "MODEL", "REMAINING");
     let mut failed = false;
     for row in rows {
         match row {

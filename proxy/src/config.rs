@@ -1044,7 +1044,7 @@ mod tests {
         let p = write_config(&d, &edited, ACCOUNTS, "default: gemini-3-pro-high\n");
         let next = Snapshot::load_with_env(&p, &env()).unwrap();
         assert_eq!(running.needs_upgrade(&next), vec!["listen", "server.grace_period"]);
-        assert_eq!(next.server.pid_file, d.join("/run/levitate/levitate.pid"));
+        assert_eq!(next.server.pid_file, PathBuf::from("/run/levitate/levitate.pid"), "absolute paths stay");
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub struct Attempts {
 
 /// What sending to the endpoints gave.
 enum Sent {
-    Ok(UpstreamResponse),
+    Ok(Box<UpstreamResponse>),
     /// A refusal and its raw body (kept for the client's error message).
     Refused(Refusal, Bytes),
     Unreachable(String),
@@ -125,12 +125,20 @@ async fn open_call(
             Err(SelectError::Busy) => {
                 app.metrics.pool.rejected("busy");
                 attempts.retry_after = Some(BUSY_RETRY_AFTER);
-                return Err(ClientError::new(429, ErrorKind::RateLimit, "every account is busy; retry shortly"));
+                return Err(ClientError::new(
+                    429,
+                    ErrorKind::RateLimit,
+                    "every account is busy; retry shortly",
+                ));
             }
             Err(SelectError::Locked { until_ms }) => {
                 app.metrics.pool.rejected("resting");
                 let wait = Duration::from_millis(until_ms.saturating_sub(now_ms()));
-                tracing::debug!(model = upstream_model, wait_ms = wait.as_millis() as u64, "every account is resting");
+                tracing::debug!(
+                    model = upstream_model,
+                    wait_ms = wait.as_millis() as u64,
+                    "every account is resting"
+                );
                 attempts.retry_after = Some(wait);
                 return Err(ClientError::new(
                     429,
@@ -191,11 +199,12 @@ async fn open_call(
             Call::CountTokens { body } => Bytes::copy_from_slice(body),
         };
         let headers = upstream_headers(&token.token, &snapshot.upstream.user_agent, upstream_model);
-        let (refusal, error_body) = match send_with_fallback(app, snapshot, call.path(), &headers, body).await {
+        let (refusal, error_body) = match send_with_fallback(app, snapshot, call.path(), &headers, body).await
+        {
             Sent::Ok(response) => {
                 app.metrics.upstream_attempt(&account.email, "ok");
                 app.pool.on_success(&lease, session);
-                return Ok((response, lease));
+                return Ok((*response, lease));
             }
             Sent::Unreachable(message) => {
                 tracing::warn!(account = %account.email, error = %message, "upstream unreachable");
@@ -315,14 +324,9 @@ async fn send_with_fallback(
     let endpoints = &snapshot.upstream.endpoints;
     let mut last = Sent::Unreachable("no endpoint configured".to_string());
     for url in endpoints {
-        let request = UpstreamRequest {
-            url,
-            path,
-            headers,
-            body: body.clone(),
-        };
+        let request = UpstreamRequest { url, path, headers, body: body.clone() };
         match app.upstream.send(request).await {
-            Ok(response) if response.status == 200 => return Sent::Ok(response),
+            Ok(response) if response.status == 200 => return Sent::Ok(Box::new(response)),
             Ok(mut response) => {
                 let status = response.status;
                 let retry_after = response.header("retry-after").map(str::to_string);

@@ -477,6 +477,7 @@ impl Gateway {
         ctx.upstream_wait += waited.elapsed();
         ctx.attempts = attempts.count;
         ctx.account = attempts.last_account;
+        ctx.retry_after = attempts.retry_after;
         let answer = answer?;
         let body = gemini::parse_count_tokens_response(&answer).ok_or_else(|| {
             ClientError::new(502, ErrorKind::Api, "the upstream answered countTokens without totalTokens")

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -62,8 +62,9 @@ impl OpsMetrics {
             registered(registry, metric)
         };
         let histograms = |name: &str, help: &str, buckets: Vec<f64>| {
-            let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["protocol", "route"])
-                .unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
+            let metric =
+                HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["protocol", "route"])
+                    .unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
             registered(registry, metric)
         };
         let last_reload = prometheus::GaugeVec::new(

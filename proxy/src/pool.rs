@@ -681,7 +681,8 @@ impl AccountPool {
             if let Some(project) = self.project_of(account) {
                 let selector = self.selector.load();
                 for e in selector.entries.iter() {
-                    if e.account.id != account.id && self.project_of(&e.account).as_deref() == Some(&project) {
+                    if e.account.id != account.id && self.project_of(&e.account).as_deref() == Some(&project)
+                    {
                         ids.push(e.account.id.clone());
                     }
                 }
@@ -962,7 +963,8 @@ mod tests {
 
     #[test]
     fn equal_accounts_share_the_load_evenly() {
-        let pool = AccountPool::new(&[account("a@x", None, 3), account("b@x", None, 3), account("c@x", None, 3)]);
+        let pool =
+            AccountPool::new(&[account("a@x", None, 3), account("b@x", None, 3), account("c@x", None, 3)]);
         let mut counts: HashMap<String, u32> = HashMap::new();
         for _ in 0..300 {
             let lease = pick(&pool).unwrap();
@@ -1012,8 +1014,7 @@ mod tests {
 
     #[test]
     fn project_scope_locks_the_whole_project() {
-        let mut settings = PoolSettings::default();
-        settings.lock_scope = LockScope::Project;
+        let settings = PoolSettings { lock_scope: LockScope::Project, ..PoolSettings::default() };
         let mut a = account("a@x", None, 3);
         a.project_id = Some("p".into());
         let mut b = account("b@x", None, 3);
@@ -1026,13 +1027,18 @@ mod tests {
 
     #[test]
     fn accounts_under_the_quota_floor_are_skipped_until_the_reset() {
-        let mut settings = PoolSettings::default();
-        settings.quota_floor = 0.2;
-        let pool = AccountPool::build(&[account("a@x", Some("g1-ultra-tier"), 3), account("b@x", None, 3)], settings, None);
-        let view = QuotaView { remaining_fraction: 0.1, reset_ms: Some(now_ms() + 60_000), fetched_at: unix_now() };
+        let settings = PoolSettings { quota_floor: 0.2, ..PoolSettings::default() };
+        let pool = AccountPool::build(
+            &[account("a@x", Some("g1-ultra-tier"), 3), account("b@x", None, 3)],
+            settings,
+            None,
+        );
+        let view =
+            QuotaView { remaining_fraction: 0.1, reset_ms: Some(now_ms() + 60_000), fetched_at: unix_now() };
         pool.record_quota("a@x", "m", view);
         assert_eq!(pick(&pool).unwrap().id(), "b@x");
-        let past = QuotaView { remaining_fraction: 0.1, reset_ms: Some(now_ms() - 1), fetched_at: unix_now() };
+        let past =
+            QuotaView { remaining_fraction: 0.1, reset_ms: Some(now_ms() - 1), fetched_at: unix_now() };
         pool.record_quota("a@x", "m", past);
         assert_eq!(pick(&pool).unwrap().id(), "a@x", "after the reset the snapshot no longer holds");
     }
@@ -1184,9 +1190,12 @@ mod tests {
         let waiter = {
             let pool = pool.clone();
             tokio::spawn(async move {
-                pool.select_or_wait(&Selection { model: "m", exclude: &[], session: None }, Duration::from_secs(5))
-                    .await
-                    .map(|l| l.id().to_string())
+                pool.select_or_wait(
+                    &Selection { model: "m", exclude: &[], session: None },
+                    Duration::from_secs(5),
+                )
+                .await
+                .map(|l| l.id().to_string())
             })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -210,7 +210,9 @@ impl Store {
     }
 
     pub fn put_lockout(&self, record: &LockoutRecord) -> Result<(), StoreError> {
-        self.trees().lockouts.insert(pair_key(&record.account, &record.model), serde_json::to_vec(record)?)?;
+        self.trees()
+            .lockouts
+            .insert(pair_key(&record.account, &record.model), serde_json::to_vec(record)?)?;
         Ok(())
     }
 
@@ -379,7 +381,11 @@ mod tests {
             store.put_request_record(at, body.as_bytes()).unwrap();
         }
         assert_eq!(store.request_records(2).unwrap(), vec![b"d".to_vec(), b"c".to_vec()]);
-        assert_eq!(store.prune_request_records(10, 2_000).unwrap(), 1, "only the record older than the cutoff");
+        assert_eq!(
+            store.prune_request_records(10, 2_000).unwrap(),
+            1,
+            "only the record older than the cutoff"
+        );
         assert_eq!(store.prune_request_records(2, 0).unwrap(), 1, "then the oldest beyond the count");
         assert_eq!(store.request_records(10).unwrap(), vec![b"d".to_vec(), b"c".to_vec()]);
     }

@@ -35,6 +35,16 @@ struct Invocation {
 
 static INVOCATION: OnceLock<Invocation> = OnceLock::new();
 
+/// Set once this process is handing over to a new one (see [`draining`]).
+static DRAINING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process is handing its sockets over. Pingora keeps accepting for 5 s after SIGQUIT and then
+/// drops idle keep-alive connections, which races with a client that reuses one at that moment; answering
+/// with `Connection: close` meanwhile makes clients open their next connection to the new process instead.
+pub fn draining() -> bool {
+    DRAINING.load(Ordering::Relaxed)
+}
+
 /// Remembers how this process was started; call first thing in `main`. After `install` or `mv` replaces the
 /// binary, `/proc/self/exe` names a deleted file, so the path must be read now.
 pub fn remember_invocation() {
@@ -122,6 +132,7 @@ impl BackgroundService for Lifecycle {
                 _ = quit.recv() => {
                     // Pingora is sending our sockets to the new process; give it the store too.
                     tracing::info!("SIGQUIT: handing the listening sockets and the store to the new process");
+                    DRAINING.store(true, Ordering::Relaxed);
                     if let Err(e) = self.app.store.detach() {
                         tracing::error!(error = %e, "cannot release the store for the new process");
                     }

@@ -153,7 +153,11 @@ impl Upstream {
     }
 
     /// One GET, read whole and bounded (the OAuth userinfo endpoint of `levitate accounts login`).
-    pub async fn get(&self, request: UpstreamRequest<'_>, limit: usize) -> Result<(u16, Bytes), UpstreamError> {
+    pub async fn get(
+        &self,
+        request: UpstreamRequest<'_>,
+        limit: usize,
+    ) -> Result<(u16, Bytes), UpstreamError> {
         let mut response = self.send_with_method("GET", request).await?;
         let body = response.read_to_end(limit).await?;
         let status = response.status;

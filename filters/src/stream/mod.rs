@@ -12,7 +12,7 @@ use crate::signature::CapturedSignature;
 pub mod anthropic;
 pub mod chunk;
 pub mod gemini;
-mod json;
+pub(crate) mod json;
 pub mod openai;
 
 pub use chunk::{Chunk, ChunkParser, FinishReason, Part, Usage};

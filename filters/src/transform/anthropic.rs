@@ -27,7 +27,8 @@ use serde_json::Value;
 
 use super::body::{parse_body, StrOr};
 use super::inner::{
-    auto_mode, ensure_user_first, guess_mime, push_part, FunctionCallOut, FunctionDeclaration,
+    auto_mode, encode_tools, ensure_user_first, guess_mime, push_part, FunctionCallOut, FunctionDeclaration,
+    JsonObject,
     FunctionResponseOut, GenerationConfig, InnerJson, Part, ToolConfig, ToolGroup, ToolResponse,
     ToolResultValue, Turn,
 };
@@ -246,19 +247,20 @@ pub fn build_inner_request(
     let family = ModelFamily::of(target.upstream_model);
     let declared = req.tools.as_deref().unwrap_or_default();
     let mut names = ToolNameMap::new(declared.iter().filter(|t| t.is_custom()).map(|t| t.name.as_str()));
-    let tools = build_tools(declared, family, &mut names)?;
-    let has_functions = tools.iter().any(|t| !t.function_declarations.is_empty());
+    let groups = build_tools(declared, family, &mut names)?;
+    let has_functions = groups.iter().any(|t| !t.function_declarations.is_empty());
+    let tools = encode_tools(&groups);
     let tool_config = build_tool_config(req, family, has_functions, &names)?;
     let contents = build_contents(req.messages(), family, signatures, &mut names)?;
     let inner = InnerJson {
         contents,
         system_instruction: build_system(req),
-        tools,
+        tools: &tools,
         tool_config,
         generation_config: build_generation_config(req, family)?,
         session_id: target.session_id,
     };
-    Ok(InnerRequest { json: inner.encode(estimated_size(req))?, tool_names: names })
+    Ok(InnerRequest { json: inner.encode(estimated_size(req)), tool_names: names })
 }
 
 fn estimated_size(req: &MessagesRequest) -> usize {
@@ -377,8 +379,8 @@ fn build_contents<'a>(
                         return Err(TransformError::invalid(at("name"), "A tool_use block needs a `name`."));
                     }
                     let args = match input {
-                        Value::Object(_) => input.clone(),
-                        Value::Null => Value::Object(Default::default()),
+                        Value::Object(_) => JsonObject::Value(input),
+                        Value::Null => JsonObject::Empty,
                         _ => {
                             return Err(TransformError::invalid(
                                 at("input"),
@@ -537,7 +539,7 @@ fn build_tools<'a>(
             match tool.kind.as_deref().unwrap_or_default() {
                 kind if kind.starts_with("web_search_") => {
                     web_search_at = Some(i);
-                    group.google_search = Some(Value::Object(Default::default()));
+                    group.google_search = true;
                     continue;
                 }
                 kind => {
@@ -582,7 +584,7 @@ fn build_tools<'a>(
             "The web search tool cannot be combined with custom tools upstream; send it in a request of its own.",
         ));
     }
-    let empty = group.function_declarations.is_empty() && group.google_search.is_none();
+    let empty = group.function_declarations.is_empty() && !group.google_search;
     Ok(if empty { Vec::new() } else { vec![group] })
 }
 

@@ -7,10 +7,12 @@
 
 use std::borrow::Cow;
 
+use serde::de::{self, Deserialize};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::{ToolNameMap, TransformError};
+use crate::stream::json::write_str;
 use crate::schema::{clean_schema, SchemaOptions};
 use crate::signature::ModelFamily;
 
@@ -18,65 +20,162 @@ use crate::signature::ModelFamily;
 pub(crate) const GEMINI_MAX_OUTPUT: u32 = 65_536;
 pub(crate) const CLAUDE_MAX_OUTPUT: u32 = 64_000;
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
+/// The inner `request` object. It is written by hand ([`InnerJson::encode`]) with the stream machines'
+/// escaper: a generic serializer escapes byte by byte, and the conversation text is most of the bytes.
 pub(crate) struct InnerJson<'a> {
     pub contents: Vec<Turn<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub system_instruction: Option<Turn<'a>>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub tools: Vec<ToolGroup<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `tools` array, already encoded ([`encode_tools`] or a [`super::ToolCache`] hit); empty for none.
+    pub tools: &'a [u8],
     pub tool_config: Option<ToolConfig>,
-    #[serde(skip_serializing_if = "GenerationConfig::is_empty")]
     pub generation_config: GenerationConfig,
     pub session_id: &'a str,
 }
 
 impl InnerJson<'_> {
     /// The request's JSON bytes; `capacity` is a guess of their size, to allocate once.
-    pub fn encode(&self, capacity: usize) -> Result<Vec<u8>, TransformError> {
-        let mut json = Vec::with_capacity(capacity);
-        serde_json::to_writer(&mut json, self)
-            .map_err(|e| TransformError::Json(format!("The request could not be encoded: {e}")))?;
-        Ok(json)
+    pub fn encode(&self, capacity: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(capacity);
+        let mut o = Object::open(&mut out);
+        write_list(o.key("contents"), &self.contents, Turn::write);
+        if let Some(system) = &self.system_instruction {
+            system.write(o.key("systemInstruction"));
+        }
+        if !self.tools.is_empty() {
+            o.key("tools").extend_from_slice(self.tools);
+        }
+        if let Some(config) = &self.tool_config {
+            config.write(o.key("toolConfig"));
+        }
+        if !self.generation_config.is_empty() {
+            self.generation_config.write(o.key("generationConfig"));
+        }
+        write_str(o.key("sessionId"), self.session_id);
+        o.close();
+        out
     }
 }
 
-#[derive(Serialize)]
+/// Writes an object's members; keys are the protocol's own ASCII names, so they need no escaping.
+struct Object<'o> {
+    out: &'o mut Vec<u8>,
+    empty: bool,
+}
+
+impl<'o> Object<'o> {
+    fn open(out: &'o mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Object { out, empty: true }
+    }
+
+    /// Starts the member `key` and returns the buffer its value is written to.
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out
+    }
+
+    fn close(self) {
+        self.out.push(b'}');
+    }
+}
+
+fn write_list<T>(out: &mut Vec<u8>, items: &[T], write: impl Fn(&T, &mut Vec<u8>)) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(item, out);
+    }
+    out.push(b']');
+}
+
+/// Writes a JSON value as `serde_json` would (object keys in the map's order), with the faster escaper.
+pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => write_small(out, n),
+        Value::String(s) => write_str(out, s),
+        Value::Array(items) => write_list(out, items, |v, out| write_value(out, v)),
+        Value::Object(map) => {
+            out.push(b'{');
+            for (i, (key, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, key);
+                out.push(b':');
+                write_value(out, v);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// Numbers and the small config objects go through `serde_json`: they are a few bytes per request, and it
+/// keeps their formatting (ryu floats, `null` for non-finite numbers) exact.
+fn write_small(out: &mut Vec<u8>, value: &impl Serialize) {
+    // Writing into a Vec cannot fail, and these types have only string keys.
+    let _ = serde_json::to_writer(out, value);
+}
+
 pub(crate) struct Turn<'a> {
     pub role: &'static str,
     pub parts: Vec<Part<'a>>,
 }
 
-#[derive(Serialize)]
-#[serde(untagged)]
+impl Turn<'_> {
+    fn write(&self, out: &mut Vec<u8>) {
+        let mut o = Object::open(out);
+        write_str(o.key("role"), self.role);
+        write_list(o.key("parts"), &self.parts, Part::write);
+        o.close();
+    }
+}
+
 pub(crate) enum Part<'a> {
-    Text {
-        text: Cow<'a, str>,
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        thought: bool,
-        #[serde(rename = "thoughtSignature", skip_serializing_if = "Option::is_none")]
-        thought_signature: Option<String>,
-    },
-    InlineData {
-        #[serde(rename = "inlineData")]
-        inline_data: MediaRef<'a>,
-    },
-    FileData {
-        #[serde(rename = "fileData")]
-        file_data: MediaRef<'a>,
-    },
-    FunctionCall {
-        #[serde(rename = "functionCall")]
-        function_call: FunctionCallOut<'a>,
-        #[serde(rename = "thoughtSignature", skip_serializing_if = "Option::is_none")]
-        thought_signature: Option<String>,
-    },
-    FunctionResponse {
-        #[serde(rename = "functionResponse")]
-        function_response: FunctionResponseOut<'a>,
-    },
+    Text { text: Cow<'a, str>, thought: bool, thought_signature: Option<String> },
+    InlineData { inline_data: MediaRef<'a> },
+    FileData { file_data: MediaRef<'a> },
+    FunctionCall { function_call: FunctionCallOut<'a>, thought_signature: Option<String> },
+    FunctionResponse { function_response: FunctionResponseOut<'a> },
+}
+
+impl Part<'_> {
+    fn write(&self, out: &mut Vec<u8>) {
+        let mut o = Object::open(out);
+        match self {
+            Part::Text { text, thought, thought_signature } => {
+                write_str(o.key("text"), text);
+                if *thought {
+                    o.key("thought").extend_from_slice(b"true");
+                }
+                if let Some(signature) = thought_signature {
+                    write_str(o.key("thoughtSignature"), signature);
+                }
+            }
+            Part::InlineData { inline_data } => inline_data.write(o.key("inlineData")),
+            Part::FileData { file_data } => file_data.write(o.key("fileData")),
+            Part::FunctionCall { function_call, thought_signature } => {
+                function_call.write(o.key("functionCall"));
+                if let Some(signature) = thought_signature {
+                    write_str(o.key("thoughtSignature"), signature);
+                }
+            }
+            Part::FunctionResponse { function_response } => {
+                function_response.write(o.key("functionResponse"))
+            }
+        }
+        o.close();
+    }
 }
 
 impl<'a> Part<'a> {
@@ -105,77 +204,231 @@ impl<'a> Part<'a> {
     }
 }
 
-#[derive(Serialize)]
 pub(crate) struct MediaRef<'a> {
-    #[serde(rename = "mimeType")]
     pub mime_type: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<&'a str>,
-    #[serde(rename = "fileUri", skip_serializing_if = "Option::is_none")]
     pub file_uri: Option<&'a str>,
 }
 
-#[derive(Serialize)]
+impl MediaRef<'_> {
+    fn write(&self, out: &mut Vec<u8>) {
+        let mut o = Object::open(out);
+        write_str(o.key("mimeType"), self.mime_type);
+        if let Some(data) = self.data {
+            write_str(o.key("data"), data);
+        }
+        if let Some(uri) = self.file_uri {
+            write_str(o.key("fileUri"), uri);
+        }
+        o.close();
+    }
+}
+
 pub(crate) struct FunctionCallOut<'a> {
     pub id: &'a str,
     pub name: String,
-    pub args: Value,
+    pub args: JsonObject<'a>,
 }
 
-#[derive(Serialize)]
+impl FunctionCallOut<'_> {
+    fn write(&self, out: &mut Vec<u8>) {
+        let mut o = Object::open(out);
+        write_str(o.key("id"), self.id);
+        write_str(o.key("name"), &self.name);
+        self.args.write(o.key("args"));
+        o.close();
+    }
+}
+
+/// A JSON object from the client, written out as it came: replayed tool-call arguments and tool results that
+/// are JSON. Text is validated once ([`JsonObject::parse`]) and then copied verbatim, not rebuilt as a
+/// `serde_json::Value` only to be serialized again.
+pub(crate) enum JsonObject<'a> {
+    /// The text of a JSON object, validated, without surrounding whitespace.
+    Text(Cow<'a, str>),
+    /// An object the client sent as structured JSON.
+    Value(&'a Value),
+    /// `{}`.
+    Empty,
+}
+
+impl<'a> JsonObject<'a> {
+    /// The object `text` encodes. The check is `serde_json`'s full parse (string escapes, number ranges,
+    /// nesting limit, trailing characters), so what a `Value` would have accepted is accepted here, with the
+    /// same error message.
+    pub fn parse(text: Cow<'a, str>) -> Result<Self, JsonObjectError> {
+        let mut de = serde_json::Deserializer::from_str(&text);
+        AnyJson::deserialize(&mut de).and_then(|AnyJson| de.end()).map_err(JsonObjectError::Syntax)?;
+        if !text.trim_start_matches(JSON_WHITESPACE).starts_with('{') {
+            return Err(JsonObjectError::NotAnObject);
+        }
+        Ok(JsonObject::Text(match text {
+            Cow::Borrowed(text) => Cow::Borrowed(text.trim_matches(JSON_WHITESPACE)),
+            Cow::Owned(text) => Cow::Owned(text.trim_matches(JSON_WHITESPACE).to_owned()),
+        }))
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            JsonObject::Text(text) => out.extend_from_slice(text.as_bytes()),
+            JsonObject::Value(value) => write_value(out, value),
+            JsonObject::Empty => out.extend_from_slice(b"{}"),
+        }
+    }
+}
+
+const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
+
+/// Why a text is not a JSON object.
+#[derive(Debug)]
+pub(crate) enum JsonObjectError {
+    Syntax(serde_json::Error),
+    NotAnObject,
+}
+
+/// Any JSON value, visited in full and kept nowhere: validation without building a `Value`.
+struct AnyJson;
+
+impl<'de> Deserialize<'de> for AnyJson {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(AnyJson)
+    }
+}
+
+impl<'de> de::Visitor<'de> for AnyJson {
+    type Value = AnyJson;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+    fn visit_unit<E>(self) -> Result<AnyJson, E> {
+        Ok(AnyJson)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<AnyJson, A::Error> {
+        while seq.next_element::<AnyJson>()?.is_some() {}
+        Ok(AnyJson)
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<AnyJson, A::Error> {
+        while map.next_key::<AnyJson>()?.is_some() {
+            map.next_value::<AnyJson>()?;
+        }
+        Ok(AnyJson)
+    }
+}
+
 pub(crate) struct FunctionResponseOut<'a> {
     pub id: &'a str,
     pub name: String,
     pub response: ToolResponse<'a>,
 }
 
+impl FunctionResponseOut<'_> {
+    fn write(&self, out: &mut Vec<u8>) {
+        let mut o = Object::open(out);
+        write_str(o.key("id"), self.id);
+        write_str(o.key("name"), &self.name);
+        let mut response = Object::open(o.key("response"));
+        match &self.response {
+            ToolResponse::Result(value) => value.write(response.key("result")),
+            ToolResponse::Error(value) => value.write(response.key("error")),
+        }
+        response.close();
+        o.close();
+    }
+}
+
 /// `response:{result}` for a tool's output, `response:{error}` for a failed call.
-#[derive(Serialize)]
-#[serde(rename_all = "lowercase")]
 pub(crate) enum ToolResponse<'a> {
     Result(ToolResultValue<'a>),
     Error(ToolResultValue<'a>),
 }
 
-#[derive(Serialize)]
-#[serde(untagged)]
 pub(crate) enum ToolResultValue<'a> {
-    Json(Value),
+    Json(JsonObject<'a>),
     Text(Cow<'a, str>),
 }
 
 impl<'a> ToolResultValue<'a> {
-    /// Parsed JSON when the text is a JSON object (the model reads structure better), otherwise the text.
+    /// The JSON object when the text is one (the model reads structure better), otherwise the text.
     pub fn from_text(text: Cow<'a, str>) -> Self {
         if text.trim_start().starts_with('{') {
-            if let Ok(value @ Value::Object(_)) = serde_json::from_str::<Value>(&text) {
-                return ToolResultValue::Json(value);
+            if let Ok(object) = JsonObject::parse(text.clone()) {
+                return ToolResultValue::Json(object);
             }
         }
         ToolResultValue::Text(text)
     }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            ToolResultValue::Json(object) => object.write(out),
+            ToolResultValue::Text(text) => write_str(out, text),
+        }
+    }
 }
 
 /// One entry of `tools`: function declarations, or one of Google's own tools (never mixed, §2).
-#[derive(Serialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[derive(Default)]
 pub(crate) struct ToolGroup<'a> {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub function_declarations: Vec<FunctionDeclaration<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub google_search: Option<Value>,
+    pub google_search: bool,
 }
 
-#[derive(Serialize)]
+/// The `tools` array for `groups`; empty when there are none.
+pub(crate) fn encode_tools(groups: &[ToolGroup<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    if !groups.is_empty() {
+        write_list(&mut out, groups, ToolGroup::write);
+    }
+    out
+}
+
+impl ToolGroup<'_> {
+    fn write(&self, out: &mut Vec<u8>) {
+        let mut o = Object::open(out);
+        if !self.function_declarations.is_empty() {
+            write_list(o.key("functionDeclarations"), &self.function_declarations, FunctionDeclaration::write);
+        }
+        if self.google_search {
+            o.key("googleSearch").extend_from_slice(b"{}");
+        }
+        o.close();
+    }
+}
+
 pub(crate) struct FunctionDeclaration<'a> {
     pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Value>,
 }
 
 impl<'a> FunctionDeclaration<'a> {
+    fn write(&self, out: &mut Vec<u8>) {
+        let mut o = Object::open(out);
+        write_str(o.key("name"), &self.name);
+        if let Some(description) = self.description {
+            write_str(o.key("description"), description);
+        }
+        if let Some(parameters) = &self.parameters {
+            write_value(o.key("parameters"), parameters);
+        }
+        o.close();
+    }
+
     /// A declaration for a client tool: its name registered in `names`, its schema cleaned (`param` names the
     /// schema's field in errors). Claude in VALIDATED mode needs a parameters object even for a tool without
     /// one.
@@ -221,6 +474,10 @@ pub(crate) struct FunctionCallingConfig {
 }
 
 impl ToolConfig {
+    fn write(&self, out: &mut Vec<u8>) {
+        write_small(out, self);
+    }
+
     pub fn new(mode: &'static str, allowed_function_names: Option<Vec<String>>) -> Self {
         ToolConfig { function_calling_config: FunctionCallingConfig { mode, allowed_function_names } }
     }
@@ -259,6 +516,10 @@ pub(crate) struct GenerationConfig {
 }
 
 impl GenerationConfig {
+    fn write(&self, out: &mut Vec<u8>) {
+        write_small(out, self);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.temperature.is_none()
             && self.top_p.is_none()

@@ -16,6 +16,9 @@ pub(crate) mod body;
 pub mod gemini;
 mod inner;
 pub mod openai;
+mod tool_cache;
+
+pub use tool_cache::ToolCache;
 
 /// What the request is being rewritten for, decided by routing before the transform runs.
 #[derive(Clone, Copy, Debug)]

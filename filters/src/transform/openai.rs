@@ -21,6 +21,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -28,11 +29,11 @@ use serde_json::Value;
 
 use super::body::{parse_body, StrOr};
 use super::inner::{
-    auto_mode, ensure_user_first, guess_mime, push_part, FunctionCallOut, FunctionDeclaration,
-    FunctionResponseOut, GenerationConfig, InnerJson, Part, ToolConfig, ToolGroup, ToolResponse,
-    ToolResultValue, Turn,
+    auto_mode, encode_tools, ensure_user_first, guess_mime, push_part, FunctionCallOut,
+    FunctionDeclaration, FunctionResponseOut, GenerationConfig, InnerJson, JsonObject, JsonObjectError, Part,
+    ToolConfig, ToolGroup, ToolResponse, ToolResultValue, Turn,
 };
-use super::{InnerRequest, Target, ToolNameMap, TransformError};
+use super::{InnerRequest, Target, ToolCache, ToolNameMap, TransformError};
 use crate::schema::{clean_schema, SchemaOptions};
 use crate::signature::{ModelFamily, SignatureLookup, SKIP_VALIDATOR_SENTINEL};
 
@@ -67,6 +68,9 @@ pub struct ChatRequest {
     logit_bias: Option<HashMap<String, IgnoredAny>>,
     functions: Option<IgnoredAny>,
     function_call: Option<IgnoredAny>,
+    /// The body's size, which the inner request's size follows closely: its buffer is allocated once.
+    #[serde(skip)]
+    body_len: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,7 +140,7 @@ struct FunctionCallIn {
     arguments: Value,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 struct Tool {
     #[serde(rename = "type", default = "function_type")]
     kind: String,
@@ -147,7 +151,7 @@ fn function_type() -> String {
     "function".to_owned()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 struct FunctionDef {
     name: String,
     description: Option<String>,
@@ -194,8 +198,9 @@ struct JsonSchemaFormat {
 
 /// Parses a chat.completions body. The buffer is used as scratch space by simd-json and left modified.
 pub fn parse_chat_request(body: &mut [u8]) -> Result<ChatRequest, TransformError> {
-    let request: ChatRequest = parse_body(body, "a chat.completions request")?;
+    let mut request: ChatRequest = parse_body(body, "a chat.completions request")?;
     request.validate()?;
+    request.body_len = body.len();
     Ok(request)
 }
 
@@ -290,25 +295,51 @@ pub fn build_inner_request(
     target: &Target,
     signatures: &dyn SignatureLookup,
 ) -> Result<InnerRequest, TransformError> {
+    build(req, target, signatures, None)
+}
+
+/// [`build_inner_request`], taking the encoded `tools` from `cache` when the same tools were built for the
+/// same model family before (and storing them when not). The bytes are identical either way.
+pub fn build_inner_request_cached(
+    req: &ChatRequest,
+    target: &Target,
+    signatures: &dyn SignatureLookup,
+    cache: &ToolCache,
+) -> Result<InnerRequest, TransformError> {
+    build(req, target, signatures, Some(cache))
+}
+
+fn build(
+    req: &ChatRequest,
+    target: &Target,
+    signatures: &dyn SignatureLookup,
+    cache: Option<&ToolCache>,
+) -> Result<InnerRequest, TransformError> {
     let family = ModelFamily::of(target.upstream_model);
     let declared = req.tools.as_deref().unwrap_or_default();
     let mut names =
         ToolNameMap::new(declared.iter().filter_map(|t| t.function.as_ref()).map(|f| f.name.as_str()));
-    let tools = build_tools(declared, family, &mut names)?;
+    let tools = match cache {
+        Some(cache) if !declared.is_empty() => cached_tools(declared, family, &mut names, cache)?,
+        _ => encode_tools(&build_tools(declared, family, &mut names)?).into(),
+    };
     let tool_config = build_tool_config(req, family, !tools.is_empty(), &names)?;
     let (contents, system_instruction) = build_contents(req.messages(), family, signatures, &mut names)?;
     let inner = InnerJson {
         contents,
         system_instruction,
-        tools,
+        tools: &tools,
         tool_config,
         generation_config: build_generation_config(req, family)?,
         session_id: target.session_id,
     };
-    Ok(InnerRequest { json: inner.encode(estimated_size(req))?, tool_names: names })
+    Ok(InnerRequest { json: inner.encode(estimated_size(req)), tool_names: names })
 }
 
 fn estimated_size(req: &ChatRequest) -> usize {
+    if req.body_len > 0 {
+        return req.body_len + 4096;
+    }
     let text: usize = req
         .messages()
         .iter()
@@ -568,16 +599,17 @@ fn media_part(url: &str) -> Result<Part<'_>, String> {
 
 /// The `args` object of a replayed call: `arguments` is a JSON string (empty means no arguments), or an
 /// object from lenient clients.
-fn parse_arguments(arguments: &Value) -> Result<Value, String> {
-    let parsed = match arguments {
-        Value::String(text) if text.trim().is_empty() => return Ok(Value::Object(Default::default())),
-        Value::String(text) => serde_json::from_str::<Value>(text)
-            .map_err(|e| format!("`arguments` must be a JSON-encoded object; it does not parse ({e})."))?,
-        Value::Null => return Ok(Value::Object(Default::default())),
-        other => other.clone(),
-    };
-    match parsed {
-        Value::Object(_) => Ok(parsed),
+fn parse_arguments(arguments: &Value) -> Result<JsonObject<'_>, String> {
+    match arguments {
+        Value::String(text) if text.trim().is_empty() => Ok(JsonObject::Empty),
+        Value::String(text) => JsonObject::parse(Cow::Borrowed(text)).map_err(|e| match e {
+            JsonObjectError::Syntax(e) => {
+                format!("`arguments` must be a JSON-encoded object; it does not parse ({e}).")
+            }
+            JsonObjectError::NotAnObject => "`arguments` must encode a JSON object.".into(),
+        }),
+        Value::Null => Ok(JsonObject::Empty),
+        object @ Value::Object(_) => Ok(JsonObject::Value(object)),
         _ => Err("`arguments` must encode a JSON object.".into()),
     }
 }
@@ -599,6 +631,25 @@ fn tool_result(message: &Message, i: usize) -> Result<ToolResultValue<'_>, Trans
         }
     };
     Ok(ToolResultValue::from_text(text))
+}
+
+/// The encoded `tools` for `declared`, from `cache` or built and stored there. Every name is already in
+/// `names` (see [`ToolNameMap::new`]), so a hit leaves the map as a fresh build would; only successful
+/// builds are stored, so a hit also stands for the validation a fresh build would have passed.
+fn cached_tools(
+    declared: &[Tool],
+    family: ModelFamily,
+    names: &mut ToolNameMap,
+    cache: &ToolCache,
+) -> Result<Arc<[u8]>, TransformError> {
+    let hash = cache.hash(&(family, declared));
+    let hit = cache.get(hash, |(f, tools): &(ModelFamily, Vec<Tool>)| *f == family && tools == declared);
+    if let Some(json) = hit {
+        return Ok(json);
+    }
+    let json: Arc<[u8]> = encode_tools(&build_tools(declared, family, names)?).into();
+    cache.insert(hash, (family, declared.to_vec()), Arc::clone(&json));
+    Ok(json)
 }
 
 fn build_tools<'a>(
@@ -984,6 +1035,78 @@ mod tests {
             {"type": "function", "function": {"name": "mcp.fs:read", "parameters": {"type": "object", "properties": {}}}},
             {"type": "function", "function": {"name": "noop"}},
         ])
+    }
+
+    #[test]
+    fn cached_tools_give_the_same_bytes_and_other_tools_miss() {
+        let cache = ToolCache::new(8);
+        let sigs = crate::signature::NoSignatures;
+        let body = with(chat(json!([{"role": "user", "content": "x"}])), json!({"tools": tools()}));
+        let req = parse(body).unwrap();
+        for model in ["gemini-3-flash", "claude-sonnet-4-6", "gemini-3-flash"] {
+            let target = Target { upstream_model: model, session_id: "-42" };
+            let fresh = build_inner_request(&req, &target, &sigs).unwrap();
+            let cached = build_inner_request_cached(&req, &target, &sigs, &cache).unwrap();
+            let again = build_inner_request_cached(&req, &target, &sigs, &cache).unwrap();
+            assert_eq!(fresh.json, cached.json, "{model}");
+            assert_eq!(fresh.json, again.json, "{model}");
+            assert_eq!(fresh.tool_names, again.tool_names, "{model}");
+        }
+        assert_eq!(cache.len(), 2, "one entry per model family");
+        let mut other_tools = tools();
+        other_tools[0]["function"]["description"] = json!("Weather later");
+        let other = parse(with(chat(json!([{"role": "user", "content": "x"}])), json!({"tools": other_tools})))
+            .unwrap();
+        let target = Target { upstream_model: "gemini-3-flash", session_id: "-42" };
+        let got = build_inner_request_cached(&other, &target, &sigs, &cache).unwrap();
+        assert_eq!(got.json, build_inner_request(&other, &target, &sigs).unwrap().json);
+        assert_eq!(cache.len(), 3, "different tools are a miss");
+        let none = parse(chat(json!([{"role": "user", "content": "x"}]))).unwrap();
+        let got = build_inner_request_cached(&none, &target, &sigs, &cache).unwrap();
+        assert_eq!(got.json, build_inner_request(&none, &target, &sigs).unwrap().json);
+        assert_eq!(cache.len(), 3, "no tools, nothing cached");
+        let bad = with(
+            chat(json!([{"role": "user", "content": "x"}])),
+            json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": "nope"}}]}),
+        );
+        let e = build_inner_request_cached(&parse(bad).unwrap(), &target, &sigs, &cache).unwrap_err();
+        assert_eq!(e.param(), Some("tools[0].function.parameters"));
+        assert_eq!(cache.len(), 3, "failed builds are not cached");
+    }
+
+    #[test]
+    fn json_arguments_and_tool_results_are_copied_verbatim_once_valid() {
+        let body = chat(json!([
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "tool_calls": [
+                {"id": "c1", "function": {"name": "f", "arguments": " {\"z\": 1, \"a\": [1.50, \"\\u00e9\"]}\n"}},
+                {"id": "c2", "function": {"name": "f", "arguments": {"k": "v"}}},
+                {"id": "c3", "function": {"name": "f", "arguments": ""}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "{\"ok\": true}"},
+            {"role": "tool", "tool_call_id": "c2", "content": "{not json"},
+        ]));
+        let req = parse(body).unwrap();
+        let target = Target { upstream_model: "gemini-3-flash", session_id: "-42" };
+        let json = build_inner_request(&req, &target, &crate::signature::NoSignatures).unwrap().json;
+        let text = String::from_utf8(json).unwrap();
+        assert!(text.contains(r#""args":{"z": 1, "a": [1.50, "\u00e9"]}"#), "{text}");
+        assert!(text.contains(r#""args":{"k":"v"}"#), "{text}");
+        assert!(text.contains(r#""args":{}"#), "{text}");
+        assert!(text.contains(r#""response":{"result":{"ok": true}}"#), "{text}");
+        assert!(text.contains(r#""response":{"result":"{not json"}"#), "{text}");
+        // What a `serde_json::Value` rejects is still rejected: lone surrogates, out-of-range numbers, trailing
+        // characters, non-objects.
+        for (arguments, text) in [
+            (r#"{"a": "\ud800"}"#, "does not parse"),
+            (r#"{"a": 1e400}"#, "does not parse"),
+            (r#"{"a": 1} x"#, "does not parse"),
+            ("[1]", "must encode a JSON object"),
+        ] {
+            let e = err(chat(json!([{"role": "user", "content": "x"},
+                {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": arguments}}]}])));
+            assert_eq!(e.param(), Some("messages[1].tool_calls[0].function.arguments"), "{arguments}");
+            assert!(e.to_string().contains(text), "{arguments}: {e}");
+        }
     }
 
     #[test]
