@@ -206,7 +206,19 @@ fn upstream_message(body: &[u8]) -> Option<String> {
     if message.is_empty() {
         return None;
     }
-    Some(truncate_utf8(message, MAX_UPSTREAM_MESSAGE).to_owned())
+    // Claude via Vertex puts Anthropic's own error JSON in Google's message: keep only its inner message.
+    let message = claude_inner_message(message).unwrap_or_else(|| message.to_owned());
+    Some(truncate_utf8(&message, MAX_UPSTREAM_MESSAGE).to_owned())
+}
+
+/// The `error.message` of an Anthropic error body (`{"type":"error","error":{"type","message"}}`).
+fn claude_inner_message(text: &str) -> Option<String> {
+    if !text.starts_with('{') {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let inner = value.get("error")?.get("message")?.as_str()?.trim();
+    (!inner.is_empty()).then(|| inner.to_owned())
 }
 
 /// The longest prefix of `s` that fits in `max` bytes without splitting a character.
@@ -228,6 +240,16 @@ mod tests {
 
     fn rendered(e: &ClientError, p: Protocol) -> Value {
         serde_json::from_slice(&e.render(p)).unwrap()
+    }
+
+    #[test]
+    fn claude_errors_wrapped_in_google_messages_are_unwrapped() {
+        let inner = r#"{"type":"error","error":{"type":"invalid_request_error","message":"messages.1.content.0: Invalid `signature` in `thinking` block"},"request_id":"req_vrtx_1"}"#;
+        let body = json!({"error": {"code": 400, "message": inner, "status": "INVALID_ARGUMENT"}});
+        let e = ClientError::from_upstream(400, body.to_string().as_bytes());
+        assert_eq!(e.message, "messages.1.content.0: Invalid `signature` in `thinking` block");
+        let plain = json!({"error": {"code": 400, "message": "{not json", "status": "INVALID_ARGUMENT"}});
+        assert_eq!(ClientError::from_upstream(400, plain.to_string().as_bytes()).message, "{not json");
     }
 
     #[test]

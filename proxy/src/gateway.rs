@@ -209,7 +209,8 @@ impl Gateway {
             tokens_cached: usage.cached,
             truncated: ctx.truncated,
         };
-        if !self.app.request_log.record(record) {
+        // Health probes (load balancers poll every few seconds) would crowd real requests out of the log.
+        if ctx.operation != "health" && !self.app.request_log.record(record) {
             metrics.request_log_dropped();
         }
     }
@@ -721,6 +722,10 @@ impl Gateway {
         if ctx.status != 0 {
             // Headers already went out; the stream was ended in its own protocol.
             return Ok(());
+        }
+        if !session.as_downstream_mut().is_body_done() {
+            // Refused before its body was read (a bad key, an oversize body): the connection cannot be reused.
+            session.set_keepalive(None);
         }
         let body = error.render(ctx.protocol);
         let retry_after =

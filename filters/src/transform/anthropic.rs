@@ -28,8 +28,7 @@ use serde_json::Value;
 use super::body::{parse_body, StrOr};
 use super::inner::{
     auto_mode, encode_tools, ensure_user_first, guess_mime, push_part, FunctionCallOut, FunctionDeclaration,
-    JsonObject,
-    FunctionResponseOut, GenerationConfig, InnerJson, Part, ToolConfig, ToolGroup, ToolResponse,
+    FunctionResponseOut, GenerationConfig, InnerJson, JsonObject, Part, ToolConfig, ToolGroup, ToolResponse,
     ToolResultValue, Turn,
 };
 use super::{InnerRequest, Target, ToolNameMap, TransformError};

@@ -309,7 +309,24 @@ fn fix_part(
 /// The upstream `countTokens` body: exactly `{"request":{"model":"models/<id>","contents":[…]}}` (a
 /// top-level `model` or `project`, or `safetySettings`, gets a 400 upstream, §1).
 pub fn build_count_tokens_request(req: &GenerateRequest, upstream_model: &str) -> Vec<u8> {
-    let contents = req.contents().cloned().unwrap_or_default();
+    // The upstream countTokens takes only `model` and `contents` (anything else is an "Unknown name"), so the
+    // system instruction and tool declarations a client counts with are sent as leading user text: the
+    // count then covers them, as the client expects, without risking a refused field.
+    let scope = get(&req.body, "generateContentRequest", "generate_content_request")
+        .and_then(Value::as_object)
+        .unwrap_or(&req.body);
+    let mut preamble = Vec::new();
+    if let Some(parts) = get(scope, "systemInstruction", "system_instruction").and_then(|s| s.get("parts")) {
+        preamble.extend(parts.as_array().into_iter().flatten().filter(|p| p.get("text").is_some()).cloned());
+    }
+    if let Some(tools) = get(scope, "tools", "tools").filter(|t| t.as_array().is_some_and(|a| !a.is_empty())) {
+        preamble.push(json!({"text": tools.to_string()}));
+    }
+    let mut contents = Vec::new();
+    if !preamble.is_empty() {
+        contents.push(json!({"role": "user", "parts": preamble}));
+    }
+    contents.extend(req.contents().cloned().unwrap_or_default());
     let body = json!({"request": {"model": format!("models/{upstream_model}"), "contents": contents}});
     serde_json::to_vec(&body).unwrap_or_default()
 }
@@ -505,6 +522,22 @@ mod tests {
             br#"{"totalTokens":3}"#
         );
         assert_eq!(parse_count_tokens_response(b"{}"), None);
+    }
+
+    #[test]
+    fn count_tokens_counts_system_instruction_and_tools_as_leading_text() {
+        let with_extras = json!({"generateContentRequest": {
+            "systemInstruction": {"parts": [{"text": "be brief"}]},
+            "tools": [{"functionDeclarations": [{"name": "f"}]}],
+            "contents": [{"role": "user", "parts": [{"text": "hi"}]}]}});
+        let req = parse_generate_request(&mut serde_json::to_vec(&with_extras).unwrap()).unwrap();
+        let body: Value = serde_json::from_slice(&build_count_tokens_request(&req, "m")).unwrap();
+        let contents = body["request"]["contents"].as_array().unwrap();
+        assert_eq!(contents.len(), 2);
+        assert_eq!(contents[0]["parts"][0]["text"], "be brief");
+        assert!(contents[0]["parts"][1]["text"].as_str().unwrap().contains("functionDeclarations"));
+        assert_eq!(contents[1]["parts"][0]["text"], "hi");
+        assert_eq!(body["request"].as_object().unwrap().keys().collect::<Vec<_>>(), ["contents", "model"]);
     }
 
     #[test]

@@ -12,9 +12,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{ToolNameMap, TransformError};
-use crate::stream::json::write_str;
 use crate::schema::{clean_schema, SchemaOptions};
 use crate::signature::ModelFamily;
+use crate::stream::json::write_str;
 
 /// Largest output budget the upstream accepts, per family, when a thinking budget forces a bump.
 pub(crate) const GEMINI_MAX_OUTPUT: u32 = 65_536;
@@ -401,7 +401,11 @@ impl ToolGroup<'_> {
     fn write(&self, out: &mut Vec<u8>) {
         let mut o = Object::open(out);
         if !self.function_declarations.is_empty() {
-            write_list(o.key("functionDeclarations"), &self.function_declarations, FunctionDeclaration::write);
+            write_list(
+                o.key("functionDeclarations"),
+                &self.function_declarations,
+                FunctionDeclaration::write,
+            );
         }
         if self.google_search {
             o.key("googleSearch").extend_from_slice(b"{}");

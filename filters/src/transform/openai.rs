@@ -29,9 +29,9 @@ use serde_json::Value;
 
 use super::body::{parse_body, StrOr};
 use super::inner::{
-    auto_mode, encode_tools, ensure_user_first, guess_mime, push_part, FunctionCallOut,
-    FunctionDeclaration, FunctionResponseOut, GenerationConfig, InnerJson, JsonObject, JsonObjectError, Part,
-    ToolConfig, ToolGroup, ToolResponse, ToolResultValue, Turn,
+    auto_mode, encode_tools, ensure_user_first, guess_mime, push_part, FunctionCallOut, FunctionDeclaration,
+    FunctionResponseOut, GenerationConfig, InnerJson, JsonObject, JsonObjectError, Part, ToolConfig,
+    ToolGroup, ToolResponse, ToolResultValue, Turn,
 };
 use super::{InnerRequest, Target, ToolCache, ToolNameMap, TransformError};
 use crate::schema::{clean_schema, SchemaOptions};
@@ -1055,8 +1055,9 @@ mod tests {
         assert_eq!(cache.len(), 2, "one entry per model family");
         let mut other_tools = tools();
         other_tools[0]["function"]["description"] = json!("Weather later");
-        let other = parse(with(chat(json!([{"role": "user", "content": "x"}])), json!({"tools": other_tools})))
-            .unwrap();
+        let other =
+            parse(with(chat(json!([{"role": "user", "content": "x"}])), json!({"tools": other_tools})))
+                .unwrap();
         let target = Target { upstream_model: "gemini-3-flash", session_id: "-42" };
         let got = build_inner_request_cached(&other, &target, &sigs, &cache).unwrap();
         assert_eq!(got.json, build_inner_request(&other, &target, &sigs).unwrap().json);
