@@ -61,6 +61,16 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     echo "$want" > "$STAMP"
 fi
 
+step "real clients for tests/e2e/test_real_clients.py (npm, pinned in tests/e2e/clients/node)"
+# Claude Code, Gemini CLI and the reference tokenizers, from the npm registry into the repo-local prefix.
+NODE_PREFIX="$ROOT/tests/e2e/clients/node"
+command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+node_want="$(sha256sum "$NODE_PREFIX/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$NODE_PREFIX/node_modules/.installed.sha256" 2>/dev/null)" != "$node_want" ]; then
+    npm ci --prefix "$NODE_PREFIX" --no-audit --no-fund --loglevel=error || die "npm ci --prefix $NODE_PREFIX"
+    echo "$node_want" > "$NODE_PREFIX/node_modules/.installed.sha256"
+fi
+
 step "cargo build --workspace --bins"
 cargo build --workspace --bins || die "cargo build"
 

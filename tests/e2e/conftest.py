@@ -397,7 +397,7 @@ def pytest_runtest_makereport(item, call):
     setattr(item, f"rep_{report.when}", report)
 
 
-def _failed(request) -> bool:
+def phase_failed(request) -> bool:
     return any(getattr(getattr(request.node, f"rep_{w}", None), "failed", False) for w in ("setup", "call"))
 
 
@@ -413,7 +413,7 @@ def start_sim(tmp_path: Path, request) -> Iterator[Callable[..., Sim]]:
     yield start
     for sim in sims:
         sim.stop()
-        if _failed(request):
+        if phase_failed(request):
             print(sim.process.logs())
 
 
@@ -446,7 +446,7 @@ def start_gateway(tmp_path: Path, start_sim, request) -> Iterator[Callable[..., 
     yield start
     for gateway in gateways:
         gateway.stop()
-        if _failed(request):
+        if phase_failed(request):
             print(gateway.logs())
 
 

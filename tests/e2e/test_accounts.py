@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from conftest import (API_KEY, STARTUP_TIMEOUT, Account, Gateway, Process, ProcessExited, free_port,
-                      levitate_bin, wait_until)
+                      levitate_bin, phase_failed, wait_until)
 
 
 def concurrently(gateway: Gateway, count: int, text: str = "hello [sim:text]") -> list[httpx.Response]:
@@ -213,7 +213,7 @@ def printed_command(stdout: str, starts: str, ends: str | None = None) -> str | 
 
 
 @pytest.fixture
-def demo(tmp_path: Path):
+def demo(tmp_path: Path, request):
     """`levitate demo` on free ports, its temp folder inside tmp_path; yields (process, base_url)."""
     started = []
     for _ in range(3):
@@ -241,7 +241,8 @@ def demo(tmp_path: Path):
     yield process, base_url
     for p in started:
         p.stop(signal.SIGINT)  # the fast stop: the demo's 5 s grace period has nothing to wait for
-    print(process.logs())
+        if phase_failed(request):
+            print(p.logs())
 
 
 def test_the_demo_prints_a_curl_command_that_works_as_printed(demo):

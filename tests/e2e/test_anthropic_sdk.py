@@ -271,6 +271,29 @@ def test_a_tampered_signature_is_an_anthropic_error_not_a_success(gateway: Gatew
     assert upstream_statuses(gateway, upstream).get("400") == 1, "the upstream should have judged the signature"
 
 
+def test_claudes_own_error_message_reaches_the_client_unwrapped(gateway: Gateway):
+    """Google relays a Claude refusal as Anthropic's error JSON inside its own `error.message` (PROTOCOL.md §5,
+    with a `req_vrtx_…` id). An Anthropic client should read Claude's message, as from Anthropic, not a JSON
+    document inside the message string."""
+    sdk = client(gateway)
+    request = dict(model="claude-sonnet-4-5", max_tokens=4096, thinking=THINKING, tools=[WEATHER_TOOL])
+    messages: list[dict] = [{"role": "user", "content": "What is the weather in Lima?"}]
+    first = sdk.messages.create(messages=messages, **request)
+    content = [b.model_dump(exclude_none=True) for b in first.content]
+    for block in content:
+        if block["type"] == "thinking":
+            block["signature"] = tamper_signature(block["signature"])
+    messages += [{"role": "assistant", "content": content}, {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": first.content[-1].id, "content": "warm"}]}]
+
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        sdk.messages.create(messages=messages, **request)
+
+    message = assert_anthropic_error(raised.value, 400, "invalid_request_error")
+    assert not message.lstrip().startswith("{"), f"Claude's error is still wrapped in JSON: {message!r}"
+    assert "Invalid `signature` in `thinking` block" in message, message
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # count_tokens
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 
@@ -20,7 +21,7 @@ def post_raw(gateway: Gateway, body: bytes, headers: dict | None = None):
                              headers={"Content-Type": "application/json", **(headers or {})})
 
 
-@pytest.mark.parametrize("body, why", [
+BAD_REQUESTS = [
     (b'{"model": "gpt-4o", "messages": [', "truncated JSON"),
     (b"not json at all", "not JSON"),
     (b"", "empty body"),
@@ -34,7 +35,10 @@ def post_raw(gateway: Gateway, body: bytes, headers: dict | None = None):
      "n > 1 is not supported"),
     (json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
                  "logprobs": True}).encode(), "logprobs are not supported"),
-])
+]
+
+
+@pytest.mark.parametrize("body, why", BAD_REQUESTS, ids=[why for _, why in BAD_REQUESTS])
 def test_a_bad_request_is_a_400_and_the_gateway_keeps_serving(gateway: Gateway, body: bytes, why: str):
     response = post_raw(gateway, body)
 
@@ -78,53 +82,63 @@ def test_a_body_over_the_limit_is_a_413(start_gateway):
     gateway.assert_serves()
 
 
-def read_http_response(sock: socket.socket, timeout: float = 30.0) -> tuple[int, dict, bytes]:
-    """Reads one HTTP/1.1 response (Content-Length or chunked) from a raw socket."""
-    sock.settimeout(timeout)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        piece = sock.recv(65536)
-        if not piece:
-            break
-        data += piece
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:] if ":" in l)}
-    if status == 100:
-        return status, headers, rest
-    if "content-length" in headers:
-        need = int(headers["content-length"])
-        while len(rest) < need:
-            piece = sock.recv(65536)
-            if not piece:
-                break
-            rest += piece
-        return status, headers, rest[:need]
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        body = b""
-        while True:
-            while b"\r\n" not in rest:
-                piece = sock.recv(65536)
-                if not piece:
-                    return status, headers, body
-                rest += piece
-            size_line, _, rest = rest.partition(b"\r\n")
-            size = int(size_line.split(b";")[0], 16)
-            while len(rest) < size + 2:
-                piece = sock.recv(65536)
-                if not piece:
-                    return status, headers, body + rest
-                rest += piece
-            if size == 0:
-                return status, headers, body
-            body += rest[:size]
-            rest = rest[size + 2:]
-    while True:  # close-delimited
-        piece = sock.recv(65536)
-        if not piece:
-            return status, headers, rest
-        rest += piece
+class RawHttp:
+    """HTTP/1.1 over a plain socket, for what clients really send (pipelined requests, Expect: 100-continue)."""
+
+    def __init__(self, gateway: Gateway, timeout: float = 30.0):
+        host, port = gateway.base_url.removeprefix("http://").split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self.buffer = b""
+
+    def __enter__(self) -> "RawHttp":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> bool:
+        piece = self.sock.recv(65536)
+        self.buffer += piece
+        return bool(piece)
+
+    def _take_until(self, marker: bytes) -> bytes:
+        while marker not in self.buffer:
+            if not self._fill():
+                raise ConnectionError(f"connection closed before {marker!r}; got {self.buffer[:200]!r}")
+        taken, _, self.buffer = self.buffer.partition(marker)
+        return taken
+
+    def _take(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            if not self._fill():
+                raise ConnectionError(f"connection closed {size - len(self.buffer)} bytes short")
+        taken, self.buffer = self.buffer[:size], self.buffer[size:]
+        return taken
+
+    def response(self, timeout: float = 30.0) -> tuple[int, dict, bytes]:
+        """Reads one response (a 100 Continue too): status, lower-cased headers, body."""
+        self.sock.settimeout(timeout)
+        lines = self._take_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:] if ":" in l)}
+        if 100 <= status < 200:
+            return status, headers, b""
+        if "content-length" in headers:
+            return status, headers, self._take(int(headers["content-length"]))
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            body = b""
+            while size := int(self._take_until(b"\r\n").split(b";")[0], 16):
+                body += self._take(size)
+                self._take_until(b"\r\n")
+            self._take_until(b"\r\n")
+            return status, headers, body
+        while self._fill():  # close-delimited
+            pass
+        body, self.buffer = self.buffer, b""
+        return status, headers, body
 
 
 def raw_request(gateway: Gateway, body: bytes, extra_headers: str = "") -> bytes:
@@ -135,17 +149,16 @@ def raw_request(gateway: Gateway, body: bytes, extra_headers: str = "") -> bytes
 
 
 def test_malformed_json_on_a_raw_socket_leaves_the_connection_usable(gateway: Gateway):
-    host, port = gateway.base_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(raw_request(gateway, b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"'))
-        status, headers, body = read_http_response(sock)
+    with RawHttp(gateway) as conn:
+        conn.send(raw_request(gateway, b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"'))
+        status, _, body = conn.response()
         assert status == 400, body
         assert json.loads(body)["error"]["message"]
 
         # Same connection, a good request: keep-alive survives a client error.
         good = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi [sim:text]"}]})
-        sock.sendall(raw_request(gateway, good.encode()))
-        status, headers, body = read_http_response(sock)
+        conn.send(raw_request(gateway, good.encode()))
+        status, _, body = conn.response()
         assert status == 200, body
         assert json.loads(body)["choices"][0]["message"]["content"]
 
@@ -153,22 +166,39 @@ def test_malformed_json_on_a_raw_socket_leaves_the_connection_usable(gateway: Ga
 def test_an_oversize_upload_with_expect_100_continue_is_refused(start_gateway):
     gateway = start_gateway(limits={"max_request_body": "64KiB"})
     body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "z" * (1024 * 1024)}]})
-    host, port = gateway.base_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        request = raw_request(gateway, body.encode(), "Expect: 100-continue\r\n")
-        head, _, payload = request.partition(b"\r\n\r\n")
-        sock.sendall(head + b"\r\n\r\n")
-        status, headers, rest = read_http_response(sock)
+    head, _, payload = raw_request(gateway, body.encode(), "Expect: 100-continue\r\n").partition(b"\r\n\r\n")
+    with RawHttp(gateway) as conn:
+        conn.send(head + b"\r\n\r\n")
+        status, _, answer = conn.response()
         if status == 100:  # the gateway asked for the body after all: send it, then read the verdict
             try:
-                sock.sendall(payload)
+                conn.send(payload)
             except (BrokenPipeError, ConnectionResetError):
                 pass
-            status, headers, rest = read_http_response(sock)
-    assert status == 413, rest
-    error = json.loads(rest)["error"]
+            status, _, answer = conn.response()
+    assert status == 413, answer
+    error = json.loads(answer)["error"]
     assert error["message"] and error["type"]
     gateway.assert_serves()
+
+
+def test_a_large_upload_with_expect_100_continue_is_invited_at_once(gateway: Gateway):
+    """curl and other clients send `Expect: 100-continue` for bodies over 1 MiB and wait up to a second for the
+    invitation: a gateway that does not answer it makes every large prompt a second slower."""
+    body = json.dumps({"model": "gpt-4o",
+                       "messages": [{"role": "user", "content": "w" * (2 * 1024 * 1024) + " [sim:text]"}]})
+    head, _, payload = raw_request(gateway, body.encode(), "Expect: 100-continue\r\n").partition(b"\r\n\r\n")
+    with RawHttp(gateway) as conn:
+        started = time.monotonic()
+        conn.send(head + b"\r\n\r\n")
+        status, _, _ = conn.response(timeout=5)
+        waited = time.monotonic() - started
+        assert status == 100, f"expected 100 Continue, got {status}"
+        assert waited < 0.9, f"the 100 Continue took {waited:.2f}s"
+        conn.send(payload)
+        status, _, answer = conn.response()
+    assert status == 200, answer[:500]
+    assert json.loads(answer)["choices"][0]["message"]["content"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -221,6 +221,9 @@ def test_the_admin_api_shows_state_and_never_a_secret(start_gateway):
     assert entry["key_name"] == "e2e" and entry["status"] == 200 and entry["route"] == "chat_completions"
     assert entry["client_model"] == "gpt-4o" and entry["upstream_model"] and entry["account"]
     assert entry["latency_ms"] >= 0 and entry["ttfb_ms"] is not None and entry["attempts"] == 1
+    assert entry["tokens_in"] > 0 and entry["tokens_out"] > 0, f"usage not recorded: {entry}"
+    assert metric(gateway.metrics(), "levitate_tokens_total", kind="out") == entry["tokens_out"]
+    assert all(r["route"] != "health" for r in requests), "health probes stay out of the request log"
     assert "SECRET-PROMPT-TEXT" not in json.dumps(requests), "the request log must hold metadata only"
 
     assert admin(gateway, "GET", "/admin/nothing").status_code == 404
@@ -348,6 +351,13 @@ def test_an_upgrade_under_a_live_stream_cuts_nothing(start_sim, tmp_path: Path):
         gateway.process.popen.wait(timeout=30)  # the old process exits once its stream is done
         assert gateway.process.popen.returncode == 0
         gateway.assert_serves()
+
+        # `levitate reload` finds the new process through the pid file.
+        generation = health(gateway)["config"]["generation"]
+        reload = subprocess.run([str(levitate_bin()), "reload", "-c", str(gateway.config_path)],
+                                capture_output=True, text=True, timeout=30)
+        assert reload.returncode == 0, reload.stderr
+        assert wait_generation(gateway, generation)["pid"] == new_pid
     finally:
         gateway.stop()
         stop_pid(new_pid)
@@ -429,3 +439,39 @@ def test_accounts_login_without_a_browser_adds_the_account_and_the_service_picks
     assert wait_generation(gateway, g)["accounts"] == 1
     assert cli(gateway, "accounts", "remove", newcomer.email).returncode != 0
     gateway.assert_serves()
+
+
+def test_accounts_login_with_a_browser_takes_the_code_on_the_loopback_callback(start_sim, start_gateway):
+    newcomer = Account(email="browser@e2e.levitate", tier="free-tier", project_id=None, declare_tier=False)
+    first = pro_account()
+    sim = start_sim({"accounts": [first.sim_entry(), newcomer.sim_entry()]})
+    gateway = start_gateway(accounts=[first], sim=sim)
+    config = json.loads(gateway.config_path.read_text().split("\n", 1)[1])
+    config["upstream"]["oauth_userinfo_url"] = sim.url + "/userinfo"
+    save_by_rename(gateway.config_path, json.dumps(config))
+
+    # No browser can open here (no xdg-open): the URL is printed, and the test plays the browser.
+    process = subprocess.Popen([str(levitate_bin()), "accounts", "login", "-c", str(gateway.config_path)],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PATH": "/nonexistent"})
+    try:
+        url = None
+        deadline = time.monotonic() + 30
+        while url is None and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if line.startswith("https://accounts.google.com/o/oauth2/v2/auth?"):
+                url = line.strip()
+        assert url, "no authorize URL printed"
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+        callback = query["redirect_uri"].replace("localhost", "127.0.0.1")
+        stray = httpx.get(callback.replace("/oauth-callback", "/favicon.ico"), timeout=10)
+        assert stray.status_code == 404, "a stray browser request must not end the login"
+        r = httpx.get(callback, params={"state": query["state"], "code": f"sim-code-{newcomer.email}"}, timeout=30)
+        assert r.status_code == 200 and "signed in" in r.text
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, out + err
+    assert newcomer.email in out and newcomer.refresh_token not in out + err
+    assert newcomer.refresh_token in gateway.config_dir.joinpath("accounts.yaml").read_text()
