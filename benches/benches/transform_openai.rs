@@ -1,10 +1,20 @@
 //! OpenAI chat.completions -> v1internal request transform: parse + build of a realistic ~100 KiB
 //! multi-turn agent request with tools (the budget is 200 µs per request).
+//!
+//! `cold` builds everything (the first request of an agent, or `build_inner_request`); `warm` finds the
+//! encoded tools in a [`ToolCache`], as every later request of the same agent does in the proxy. The bench
+//! runs on mimalloc, the `levitate` binary's allocator; `--no-default-features` measures the system one.
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use levitate_filters::signature::NoSignatures;
-use levitate_filters::transform::openai::{build_inner_request, parse_chat_request};
-use levitate_filters::transform::{wrap_envelope, Target};
+use levitate_filters::transform::openai::{
+    build_inner_request, build_inner_request_cached, parse_chat_request,
+};
+use levitate_filters::transform::{wrap_envelope, Target, ToolCache};
 use serde_json::{json, Value};
 
 /// A coding-agent style request: long system prompt, 24 tools with nested schemas, 40 turns of tool calls
@@ -67,11 +77,19 @@ fn transform(c: &mut Criterion) {
     // simd-json parses in place, so each iteration first restores the body into a reused buffer, as the
     // gateway's body buffer would be (a 100 KiB memcpy, a few µs, is included in the time).
     let mut buf = body.clone();
-    group.bench_function("parse_and_build_100KiB", |b| {
+    group.bench_function("parse_and_build_100KiB/cold", |b| {
         b.iter(|| {
             buf.copy_from_slice(&body);
             let req = parse_chat_request(&mut buf).expect("valid request");
             build_inner_request(&req, &target, &NoSignatures).expect("buildable request")
+        })
+    });
+    let cache = ToolCache::new(64);
+    group.bench_function("parse_and_build_100KiB/warm", |b| {
+        b.iter(|| {
+            buf.copy_from_slice(&body);
+            let req = parse_chat_request(&mut buf).expect("valid request");
+            build_inner_request_cached(&req, &target, &NoSignatures, &cache).expect("buildable request")
         })
     });
     group.bench_function("parse_100KiB", |b| {
@@ -81,8 +99,13 @@ fn transform(c: &mut Criterion) {
         })
     });
     let req = parse_chat_request(&mut body.clone()).expect("valid request");
-    group.bench_function("build_100KiB", |b| {
+    group.bench_function("build_100KiB/cold", |b| {
         b.iter(|| build_inner_request(&req, &target, &NoSignatures).expect("buildable request"))
+    });
+    group.bench_function("build_100KiB/warm", |b| {
+        b.iter(|| {
+            build_inner_request_cached(&req, &target, &NoSignatures, &cache).expect("buildable request")
+        })
     });
     let inner = build_inner_request(&req, &target, &NoSignatures).expect("buildable request");
     group.bench_function("wrap_envelope_100KiB", |b| {

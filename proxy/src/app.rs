@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use levitate_filters::transform::ToolCache;
 
 use crate::config::Snapshot;
 use crate::credentials::Credentials;
@@ -16,6 +17,9 @@ use crate::reload::{ReloadReport, ReloadState, Trigger};
 use crate::request_log::RequestLog;
 use crate::store::{Store, StoreError};
 use crate::upstream::Upstream;
+
+/// Distinct tool sets remembered; one per agent configuration in practice.
+const TOOL_CACHE_ENTRIES: usize = 64;
 
 pub struct App {
     snapshot: ArcSwap<Snapshot>,
@@ -28,6 +32,8 @@ pub struct App {
     pub reload: ReloadState,
     /// Queue of request-log records to the background writer.
     pub request_log: RequestLog,
+    /// Cleaned tool declarations by their raw JSON: agents resend identical tools on every request.
+    pub tool_cache: ToolCache,
 }
 
 impl App {
@@ -48,6 +54,7 @@ impl App {
         Arc::new(App {
             reload: ReloadState::new(snapshot.clone()),
             request_log: RequestLog::new(),
+            tool_cache: ToolCache::new(TOOL_CACHE_ENTRIES),
             snapshot: ArcSwap::new(snapshot),
             pool,
             credentials,

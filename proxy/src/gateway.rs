@@ -12,18 +12,18 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use levitate_filters::auth::presented_key_with_style;
+use levitate_filters::count;
 use levitate_filters::error::{ClientError, ErrorKind};
 use levitate_filters::route::{classify, Operation, Route};
 use levitate_filters::signature::{CapturedSignature, SignatureLookup};
 use levitate_filters::sse::SseFramer;
-use levitate_filters::stream::openai::{OpenAiFold, OpenAiStream, OpenAiStreamOptions};
-use levitate_filters::stream::StreamError;
-use levitate_filters::count;
 use levitate_filters::stream::anthropic::{AnthropicFold, AnthropicStream, AnthropicStreamOptions};
 use levitate_filters::stream::gemini::{GeminiFold, GeminiStream, GeminiStreamMode, GeminiStreamOptions};
+use levitate_filters::stream::openai::{OpenAiFold, OpenAiStream, OpenAiStreamOptions};
+use levitate_filters::stream::StreamError;
 use levitate_filters::transform::openai::{self, parse_chat_request};
-use levitate_filters::transform::{anthropic, gemini};
 use levitate_filters::transform::Target;
+use levitate_filters::transform::{anthropic, gemini};
 use levitate_filters::Protocol;
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
@@ -290,7 +290,9 @@ impl Gateway {
                     format!("no route for {} {}", req.method, req.uri.path()),
                 ))
             }
-            Operation::CountTokensGemini { model } => self.count_tokens_gemini(session, ctx, snapshot, &model).await,
+            Operation::CountTokensGemini { model } => {
+                self.count_tokens_gemini(session, ctx, snapshot, &model).await
+            }
         }
     }
 
@@ -363,8 +365,14 @@ impl Gateway {
         let upstream_model = self.resolve_model(ctx, snapshot, request.model())?;
         let session_id = self.session_id(session, request.session_hint(), request.first_user_text());
         let target = Target { upstream_model: &upstream_model, session_id: &session_id };
-        let inner = openai::build_inner_request(&request, &target, &StoredSignatures(&self.app))?;
-        let (response, lease) = self.open_upstream(session, ctx, snapshot, &upstream_model, &session_id, &inner.json).await?;
+        let inner = openai::build_inner_request_cached(
+            &request,
+            &target,
+            &StoredSignatures(&self.app),
+            &self.app.tool_cache,
+        )?;
+        let (response, lease) =
+            self.open_upstream(session, ctx, snapshot, &upstream_model, &session_id, &inner.json).await?;
         let request_uuid = uuid::Uuid::new_v4().simple().to_string();
         let options = OpenAiStreamOptions {
             id: format!("chatcmpl-{request_uuid}"),
@@ -398,7 +406,8 @@ impl Gateway {
         let session_id = self.session_id(session, client_key, request.first_user_text());
         let target = Target { upstream_model: &upstream_model, session_id: &session_id };
         let inner = anthropic::build_inner_request(&request, &target, &StoredSignatures(&self.app))?;
-        let (response, lease) = self.open_upstream(session, ctx, snapshot, &upstream_model, &session_id, &inner.json).await?;
+        let (response, lease) =
+            self.open_upstream(session, ctx, snapshot, &upstream_model, &session_id, &inner.json).await?;
         let request_uuid = uuid::Uuid::new_v4().simple().to_string();
         let options = AnthropicStreamOptions {
             id: format!("msg_{request_uuid}"),
@@ -446,7 +455,8 @@ impl Gateway {
         let session_id = self.session_id(session, None, request.first_user_text());
         let target = Target { upstream_model: &upstream_model, session_id: &session_id };
         let inner = gemini::build_inner_request(&request, &target, &StoredSignatures(&self.app))?;
-        let (response, lease) = self.open_upstream(session, ctx, snapshot, &upstream_model, &session_id, &inner.json).await?;
+        let (response, lease) =
+            self.open_upstream(session, ctx, snapshot, &upstream_model, &session_id, &inner.json).await?;
         let sse = session.req_header().uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
         let mode = if sse { GeminiStreamMode::Sse } else { GeminiStreamMode::JsonArray };
         let options = GeminiStreamOptions { mode, tool_names: inner.tool_names };
@@ -474,7 +484,8 @@ impl Gateway {
         let upstream_body = gemini::build_count_tokens_request(&request, &upstream_model);
         let mut attempts = Attempts::default();
         let waited = Instant::now();
-        let answer = exchange::count_tokens(&self.app, snapshot, &upstream_model, upstream_body, &mut attempts).await;
+        let answer =
+            exchange::count_tokens(&self.app, snapshot, &upstream_model, upstream_body, &mut attempts).await;
         ctx.upstream_wait += waited.elapsed();
         ctx.attempts = attempts.count;
         ctx.account = attempts.last_account;
@@ -509,7 +520,12 @@ impl Gateway {
 
     /// The conversation's session id: the `x-session-id` header, else the protocol's own key, else the
     /// first user message.
-    fn session_id(&self, session: &Session, client_key: Option<&str>, first_user_text: Option<&str>) -> String {
+    fn session_id(
+        &self,
+        session: &Session,
+        client_key: Option<&str>,
+        first_user_text: Option<&str>,
+    ) -> String {
         session_id(header(session, "x-session-id").or(client_key), first_user_text)
     }
 
@@ -642,6 +658,7 @@ impl Gateway {
             ctx.truncated = true;
             self.app.metrics.stream_truncated(ctx.protocol.as_str());
         }
+        ctx.usage = machine.usage();
         machine.finish(&mut out);
         if streaming {
             self.flush(session, ctx, machine.content_type(), &mut out).await;
@@ -768,6 +785,8 @@ pub trait Translator: Send {
     fn keepalive(&mut self, _out: &mut Vec<u8>) {}
     fn take_signatures(&mut self) -> Vec<CapturedSignature>;
     fn finished_by_upstream(&self) -> bool;
+    /// The last usage the upstream reported (for metrics and the request log).
+    fn usage(&self) -> Option<levitate_filters::stream::Usage>;
     fn content_type(&self) -> &'static str {
         "text/event-stream"
     }
@@ -780,7 +799,11 @@ macro_rules! stream_translator {
     };
     ($machine:ty, |$m:ident, $out:ident| $keepalive:expr, |$s:ident| $content_type:expr) => {
         impl Translator for $machine {
-            fn on_event(&mut self, data: &mut [u8], out: &mut Vec<u8>) -> std::result::Result<(), StreamError> {
+            fn on_event(
+                &mut self,
+                data: &mut [u8],
+                out: &mut Vec<u8>,
+            ) -> std::result::Result<(), StreamError> {
                 <$machine>::on_event(self, data, out)
             }
             fn finish(&mut self, out: &mut Vec<u8>) {
@@ -795,6 +818,9 @@ macro_rules! stream_translator {
             }
             fn finished_by_upstream(&self) -> bool {
                 <$machine>::finished_by_upstream(self)
+            }
+            fn usage(&self) -> Option<levitate_filters::stream::Usage> {
+                <$machine>::usage(self)
             }
             fn content_type(&self) -> &'static str {
                 let $s = self;
@@ -816,6 +842,7 @@ trait Fold: Send {
     fn on_event(&mut self, data: &mut [u8]) -> std::result::Result<(), StreamError>;
     fn take_signatures(&mut self) -> Vec<CapturedSignature>;
     fn finished_by_upstream(&self) -> bool;
+    fn usage(&self) -> Option<levitate_filters::stream::Usage>;
     fn into_body(self) -> Vec<u8>;
 }
 
@@ -830,6 +857,9 @@ macro_rules! fold {
             }
             fn finished_by_upstream(&self) -> bool {
                 <$fold>::finished_by_upstream(self)
+            }
+            fn usage(&self) -> Option<levitate_filters::stream::Usage> {
+                <$fold>::usage(self)
             }
             fn into_body(self) -> Vec<u8> {
                 <$fold>::finish(self)
@@ -868,6 +898,9 @@ impl<F: Fold> Translator for FoldAdapter<F> {
     }
     fn finished_by_upstream(&self) -> bool {
         self.0.as_ref().is_none_or(|f| f.finished_by_upstream())
+    }
+    fn usage(&self) -> Option<levitate_filters::stream::Usage> {
+        self.0.as_ref().and_then(|f| f.usage())
     }
     fn content_type(&self) -> &'static str {
         "application/json"

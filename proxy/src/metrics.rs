@@ -176,7 +176,15 @@ impl Metrics {
             (Ok(requests), Ok(request_seconds), Ok(upstream_attempts), Ok(streams_truncated)) => {
                 let ops = OpsMetrics::new(&registry);
                 let pool = PoolMetrics::new(&registry);
-                Metrics { registry, requests, request_seconds, upstream_attempts, streams_truncated, ops, pool }
+                Metrics {
+                    registry,
+                    requests,
+                    request_seconds,
+                    upstream_attempts,
+                    streams_truncated,
+                    ops,
+                    pool,
+                }
             }
             _ => unreachable!("metric definitions are static and valid"),
         };
@@ -300,11 +308,15 @@ impl PoolMetrics {
                 .unwrap_or_else(|e| unreachable!("static metric {name}: {e}"));
             registered(registry, metric)
         };
-        let waiting = IntGauge::new("pool_waiting_requests", "Requests waiting for a free or unlocked account")
-            .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+        let waiting =
+            IntGauge::new("pool_waiting_requests", "Requests waiting for a free or unlocked account")
+                .unwrap_or_else(|e| unreachable!("static metric: {e}"));
         let wait_seconds = prometheus::Histogram::with_opts(
-            HistogramOpts::new("pool_wait_seconds", "Time requests waited for an account before their attempt")
-                .buckets(vec![0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(
+                "pool_wait_seconds",
+                "Time requests waited for an account before their attempt",
+            )
+            .buckets(vec![0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
         )
         .unwrap_or_else(|e| unreachable!("static metric: {e}"));
         PoolMetrics {

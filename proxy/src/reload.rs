@@ -286,6 +286,43 @@ fn concerns(event: &notify::Result<notify::Event>, files: &HashSet<PathBuf>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
+
+    const MAIN: &str = "listen: 127.0.0.1:9000\nauth:\n  api_keys:\n    - { name: default, key: k }\n";
+    const ACCOUNTS: &str = "accounts:\n  - { email: a@x.com, refresh_token: r1 }\n";
+
+    #[test]
+    fn a_bad_edit_changes_nothing_and_fixed_settings_keep_their_running_value() {
+        let dir = std::env::temp_dir().join(format!("levitate-reload-app-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        write("levitate.yaml", MAIN);
+        write("accounts.yaml", ACCOUNTS);
+        write("routes.yaml", "aliases:\n  gpt-4o: gemini-3-flash\n");
+        let app =
+            App::with_store(Snapshot::load(&dir.join("levitate.yaml")).unwrap(), Store::temporary().unwrap());
+
+        write("routes.yaml", "aliases:\n  gpt-4o: gemini-3-pro-high\n");
+        let ok = reload(&app, Trigger::Admin);
+        assert!(ok.ok && ok.generation == 2, "{ok:?}");
+        assert_eq!(app.snapshot().aliases.resolve("gpt-4o").unwrap().upstream, "gemini-3-pro-high");
+
+        write("routes.yaml", "aliases:\n  a: b\n  b: a\n");
+        let refused = reload(&app, Trigger::Watch);
+        assert!(!refused.ok && refused.generation == 2);
+        assert!(refused.error.as_deref().unwrap_or("").contains("cycle"), "{refused:?}");
+        assert_eq!(app.snapshot().aliases.resolve("gpt-4o").unwrap().upstream, "gemini-3-pro-high");
+        assert!(!app.reload.last().unwrap().ok, "the refusal is what health shows");
+
+        write("routes.yaml", "aliases:\n  gpt-4o: gemini-3-flash\n");
+        write("levitate.yaml", &MAIN.replace("9000", "9001"));
+        let moved = reload(&app, Trigger::Signal);
+        assert!(moved.ok && moved.generation == 3);
+        assert_eq!(moved.needs_upgrade, vec!["listen"]);
+        assert_eq!(app.snapshot().listen.port(), 9000, "the running listener is what the snapshot says");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn only_events_on_configuration_files_count() {

@@ -78,7 +78,6 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
     server.add_service(background_service("levitate config watcher", ConfigWatcher::new(app.clone())));
     server.add_service(background_service("levitate sighup", SighupReloader::new(app.clone())));
     server.add_service(background_service("levitate request log", RequestLogWriter::new(app.clone())));
-    server.add_service(background_service("levitate quota", crate::quota::QuotaPoller::new(app.clone())));
     server.add_service(background_service("levitate quota", QuotaPoller::new(app.clone())));
     server.add_service(background_service("levitate lifecycle", Lifecycle::new(app.clone())));
     tracing::info!(listen = %snapshot.listen, admin = %snapshot.admin.listen, accounts = snapshot.accounts.len(), upgrade = start.upgrade, "levitate starting");

@@ -319,7 +319,8 @@ pub fn build_count_tokens_request(req: &GenerateRequest, upstream_model: &str) -
     if let Some(parts) = get(scope, "systemInstruction", "system_instruction").and_then(|s| s.get("parts")) {
         preamble.extend(parts.as_array().into_iter().flatten().filter(|p| p.get("text").is_some()).cloned());
     }
-    if let Some(tools) = get(scope, "tools", "tools").filter(|t| t.as_array().is_some_and(|a| !a.is_empty())) {
+    if let Some(tools) = get(scope, "tools", "tools").filter(|t| t.as_array().is_some_and(|a| !a.is_empty()))
+    {
         preamble.push(json!({"text": tools.to_string()}));
     }
     let mut contents = Vec::new();
