@@ -158,11 +158,21 @@ impl Default for UpstreamFile {
 pub struct StoreFile {
     #[serde(default = "defaults::store_path")]
     pub path: String,
+    /// How long a captured thoughtSignature stays usable.
+    #[serde(default = "defaults::signature_ttl", with = "humantime_serde_compat")]
+    pub signature_ttl: Duration,
+    /// Most signatures kept; the oldest go first beyond it.
+    #[serde(default = "defaults::max_signatures")]
+    pub max_signatures: usize,
 }
 
 impl Default for StoreFile {
     fn default() -> Self {
-        StoreFile { path: defaults::store_path() }
+        StoreFile {
+            path: defaults::store_path(),
+            signature_ttl: defaults::signature_ttl(),
+            max_signatures: defaults::max_signatures(),
+        }
     }
 }
 
@@ -358,6 +368,12 @@ mod defaults {
     }
     pub fn routes_file() -> String {
         "routes.yaml".into()
+    }
+    pub fn signature_ttl() -> Duration {
+        Duration::from_secs(2 * 60 * 60)
+    }
+    pub fn max_signatures() -> usize {
+        200_000
     }
     pub fn store_path() -> String {
         "./data".into()
@@ -602,6 +618,8 @@ pub struct Snapshot {
     pub accounts: Vec<AccountSpec>,
     pub aliases: AliasTable,
     pub store_path: PathBuf,
+    pub signature_ttl: Duration,
+    pub max_signatures: usize,
     pub max_request_body: usize,
     pub pool: PoolSettings,
     pub server: ServerSettings,
@@ -846,6 +864,9 @@ fn build(
     if max_request_body < 1024 {
         return Err(invalid(&mp, "limits.max_request_body must be at least 1KiB"));
     }
+    if main.store.max_signatures == 0 || main.store.signature_ttl.is_zero() {
+        return Err(invalid(&mp, "store.signature_ttl and store.max_signatures must be above zero"));
+    }
     if main.pool.max_concurrent_per_account == 0 || main.pool.max_attempts == 0 {
         return Err(invalid(&mp, "pool.max_concurrent_per_account and pool.max_attempts must be at least 1"));
     }
@@ -922,6 +943,8 @@ fn build(
         accounts: specs,
         aliases: alias_table,
         store_path,
+        signature_ttl: main.store.signature_ttl,
+        max_signatures: main.store.max_signatures,
         max_request_body,
         pool: PoolSettings {
             max_concurrent_per_account: main.pool.max_concurrent_per_account,

@@ -15,7 +15,7 @@ use levitate_filters::auth::presented_key_with_style;
 use levitate_filters::count;
 use levitate_filters::error::{ClientError, ErrorKind};
 use levitate_filters::route::{classify, Operation, Route};
-use levitate_filters::signature::{CapturedSignature, SignatureLookup};
+use levitate_filters::signature::CapturedSignature;
 use levitate_filters::sse::SseFramer;
 use levitate_filters::stream::anthropic::{AnthropicFold, AnthropicStream, AnthropicStreamOptions};
 use levitate_filters::stream::gemini::{GeminiFold, GeminiStream, GeminiStreamMode, GeminiStreamOptions};
@@ -34,14 +34,13 @@ use crate::app::App;
 use crate::config::Snapshot;
 use crate::exchange::{self, Attempts};
 use crate::pool::Lease;
+use crate::signatures::{self, StoredSignatures};
 use crate::upstream::UpstreamResponse;
 
 /// Largest single SSE event accepted from upstream (a big inline image can be several MiB).
 const MAX_UPSTREAM_EVENT: usize = 32 * 1024 * 1024;
 /// How long upstream may be silent before the client gets a keep-alive.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-/// How long captured thoughtSignatures stay usable.
-pub const SIGNATURE_TTL: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// Per-request state: everything the `logging` hook reports.
 pub struct RequestCtx {
@@ -382,13 +381,17 @@ impl Gateway {
             tool_call_id_prefix: format!("call_{}_", &request_uuid[..16]),
             tool_names: inner.tool_names,
         };
-        if request.stream() {
-            let mut machine = OpenAiStream::new(options);
-            self.pump(session, ctx, response, lease, &mut machine, true).await
-        } else {
-            let mut machine = FoldAdapter::new(OpenAiFold::new(options));
-            self.pump(session, ctx, response, lease, &mut machine, false).await
-        }
+        self.answer(
+            session,
+            ctx,
+            response,
+            lease,
+            request.stream(),
+            options,
+            OpenAiStream::new,
+            OpenAiFold::new,
+        )
+        .await
     }
 
     /// `POST /v1/messages` (Anthropic Messages; Claude Code).
@@ -416,13 +419,17 @@ impl Gateway {
             tool_names: inner.tool_names,
             input_tokens_hint: count::estimate_tokens(&request),
         };
-        if request.stream() {
-            let mut machine = AnthropicStream::new(options);
-            self.pump(session, ctx, response, lease, &mut machine, true).await
-        } else {
-            let mut machine = FoldAdapter::new(AnthropicFold::new(options));
-            self.pump(session, ctx, response, lease, &mut machine, false).await
-        }
+        self.answer(
+            session,
+            ctx,
+            response,
+            lease,
+            request.stream(),
+            options,
+            AnthropicStream::new,
+            AnthropicFold::new,
+        )
+        .await
     }
 
     /// `POST /v1/messages/count_tokens`: answered locally; clients call it dozens of times a second.
@@ -460,13 +467,7 @@ impl Gateway {
         let sse = session.req_header().uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
         let mode = if sse { GeminiStreamMode::Sse } else { GeminiStreamMode::JsonArray };
         let options = GeminiStreamOptions { mode, tool_names: inner.tool_names };
-        if stream {
-            let mut machine = GeminiStream::new(options);
-            self.pump(session, ctx, response, lease, &mut machine, true).await
-        } else {
-            let mut machine = FoldAdapter::new(GeminiFold::new(options));
-            self.pump(session, ctx, response, lease, &mut machine, false).await
-        }
+        self.answer(session, ctx, response, lease, stream, options, GeminiStream::new, GeminiFold::new).await
     }
 
     /// `POST /v1beta/models/{model}:countTokens`, forwarded to the upstream `countTokens` in its own shape.
@@ -558,6 +559,26 @@ impl Gateway {
         opened
     }
 
+    /// Answers with the protocol's stream machine, or its fold when the client did not ask to stream.
+    #[allow(clippy::too_many_arguments)]
+    async fn answer<O, S: Translator, F: Fold>(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        response: UpstreamResponse,
+        lease: Lease,
+        stream: bool,
+        options: O,
+        new_stream: fn(O) -> S,
+        new_fold: fn(O) -> F,
+    ) -> std::result::Result<(), ClientError> {
+        if stream {
+            self.pump(session, ctx, response, lease, &mut new_stream(options), true).await
+        } else {
+            self.pump(session, ctx, response, lease, &mut FoldAdapter::new(new_fold(options)), false).await
+        }
+    }
+
     /// Streams the upstream answer through a translator to the client, racing the client's disconnect.
     ///
     /// The response header is written only when the translator first has output, so an upstream error that
@@ -647,7 +668,7 @@ impl Gateway {
             response.release(&self.app.upstream).await;
         }
         drop(lease);
-        self.remember_signatures(machine.take_signatures());
+        signatures::remember(&self.app, machine.take_signatures());
         if let Some(error) = failure {
             if ctx.status == 0 && out.is_empty() {
                 // Nothing reached the client yet: answer with the upstream's error, translated.
@@ -690,14 +711,6 @@ impl Gateway {
         let chunk = Bytes::copy_from_slice(out);
         out.clear();
         session.write_response_body(Some(chunk), false).await.is_ok()
-    }
-
-    fn remember_signatures(&self, captured: Vec<CapturedSignature>) {
-        for c in captured {
-            if let Err(e) = self.app.store.put_signature(&c.tool_call_id, &c.signature) {
-                tracing::warn!(error = %e, "could not store a thoughtSignature");
-            }
-        }
     }
 
     async fn write_stream_header(&self, session: &mut Session, ctx: &mut RequestCtx, content_type: &str) {
@@ -904,17 +917,6 @@ impl<F: Fold> Translator for FoldAdapter<F> {
     }
     fn content_type(&self) -> &'static str {
         "application/json"
-    }
-}
-
-/// Looks signatures up in the store, for the transforms.
-struct StoredSignatures<'a>(&'a App);
-
-impl SignatureLookup for StoredSignatures<'_> {
-    fn signature_for_tool_call(&self, tool_call_id: &str) -> Option<String> {
-        let found = self.0.store.signature(tool_call_id, SIGNATURE_TTL).ok().flatten();
-        self.0.metrics.signature_lookup(found.is_some());
-        found
     }
 }
 

@@ -23,6 +23,7 @@ pub mod quota;
 pub mod reload;
 pub mod request_log;
 pub mod server;
+pub mod signatures;
 pub mod store;
 pub mod upgrade;
 pub mod upstream;

@@ -23,6 +23,7 @@ use crate::gateway::Gateway;
 use crate::quota::QuotaPoller;
 use crate::reload::{ConfigWatcher, SighupReloader};
 use crate::request_log::RequestLogWriter;
+use crate::signatures::SignatureSweeper;
 use crate::store::{Store, StoreError};
 use crate::upgrade::{Lifecycle, HANDOVER_WAIT};
 
@@ -79,6 +80,7 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
     server.add_service(background_service("levitate sighup", SighupReloader::new(app.clone())));
     server.add_service(background_service("levitate request log", RequestLogWriter::new(app.clone())));
     server.add_service(background_service("levitate quota", QuotaPoller::new(app.clone())));
+    server.add_service(background_service("levitate signatures", SignatureSweeper::new(app.clone())));
     server.add_service(background_service("levitate lifecycle", Lifecycle::new(app.clone())));
     tracing::info!(listen = %snapshot.listen, admin = %snapshot.admin.listen, accounts = snapshot.accounts.len(), upgrade = start.upgrade, "levitate starting");
     server.run_forever()

@@ -190,19 +190,30 @@ impl Store {
         Ok(Some(record.signature))
     }
 
-    /// Deletes signatures older than `ttl`; returns how many were removed.
-    pub fn expire_signatures(&self, ttl: Duration) -> Result<usize, StoreError> {
-        self.remove_signatures_stored_before(unix_now().saturating_sub(ttl.as_secs()))
+    /// Deletes signatures older than `ttl`, then the oldest beyond `max_entries`; returns how many went.
+    pub fn prune_signatures(&self, ttl: Duration, max_entries: usize) -> Result<usize, StoreError> {
+        self.prune_signatures_at(unix_now().saturating_sub(ttl.as_secs()), max_entries)
     }
 
-    fn remove_signatures_stored_before(&self, cutoff: u64) -> Result<usize, StoreError> {
+    fn prune_signatures_at(&self, cutoff: u64, max_entries: usize) -> Result<usize, StoreError> {
+        let tree = &self.trees().signatures;
+        let mut kept: Vec<(u64, sled::IVec)> = Vec::new();
         let mut removed = 0;
-        for item in self.trees().signatures.iter() {
+        for item in tree.iter() {
             let (key, raw) = item?;
-            let stale =
-                serde_json::from_slice::<SignatureRecord>(&raw).map(|r| r.stored_at < cutoff).unwrap_or(true);
-            if stale {
-                self.trees().signatures.remove(key)?;
+            match serde_json::from_slice::<SignatureRecord>(&raw) {
+                Ok(record) if record.stored_at >= cutoff => kept.push((record.stored_at, key)),
+                _ => {
+                    tree.remove(key)?;
+                    removed += 1;
+                }
+            }
+        }
+        if kept.len() > max_entries {
+            kept.sort_unstable_by_key(|(stored_at, _)| *stored_at);
+            let excess = kept.len() - max_entries;
+            for (_, key) in kept.into_iter().take(excess) {
+                tree.remove(key)?;
                 removed += 1;
             }
         }
@@ -411,8 +422,20 @@ mod tests {
         let store = Store::temporary().unwrap();
         store.put_signature("call_1", "sig").unwrap();
         assert!(store.signature("call_1", Duration::from_secs(3600)).unwrap().is_some());
-        assert_eq!(store.expire_signatures(Duration::from_secs(3600)).unwrap(), 0);
-        assert_eq!(store.remove_signatures_stored_before(unix_now() + 10).unwrap(), 1);
+        assert_eq!(store.prune_signatures(Duration::from_secs(3600), 10).unwrap(), 0);
+        assert_eq!(store.prune_signatures_at(unix_now() + 10, 10).unwrap(), 1);
         assert!(store.signature("call_1", Duration::from_secs(3600)).unwrap().is_none());
+    }
+
+    #[test]
+    fn signatures_are_bounded_oldest_first() {
+        let store = Store::temporary().unwrap();
+        for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
+            let record = SignatureRecord { signature: format!("sig-{id}"), stored_at: 1_000 + i as u64 };
+            store.trees().signatures.insert(id.as_bytes(), serde_json::to_vec(&record).unwrap()).unwrap();
+        }
+        assert_eq!(store.prune_signatures_at(0, 2).unwrap(), 2);
+        let left: Vec<_> = store.trees().signatures.iter().keys().map(|k| k.unwrap().to_vec()).collect();
+        assert_eq!(left, [b"c".to_vec(), b"d".to_vec()]);
     }
 }
