@@ -7,6 +7,10 @@
 //! [`levitate_filters::retry_hint`] and becomes pool state (a lockout for the pair, a breaker failure, a
 //! forbidden mark). When every account rests, the request waits only if the earliest unlock is within
 //! `pool.max_wait`, and otherwise answers 429 at once with `Retry-After` set to that unlock.
+//!
+//! A 200 that turns out empty (no part before the stream ended, PROTOCOL.md §2) is only known once the
+//! gateway has read it; it reports it with [`on_empty_answer`] and calls [`open`] again with the same
+//! [`Attempts`], which carry the accounts already tried and count toward `pool.max_attempts`.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +20,7 @@ use levitate_filters::retry_hint::{self, Reason, Refusal, Verdict};
 use levitate_filters::transform::wrap_envelope;
 
 use crate::app::App;
-use crate::config::Snapshot;
+use crate::config::{AccountSpec, Snapshot};
 use crate::pool::{now_ms, Lease, SelectError, Selection};
 use crate::upstream::{UpstreamRequest, UpstreamResponse};
 
@@ -28,14 +32,28 @@ const DEFAULT_RATE_LIMIT_REST: Duration = Duration::from_secs(5);
 const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// What one request's attempts carry in (the session key) and what they did, for the log line and the answer.
+/// It lives as long as the client request, across every [`open`] the gateway makes for it.
 #[derive(Debug, Default)]
 pub struct Attempts {
-    /// The conversation's affinity key (set by the gateway before [`open`]).
+    /// The conversation's affinity key.
     pub session: Option<String>,
     pub count: u32,
     pub last_account: Option<String>,
     /// With a final 429: when the client should come back (the earliest unlock).
     pub retry_after: Option<Duration>,
+    /// Accounts this request tried (ids): skipped while another is eligible.
+    tried: Vec<String>,
+}
+
+impl Attempts {
+    pub fn for_session(session: &str) -> Self {
+        Attempts { session: Some(session.to_string()), ..Attempts::default() }
+    }
+
+    /// Whether `pool.max_attempts` leaves room for another attempt.
+    pub fn may_retry(&self, snapshot: &Snapshot) -> bool {
+        self.count < snapshot.pool.max_attempts
+    }
 }
 
 /// What sending to the endpoints gave.
@@ -101,19 +119,18 @@ async fn open_call(
     let settings = &snapshot.pool;
     let session = attempts.session.clone();
     let session = session.as_deref();
-    let mut tried: Vec<String> = Vec::new();
     let mut refreshed: Vec<String> = Vec::new();
     let mut last_error: Option<ClientError> = None;
     let mut earliest_unlock: Option<u64> = None;
     let request_id = format!("agent-{}", uuid::Uuid::new_v4());
     let mut envelope = Vec::new();
     while attempts.count < settings.max_attempts {
-        let selection = Selection { model: upstream_model, exclude: &tried, session };
+        let selection = Selection { model: upstream_model, exclude: &attempts.tried, session };
         let lease = match lease(app, &selection, settings.max_wait).await {
             Ok(lease) => lease,
             // Everyone was tried once: the remaining attempts may go back to them (their lockouts still hold).
             Err(SelectError::Exhausted) => {
-                tried.clear();
+                attempts.tried.clear();
                 continue;
             }
             Err(SelectError::NoAccounts) => {
@@ -150,8 +167,8 @@ async fn open_call(
                 ));
             }
         };
-        if !tried.contains(&lease.account.id) {
-            tried.push(lease.account.id.clone());
+        if !attempts.tried.contains(&lease.account.id) {
+            attempts.tried.push(lease.account.id.clone());
         }
         attempts.count += 1;
         attempts.last_account = Some(lease.account.email.clone());
@@ -254,7 +271,7 @@ async fn open_call(
                 if !refreshed.contains(&account.id) {
                     // Refresh once and retry the same account.
                     refreshed.push(account.id.clone());
-                    tried.retain(|id| id != &account.id);
+                    attempts.tried.retain(|id| id != &account.id);
                 }
                 app.pool.on_session_failure(session, &account.id);
             }
@@ -287,10 +304,13 @@ async fn open_call(
     Err(error)
 }
 
-/// Leases an account, waiting (bounded) for a slot or a short lockout, and records the wait.
+/// Leases an account, waiting (bounded, in the pool's FIFO queue) for a slot or a short lockout. Only a
+/// request that really waits is counted in the queue-depth gauge and the wait histogram.
 async fn lease(app: &App, selection: &Selection<'_>, max_wait: Duration) -> Result<Lease, SelectError> {
-    if let Ok(lease) = app.pool.select(selection) {
-        return Ok(lease);
+    match app.pool.select(selection) {
+        Ok(lease) => return Ok(lease),
+        Err(error) if !error.may_wait(max_wait) => return Err(error),
+        Err(_) => {}
     }
     let _waiting = app.metrics.pool.wait_started();
     let started = Instant::now();
@@ -299,7 +319,16 @@ async fn lease(app: &App, selection: &Selection<'_>, max_wait: Duration) -> Resu
     result
 }
 
-fn note_breaker(app: &App, account: &crate::config::AccountSpec) {
+/// The account answered 200 but its stream ended before any part (Google does this now and then; PROTOCOL.md
+/// §2). Not worth a lockout or a breaker failure: the account stays in the tried list, so the next [`open`]
+/// goes elsewhere while another account is eligible.
+pub fn on_empty_answer(app: &App, account: &AccountSpec, attempts: &Attempts) {
+    tracing::info!(account = %account.email, attempt = attempts.count, "upstream answered with no content; next account");
+    app.metrics.pool.retry("empty_response");
+    app.pool.on_session_failure(attempts.session.as_deref(), &account.id);
+}
+
+fn note_breaker(app: &App, account: &AccountSpec) {
     if app.pool.on_server_failure(account) {
         tracing::warn!(account = %account.email, "circuit breaker opened: the account keeps failing");
         app.metrics.pool.breaker_opened(&account.email);

@@ -20,7 +20,7 @@ use levitate_filters::sse::SseFramer;
 use levitate_filters::stream::anthropic::{AnthropicFold, AnthropicStream, AnthropicStreamOptions};
 use levitate_filters::stream::gemini::{GeminiFold, GeminiStream, GeminiStreamMode, GeminiStreamOptions};
 use levitate_filters::stream::openai::{OpenAiFold, OpenAiStream, OpenAiStreamOptions};
-use levitate_filters::stream::StreamError;
+use levitate_filters::stream::{ChunkParser, StreamError};
 use levitate_filters::transform::openai::{self, parse_chat_request};
 use levitate_filters::transform::Target;
 use levitate_filters::transform::{anthropic, gemini};
@@ -359,8 +359,8 @@ impl Gateway {
         snapshot: &Arc<Snapshot>,
     ) -> std::result::Result<(), ClientError> {
         let mut body = self.read_body(session, snapshot.max_request_body).await?;
+        // `request` borrows its text from `body`, so the body lives as long as the request.
         let request = parse_chat_request(&mut body)?;
-        drop(body);
         let upstream_model = self.resolve_model(ctx, snapshot, request.model())?;
         let session_id = self.session_id(session, request.session_hint(), request.first_user_text());
         let target = Target { upstream_model: &upstream_model, session_id: &session_id };
@@ -370,8 +370,7 @@ impl Gateway {
             &StoredSignatures(&self.app),
             &self.app.tool_cache,
         )?;
-        let (response, lease) =
-            self.open_upstream(session, ctx, snapshot, &upstream_model, &session_id, &inner.json).await?;
+        let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner.json);
         let request_uuid = uuid::Uuid::new_v4().simple().to_string();
         let options = OpenAiStreamOptions {
             id: format!("chatcmpl-{request_uuid}"),
@@ -381,17 +380,8 @@ impl Gateway {
             tool_call_id_prefix: format!("call_{}_", &request_uuid[..16]),
             tool_names: inner.tool_names,
         };
-        self.answer(
-            session,
-            ctx,
-            response,
-            lease,
-            request.stream(),
-            options,
-            OpenAiStream::new,
-            OpenAiFold::new,
-        )
-        .await
+        let stream = request.stream();
+        self.answer(session, ctx, call, stream, options, OpenAiStream::new, WatchedOpenAiFold::new).await
     }
 
     /// `POST /v1/messages` (Anthropic Messages; Claude Code).
@@ -409,8 +399,7 @@ impl Gateway {
         let session_id = self.session_id(session, client_key, request.first_user_text());
         let target = Target { upstream_model: &upstream_model, session_id: &session_id };
         let inner = anthropic::build_inner_request(&request, &target, &StoredSignatures(&self.app))?;
-        let (response, lease) =
-            self.open_upstream(session, ctx, snapshot, &upstream_model, &session_id, &inner.json).await?;
+        let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner.json);
         let request_uuid = uuid::Uuid::new_v4().simple().to_string();
         let options = AnthropicStreamOptions {
             id: format!("msg_{request_uuid}"),
@@ -419,17 +408,8 @@ impl Gateway {
             tool_names: inner.tool_names,
             input_tokens_hint: count::estimate_tokens(&request),
         };
-        self.answer(
-            session,
-            ctx,
-            response,
-            lease,
-            request.stream(),
-            options,
-            AnthropicStream::new,
-            AnthropicFold::new,
-        )
-        .await
+        let stream = request.stream();
+        self.answer(session, ctx, call, stream, options, AnthropicStream::new, AnthropicFold::new).await
     }
 
     /// `POST /v1/messages/count_tokens`: answered locally; clients call it dozens of times a second.
@@ -462,12 +442,11 @@ impl Gateway {
         let session_id = self.session_id(session, None, request.first_user_text());
         let target = Target { upstream_model: &upstream_model, session_id: &session_id };
         let inner = gemini::build_inner_request(&request, &target, &StoredSignatures(&self.app))?;
-        let (response, lease) =
-            self.open_upstream(session, ctx, snapshot, &upstream_model, &session_id, &inner.json).await?;
+        let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner.json);
         let sse = session.req_header().uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
         let mode = if sse { GeminiStreamMode::Sse } else { GeminiStreamMode::JsonArray };
         let options = GeminiStreamOptions { mode, tool_names: inner.tool_names };
-        self.answer(session, ctx, response, lease, stream, options, GeminiStream::new, GeminiFold::new).await
+        self.answer(session, ctx, call, stream, options, GeminiStream::new, GeminiFold::new).await
     }
 
     /// `POST /v1beta/models/{model}:countTokens`, forwarded to the upstream `countTokens` in its own shape.
@@ -538,48 +517,65 @@ impl Gateway {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        snapshot: &Arc<Snapshot>,
-        upstream_model: &str,
-        session_id: &str,
-        inner_request: &[u8],
+        call: &mut UpstreamCall<'_>,
     ) -> std::result::Result<(UpstreamResponse, Lease), ClientError> {
-        let mut attempts = Attempts { session: Some(session_id.to_string()), ..Attempts::default() };
         let waited = Instant::now();
+        let attempts = &mut call.attempts;
         let opened = tokio::select! {
-            opened = exchange::open(&self.app, snapshot, upstream_model, inner_request, &mut attempts) => opened,
+            opened = exchange::open(&self.app, call.snapshot, call.upstream_model, call.inner_request, attempts) => opened,
             _ = session.as_downstream_mut().read_body_or_idle(true) => {
                 tracing::info!("client disconnected before the first byte; upstream attempt dropped");
                 Err(ClientError::new(499, ErrorKind::InvalidRequest, "client closed the request"))
             }
         };
         ctx.upstream_wait += waited.elapsed();
-        ctx.attempts = attempts.count;
-        ctx.account = attempts.last_account;
-        ctx.retry_after = attempts.retry_after;
+        ctx.attempts = call.attempts.count;
+        ctx.account = call.attempts.last_account.clone();
+        ctx.retry_after = call.attempts.retry_after;
         opened
     }
 
     /// Answers with the protocol's stream machine, or its fold when the client did not ask to stream.
+    ///
+    /// An upstream 200 that ends before the machine has any output (no part at all, PROTOCOL.md §2) is not
+    /// passed on while `pool.max_attempts` allows another attempt: the exchange moves to another account and
+    /// a fresh machine reads its answer. The last attempt's answer is the client's, empty or not.
     #[allow(clippy::too_many_arguments)]
-    async fn answer<O, S: Translator, F: Fold>(
+    async fn answer<O: Clone, S: Translator + 'static, F: Fold + 'static>(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        response: UpstreamResponse,
-        lease: Lease,
+        mut call: UpstreamCall<'_>,
         stream: bool,
         options: O,
         new_stream: fn(O) -> S,
         new_fold: fn(O) -> F,
     ) -> std::result::Result<(), ClientError> {
-        if stream {
-            self.pump(session, ctx, response, lease, &mut new_stream(options), true).await
-        } else {
-            self.pump(session, ctx, response, lease, &mut FoldAdapter::new(new_fold(options)), false).await
+        loop {
+            let (response, lease) = self.open_upstream(session, ctx, &mut call).await?;
+            let account = lease.account.clone();
+            let mut machine: Box<dyn Translator> = if stream {
+                Box::new(new_stream(options.clone()))
+            } else {
+                Box::new(FoldAdapter::new(new_fold(options.clone())))
+            };
+            let (failure, pending) = match self.pump(session, ctx, response, lease, machine.as_mut()).await {
+                Pumped::Ended { failure, pending } => (failure, pending),
+                Pumped::ClientGone => return Ok(()),
+            };
+            let empty =
+                failure.is_none() && ctx.status == 0 && pending.is_empty() && !machine.emitted_anything();
+            if empty && call.attempts.may_retry(call.snapshot) {
+                exchange::on_empty_answer(&self.app, &account, &call.attempts);
+                continue;
+            }
+            return self.close(session, ctx, machine.as_mut(), failure, pending).await;
         }
     }
 
-    /// Streams the upstream answer through a translator to the client, racing the client's disconnect.
+    /// Reads the upstream answer through a translator, streaming its output to the client as it comes, and
+    /// racing the client's disconnect. The closing events are [`close`](Self::close)'s, so the caller can
+    /// still retry an answer that produced nothing.
     ///
     /// The response header is written only when the translator first has output, so an upstream error that
     /// arrives as the first event still becomes a proper error status. While upstream is silent (long
@@ -591,8 +587,8 @@ impl Gateway {
         mut response: UpstreamResponse,
         lease: Lease,
         machine: &mut dyn Translator,
-        streaming: bool,
-    ) -> std::result::Result<(), ClientError> {
+    ) -> Pumped {
+        let streaming = machine.streams();
         let mut framer = SseFramer::new(MAX_UPSTREAM_EVENT);
         let mut out = Vec::with_capacity(16 * 1024);
         let mut cut = false;
@@ -608,14 +604,14 @@ impl Gateway {
                     response.abort().await;
                     drop(lease);
                     ctx.status = 499;
-                    return Ok(());
+                    return Pumped::ClientGone;
                 }
                 _ = tokio::time::sleep_until(next_keepalive), if streaming => {
                     next_keepalive = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
                     machine.keepalive(&mut out);
                     if !self.flush(session, ctx, machine.content_type(), &mut out).await {
                         response.abort().await;
-                        return Ok(());
+                        return Pumped::ClientGone;
                     }
                     continue;
                 }
@@ -651,7 +647,7 @@ impl Gateway {
                 next_keepalive = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
                 if !self.flush(session, ctx, machine.content_type(), &mut out).await {
                     response.abort().await;
-                    return Ok(());
+                    return Pumped::ClientGone;
                 }
             }
         }
@@ -669,6 +665,19 @@ impl Gateway {
         }
         drop(lease);
         signatures::remember(&self.app, machine.take_signatures());
+        Pumped::Ended { failure, pending: out }
+    }
+
+    /// Ends the answer: an in-stream upstream error before any output becomes an error status; otherwise the
+    /// machine's closing events go out (a `length` end when the upstream stopped without a finish reason).
+    async fn close(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        machine: &mut dyn Translator,
+        failure: Option<ClientError>,
+        mut out: Vec<u8>,
+    ) -> std::result::Result<(), ClientError> {
         if let Some(error) = failure {
             if ctx.status == 0 && out.is_empty() {
                 // Nothing reached the client yet: answer with the upstream's error, translated.
@@ -681,15 +690,14 @@ impl Gateway {
         }
         ctx.usage = machine.usage();
         machine.finish(&mut out);
-        if streaming {
+        if machine.streams() {
             self.flush(session, ctx, machine.content_type(), &mut out).await;
             let _ = session.write_response_body(None, true).await;
-            Ok(())
         } else {
             let content_type = machine.content_type();
             respond(session, ctx, 200, &[("Content-Type", content_type)], out).await;
-            Ok(())
         }
+        Ok(())
     }
 
     /// Writes pending stream output, sending the response header first if it has not gone out yet.
@@ -789,6 +797,35 @@ async fn respond(
     ctx.first_byte.get_or_insert_with(|| ctx.started.elapsed());
 }
 
+/// One client request's upstream side: what is sent, and what its attempts did so far (across the retries
+/// of an empty answer).
+struct UpstreamCall<'a> {
+    snapshot: &'a Arc<Snapshot>,
+    upstream_model: &'a str,
+    inner_request: &'a [u8],
+    attempts: Attempts,
+}
+
+impl<'a> UpstreamCall<'a> {
+    fn new(
+        snapshot: &'a Arc<Snapshot>,
+        upstream_model: &'a str,
+        session_id: &str,
+        inner_request: &'a [u8],
+    ) -> Self {
+        UpstreamCall { snapshot, upstream_model, inner_request, attempts: Attempts::for_session(session_id) }
+    }
+}
+
+/// How the pump left one upstream answer.
+enum Pumped {
+    /// The upstream body ended, cleanly or cut, or with an in-stream error (`failure`). `pending` is output
+    /// not written yet.
+    Ended { failure: Option<ClientError>, pending: Vec<u8> },
+    /// The client left or could not be written to: nothing more is owed to it.
+    ClientGone,
+}
+
 /// The stream machines of every protocol, as the pump drives them.
 pub trait Translator: Send {
     fn on_event(&mut self, data: &mut [u8], out: &mut Vec<u8>) -> std::result::Result<(), StreamError>;
@@ -798,10 +835,16 @@ pub trait Translator: Send {
     fn keepalive(&mut self, _out: &mut Vec<u8>) {}
     fn take_signatures(&mut self) -> Vec<CapturedSignature>;
     fn finished_by_upstream(&self) -> bool;
+    /// Whether any client output came of the upstream events so far; until then the answer may be retried.
+    fn emitted_anything(&self) -> bool;
     /// The last usage the upstream reported (for metrics and the request log).
     fn usage(&self) -> Option<levitate_filters::stream::Usage>;
     fn content_type(&self) -> &'static str {
         "text/event-stream"
+    }
+    /// Whether output is written as it comes (a stream) or once at the end (a fold).
+    fn streams(&self) -> bool {
+        true
     }
 }
 
@@ -832,6 +875,9 @@ macro_rules! stream_translator {
             fn finished_by_upstream(&self) -> bool {
                 <$machine>::finished_by_upstream(self)
             }
+            fn emitted_anything(&self) -> bool {
+                <$machine>::emitted_anything(self)
+            }
             fn usage(&self) -> Option<levitate_filters::stream::Usage> {
                 <$machine>::usage(self)
             }
@@ -855,6 +901,8 @@ trait Fold: Send {
     fn on_event(&mut self, data: &mut [u8]) -> std::result::Result<(), StreamError>;
     fn take_signatures(&mut self) -> Vec<CapturedSignature>;
     fn finished_by_upstream(&self) -> bool;
+    /// Whether any content was collected.
+    fn emitted_anything(&self) -> bool;
     fn usage(&self) -> Option<levitate_filters::stream::Usage>;
     fn into_body(self) -> Vec<u8>;
 }
@@ -871,6 +919,9 @@ macro_rules! fold {
             fn finished_by_upstream(&self) -> bool {
                 <$fold>::finished_by_upstream(self)
             }
+            fn emitted_anything(&self) -> bool {
+                <$fold>::emitted_anything(self)
+            }
             fn usage(&self) -> Option<levitate_filters::stream::Usage> {
                 <$fold>::usage(self)
             }
@@ -881,9 +932,56 @@ macro_rules! fold {
     };
 }
 
-fold!(OpenAiFold);
 fold!(AnthropicFold);
 fold!(GeminiFold);
+
+/// [`OpenAiFold`] with the "collected anything" answer the other folds give: it keeps only the rendered
+/// message, so this watches the upstream events for the first content part instead (one extra parse per
+/// event until then, which is usually the first event).
+struct WatchedOpenAiFold {
+    fold: OpenAiFold,
+    parser: ChunkParser,
+    scratch: Vec<u8>,
+    any_part: bool,
+}
+
+impl WatchedOpenAiFold {
+    fn new(options: OpenAiStreamOptions) -> Self {
+        WatchedOpenAiFold {
+            fold: OpenAiFold::new(options),
+            parser: ChunkParser::new(),
+            scratch: Vec::new(),
+            any_part: false,
+        }
+    }
+}
+
+impl Fold for WatchedOpenAiFold {
+    fn on_event(&mut self, data: &mut [u8]) -> std::result::Result<(), StreamError> {
+        if !self.any_part {
+            // The parser unescapes in place: it reads a copy, the fold the original.
+            self.scratch.clear();
+            self.scratch.extend_from_slice(data);
+            self.any_part = self.parser.parse(&mut self.scratch).is_ok_and(|chunk| !chunk.parts.is_empty());
+        }
+        self.fold.on_event(data)
+    }
+    fn take_signatures(&mut self) -> Vec<CapturedSignature> {
+        self.fold.take_signatures()
+    }
+    fn finished_by_upstream(&self) -> bool {
+        self.fold.finished_by_upstream()
+    }
+    fn emitted_anything(&self) -> bool {
+        self.any_part
+    }
+    fn usage(&self) -> Option<levitate_filters::stream::Usage> {
+        self.fold.usage()
+    }
+    fn into_body(self) -> Vec<u8> {
+        self.fold.finish()
+    }
+}
 
 /// Drives a fold (non-streaming answer) through the same pump; it writes only at the end.
 struct FoldAdapter<F: Fold>(Option<F>);
@@ -912,11 +1010,17 @@ impl<F: Fold> Translator for FoldAdapter<F> {
     fn finished_by_upstream(&self) -> bool {
         self.0.as_ref().is_none_or(|f| f.finished_by_upstream())
     }
+    fn emitted_anything(&self) -> bool {
+        self.0.as_ref().is_none_or(|f| f.emitted_anything())
+    }
     fn usage(&self) -> Option<levitate_filters::stream::Usage> {
         self.0.as_ref().and_then(|f| f.usage())
     }
     fn content_type(&self) -> &'static str {
         "application/json"
+    }
+    fn streams(&self) -> bool {
+        false
     }
 }
 

@@ -11,8 +11,13 @@
 //! [`AccountPool::select`] walks the iterator, skips accounts this request already tried, prefers the
 //! session's sticky account among the best tier, and reserves a slot with a compare-and-swap, so no account
 //! ever exceeds its cap whatever the race.
+//!
+//! When every eligible account is merely busy, [`AccountPool::select_or_wait`] queues the request in a FIFO
+//! [`WaitQueue`]. A released [`Lease`] hands its slot straight to the longest waiter that may use that account
+//! (the in-flight count never drops in between, so a newcomer cannot take it first), and only when no waiter
+//! can use it does the counter go down: one wake per freed slot, served in arrival order.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -23,7 +28,7 @@ use pingora_core::protocols::l4::socket::SocketAddr;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::Backend;
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use crate::affinity::SessionAffinity;
 use crate::breaker::{Breaker, BreakerPolicy, BreakerState};
@@ -128,6 +133,20 @@ pub enum SelectError {
     Locked { until_ms: u64 },
 }
 
+impl SelectError {
+    /// Whether waiting up to `max_wait` could turn this into a lease: a busy pool (a slot may free) or an
+    /// unlock within the wait. Anything else is answered at once.
+    pub fn may_wait(&self, max_wait: Duration) -> bool {
+        match self {
+            SelectError::Busy => !max_wait.is_zero(),
+            SelectError::Locked { until_ms } => {
+                until_ms.saturating_sub(now_ms()) <= max_wait.as_millis() as u64
+            }
+            SelectError::NoAccounts | SelectError::Exhausted => false,
+        }
+    }
+}
+
 /// What one upstream attempt asks of the pool.
 pub struct Selection<'a> {
     pub model: &'a str,
@@ -145,8 +164,35 @@ pub struct PoolState {
     quotas: QuotaBook,
     settings: ArcSwap<PoolSettings>,
     store: Option<Store>,
-    released: Notify,
+    /// The accounts of the table in force, by id: a released slot is handed on only under the current spec
+    /// (a removed account takes no new request, a lowered cap is honoured).
+    table: ArcSwap<HashMap<String, Arc<AccountSpec>>>,
+    /// Requests waiting for a slot, oldest first.
+    queue: Mutex<WaitQueue>,
+    /// Capacity appeared other than by a release (reload, settings, an operator's action): waiters look again.
+    changed: Notify,
     rotation: AtomicU64,
+}
+
+/// Requests waiting for a slot, in arrival order.
+#[derive(Default)]
+struct WaitQueue {
+    waiters: VecDeque<Waiter>,
+    next_ticket: u64,
+}
+
+/// One queued request: what it may use, and where a released slot is handed to it.
+struct Waiter {
+    ticket: u64,
+    model: String,
+    exclude: Vec<String>,
+    grant: oneshot::Sender<Grant>,
+}
+
+/// A slot handed from a released lease to a waiter, still counted in the account's in-flight count.
+struct Grant {
+    account: Arc<AccountSpec>,
+    live: Arc<LiveAccount>,
 }
 
 /// How an account stands for one model right now.
@@ -170,9 +216,74 @@ impl PoolState {
             quotas: QuotaBook::default(),
             settings: ArcSwap::from_pointee(settings),
             store,
-            released: Notify::new(),
+            table: ArcSwap::from_pointee(HashMap::new()),
+            queue: Mutex::new(WaitQueue::default()),
+            changed: Notify::new(),
             rotation: AtomicU64::new(0),
         }
+    }
+
+    /// Records the accounts of a new table (for handing released slots on).
+    fn install(&self, selector: &AccountSelector) {
+        let table = selector.entries.iter().map(|e| (e.account.id.clone(), e.account.clone())).collect();
+        self.table.store(Arc::new(table));
+    }
+
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, WaitQueue> {
+        match self.queue.lock() {
+            Ok(queue) => queue,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Queues a request for a slot; it keeps its place until it leaves or is handed a slot.
+    fn enqueue(self: &Arc<Self>, selection: &Selection<'_>) -> Place {
+        let (sender, receiver) = oneshot::channel();
+        let mut queue = self.lock_queue();
+        let ticket = queue.next_ticket;
+        queue.next_ticket += 1;
+        queue.waiters.push_back(Waiter {
+            ticket,
+            model: selection.model.to_string(),
+            exclude: selection.exclude.to_vec(),
+            grant: sender,
+        });
+        Place { state: self.clone(), ticket, grant: receiver, left: false }
+    }
+
+    /// Frees one slot of an account: hands it to the longest waiter that may use the account now, else
+    /// gives it back to the counter. Both happen under the queue lock, and a waiter queues before it looks
+    /// for a slot, so no release can slip between a waiter's miss and its wait.
+    fn release(&self, id: &str, live: &Arc<LiveAccount>) {
+        let mut queue = self.lock_queue();
+        let account = self.table.load().get(id).cloned();
+        if let Some(account) = account.filter(|a| live.in_flight() <= a.max_concurrent) {
+            let settings = self.settings.load();
+            let now = Instant::now();
+            let now_ms = now_ms();
+            let mut i = 0;
+            while i < queue.waiters.len() {
+                let waiter = &queue.waiters[i];
+                // The slot being released is this account's own, so "at its cap" still counts as usable.
+                let usable = !waiter.exclude.iter().any(|x| x == id)
+                    && matches!(
+                        self.availability(&account, live, &waiter.model, now, now_ms, &settings),
+                        Availability::Ready | Availability::Full
+                    );
+                if !usable {
+                    i += 1;
+                    continue;
+                }
+                let Some(waiter) = queue.waiters.remove(i) else { break };
+                if waiter.grant.send(Grant { account: account.clone(), live: live.clone() }).is_ok() {
+                    live.served.fetch_add(1, Ordering::Relaxed);
+                    live.breaker.on_lease(now, &Self::policy(&settings));
+                    return;
+                }
+                // That waiter's receiver is gone; the next one in line.
+            }
+        }
+        live.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
     fn live_of(&self, id: &str) -> Arc<LiveAccount> {
@@ -340,7 +451,7 @@ impl BackendIter for AccountIter {
     }
 }
 
-/// A reserved slot on one account; releasing it (drop) frees the slot and wakes the waiters.
+/// A reserved slot on one account; releasing it (drop) hands the slot to the longest waiter or frees it.
 pub struct Lease {
     pub account: Arc<AccountSpec>,
     live: Arc<LiveAccount>,
@@ -355,8 +466,50 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.live.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.state.released.notify_waiters();
+        self.state.release(&self.account.id, &self.live);
+    }
+}
+
+/// A request's place in the [`WaitQueue`]. Leaving (or dropping the place, when the request is cancelled)
+/// takes it out of the queue; a slot handed to it in the meantime is returned, or passed on when dropped.
+struct Place {
+    state: Arc<PoolState>,
+    ticket: u64,
+    grant: oneshot::Receiver<Grant>,
+    left: bool,
+}
+
+impl Place {
+    /// Leaves the queue. Returns the slot handed over before it left, if one was.
+    fn leave(&mut self) -> Option<Lease> {
+        if std::mem::replace(&mut self.left, true) {
+            return None;
+        }
+        let mut queue = self.state.lock_queue();
+        if let Some(i) = queue.waiters.iter().position(|w| w.ticket == self.ticket) {
+            queue.waiters.remove(i);
+            return None;
+        }
+        drop(queue);
+        // Not queued any more: a release removed it and sent the grant under the same lock.
+        self.grant.try_recv().ok().map(|grant| self.lease(grant))
+    }
+
+    /// A slot received while waiting.
+    fn received(&mut self, grant: Grant) -> Lease {
+        self.left = true;
+        self.lease(grant)
+    }
+
+    fn lease(&self, grant: Grant) -> Lease {
+        Lease { account: grant.account, live: grant.live, state: self.state.clone() }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        // A slot handed over as the request went away goes to the next waiter (the lease's drop).
+        drop(self.leave());
     }
 }
 
@@ -420,6 +573,7 @@ impl AccountPool {
     fn build(accounts: &[AccountSpec], settings: PoolSettings, store: Option<Store>) -> Self {
         let state = Arc::new(PoolState::new(settings, store));
         let selector = AccountSelector::from_accounts(accounts, state.clone());
+        state.install(&selector);
         AccountPool { selector: ArcSwap::from_pointee(selector), state }
     }
 
@@ -474,15 +628,17 @@ impl AccountPool {
             live.admin_enabled.store(ADMIN_NONE, Ordering::Relaxed);
             self.clear_forbidden(&a.id);
         }
-        self.selector.store(Arc::new(AccountSelector::from_accounts(accounts, self.state.clone())));
-        self.state.released.notify_waiters();
+        let selector = AccountSelector::from_accounts(accounts, self.state.clone());
+        self.state.install(&selector);
+        self.selector.store(Arc::new(selector));
+        self.state.changed.notify_waiters();
     }
 
     /// Applies reloaded pool settings.
     pub fn configure(&self, settings: &PoolSettings) {
         self.state.affinity.configure(settings.affinity_capacity, settings.affinity_ttl);
         self.state.settings.store(Arc::new(settings.clone()));
-        self.state.released.notify_waiters();
+        self.state.changed.notify_waiters();
     }
 
     pub fn live_of(&self, id: &str) -> Arc<LiveAccount> {
@@ -596,43 +752,64 @@ impl AccountPool {
         }
     }
 
-    /// Like [`select`](Self::select), but waits up to `max_wait` when every candidate is busy (for a slot to
-    /// free) or resting with the earliest unlock within `max_wait`. Resting beyond that answers at once:
-    /// never sleep on a locked account while the client could be told when to come back.
+    /// Like [`select`](Self::select), but waits up to `max_wait` when every candidate is busy, or resting with
+    /// the earliest unlock within `max_wait`. Resting beyond that answers at once: never sleep on a locked
+    /// account while the client could be told when to come back.
+    ///
+    /// The request holds a place in the FIFO [`WaitQueue`] while it waits: a released slot goes to the longest
+    /// waiter that can use it, so nobody is overtaken and one release wakes one waiter. It also looks again
+    /// when the lockout it waits on ends and when capacity appears otherwise (a reload, an operator's action).
+    /// Dropping the future (the client left) gives up the place, and any slot handed to it goes on.
     pub async fn select_or_wait(
         &self,
         selection: &Selection<'_>,
         max_wait: Duration,
     ) -> Result<Lease, SelectError> {
         let deadline = tokio::time::Instant::now() + max_wait;
+        let mut place = self.state.enqueue(selection);
         loop {
-            let notified = self.state.released.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            let changed = self.state.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let error = match self.select(selection) {
-                Ok(lease) => return Ok(lease),
+                Ok(lease) => {
+                    // A slot handed over in the meantime goes straight on to the next waiter.
+                    drop(place.leave());
+                    return Ok(lease);
+                }
                 Err(error) => error,
             };
             let now = tokio::time::Instant::now();
-            let wake_at = match &error {
-                SelectError::Busy => deadline,
-                SelectError::Locked { until_ms } => {
-                    let unlock = now + Duration::from_millis(until_ms.saturating_sub(now_ms()));
-                    if unlock > deadline {
-                        return Err(error);
-                    }
-                    unlock
-                }
-                _ => return Err(error),
-            };
-            if now >= deadline {
-                return Err(error);
+            let remaining = deadline.saturating_duration_since(now);
+            if remaining.is_zero() || !error.may_wait(remaining) {
+                return place.leave().ok_or(error);
             }
-            tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep_until(wake_at) => {}
+            let wake_at = match &error {
+                SelectError::Locked { until_ms } => {
+                    now + Duration::from_millis(until_ms.saturating_sub(now_ms()))
+                }
+                _ => deadline,
+            };
+            let granted = tokio::select! {
+                grant = &mut place.grant => Some(grant),
+                _ = changed => None,
+                _ = tokio::time::sleep_until(wake_at) => None,
+            };
+            match granted {
+                Some(Ok(grant)) => return Ok(place.received(grant)),
+                // The sender went without a grant (nothing does that while the place is queued).
+                Some(Err(_)) => {
+                    place.left = true;
+                    return Err(error);
+                }
+                None => {}
             }
         }
+    }
+
+    /// Requests waiting in the queue now.
+    pub fn queued(&self) -> usize {
+        self.state.lock_queue().waiters.len()
     }
 
     // -----------------------------------------------------------------------------------------------------
@@ -866,7 +1043,7 @@ impl AccountPool {
         }
         let value = if enabled { ADMIN_ENABLED } else { ADMIN_DISABLED };
         self.state.live_of(id).admin_enabled.store(value, Ordering::Relaxed);
-        self.state.released.notify_waiters();
+        self.state.changed.notify_waiters();
         true
     }
 
@@ -878,7 +1055,7 @@ impl AccountPool {
             if let Some(store) = &self.state.store {
                 let _ = store.remove_forbidden(id);
             }
-            self.state.released.notify_waiters();
+            self.state.changed.notify_waiters();
         }
         had
     }
@@ -891,7 +1068,7 @@ impl AccountPool {
             }
         }
         self.state.lockouts.clear_account(id);
-        self.state.released.notify_waiters();
+        self.state.changed.notify_waiters();
     }
 }
 
@@ -1207,6 +1384,158 @@ mod tests {
             .await;
         assert_eq!(timed_out.err(), Some(SelectError::Busy));
         drop(held);
+    }
+
+    fn wait_for(
+        pool: &Arc<AccountPool>,
+        exclude: Vec<String>,
+        max_wait: Duration,
+    ) -> tokio::task::JoinHandle<Result<Lease, SelectError>> {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            pool.select_or_wait(&Selection { model: "m", exclude: &exclude, session: None }, max_wait).await
+        })
+    }
+
+    /// Yields until `n` requests are queued (each waiter queues on its first miss).
+    async fn until_queued(pool: &AccountPool, n: usize) {
+        for _ in 0..2000 {
+            if pool.queued() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("expected {n} queued, found {}", pool.queued());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn waiters_on_a_busy_account_are_served_in_arrival_order() {
+        let pool = Arc::new(AccountPool::new(&[account("a@x", None, 1)]));
+        let held = pick(&pool).unwrap();
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for n in 0..6 {
+            let pool2 = pool.clone();
+            let served = served.clone();
+            waiters.push(tokio::spawn(async move {
+                let sel = Selection { model: "m", exclude: &[], session: None };
+                let lease = pool2.select_or_wait(&sel, Duration::from_secs(10)).await.unwrap();
+                served.lock().unwrap().push(n);
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                drop(lease);
+            }));
+            until_queued(&pool, n + 1).await;
+        }
+        drop(held);
+        // The slot went to the head of the queue, not back to the counter: a newcomer cannot take it.
+        assert_eq!(pick(&pool).err(), Some(SelectError::Busy), "a newcomer overtook the queue");
+        for w in waiters {
+            w.await.unwrap();
+        }
+        assert_eq!(*served.lock().unwrap(), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(pool.live_of("a@x").in_flight(), 0, "counter drift");
+        assert_eq!(pool.queued(), 0);
+        assert_eq!(pool.live_of("a@x").served(), 7);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiter_that_gives_up_leaves_the_queue_without_taking_a_slot() {
+        let pool = Arc::new(AccountPool::new(&[account("a@x", None, 1)]));
+        let held = pick(&pool).unwrap();
+        let impatient = wait_for(&pool, vec![], Duration::from_millis(40));
+        until_queued(&pool, 1).await;
+        let patient = wait_for(&pool, vec![], Duration::from_secs(10));
+        until_queued(&pool, 2).await;
+        let cancelled = wait_for(&pool, vec![], Duration::from_secs(10));
+        until_queued(&pool, 3).await;
+        cancelled.abort();
+        assert!(cancelled.await.is_err_and(|e| e.is_cancelled()));
+        assert_eq!(impatient.await.unwrap().err(), Some(SelectError::Busy));
+        assert_eq!(pool.queued(), 1, "the timed-out and the cancelled waiter left; the patient one stays");
+        drop(held);
+        let lease = patient.await.unwrap().unwrap();
+        assert_eq!(lease.id(), "a@x");
+        assert_eq!(pool.live_of("a@x").in_flight(), 1);
+        drop(lease);
+        assert_eq!(pool.live_of("a@x").in_flight(), 0, "counter drift");
+        assert_eq!(pool.queued(), 0);
+        assert!(pick(&pool).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_released_slot_skips_waiters_that_cannot_use_that_account() {
+        let pool = Arc::new(AccountPool::new(&[account("a@x", None, 1), account("b@x", None, 1)]));
+        let on_a = pick(&pool).unwrap();
+        let on_b = pick(&pool).unwrap();
+        let (on_a, on_b) = if on_a.id() == "a@x" { (on_a, on_b) } else { (on_b, on_a) };
+        let not_a = wait_for(&pool, vec!["a@x".to_string()], Duration::from_secs(10));
+        until_queued(&pool, 1).await;
+        let anyone = wait_for(&pool, vec![], Duration::from_secs(10));
+        until_queued(&pool, 2).await;
+        drop(on_a);
+        assert_eq!(
+            anyone.await.unwrap().unwrap().id(),
+            "a@x",
+            "the head excluded a@x, so the next waiter got it"
+        );
+        assert_eq!(pool.queued(), 1);
+        drop(on_b);
+        assert_eq!(not_a.await.unwrap().unwrap().id(), "b@x");
+        assert_eq!(
+            (pool.live_of("a@x").in_flight(), pool.live_of("b@x").in_flight(), pool.queued()),
+            (0, 0, 0)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn waiting_under_churn_never_exceeds_caps_or_drifts() {
+        let pool = Arc::new(AccountPool::new(&[account("a@x", None, 2), account("b@x", None, 1)]));
+        let peak = Arc::new(AtomicU32::new(0));
+        let tasks: Vec<_> = (0..200u64)
+            .map(|i| {
+                let pool = pool.clone();
+                let peak = peak.clone();
+                tokio::spawn(async move {
+                    // Some give up almost at once, so timeouts race hand-overs.
+                    let wait = Duration::from_millis(if i % 3 == 0 { 1 + i % 4 } else { 5000 });
+                    let sel = Selection { model: "m", exclude: &[], session: None };
+                    if let Ok(lease) = pool.select_or_wait(&sel, wait).await {
+                        let now = lease.live.in_flight();
+                        assert!(now <= lease.account.max_concurrent, "{} over its cap: {now}", lease.id());
+                        peak.fetch_max(now, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_micros(200 * (i % 5))).await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(
+            (pool.live_of("a@x").in_flight(), pool.live_of("b@x").in_flight()),
+            (0, 0),
+            "counter drift"
+        );
+        assert_eq!(pool.queued(), 0);
+        assert!(peak.load(Ordering::Relaxed) >= 1);
+    }
+
+    #[tokio::test]
+    async fn a_slot_of_a_removed_account_is_not_handed_on() {
+        let pool = Arc::new(AccountPool::new(&[account("a@x", None, 1)]));
+        let held = pick(&pool).unwrap();
+        let waiter = wait_for(&pool, vec![], Duration::from_millis(200));
+        until_queued(&pool, 1).await;
+        pool.replace(&[account("b@x", None, 1)]);
+        let lease = waiter.await.unwrap().unwrap();
+        assert_eq!(lease.id(), "b@x", "the reload woke the waiter onto the new account");
+        let late = wait_for(&pool, vec![], Duration::from_millis(100));
+        until_queued(&pool, 1).await;
+        drop(held);
+        assert_eq!(pool.live_of("a@x").in_flight(), 0, "the removed account drained");
+        assert_eq!(late.await.unwrap().err(), Some(SelectError::Busy), "and its slot went to no one");
+        drop(lease);
+        assert_eq!((pool.live_of("b@x").in_flight(), pool.queued()), (0, 0));
     }
 
     #[tokio::test]

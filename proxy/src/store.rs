@@ -409,7 +409,16 @@ mod tests {
         old.put_signature("call_1", "sig").unwrap();
         assert!(Store::open(&dir).is_err(), "sled holds an exclusive lock while open");
         old.detach().unwrap();
-        let new = Store::open(&dir).unwrap();
+        // sled's background flusher lets go of the file lock within one flush period, not at once (the new
+        // process of an upgrade retries the same way; see server.rs).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let new = loop {
+            match Store::open(&dir) {
+                Ok(store) => break store,
+                Err(e) if std::time::Instant::now() > deadline => panic!("store still locked: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
         assert_eq!(new.signature("call_1", Duration::from_secs(60)).unwrap().as_deref(), Some("sig"));
         old.put_signature("call_2", "late").unwrap();
         assert!(new.signature("call_2", Duration::from_secs(60)).unwrap().is_none());

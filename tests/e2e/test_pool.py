@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import time
 
 import httpx
@@ -304,3 +305,60 @@ def test_a_forbidden_account_is_taken_out_and_shown_to_the_operator(start_gatewa
     assert status["state"] == "forbidden"
     assert status["forbidden"]["reason"] == fault.upper()
     assert status["forbidden"]["url"].startswith("https://")
+
+
+def test_requests_for_a_busy_account_queue_in_arrival_order(start_gateway):
+    """One account with a concurrency cap of 1 and answers that take 0.4 s: six requests sent 0.1 s apart all
+    succeed, one at a time, finishing in the order they arrived (a freed slot goes to the longest waiter, not
+    to whoever grabs it first), and the queue's depth and wait time are in the metrics."""
+    solo = account("queue", max_concurrent=1)
+    gw = start_gateway(accounts=[solo], pool={"max_wait": "10s"})
+    with client_for(gw) as client:
+        assert chat(gw, client, "warm up the token").status_code == 200
+        gw.set_faults([{"kind": "slow_first_byte", "delay_ms": 400}])
+        gw.sim.reset_stats()
+        finished: list[int] = []
+
+        def one(i: int) -> int:
+            time.sleep(0.1 * i)
+            r = chat(gw, client, f"queued request {i}")
+            finished.append(i)
+            return r.status_code
+
+        statuses = run_concurrently(6, 6, one)
+    assert statuses == [200] * 6, statuses
+    assert finished == list(range(6)), f"served out of arrival order: {finished}"
+    stats = gw.sim.account_stats(solo.email)
+    assert stats["peak_concurrency"] == 1 and stats["requests"] == 6, stats
+    metrics = gw.metrics()
+    waits = float(re.search(r"^levitate_pool_wait_seconds_count (\S+)$", metrics, re.M).group(1))
+    assert waits >= 5, f"five requests waited, the histogram saw {waits}"
+    assert re.search(r"^levitate_pool_waiting_requests 0$", metrics, re.M), "the queue gauge is back to 0"
+    assert admin_accounts(gw)[0]["in_flight"] == 0
+
+
+def test_a_queue_longer_than_max_wait_answers_429_with_retry_after(start_gateway):
+    """The same single-slot account with 0.6 s answers and pool.max_wait 0.9 s: of four simultaneous requests
+    the first is served at once, the second after waiting its turn, and the other two get 429 with Retry-After
+    once max_wait has passed, without the simulator ever seeing them."""
+    solo = account("short", max_concurrent=1)
+    gw = start_gateway(accounts=[solo], pool={"max_wait": "900ms"})
+    with client_for(gw) as client:
+        assert chat(gw, client, "warm up the token").status_code == 200
+        gw.set_faults([{"kind": "slow_first_byte", "delay_ms": 600}])
+        gw.sim.reset_stats()
+
+        def one(i: int) -> tuple[httpx.Response, float]:
+            t0 = time.monotonic()
+            r = chat(gw, client, f"crowded request {i}")
+            return r, time.monotonic() - t0
+
+        answers = run_concurrently(4, 4, one)
+    assert sorted(r.status_code for r, _ in answers) == [200, 200, 429, 429], [r.text for r, _ in answers]
+    for r, elapsed in answers:
+        if r.status_code == 429:
+            assert r.headers["retry-after"] == "1", r.headers
+            assert r.json()["error"]["type"] == "rate_limit_error"
+            assert elapsed >= 0.85, f"refused after {elapsed:.2f}s, before max_wait"
+    assert gw.sim.account_stats(solo.email)["requests"] == 2, "refused requests never reached the upstream"
+    assert admin_accounts(gw)[0]["in_flight"] == 0

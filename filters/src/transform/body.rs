@@ -8,7 +8,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::TransformError;
@@ -18,8 +18,12 @@ use super::TransformError;
 pub(crate) const MAX_JSON_DEPTH: usize = 128;
 
 /// Parses a JSON object body into `T`; `what` names the API in messages ("a chat.completions request").
-/// The buffer is used as scratch space by simd-json and left modified.
-pub(crate) fn parse_body<T: DeserializeOwned>(body: &mut [u8], what: &str) -> Result<T, TransformError> {
+/// The buffer is used as scratch space by simd-json and left modified: simd-json unescapes every string in
+/// place, so a `T` with `&'a str` fields borrows them all from `body` instead of copying them.
+pub(crate) fn parse_body<'a, T: Deserialize<'a>>(
+    body: &'a mut [u8],
+    what: &str,
+) -> Result<T, TransformError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(TransformError::Json(format!("The request body is empty: send {what} as JSON.")));
     }
@@ -56,26 +60,27 @@ pub(crate) fn parse_body<T: DeserializeOwned>(body: &mut [u8], what: &str) -> Re
 
 /// A field a client API allows as either a bare string or a structured value (`content`, `stop`, `tool_choice`,
 /// `image_url`). Deserialized by hand: serde's untagged enums buffer the whole value (large for base64
-/// images) and lose the error position.
+/// images) and lose the error position. The string is an `S`: `String`, or `&'a str` to borrow it from the
+/// body.
 #[derive(Debug)]
-pub(crate) enum StrOr<T> {
-    Str(String),
+pub(crate) enum StrOr<T, S = String> {
+    Str(S),
     Other(T),
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for StrOr<T> {
+impl<'de, T: Deserialize<'de>, S: Deserialize<'de>> Deserialize<'de> for StrOr<T, S> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct StrOrVisitor<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for StrOrVisitor<T> {
-            type Value = StrOr<T>;
+        struct StrOrVisitor<T, S>(PhantomData<(T, S)>);
+        impl<'de, T: Deserialize<'de>, S: Deserialize<'de>> Visitor<'de> for StrOrVisitor<T, S> {
+            type Value = StrOr<T, S>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string, an array or an object")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(StrOr::Str(v.to_owned()))
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                S::deserialize(de::value::BorrowedStrDeserializer::new(v)).map(StrOr::Str)
             }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(StrOr::Str(v))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                S::deserialize(de::value::StrDeserializer::new(v)).map(StrOr::Str)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
                 T::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(StrOr::Other)

@@ -15,6 +15,7 @@ pub mod anthropic;
 pub(crate) mod body;
 pub mod gemini;
 mod inner;
+mod json_tokens;
 pub mod openai;
 mod tool_cache;
 

@@ -33,17 +33,22 @@ use super::inner::{
     FunctionResponseOut, GenerationConfig, InnerJson, JsonObject, JsonObjectError, Part, ToolConfig,
     ToolGroup, ToolResponse, ToolResultValue, Turn,
 };
+use super::json_tokens::JsonTokens;
 use super::{InnerRequest, Target, ToolCache, ToolNameMap, TransformError};
 use crate::schema::{clean_schema, SchemaOptions};
 use crate::signature::{ModelFamily, SignatureLookup, SKIP_VALIDATOR_SENTINEL};
 
 /// A parsed chat.completions request. Built by [`parse_chat_request`], which has already checked that
 /// `model` and `messages` are present and that no unsupported parameter is set.
+///
+/// Its text (messages, tool calls, tool definitions) is borrowed from the body buffer it was parsed from,
+/// not copied, and tool `parameters` are kept as tokens until a build needs them (see [`JsonTokens`]).
 #[derive(Debug, Default, Deserialize)]
-pub struct ChatRequest {
+pub struct ChatRequest<'a> {
     #[serde(default)]
-    model: String,
-    messages: Option<Vec<Message>>,
+    model: &'a str,
+    #[serde(borrow)]
+    messages: Option<Vec<Message<'a>>>,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
     max_tokens: Option<u32>,
@@ -52,12 +57,16 @@ pub struct ChatRequest {
     top_p: Option<f64>,
     stop: Option<StrOr<Vec<String>>>,
     seed: Option<i64>,
-    tools: Option<Vec<Tool>>,
+    #[serde(borrow)]
+    tools: Option<Vec<Tool<'a>>>,
     tool_choice: Option<StrOr<ToolChoiceObject>>,
     response_format: Option<ResponseFormat>,
-    reasoning_effort: Option<String>,
-    prompt_cache_key: Option<String>,
-    user: Option<String>,
+    #[serde(borrow)]
+    reasoning_effort: Option<&'a str>,
+    #[serde(borrow)]
+    prompt_cache_key: Option<&'a str>,
+    #[serde(borrow)]
+    user: Option<&'a str>,
     // Parameters the upstream cannot honour; rejected by `reject_unsupported` when set.
     n: Option<u32>,
     logprobs: Option<bool>,
@@ -90,72 +99,182 @@ enum Role {
 }
 
 #[derive(Debug, Deserialize)]
-struct Message {
+struct Message<'a> {
     role: Role,
-    content: Option<StrOr<Vec<ContentPart>>>,
-    reasoning_content: Option<String>,
-    tool_calls: Option<Vec<ToolCall>>,
-    tool_call_id: Option<String>,
+    #[serde(borrow)]
+    content: Option<StrOr<Vec<ContentPart<'a>>, &'a str>>,
+    #[serde(borrow)]
+    reasoning_content: Option<&'a str>,
+    #[serde(borrow)]
+    tool_calls: Option<Vec<ToolCall<'a>>>,
+    #[serde(borrow)]
+    tool_call_id: Option<&'a str>,
 }
 
 #[derive(Debug, Deserialize)]
-struct ContentPart {
+struct ContentPart<'a> {
     #[serde(rename = "type")]
-    kind: String,
-    text: Option<String>,
-    refusal: Option<String>,
-    image_url: Option<StrOr<ImageUrl>>,
-    input_audio: Option<InputAudio>,
-    file: Option<FilePart>,
+    kind: &'a str,
+    #[serde(borrow)]
+    text: Option<&'a str>,
+    #[serde(borrow)]
+    refusal: Option<&'a str>,
+    #[serde(borrow)]
+    image_url: Option<StrOr<ImageUrl<'a>, &'a str>>,
+    #[serde(borrow)]
+    input_audio: Option<InputAudio<'a>>,
+    #[serde(borrow)]
+    file: Option<FilePart<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct ImageUrl {
-    url: String,
+struct ImageUrl<'a> {
+    url: &'a str,
 }
 
 #[derive(Debug, Deserialize)]
-struct InputAudio {
-    data: String,
-    format: String,
+struct InputAudio<'a> {
+    data: &'a str,
+    format: &'a str,
 }
 
 #[derive(Debug, Deserialize)]
-struct FilePart {
-    file_data: Option<String>,
-    file_id: Option<String>,
+struct FilePart<'a> {
+    #[serde(borrow)]
+    file_data: Option<&'a str>,
+    #[serde(borrow)]
+    file_id: Option<&'a str>,
 }
 
 #[derive(Debug, Deserialize)]
-struct ToolCall {
-    id: String,
-    function: FunctionCallIn,
+struct ToolCall<'a> {
+    id: &'a str,
+    #[serde(borrow)]
+    function: FunctionCallIn<'a>,
 }
 
 #[derive(Debug, Deserialize)]
-struct FunctionCallIn {
-    name: String,
-    /// A JSON-encoded string per the spec; some clients send the object itself.
-    #[serde(default)]
-    arguments: Value,
+struct FunctionCallIn<'a> {
+    name: &'a str,
+    #[serde(default, borrow)]
+    arguments: Arguments<'a>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
-struct Tool {
+/// A replayed call's `arguments`: a JSON-encoded string per the spec; some clients send the object itself.
+/// Anything else is kept only to be rejected by name when the request is built.
+#[derive(Debug, Default)]
+enum Arguments<'a> {
+    Text(Cow<'a, str>),
+    Object(Value),
+    #[default]
+    Null,
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Arguments<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ArgumentsVisitor;
+        impl<'de> serde::de::Visitor<'de> for ArgumentsVisitor {
+            type Value = Arguments<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON-encoded string or an object")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Arguments::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Arguments::Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Arguments::Null)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Arguments::Null)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_any(self)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                Value::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Arguments::Object)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                IgnoredAny::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(Arguments::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Arguments::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Arguments::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Arguments::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Arguments::Other)
+            }
+        }
+        deserializer.deserialize_any(ArgumentsVisitor)
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash, Deserialize)]
+struct Tool<'a> {
     #[serde(rename = "type", default = "function_type")]
-    kind: String,
-    function: Option<FunctionDef>,
+    kind: &'a str,
+    #[serde(borrow)]
+    function: Option<FunctionDef<'a>>,
 }
 
-fn function_type() -> String {
-    "function".to_owned()
+fn function_type<'a>() -> &'a str {
+    "function"
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
-struct FunctionDef {
-    name: String,
-    description: Option<String>,
-    parameters: Option<Value>,
+#[derive(Debug, PartialEq, Eq, Hash, Deserialize)]
+struct FunctionDef<'a> {
+    name: &'a str,
+    #[serde(borrow)]
+    description: Option<&'a str>,
+    /// Turned into a `serde_json::Value` only when the tools are built, not found in the [`ToolCache`].
+    parameters: Option<JsonTokens>,
+}
+
+/// An owned copy of a [`Tool`], kept in the [`ToolCache`] to verify that a hit is the same tool.
+struct ToolKey {
+    kind: Box<str>,
+    function: Option<FunctionKey>,
+}
+
+struct FunctionKey {
+    name: Box<str>,
+    description: Option<Box<str>>,
+    parameters: Option<JsonTokens>,
+}
+
+impl ToolKey {
+    fn new(tool: &Tool) -> Self {
+        ToolKey {
+            kind: tool.kind.into(),
+            function: tool.function.as_ref().map(|f| FunctionKey {
+                name: f.name.into(),
+                description: f.description.map(Box::from),
+                parameters: f.parameters.clone(),
+            }),
+        }
+    }
+
+    fn matches(&self, tool: &Tool) -> bool {
+        *self.kind == *tool.kind
+            && match (&self.function, &tool.function) {
+                (None, None) => true,
+                (Some(key), Some(f)) => {
+                    *key.name == *f.name
+                        && key.description.as_deref() == f.description
+                        && key.parameters == f.parameters
+                }
+                _ => false,
+            }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,18 +315,20 @@ struct JsonSchemaFormat {
     schema: Option<Value>,
 }
 
-/// Parses a chat.completions body. The buffer is used as scratch space by simd-json and left modified.
-pub fn parse_chat_request(body: &mut [u8]) -> Result<ChatRequest, TransformError> {
+/// Parses a chat.completions body. The buffer is used as scratch space by simd-json and left modified; the
+/// request borrows its text from it.
+pub fn parse_chat_request(body: &mut [u8]) -> Result<ChatRequest<'_>, TransformError> {
+    let body_len = body.len();
     let mut request: ChatRequest = parse_body(body, "a chat.completions request")?;
     request.validate()?;
-    request.body_len = body.len();
+    request.body_len = body_len;
     Ok(request)
 }
 
-impl ChatRequest {
+impl<'a> ChatRequest<'a> {
     /// The client's model name (non-empty).
     pub fn model(&self) -> &str {
-        &self.model
+        self.model
     }
 
     pub fn stream(&self) -> bool {
@@ -221,9 +342,7 @@ impl ChatRequest {
 
     /// A client-chosen conversation key for affinity: `prompt_cache_key`, else `user`.
     pub fn session_hint(&self) -> Option<&str> {
-        fn non_empty(s: &Option<String>) -> Option<&str> {
-            s.as_deref().filter(|s| !s.trim().is_empty())
-        }
+        let non_empty = |s: &Option<&'a str>| s.filter(|s| !s.trim().is_empty());
         non_empty(&self.prompt_cache_key).or_else(|| non_empty(&self.user))
     }
 
@@ -232,11 +351,11 @@ impl ChatRequest {
         let first = self.messages.as_deref()?.iter().find(|m| m.role == Role::User)?;
         match first.content.as_ref()? {
             StrOr::Str(text) => Some(text),
-            StrOr::Other(parts) => parts.iter().find(|p| p.kind == "text").and_then(|p| p.text.as_deref()),
+            StrOr::Other(parts) => parts.iter().find(|p| p.kind == "text").and_then(|p| p.text),
         }
     }
 
-    fn messages(&self) -> &[Message] {
+    fn messages(&self) -> &[Message<'_>] {
         self.messages.as_deref().unwrap_or_default()
     }
 
@@ -317,8 +436,7 @@ fn build(
 ) -> Result<InnerRequest, TransformError> {
     let family = ModelFamily::of(target.upstream_model);
     let declared = req.tools.as_deref().unwrap_or_default();
-    let mut names =
-        ToolNameMap::new(declared.iter().filter_map(|t| t.function.as_ref()).map(|f| f.name.as_str()));
+    let mut names = ToolNameMap::new(declared.iter().filter_map(|t| t.function.as_ref()).map(|f| f.name));
     let tools = match cache {
         Some(cache) if !declared.is_empty() => cached_tools(declared, family, &mut names, cache)?,
         _ => encode_tools(&build_tools(declared, family, &mut names)?).into(),
@@ -345,7 +463,7 @@ fn estimated_size(req: &ChatRequest) -> usize {
         .iter()
         .map(|m| match &m.content {
             Some(StrOr::Str(s)) => s.len(),
-            Some(StrOr::Other(parts)) => parts.iter().map(|p| p.text.as_ref().map_or(256, String::len)).sum(),
+            Some(StrOr::Other(parts)) => parts.iter().map(|p| p.text.map_or(256, str::len)).sum(),
             None => 256,
         })
         .sum();
@@ -399,8 +517,7 @@ fn build_contents<'a>(
             },
             Role::Assistant => {
                 if family != ModelFamily::Claude {
-                    if let Some(part) = message.reasoning_content.as_deref().and_then(|t| text_part(t, true))
-                    {
+                    if let Some(part) = message.reasoning_content.and_then(|t| text_part(t, true)) {
                         push_part(&mut contents, "model", part);
                     }
                 }
@@ -425,13 +542,13 @@ fn build_contents<'a>(
                     }
                     let args = parse_arguments(&call.function.arguments)
                         .map_err(|m| TransformError::invalid(format!("{}.function.arguments", at()), m))?;
-                    let thought_signature = signatures.signature_for_tool_call(&call.id).or_else(|| {
+                    let thought_signature = signatures.signature_for_tool_call(call.id).or_else(|| {
                         (family == ModelFamily::Gemini && k == 0).then(|| SKIP_VALIDATOR_SENTINEL.to_owned())
                     });
-                    call_names.insert(&call.id, &call.function.name);
+                    call_names.insert(call.id, call.function.name);
                     let function_call = FunctionCallOut {
-                        id: &call.id,
-                        name: names.register(&call.function.name).to_owned(),
+                        id: call.id,
+                        name: names.register(call.function.name).to_owned(),
                         args,
                     };
                     push_part(
@@ -442,7 +559,7 @@ fn build_contents<'a>(
                 }
             }
             Role::Tool => {
-                let Some(id) = message.tool_call_id.as_deref().filter(|id| !id.is_empty()) else {
+                let Some(id) = message.tool_call_id.filter(|id| !id.is_empty()) else {
                     return Err(TransformError::invalid(
                         format!("{}.tool_call_id", param()),
                         "A tool message needs `tool_call_id`.",
@@ -493,7 +610,7 @@ fn for_each_text<'a>(
         Some(StrOr::Str(text)) => f(text),
         Some(StrOr::Other(parts)) => {
             for (j, part) in parts.iter().enumerate() {
-                match (part.kind.as_str(), part.text.as_deref(), part.refusal.as_deref()) {
+                match (part.kind, part.text, part.refusal) {
                     ("text", Some(text), _) | ("refusal", _, Some(text)) => f(text),
                     ("text", None, _) => {
                         return Err(TransformError::invalid(
@@ -516,20 +633,18 @@ fn for_each_text<'a>(
     Ok(())
 }
 
-fn user_part(part: &ContentPart, i: usize, j: usize) -> Result<Option<Part<'_>>, TransformError> {
+fn user_part<'a>(part: &'a ContentPart<'_>, i: usize, j: usize) -> Result<Option<Part<'a>>, TransformError> {
     let at = |field: &str| format!("messages[{i}].content[{j}].{field}");
-    match part.kind.as_str() {
+    match part.kind {
         "text" => {
-            let text = part
-                .text
-                .as_deref()
-                .ok_or_else(|| TransformError::invalid(at("text"), "A text part needs `text`."))?;
+            let text =
+                part.text.ok_or_else(|| TransformError::invalid(at("text"), "A text part needs `text`."))?;
             Ok(text_part(text, false))
         }
         "image_url" => {
             let url = match &part.image_url {
-                Some(StrOr::Str(url)) => url.as_str(),
-                Some(StrOr::Other(ImageUrl { url })) => url.as_str(),
+                Some(StrOr::Str(url)) => url,
+                Some(StrOr::Other(ImageUrl { url })) => url,
                 None => {
                     return Err(TransformError::invalid(
                         at("image_url"),
@@ -543,7 +658,7 @@ fn user_part(part: &ContentPart, i: usize, j: usize) -> Result<Option<Part<'_>>,
             let audio = part.input_audio.as_ref().ok_or_else(|| {
                 TransformError::invalid(at("input_audio"), "An input_audio part needs `input_audio`.")
             })?;
-            let mime_type = match audio.format.as_str() {
+            let mime_type = match audio.format {
                 "wav" => "audio/wav",
                 "mp3" => "audio/mp3",
                 other => {
@@ -553,7 +668,7 @@ fn user_part(part: &ContentPart, i: usize, j: usize) -> Result<Option<Part<'_>>,
                     ))
                 }
             };
-            Ok(Some(Part::inline(mime_type, &audio.data)))
+            Ok(Some(Part::inline(mime_type, audio.data)))
         }
         "file" => {
             let file = part
@@ -599,23 +714,23 @@ fn media_part(url: &str) -> Result<Part<'_>, String> {
 
 /// The `args` object of a replayed call: `arguments` is a JSON string (empty means no arguments), or an
 /// object from lenient clients.
-fn parse_arguments(arguments: &Value) -> Result<JsonObject<'_>, String> {
+fn parse_arguments<'a>(arguments: &'a Arguments<'_>) -> Result<JsonObject<'a>, String> {
     match arguments {
-        Value::String(text) if text.trim().is_empty() => Ok(JsonObject::Empty),
-        Value::String(text) => JsonObject::parse(Cow::Borrowed(text)).map_err(|e| match e {
+        Arguments::Text(text) if text.trim().is_empty() => Ok(JsonObject::Empty),
+        Arguments::Text(text) => JsonObject::parse(Cow::Borrowed(text)).map_err(|e| match e {
             JsonObjectError::Syntax(e) => {
                 format!("`arguments` must be a JSON-encoded object; it does not parse ({e}).")
             }
             JsonObjectError::NotAnObject => "`arguments` must encode a JSON object.".into(),
         }),
-        Value::Null => Ok(JsonObject::Empty),
-        object @ Value::Object(_) => Ok(JsonObject::Value(object)),
-        _ => Err("`arguments` must encode a JSON object.".into()),
+        Arguments::Null => Ok(JsonObject::Empty),
+        Arguments::Object(object) => Ok(JsonObject::Value(object)),
+        Arguments::Other => Err("`arguments` must encode a JSON object.".into()),
     }
 }
 
 /// A tool message's content: parsed JSON when it is a JSON object, otherwise the text.
-fn tool_result(message: &Message, i: usize) -> Result<ToolResultValue<'_>, TransformError> {
+fn tool_result<'a>(message: &'a Message<'_>, i: usize) -> Result<ToolResultValue<'a>, TransformError> {
     let text: Cow<'_, str> = match &message.content {
         None => Cow::Borrowed(""),
         Some(StrOr::Str(text)) => Cow::Borrowed(text),
@@ -643,12 +758,14 @@ fn cached_tools(
     cache: &ToolCache,
 ) -> Result<Arc<[u8]>, TransformError> {
     let hash = cache.hash(&(family, declared));
-    let hit = cache.get(hash, |(f, tools): &(ModelFamily, Vec<Tool>)| *f == family && tools == declared);
+    let hit = cache.get(hash, |(f, keys): &(ModelFamily, Vec<ToolKey>)| {
+        *f == family && keys.len() == declared.len() && keys.iter().zip(declared).all(|(k, t)| k.matches(t))
+    });
     if let Some(json) = hit {
         return Ok(json);
     }
     let json: Arc<[u8]> = encode_tools(&build_tools(declared, family, names)?).into();
-    cache.insert(hash, (family, declared.to_vec()), Arc::clone(&json));
+    cache.insert(hash, (family, declared.iter().map(ToolKey::new).collect::<Vec<_>>()), Arc::clone(&json));
     Ok(json)
 }
 
@@ -663,7 +780,7 @@ fn build_tools<'a>(
     let mut declarations = Vec::with_capacity(tools.len());
     let mut seen = std::collections::HashSet::new();
     for (i, tool) in tools.iter().enumerate() {
-        let function = match (tool.kind.as_str(), &tool.function) {
+        let function = match (tool.kind, &tool.function) {
             ("function", Some(function)) => function,
             ("function", None) => {
                 return Err(TransformError::invalid(
@@ -684,7 +801,7 @@ fn build_tools<'a>(
                 "A function tool needs a `name`.",
             ));
         }
-        if !seen.insert(function.name.as_str()) {
+        if !seen.insert(function.name) {
             return Err(TransformError::invalid(
                 format!("tools[{i}].function.name"),
                 format!("Tool name {:?} is declared twice.", function.name),
@@ -692,16 +809,16 @@ fn build_tools<'a>(
         }
         let param = || format!("tools[{i}].function.parameters");
         let parameters = match &function.parameters {
-            Some(schema @ Value::Object(_)) => Some(schema),
-            None | Some(Value::Null) => None,
+            Some(schema) if schema.is_object() => Some(schema.to_value()),
+            None => None,
             Some(_) => {
                 return Err(TransformError::invalid(param(), "`parameters` must be a JSON Schema object."))
             }
         };
         declarations.push(FunctionDeclaration::new(
-            &function.name,
-            function.description.as_deref(),
-            parameters,
+            function.name,
+            function.description,
+            parameters.as_ref(),
             family,
             names,
             param,
@@ -830,7 +947,7 @@ fn build_generation_config(
         }
     }
 
-    if let Some(effort) = req.reasoning_effort.as_deref() {
+    if let Some(effort) = req.reasoning_effort {
         let budget = match effort {
             "none" => 0,
             "auto" => -1,
@@ -865,8 +982,9 @@ mod tests {
         }
     }
 
-    fn parse(body: Value) -> Result<ChatRequest, TransformError> {
-        parse_chat_request(&mut serde_json::to_vec(&body).unwrap())
+    /// The request borrows from its body, leaked so a test can keep it as long as it likes.
+    fn parse(body: Value) -> Result<ChatRequest<'static>, TransformError> {
+        parse_chat_request(serde_json::to_vec(&body).unwrap().leak())
     }
 
     fn build_for(
@@ -1073,6 +1191,82 @@ mod tests {
         let e = build_inner_request_cached(&parse(bad).unwrap(), &target, &sigs, &cache).unwrap_err();
         assert_eq!(e.param(), Some("tools[0].function.parameters"));
         assert_eq!(cache.len(), 3, "failed builds are not cached");
+    }
+
+    /// The cache compares the tools as recorded from the body, so a hit needs the same definitions, however
+    /// they are spaced, and any change to a schema (even `1` for `1.0`) is a miss built from scratch.
+    #[test]
+    fn the_tool_cache_key_is_the_recorded_tools() {
+        let cache = ToolCache::new(8);
+        let sigs = crate::signature::NoSignatures;
+        let target = Target { upstream_model: "gemini-3-flash", session_id: "-42" };
+        let build = |body: &str| {
+            let req = parse_chat_request(body.as_bytes().to_vec().leak()).unwrap();
+            let cached = build_inner_request_cached(&req, &target, &sigs, &cache).map(|i| i.json);
+            assert_eq!(cached, build_inner_request(&req, &target, &sigs).map(|i| i.json), "{body}");
+            cached
+        };
+        let body = |tools: &str| {
+            format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"tools":{tools}}}"#)
+        };
+        let tools = r#"[{"type":"function","function":{"name":"f","description":"d","parameters":
+            {"type":"object","properties":{"n":{"type":"integer","maximum":1,"enum":[1,"\u00e9"]}}}}}]"#;
+        let first = build(&body(tools)).unwrap();
+        let spaced = tools.replace(':', " : ").replace(',', " ,\n ");
+        assert_eq!(build(&body(&spaced)).unwrap(), first);
+        assert_eq!(cache.len(), 1, "the same tools, spaced differently, hit");
+        for (k, changed) in [
+            tools.replace(r#""maximum":1"#, r#""maximum":1.0"#),
+            tools.replace(r#""maximum":1"#, r#""maximum":"1""#),
+            tools.replace(r#""\u00e9""#, r#""e""#),
+            tools.replace(r#""description":"d""#, r#""description":"d2""#),
+            tools.replace(r#""name":"f""#, r#""name":"g""#),
+            tools.replace(r#","properties":{"n":{"type":"integer","maximum":1,"enum":[1,"\u00e9"]}}"#, ""),
+        ]
+        .iter()
+        .enumerate()
+        {
+            build(&body(changed)).unwrap();
+            assert_eq!(cache.len(), k + 2, "{changed} is a miss");
+        }
+    }
+
+    /// Tool schemas are parsed only when the cache misses; what is wrong with them is reported as before.
+    #[test]
+    fn bad_tool_schemas_are_reported_on_a_miss() {
+        let cache = ToolCache::new(8);
+        let sigs = crate::signature::NoSignatures;
+        let target = Target { upstream_model: "claude-sonnet-4-6", session_id: "-42" };
+        let deep = format!("{}{{}}{}", r#"{"type":"array","items":"#.repeat(40), "}".repeat(40));
+        let too_deep = format!(
+            "invalid JSON schema in `tools[0].function.parameters`: schema is nested deeper than 32 levels (at `{}`)",
+            vec!["items"; 33].join(".")
+        );
+        let not_an_object = "`parameters` must be a JSON Schema object.".to_owned();
+        let cases = [
+            (deep, too_deep),
+            ("\"nope\"".to_owned(), not_an_object.clone()),
+            ("[{}]".to_owned(), not_an_object.clone()),
+            ("7".to_owned(), not_an_object),
+        ];
+        for (parameters, message) in cases {
+            let body = format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"tools":[{{"type":"function","function":{{"name":"f","parameters":{parameters}}}}}]}}"#
+            );
+            let req = parse_chat_request(body.into_bytes().leak()).unwrap();
+            for _ in 0..2 {
+                let e = build_inner_request_cached(&req, &target, &sigs, &cache).unwrap_err();
+                assert_eq!(e.param(), Some("tools[0].function.parameters"));
+                assert_eq!(e.to_string(), message);
+                assert_eq!(build_inner_request(&req, &target, &sigs).unwrap_err(), e);
+            }
+        }
+        assert!(cache.is_empty(), "failed builds are not cached");
+        let null = r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","parameters":null}}]}"#;
+        let req = parse_chat_request(null.as_bytes().to_vec().leak()).unwrap();
+        let got = build_inner_request_cached(&req, &target, &sigs, &cache).unwrap();
+        let got: Value = serde_json::from_slice(&got.json).unwrap();
+        assert_eq!(got["tools"][0]["functionDeclarations"][0]["parameters"]["required"], json!(["reason"]));
     }
 
     #[test]
