@@ -323,7 +323,11 @@ async fn lease(app: &App, selection: &Selection<'_>, max_wait: Duration) -> Resu
 /// §2). Not worth a lockout or a breaker failure: the account stays in the tried list, so the next [`open`]
 /// goes elsewhere while another account is eligible.
 pub fn on_empty_answer(app: &App, account: &AccountSpec, attempts: &Attempts) {
-    tracing::info!(account = %account.email, attempt = attempts.count, "upstream answered with no content; next account");
+    tracing::info!(
+        account = %account.email,
+        attempt = attempts.count,
+        "upstream answered with no content; next account"
+    );
     app.metrics.pool.retry("empty_response");
     app.pool.on_session_failure(attempts.session.as_deref(), &account.id);
 }

@@ -20,7 +20,7 @@ use levitate_filters::sse::SseFramer;
 use levitate_filters::stream::anthropic::{AnthropicFold, AnthropicStream, AnthropicStreamOptions};
 use levitate_filters::stream::gemini::{GeminiFold, GeminiStream, GeminiStreamMode, GeminiStreamOptions};
 use levitate_filters::stream::openai::{OpenAiFold, OpenAiStream, OpenAiStreamOptions};
-use levitate_filters::stream::{ChunkParser, StreamError};
+use levitate_filters::stream::StreamError;
 use levitate_filters::transform::openai::{self, parse_chat_request};
 use levitate_filters::transform::Target;
 use levitate_filters::transform::{anthropic, gemini};
@@ -381,7 +381,7 @@ impl Gateway {
             tool_names: inner.tool_names,
         };
         let stream = request.stream();
-        self.answer(session, ctx, call, stream, options, OpenAiStream::new, WatchedOpenAiFold::new).await
+        self.answer(session, ctx, call, stream, options, OpenAiStream::new, OpenAiFold::new).await
     }
 
     /// `POST /v1/messages` (Anthropic Messages; Claude Code).
@@ -520,9 +520,15 @@ impl Gateway {
         call: &mut UpstreamCall<'_>,
     ) -> std::result::Result<(UpstreamResponse, Lease), ClientError> {
         let waited = Instant::now();
-        let attempts = &mut call.attempts;
+        let opening = exchange::open(
+            &self.app,
+            call.snapshot,
+            call.upstream_model,
+            call.inner_request,
+            &mut call.attempts,
+        );
         let opened = tokio::select! {
-            opened = exchange::open(&self.app, call.snapshot, call.upstream_model, call.inner_request, attempts) => opened,
+            opened = opening => opened,
             _ = session.as_downstream_mut().read_body_or_idle(true) => {
                 tracing::info!("client disconnected before the first byte; upstream attempt dropped");
                 Err(ClientError::new(499, ErrorKind::InvalidRequest, "client closed the request"))
@@ -932,56 +938,9 @@ macro_rules! fold {
     };
 }
 
+fold!(OpenAiFold);
 fold!(AnthropicFold);
 fold!(GeminiFold);
-
-/// [`OpenAiFold`] with the "collected anything" answer the other folds give: it keeps only the rendered
-/// message, so this watches the upstream events for the first content part instead (one extra parse per
-/// event until then, which is usually the first event).
-struct WatchedOpenAiFold {
-    fold: OpenAiFold,
-    parser: ChunkParser,
-    scratch: Vec<u8>,
-    any_part: bool,
-}
-
-impl WatchedOpenAiFold {
-    fn new(options: OpenAiStreamOptions) -> Self {
-        WatchedOpenAiFold {
-            fold: OpenAiFold::new(options),
-            parser: ChunkParser::new(),
-            scratch: Vec::new(),
-            any_part: false,
-        }
-    }
-}
-
-impl Fold for WatchedOpenAiFold {
-    fn on_event(&mut self, data: &mut [u8]) -> std::result::Result<(), StreamError> {
-        if !self.any_part {
-            // The parser unescapes in place: it reads a copy, the fold the original.
-            self.scratch.clear();
-            self.scratch.extend_from_slice(data);
-            self.any_part = self.parser.parse(&mut self.scratch).is_ok_and(|chunk| !chunk.parts.is_empty());
-        }
-        self.fold.on_event(data)
-    }
-    fn take_signatures(&mut self) -> Vec<CapturedSignature> {
-        self.fold.take_signatures()
-    }
-    fn finished_by_upstream(&self) -> bool {
-        self.fold.finished_by_upstream()
-    }
-    fn emitted_anything(&self) -> bool {
-        self.any_part
-    }
-    fn usage(&self) -> Option<levitate_filters::stream::Usage> {
-        self.fold.usage()
-    }
-    fn into_body(self) -> Vec<u8> {
-        self.fold.finish()
-    }
-}
 
 /// Drives a fold (non-streaming answer) through the same pump; it writes only at the end.
 struct FoldAdapter<F: Fold>(Option<F>);

@@ -13,9 +13,9 @@
 //! ever exceeds its cap whatever the race.
 //!
 //! When every eligible account is merely busy, [`AccountPool::select_or_wait`] queues the request in a FIFO
-//! [`WaitQueue`]. A released [`Lease`] hands its slot straight to the longest waiter that may use that account
-//! (the in-flight count never drops in between, so a newcomer cannot take it first), and only when no waiter
-//! can use it does the counter go down: one wake per freed slot, served in arrival order.
+//! [`WaitQueue`]. A released [`Lease`] hands its slot straight to the longest waiter that may use that
+//! account (the in-flight count never drops in between, so a newcomer cannot take it first), and only when
+//! no waiter can use it does the counter go down: one wake per freed slot, served in arrival order.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddrV6};
@@ -169,7 +169,8 @@ pub struct PoolState {
     table: ArcSwap<HashMap<String, Arc<AccountSpec>>>,
     /// Requests waiting for a slot, oldest first.
     queue: Mutex<WaitQueue>,
-    /// Capacity appeared other than by a release (reload, settings, an operator's action): waiters look again.
+    /// Capacity appeared other than by a release (reload, settings, an operator's action): waiters look
+    /// again.
     changed: Notify,
     rotation: AtomicU64,
 }
@@ -752,14 +753,14 @@ impl AccountPool {
         }
     }
 
-    /// Like [`select`](Self::select), but waits up to `max_wait` when every candidate is busy, or resting with
-    /// the earliest unlock within `max_wait`. Resting beyond that answers at once: never sleep on a locked
-    /// account while the client could be told when to come back.
+    /// Like [`select`](Self::select), but waits up to `max_wait` when every candidate is busy, or resting
+    /// with the earliest unlock within `max_wait`. Resting beyond that answers at once: never sleep on a
+    /// locked account while the client could be told when to come back.
     ///
-    /// The request holds a place in the FIFO [`WaitQueue`] while it waits: a released slot goes to the longest
-    /// waiter that can use it, so nobody is overtaken and one release wakes one waiter. It also looks again
-    /// when the lockout it waits on ends and when capacity appears otherwise (a reload, an operator's action).
-    /// Dropping the future (the client left) gives up the place, and any slot handed to it goes on.
+    /// The request holds a place in the FIFO [`WaitQueue`] while it waits: a released slot goes to the
+    /// longest waiter that can use it, so nobody is overtaken and one release wakes one waiter. It also looks
+    /// again when the lockout it waits on ends and when capacity appears otherwise (a reload, an operator's
+    /// action). Dropping the future (the client left) gives up the place; a slot handed to it goes on.
     pub async fn select_or_wait(
         &self,
         selection: &Selection<'_>,

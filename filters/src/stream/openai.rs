@@ -383,6 +383,13 @@ impl OpenAiFold {
         self.turn.upstream_finish.is_some()
     }
 
+    /// Whether any content was collected (text, reasoning, tool calls); until then the request can still be
+    /// retried elsewhere.
+    pub fn emitted_anything(&self) -> bool {
+        let m = &self.message;
+        m.content.is_some() || m.reasoning.is_some() || !m.tool_calls.is_empty()
+    }
+
     /// The whole `chat.completion` JSON body. Take the signatures first.
     pub fn finish(mut self) -> Vec<u8> {
         let message = &mut self.message;
@@ -794,6 +801,16 @@ mod tests {
         assert!(body["choices"][0]["message"].get("reasoning_content").is_none());
         assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(body["usage"]["total_tokens"], 0);
+    }
+
+    #[test]
+    fn the_fold_knows_whether_it_collected_anything() {
+        let mut fold = OpenAiFold::new(opts(false));
+        fold.on_event(&mut upstream(json!([{"text": ""}]), None, None).into_bytes()).unwrap();
+        assert!(!fold.emitted_anything(), "an empty part is no content");
+        fold.on_event(&mut upstream(json!([{"text": "hm", "thought": true}]), None, None).into_bytes())
+            .unwrap();
+        assert!(fold.emitted_anything());
     }
 
     #[test]
