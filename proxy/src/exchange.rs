@@ -332,6 +332,18 @@ pub fn on_empty_answer(app: &App, account: &AccountSpec, attempts: &Attempts) {
     app.pool.on_session_failure(attempts.session.as_deref(), &account.id);
 }
 
+/// The account answered 200, then its stream carried an error (a 429 or 5xx as an SSE event) before any
+/// content: like a refused attempt, it moves the request on while nothing has reached the client. A 5xx counts
+/// against the account's breaker; a rate limit inside a stream carries no reliable delay, so no lockout.
+pub fn on_stream_error(app: &App, account: &AccountSpec, attempts: &Attempts, status: u16) {
+    tracing::info!(account = %account.email, status, attempt = attempts.count, "upstream stream failed before any content; next account");
+    app.metrics.pool.retry("stream_error");
+    if status >= 500 {
+        note_breaker(app, account);
+    }
+    app.pool.on_session_failure(attempts.session.as_deref(), &account.id);
+}
+
 fn note_breaker(app: &App, account: &AccountSpec) {
     if app.pool.on_server_failure(account) {
         tracing::warn!(account = %account.email, "circuit breaker opened: the account keeps failing");

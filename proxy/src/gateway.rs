@@ -575,6 +575,13 @@ impl Gateway {
                 exchange::on_empty_answer(&self.app, &account, &call.attempts);
                 continue;
             }
+            let unwritten = ctx.status == 0 && pending.is_empty();
+            let retryable = failure.as_ref().is_some_and(|e| e.status == 429 || e.status >= 500);
+            if unwritten && retryable && call.attempts.may_retry(call.snapshot) {
+                let status = failure.as_ref().map_or(502, |e| e.status);
+                exchange::on_stream_error(&self.app, &account, &call.attempts, status);
+                continue;
+            }
             return self.close(session, ctx, machine.as_mut(), failure, pending).await;
         }
     }

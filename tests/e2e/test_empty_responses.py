@@ -120,3 +120,30 @@ def test_when_every_account_answers_empty_the_client_gets_a_well_formed_end_afte
     assert choice["finish_reason"] == "length" and not choice["message"]["content"], r.json()
     assert gw.stats()["totals"]["requests"] == 3
     assert retries_for_empty_answers(gw) == 4, "two retries per request; the last attempt is answered"
+
+
+def test_an_error_inside_an_accepted_stream_moves_to_another_account(start_gateway):
+    """The ultra account accepts the stream, then sends an error event before any content. Nothing has reached
+    the client, so the request goes to the other account: streaming and non-streaming clients get a real
+    answer, and the retry is counted under cause="stream_error". With every account failing that way the
+    client gets a clean OpenAI-shaped 503, never the upstream's body."""
+    failing, steady = account("failing", "g1-ultra-tier"), account("steady2", "g1-pro-tier")
+    gw = start_gateway(accounts=[failing, steady],
+                       scenario={"faults": [{"kind": "stream_error", "account": failing.email}]})
+
+    content, _, payloads = openai_stream(gw, "stream despite the error")
+    assert content.startswith("Echo: stream despite the error"), content
+    assert payloads[-1] == "[DONE]"
+    r = gw.chat("fold despite the error", model="gemini-3-flash")
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"].startswith("Echo: fold despite the error")
+    match = re.search(r'^levitate_upstream_retries_total\{cause="stream_error"\} (\S+)$', gw.metrics(), re.M)
+    assert match and float(match.group(1)) == 2.0, gw.metrics()
+
+    gw.set_faults([{"kind": "stream_error"}])
+    r = gw.chat("nobody can answer", model="gemini-3-flash")
+    assert r.status_code == 503, r.text
+    error = r.json()["error"]
+    assert error["type"] and "UNAVAILABLE" not in r.text and "@type" not in r.text, r.text
+    gw.clear_faults()
+    gw.assert_serves()

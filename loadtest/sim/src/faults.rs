@@ -35,6 +35,9 @@ pub enum FaultKind {
     StreamCut,
     /// 200 with one chunk whose content has no parts.
     EmptyResponse,
+    /// 200 SSE whose first event is an error object (`{"error":{code,message,status}}`, 503 UNAVAILABLE),
+    /// then the end: an error that surfaces inside an accepted stream.
+    StreamError,
     /// Adds `delay_ms` before the response head.
     #[serde(alias = "slow_first_byte_ms")]
     SlowFirstByte,

@@ -435,6 +435,19 @@ async fn content_reply(
         .map(|r| (r.after_chunks.unwrap_or(1).min(chunks.len().saturating_sub(1)), r.abort));
 
     let ids = ResponseIds::new(model, trace_id);
+    if streaming && outcome.is_some_and(|r| r.kind == FaultKind::StreamError) {
+        let error = ApiError::Unavailable {
+            message: format!("The service is currently unavailable for model {model}."),
+            details: vec![],
+        };
+        let event = sse_event(&error.body().to_string(), config.sse_line_ending);
+        return Reply {
+            status: 200,
+            content_type: SSE,
+            body: SimBody::sse(vec![event], Duration::ZERO, None).holding(Some(slot)),
+            trace_id: None,
+        };
+    }
     if streaming {
         let mut events: Vec<Bytes> = Vec::with_capacity(chunks.len() + 1);
         let n = chunks.len();
