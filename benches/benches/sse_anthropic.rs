@@ -6,13 +6,12 @@
 //! in 4 KiB reads.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use levitate_filters::sse::SseFramer;
 use levitate_filters::stream::anthropic::{AnthropicFold, AnthropicStream, AnthropicStreamOptions};
 use levitate_filters::stream::gemini::{GeminiStream, GeminiStreamMode, GeminiStreamOptions};
 
 mod recorded_stream;
 
-use recorded_stream::{recorded_stream, READ_SIZE};
+use recorded_stream::{frame_reads, recorded_stream};
 
 fn options() -> AnthropicStreamOptions {
     AnthropicStreamOptions {
@@ -25,45 +24,42 @@ fn options() -> AnthropicStreamOptions {
 }
 
 fn frame_and_rewrite(input: &[u8], out: &mut Vec<u8>) {
-    let mut framer = SseFramer::new(1 << 20);
     let mut stream = AnthropicStream::new(options());
-    for read in input.chunks(READ_SIZE) {
-        framer.push(read).expect("within the cap");
-        while let Some(mut event) = framer.next_event() {
-            stream.on_event(&mut event.data, out).expect("valid upstream events");
-        }
+    frame_reads(input, |event| match event {
+        Some(data) => stream.on_event(data, out).expect("valid upstream events"),
         // The gateway writes `out` downstream after every read and reuses the buffer.
-        black_box(out.as_slice());
-        out.clear();
-    }
+        None => {
+            black_box(out.as_slice());
+            out.clear();
+        }
+    });
     stream.finish(out);
     black_box(stream.take_signatures());
 }
 
 fn frame_and_fold(input: &[u8]) -> Vec<u8> {
-    let mut framer = SseFramer::new(1 << 20);
     let mut fold = AnthropicFold::new(options());
-    for read in input.chunks(READ_SIZE) {
-        framer.push(read).expect("within the cap");
-        while let Some(mut event) = framer.next_event() {
-            fold.on_event(&mut event.data).expect("valid upstream events");
+    frame_reads(input, |event| {
+        if let Some(data) = event {
+            fold.on_event(data).expect("valid upstream events");
         }
-    }
+    });
     fold.finish()
 }
 
 fn frame_and_unwrap(input: &[u8], out: &mut Vec<u8>) {
-    let mut framer = SseFramer::new(1 << 20);
-    let opts = GeminiStreamOptions { mode: GeminiStreamMode::Sse, tool_names: Default::default() };
-    let mut stream = GeminiStream::new(opts);
-    for read in input.chunks(READ_SIZE) {
-        framer.push(read).expect("within the cap");
-        while let Some(mut event) = framer.next_event() {
-            stream.on_event(&mut event.data, out).expect("valid upstream events");
+    let mut stream = GeminiStream::new(GeminiStreamOptions {
+        mode: GeminiStreamMode::Sse,
+        tool_names: Default::default(),
+    });
+    frame_reads(input, |event| match event {
+        Some(data) => stream.on_event(data, out).expect("valid upstream events"),
+        // The gateway writes `out` downstream after every read and reuses the buffer.
+        None => {
+            black_box(out.as_slice());
+            out.clear();
         }
-        black_box(out.as_slice());
-        out.clear();
-    }
+    });
     stream.finish(out);
 }
 

@@ -9,7 +9,7 @@ use levitate_filters::stream::openai::{OpenAiFold, OpenAiStream, OpenAiStreamOpt
 
 mod recorded_stream;
 
-use recorded_stream::{recorded_stream, READ_SIZE};
+use recorded_stream::{frame_reads, recorded_stream, READ_SIZE};
 
 fn options() -> OpenAiStreamOptions {
     OpenAiStreamOptions {
@@ -38,30 +38,26 @@ fn frame_only(input: &[u8]) -> usize {
 }
 
 fn frame_and_rewrite(input: &[u8], out: &mut Vec<u8>) {
-    let mut framer = SseFramer::new(1 << 20);
     let mut stream = OpenAiStream::new(options());
-    for read in input.chunks(READ_SIZE) {
-        framer.push(read).expect("within the cap");
-        while let Some(mut event) = framer.next_event() {
-            stream.on_event(&mut event.data, out).expect("valid upstream events");
-        }
+    frame_reads(input, |event| match event {
+        Some(data) => stream.on_event(data, out).expect("valid upstream events"),
         // The gateway writes `out` downstream after every read and reuses the buffer.
-        black_box(out.as_slice());
-        out.clear();
-    }
+        None => {
+            black_box(out.as_slice());
+            out.clear();
+        }
+    });
     stream.finish(out);
     black_box(stream.take_signatures());
 }
 
 fn frame_and_fold(input: &[u8]) -> Vec<u8> {
-    let mut framer = SseFramer::new(1 << 20);
     let mut fold = OpenAiFold::new(options());
-    for read in input.chunks(READ_SIZE) {
-        framer.push(read).expect("within the cap");
-        while let Some(mut event) = framer.next_event() {
-            fold.on_event(&mut event.data).expect("valid upstream events");
+    frame_reads(input, |event| {
+        if let Some(data) = event {
+            fold.on_event(data).expect("valid upstream events");
         }
-    }
+    });
     fold.finish()
 }
 

@@ -203,6 +203,24 @@ pub fn write_named_event(out: &mut Vec<u8>, name: &str, json: &[u8]) {
     write_data_event(out, json);
 }
 
+/// Frames `bytes` as if it arrived in reads split at `cuts`, handing each event's data to `on_event`: the
+/// stream machines' tests use it to prove their output does not depend on where reads split.
+#[cfg(test)]
+pub(crate) fn frame_in_cuts(bytes: &[u8], cuts: &[usize], mut on_event: impl FnMut(&mut [u8])) {
+    let mut framer = SseFramer::new(1 << 20);
+    let mut start = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&bytes.len())) {
+        framer.push(&bytes[start..cut]).expect("within the test cap");
+        start = cut;
+        while let Some(mut event) = framer.next_event() {
+            on_event(&mut event.data);
+        }
+    }
+    while let Some(mut event) = framer.finish() {
+        on_event(&mut event.data);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

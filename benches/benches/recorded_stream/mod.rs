@@ -8,6 +8,19 @@
 /// Bytes per read when feeding the stream: 4 KiB reads align with neither events nor characters, like TLS
 /// records do.
 pub const READ_SIZE: usize = 4096;
+
+/// Feeds `input` to an SSE framer in `READ_SIZE` reads, as a socket delivers it: `on_event(Some(data))` for
+/// each complete event, then `on_event(None)` at the end of every read (where the gateway writes downstream).
+pub fn frame_reads(input: &[u8], mut on_event: impl FnMut(Option<&mut [u8]>)) {
+    let mut framer = levitate_filters::sse::SseFramer::new(1 << 20);
+    for read in input.chunks(READ_SIZE) {
+        framer.push(read).expect("within the cap");
+        while let Some(mut event) = framer.next_event() {
+            on_event(Some(&mut event.data));
+        }
+        on_event(None);
+    }
+}
 const EVENTS: usize = 12_000;
 
 /// A small deterministic generator, so every run measures the same bytes.

@@ -580,7 +580,6 @@ fn fold_event(blocks: &mut Vec<FoldedBlock>, event: Event<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sse::SseFramer;
     use proptest::prelude::*;
     use serde_json::{json, Value};
 
@@ -867,20 +866,9 @@ mod tests {
     }
 
     fn rewrite(bytes: &[u8], cuts: &[usize]) -> (Vec<u8>, Vec<CapturedSignature>) {
-        let mut framer = SseFramer::new(1 << 20);
         let mut stream = AnthropicStream::new(opts());
         let mut out = Vec::new();
-        let mut start = 0;
-        for &cut in cuts.iter().chain(std::iter::once(&bytes.len())) {
-            framer.push(&bytes[start..cut]).unwrap();
-            start = cut;
-            while let Some(mut event) = framer.next_event() {
-                stream.on_event(&mut event.data, &mut out).unwrap();
-            }
-        }
-        while let Some(mut event) = framer.finish() {
-            stream.on_event(&mut event.data, &mut out).unwrap();
-        }
+        crate::sse::frame_in_cuts(bytes, cuts, |data| stream.on_event(data, &mut out).unwrap());
         stream.finish(&mut out);
         (out, stream.take_signatures())
     }

@@ -570,7 +570,6 @@ fn write_signature(out: &mut Vec<u8>, signature: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sse::SseFramer;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -770,20 +769,9 @@ mod tests {
     }
 
     fn rewrite(bytes: &[u8], cuts: &[usize], mode: GeminiStreamMode) -> Vec<u8> {
-        let mut framer = SseFramer::new(1 << 20);
         let mut stream = GeminiStream::new(opts(mode));
         let mut out = Vec::new();
-        let mut start = 0;
-        for &cut in cuts.iter().chain(std::iter::once(&bytes.len())) {
-            framer.push(&bytes[start..cut]).unwrap();
-            start = cut;
-            while let Some(mut event) = framer.next_event() {
-                stream.on_event(&mut event.data, &mut out).unwrap();
-            }
-        }
-        while let Some(mut event) = framer.finish() {
-            stream.on_event(&mut event.data, &mut out).unwrap();
-        }
+        crate::sse::frame_in_cuts(bytes, cuts, |data| stream.on_event(data, &mut out).unwrap());
         stream.finish(&mut out);
         out
     }

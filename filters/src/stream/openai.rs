@@ -445,7 +445,6 @@ fn write_quoted_escaped(out: &mut Vec<u8>, escaped: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sse::SseFramer;
     use proptest::prelude::*;
     use serde_json::{json, Value};
 
@@ -843,20 +842,9 @@ mod tests {
 
     /// Frames the byte stream as chunked, rewrites it, and returns the client bytes and captured signatures.
     fn rewrite(bytes: &[u8], cuts: &[usize]) -> (Vec<u8>, Vec<CapturedSignature>) {
-        let mut framer = SseFramer::new(1 << 20);
         let mut stream = OpenAiStream::new(opts(true));
         let mut out = Vec::new();
-        let mut start = 0;
-        for &cut in cuts.iter().chain(std::iter::once(&bytes.len())) {
-            framer.push(&bytes[start..cut]).unwrap();
-            start = cut;
-            while let Some(mut event) = framer.next_event() {
-                stream.on_event(&mut event.data, &mut out).unwrap();
-            }
-        }
-        while let Some(mut event) = framer.finish() {
-            stream.on_event(&mut event.data, &mut out).unwrap();
-        }
+        crate::sse::frame_in_cuts(bytes, cuts, |data| stream.on_event(data, &mut out).unwrap());
         stream.finish(&mut out);
         (out, stream.take_signatures())
     }
