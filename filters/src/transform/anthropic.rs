@@ -673,6 +673,7 @@ fn build_generation_config(
 pub(crate) mod tests {
     use super::*;
     use crate::signature::{CapturedSignature, NoSignatures};
+    use crate::transform::with_fields as with;
     use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
     use base64::Engine;
     use serde_json::json;
@@ -719,13 +720,6 @@ pub(crate) mod tests {
 
     fn msgs(messages: Value) -> Value {
         json!({"model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": messages})
-    }
-
-    fn with(mut body: Value, extra: Value) -> Value {
-        for (k, v) in extra.as_object().unwrap() {
-            body[k] = v.clone();
-        }
-        body
     }
 
     fn err(body: Value) -> TransformError {

@@ -178,6 +178,15 @@ fn push_json_string(out: &mut Vec<u8>, value: &str) {
     let _ = serde_json::to_writer(&mut *out, value);
 }
 
+/// Test helper for the transforms' tests: `body` with `extra`'s fields set on it.
+#[cfg(test)]
+pub(crate) fn with_fields(mut body: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    for (k, v) in extra.as_object().expect("extra fields are an object") {
+        body[k] = v.clone();
+    }
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -972,6 +972,7 @@ fn build_generation_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transform::with_fields as with;
     use serde_json::json;
 
     struct Cached(HashMap<&'static str, &'static str>);
@@ -1004,13 +1005,6 @@ mod tests {
 
     fn chat(messages: Value) -> Value {
         json!({"model": "gpt-4o", "messages": messages})
-    }
-
-    fn with(mut body: Value, extra: Value) -> Value {
-        for (k, v) in extra.as_object().unwrap() {
-            body[k] = v.clone();
-        }
-        body
     }
 
     fn err(body: Value) -> TransformError {
