@@ -184,13 +184,46 @@ impl BackgroundService for SighupReloader {
 }
 
 /// Watches the folders of levitate.yaml, routes.yaml and accounts.yaml and reloads after a change settles.
+///
+/// The folders are watched from [`ConfigWatcher::new`], before the listeners open: an edit made as soon as the
+/// service answers its first request is seen, not lost to a watch registered a moment later on a busy box.
 pub struct ConfigWatcher {
     app: Arc<App>,
+    armed: Mutex<Option<Armed>>,
+}
+
+/// The registered watch, handed from the constructor to the background task.
+struct Armed {
+    watcher: notify::RecommendedWatcher,
+    events: tokio::sync::mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+    files: HashSet<PathBuf>,
+    folders: HashSet<PathBuf>,
 }
 
 impl ConfigWatcher {
     pub fn new(app: Arc<App>) -> Self {
-        ConfigWatcher { app }
+        let armed = Self::arm(&app);
+        ConfigWatcher { app, armed: Mutex::new(armed) }
+    }
+
+    fn arm(app: &App) -> Option<Armed> {
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher = match notify::recommended_watcher(move |event| {
+            let _ = tx.send(event);
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch the configuration folder; reload with SIGHUP or /admin/reload");
+                return None;
+            }
+        };
+        let (files, folders) = watched(&app.snapshot());
+        for folder in &folders {
+            if let Err(e) = watcher.watch(folder, RecursiveMode::NonRecursive) {
+                tracing::error!(folder = %folder.display(), error = %e, "cannot watch a configuration folder");
+            }
+        }
+        Some(Armed { watcher, events, files, folders })
     }
 }
 
@@ -216,22 +249,8 @@ fn absolute(path: &Path) -> PathBuf {
 #[async_trait]
 impl BackgroundService for ConfigWatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<notify::Result<notify::Event>>();
-        let mut watcher = match notify::recommended_watcher(move |event| {
-            let _ = tx.send(event);
-        }) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot watch the configuration folder; reload with SIGHUP or /admin/reload");
-                return;
-            }
-        };
-        let (mut files, mut folders) = watched(&self.app.snapshot());
-        for folder in &folders {
-            if let Err(e) = watcher.watch(folder, RecursiveMode::NonRecursive) {
-                tracing::error!(folder = %folder.display(), error = %e, "cannot watch a configuration folder");
-            }
-        }
+        let armed = self.armed.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(Armed { mut watcher, events: mut rx, mut files, mut folders }) = armed else { return };
         loop {
             let event = tokio::select! {
                 event = rx.recv() => event,

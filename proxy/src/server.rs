@@ -36,6 +36,7 @@ pub struct StartOptions {
 
 /// Builds the Pingora server for `snapshot` and runs it until shutdown.
 pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
+    ignore_hangup_until_handled();
     let conf = ServerConf {
         threads: match snapshot.server.threads {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
@@ -84,6 +85,16 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
     server.add_service(background_service("levitate lifecycle", Lifecycle::new(app.clone())));
     tracing::info!(listen = %snapshot.listen, admin = %snapshot.admin.listen, accounts = snapshot.accounts.len(), upgrade = start.upgrade, "levitate starting");
     server.run_forever()
+}
+
+/// SIGHUP's default action ends the process. `levitate reload` may send it as soon as the pid file exists, a
+/// moment before [`SighupReloader`] installs its handler; until then a hang-up is ignored (the files were
+/// just read) rather than fatal.
+fn ignore_hangup_until_handled() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code and touches no memory of ours.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
 }
 
 /// Opens the store; during an upgrade, waits for the old process to release it.
