@@ -22,8 +22,7 @@ use levitate_filters::stream::gemini::{GeminiFold, GeminiStream, GeminiStreamMod
 use levitate_filters::stream::openai::{OpenAiFold, OpenAiStream, OpenAiStreamOptions};
 use levitate_filters::stream::StreamError;
 use levitate_filters::transform::openai::{self, parse_chat_request};
-use levitate_filters::transform::Target;
-use levitate_filters::transform::{anthropic, gemini};
+use levitate_filters::transform::{anthropic, gemini, RequestType, Target};
 use levitate_filters::Protocol;
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
@@ -370,7 +369,7 @@ impl Gateway {
             &StoredSignatures(&self.app),
             &self.app.tool_cache,
         )?;
-        let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner.json);
+        let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner.json, inner.request_type);
         let request_uuid = uuid::Uuid::new_v4().simple().to_string();
         let options = OpenAiStreamOptions {
             id: format!("chatcmpl-{request_uuid}"),
@@ -399,7 +398,7 @@ impl Gateway {
         let session_id = self.session_id(session, client_key, request.first_user_text());
         let target = Target { upstream_model: &upstream_model, session_id: &session_id };
         let inner = anthropic::build_inner_request(&request, &target, &StoredSignatures(&self.app))?;
-        let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner.json);
+        let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner.json, inner.request_type);
         let request_uuid = uuid::Uuid::new_v4().simple().to_string();
         let options = AnthropicStreamOptions {
             id: format!("msg_{request_uuid}"),
@@ -442,7 +441,7 @@ impl Gateway {
         let session_id = self.session_id(session, None, request.first_user_text());
         let target = Target { upstream_model: &upstream_model, session_id: &session_id };
         let inner = gemini::build_inner_request(&request, &target, &StoredSignatures(&self.app))?;
-        let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner.json);
+        let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner.json, inner.request_type);
         let sse = session.req_header().uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
         let mode = if sse { GeminiStreamMode::Sse } else { GeminiStreamMode::JsonArray };
         let options = GeminiStreamOptions { mode, tool_names: inner.tool_names };
@@ -525,6 +524,7 @@ impl Gateway {
             call.snapshot,
             call.upstream_model,
             call.inner_request,
+            call.request_type,
             &mut call.attempts,
         );
         let opened = tokio::select! {
@@ -816,6 +816,7 @@ struct UpstreamCall<'a> {
     snapshot: &'a Arc<Snapshot>,
     upstream_model: &'a str,
     inner_request: &'a [u8],
+    request_type: RequestType,
     attempts: Attempts,
 }
 
@@ -825,8 +826,10 @@ impl<'a> UpstreamCall<'a> {
         upstream_model: &'a str,
         session_id: &str,
         inner_request: &'a [u8],
+        request_type: RequestType,
     ) -> Self {
-        UpstreamCall { snapshot, upstream_model, inner_request, attempts: Attempts::for_session(session_id) }
+        let attempts = Attempts::for_session(session_id);
+        UpstreamCall { snapshot, upstream_model, inner_request, request_type, attempts }
     }
 }
 

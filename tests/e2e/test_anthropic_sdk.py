@@ -106,6 +106,20 @@ def test_a_system_prompt_and_stop_sequences_are_honoured(gateway: Gateway):
     assert "alpha beta" in text_of(reply) and "gamma" not in text_of(reply), text_of(reply)
 
 
+def test_the_web_search_tool_is_sent_as_a_google_search_request(gateway: Gateway):
+    reply = client(gateway).messages.create(
+        model="gemini-3-flash", max_tokens=512,
+        tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}],
+        messages=[{"role": "user", "content": "Latest Levitate release? [sim:text]"}])
+
+    assert reply.stop_reason == "end_turn" and text_of(reply), reply
+    sent = gateway.stats()["recent"][-1]
+    assert sent["requestType"] == "web_search", sent
+    client(gateway).messages.create(model="gemini-3-flash", max_tokens=64,
+                                    messages=[{"role": "user", "content": "hi [sim:text]"}])
+    assert gateway.stats()["recent"][-1]["requestType"] == "agent"
+
+
 def test_the_stream_accumulator_rebuilds_the_same_message(gateway: Gateway):
     sdk = client(gateway)
     messages = [{"role": "user", "content": "Tell me about streaming. [sim:text] [sim:words=60]"}]

@@ -31,7 +31,7 @@ use super::inner::{
     FunctionResponseOut, GenerationConfig, InnerJson, JsonObject, Part, ToolConfig, ToolGroup, ToolResponse,
     ToolResultValue, Turn,
 };
-use super::{InnerRequest, Target, ToolNameMap, TransformError};
+use super::{InnerRequest, RequestType, Target, ToolNameMap, TransformError};
 use crate::signature::{
     normalize_signature, signature_fits, thinking_hash, ModelFamily, SignatureLookup, SKIP_VALIDATOR_SENTINEL,
 };
@@ -248,6 +248,7 @@ pub fn build_inner_request(
     let mut names = ToolNameMap::new(declared.iter().filter(|t| t.is_custom()).map(|t| t.name.as_str()));
     let groups = build_tools(declared, family, &mut names)?;
     let has_functions = groups.iter().any(|t| !t.function_declarations.is_empty());
+    let request_type = RequestType::of(target.upstream_model, groups.iter().any(|t| t.google_search));
     let tools = encode_tools(&groups);
     let tool_config = build_tool_config(req, family, has_functions, &names)?;
     let contents = build_contents(req.messages(), family, signatures, &mut names)?;
@@ -259,7 +260,7 @@ pub fn build_inner_request(
         generation_config: build_generation_config(req, family)?,
         session_id: target.session_id,
     };
-    Ok(InnerRequest { json: inner.encode(estimated_size(req)), tool_names: names })
+    Ok(InnerRequest { json: inner.encode(estimated_size(req)), tool_names: names, request_type })
 }
 
 fn estimated_size(req: &MessagesRequest) -> usize {
@@ -974,9 +975,18 @@ pub(crate) mod tests {
             msgs(json!([{"role": "user", "content": "news?"}])),
             json!({"tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]}),
         );
+        let req = parse(body.clone()).unwrap();
+        let target = Target { upstream_model: "gemini-3-flash", session_id: "-7" };
+        let inner = build_inner_request(&req, &target, &NoSignatures).unwrap();
+        assert_eq!(inner.request_type, RequestType::WebSearch, "the envelope says what the request is");
         let got = build_for("gemini-3-flash", body);
         assert_eq!(got["tools"], json!([{"googleSearch": {}}]));
         assert!(got.get("toolConfig").is_none());
+        let plain = parse(msgs(json!([{"role": "user", "content": "hi"}]))).unwrap();
+        assert_eq!(
+            build_inner_request(&plain, &target, &NoSignatures).unwrap().request_type,
+            RequestType::Agent
+        );
         let e = err(with(
             msgs(json!([{"role": "user", "content": "x"}])),
             json!({"tools": [{"type": "bash_20250124", "name": "bash"}]}),

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use super::body::parse_body;
 use super::inner::{max_output_above_budget, FunctionDeclaration};
-use super::{InnerRequest, Target, ToolNameMap, TransformError};
+use super::{InnerRequest, RequestType, Target, ToolNameMap, TransformError};
 use crate::signature::{
     normalize_signature, signature_fits, ModelFamily, SignatureLookup, SKIP_VALIDATOR_SENTINEL,
 };
@@ -89,9 +89,21 @@ pub fn build_inner_request(
         })?;
     fix_contents(contents, family, signatures, &mut names)?;
     body.insert("sessionId".into(), Value::String(target.session_id.to_owned()));
+    // Search beside function declarations is still an agent turn; search alone is a web search.
+    let request_type = RequestType::of(target.upstream_model, !has_functions && uses_google_search(&body));
     let json = serde_json::to_vec(&body)
         .map_err(|e| TransformError::Json(format!("The request could not be encoded: {e}")))?;
-    Ok(InnerRequest { json, tool_names: names })
+    Ok(InnerRequest { json, tool_names: names, request_type })
+}
+
+/// Whether a tool grounds the answer with Google Search (`googleSearch`, or the older `googleSearchRetrieval`).
+fn uses_google_search(body: &Map<String, Value>) -> bool {
+    let Some(tools) = get(body, "tools", "tools").and_then(Value::as_array) else { return false };
+    tools.iter().filter_map(Value::as_object).any(|tool| {
+        ["googleSearch", "google_search", "googleSearchRetrieval", "google_search_retrieval"]
+            .iter()
+            .any(|key| tool.contains_key(*key))
+    })
 }
 
 fn declarations(tool: &Value) -> Option<&Vec<Value>> {
@@ -447,6 +459,17 @@ mod tests {
                    "parameters": {"type": "object", "properties": {"p": {"type": "string", "description": "(format: path)"}}}})
         );
         assert_eq!(got["tools"][1], json!({"googleSearch": {}}));
+        let kind = |model: &str, body: Value| {
+            let req = parse_generate_request(&mut serde_json::to_vec(&body).unwrap()).unwrap();
+            let target = Target { upstream_model: model, session_id: "-9" };
+            build_inner_request(&req, &target, &NoSignatures).unwrap().request_type
+        };
+        assert_eq!(kind("gemini-3-flash", history()), RequestType::Agent, "search beside functions");
+        let ask = json!({"contents": [{"role": "user", "parts": [{"text": "news?"}]}]});
+        assert_eq!(kind("gemini-3-flash", ask.clone()), RequestType::Agent);
+        assert_eq!(kind("gemini-3-pro-image", ask.clone()), RequestType::ImageGen);
+        let search = super::super::with_fields(ask, json!({"tools": [{"google_search": {}}]}));
+        assert_eq!(kind("gemini-3-flash", search), RequestType::WebSearch);
         assert_eq!(got["generationConfig"]["maxOutputTokens"], 1124);
         assert_eq!(got["generationConfig"]["responseModalities"], json!(["TEXT"]));
         assert_eq!(got["safetySettings"][0]["threshold"], "OFF");

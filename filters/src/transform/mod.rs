@@ -76,11 +76,46 @@ impl From<TransformError> for ClientError {
     }
 }
 
-/// The transform's output: the inner `request` JSON and the tool names it had to change.
+/// The transform's output: the inner `request` JSON, the tool names it had to change, and the envelope's
+/// `requestType` the request calls for.
 #[derive(Clone, Debug)]
 pub struct InnerRequest {
     pub json: Vec<u8>,
     pub tool_names: ToolNameMap,
+    pub request_type: RequestType,
+}
+
+/// The envelope's `requestType` (PROTOCOL.md §2): what kind of work the Antigravity client is asking for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RequestType {
+    /// Chat and tool use: everything that is not one of the two below.
+    #[default]
+    Agent,
+    /// A request grounded by Google Search (`googleSearch`, which the upstream never mixes with functions).
+    WebSearch,
+    /// A request to an image model.
+    ImageGen,
+}
+
+impl RequestType {
+    /// Image models generate images whatever the tools; a request with Google Search is a web search.
+    pub fn of(upstream_model: &str, google_search: bool) -> Self {
+        if upstream_model.contains("-image") {
+            RequestType::ImageGen
+        } else if google_search {
+            RequestType::WebSearch
+        } else {
+            RequestType::Agent
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestType::Agent => "agent",
+            RequestType::WebSearch => "web_search",
+            RequestType::ImageGen => "image_gen",
+        }
+    }
 }
 
 /// Client tool names <-> the names sent upstream (`[A-Za-z0-9_-]{1,64}`, unique).
@@ -153,23 +188,26 @@ impl ToolNameMap {
 }
 
 /// Appends the per-attempt `v1internal` envelope around an already-built inner `request` object:
-/// `{"project","model","userAgent":"antigravity","requestType":"agent","requestId","request":<inner>}`.
+/// `{"project","model","userAgent":"antigravity","requestType","requestId","request":<inner>}`.
 pub fn wrap_envelope(
-    inner_request_json: &[u8],
+    inner_json: &[u8],
+    request_type: RequestType,
     project: &str,
     upstream_model: &str,
     request_id: &str,
     out: &mut Vec<u8>,
 ) {
-    out.reserve(inner_request_json.len() + project.len() + upstream_model.len() + request_id.len() + 96);
+    out.reserve(inner_json.len() + project.len() + upstream_model.len() + request_id.len() + 104);
     out.extend_from_slice(b"{\"project\":");
     push_json_string(out, project);
     out.extend_from_slice(b",\"model\":");
     push_json_string(out, upstream_model);
-    out.extend_from_slice(b",\"userAgent\":\"antigravity\",\"requestType\":\"agent\",\"requestId\":");
+    out.extend_from_slice(b",\"userAgent\":\"antigravity\",\"requestType\":\"");
+    out.extend_from_slice(request_type.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"requestId\":");
     push_json_string(out, request_id);
     out.extend_from_slice(b",\"request\":");
-    out.extend_from_slice(inner_request_json);
+    out.extend_from_slice(inner_json);
     out.push(b'}');
 }
 
@@ -195,13 +233,23 @@ mod tests {
     fn envelope_wraps_inner_request_bytes() {
         let mut out = b"junk".to_vec();
         out.clear();
-        wrap_envelope(br#"{"contents":[]}"#, "proj-\"1\"", "gemini-3-flash", "agent-abc", &mut out);
+        let inner = br#"{"contents":[]}"#;
+        wrap_envelope(inner, RequestType::Agent, "proj-\"1\"", "gemini-3-flash", "agent-abc", &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"project": "proj-\"1\"", "model": "gemini-3-flash", "userAgent": "antigravity",
                 "requestType": "agent", "requestId": "agent-abc", "request": {"contents": []}})
         );
+    }
+
+    #[test]
+    fn request_type_follows_the_model_then_the_tools() {
+        assert_eq!(RequestType::of("gemini-3-flash", false), RequestType::Agent);
+        assert_eq!(RequestType::of("claude-sonnet-4-5", false).as_str(), "agent");
+        assert_eq!(RequestType::of("gemini-3-flash", true).as_str(), "web_search");
+        assert_eq!(RequestType::of("gemini-3-pro-image", false).as_str(), "image_gen");
+        assert_eq!(RequestType::of("gemini-3-pro-image", true), RequestType::ImageGen);
     }
 
     #[test]

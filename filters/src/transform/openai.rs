@@ -34,7 +34,7 @@ use super::inner::{
     ToolGroup, ToolResponse, ToolResultValue, Turn,
 };
 use super::json_tokens::JsonTokens;
-use super::{InnerRequest, Target, ToolCache, ToolNameMap, TransformError};
+use super::{InnerRequest, RequestType, Target, ToolCache, ToolNameMap, TransformError};
 use crate::schema::{clean_schema, SchemaOptions};
 use crate::signature::{ModelFamily, SignatureLookup, SKIP_VALIDATOR_SENTINEL};
 
@@ -451,7 +451,8 @@ fn build(
         generation_config: build_generation_config(req, family)?,
         session_id: target.session_id,
     };
-    Ok(InnerRequest { json: inner.encode(estimated_size(req)), tool_names: names })
+    let request_type = RequestType::of(target.upstream_model, false);
+    Ok(InnerRequest { json: inner.encode(estimated_size(req)), tool_names: names, request_type })
 }
 
 fn estimated_size(req: &ChatRequest) -> usize {
