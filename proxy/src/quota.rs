@@ -10,13 +10,17 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde_json::{json, Value};
 
 use crate::app::App;
+use crate::config::{AccountSpec, Snapshot};
 use crate::store::{unix_now, QuotaRecord};
 
+/// Accounts polled at once: enough that a slow account does not delay the round, few enough to stay polite.
+const POLL_CONCURRENCY: usize = 8;
 /// How long a below-floor snapshot without a reset time keeps the account out for that model.
 const UNKNOWN_RESET_HOLD_MS: u64 = 5 * 60 * 1000;
 
@@ -106,57 +110,60 @@ impl QuotaPoller {
         QuotaPoller { app }
     }
 
-    /// One round over the accounts; failures are logged once per account per round.
+    /// One round over the accounts, a few at a time: one slow or unreachable account does not hold up the
+    /// others' snapshots. Failures are logged once per account per round.
     pub async fn poll_once(&self) {
         let snapshot = self.app.snapshot();
-        for account in self.app.pool.accounts().iter() {
-            if !self.app.pool.is_usable(&account.id) {
-                continue;
+        let accounts = self.app.pool.accounts();
+        futures::stream::iter(accounts.iter().filter(|a| self.app.pool.is_usable(&a.id)))
+            .for_each_concurrent(POLL_CONCURRENCY, |account| self.poll_account(account, &snapshot))
+            .await;
+        self.app.pool.prune();
+    }
+
+    async fn poll_account(&self, account: &AccountSpec, snapshot: &Snapshot) {
+        let token = match self.app.credentials.access_token(account, &snapshot.upstream).await {
+            Ok(token) => token,
+            Err(e) => {
+                self.app.pool.on_credential_error(account, &e);
+                tracing::debug!(account = %account.email, error = %e, "quota poll: no token");
+                return;
             }
-            let token = match self.app.credentials.access_token(account, &snapshot.upstream).await {
-                Ok(token) => token,
-                Err(e) => {
-                    self.app.pool.on_credential_error(account, &e);
-                    tracing::debug!(account = %account.email, error = %e, "quota poll: no token");
-                    continue;
-                }
+        };
+        let project = match self.app.credentials.project(account, &snapshot.upstream, &token).await {
+            Ok(project) => project,
+            Err(e) => {
+                tracing::debug!(account = %account.email, error = %e, "quota poll: no project");
+                return;
+            }
+        };
+        let body = json!({ "project": project.id.as_ref() });
+        let answer = match self
+            .app
+            .credentials
+            .control_call(account, &snapshot.upstream, &token, "fetchAvailableModels", body)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::warn!(account = %account.email, error = %e, "quota poll failed");
+                return;
+            }
+        };
+        let now = unix_now();
+        for (model, view) in parse_available_models(&answer, now) {
+            let record = QuotaRecord {
+                account: account.id.clone(),
+                model: model.clone(),
+                remaining_fraction: view.remaining_fraction,
+                reset_ms: view.reset_ms,
+                fetched_at: now,
             };
-            let project = match self.app.credentials.project(account, &snapshot.upstream, &token).await {
-                Ok(project) => project,
-                Err(e) => {
-                    tracing::debug!(account = %account.email, error = %e, "quota poll: no project");
-                    continue;
-                }
-            };
-            let body = json!({ "project": project.id.as_ref() });
-            let answer = match self
-                .app
-                .credentials
-                .control_call(account, &snapshot.upstream, &token, "fetchAvailableModels", body)
-                .await
-            {
-                Ok(answer) => answer,
-                Err(e) => {
-                    tracing::warn!(account = %account.email, error = %e, "quota poll failed");
-                    continue;
-                }
-            };
-            let now = unix_now();
-            for (model, view) in parse_available_models(&answer, now) {
-                let record = QuotaRecord {
-                    account: account.id.clone(),
-                    model: model.clone(),
-                    remaining_fraction: view.remaining_fraction,
-                    reset_ms: view.reset_ms,
-                    fetched_at: now,
-                };
-                self.app.pool.record_quota(&account.id, &model, view);
-                if let Err(e) = self.app.store.put_quota(&record) {
-                    tracing::debug!(error = %e, "could not persist a quota snapshot");
-                }
+            self.app.pool.record_quota(&account.id, &model, view);
+            if let Err(e) = self.app.store.put_quota(&record) {
+                tracing::debug!(error = %e, "could not persist a quota snapshot");
             }
         }
-        self.app.pool.prune();
     }
 }
 
