@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use crate::app::App;
 use crate::config::{AccountSpec, Snapshot};
+use crate::credentials::{AccessToken, CredentialError};
 use crate::store::{unix_now, QuotaRecord};
 
 /// Accounts polled at once: enough that a slow account does not delay the round, few enough to stay polite.
@@ -121,6 +122,23 @@ impl QuotaPoller {
         self.app.pool.prune();
     }
 
+    async fn fetch_available_models(
+        &self,
+        account: &AccountSpec,
+        snapshot: &Snapshot,
+        token: &AccessToken,
+        project: Option<&str>,
+    ) -> Result<Value, CredentialError> {
+        let body = match project {
+            Some(project) => json!({ "project": project }),
+            None => json!({}),
+        };
+        self.app
+            .credentials
+            .control_call(account, &snapshot.upstream, token, "fetchAvailableModels", body)
+            .await
+    }
+
     async fn poll_account(&self, account: &AccountSpec, snapshot: &Snapshot) {
         let token = match self.app.credentials.access_token(account, &snapshot.upstream).await {
             Ok(token) => token,
@@ -137,13 +155,21 @@ impl QuotaPoller {
                 return;
             }
         };
-        let body = json!({ "project": project.id.as_ref() });
-        let answer = match self
-            .app
-            .credentials
-            .control_call(account, &snapshot.upstream, &token, "fetchAvailableModels", body)
-            .await
-        {
+        // PROTOCOL.md §4: a 403 sent with the project is asked again without it; a second 403 means Google
+        // has shut the account out, and it is taken out of the pool until an operator acts.
+        let answer = match self.fetch_available_models(account, snapshot, &token, Some(&project.id)).await {
+            Err(CredentialError::Discovery { status: 403, .. }) => {
+                match self.fetch_available_models(account, snapshot, &token, None).await {
+                    Err(CredentialError::Discovery { status: 403, message, .. }) => {
+                        self.app.pool.forbid(account, "PERMISSION_DENIED", None, &message);
+                        return;
+                    }
+                    other => other,
+                }
+            }
+            other => other,
+        };
+        let answer = match answer {
             Ok(answer) => answer,
             Err(e) => {
                 tracing::warn!(account = %account.email, error = %e, "quota poll failed");

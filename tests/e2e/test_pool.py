@@ -296,6 +296,27 @@ def test_accounts_below_the_quota_floor_are_skipped_before_google_refuses(start_
         assert gw.sim.account_stats(best.email)["requests"] == 1, "other models still use the best account"
 
 
+def test_a_quota_view_refused_for_the_project_is_asked_again_without_it(start_sim, start_gateway):
+    """PROTOCOL.md §4: fetchAvailableModels answered 403 for the configured project is asked again as `{}`
+    (the quotas are read, the account keeps serving); a second 403 means Google shut the account out, and the
+    operator sees it forbidden."""
+    stale, shut = account("stale"), account("shut")
+    sim = start_sim({"accounts": [{**stale.sim_entry(), "project_id": "moved-project"},
+                                  {**shut.sim_entry(), "quota_denied": True}]})
+    gw = start_gateway(accounts=[stale, shut], sim=sim, pool={"quota_interval": "1s"})
+
+    def states() -> dict:
+        return {a["email"]: a for a in admin_accounts(gw)}
+
+    wait_until("the poller to read the stale account's quotas", lambda: states()[stale.email]["quotas"], 15)
+    wait_until("the shut-out account to be forbidden", lambda: states()[shut.email]["state"] == "forbidden", 15)
+    now = states()
+    assert now[stale.email]["state"] != "forbidden", now[stale.email]
+    assert now[shut.email]["forbidden"]["reason"] == "PERMISSION_DENIED", now[shut.email]
+    assert not now[shut.email]["quotas"], "nothing was read for the shut-out account"
+    assert sim.account_stats(stale.email)["fetch_available_models"] >= 2, "asked with the project, then without"
+
+
 @pytest.mark.parametrize("fault", ["validation_required", "tos_violation"])
 def test_a_forbidden_account_is_taken_out_and_shown_to_the_operator(start_gateway, fault):
     """403 VALIDATION_REQUIRED / TOS_VIOLATION: the request moves on, the account is marked forbidden with the

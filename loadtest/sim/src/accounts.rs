@@ -23,6 +23,8 @@ pub struct Account {
     pub refresh_token: String,
     pub tier: String,
     pub project_id: String,
+    /// `fetchAvailableModels` is refused with 403 (see [`AccountConfig::quota_denied`]).
+    pub quota_denied: bool,
     state: Mutex<AccountState>,
 }
 
@@ -65,6 +67,7 @@ impl Account {
             refresh_token: config.refresh_token.clone(),
             tier: config.tier.clone().unwrap_or_else(|| "free-tier".into()),
             project_id: config.project_id.clone().unwrap_or_else(|| derived_project_id(&config.email)),
+            quota_denied: config.quota_denied,
             state: Mutex::new(AccountState { onboarded: config.onboarded, ..AccountState::default() }),
         }
     }
@@ -239,6 +242,7 @@ impl Accounts {
             project_id: None,
             tier: None,
             onboarded: true,
+            quota_denied: false,
         }));
         let mut map = self.by_refresh.write().unwrap_or_else(|e| e.into_inner());
         Some(map.entry(token.to_string()).or_insert(account).clone())
@@ -333,6 +337,7 @@ mod tests {
             project_id: None,
             tier: None,
             onboarded,
+            quota_denied: false,
         }
     }
 

@@ -113,6 +113,17 @@ pub fn onboard_user(account: &Account, body: &Value, polls_needed: u32) -> Resul
 }
 
 /// A 403 when the body names a project that is not the account's.
+/// An account shut out of its quota views gets 403 whatever the body says.
+pub fn check_quota_access(account: &Account) -> Result<(), ApiError> {
+    if account.quota_denied {
+        return Err(ApiError::PermissionDenied {
+            message: "The caller does not have permission".to_string(),
+            details: vec![],
+        });
+    }
+    Ok(())
+}
+
 pub fn check_project(account: &Account, body: &Value) -> Result<(), ApiError> {
     match body.get("project").and_then(Value::as_str) {
         Some(p) if Some(p) != account.project() => Err(ApiError::PermissionDenied {
@@ -227,6 +238,7 @@ mod tests {
                 project_id: Some("proj-1".into()),
                 tier: Some(tier.into()),
                 onboarded,
+                quota_denied: false,
             }],
             60,
         );

@@ -90,6 +90,10 @@ pub struct AccountConfig {
     /// Not onboarded: `loadCodeAssist` has no project until `onboardUser` completes. Default true.
     #[serde(default = "yes")]
     pub onboarded: bool,
+    /// Google has shut the account out of its quota views: `fetchAvailableModels` answers 403
+    /// PERMISSION_DENIED with or without a project. Default false.
+    #[serde(default)]
+    pub quota_denied: bool,
 }
 
 fn yes() -> bool {

@@ -173,6 +173,7 @@ mod tests {
                 project_id: Some("p".into()),
                 tier: None,
                 onboarded: true,
+                quota_denied: false,
             }],
             3599,
         )

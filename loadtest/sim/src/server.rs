@@ -280,9 +280,11 @@ async fn v1internal_inner(
         }
         "fetchAvailableModels" => {
             state.stats.call(email, Call::FetchAvailableModels);
-            codeassist::check_project(&account, &body).map(|_| {
-                codeassist::fetch_available_models(&account, &state.config.models, &state.config.quota)
-            })
+            codeassist::check_quota_access(&account)
+                .and_then(|_| codeassist::check_project(&account, &body))
+                .map(|_| {
+                    codeassist::fetch_available_models(&account, &state.config.models, &state.config.quota)
+                })
         }
         "retrieveUserQuota" => {
             state.stats.call(email, Call::RetrieveUserQuota);

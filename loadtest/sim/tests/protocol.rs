@@ -140,6 +140,7 @@ async fn token_refresh_and_bearer_checks() {
             project_id: Some("rising-fact-p41fc".into()),
             tier: Some("g1-pro-tier".into()),
             onboarded: true,
+            quota_denied: false,
         }],
         ..SimConfig::default()
     };
@@ -180,6 +181,7 @@ async fn onboarding_flow_reveals_the_project() {
             project_id: None,
             tier: None,
             onboarded: false,
+            quota_denied: false,
         }],
         ..SimConfig::default()
     };
