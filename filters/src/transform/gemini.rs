@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 use super::body::parse_body;
 use super::inner::{max_output_above_budget, FunctionDeclaration};
 use super::{InnerRequest, RequestType, Target, ToolNameMap, TransformError};
+use crate::schema::Node;
 use crate::signature::{
     normalize_signature, signature_fits, ModelFamily, SignatureLookup, SKIP_VALIDATOR_SENTINEL,
 };
@@ -166,9 +167,10 @@ fn clean_tools(
                 return Err(TransformError::invalid(at(field), "A parameters schema must be an object."));
             }
             // The description stays where it is; only the name and schema are rewritten.
+            let schema = schema.as_ref().map(Node::from_value);
             let cleaned =
                 FunctionDeclaration::new(&name, None, schema.as_ref(), family, names, || at(field))?;
-            let (upstream_name, parameters) = (cleaned.name, cleaned.parameters);
+            let (upstream_name, parameters) = (cleaned.name, cleaned.parameters.map(|p| p.to_value()));
             map.insert("name".into(), Value::String(upstream_name));
             if let Some(parameters) = parameters {
                 map.insert("parameters".into(), parameters);

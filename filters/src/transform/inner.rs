@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{ToolNameMap, TransformError};
-use crate::schema::{clean_schema, SchemaOptions};
+use crate::schema::{clean_node, Node, Schema, SchemaOptions};
 use crate::signature::ModelFamily;
 use crate::stream::json::write_str;
 
@@ -417,7 +417,7 @@ impl ToolGroup<'_> {
 pub(crate) struct FunctionDeclaration<'a> {
     pub name: String,
     pub description: Option<&'a str>,
-    pub parameters: Option<Value>,
+    pub parameters: Option<Schema<'a>>,
 }
 
 impl<'a> FunctionDeclaration<'a> {
@@ -428,7 +428,7 @@ impl<'a> FunctionDeclaration<'a> {
             write_str(o.key("description"), description);
         }
         if let Some(parameters) = &self.parameters {
-            write_value(o.key("parameters"), parameters);
+            parameters.write_json(o.key("parameters"));
         }
         o.close();
     }
@@ -439,7 +439,7 @@ impl<'a> FunctionDeclaration<'a> {
     pub fn new(
         client_name: &str,
         description: Option<&'a str>,
-        parameters: Option<&Value>,
+        parameters: Option<&Node<'a>>,
         family: ModelFamily,
         names: &mut ToolNameMap,
         param: impl Fn() -> String,
@@ -449,8 +449,10 @@ impl<'a> FunctionDeclaration<'a> {
             ..SchemaOptions::default()
         };
         let parameters = match (parameters, family) {
-            (Some(schema), _) => Some(clean_schema(schema, &opts)),
-            (None, ModelFamily::Claude) => Some(clean_schema(&serde_json::json!({"type": "object"}), &opts)),
+            (Some(schema), _) => Some(clean_node(schema, &opts)),
+            (None, ModelFamily::Claude) => {
+                Some(clean_node(&Node::Object(vec![("type", Node::String("object"))]), &opts))
+            }
             (None, _) => None,
         }
         .transpose()

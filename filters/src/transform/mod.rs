@@ -150,8 +150,11 @@ impl ToolNameMap {
     pub fn register(&mut self, client: &str) -> &str {
         let sanitized = sanitize_tool_name(client);
         if let std::borrow::Cow::Borrowed(same) = sanitized {
-            self.used.insert(same.to_owned());
-            // `client` is valid as is; borrow it back from the set to return a `&self` lifetime.
+            // `client` is valid as is; borrow it back from the set to return a `&self` lifetime. Names given
+            // to `new` are in the set already, so this is usually one lookup and no allocation.
+            if !self.used.contains(same) {
+                self.used.insert(same.to_owned());
+            }
             return self.used.get(client).map(String::as_str).unwrap_or_default();
         }
         if !self.to_upstream.contains_key(client) {

@@ -810,7 +810,7 @@ fn build_tools<'a>(
         }
         let param = || format!("tools[{i}].function.parameters");
         let parameters = match &function.parameters {
-            Some(schema) if schema.is_object() => Some(schema.to_value()),
+            Some(schema) if schema.is_object() => Some(schema.to_node()),
             None => None,
             Some(_) => {
                 return Err(TransformError::invalid(param(), "`parameters` must be a JSON Schema object."))

@@ -18,9 +18,16 @@
 //!   expansion by `max_nodes` ([`SchemaError::TooLarge`]), so a hostile schema costs bounded time and stack.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+mod cleaned;
+mod node;
+
+pub(crate) use cleaned::Schema;
+pub(crate) use node::Node;
 
 /// Limits and target-specific tweaks for [`clean_schema`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,12 +82,17 @@ fn type_name(name: &str) -> Option<&'static str> {
 
 /// Rewrites `schema` into the upstream's schema subset. See the module documentation for the rules.
 pub fn clean_schema(schema: &Value, opts: &SchemaOptions) -> Result<Value, SchemaError> {
+    clean_node(&Node::from_value(schema), opts).map(|cleaned| cleaned.to_value())
+}
+
+/// [`clean_schema`] on a borrowed tree; the result borrows its strings from the same place.
+pub(crate) fn clean_node<'s>(schema: &Node<'s>, opts: &SchemaOptions) -> Result<Schema<'s>, SchemaError> {
     let mut cleaner = Cleaner { root: schema, opts, refs: Vec::new(), path: Vec::new(), nodes: 0 };
     let mut out = cleaner.clean(schema, 0)?.schema;
     if opts.require_reason_for_empty_object {
         add_reason_if_empty(&mut out);
     }
-    Ok(Value::Object(out))
+    Ok(out)
 }
 
 /// A tool name the upstream accepts: `[A-Za-z0-9_-]`, starting with a letter or `_`, at most 64 characters.
@@ -112,23 +124,24 @@ pub fn sanitize_tool_name(name: &str) -> Cow<'_, str> {
 }
 
 /// A cleaned schema and whether it accepted `null` (so its parent drops it from `required`).
-struct Cleaned {
-    schema: Map<String, Value>,
+struct Cleaned<'s> {
+    schema: Schema<'s>,
     nullable: bool,
 }
 
-struct Cleaner<'a> {
-    root: &'a Value,
-    opts: &'a SchemaOptions,
+/// `'n` is how long the input tree is borrowed, `'s` how long its strings live.
+struct Cleaner<'n, 's> {
+    root: &'n Node<'s>,
+    opts: &'n SchemaOptions,
     /// `$ref`s being expanded, to cut cycles.
-    refs: Vec<&'a str>,
+    refs: Vec<&'s str>,
     /// Where we are, for error messages.
-    path: Vec<&'a str>,
+    path: Vec<&'s str>,
     nodes: usize,
 }
 
-impl<'a> Cleaner<'a> {
-    fn clean(&mut self, node: &'a Value, depth: usize) -> Result<Cleaned, SchemaError> {
+impl<'n, 's> Cleaner<'n, 's> {
+    fn clean(&mut self, node: &'n Node<'s>, depth: usize) -> Result<Cleaned<'s>, SchemaError> {
         if depth > self.opts.max_depth {
             let path = if self.path.is_empty() { "(root)".to_owned() } else { self.path.join(".") };
             return Err(SchemaError::TooDeep { max_depth: self.opts.max_depth, path });
@@ -138,44 +151,52 @@ impl<'a> Cleaner<'a> {
             return Err(SchemaError::TooLarge { max_nodes: self.opts.max_nodes });
         }
         match node {
-            Value::Object(map) => self.clean_object(map, depth),
+            Node::Object(members) => self.clean_object(node, members, depth),
             // `true`, `false` and malformed schemas accept anything as far as the subset can say.
-            _ => Ok(Cleaned { schema: Map::new(), nullable: false }),
+            _ => Ok(Cleaned { schema: Schema::default(), nullable: false }),
         }
     }
 
-    fn clean_child(&mut self, step: &'a str, node: &'a Value, depth: usize) -> Result<Cleaned, SchemaError> {
+    fn clean_child(
+        &mut self,
+        step: &'s str,
+        node: &'n Node<'s>,
+        depth: usize,
+    ) -> Result<Cleaned<'s>, SchemaError> {
         self.path.push(step);
         let result = self.clean(node, depth + 1);
         self.path.pop();
         result
     }
 
-    fn clean_object(&mut self, map: &'a Map<String, Value>, depth: usize) -> Result<Cleaned, SchemaError> {
-        if let Some(Value::String(reference)) = map.get("$ref") {
-            return self.clean_ref(reference, map.get("description"), depth);
+    fn clean_object(
+        &mut self,
+        node: &'n Node<'s>,
+        members: &'n [(&'s str, Node<'s>)],
+        depth: usize,
+    ) -> Result<Cleaned<'s>, SchemaError> {
+        if let Some(Node::String(reference)) = node.get("$ref") {
+            return self.clean_ref(reference, node.get("description"), depth);
         }
-        let mut out = Map::new();
-        let mut hints: Vec<String> = Vec::new();
+        let mut out = Schema::default();
+        let mut hints = Hints::default();
         let mut nullable = false;
-        let mut description: Option<&str> = None;
-        let mut enum_values: Option<Vec<&'a Value>> = None;
-        let mut required: Vec<&'a str> = Vec::new();
-        let mut nullable_props: Vec<&'a str> = Vec::new();
+        let mut description: Option<&'s str> = None;
+        let mut enum_values: Option<Vec<&'n Node<'s>>> = None;
+        let mut required: Vec<&'s str> = Vec::new();
+        let mut nullable_props: Vec<&'s str> = Vec::new();
 
-        for (key, value) in map {
-            match key.as_str() {
+        for (key, value) in members {
+            match *key {
                 "type" => match value {
-                    Value::String(t) => match type_name(t) {
+                    Node::String(t) => match type_name(t) {
                         Some("null") => nullable = true,
-                        Some(t) => {
-                            out.insert("type".into(), Value::String(t.to_owned()));
-                        }
+                        Some(t) => out.ty = Some(t),
                         None => {}
                     },
-                    Value::Array(types) => {
+                    Node::Array(types) => {
                         let mut named: Vec<&str> = Vec::new();
-                        for t in types.iter().filter_map(Value::as_str).filter_map(type_name) {
+                        for t in types.iter().filter_map(Node::as_str).filter_map(type_name) {
                             if t == "null" {
                                 nullable = true;
                             } else if !named.contains(&t) {
@@ -183,70 +204,77 @@ impl<'a> Cleaner<'a> {
                             }
                         }
                         if let Some(first) = named.first() {
-                            out.insert("type".into(), Value::String((*first).to_owned()));
+                            out.ty = Some(first);
                         }
                         if named.len() > 1 {
-                            hints.push(format!("Accepts: {}", named.join(" | ")));
+                            hints.add("Accepts: ", named.iter().copied(), " | ");
                         }
                     }
                     _ => {}
                 },
                 "description" => description = value.as_str(),
                 "properties" => {
-                    if let Value::Object(props) = value {
-                        let mut cleaned = Map::new();
+                    if let Node::Object(props) = value {
+                        let mut cleaned = Vec::with_capacity(props.len());
                         for (name, sub) in props {
                             let sub = self.clean_child(name, sub, depth)?;
                             if sub.nullable {
                                 nullable_props.push(name);
                             }
-                            cleaned.insert(name.clone(), Value::Object(sub.schema));
+                            cleaned.push((*name, sub.schema));
                         }
-                        out.insert("properties".into(), Value::Object(cleaned));
+                        out.properties = Some(cleaned);
                     }
                 }
                 "items" => {
                     let item = match value {
-                        Value::Array(tuple) => tuple.first(),
+                        Node::Array(tuple) => tuple.first(),
                         other => Some(other),
                     };
                     if let Some(item) = item {
                         let item = self.clean_child("items", item, depth)?;
-                        out.insert("items".into(), Value::Object(item.schema));
+                        out.items = Some(Box::new(item.schema));
                     }
                 }
                 "required" => {
-                    if let Value::Array(names) = value {
-                        required.extend(names.iter().filter_map(Value::as_str));
+                    if let Node::Array(names) = value {
+                        required.extend(names.iter().filter_map(Node::as_str));
                     }
                 }
                 "enum" => {
-                    if let Value::Array(values) = value {
+                    if let Node::Array(values) = value {
                         enum_values = Some(values.iter().collect());
                     }
                 }
                 "const" => enum_values = Some(vec![value]),
                 // OpenAPI's (and native Gemini's) spelling of `["x","null"]`.
                 "nullable" => nullable |= value.as_bool() == Some(true),
-                key if HINT_KEYWORDS.contains(&key) => hints.push(format!("{key}: {}", display_value(value))),
+                key if HINT_KEYWORDS.contains(&key) => {
+                    let hint = hints.next();
+                    hint.push_str(key);
+                    hint.push_str(": ");
+                    push_display(hint, value);
+                }
                 // Everything else is outside the subset (`$schema`, `additionalProperties`, `default`,
                 // `examples`, `title`, `not`, `if`, `x-*`, …) and is dropped.
                 _ => {}
             }
         }
 
-        if let Some(Value::Array(branches)) = map.get("allOf") {
+        if let Some(Node::Array(branches)) = node.get("allOf") {
             for branch in branches {
                 let branch = self.clean_child("allOf", branch, depth)?;
-                merge_into(&mut out, branch.schema);
+                out.merge(branch.schema);
             }
         }
-        if let Some(Value::Array(branches)) = map.get("anyOf").or_else(|| map.get("oneOf")) {
+        if let Some(Node::Array(branches)) = node.get("anyOf").or_else(|| node.get("oneOf")) {
             let choice = self.choose_branch(branches, depth)?;
             nullable |= choice.nullable;
-            hints.extend(choice.hint);
+            if let Some(hint) = choice.hint {
+                hints.next().push_str(&hint);
+            }
             if let Some(chosen) = choice.branch {
-                merge_into(&mut out, chosen);
+                out.merge(chosen);
             }
         }
 
@@ -256,20 +284,18 @@ impl<'a> Cleaner<'a> {
         infer_type(&mut out);
         set_required(&mut out, &required, &nullable_props);
 
-        let existing = out.remove("description");
-        let base = description.or_else(|| existing.as_ref().and_then(Value::as_str));
-        if let Some(text) = describe(base, &hints, nullable) {
-            out.insert("description".into(), Value::String(text));
-        }
+        let existing = out.description.take();
+        let base = description.map(Cow::Borrowed).or(existing);
+        out.description = describe(base, &hints, nullable);
         Ok(Cleaned { schema: out, nullable })
     }
 
     fn clean_ref(
         &mut self,
-        reference: &'a str,
-        description: Option<&'a Value>,
+        reference: &'s str,
+        description: Option<&'n Node<'s>>,
         depth: usize,
-    ) -> Result<Cleaned, SchemaError> {
+    ) -> Result<Cleaned<'s>, SchemaError> {
         let target = reference.strip_prefix('#').and_then(|pointer| self.root.pointer(pointer));
         let mut cleaned = match target {
             Some(target) if !self.refs.contains(&reference) => {
@@ -278,11 +304,11 @@ impl<'a> Cleaner<'a> {
                 self.refs.pop();
                 cleaned?
             }
-            Some(_) => placeholder("(recursive)"),
-            None => placeholder("(unresolved reference)"),
+            Some(_) => Cleaned { schema: Schema::placeholder("(recursive)"), nullable: false },
+            None => Cleaned { schema: Schema::placeholder("(unresolved reference)"), nullable: false },
         };
-        if let Some(Value::String(text)) = description {
-            cleaned.schema.insert("description".into(), Value::String(text.clone()));
+        if let Some(Node::String(text)) = description {
+            cleaned.schema.description = Some(Cow::Borrowed(text));
         }
         Ok(cleaned)
     }
@@ -290,11 +316,11 @@ impl<'a> Cleaner<'a> {
     /// Picks the `anyOf`/`oneOf` branch the model should follow: a union of plain enums becomes one enum;
     /// otherwise the richest branch (object with properties > object > array > scalar) wins, and the
     /// description lists what else would have been accepted.
-    fn choose_branch(&mut self, branches: &'a [Value], depth: usize) -> Result<Choice, SchemaError> {
+    fn choose_branch(&mut self, branches: &'n [Node<'s>], depth: usize) -> Result<Choice<'s>, SchemaError> {
         let mut nullable = false;
-        let mut kept: Vec<Map<String, Value>> = Vec::with_capacity(branches.len());
+        let mut kept: Vec<Schema<'s>> = Vec::with_capacity(branches.len());
         for branch in branches {
-            if branch.get("type").and_then(Value::as_str) == Some("null") {
+            if branch.get("type").and_then(Node::as_str) == Some("null") {
                 nullable = true;
                 continue;
             }
@@ -306,25 +332,21 @@ impl<'a> Cleaner<'a> {
             return Ok(Choice { branch: None, nullable, hint: None });
         }
         let all_enums = kept.iter().all(|b| {
-            b.contains_key("enum") && b.keys().all(|k| matches!(k.as_str(), "enum" | "type" | "description"))
+            b.enum_values.is_some() && b.properties.is_none() && b.required.is_empty() && b.items.is_none()
         });
         if all_enums && kept.len() > 1 {
-            let mut merged: Vec<Value> = Vec::new();
-            for branch in &kept {
-                for value in branch.get("enum").and_then(Value::as_array).into_iter().flatten() {
-                    if !merged.contains(value) {
-                        merged.push(value.clone());
-                    }
+            let mut merged: Vec<Cow<'s, str>> = Vec::new();
+            for value in kept.into_iter().flat_map(|b| b.enum_values.unwrap_or_default()) {
+                if !merged.contains(&value) {
+                    merged.push(value);
                 }
             }
-            let mut out = Map::new();
-            out.insert("type".into(), Value::String("string".into()));
-            out.insert("enum".into(), Value::Array(merged));
+            let out = Schema { ty: Some("string"), enum_values: Some(merged), ..Schema::default() };
             return Ok(Choice { branch: Some(out), nullable, hint: None });
         }
         let mut labels: Vec<&str> = Vec::new();
         for branch in &kept {
-            let label = branch.get("type").and_then(Value::as_str).unwrap_or("any");
+            let label = branch.ty.unwrap_or("any");
             if !labels.contains(&label) {
                 labels.push(label);
             }
@@ -337,19 +359,15 @@ impl<'a> Cleaner<'a> {
 }
 
 /// The outcome of an `anyOf`/`oneOf`: the branch to merge, whether `null` was allowed, and the hint.
-struct Choice {
-    branch: Option<Map<String, Value>>,
+struct Choice<'s> {
+    branch: Option<Schema<'s>>,
     nullable: bool,
     hint: Option<String>,
 }
 
-fn branch_score(branch: &Map<String, Value>) -> u8 {
-    match branch.get("type").and_then(Value::as_str) {
-        Some("object")
-            if branch.get("properties").and_then(Value::as_object).is_some_and(|p| !p.is_empty()) =>
-        {
-            4
-        }
+fn branch_score(branch: &Schema<'_>) -> u8 {
+    match branch.ty {
+        Some("object") if branch.has_properties() => 4,
         Some("object") => 3,
         Some("array") => 2,
         Some(_) => 1,
@@ -357,146 +375,194 @@ fn branch_score(branch: &Map<String, Value>) -> u8 {
     }
 }
 
-fn placeholder(description: &str) -> Cleaned {
-    let mut schema = Map::new();
-    schema.insert("type".into(), Value::String("object".into()));
-    schema.insert("description".into(), Value::String(description.into()));
-    Cleaned { schema, nullable: false }
-}
-
-/// Merges an `allOf` or chosen `anyOf` branch: properties and required lists are united, every other key
-/// keeps the value already present.
-fn merge_into(out: &mut Map<String, Value>, branch: Map<String, Value>) {
-    for (key, value) in branch {
-        match (key.as_str(), out.get_mut(&key), value) {
-            ("properties", Some(Value::Object(existing)), Value::Object(more)) => {
-                for (name, schema) in more {
-                    existing.entry(name).or_insert(schema);
-                }
-            }
-            ("required", Some(Value::Array(existing)), Value::Array(more)) => {
-                for name in more {
-                    if !existing.contains(&name) {
-                        existing.push(name);
-                    }
-                }
-            }
-            (_, Some(_), _) => {}
-            (_, None, value) => {
-                out.insert(key, value);
-            }
-        }
-    }
-}
-
 /// `enum`/`const` values: strings for string-like schemas, an "Allowed values" hint for typed scalars.
-fn apply_enum(out: &mut Map<String, Value>, values: &[&Value], hints: &mut Vec<String>, nullable: &mut bool) {
-    let non_null: Vec<&Value> = values.iter().copied().filter(|v| !v.is_null()).collect();
+fn apply_enum<'s>(out: &mut Schema<'s>, values: &[&Node<'s>], hints: &mut Hints, nullable: &mut bool) {
+    let non_null: Vec<&Node<'s>> = values.iter().copied().filter(|v| !matches!(v, Node::Null)).collect();
     if non_null.len() < values.len() {
         *nullable = true;
     }
     if non_null.is_empty() {
         return;
     }
-    match out.get("type").and_then(Value::as_str) {
+    match out.ty {
         None | Some("string") => {
-            let strings =
-                non_null.iter().map(|v| Value::String(display_value(v))).fold(Vec::new(), |mut acc, v| {
-                    if !acc.contains(&v) {
-                        acc.push(v);
-                    }
-                    acc
-                });
-            out.insert("type".into(), Value::String("string".into()));
-            out.insert("enum".into(), Value::Array(strings));
+            let mut strings: Vec<Cow<'s, str>> = Vec::with_capacity(non_null.len());
+            for value in non_null {
+                let value = display_value(value);
+                if !strings.contains(&value) {
+                    strings.push(value);
+                }
+            }
+            out.ty = Some("string");
+            out.enum_values = Some(strings);
         }
         Some(_) => {
-            let listed: Vec<String> =
-                non_null.iter().map(|v| serde_json::to_string(v).unwrap_or_default()).collect();
-            hints.push(format!("Allowed values: {}", listed.join(" | ")));
+            let hint = hints.next();
+            hint.push_str("Allowed values: ");
+            for (i, value) in non_null.iter().enumerate() {
+                if i > 0 {
+                    hint.push_str(" | ");
+                }
+                push_json(hint, value);
+            }
         }
     }
 }
 
-fn infer_type(out: &mut Map<String, Value>) {
-    if out.contains_key("type") {
+fn infer_type(out: &mut Schema<'_>) {
+    if out.ty.is_some() {
         return;
     }
-    let inferred = if out.contains_key("properties") {
-        "object"
-    } else if out.contains_key("items") {
-        "array"
+    if out.properties.is_some() {
+        out.ty = Some("object");
+    } else if out.items.is_some() {
+        out.ty = Some("array");
+    }
+}
+
+/// Keeps only required names that exist as (non-nullable) properties, without duplicates. Sets are used
+/// past a handful of names, so a hostile list of a million names costs linear time.
+fn set_required<'s>(out: &mut Schema<'s>, own: &[&'s str], nullable_props: &[&'s str]) {
+    let merged = std::mem::take(&mut out.required);
+    let Some(props) = &out.properties else {
+        return;
+    };
+    let candidates = own.iter().chain(merged.iter()).copied();
+    let mut keep: Vec<&'s str> = Vec::new();
+    if props.len() + own.len() + merged.len() <= 32 {
+        for name in candidates {
+            if props.iter().any(|(n, _)| *n == name)
+                && !nullable_props.contains(&name)
+                && !keep.contains(&name)
+            {
+                keep.push(name);
+            }
+        }
     } else {
-        return;
-    };
-    out.insert("type".into(), Value::String(inferred.into()));
-}
-
-/// Keeps only required names that exist as (non-nullable) properties, without duplicates.
-fn set_required(out: &mut Map<String, Value>, own: &[&str], nullable_props: &[&str]) {
-    let merged = match out.remove("required") {
-        Some(Value::Array(from_branches)) => from_branches,
-        _ => Vec::new(),
-    };
-    let Some(Value::Object(props)) = out.get("properties") else {
-        return;
-    };
-    let mut keep: Vec<Value> = Vec::new();
-    let candidates = own.iter().copied().chain(merged.iter().filter_map(Value::as_str));
-    for name in candidates {
-        let wanted = Value::String(name.to_owned());
-        if props.contains_key(name) && !nullable_props.contains(&name) && !keep.contains(&wanted) {
-            keep.push(wanted);
+        let mut allowed: HashSet<&str> = props.iter().map(|(n, _)| *n).collect();
+        for name in nullable_props {
+            allowed.remove(name);
+        }
+        for name in candidates {
+            // Removing on first use keeps the list free of duplicates.
+            if allowed.remove(name) {
+                keep.push(name);
+            }
         }
     }
-    if !keep.is_empty() {
-        out.insert("required".into(), Value::Array(keep));
-    }
+    out.required = keep;
 }
 
-fn describe(base: Option<&str>, hints: &[String], nullable: bool) -> Option<String> {
-    let mut text = base.map(str::trim).unwrap_or_default().to_owned();
-    let mut append = |piece: &str| {
+fn describe<'s>(base: Option<Cow<'s, str>>, hints: &Hints, nullable: bool) -> Option<Cow<'s, str>> {
+    if hints.is_empty() && !nullable {
+        return match base? {
+            Cow::Borrowed(text) => Some(Cow::Borrowed(text.trim())),
+            Cow::Owned(text) => Some(Cow::Owned(text.trim().to_owned())),
+        }
+        .filter(|text| !text.is_empty());
+    }
+    let base = base.as_deref().map(str::trim).unwrap_or_default();
+    let mut text = String::with_capacity(base.len() + hints.0.len() + 16);
+    text.push_str(base);
+    if !hints.is_empty() {
         if !text.is_empty() {
             text.push(' ');
         }
-        text.push_str(piece);
-    };
-    if !hints.is_empty() {
-        append(&format!("({})", hints.join(", ")));
+        text.push('(');
+        text.push_str(&hints.0);
+        text.push(')');
     }
     if nullable {
-        append("(nullable)");
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str("(nullable)");
     }
-    (!text.is_empty()).then_some(text)
+    Some(Cow::Owned(text))
 }
 
 /// A value as the model should read it in a hint or enum: strings bare, everything else as JSON.
-fn display_value(value: &Value) -> String {
+fn display_value<'s>(value: &Node<'s>) -> Cow<'s, str> {
     match value {
-        Value::String(s) => s.clone(),
-        other => serde_json::to_string(other).unwrap_or_default(),
+        Node::String(s) => Cow::Borrowed(s),
+        other => {
+            let mut text = String::new();
+            push_json(&mut text, other);
+            Cow::Owned(text)
+        }
     }
 }
 
-fn add_reason_if_empty(out: &mut Map<String, Value>) {
-    let is_object = out.get("type").and_then(Value::as_str).is_none_or(|t| t == "object");
-    let has_props = out.get("properties").and_then(Value::as_object).is_some_and(|p| !p.is_empty());
-    if !is_object || has_props {
+fn push_display(out: &mut String, value: &Node<'_>) {
+    match value {
+        Node::String(s) => out.push_str(s),
+        other => push_json(out, other),
+    }
+}
+
+/// Appends `value` as compact JSON; numbers and booleans without a detour through a new `String`.
+fn push_json(out: &mut String, value: &Node<'_>) {
+    use std::fmt::Write;
+    match value {
+        // `Number`'s `Display` is its JSON form.
+        Node::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Node::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Node::Null => out.push_str("null"),
+        other => out.push_str(&other.to_json()),
+    }
+}
+
+/// Constraint hints for a description, as one ", "-separated text: a few short pieces per schema node,
+/// written in place rather than formatted and joined.
+#[derive(Default)]
+struct Hints(String);
+
+impl Hints {
+    /// The text to append the next hint to.
+    fn next(&mut self) -> &mut String {
+        if !self.0.is_empty() {
+            self.0.push_str(", ");
+        }
+        &mut self.0
+    }
+
+    fn add<'a>(&mut self, label: &str, pieces: impl Iterator<Item = &'a str>, separator: &str) {
+        let hint = self.next();
+        hint.push_str(label);
+        for (i, piece) in pieces.enumerate() {
+            if i > 0 {
+                hint.push_str(separator);
+            }
+            hint.push_str(piece);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn add_reason_if_empty(out: &mut Schema<'_>) {
+    let is_object = out.ty.is_none_or(|t| t == "object");
+    if !is_object || out.has_properties() {
         return;
     }
-    out.insert("type".into(), Value::String("object".into()));
-    out.insert(
-        "properties".into(),
-        serde_json::json!({"reason": {"type": "string", "description": "Why this tool is being called"}}),
-    );
-    out.insert("required".into(), serde_json::json!(["reason"]));
+    out.ty = Some("object");
+    let reason = Schema {
+        ty: Some("string"),
+        description: Some(Cow::Borrowed("Why this tool is being called")),
+        ..Schema::default()
+    };
+    out.properties = Some(vec![("reason", reason)]);
+    out.required = vec!["reason"];
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Map};
 
     fn clean(schema: Value) -> Value {
         clean_schema(&schema, &SchemaOptions::default()).unwrap()
