@@ -8,7 +8,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::TransformError;
@@ -36,13 +36,11 @@ pub(crate) fn parse_body<'a, T: Deserialize<'a>>(
     .map_err(|e| {
         TransformError::Json(format!("The request body is not valid JSON (error near byte {}).", e.index()))
     })?;
-    let probe = DepthProbe { remaining: MAX_JSON_DEPTH };
-    if probe.deserialize(&mut de).is_err() {
+    if !nests_within(de.as_value(), MAX_JSON_DEPTH) {
         return Err(TransformError::Json(format!(
             "The request body nests JSON deeper than {MAX_JSON_DEPTH} levels."
         )));
     }
-    de.restart();
     match T::deserialize(&mut de) {
         Ok(request) => Ok(request),
         Err(_) => {
@@ -93,60 +91,19 @@ impl<'de, T: Deserialize<'de>, S: Deserialize<'de>> Deserialize<'de> for StrOr<T
     }
 }
 
-/// Walks the parsed document once, failing as soon as nesting exceeds `remaining`, before any recursive
-/// deserializer (serde's `IgnoredAny`, `serde_json::Value`) can overflow the stack on it.
-struct DepthProbe {
-    remaining: usize,
-}
-
-impl<'de> DeserializeSeed<'de> for DepthProbe {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
+/// Whether `value` nests arrays and objects at most `levels` deep: checked on the parsed document before any
+/// recursive deserializer (serde's `IgnoredAny`, `serde_json::Value`) could overflow the stack on it. Walks
+/// simd-json's tape, where each container knows its size, rather than replaying the body through serde.
+fn nests_within(value: simd_json::tape::Value<'_, '_>, levels: usize) -> bool {
+    if let Some(array) = value.as_array() {
+        levels > 0 && array.iter().all(|item| nests_within(item, levels - 1))
+    } else if let Some(object) = value.as_object() {
+        levels > 0 && object.values().all(|member| nests_within(member, levels - 1))
+    } else {
+        true
     }
 }
 
-impl<'de> Visitor<'de> for DepthProbe {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_none<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let remaining = self.remaining.checked_sub(1).ok_or_else(|| de::Error::custom(TOO_DEEP))?;
-        while seq.next_element_seed(DepthProbe { remaining })?.is_some() {}
-        Ok(())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let remaining = self.remaining.checked_sub(1).ok_or_else(|| de::Error::custom(TOO_DEEP))?;
-        while map.next_key::<IgnoredAny>()?.is_some() {
-            map.next_value_seed(DepthProbe { remaining })?;
-        }
-        Ok(())
-    }
-}
-
-const TOO_DEEP: &str = "nested too deeply";
 
 thread_local! {
     /// simd-json's scratch buffers, kept per thread between requests: allocating them fresh costs page
@@ -214,5 +171,31 @@ fn friendly_type(serde_name: &str) -> &str {
         "a map" => "an object",
         name if name.starts_with("struct ") => "an object",
         name => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Anything {
+        #[allow(dead_code)]
+        x: serde_json::Value,
+    }
+
+    /// `{"x": [[…]]}` with `levels` containers in all, the root object included.
+    fn nested(levels: usize) -> Vec<u8> {
+        let arrays = levels - 1;
+        format!("{{\"x\":{}{}}}", "[".repeat(arrays), "]".repeat(arrays)).into_bytes()
+    }
+
+    #[test]
+    fn nesting_is_bounded_at_exactly_max_json_depth() {
+        assert!(parse_body::<Anything>(&mut nested(MAX_JSON_DEPTH), "a test body").is_ok());
+        let e = parse_body::<Anything>(&mut nested(MAX_JSON_DEPTH + 1), "a test body").unwrap_err();
+        assert!(e.to_string().contains("deeper than 128 levels"), "{e}");
+        let mut wide = format!("{{\"x\":[{}]}}", vec!["{\"a\":[1,{\"b\":[]}]}"; 5000].join(",")).into_bytes();
+        assert!(parse_body::<Anything>(&mut wide, "a test body").is_ok(), "wide but shallow is fine");
     }
 }
