@@ -8,6 +8,7 @@ pub mod alias;
 pub mod auth;
 pub mod count;
 pub mod error;
+pub(crate) mod json_tokens;
 pub mod retry_hint;
 pub mod route;
 pub mod schema;

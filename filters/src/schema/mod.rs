@@ -16,6 +16,12 @@
 //!   right JSON type to the client's tool.
 //! - Depth is bounded by `max_depth` ([`SchemaError::TooDeep`], a 400 for the client) and `$ref`/`allOf`
 //!   expansion by `max_nodes` ([`SchemaError::TooLarge`]), so a hostile schema costs bounded time and stack.
+//! - A keyword written twice counts once, the last one, as a JSON parser keeps it; hints come in a fixed
+//!   order (the union of types first, then the constraints alphabetically), whatever order the client used.
+//!
+//! The cleaner reads the request's recorded tokens in place ([`crate::json_tokens::Json`]) and builds only
+//! its output, [`Schema`], which borrows the client's strings: a new set of tools is cleaned without a
+//! `serde_json::Value` being built or dropped.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -23,11 +29,11 @@ use std::collections::HashSet;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::json_tokens::{Json, JsonTokens, Kind};
+
 mod cleaned;
-mod node;
 
 pub(crate) use cleaned::Schema;
-pub(crate) use node::Node;
 
 /// Limits and target-specific tweaks for [`clean_schema`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,19 +62,20 @@ pub enum SchemaError {
     TooLarge { max_nodes: usize },
 }
 
-/// Constraint keywords the subset lacks; they become "(key: value)" hints in the description.
-const HINT_KEYWORDS: &[&str] = &[
-    "minLength",
-    "maxLength",
-    "pattern",
-    "format",
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
+/// Constraint keywords the subset lacks; they become "(key: value)" hints in the description, in this
+/// (alphabetical) order whatever order the client wrote them in.
+const HINT_KEYWORDS: [&str; 12] = [
     "exclusiveMaximum",
-    "multipleOf",
-    "minItems",
+    "exclusiveMinimum",
+    "format",
     "maxItems",
+    "maxLength",
+    "maximum",
+    "minItems",
+    "minLength",
+    "minimum",
+    "multipleOf",
+    "pattern",
     "uniqueItems",
 ];
 
@@ -82,11 +89,12 @@ fn type_name(name: &str) -> Option<&'static str> {
 
 /// Rewrites `schema` into the upstream's schema subset. See the module documentation for the rules.
 pub fn clean_schema(schema: &Value, opts: &SchemaOptions) -> Result<Value, SchemaError> {
-    clean_node(&Node::from_value(schema), opts).map(|cleaned| cleaned.to_value())
+    let tokens = JsonTokens::from_value(schema);
+    clean_json(tokens.view(), opts).map(|cleaned| cleaned.to_value())
 }
 
-/// [`clean_schema`] on a borrowed tree; the result borrows its strings from the same place.
-pub(crate) fn clean_node<'s>(schema: &Node<'s>, opts: &SchemaOptions) -> Result<Schema<'s>, SchemaError> {
+/// [`clean_schema`] on recorded tokens; the result borrows its strings from them.
+pub(crate) fn clean_json<'t>(schema: Json<'t>, opts: &SchemaOptions) -> Result<Schema<'t>, SchemaError> {
     let mut cleaner = Cleaner { root: schema, opts, refs: Vec::new(), path: Vec::new(), nodes: 0 };
     let mut out = cleaner.clean(schema, 0)?.schema;
     if opts.require_reason_for_empty_object {
@@ -124,24 +132,72 @@ pub fn sanitize_tool_name(name: &str) -> Cow<'_, str> {
 }
 
 /// A cleaned schema and whether it accepted `null` (so its parent drops it from `required`).
-struct Cleaned<'s> {
-    schema: Schema<'s>,
+struct Cleaned<'t> {
+    schema: Schema<'t>,
     nullable: bool,
 }
 
-/// `'n` is how long the input tree is borrowed, `'s` how long its strings live.
-struct Cleaner<'n, 's> {
-    root: &'n Node<'s>,
-    opts: &'n SchemaOptions,
+/// The keywords of one schema object that the cleaner acts on, each the last of its name (as a JSON parser
+/// would keep it), read in one pass over the members. Everything else is outside the subset (`$schema`,
+/// `additionalProperties`, `default`, `examples`, `title`, `not`, `if`, `x-*`, …) and is dropped.
+#[derive(Default)]
+struct Keywords<'t> {
+    reference: Option<Json<'t>>,
+    all_of: Option<Json<'t>>,
+    any_of: Option<Json<'t>>,
+    one_of: Option<Json<'t>>,
+    constant: Option<Json<'t>>,
+    description: Option<Json<'t>>,
+    enumeration: Option<Json<'t>>,
+    items: Option<Json<'t>>,
+    nullable: Option<Json<'t>>,
+    properties: Option<Json<'t>>,
+    required: Option<Json<'t>>,
+    ty: Option<Json<'t>>,
+    hints: [Option<Json<'t>>; HINT_KEYWORDS.len()],
+}
+
+impl<'t> Keywords<'t> {
+    fn read(object: Json<'t>) -> Self {
+        let mut keywords = Keywords::default();
+        for (key, value) in object.members() {
+            let slot = match key {
+                "$ref" => &mut keywords.reference,
+                "allOf" => &mut keywords.all_of,
+                "anyOf" => &mut keywords.any_of,
+                "oneOf" => &mut keywords.one_of,
+                "const" => &mut keywords.constant,
+                "description" => &mut keywords.description,
+                "enum" => &mut keywords.enumeration,
+                "items" => &mut keywords.items,
+                // OpenAPI's (and native Gemini's) spelling of `["x","null"]`.
+                "nullable" => &mut keywords.nullable,
+                "properties" => &mut keywords.properties,
+                "required" => &mut keywords.required,
+                "type" => &mut keywords.ty,
+                other => match HINT_KEYWORDS.iter().position(|k| *k == other) {
+                    Some(i) => &mut keywords.hints[i],
+                    None => continue,
+                },
+            };
+            *slot = Some(value);
+        }
+        keywords
+    }
+}
+
+struct Cleaner<'o, 't> {
+    root: Json<'t>,
+    opts: &'o SchemaOptions,
     /// `$ref`s being expanded, to cut cycles.
-    refs: Vec<&'s str>,
+    refs: Vec<&'t str>,
     /// Where we are, for error messages.
-    path: Vec<&'s str>,
+    path: Vec<&'t str>,
     nodes: usize,
 }
 
-impl<'n, 's> Cleaner<'n, 's> {
-    fn clean(&mut self, node: &'n Node<'s>, depth: usize) -> Result<Cleaned<'s>, SchemaError> {
+impl<'t> Cleaner<'_, 't> {
+    fn clean(&mut self, node: Json<'t>, depth: usize) -> Result<Cleaned<'t>, SchemaError> {
         if depth > self.opts.max_depth {
             let path = if self.path.is_empty() { "(root)".to_owned() } else { self.path.join(".") };
             return Err(SchemaError::TooDeep { max_depth: self.opts.max_depth, path });
@@ -150,124 +206,99 @@ impl<'n, 's> Cleaner<'n, 's> {
         if self.nodes > self.opts.max_nodes {
             return Err(SchemaError::TooLarge { max_nodes: self.opts.max_nodes });
         }
-        match node {
-            Node::Object(members) => self.clean_object(node, members, depth),
+        if node.is_object() {
+            self.clean_object(Keywords::read(node), depth)
+        } else {
             // `true`, `false` and malformed schemas accept anything as far as the subset can say.
-            _ => Ok(Cleaned { schema: Schema::default(), nullable: false }),
+            Ok(Cleaned { schema: Schema::default(), nullable: false })
         }
     }
 
     fn clean_child(
         &mut self,
-        step: &'s str,
-        node: &'n Node<'s>,
+        step: &'t str,
+        node: Json<'t>,
         depth: usize,
-    ) -> Result<Cleaned<'s>, SchemaError> {
+    ) -> Result<Cleaned<'t>, SchemaError> {
         self.path.push(step);
         let result = self.clean(node, depth + 1);
         self.path.pop();
         result
     }
 
-    fn clean_object(
-        &mut self,
-        node: &'n Node<'s>,
-        members: &'n [(&'s str, Node<'s>)],
-        depth: usize,
-    ) -> Result<Cleaned<'s>, SchemaError> {
-        if let Some(Node::String(reference)) = node.get("$ref") {
-            return self.clean_ref(reference, node.get("description"), depth);
+    fn clean_object(&mut self, keywords: Keywords<'t>, depth: usize) -> Result<Cleaned<'t>, SchemaError> {
+        if let Some(reference) = keywords.reference.and_then(|r| r.as_str()) {
+            return self.clean_ref(reference, keywords.description, depth);
         }
         let mut out = Schema::default();
         let mut hints = Hints::default();
-        let mut nullable = false;
-        let mut description: Option<&'s str> = None;
-        let mut enum_values: Option<Vec<&'n Node<'s>>> = None;
-        let mut required: Vec<&'s str> = Vec::new();
-        let mut nullable_props: Vec<&'s str> = Vec::new();
+        let mut nullable = keywords.nullable.and_then(|n| n.as_bool()) == Some(true);
 
-        for (key, value) in members {
-            match *key {
-                "type" => match value {
-                    Node::String(t) => match type_name(t) {
+        if let Some(ty) = keywords.ty {
+            if let Some(t) = ty.as_str() {
+                match type_name(t) {
+                    Some("null") => nullable = true,
+                    Some(t) => out.ty = Some(t),
+                    None => {}
+                }
+            } else if ty.is_array() {
+                let mut named: Vec<&str> = Vec::new();
+                for (_, t) in ty.items() {
+                    match t.as_str().and_then(type_name) {
                         Some("null") => nullable = true,
-                        Some(t) => out.ty = Some(t),
-                        None => {}
-                    },
-                    Node::Array(types) => {
-                        let mut named: Vec<&str> = Vec::new();
-                        for t in types.iter().filter_map(Node::as_str).filter_map(type_name) {
-                            if t == "null" {
-                                nullable = true;
-                            } else if !named.contains(&t) {
-                                named.push(t);
-                            }
-                        }
-                        if let Some(first) = named.first() {
-                            out.ty = Some(first);
-                        }
-                        if named.len() > 1 {
-                            hints.add("Accepts: ", named.iter().copied(), " | ");
-                        }
-                    }
-                    _ => {}
-                },
-                "description" => description = value.as_str(),
-                "properties" => {
-                    if let Node::Object(props) = value {
-                        let mut cleaned = Vec::with_capacity(props.len());
-                        for (name, sub) in props {
-                            let sub = self.clean_child(name, sub, depth)?;
-                            if sub.nullable {
-                                nullable_props.push(name);
-                            }
-                            cleaned.push((*name, sub.schema));
-                        }
-                        out.properties = Some(cleaned);
+                        Some(t) if !named.contains(&t) => named.push(t),
+                        _ => {}
                     }
                 }
-                "items" => {
-                    let item = match value {
-                        Node::Array(tuple) => tuple.first(),
-                        other => Some(other),
-                    };
-                    if let Some(item) = item {
-                        let item = self.clean_child("items", item, depth)?;
-                        out.items = Some(Box::new(item.schema));
-                    }
+                out.ty = named.first().copied();
+                if named.len() > 1 {
+                    hints.add("Accepts: ", named.iter().copied(), " | ");
                 }
-                "required" => {
-                    if let Node::Array(names) = value {
-                        required.extend(names.iter().filter_map(Node::as_str));
-                    }
-                }
-                "enum" => {
-                    if let Node::Array(values) = value {
-                        enum_values = Some(values.iter().collect());
-                    }
-                }
-                "const" => enum_values = Some(vec![value]),
-                // OpenAPI's (and native Gemini's) spelling of `["x","null"]`.
-                "nullable" => nullable |= value.as_bool() == Some(true),
-                key if HINT_KEYWORDS.contains(&key) => {
-                    let hint = hints.next();
-                    hint.push_str(key);
-                    hint.push_str(": ");
-                    push_display(hint, value);
-                }
-                // Everything else is outside the subset (`$schema`, `additionalProperties`, `default`,
-                // `examples`, `title`, `not`, `if`, `x-*`, …) and is dropped.
-                _ => {}
             }
         }
+        for (key, value) in HINT_KEYWORDS.iter().zip(&keywords.hints) {
+            if let Some(value) = value {
+                let hint = hints.next();
+                hint.push_str(key);
+                hint.push_str(": ");
+                push_display(hint, value);
+            }
+        }
+        // `enum` wins over `const`; neither is ever cleaned as a schema.
+        let enum_values: Option<Vec<Json<'t>>> = match (keywords.enumeration, keywords.constant) {
+            (Some(values), _) if values.is_array() => Some(values.items().map(|(_, v)| v).collect()),
+            (_, Some(constant)) => Some(vec![constant]),
+            _ => None,
+        };
+        if let Some(item) = keywords.items {
+            // A tuple (`items: [...]`) is described by its first schema.
+            let item = if item.is_array() { item.items().next().map(|(_, v)| v) } else { Some(item) };
+            if let Some(item) = item {
+                out.items = Some(Box::new(self.clean_child("items", item, depth)?.schema));
+            }
+        }
+        let mut nullable_props: Vec<&'t str> = Vec::new();
+        if let Some(props) = keywords.properties.filter(Json::is_object) {
+            let mut cleaned: Vec<(&'t str, Cleaned<'t>)> = Vec::new();
+            for (name, sub) in props.members() {
+                cleaned.push((name, self.clean_child(name, sub, depth)?));
+            }
+            keep_last_of_each_name(&mut cleaned);
+            nullable_props.extend(cleaned.iter().filter(|(_, sub)| sub.nullable).map(|(name, _)| *name));
+            out.properties = Some(cleaned.into_iter().map(|(name, sub)| (name, sub.schema)).collect());
+        }
+        let required: Vec<&'t str> = match keywords.required {
+            Some(names) => names.items().filter_map(|(_, n)| n.as_str()).collect(),
+            None => Vec::new(),
+        };
 
-        if let Some(Node::Array(branches)) = node.get("allOf") {
-            for branch in branches {
+        if let Some(branches) = keywords.all_of.filter(Json::is_array) {
+            for (_, branch) in branches.items() {
                 let branch = self.clean_child("allOf", branch, depth)?;
                 out.merge(branch.schema);
             }
         }
-        if let Some(Node::Array(branches)) = node.get("anyOf").or_else(|| node.get("oneOf")) {
+        if let Some(branches) = keywords.any_of.or(keywords.one_of).filter(Json::is_array) {
             let choice = self.choose_branch(branches, depth)?;
             nullable |= choice.nullable;
             if let Some(hint) = choice.hint {
@@ -285,17 +316,17 @@ impl<'n, 's> Cleaner<'n, 's> {
         set_required(&mut out, &required, &nullable_props);
 
         let existing = out.description.take();
-        let base = description.map(Cow::Borrowed).or(existing);
+        let base = keywords.description.and_then(|d| d.as_str()).map(Cow::Borrowed).or(existing);
         out.description = describe(base, &hints, nullable);
         Ok(Cleaned { schema: out, nullable })
     }
 
     fn clean_ref(
         &mut self,
-        reference: &'s str,
-        description: Option<&'n Node<'s>>,
+        reference: &'t str,
+        description: Option<Json<'t>>,
         depth: usize,
-    ) -> Result<Cleaned<'s>, SchemaError> {
+    ) -> Result<Cleaned<'t>, SchemaError> {
         let target = reference.strip_prefix('#').and_then(|pointer| self.root.pointer(pointer));
         let mut cleaned = match target {
             Some(target) if !self.refs.contains(&reference) => {
@@ -307,7 +338,7 @@ impl<'n, 's> Cleaner<'n, 's> {
             Some(_) => Cleaned { schema: Schema::placeholder("(recursive)"), nullable: false },
             None => Cleaned { schema: Schema::placeholder("(unresolved reference)"), nullable: false },
         };
-        if let Some(Node::String(text)) = description {
+        if let Some(text) = description.and_then(|d| d.as_str()) {
             cleaned.schema.description = Some(Cow::Borrowed(text));
         }
         Ok(cleaned)
@@ -316,11 +347,11 @@ impl<'n, 's> Cleaner<'n, 's> {
     /// Picks the `anyOf`/`oneOf` branch the model should follow: a union of plain enums becomes one enum;
     /// otherwise the richest branch (object with properties > object > array > scalar) wins, and the
     /// description lists what else would have been accepted.
-    fn choose_branch(&mut self, branches: &'n [Node<'s>], depth: usize) -> Result<Choice<'s>, SchemaError> {
+    fn choose_branch(&mut self, branches: Json<'t>, depth: usize) -> Result<Choice<'t>, SchemaError> {
         let mut nullable = false;
-        let mut kept: Vec<Schema<'s>> = Vec::with_capacity(branches.len());
-        for branch in branches {
-            if branch.get("type").and_then(Node::as_str) == Some("null") {
+        let mut kept: Vec<Schema<'t>> = Vec::new();
+        for (_, branch) in branches.items() {
+            if branch.get("type").and_then(|t| t.as_str()) == Some("null") {
                 nullable = true;
                 continue;
             }
@@ -335,7 +366,7 @@ impl<'n, 's> Cleaner<'n, 's> {
             b.enum_values.is_some() && b.properties.is_none() && b.required.is_empty() && b.items.is_none()
         });
         if all_enums && kept.len() > 1 {
-            let mut merged: Vec<Cow<'s, str>> = Vec::new();
+            let mut merged: Vec<Cow<'t, str>> = Vec::new();
             for value in kept.into_iter().flat_map(|b| b.enum_values.unwrap_or_default()) {
                 if !merged.contains(&value) {
                     merged.push(value);
@@ -358,6 +389,32 @@ impl<'n, 's> Cleaner<'n, 's> {
     }
 }
 
+/// Drops all but the last entry of a repeated name (a JSON parser keeps the last of a repeated key), in
+/// linear time however many names there are.
+fn keep_last_of_each_name<T>(entries: &mut Vec<(&str, T)>) {
+    if entries.len() <= 16 {
+        let mut i = 0;
+        while i < entries.len() {
+            if entries[i + 1..].iter().any(|(name, _)| *name == entries[i].0) {
+                entries.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        return;
+    }
+    let last: std::collections::HashMap<&str, usize> =
+        entries.iter().enumerate().map(|(i, (name, _))| (*name, i)).collect();
+    if last.len() < entries.len() {
+        let mut i = 0;
+        entries.retain(|(name, _)| {
+            let keep = last.get(name) == Some(&i);
+            i += 1;
+            keep
+        });
+    }
+}
+
 /// The outcome of an `anyOf`/`oneOf`: the branch to merge, whether `null` was allowed, and the hint.
 struct Choice<'s> {
     branch: Option<Schema<'s>>,
@@ -376,8 +433,8 @@ fn branch_score(branch: &Schema<'_>) -> u8 {
 }
 
 /// `enum`/`const` values: strings for string-like schemas, an "Allowed values" hint for typed scalars.
-fn apply_enum<'s>(out: &mut Schema<'s>, values: &[&Node<'s>], hints: &mut Hints, nullable: &mut bool) {
-    let non_null: Vec<&Node<'s>> = values.iter().copied().filter(|v| !matches!(v, Node::Null)).collect();
+fn apply_enum<'t>(out: &mut Schema<'t>, values: &[Json<'t>], hints: &mut Hints, nullable: &mut bool) {
+    let non_null: Vec<Json<'t>> = values.iter().copied().filter(|v| !v.is_null()).collect();
     if non_null.len() < values.len() {
         *nullable = true;
     }
@@ -386,8 +443,8 @@ fn apply_enum<'s>(out: &mut Schema<'s>, values: &[&Node<'s>], hints: &mut Hints,
     }
     match out.ty {
         None | Some("string") => {
-            let mut strings: Vec<Cow<'s, str>> = Vec::with_capacity(non_null.len());
-            for value in non_null {
+            let mut strings: Vec<Cow<'t, str>> = Vec::with_capacity(non_null.len());
+            for value in &non_null {
                 let value = display_value(value);
                 if !strings.contains(&value) {
                     strings.push(value);
@@ -482,35 +539,35 @@ fn describe<'s>(base: Option<Cow<'s, str>>, hints: &Hints, nullable: bool) -> Op
 }
 
 /// A value as the model should read it in a hint or enum: strings bare, everything else as JSON.
-fn display_value<'s>(value: &Node<'s>) -> Cow<'s, str> {
-    match value {
-        Node::String(s) => Cow::Borrowed(s),
-        other => {
+fn display_value<'t>(value: &Json<'t>) -> Cow<'t, str> {
+    match value.as_str() {
+        Some(s) => Cow::Borrowed(s),
+        None => {
             let mut text = String::new();
-            push_json(&mut text, other);
+            push_json(&mut text, value);
             Cow::Owned(text)
         }
     }
 }
 
-fn push_display(out: &mut String, value: &Node<'_>) {
-    match value {
-        Node::String(s) => out.push_str(s),
-        other => push_json(out, other),
+fn push_display(out: &mut String, value: &Json<'_>) {
+    match value.as_str() {
+        Some(s) => out.push_str(s),
+        None => push_json(out, value),
     }
 }
 
 /// Appends `value` as compact JSON; numbers and booleans without a detour through a new `String`.
-fn push_json(out: &mut String, value: &Node<'_>) {
+fn push_json(out: &mut String, value: &Json<'_>) {
     use std::fmt::Write;
-    match value {
+    match value.kind() {
         // `Number`'s `Display` is its JSON form.
-        Node::Number(n) => {
+        Kind::Number(n) => {
             let _ = write!(out, "{n}");
         }
-        Node::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Node::Null => out.push_str("null"),
-        other => out.push_str(&other.to_json()),
+        Kind::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        Kind::Null => out.push_str("null"),
+        _ => out.push_str(&value.to_json()),
     }
 }
 

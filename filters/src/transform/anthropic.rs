@@ -32,7 +32,7 @@ use super::inner::{
     ToolResultValue, Turn,
 };
 use super::{InnerRequest, RequestType, Target, ToolNameMap, TransformError};
-use crate::schema::Node;
+use crate::json_tokens::JsonTokens;
 use crate::signature::{
     normalize_signature, signature_fits, thinking_hash, ModelFamily, SignatureLookup, SKIP_VALIDATOR_SENTINEL,
 };
@@ -564,7 +564,7 @@ fn build_tools<'a>(
         }
         let param = || format!("tools[{i}].input_schema");
         let schema = match &tool.input_schema {
-            Some(schema @ Value::Object(_)) => Some(Node::from_value(schema)),
+            Some(schema @ Value::Object(_)) => Some(JsonTokens::from_value(schema)),
             None | Some(Value::Null) => None,
             Some(_) => {
                 return Err(TransformError::invalid(param(), "`input_schema` must be a JSON Schema object."))
@@ -573,7 +573,7 @@ fn build_tools<'a>(
         group.function_declarations.push(FunctionDeclaration::new(
             &tool.name,
             tool.description.as_deref(),
-            schema.as_ref(),
+            schema.as_ref().map(JsonTokens::view),
             family,
             names,
             param,

@@ -104,7 +104,6 @@ fn nests_within(value: simd_json::tape::Value<'_, '_>, levels: usize) -> bool {
     }
 }
 
-
 thread_local! {
     /// simd-json's scratch buffers, kept per thread between requests: allocating them fresh costs page
     /// faults on every large body (a third of the parse time at 100 KiB). Bodies above

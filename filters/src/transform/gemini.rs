@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use super::body::parse_body;
 use super::inner::{max_output_above_budget, FunctionDeclaration};
 use super::{InnerRequest, RequestType, Target, ToolNameMap, TransformError};
-use crate::schema::Node;
+use crate::json_tokens::JsonTokens;
 use crate::signature::{
     normalize_signature, signature_fits, ModelFamily, SignatureLookup, SKIP_VALIDATOR_SENTINEL,
 };
@@ -167,10 +167,11 @@ fn clean_tools(
                 return Err(TransformError::invalid(at(field), "A parameters schema must be an object."));
             }
             // The description stays where it is; only the name and schema are rewritten.
-            let schema = schema.as_ref().map(Node::from_value);
-            let cleaned =
-                FunctionDeclaration::new(&name, None, schema.as_ref(), family, names, || at(field))?;
-            let (upstream_name, parameters) = (cleaned.name, cleaned.parameters.map(|p| p.to_value()));
+            let schema = schema.as_ref().map(JsonTokens::from_value);
+            let view = schema.as_ref().map(JsonTokens::view);
+            let cleaned = FunctionDeclaration::new(&name, None, view, family, names, || at(field))?;
+            let parameters = cleaned.parameters.and_then(|json| serde_json::from_slice::<Value>(&json).ok());
+            let upstream_name = cleaned.name;
             map.insert("name".into(), Value::String(upstream_name));
             if let Some(parameters) = parameters {
                 map.insert("parameters".into(), parameters);

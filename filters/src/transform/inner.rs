@@ -12,7 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{ToolNameMap, TransformError};
-use crate::schema::{clean_node, Node, Schema, SchemaOptions};
+use crate::json_tokens::{Json, JsonTokens};
+use crate::schema::{clean_json, SchemaOptions};
 use crate::signature::ModelFamily;
 use crate::stream::json::write_str;
 
@@ -417,7 +418,8 @@ impl ToolGroup<'_> {
 pub(crate) struct FunctionDeclaration<'a> {
     pub name: String,
     pub description: Option<&'a str>,
-    pub parameters: Option<Schema<'a>>,
+    /// The cleaned schema, already JSON.
+    pub parameters: Option<Vec<u8>>,
 }
 
 impl<'a> FunctionDeclaration<'a> {
@@ -428,7 +430,7 @@ impl<'a> FunctionDeclaration<'a> {
             write_str(o.key("description"), description);
         }
         if let Some(parameters) = &self.parameters {
-            parameters.write_json(o.key("parameters"));
+            o.key("parameters").extend_from_slice(parameters);
         }
         o.close();
     }
@@ -439,7 +441,7 @@ impl<'a> FunctionDeclaration<'a> {
     pub fn new(
         client_name: &str,
         description: Option<&'a str>,
-        parameters: Option<&Node<'a>>,
+        parameters: Option<Json<'_>>,
         family: ModelFamily,
         names: &mut ToolNameMap,
         param: impl Fn() -> String,
@@ -448,10 +450,17 @@ impl<'a> FunctionDeclaration<'a> {
             require_reason_for_empty_object: family == ModelFamily::Claude,
             ..SchemaOptions::default()
         };
+        let encode = |schema: Json<'_>| {
+            let mut json = Vec::new();
+            clean_json(schema, &opts).map(|cleaned| {
+                cleaned.write_json(&mut json);
+                json
+            })
+        };
         let parameters = match (parameters, family) {
-            (Some(schema), _) => Some(clean_node(schema, &opts)),
+            (Some(schema), _) => Some(encode(schema)),
             (None, ModelFamily::Claude) => {
-                Some(clean_node(&Node::Object(vec![("type", Node::String("object"))]), &opts))
+                Some(encode(JsonTokens::from_value(&serde_json::json!({"type": "object"})).view()))
             }
             (None, _) => None,
         }

@@ -15,7 +15,6 @@ pub mod anthropic;
 pub(crate) mod body;
 pub mod gemini;
 mod inner;
-mod json_tokens;
 pub mod openai;
 mod tool_cache;
 

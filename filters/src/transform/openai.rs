@@ -33,8 +33,8 @@ use super::inner::{
     FunctionResponseOut, GenerationConfig, InnerJson, JsonObject, JsonObjectError, Part, ToolConfig,
     ToolGroup, ToolResponse, ToolResultValue, Turn,
 };
-use super::json_tokens::JsonTokens;
 use super::{InnerRequest, RequestType, Target, ToolCache, ToolNameMap, TransformError};
+use crate::json_tokens::JsonTokens;
 use crate::schema::{clean_schema, SchemaOptions};
 use crate::signature::{ModelFamily, SignatureLookup, SKIP_VALIDATOR_SENTINEL};
 
@@ -810,7 +810,7 @@ fn build_tools<'a>(
         }
         let param = || format!("tools[{i}].function.parameters");
         let parameters = match &function.parameters {
-            Some(schema) if schema.is_object() => Some(schema.to_node()),
+            Some(schema) if schema.is_object() => Some(schema.view()),
             None => None,
             Some(_) => {
                 return Err(TransformError::invalid(param(), "`parameters` must be a JSON Schema object."))
@@ -819,7 +819,7 @@ fn build_tools<'a>(
         declarations.push(FunctionDeclaration::new(
             function.name,
             function.description,
-            parameters.as_ref(),
+            parameters,
             family,
             names,
             param,
