@@ -3,6 +3,8 @@ of Levitate: SSE events pass through as they are produced (the first one reaches
 stream is still open), large prompts are accepted, and plain requests work over upstream keep-alive.
 
 The test reads the configuration from the documentation itself, so the documented file is the tested one.
+Nginx is told to ignore Levitate's own `X-Accel-Buffering: no`, so the streaming test judges the documented
+block alone.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ def documented_site() -> str:
     return block.group(1)
 
 
-def start_nginx(tmp_path: Path, gateway: Gateway) -> tuple[Process, str]:
-    site = documented_site()
+def start_nginx(tmp_path: Path, gateway: Gateway, site: str | None = None) -> tuple[Process, str]:
+    site = site if site is not None else documented_site()
     upstream = gateway.base_url.removeprefix("http://")
     assert "server 127.0.0.1:8045" in site and "listen 80;" in site, "the test rewrites these two lines"
     port = free_port()
@@ -53,6 +55,8 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/logs/error.log info;
 events {{ worker_connections 256; }}
 http {{
+    # Judge the documented block, not Levitate's header.
+    proxy_ignore_headers X-Accel-Buffering;
     access_log {prefix}/logs/access.log;
     client_body_temp_path {prefix}/temp/body;
     proxy_temp_path {prefix}/temp/proxy;
@@ -83,8 +87,9 @@ def nginx(tmp_path: Path, start_gateway):
     process.stop()
 
 
-def test_the_first_sse_event_arrives_through_nginx_while_the_upstream_is_still_streaming(nginx):
-    gateway, base = nginx
+def first_event_timing(gateway: Gateway, base: str) -> tuple[float, float, int | None, list[str]]:
+    """Streams a slow answer through `base`: when the first event came, the total time, how many upstream
+    streams were open at the first event, and the events."""
     email = gateway.accounts[0].email
     started = time.monotonic()
     first_event_at = None
@@ -103,7 +108,12 @@ def test_the_first_sse_event_arrives_through_nginx_while_the_upstream_is_still_s
                     first_event_at = time.monotonic() - started
                     in_flight_at_first_event = gateway.sim.account_stats(email).get("in_flight")
                 events.append(line)
-    total = time.monotonic() - started
+    return first_event_at, time.monotonic() - started, in_flight_at_first_event, events
+
+
+def test_the_first_sse_event_arrives_through_nginx_while_the_upstream_is_still_streaming(nginx):
+    gateway, base = nginx
+    first_event_at, total, in_flight_at_first_event, events = first_event_timing(gateway, base)
 
     assert events[-1] == "data: [DONE]"
     assert in_flight_at_first_event == 1, "the first event only arrived after the upstream stream had ended"
