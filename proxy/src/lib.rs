@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod demo;
 pub mod exchange;
 pub mod gateway;
+pub mod handover;
 pub mod lockout;
 pub mod login;
 pub mod metrics;

@@ -578,7 +578,9 @@ impl AccountPool {
         AccountPool { selector: ArcSwap::from_pointee(selector), state }
     }
 
-    fn restore(&self, store: &Store) {
+    /// Loads lockouts, forbidden marks and quota snapshots from the store (at start, and after taking in what
+    /// the old process of an upgrade recorded late). Applying a record twice changes nothing.
+    pub fn restore(&self, store: &Store) {
         let now = now_ms();
         let (mut lockouts, mut forbidden, mut quotas) = (0, 0, 0);
         match store.lockouts(now) {

@@ -20,6 +20,7 @@ use crate::admin::Admin;
 use crate::app::App;
 use crate::config::Snapshot;
 use crate::gateway::Gateway;
+use crate::handover::HandoverImporter;
 use crate::quota::QuotaPoller;
 use crate::reload::{ConfigWatcher, SighupReloader};
 use crate::request_log::RequestLogWriter;
@@ -83,6 +84,7 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
     server.add_service(background_service("levitate quota", QuotaPoller::new(app.clone())));
     server.add_service(background_service("levitate signatures", SignatureSweeper::new(app.clone())));
     server.add_service(background_service("levitate lifecycle", Lifecycle::new(app.clone())));
+    server.add_service(background_service("levitate handover", HandoverImporter::new(app.clone())));
     tracing::info!(listen = %snapshot.listen, admin = %snapshot.admin.listen, accounts = snapshot.accounts.len(), upgrade = start.upgrade, "levitate starting");
     server.run_forever()
 }

@@ -19,6 +19,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("store: corrupt record: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("store hand-over file {path}: {source}")]
+    Handover { path: String, source: std::io::Error },
 }
 
 /// What Levitate knows about one account beyond its YAML definition.
@@ -71,6 +73,20 @@ fn pair_key(account: &str, model: &str) -> Vec<u8> {
     key.push(0);
     key.extend_from_slice(model.as_bytes());
     key
+}
+
+/// One record of a hand-over file: the tree it belongs to, and its key and value in base64.
+#[derive(Serialize, Deserialize)]
+struct HandoverRecord {
+    tree: String,
+    key: String,
+    value: String,
+}
+
+/// Where the old process of an upgrade leaves the records it wrote after handing the store over, one file
+/// per process id, for the new process to take in once that process has exited.
+pub fn handover_dir(store_path: &Path) -> std::path::PathBuf {
+    store_path.join("handover")
 }
 
 #[derive(Serialize, Deserialize)]
@@ -139,13 +155,80 @@ impl Store {
 
     /// Flushes and releases the on-disk database, continuing in memory: the old process of a graceful
     /// upgrade calls this so the new one can open the store while old streams finish. What the old process
-    /// writes afterwards (signatures of streams that end there, their request log entries) is not kept.
+    /// writes afterwards (signatures of streams that end there, their request log entries, lockouts) reaches
+    /// the new process through [`export_records`](Self::export_records) and
+    /// [`import_records`](Self::import_records).
     pub fn detach(&self) -> Result<(), StoreError> {
         self.flush()?;
         let memory = Self::temporary()?;
         let trees = memory.trees.load_full();
         self.trees.store(trees);
         Ok(())
+    }
+
+    fn named_trees(&self) -> [(&'static str, sled::Tree); 6] {
+        let t = self.trees();
+        [
+            ("accounts", t.accounts.clone()),
+            ("signatures", t.signatures.clone()),
+            ("lockouts", t.lockouts.clone()),
+            ("forbidden", t.forbidden.clone()),
+            ("quotas", t.quotas.clone()),
+            ("requests", t.requests.clone()),
+        ]
+    }
+
+    /// Writes every record to `file` (write-temp, fsync, rename), returning how many. Called on a detached
+    /// store, whose in-memory database holds exactly what was written after the hand-over.
+    pub fn export_records(&self, file: &Path) -> Result<usize, StoreError> {
+        use base64::engine::general_purpose::STANDARD;
+        use base64::Engine;
+        let mut records = Vec::new();
+        for (tree, handle) in self.named_trees() {
+            for item in handle.iter() {
+                let (key, value) = item?;
+                records.push(HandoverRecord {
+                    tree: tree.into(),
+                    key: STANDARD.encode(key),
+                    value: STANDARD.encode(value),
+                });
+            }
+        }
+        let io = |source| StoreError::Handover { path: file.display().to_string(), source };
+        if let Some(folder) = file.parent() {
+            std::fs::create_dir_all(folder).map_err(io)?;
+        }
+        let temp = file.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut out = std::fs::File::create(&temp).map_err(io)?;
+            out.write_all(&serde_json::to_vec(&records)?).map_err(io)?;
+            out.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&temp, file).map_err(io)?;
+        Ok(records.len())
+    }
+
+    /// Adds the records of an exported file that this store does not hold yet (what this process wrote since
+    /// the hand-over is at least as fresh), returning how many were added.
+    pub fn import_records(&self, file: &Path) -> Result<usize, StoreError> {
+        use base64::engine::general_purpose::STANDARD;
+        use base64::Engine;
+        let raw = std::fs::read(file)
+            .map_err(|source| StoreError::Handover { path: file.display().to_string(), source })?;
+        let records: Vec<HandoverRecord> = serde_json::from_slice(&raw)?;
+        let trees = self.named_trees();
+        let mut added = 0;
+        for record in records {
+            let Some((_, tree)) = trees.iter().find(|(name, _)| *name == record.tree) else { continue };
+            let (Ok(key), Ok(value)) = (STANDARD.decode(&record.key), STANDARD.decode(&record.value)) else {
+                continue;
+            };
+            if tree.compare_and_swap(key, None as Option<&[u8]>, Some(value))?.is_ok() {
+                added += 1;
+            }
+        }
+        Ok(added)
     }
 
     pub fn account(&self, id: &str) -> Result<AccountState, StoreError> {
@@ -422,6 +505,22 @@ mod tests {
         assert_eq!(new.signature("call_1", Duration::from_secs(60)).unwrap().as_deref(), Some("sig"));
         old.put_signature("call_2", "late").unwrap();
         assert!(new.signature("call_2", Duration::from_secs(60)).unwrap().is_none());
+
+        // What the old process wrote after the hand-over reaches the new one by file, without overwriting
+        // what the new one wrote meanwhile.
+        old.put_signature("call_3", "old-view").unwrap();
+        new.put_signature("call_3", "new-view").unwrap();
+        old.put_request_record(7, br#"{"status":200}"#).unwrap();
+        let file = handover_dir(&dir).join("4242.json");
+        assert_eq!(old.export_records(&file).unwrap(), 3, "only the records written since the detach");
+        assert_eq!(new.import_records(&file).unwrap(), 2);
+        let sig = |id: &str| new.signature(id, Duration::from_secs(60)).unwrap();
+        assert_eq!(sig("call_2").as_deref(), Some("late"));
+        assert_eq!(sig("call_3").as_deref(), Some("new-view"), "the newer process's own record wins");
+        assert_eq!(new.request_records(10).unwrap(), vec![br#"{"status":200}"#.to_vec()]);
+        assert_eq!(new.import_records(&file).unwrap(), 0, "taking a file in twice adds nothing");
+        std::fs::write(&file, b"{not json").unwrap();
+        assert!(new.import_records(&file).is_err());
         drop(new);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -5,7 +5,8 @@
 //! the old one, on SIGQUIT, sends its sockets there, keeps accepting for 5 s, then stops accepting and lets
 //! in-flight streams finish for `server.grace_period`. Two things are ours:
 //! - the store: sled holds an exclusive lock, so on SIGQUIT the old process flushes and releases it
-//!   ([`crate::store::Store::detach`]) and the new one opens it after it has the sockets;
+//!   ([`crate::store::Store::detach`]) and the new one opens it after it has the sockets; what the old one
+//!   records afterwards reaches the new one by file ([`crate::handover`]);
 //! - starting the new binary from inside the service (SIGUSR2, `levitate upgrade`), so that under systemd it
 //!   runs in the unit's cgroup; it then tells systemd `MAINPID=<new pid>` (`NotifyAccess=all`).
 
@@ -133,8 +134,10 @@ impl BackgroundService for Lifecycle {
                     // Pingora is sending our sockets to the new process; give it the store too.
                     tracing::info!("SIGQUIT: handing the listening sockets and the store to the new process");
                     DRAINING.store(true, Ordering::Relaxed);
-                    if let Err(e) = self.app.store.detach() {
-                        tracing::error!(error = %e, "cannot release the store for the new process");
+                    match self.app.store.detach() {
+                        // What the draining streams record from now on goes to the new process by file.
+                        Ok(()) => crate::handover::spool_until_exit(self.app.clone()),
+                        Err(e) => tracing::error!(error = %e, "cannot release the store for the new process"),
                     }
                 }
                 _ = usr2.recv() => {
@@ -180,7 +183,9 @@ impl Lifecycle {
             }
             idle_checks += 1;
             if idle_checks >= DRAIN_IDLE_CHECKS {
-                if let Err(e) = self.app.store.flush() {
+                if draining() {
+                    crate::handover::spool(&self.app);
+                } else if let Err(e) = self.app.store.flush() {
                     tracing::warn!(error = %e, "store flush before exit failed");
                 }
                 tracing::info!("all in-flight requests finished; exiting before the end of the grace period");

@@ -331,6 +331,7 @@ def test_an_upgrade_under_a_live_stream_cuts_nothing(start_sim, tmp_path: Path):
         reader.start()
         assert started.wait(30)
 
+        upgrade_at_ms = time.time() * 1000
         result = subprocess.run([str(levitate_bin()), "upgrade", "-c", str(gateway.config_path), "--wait", "60s"],
                                 capture_output=True, text=True, timeout=90)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -351,6 +352,16 @@ def test_an_upgrade_under_a_live_stream_cuts_nothing(start_sim, tmp_path: Path):
         gateway.process.popen.wait(timeout=30)  # the old process exits once its stream is done
         assert gateway.process.popen.returncode == 0
         gateway.assert_serves()
+
+        # The stream ended in the old process after it had handed the store over; its request-log entry still
+        # reaches the new process's log.
+        def the_long_stream_is_logged() -> bool:
+            records = json.loads(admin(gateway, "GET", "/admin/requests?limit=100").text)["requests"]
+            return any(r["at_ms"] < upgrade_at_ms and r["client_model"] == "gpt-4o" and r["status"] == 200
+                       for r in records)
+
+        wait_until("the old process's late request-log entry in the new process", the_long_stream_is_logged, 15.0)
+        assert not list((gateway.config_dir / "data" / "handover").glob("*")), "taken-in files are removed"
 
         # `levitate reload` finds the new process through the pid file.
         generation = health(gateway)["config"]["generation"]
