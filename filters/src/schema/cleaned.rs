@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use crate::stream::json::write_str;
+use crate::stream::json::{write_list, write_members, write_str, Object};
 
 /// One cleaned schema node.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -95,62 +95,28 @@ impl<'s> Schema<'s> {
 
     /// Appends the schema as a JSON object.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.push(b'{');
-        let mut first = true;
-        let mut key = |out: &mut Vec<u8>, name: &str| {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            write_str(out, name);
-            out.push(b':');
-        };
+        let mut o = Object::open(out);
         if let Some(ty) = self.ty {
-            key(out, "type");
-            write_str(out, ty);
+            write_str(o.key("type"), ty);
         }
         if let Some(description) = &self.description {
-            key(out, "description");
-            write_str(out, description);
+            write_str(o.key("description"), description);
         }
         if let Some(values) = &self.enum_values {
-            key(out, "enum");
-            write_array(out, values.iter().map(|v| v.as_ref()));
+            write_list(o.key("enum"), values, |v, out| write_str(out, v));
         }
         if let Some(properties) = &self.properties {
-            key(out, "properties");
-            out.push(b'{');
-            for (i, (name, schema)) in properties.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, name);
-                out.push(b':');
-                schema.write_json(out);
-            }
-            out.push(b'}');
+            let members = properties.iter().map(|(name, schema)| (*name, schema));
+            write_members(o.key("properties"), members, Schema::write_json);
         }
         if !self.required.is_empty() {
-            key(out, "required");
-            write_array(out, self.required.iter().copied());
+            write_list(o.key("required"), &self.required, |name, out| write_str(out, name));
         }
         if let Some(items) = &self.items {
-            key(out, "items");
-            items.write_json(out);
+            items.write_json(o.key("items"));
         }
-        out.push(b'}');
+        o.close();
     }
-}
-
-fn write_array<'a>(out: &mut Vec<u8>, strings: impl Iterator<Item = &'a str>) {
-    out.push(b'[');
-    for (i, s) in strings.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_str(out, s);
-    }
-    out.push(b']');
 }
 
 #[cfg(test)]

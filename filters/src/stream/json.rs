@@ -109,6 +109,64 @@ fn escape_mask(word: &[u8]) -> u64 {
         | zero_bytes(w ^ (ONES * 0xe2))
 }
 
+/// Writes an object's members; keys are the protocol's own ASCII names, so they need no escaping.
+pub(crate) struct Object<'o> {
+    out: &'o mut Vec<u8>,
+    empty: bool,
+}
+
+impl<'o> Object<'o> {
+    pub(crate) fn open(out: &'o mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Object { out, empty: true }
+    }
+
+    /// Starts the member `key` and returns the buffer its value is written to.
+    pub(crate) fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out
+    }
+
+    pub(crate) fn close(self) {
+        self.out.push(b'}');
+    }
+}
+
+pub(crate) fn write_list<T>(out: &mut Vec<u8>, items: &[T], write: impl Fn(&T, &mut Vec<u8>)) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(item, out);
+    }
+    out.push(b']');
+}
+
+/// Writes an object whose keys come from the client (property names), so they are escaped.
+pub(crate) fn write_members<'k, T>(
+    out: &mut Vec<u8>,
+    members: impl Iterator<Item = (&'k str, T)>,
+    write: impl Fn(T, &mut Vec<u8>),
+) {
+    out.push(b'{');
+    for (i, (key, value)) in members.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, key);
+        out.push(b':');
+        write(value, out);
+    }
+    out.push(b'}');
+}
+
 /// Appends an unsigned integer.
 pub(crate) fn write_u64(out: &mut Vec<u8>, n: u64) {
     // Writing into a Vec cannot fail.

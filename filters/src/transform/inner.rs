@@ -15,7 +15,7 @@ use super::{ToolNameMap, TransformError};
 use crate::json_tokens::{Json, JsonTokens};
 use crate::schema::{clean_json, SchemaOptions};
 use crate::signature::ModelFamily;
-use crate::stream::json::write_str;
+use crate::stream::json::{write_list, write_members, write_str, Object};
 
 /// Largest output budget the upstream accepts, per family, when a thinking budget forces a bump.
 pub(crate) const GEMINI_MAX_OUTPUT: u32 = 65_536;
@@ -57,46 +57,6 @@ impl InnerJson<'_> {
     }
 }
 
-/// Writes an object's members; keys are the protocol's own ASCII names, so they need no escaping.
-struct Object<'o> {
-    out: &'o mut Vec<u8>,
-    empty: bool,
-}
-
-impl<'o> Object<'o> {
-    fn open(out: &'o mut Vec<u8>) -> Self {
-        out.push(b'{');
-        Object { out, empty: true }
-    }
-
-    /// Starts the member `key` and returns the buffer its value is written to.
-    fn key(&mut self, key: &str) -> &mut Vec<u8> {
-        if !self.empty {
-            self.out.push(b',');
-        }
-        self.empty = false;
-        self.out.push(b'"');
-        self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
-        self.out
-    }
-
-    fn close(self) {
-        self.out.push(b'}');
-    }
-}
-
-fn write_list<T>(out: &mut Vec<u8>, items: &[T], write: impl Fn(&T, &mut Vec<u8>)) {
-    out.push(b'[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write(item, out);
-    }
-    out.push(b']');
-}
-
 /// Writes a JSON value as `serde_json` would (object keys in the map's order), with the faster escaper.
 pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value) {
     match value {
@@ -107,16 +67,7 @@ pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value) {
         Value::String(s) => write_str(out, s),
         Value::Array(items) => write_list(out, items, |v, out| write_value(out, v)),
         Value::Object(map) => {
-            out.push(b'{');
-            for (i, (key, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, key);
-                out.push(b':');
-                write_value(out, v);
-            }
-            out.push(b'}');
+            write_members(out, map.iter().map(|(k, v)| (k.as_str(), v)), |v, out| write_value(out, v))
         }
     }
 }
