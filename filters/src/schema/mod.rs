@@ -626,6 +626,16 @@ mod tests {
     }
 
     #[test]
+    fn every_hint_keyword_lands_in_its_own_slot() {
+        for (i, keyword) in HINT_KEYWORDS.iter().enumerate() {
+            let tokens = JsonTokens::from_value(&json!({ *keyword: 1 }));
+            let read = Keywords::read(tokens.view());
+            let filled: Vec<usize> = (0..HINT_KEYWORDS.len()).filter(|&j| read.hints[j].is_some()).collect();
+            assert_eq!(filled, vec![i], "{keyword}");
+        }
+    }
+
+    #[test]
     fn unsupported_keywords_are_dropped_and_constraints_become_hints() {
         let got = clean(json!({
             "$schema": "http://json-schema.org/draft-07/schema#", "$id": "x", "title": "T", "$comment": "c",
