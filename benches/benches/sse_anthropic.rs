@@ -11,7 +11,7 @@ use levitate_filters::stream::gemini::{GeminiStream, GeminiStreamMode, GeminiStr
 
 mod recorded_stream;
 
-use recorded_stream::{frame_reads, recorded_stream};
+use recorded_stream::{frame_reads, recorded_stream, rewrite_reads};
 
 fn options() -> AnthropicStreamOptions {
     AnthropicStreamOptions {
@@ -25,14 +25,7 @@ fn options() -> AnthropicStreamOptions {
 
 fn frame_and_rewrite(input: &[u8], out: &mut Vec<u8>) {
     let mut stream = AnthropicStream::new(options());
-    frame_reads(input, |event| match event {
-        Some(data) => stream.on_event(data, out).expect("valid upstream events"),
-        // The gateway writes `out` downstream after every read and reuses the buffer.
-        None => {
-            black_box(out.as_slice());
-            out.clear();
-        }
-    });
+    rewrite_reads(input, out, |data, out| stream.on_event(data, out).expect("valid upstream events"));
     stream.finish(out);
     black_box(stream.take_signatures());
 }
@@ -52,14 +45,7 @@ fn frame_and_unwrap(input: &[u8], out: &mut Vec<u8>) {
         mode: GeminiStreamMode::Sse,
         tool_names: Default::default(),
     });
-    frame_reads(input, |event| match event {
-        Some(data) => stream.on_event(data, out).expect("valid upstream events"),
-        // The gateway writes `out` downstream after every read and reuses the buffer.
-        None => {
-            black_box(out.as_slice());
-            out.clear();
-        }
-    });
+    rewrite_reads(input, out, |data, out| stream.on_event(data, out).expect("valid upstream events"));
     stream.finish(out);
 }
 

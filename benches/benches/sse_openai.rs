@@ -9,7 +9,7 @@ use levitate_filters::stream::openai::{OpenAiFold, OpenAiStream, OpenAiStreamOpt
 
 mod recorded_stream;
 
-use recorded_stream::{frame_reads, recorded_stream, READ_SIZE};
+use recorded_stream::{frame_reads, recorded_stream, rewrite_reads, READ_SIZE};
 
 fn options() -> OpenAiStreamOptions {
     OpenAiStreamOptions {
@@ -39,14 +39,7 @@ fn frame_only(input: &[u8]) -> usize {
 
 fn frame_and_rewrite(input: &[u8], out: &mut Vec<u8>) {
     let mut stream = OpenAiStream::new(options());
-    frame_reads(input, |event| match event {
-        Some(data) => stream.on_event(data, out).expect("valid upstream events"),
-        // The gateway writes `out` downstream after every read and reuses the buffer.
-        None => {
-            black_box(out.as_slice());
-            out.clear();
-        }
-    });
+    rewrite_reads(input, out, |data, out| stream.on_event(data, out).expect("valid upstream events"));
     stream.finish(out);
     black_box(stream.take_signatures());
 }
