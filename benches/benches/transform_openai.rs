@@ -114,14 +114,7 @@ fn transform(c: &mut Criterion) {
         let mut out = Vec::with_capacity(inner.json.len() + 256);
         b.iter(|| {
             out.clear();
-            wrap_envelope(
-                &inner.json,
-                inner.request_type,
-                "rising-fact-p41fc",
-                "gemini-3-pro-high",
-                "agent-0000",
-                &mut out,
-            );
+            wrap_envelope(&inner, "rising-fact-p41fc", "gemini-3-pro-high", "agent-0000", &mut out);
             out.len()
         })
     });

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use levitate_filters::error::{ClientError, ErrorKind};
 use levitate_filters::retry_hint::{self, Reason, Refusal, Verdict};
-use levitate_filters::transform::{wrap_envelope, RequestType};
+use levitate_filters::transform::{wrap_envelope, InnerRequest};
 
 use crate::app::App;
 use crate::config::{AccountSpec, Snapshot};
@@ -69,11 +69,10 @@ pub async fn open(
     app: &App,
     snapshot: &Snapshot,
     upstream_model: &str,
-    inner_request: &[u8],
-    request_type: RequestType,
+    inner: &InnerRequest,
     attempts: &mut Attempts,
 ) -> Result<(UpstreamResponse, Lease), ClientError> {
-    open_call(app, snapshot, upstream_model, Call::Generate { inner_request, request_type }, attempts).await
+    open_call(app, snapshot, upstream_model, Call::Generate(inner), attempts).await
 }
 
 /// `countTokens` through the same accounts, retries and endpoint fallback; returns the answer's body.
@@ -96,7 +95,7 @@ pub async fn count_tokens(
 #[derive(Clone, Copy)]
 enum Call<'a> {
     /// `streamGenerateContent?alt=sse`; the body is the inner request, wrapped per attempt.
-    Generate { inner_request: &'a [u8], request_type: RequestType },
+    Generate(&'a InnerRequest),
     /// `countTokens`; the body goes as is (it carries no project).
     CountTokens { body: &'a [u8] },
 }
@@ -209,16 +208,9 @@ async fn open_call(
         app.pool.learn_tier(&account.id, project.tier.as_deref());
         app.pool.learn_project(&account.id, &project.id);
         let body = match call {
-            Call::Generate { inner_request, request_type } => {
+            Call::Generate(inner) => {
                 envelope.clear();
-                wrap_envelope(
-                    inner_request,
-                    request_type,
-                    &project.id,
-                    upstream_model,
-                    &request_id,
-                    &mut envelope,
-                );
+                wrap_envelope(inner, &project.id, upstream_model, &request_id, &mut envelope);
                 Bytes::copy_from_slice(&envelope)
             }
             Call::CountTokens { body } => Bytes::copy_from_slice(body),

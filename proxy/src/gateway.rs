@@ -22,7 +22,7 @@ use levitate_filters::stream::gemini::{GeminiFold, GeminiStream, GeminiStreamMod
 use levitate_filters::stream::openai::{OpenAiFold, OpenAiStream, OpenAiStreamOptions};
 use levitate_filters::stream::StreamError;
 use levitate_filters::transform::openai::{self, parse_chat_request};
-use levitate_filters::transform::{anthropic, gemini, RequestType, Target};
+use levitate_filters::transform::{anthropic, gemini, InnerRequest, Target};
 use levitate_filters::Protocol;
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
@@ -363,13 +363,15 @@ impl Gateway {
         let upstream_model = self.resolve_model(ctx, snapshot, request.model())?;
         let session_id = self.session_id(session, request.session_hint(), request.first_user_text());
         let target = Target { upstream_model: &upstream_model, session_id: &session_id };
-        let inner = openai::build_inner_request_cached(
+        let mut inner = openai::build_inner_request_cached(
             &request,
             &target,
             &StoredSignatures(&self.app),
             &self.app.tool_cache,
         )?;
-        let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner.json, inner.request_type);
+        // The stream machine takes the name map; the call keeps the request bytes for its retries.
+        let tool_names = std::mem::take(&mut inner.tool_names);
+        let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner);
         let request_uuid = uuid::Uuid::new_v4().simple().to_string();
         let options = OpenAiStreamOptions {
             id: format!("chatcmpl-{request_uuid}"),
@@ -377,7 +379,7 @@ impl Gateway {
             created: crate::store::unix_now(),
             include_usage: request.include_usage(),
             tool_call_id_prefix: format!("call_{}_", &request_uuid[..16]),
-            tool_names: inner.tool_names,
+            tool_names,
         };
         let stream = request.stream();
         self.answer(session, ctx, call, stream, options, OpenAiStream::new, OpenAiFold::new).await
@@ -397,14 +399,15 @@ impl Gateway {
         let client_key = header(session, "x-claude-code-session-id").or(request.session_hint());
         let session_id = self.session_id(session, client_key, request.first_user_text());
         let target = Target { upstream_model: &upstream_model, session_id: &session_id };
-        let inner = anthropic::build_inner_request(&request, &target, &StoredSignatures(&self.app))?;
-        let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner.json, inner.request_type);
+        let mut inner = anthropic::build_inner_request(&request, &target, &StoredSignatures(&self.app))?;
+        let tool_names = std::mem::take(&mut inner.tool_names);
+        let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner);
         let request_uuid = uuid::Uuid::new_v4().simple().to_string();
         let options = AnthropicStreamOptions {
             id: format!("msg_{request_uuid}"),
             model: request.model().to_string(),
             tool_id_prefix: format!("toolu_{}_", &request_uuid[..16]),
-            tool_names: inner.tool_names,
+            tool_names,
             input_tokens_hint: count::estimate_tokens(&request),
         };
         let stream = request.stream();
@@ -440,11 +443,12 @@ impl Gateway {
         let upstream_model = self.resolve_model(ctx, snapshot, model)?;
         let session_id = self.session_id(session, None, request.first_user_text());
         let target = Target { upstream_model: &upstream_model, session_id: &session_id };
-        let inner = gemini::build_inner_request(&request, &target, &StoredSignatures(&self.app))?;
-        let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner.json, inner.request_type);
+        let mut inner = gemini::build_inner_request(&request, &target, &StoredSignatures(&self.app))?;
+        let tool_names = std::mem::take(&mut inner.tool_names);
+        let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner);
         let sse = session.req_header().uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
         let mode = if sse { GeminiStreamMode::Sse } else { GeminiStreamMode::JsonArray };
-        let options = GeminiStreamOptions { mode, tool_names: inner.tool_names };
+        let options = GeminiStreamOptions { mode, tool_names };
         self.answer(session, ctx, call, stream, options, GeminiStream::new, GeminiFold::new).await
     }
 
@@ -519,14 +523,8 @@ impl Gateway {
         call: &mut UpstreamCall<'_>,
     ) -> std::result::Result<(UpstreamResponse, Lease), ClientError> {
         let waited = Instant::now();
-        let opening = exchange::open(
-            &self.app,
-            call.snapshot,
-            call.upstream_model,
-            call.inner_request,
-            call.request_type,
-            &mut call.attempts,
-        );
+        let opening =
+            exchange::open(&self.app, call.snapshot, call.upstream_model, call.inner, &mut call.attempts);
         let opened = tokio::select! {
             opened = opening => opened,
             _ = session.as_downstream_mut().read_body_or_idle(true) => {
@@ -815,8 +813,7 @@ async fn respond(
 struct UpstreamCall<'a> {
     snapshot: &'a Arc<Snapshot>,
     upstream_model: &'a str,
-    inner_request: &'a [u8],
-    request_type: RequestType,
+    inner: &'a InnerRequest,
     attempts: Attempts,
 }
 
@@ -825,11 +822,9 @@ impl<'a> UpstreamCall<'a> {
         snapshot: &'a Arc<Snapshot>,
         upstream_model: &'a str,
         session_id: &str,
-        inner_request: &'a [u8],
-        request_type: RequestType,
+        inner: &'a InnerRequest,
     ) -> Self {
-        let attempts = Attempts::for_session(session_id);
-        UpstreamCall { snapshot, upstream_model, inner_request, request_type, attempts }
+        UpstreamCall { snapshot, upstream_model, inner, attempts: Attempts::for_session(session_id) }
     }
 }
 

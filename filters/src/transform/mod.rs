@@ -192,24 +192,23 @@ impl ToolNameMap {
 /// Appends the per-attempt `v1internal` envelope around an already-built inner `request` object:
 /// `{"project","model","userAgent":"antigravity","requestType","requestId","request":<inner>}`.
 pub fn wrap_envelope(
-    inner_json: &[u8],
-    request_type: RequestType,
+    inner: &InnerRequest,
     project: &str,
     upstream_model: &str,
     request_id: &str,
     out: &mut Vec<u8>,
 ) {
-    out.reserve(inner_json.len() + project.len() + upstream_model.len() + request_id.len() + 104);
+    out.reserve(inner.json.len() + project.len() + upstream_model.len() + request_id.len() + 104);
     out.extend_from_slice(b"{\"project\":");
     push_json_string(out, project);
     out.extend_from_slice(b",\"model\":");
     push_json_string(out, upstream_model);
     out.extend_from_slice(b",\"userAgent\":\"antigravity\",\"requestType\":\"");
-    out.extend_from_slice(request_type.as_str().as_bytes());
+    out.extend_from_slice(inner.request_type.as_str().as_bytes());
     out.extend_from_slice(b"\",\"requestId\":");
     push_json_string(out, request_id);
     out.extend_from_slice(b",\"request\":");
-    out.extend_from_slice(inner_json);
+    out.extend_from_slice(&inner.json);
     out.push(b'}');
 }
 
@@ -235,8 +234,12 @@ mod tests {
     fn envelope_wraps_inner_request_bytes() {
         let mut out = b"junk".to_vec();
         out.clear();
-        let inner = br#"{"contents":[]}"#;
-        wrap_envelope(inner, RequestType::Agent, "proj-\"1\"", "gemini-3-flash", "agent-abc", &mut out);
+        let inner = InnerRequest {
+            json: br#"{"contents":[]}"#.to_vec(),
+            tool_names: ToolNameMap::default(),
+            request_type: RequestType::Agent,
+        };
+        wrap_envelope(&inner, "proj-\"1\"", "gemini-3-flash", "agent-abc", &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             v,
