@@ -390,7 +390,8 @@ impl<'t> Cleaner<'_, 't> {
 }
 
 /// Drops all but the last entry of a repeated name (a JSON parser keeps the last of a repeated key), in
-/// linear time however many names there are.
+/// linear time however many names there are. Short lists are scanned instead of hashed: a hash map or set
+/// per schema object (here and in [`set_required`]) made the cold transform bench 14% slower.
 fn keep_last_of_each_name<T>(entries: &mut Vec<(&str, T)>) {
     if entries.len() <= 16 {
         let mut i = 0;
