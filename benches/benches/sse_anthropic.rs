@@ -8,6 +8,7 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use levitate_filters::stream::anthropic::{AnthropicFold, AnthropicStream, AnthropicStreamOptions};
 use levitate_filters::stream::gemini::{GeminiStream, GeminiStreamMode, GeminiStreamOptions};
+use levitate_filters::stream::{Fold, Translator};
 
 mod recorded_stream;
 

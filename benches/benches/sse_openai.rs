@@ -6,6 +6,7 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use levitate_filters::sse::SseFramer;
 use levitate_filters::stream::openai::{OpenAiFold, OpenAiStream, OpenAiStreamOptions};
+use levitate_filters::stream::{Fold, Translator};
 
 mod recorded_stream;
 

@@ -15,12 +15,11 @@ use levitate_filters::auth::presented_key_with_style;
 use levitate_filters::count;
 use levitate_filters::error::{ClientError, ErrorKind};
 use levitate_filters::route::{classify, Operation, Route};
-use levitate_filters::signature::CapturedSignature;
 use levitate_filters::sse::SseFramer;
 use levitate_filters::stream::anthropic::{AnthropicFold, AnthropicStream, AnthropicStreamOptions};
 use levitate_filters::stream::gemini::{GeminiFold, GeminiStream, GeminiStreamMode, GeminiStreamOptions};
 use levitate_filters::stream::openai::{OpenAiFold, OpenAiStream, OpenAiStreamOptions};
-use levitate_filters::stream::StreamError;
+use levitate_filters::stream::{Fold, Folded, Translator};
 use levitate_filters::transform::openai::{self, parse_chat_request};
 use levitate_filters::transform::{anthropic, gemini, InnerRequest, Target};
 use levitate_filters::Protocol;
@@ -561,7 +560,7 @@ impl Gateway {
             let mut machine: Box<dyn Translator> = if stream {
                 Box::new(new_stream(options.clone()))
             } else {
-                Box::new(FoldAdapter::new(new_fold(options.clone())))
+                Box::new(Folded::new(new_fold(options.clone())))
             };
             let (failure, pending) = match self.pump(session, ctx, response, lease, machine.as_mut()).await {
                 Pumped::Ended { failure, pending } => (failure, pending),
@@ -835,157 +834,6 @@ enum Pumped {
     Ended { failure: Option<ClientError>, pending: Vec<u8> },
     /// The client left or could not be written to: nothing more is owed to it.
     ClientGone,
-}
-
-/// The stream machines of every protocol, as the pump drives them.
-pub trait Translator: Send {
-    fn on_event(&mut self, data: &mut [u8], out: &mut Vec<u8>) -> std::result::Result<(), StreamError>;
-    /// The upstream ended; write the closing events.
-    fn finish(&mut self, out: &mut Vec<u8>);
-    /// Upstream has been silent for a while; write whatever keeps the client's connection alive.
-    fn keepalive(&mut self, _out: &mut Vec<u8>) {}
-    fn take_signatures(&mut self) -> Vec<CapturedSignature>;
-    fn finished_by_upstream(&self) -> bool;
-    /// Whether any client output came of the upstream events so far; until then the answer may be retried.
-    fn emitted_anything(&self) -> bool;
-    /// The last usage the upstream reported (for metrics and the request log).
-    fn usage(&self) -> Option<levitate_filters::stream::Usage>;
-    fn content_type(&self) -> &'static str {
-        "text/event-stream"
-    }
-    /// Whether output is written as it comes (a stream) or once at the end (a fold).
-    fn streams(&self) -> bool {
-        true
-    }
-}
-
-/// The streaming machines share their method names; only the keep-alive differs per protocol.
-macro_rules! stream_translator {
-    ($machine:ty, |$m:ident, $out:ident| $keepalive:expr) => {
-        stream_translator!($machine, |$m, $out| $keepalive, |_s| "text/event-stream");
-    };
-    ($machine:ty, |$m:ident, $out:ident| $keepalive:expr, |$s:ident| $content_type:expr) => {
-        impl Translator for $machine {
-            fn on_event(
-                &mut self,
-                data: &mut [u8],
-                out: &mut Vec<u8>,
-            ) -> std::result::Result<(), StreamError> {
-                <$machine>::on_event(self, data, out)
-            }
-            fn finish(&mut self, out: &mut Vec<u8>) {
-                <$machine>::finish(self, out)
-            }
-            fn keepalive(&mut self, $out: &mut Vec<u8>) {
-                let $m = self;
-                $keepalive
-            }
-            fn take_signatures(&mut self) -> Vec<CapturedSignature> {
-                <$machine>::take_signatures(self)
-            }
-            fn finished_by_upstream(&self) -> bool {
-                <$machine>::finished_by_upstream(self)
-            }
-            fn emitted_anything(&self) -> bool {
-                <$machine>::emitted_anything(self)
-            }
-            fn usage(&self) -> Option<levitate_filters::stream::Usage> {
-                <$machine>::usage(self)
-            }
-            fn content_type(&self) -> &'static str {
-                let $s = self;
-                $content_type
-            }
-        }
-    };
-}
-
-// An SSE comment: every OpenAI client's parser skips it.
-stream_translator!(OpenAiStream, |_m, out| out.extend_from_slice(b": keep-alive\n\n"));
-// Anthropic's own keep-alive event (sent after message_start).
-stream_translator!(AnthropicStream, |m, out| m.ping(out));
-// Google sends no keep-alives on Gemini streams, and Gemini clients expect none.
-stream_translator!(GeminiStream, |_m, _out| {}, |s| s.content_type());
-
-/// The non-streaming folds, as [`FoldAdapter`] drives them.
-trait Fold: Send {
-    fn on_event(&mut self, data: &mut [u8]) -> std::result::Result<(), StreamError>;
-    fn take_signatures(&mut self) -> Vec<CapturedSignature>;
-    fn finished_by_upstream(&self) -> bool;
-    /// Whether any content was collected.
-    fn emitted_anything(&self) -> bool;
-    fn usage(&self) -> Option<levitate_filters::stream::Usage>;
-    fn into_body(self) -> Vec<u8>;
-}
-
-macro_rules! fold {
-    ($fold:ty) => {
-        impl Fold for $fold {
-            fn on_event(&mut self, data: &mut [u8]) -> std::result::Result<(), StreamError> {
-                <$fold>::on_event(self, data)
-            }
-            fn take_signatures(&mut self) -> Vec<CapturedSignature> {
-                <$fold>::take_signatures(self)
-            }
-            fn finished_by_upstream(&self) -> bool {
-                <$fold>::finished_by_upstream(self)
-            }
-            fn emitted_anything(&self) -> bool {
-                <$fold>::emitted_anything(self)
-            }
-            fn usage(&self) -> Option<levitate_filters::stream::Usage> {
-                <$fold>::usage(self)
-            }
-            fn into_body(self) -> Vec<u8> {
-                <$fold>::finish(self)
-            }
-        }
-    };
-}
-
-fold!(OpenAiFold);
-fold!(AnthropicFold);
-fold!(GeminiFold);
-
-/// Drives a fold (non-streaming answer) through the same pump; it writes only at the end.
-struct FoldAdapter<F: Fold>(Option<F>);
-
-impl<F: Fold> FoldAdapter<F> {
-    fn new(fold: F) -> Self {
-        FoldAdapter(Some(fold))
-    }
-}
-
-impl<F: Fold> Translator for FoldAdapter<F> {
-    fn on_event(&mut self, data: &mut [u8], _out: &mut Vec<u8>) -> std::result::Result<(), StreamError> {
-        match &mut self.0 {
-            Some(fold) => fold.on_event(data),
-            None => Ok(()),
-        }
-    }
-    fn finish(&mut self, out: &mut Vec<u8>) {
-        if let Some(fold) = self.0.take() {
-            out.extend_from_slice(&fold.into_body());
-        }
-    }
-    fn take_signatures(&mut self) -> Vec<CapturedSignature> {
-        self.0.as_mut().map(|f| f.take_signatures()).unwrap_or_default()
-    }
-    fn finished_by_upstream(&self) -> bool {
-        self.0.as_ref().is_none_or(|f| f.finished_by_upstream())
-    }
-    fn emitted_anything(&self) -> bool {
-        self.0.as_ref().is_none_or(|f| f.emitted_anything())
-    }
-    fn usage(&self) -> Option<levitate_filters::stream::Usage> {
-        self.0.as_ref().and_then(|f| f.usage())
-    }
-    fn content_type(&self) -> &'static str {
-        "application/json"
-    }
-    fn streams(&self) -> bool {
-        false
-    }
 }
 
 /// Upstream models and exact aliases: the names a client may list.

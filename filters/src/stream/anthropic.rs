@@ -16,7 +16,7 @@
 
 use super::chunk::{ChunkParser, FinishReason, Part, Usage};
 use super::json::{write_escaped, write_str, write_u64};
-use super::{client_tool_call_id, is_empty_payload, StreamError, ToolCallSignatures};
+use super::{client_tool_call_id, is_empty_payload, Fold, StreamError, ToolCallSignatures, Translator};
 use crate::error::ClientError;
 use crate::signature::CapturedSignature;
 use crate::sse::write_named_event;
@@ -273,26 +273,6 @@ impl AnthropicStream {
         }
     }
 
-    /// One upstream SSE `data` payload in; zero or more events appended to `out`. The payload is scratch
-    /// afterwards (parsed in place).
-    ///
-    /// On an error (an in-stream upstream error, or an unreadable event) the error is returned; if events
-    /// were already written, an `event: error` is appended too and the stream is over. Before that, nothing is
-    /// written, so the gateway may still retry elsewhere or answer with a plain HTTP error.
-    pub fn on_event(&mut self, data: &mut [u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
-        if self.done {
-            return Ok(());
-        }
-        let Self { turn, writer, .. } = self;
-        let result = turn.on_event(data, &mut |event| writer.write(out, event));
-        if let Err(error) = &result {
-            if self.writer.started {
-                self.write_error(&error.to_client_error(), out);
-            }
-        }
-        result
-    }
-
     /// Appends a `ping` event (sent while the upstream is silent, e.g. during long thinking), preceded by
     /// `message_start` if it was not sent yet, as Anthropic orders them.
     pub fn ping(&mut self, out: &mut Vec<u8>) {
@@ -312,10 +292,32 @@ impl AnthropicStream {
         self.done = true;
         write_named_event(out, "error", &error.render(Protocol::Anthropic));
     }
+}
+
+impl Translator for AnthropicStream {
+    /// One upstream SSE `data` payload in; zero or more events appended to `out`. The payload is scratch
+    /// afterwards (parsed in place).
+    ///
+    /// On an error (an in-stream upstream error, or an unreadable event) the error is returned; if events
+    /// were already written, an `event: error` is appended too and the stream is over. Before that, nothing is
+    /// written, so the gateway may still retry elsewhere or answer with a plain HTTP error.
+    fn on_event(&mut self, data: &mut [u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
+        if self.done {
+            return Ok(());
+        }
+        let Self { turn, writer, .. } = self;
+        let result = turn.on_event(data, &mut |event| writer.write(out, event));
+        if let Err(error) = &result {
+            if self.writer.started {
+                self.write_error(&error.to_client_error(), out);
+            }
+        }
+        result
+    }
 
     /// The upstream ended, cleanly or not: closes the open block and appends `message_delta` (stop reason and
     /// final usage) and `message_stop`. Idempotent.
-    pub fn finish(&mut self, out: &mut Vec<u8>) {
+    fn finish(&mut self, out: &mut Vec<u8>) {
         if self.done {
             return;
         }
@@ -337,23 +339,28 @@ impl AnthropicStream {
     }
 
     /// Signatures captured since the last call (tool call ids and thinking texts), for the store.
-    pub fn take_signatures(&mut self) -> Vec<CapturedSignature> {
+    fn take_signatures(&mut self) -> Vec<CapturedSignature> {
         self.turn.signatures.take()
     }
 
     /// The last usage the upstream reported.
-    pub fn usage(&self) -> Option<Usage> {
+    fn usage(&self) -> Option<Usage> {
         self.turn.usage
     }
 
     /// Whether the upstream sent a finish reason (a stream without one was cut).
-    pub fn finished_by_upstream(&self) -> bool {
+    fn finished_by_upstream(&self) -> bool {
         self.turn.upstream_finish.is_some()
     }
 
     /// Whether any event was written; until then the request can still be retried elsewhere.
-    pub fn emitted_anything(&self) -> bool {
+    fn emitted_anything(&self) -> bool {
         self.writer.started
+    }
+
+    /// Anthropic's own keep-alive event (sent after `message_start`).
+    fn keepalive(&mut self, out: &mut Vec<u8>) {
+        self.ping(out);
     }
 }
 
@@ -467,35 +474,37 @@ impl AnthropicFold {
             blocks: Vec::new(),
         }
     }
+}
 
+impl Fold for AnthropicFold {
     /// One upstream SSE `data` payload in (scratch afterwards).
-    pub fn on_event(&mut self, data: &mut [u8]) -> Result<(), StreamError> {
+    fn on_event(&mut self, data: &mut [u8]) -> Result<(), StreamError> {
         let blocks = &mut self.blocks;
         self.turn.on_event(data, &mut |event| fold_event(blocks, event))
     }
 
     /// Signatures captured since the last call, for the store.
-    pub fn take_signatures(&mut self) -> Vec<CapturedSignature> {
+    fn take_signatures(&mut self) -> Vec<CapturedSignature> {
         self.turn.signatures.take()
     }
 
     /// The last usage the upstream reported.
-    pub fn usage(&self) -> Option<Usage> {
+    fn usage(&self) -> Option<Usage> {
         self.turn.usage
     }
 
     /// Whether the upstream sent a finish reason (a stream without one was cut).
-    pub fn finished_by_upstream(&self) -> bool {
+    fn finished_by_upstream(&self) -> bool {
         self.turn.upstream_finish.is_some()
     }
 
     /// Whether any content was collected.
-    pub fn emitted_anything(&self) -> bool {
+    fn emitted_anything(&self) -> bool {
         !self.blocks.is_empty()
     }
 
     /// The whole `message` JSON body. Take the signatures first.
-    pub fn finish(mut self) -> Vec<u8> {
+    fn finish(mut self) -> Vec<u8> {
         let blocks = &mut self.blocks;
         self.turn.close_block(None, &mut |event| fold_event(blocks, event));
         let size: usize = self

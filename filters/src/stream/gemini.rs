@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::chunk::{ChunkParser, FinishReason, Part, Usage};
 use super::json::{write_escaped, write_str, write_u64};
-use super::{is_empty_payload, StreamError, ToolCallSignatures};
+use super::{is_empty_payload, Fold, StreamError, ToolCallSignatures, Translator};
 use crate::error::ClientError;
 use crate::signature::CapturedSignature;
 use crate::transform::ToolNameMap;
@@ -107,8 +107,47 @@ impl GeminiStream {
         }
     }
 
+    /// Ends the stream with an error object in Google's shape (e.g. the upstream timed out mid-answer).
+    pub fn write_error(&mut self, error: &ClientError, out: &mut Vec<u8>) {
+        if self.done {
+            return;
+        }
+        self.open_item(out);
+        out.extend_from_slice(&error.render(Protocol::Gemini));
+        self.close_item(out);
+        self.finish_array(out);
+    }
+
+    fn finish_array(&mut self, out: &mut Vec<u8>) {
+        self.done = true;
+        if self.opts.mode == GeminiStreamMode::JsonArray {
+            if !self.emitted {
+                out.push(b'[');
+            }
+            out.extend_from_slice(b"]");
+        }
+        self.emitted = true;
+    }
+
+    fn open_item(&mut self, out: &mut Vec<u8>) {
+        match self.opts.mode {
+            GeminiStreamMode::Sse => out.extend_from_slice(b"data: "),
+            GeminiStreamMode::JsonArray if self.emitted => out.extend_from_slice(b",\r\n"),
+            GeminiStreamMode::JsonArray => out.push(b'['),
+        }
+    }
+
+    fn close_item(&mut self, out: &mut Vec<u8>) {
+        if self.opts.mode == GeminiStreamMode::Sse {
+            out.extend_from_slice(b"\r\n\r\n");
+        }
+        self.emitted = true;
+    }
+}
+
+impl Translator for GeminiStream {
     /// The response's content type: SSE for `?alt=sse`, JSON for the default array stream.
-    pub fn content_type(&self) -> &'static str {
+    fn content_type(&self) -> &'static str {
         match self.opts.mode {
             GeminiStreamMode::Sse => "text/event-stream",
             GeminiStreamMode::JsonArray => "application/json",
@@ -120,7 +159,7 @@ impl GeminiStream {
     /// On an error nothing of this event is written and the error is returned; if earlier responses were
     /// written, an error object in Google's shape ends the stream (as Google does), otherwise the gateway may
     /// still retry elsewhere or answer with a plain HTTP error.
-    pub fn on_event(&mut self, data: &mut [u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
+    fn on_event(&mut self, data: &mut [u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
         if self.done || is_empty_payload(data) {
             return Ok(());
         }
@@ -166,20 +205,9 @@ impl GeminiStream {
         Ok(())
     }
 
-    /// Ends the stream with an error object in Google's shape (e.g. the upstream timed out mid-answer).
-    pub fn write_error(&mut self, error: &ClientError, out: &mut Vec<u8>) {
-        if self.done {
-            return;
-        }
-        self.open_item(out);
-        out.extend_from_slice(&error.render(Protocol::Gemini));
-        self.close_item(out);
-        self.finish_array(out);
-    }
-
     /// The upstream ended: a stream without a finish reason gets a final `MAX_TOKENS` chunk; a JSON array is
     /// closed. Idempotent.
-    pub fn finish(&mut self, out: &mut Vec<u8>) {
+    fn finish(&mut self, out: &mut Vec<u8>) {
         if self.done {
             return;
         }
@@ -196,51 +224,27 @@ impl GeminiStream {
         self.finish_array(out);
     }
 
-    fn finish_array(&mut self, out: &mut Vec<u8>) {
-        self.done = true;
-        if self.opts.mode == GeminiStreamMode::JsonArray {
-            if !self.emitted {
-                out.push(b'[');
-            }
-            out.extend_from_slice(b"]");
-        }
-        self.emitted = true;
-    }
-
-    fn open_item(&mut self, out: &mut Vec<u8>) {
-        match self.opts.mode {
-            GeminiStreamMode::Sse => out.extend_from_slice(b"data: "),
-            GeminiStreamMode::JsonArray if self.emitted => out.extend_from_slice(b",\r\n"),
-            GeminiStreamMode::JsonArray => out.push(b'['),
-        }
-    }
-
-    fn close_item(&mut self, out: &mut Vec<u8>) {
-        if self.opts.mode == GeminiStreamMode::Sse {
-            out.extend_from_slice(b"\r\n\r\n");
-        }
-        self.emitted = true;
-    }
-
     /// Signatures captured since the last call (function calls with upstream ids), for the store.
-    pub fn take_signatures(&mut self) -> Vec<CapturedSignature> {
+    fn take_signatures(&mut self) -> Vec<CapturedSignature> {
         self.observed.signatures.take()
     }
 
     /// The last usage the upstream reported.
-    pub fn usage(&self) -> Option<Usage> {
+    fn usage(&self) -> Option<Usage> {
         self.observed.usage
     }
 
     /// Whether the upstream sent a finish reason (a stream without one was cut).
-    pub fn finished_by_upstream(&self) -> bool {
+    fn finished_by_upstream(&self) -> bool {
         self.observed.upstream_finish.is_some()
     }
 
     /// Whether anything was written; until then the request can still be retried elsewhere.
-    pub fn emitted_anything(&self) -> bool {
+    fn emitted_anything(&self) -> bool {
         self.emitted
     }
+
+    // Google sends no keep-alives on Gemini streams, and Gemini clients expect none: the default writes nothing.
 }
 
 /// The byte range of the top-level `"response"` value of an event, or `None` if it has none (a bare
@@ -420,9 +424,11 @@ impl GeminiFold {
             response_id: None,
         }
     }
+}
 
+impl Fold for GeminiFold {
     /// One upstream SSE `data` payload in (scratch afterwards).
-    pub fn on_event(&mut self, data: &mut [u8]) -> Result<(), StreamError> {
+    fn on_event(&mut self, data: &mut [u8]) -> Result<(), StreamError> {
         if is_empty_payload(data) {
             return Ok(());
         }
@@ -475,27 +481,27 @@ impl GeminiFold {
     }
 
     /// Signatures captured since the last call, for the store.
-    pub fn take_signatures(&mut self) -> Vec<CapturedSignature> {
+    fn take_signatures(&mut self) -> Vec<CapturedSignature> {
         self.observed.signatures.take()
     }
 
     /// The last usage the upstream reported.
-    pub fn usage(&self) -> Option<Usage> {
+    fn usage(&self) -> Option<Usage> {
         self.observed.usage
     }
 
     /// Whether the upstream sent a finish reason (a stream without one was cut).
-    pub fn finished_by_upstream(&self) -> bool {
+    fn finished_by_upstream(&self) -> bool {
         self.observed.upstream_finish.is_some()
     }
 
     /// Whether any content was collected.
-    pub fn emitted_anything(&self) -> bool {
+    fn emitted_anything(&self) -> bool {
         !self.parts.is_empty()
     }
 
     /// The whole `GenerateContentResponse` body. Take the signatures first.
-    pub fn finish(self) -> Vec<u8> {
+    fn finish(self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + self.parts.len() * 64);
         out.extend_from_slice(b"{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[");
         let mut first = true;

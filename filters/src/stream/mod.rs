@@ -3,7 +3,9 @@
 //!
 //! Each upstream SSE `data` payload is parsed once into a protocol-neutral [`Chunk`] ([`chunk`]); each client
 //! protocol then has a small machine that turns chunks into its own frames, capturing thoughtSignatures and
-//! usage on the way.
+//! usage on the way. Every machine implements [`Translator`] (streaming) or [`Fold`] (one body), so the
+//! gateway drives all protocols through one interface and the protocol's own bytes, keep-alives included,
+//! stay in this crate.
 
 use std::borrow::Cow;
 
@@ -16,6 +18,90 @@ pub(crate) mod json;
 pub mod openai;
 
 pub use chunk::{Chunk, ChunkParser, FinishReason, Part, Usage};
+
+/// A client protocol's streaming machine: upstream `v1internal` SSE events in, the client's own frames out.
+/// The gateway drives every protocol through this one interface (as `Box<dyn Translator>`).
+pub trait Translator: Send {
+    /// One upstream SSE `data` payload in (scratch afterwards); client output appended to `out`.
+    fn on_event(&mut self, data: &mut [u8], out: &mut Vec<u8>) -> Result<(), StreamError>;
+    /// The upstream ended; write the closing events.
+    fn finish(&mut self, out: &mut Vec<u8>);
+    /// Upstream has been silent for a while; write whatever keeps the client's connection alive.
+    fn keepalive(&mut self, _out: &mut Vec<u8>) {}
+    /// Signatures captured since the last call, for the store.
+    fn take_signatures(&mut self) -> Vec<CapturedSignature>;
+    /// Whether the upstream sent a finish reason (a stream without one was cut).
+    fn finished_by_upstream(&self) -> bool;
+    /// Whether any client output came of the upstream events so far; until then the answer may be retried.
+    fn emitted_anything(&self) -> bool;
+    /// The last usage the upstream reported (for metrics and the request log).
+    fn usage(&self) -> Option<Usage>;
+    fn content_type(&self) -> &'static str {
+        "text/event-stream"
+    }
+    /// Whether output is written as it comes (a stream) or once at the end (a fold).
+    fn streams(&self) -> bool {
+        true
+    }
+}
+
+/// A client protocol's non-streaming answer: the same upstream events folded into one body.
+pub trait Fold: Send {
+    /// One upstream SSE `data` payload in (scratch afterwards).
+    fn on_event(&mut self, data: &mut [u8]) -> Result<(), StreamError>;
+    /// Signatures captured since the last call, for the store.
+    fn take_signatures(&mut self) -> Vec<CapturedSignature>;
+    /// Whether the upstream sent a finish reason (a stream without one was cut).
+    fn finished_by_upstream(&self) -> bool;
+    /// Whether any content was collected.
+    fn emitted_anything(&self) -> bool;
+    /// The last usage the upstream reported.
+    fn usage(&self) -> Option<Usage>;
+    /// The whole response body. Take the signatures first.
+    fn finish(self) -> Vec<u8>;
+}
+
+/// A [`Fold`] driven as a [`Translator`] that writes nothing until the end, so streamed and non-streamed
+/// answers share one pump.
+pub struct Folded<F: Fold>(Option<F>);
+
+impl<F: Fold> Folded<F> {
+    pub fn new(fold: F) -> Self {
+        Folded(Some(fold))
+    }
+}
+
+impl<F: Fold> Translator for Folded<F> {
+    fn on_event(&mut self, data: &mut [u8], _out: &mut Vec<u8>) -> Result<(), StreamError> {
+        match &mut self.0 {
+            Some(fold) => fold.on_event(data),
+            None => Ok(()),
+        }
+    }
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if let Some(fold) = self.0.take() {
+            out.extend_from_slice(&fold.finish());
+        }
+    }
+    fn take_signatures(&mut self) -> Vec<CapturedSignature> {
+        self.0.as_mut().map(|f| f.take_signatures()).unwrap_or_default()
+    }
+    fn finished_by_upstream(&self) -> bool {
+        self.0.as_ref().is_none_or(|f| f.finished_by_upstream())
+    }
+    fn emitted_anything(&self) -> bool {
+        self.0.as_ref().is_none_or(|f| f.emitted_anything())
+    }
+    fn usage(&self) -> Option<Usage> {
+        self.0.as_ref().and_then(|f| f.usage())
+    }
+    fn content_type(&self) -> &'static str {
+        "application/json"
+    }
+    fn streams(&self) -> bool {
+        false
+    }
+}
 
 /// Why an upstream stream event could not be turned into client output.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

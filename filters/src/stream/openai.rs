@@ -11,7 +11,7 @@
 
 use super::chunk::{ChunkParser, FinishReason, Part, Usage};
 use super::json::{write_escaped, write_str, write_u64};
-use super::{client_tool_call_id, is_empty_payload, StreamError, ToolCallSignatures};
+use super::{client_tool_call_id, is_empty_payload, Fold, StreamError, ToolCallSignatures, Translator};
 use crate::signature::CapturedSignature;
 use crate::transform::ToolNameMap;
 
@@ -206,11 +206,13 @@ impl OpenAiStream {
             done: false,
         }
     }
+}
 
+impl Translator for OpenAiStream {
     /// One upstream SSE `data` payload in; zero or more `data: {…}\n\n` frames appended to `out`. The
     /// payload is scratch afterwards (parsed in place). Nothing is written for an in-stream upstream error,
     /// so a gateway that has sent nothing yet may still retry on another account.
-    pub fn on_event(&mut self, data: &mut [u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
+    fn on_event(&mut self, data: &mut [u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
         let Self { turn, frame_head, role_sent, done, .. } = self;
         if *done {
             return Ok(());
@@ -220,7 +222,7 @@ impl OpenAiStream {
 
     /// The upstream ended, cleanly or not: appends the finish chunk if none was sent (`length` when Google
     /// cut the stream silently), the usage chunk when asked for, and `data: [DONE]`. Idempotent.
-    pub fn finish(&mut self, out: &mut Vec<u8>) {
+    fn finish(&mut self, out: &mut Vec<u8>) {
         if self.done {
             return;
         }
@@ -237,23 +239,28 @@ impl OpenAiStream {
     }
 
     /// Signatures captured since the last call, keyed by client-visible tool call id, for the store.
-    pub fn take_signatures(&mut self) -> Vec<CapturedSignature> {
+    fn take_signatures(&mut self) -> Vec<CapturedSignature> {
         self.turn.signatures.take()
     }
 
     /// The last usage the upstream reported.
-    pub fn usage(&self) -> Option<Usage> {
+    fn usage(&self) -> Option<Usage> {
         self.turn.usage
     }
 
     /// Whether the upstream sent a finish reason (a stream without one was cut).
-    pub fn finished_by_upstream(&self) -> bool {
+    fn finished_by_upstream(&self) -> bool {
         self.turn.upstream_finish.is_some()
     }
 
     /// Whether any frame was written; until then the request can still be retried elsewhere.
-    pub fn emitted_anything(&self) -> bool {
+    fn emitted_anything(&self) -> bool {
         self.role_sent
+    }
+
+    /// An SSE comment: every OpenAI client's parser skips it.
+    fn keepalive(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b": keep-alive\n\n");
     }
 }
 
@@ -361,37 +368,39 @@ impl OpenAiFold {
             message: FoldedMessage::default(),
         }
     }
+}
 
+impl Fold for OpenAiFold {
     /// One upstream SSE `data` payload in (scratch afterwards).
-    pub fn on_event(&mut self, data: &mut [u8]) -> Result<(), StreamError> {
+    fn on_event(&mut self, data: &mut [u8]) -> Result<(), StreamError> {
         let message = &mut self.message;
         self.turn.on_event(data, &mut |delta| message.apply(delta))
     }
 
     /// Signatures captured since the last call, keyed by client-visible tool call id, for the store.
-    pub fn take_signatures(&mut self) -> Vec<CapturedSignature> {
+    fn take_signatures(&mut self) -> Vec<CapturedSignature> {
         self.turn.signatures.take()
     }
 
     /// The last usage the upstream reported.
-    pub fn usage(&self) -> Option<Usage> {
+    fn usage(&self) -> Option<Usage> {
         self.turn.usage
     }
 
     /// Whether the upstream sent a finish reason (a stream without one was cut).
-    pub fn finished_by_upstream(&self) -> bool {
+    fn finished_by_upstream(&self) -> bool {
         self.turn.upstream_finish.is_some()
     }
 
     /// Whether any content was collected (text, reasoning, tool calls); until then the request can still be
     /// retried elsewhere.
-    pub fn emitted_anything(&self) -> bool {
+    fn emitted_anything(&self) -> bool {
         let m = &self.message;
         m.content.is_some() || m.reasoning.is_some() || !m.tool_calls.is_empty()
     }
 
     /// The whole `chat.completion` JSON body. Take the signatures first.
-    pub fn finish(mut self) -> Vec<u8> {
+    fn finish(mut self) -> Vec<u8> {
         let message = &mut self.message;
         self.turn.close(&mut |delta| message.apply(delta));
         let message = &self.message;
