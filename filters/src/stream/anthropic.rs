@@ -285,7 +285,7 @@ impl AnthropicStream {
 
     /// Ends the stream with an `event: error` carrying `error` in Anthropic's shape (e.g. the upstream timed
     /// out mid-answer). Nothing more is written afterwards.
-    pub fn write_error(&mut self, error: &ClientError, out: &mut Vec<u8>) {
+    fn write_error(&mut self, error: &ClientError, out: &mut Vec<u8>) {
         if self.done {
             return;
         }

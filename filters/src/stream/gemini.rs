@@ -108,7 +108,7 @@ impl GeminiStream {
     }
 
     /// Ends the stream with an error object in Google's shape (e.g. the upstream timed out mid-answer).
-    pub fn write_error(&mut self, error: &ClientError, out: &mut Vec<u8>) {
+    fn write_error(&mut self, error: &ClientError, out: &mut Vec<u8>) {
         if self.done {
             return;
         }
