@@ -17,7 +17,8 @@
 //! account (the in-flight count never drops in between, so a newcomer cannot take it first), and only when
 //! no waiter can use it does the counter go down: one wake per freed slot, served in arrival order.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -304,8 +305,13 @@ impl PoolState {
     }
 
     fn rank(account: &AccountSpec, live: &LiveAccount) -> u8 {
-        if account.tier.is_some() {
-            return tier_rank(account.tier.as_deref());
+        Self::rank_with(account.tier.as_deref().map(|t| tier_rank(Some(t))), live)
+    }
+
+    /// The rank from YAML when it names a tier (worked out once per table), else the one Google reported.
+    fn rank_with(yaml_rank: Option<u8>, live: &LiveAccount) -> u8 {
+        if let Some(rank) = yaml_rank {
+            return rank;
         }
         match live.learned_tier_rank.load(Ordering::Relaxed) {
             u8::MAX => tier_rank(None),
@@ -358,11 +364,15 @@ struct Entry {
     backend: Backend,
     account: Arc<AccountSpec>,
     live: Arc<LiveAccount>,
+    /// `tier_rank` of the YAML tier, when set: the selection ranks every account, so not per call.
+    yaml_rank: Option<u8>,
 }
 
 /// The account table as a Pingora selection plugin. Immutable; rebuilt and swapped on reload.
 pub struct AccountSelector {
     entries: Vec<Entry>,
+    /// Account id → index in `entries`.
+    by_id: HashMap<String, usize>,
     state: Arc<PoolState>,
 }
 
@@ -385,15 +395,30 @@ impl AccountSelector {
                 let mut backend =
                     Backend { addr: SocketAddr::Inet(addr.into()), weight: 1, ext: Default::default() };
                 backend.ext.insert(AccountRef { account: account.clone(), live: live.clone() });
-                Entry { backend, account, live }
+                let yaml_rank = spec.tier.as_deref().map(|t| tier_rank(Some(t)));
+                Entry { backend, account, live, yaml_rank }
             })
-            .collect();
-        AccountSelector { entries, state }
+            .collect::<Vec<Entry>>();
+        let by_id = entries.iter().enumerate().map(|(i, e)| (e.account.id.clone(), i)).collect();
+        AccountSelector { entries, by_id, state }
     }
 
     /// Accounts of this table, in file order.
     pub fn accounts(&self) -> impl Iterator<Item = &Arc<AccountSpec>> {
         self.entries.iter().map(|e| &e.account)
+    }
+
+    /// The account `id` if this selection may use it now (listed, not excluded, ready for the model).
+    fn eligible(&self, id: &str, selection: &Selection<'_>, now: Instant) -> Option<AccountRef> {
+        if selection.exclude.iter().any(|x| x == id) {
+            return None;
+        }
+        let e = self.entries.get(*self.by_id.get(id)?)?;
+        let settings = self.state.settings.load();
+        let availability =
+            self.state.availability(&e.account, &e.live, selection.model, now, now_ms(), &settings);
+        (availability == Availability::Ready)
+            .then(|| AccountRef { account: e.account.clone(), live: e.live.clone() })
     }
 }
 
@@ -411,44 +436,71 @@ impl BackendSelection for AccountSelector {
     }
 
     /// `key` is the upstream model: eligibility depends on it (lockouts and quota are per model).
+    ///
+    /// Every account is ranked (tier, then in-flight count, then a rotating tie-break) into a heap, which is
+    /// linear to build; eligibility is checked only for the accounts actually taken from it, best first, so
+    /// a selection that succeeds at once does not look up lockouts, quota and breakers of the whole table.
     fn iter(self: &Arc<Self>, key: &[u8]) -> AccountIter {
-        let model = std::str::from_utf8(key).unwrap_or_default();
         let state = &self.state;
-        let settings = state.settings.load();
-        let now = Instant::now();
-        let now_ms = now_ms();
         let n = self.entries.len().max(1) as u64;
         let spin = state.rotation.fetch_add(1, Ordering::Relaxed);
-        let mut ranked: Vec<(u8, u32, u64, usize)> = self
+        let ranked: Vec<Reverse<(u8, u32, u64, usize)>> = self
             .entries
             .iter()
             .enumerate()
-            .filter(|(_, e)| {
-                state.availability(&e.account, &e.live, model, now, now_ms, &settings) == Availability::Ready
-            })
             .map(|(i, e)| {
                 // Rotating tie-break: accounts equal in tier and load take turns.
                 let tie = (i as u64 + n - spin % n) % n;
-                (PoolState::rank(&e.account, &e.live), e.live.in_flight(), tie, i)
+                Reverse((PoolState::rank_with(e.yaml_rank, &e.live), e.live.in_flight(), tie, i))
             })
             .collect();
-        ranked.sort_unstable();
-        AccountIter { selector: self.clone(), order: ranked.into_iter().map(|r| r.3).collect(), next: 0 }
+        let now = Instant::now();
+        AccountIter {
+            selector: self.clone(),
+            model: String::from_utf8_lossy(key).into_owned(),
+            settings: state.settings.load_full(),
+            now,
+            now_ms: now_ms(),
+            order: BinaryHeap::from(ranked),
+        }
     }
 }
 
 /// The eligible accounts for one model, best first.
 pub struct AccountIter {
     selector: Arc<AccountSelector>,
-    order: Vec<usize>,
-    next: usize,
+    model: String,
+    settings: Arc<PoolSettings>,
+    now: Instant,
+    now_ms: u64,
+    order: BinaryHeap<Reverse<(u8, u32, u64, usize)>>,
+}
+
+impl AccountIter {
+    /// The next eligible account, best first.
+    fn next_entry(&mut self) -> Option<&Entry> {
+        let selector = &self.selector;
+        while let Some(Reverse((.., index))) = self.order.pop() {
+            let Some(e) = selector.entries.get(index) else { continue };
+            let availability = selector.state.availability(
+                &e.account,
+                &e.live,
+                &self.model,
+                self.now,
+                self.now_ms,
+                &self.settings,
+            );
+            if availability == Availability::Ready {
+                return Some(e);
+            }
+        }
+        None
+    }
 }
 
 impl BackendIter for AccountIter {
     fn next(&mut self) -> Option<&Backend> {
-        let index = *self.order.get(self.next)?;
-        self.next += 1;
-        self.selector.entries.get(index).map(|e| &e.backend)
+        self.next_entry().map(|e| &e.backend)
     }
 }
 
@@ -683,36 +735,42 @@ impl AccountPool {
     /// Leases the best eligible account right now, without waiting.
     pub fn select(&self, selection: &Selection<'_>) -> Result<Lease, SelectError> {
         let selector = self.selector.load_full();
-        let state = &self.state;
         let now = Instant::now();
         let sticky = selection.session.and_then(|s| self.sticky_account(s, selection.model, now));
         let mut iter = selector.iter(selection.model.as_bytes());
-        let mut candidates: Vec<AccountRef> = Vec::with_capacity(selector.entries.len());
-        while let Some(backend) = iter.next() {
-            let Some(found) = backend.ext.get::<AccountRef>() else { continue };
-            if !selection.exclude.iter().any(|id| id == &found.account.id) {
-                candidates.push(found.clone());
-            }
-        }
-        // The sticky account goes first when it is of the best tier on offer: a free higher tier still wins.
-        if let Some(sticky) = sticky {
-            let best = candidates.first().map(|c| PoolState::rank(&c.account, &c.live));
-            if let Some(pos) = candidates.iter().position(|c| c.account.id == sticky) {
-                if Some(PoolState::rank(&candidates[pos].account, &candidates[pos].live)) == best {
-                    let chosen = candidates.remove(pos);
-                    candidates.insert(0, chosen);
+        let mut candidates = std::iter::from_fn(|| {
+            while let Some(e) = iter.next_entry() {
+                if !selection.exclude.iter().any(|id| id == &e.account.id) {
+                    return Some(AccountRef { account: e.account.clone(), live: e.live.clone() });
                 }
             }
-        }
-        for candidate in candidates {
-            if candidate.live.try_reserve(candidate.account.max_concurrent) {
-                candidate.live.served.fetch_add(1, Ordering::Relaxed);
-                let settings = state.settings.load();
-                candidate.live.breaker.on_lease(now, &PoolState::policy(&settings));
-                return Ok(Lease { account: candidate.account, live: candidate.live, state: state.clone() });
+            None
+        });
+        let Some(best) = candidates.next() else {
+            return Err(self.why_none(&selector, selection, now));
+        };
+        // The sticky account goes first when it is eligible and of the best tier on offer: a free higher tier
+        // still wins.
+        let sticky = sticky
+            .and_then(|id| selector.eligible(&id, selection, now))
+            .filter(|s| PoolState::rank(&s.account, &s.live) == PoolState::rank(&best.account, &best.live));
+        for candidate in sticky.into_iter().chain(std::iter::once(best)).chain(candidates) {
+            if let Some(lease) = self.reserve(candidate, now) {
+                return Ok(lease);
             }
         }
         Err(self.why_none(&selector, selection, now))
+    }
+
+    /// Takes a slot on `candidate` if one is free (compare-and-swap under its cap).
+    fn reserve(&self, candidate: AccountRef, now: Instant) -> Option<Lease> {
+        if !candidate.live.try_reserve(candidate.account.max_concurrent) {
+            return None;
+        }
+        candidate.live.served.fetch_add(1, Ordering::Relaxed);
+        let settings = self.state.settings.load();
+        candidate.live.breaker.on_lease(now, &PoolState::policy(&settings));
+        Some(Lease { account: candidate.account, live: candidate.live, state: self.state.clone() })
     }
 
     /// The session's bound account, unless that account is locked for this model for a long time.
