@@ -756,18 +756,22 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     Ok((number * scale) as usize)
 }
 
-const KNOWN_TIERS: &[&str] = &[
-    "free-tier",
-    "legacy-tier",
-    "standard-tier",
-    "g1-pro-tier",
-    "g1-ultra-tier",
-    "ws-ai-ultra-business-tier",
+/// The tier ids accounts.yaml accepts (PROTOCOL.md §4), with their selection priority: lower is preferred.
+pub const TIERS: [(&str, u8); 6] = [
+    ("ws-ai-ultra-business-tier", 0),
+    ("g1-ultra-tier", 1),
+    ("g1-pro-tier", 2),
+    ("standard-tier", 3),
+    ("legacy-tier", 3),
+    ("free-tier", 4),
 ];
+
+/// The priority of a tier nobody reported, or of one this table does not know.
+pub const UNKNOWN_TIER_RANK: u8 = 5;
 
 /// Whether `tier` is a tier id accounts.yaml accepts.
 pub fn is_known_tier(tier: &str) -> bool {
-    KNOWN_TIERS.contains(&tier)
+    TIERS.iter().any(|(id, _)| *id == tier)
 }
 
 fn is_loopback(addr: &SocketAddr) -> bool {
@@ -894,10 +898,11 @@ fn build(
                 .map_err(|m| invalid(ap, m))?
                 .ok_or_else(|| invalid(ap, format!("{what}: give refresh_token or refresh_token_env")))?;
         if let Some(tier) = &a.tier {
-            if !KNOWN_TIERS.contains(&tier.as_str()) {
+            if !is_known_tier(tier) {
+                let known: Vec<&str> = TIERS.iter().map(|(id, _)| *id).collect();
                 return Err(invalid(
                     ap,
-                    format!("{what}: unknown tier {tier:?} (known: {})", KNOWN_TIERS.join(", ")),
+                    format!("{what}: unknown tier {tier:?} (known: {})", known.join(", ")),
                 ));
             }
         }

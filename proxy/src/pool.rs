@@ -33,7 +33,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::affinity::SessionAffinity;
 use crate::breaker::{Breaker, BreakerPolicy, BreakerState};
-use crate::config::{AccountSpec, LockScope, PoolSettings};
+use crate::config::{AccountSpec, LockScope, PoolSettings, TIERS, UNKNOWN_TIER_RANK};
 use crate::credentials::CredentialError;
 use crate::lockout::Lockouts;
 use crate::quota::{QuotaBook, QuotaView};
@@ -44,16 +44,10 @@ pub const AFFINITY_LOCKOUT_LIMIT: Duration = Duration::from_secs(300);
 /// Lockouts shorter than this are not persisted: they end before any restart completes.
 const PERSIST_LOCKOUTS_FROM: Duration = Duration::from_secs(1);
 
-/// Tier priority: lower is preferred (PROTOCOL.md §4 tier ids).
+/// Tier priority: lower is preferred (the ranks of [`TIERS`]).
 pub fn tier_rank(tier: Option<&str>) -> u8 {
-    match tier {
-        Some("ws-ai-ultra-business-tier") => 0,
-        Some("g1-ultra-tier") => 1,
-        Some("g1-pro-tier") => 2,
-        Some("standard-tier" | "legacy-tier") => 3,
-        Some("free-tier") => 4,
-        _ => 5,
-    }
+    tier.and_then(|tier| TIERS.iter().find(|(id, _)| *id == tier))
+        .map_or(UNKNOWN_TIER_RANK, |(_, rank)| *rank)
 }
 
 /// Unix milliseconds now: the clock lockouts and quota resets are kept in.
