@@ -103,6 +103,10 @@ impl Credentials {
             Ok(map) => map,
             Err(poisoned) => poisoned.into_inner(),
         };
+        // Every token and project call comes here: find the entry without allocating its key.
+        if let Some(entry) = map.get(&account.id) {
+            return entry.clone();
+        }
         map.entry(account.id.clone())
             .or_insert_with(|| {
                 // Seed from the store so a restart reuses tokens and projects.

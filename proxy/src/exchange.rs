@@ -83,6 +83,7 @@ pub async fn count_tokens(
     body: Vec<u8>,
     attempts: &mut Attempts,
 ) -> Result<Bytes, ClientError> {
+    let body = Bytes::from(body);
     let (mut response, lease) =
         open_call(app, snapshot, upstream_model, Call::CountTokens { body: &body }, attempts).await?;
     let answer = response.read_to_end(ERROR_BODY_LIMIT).await;
@@ -97,7 +98,7 @@ enum Call<'a> {
     /// `streamGenerateContent?alt=sse`; the body is the inner request, wrapped per attempt.
     Generate(&'a InnerRequest),
     /// `countTokens`; the body goes as is (it carries no project).
-    CountTokens { body: &'a [u8] },
+    CountTokens { body: &'a Bytes },
 }
 
 impl Call<'_> {
@@ -123,7 +124,6 @@ async fn open_call(
     let mut last_error: Option<ClientError> = None;
     let mut earliest_unlock: Option<u64> = None;
     let request_id = format!("agent-{}", uuid::Uuid::new_v4());
-    let mut envelope = Vec::new();
     while attempts.count < settings.max_attempts {
         let selection = Selection { model: upstream_model, exclude: &attempts.tried, session };
         let lease = match lease(app, &selection, settings.max_wait).await {
@@ -205,15 +205,15 @@ async fn open_call(
                 continue;
             }
         };
-        app.pool.learn_tier(&account.id, project.tier.as_deref());
-        app.pool.learn_project(&account.id, &project.id);
+        lease.learn(project.tier.as_deref(), &project.id);
         let body = match call {
             Call::Generate(inner) => {
-                envelope.clear();
+                let mut envelope = Vec::new();
                 wrap_envelope(inner, &project.id, upstream_model, &request_id, &mut envelope);
-                Bytes::copy_from_slice(&envelope)
+                Bytes::from(envelope)
             }
-            Call::CountTokens { body } => Bytes::copy_from_slice(body),
+            // `Bytes` clones share the buffer: every attempt sends the same bytes without a copy.
+            Call::CountTokens { body } => body.clone(),
         };
         let headers = upstream_headers(&token.token, &snapshot.upstream.user_agent, upstream_model);
         let (refusal, error_body) = match send_with_fallback(app, snapshot, call.path(), &headers, body).await

@@ -442,7 +442,7 @@ impl Gateway {
         let upstream_model = self.resolve_model(ctx, snapshot, model)?;
         let session_id = self.session_id(session, None, request.first_user_text());
         let target = Target { upstream_model: &upstream_model, session_id: &session_id };
-        let mut inner = gemini::build_inner_request(&request, &target, &StoredSignatures(&self.app))?;
+        let mut inner = gemini::build_inner_request(request, &target, &StoredSignatures(&self.app))?;
         let tool_names = std::mem::take(&mut inner.tool_names);
         let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner);
         let sse = session.req_header().uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
@@ -852,12 +852,20 @@ fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
 /// `request.sessionId`: a stable signed-decimal id per conversation (PROTOCOL.md §11), from the client's
 /// own session key when it sends one, else from the first user message, else random.
 fn session_id(client_key: Option<&str>, first_user_text: Option<&str>) -> String {
-    let seed = match (client_key, first_user_text) {
-        (Some(key), _) => format!("key:{key}"),
-        (None, Some(text)) => format!("text:{text}"),
-        (None, None) => uuid::Uuid::new_v4().to_string(),
-    };
-    let digest = Sha256::digest(seed.as_bytes());
+    // Hashed in pieces: the first user message can be a whole pasted file, not worth a copy.
+    let mut hasher = Sha256::new();
+    match (client_key, first_user_text) {
+        (Some(key), _) => {
+            hasher.update(b"key:");
+            hasher.update(key.as_bytes());
+        }
+        (None, Some(text)) => {
+            hasher.update(b"text:");
+            hasher.update(text.as_bytes());
+        }
+        (None, None) => hasher.update(uuid::Uuid::new_v4().to_string().as_bytes()),
+    }
+    let digest = hasher.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     format!("-{}", u64::from_be_bytes(first) & (i64::MAX as u64))

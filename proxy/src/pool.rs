@@ -22,7 +22,7 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use pingora_core::protocols::l4::socket::SocketAddr;
@@ -51,9 +51,7 @@ pub fn tier_rank(tier: Option<&str>) -> u8 {
 }
 
 /// Unix milliseconds now: the clock lockouts and quota resets are kept in.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+pub use crate::store::unix_now_ms as now_ms;
 
 const ADMIN_NONE: u8 = 0;
 const ADMIN_ENABLED: u8 = 1;
@@ -506,6 +504,18 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// Records what discovery said about the leased account: the tier Google reported (used when YAML names
+    /// none) and the project it calls with (for `pool.lock_scope: project`).
+    pub fn learn(&self, tier: Option<&str>, project: &str) {
+        self.live.learned_tier_rank.store(tier_rank(tier), Ordering::Relaxed);
+        let known = self.live.project.read().ok().is_some_and(|p| p.as_deref() == Some(project));
+        if !known {
+            if let Ok(mut slot) = self.live.project.write() {
+                *slot = Some(project.to_string());
+            }
+        }
+    }
+
     pub fn id(&self) -> &str {
         &self.account.id
     }
@@ -701,22 +711,6 @@ impl AccountPool {
 
     pub fn accounts(&self) -> Vec<Arc<AccountSpec>> {
         self.selector.load().accounts().cloned().collect()
-    }
-
-    /// Records the tier Google reported for an account without one in YAML.
-    pub fn learn_tier(&self, id: &str, tier: Option<&str>) {
-        self.state.live_of(id).learned_tier_rank.store(tier_rank(tier), Ordering::Relaxed);
-    }
-
-    /// Records the project an account calls with (for `pool.lock_scope: project`).
-    pub fn learn_project(&self, id: &str, project: &str) {
-        let live = self.state.live_of(id);
-        let known = live.project.read().ok().is_some_and(|p| p.as_deref() == Some(project));
-        if !known {
-            if let Ok(mut slot) = live.project.write() {
-                *slot = Some(project.to_string());
-            }
-        }
     }
 
     /// Enabled, not forbidden: worth polling and selecting at all.

@@ -72,12 +72,13 @@ fn get_mut<'a>(map: &'a mut Map<String, Value>, camel: &str, snake: &str) -> Opt
 
 /// Builds the inner `request` object for `target`, plus the tool-name map the response stream needs.
 pub fn build_inner_request(
-    req: &GenerateRequest,
+    req: GenerateRequest,
     target: &Target,
     signatures: &dyn SignatureLookup,
 ) -> Result<InnerRequest, TransformError> {
     let family = ModelFamily::of(target.upstream_model);
-    let mut body = req.body.clone();
+    // Taken, not cloned: the body can hold megabytes of history and images.
+    let mut body = req.body;
     body.remove("model");
     body.remove("session_id");
     let mut names = ToolNameMap::new(declared_names(&body).iter().map(String::as_str));
@@ -419,7 +420,7 @@ mod tests {
         sigs: &dyn SignatureLookup,
     ) -> Result<(Value, ToolNameMap), TransformError> {
         let req = parse_generate_request(&mut serde_json::to_vec(&body).unwrap())?;
-        let inner = build_inner_request(&req, &Target { upstream_model: model, session_id: "-9" }, sigs)?;
+        let inner = build_inner_request(req, &Target { upstream_model: model, session_id: "-9" }, sigs)?;
         Ok((serde_json::from_slice(&inner.json).unwrap(), inner.tool_names))
     }
 
@@ -465,7 +466,7 @@ mod tests {
         let kind = |model: &str, body: Value| {
             let req = parse_generate_request(&mut serde_json::to_vec(&body).unwrap()).unwrap();
             let target = Target { upstream_model: model, session_id: "-9" };
-            build_inner_request(&req, &target, &NoSignatures).unwrap().request_type
+            build_inner_request(req, &target, &NoSignatures).unwrap().request_type
         };
         assert_eq!(kind("gemini-3-flash", history()), RequestType::Agent, "search beside functions");
         let ask = json!({"contents": [{"role": "user", "parts": [{"text": "news?"}]}]});
