@@ -54,7 +54,7 @@ impl Route {
 /// calls `GET /v1/models` with a Bearer key: the `:method` suffix and the key style tell them apart.
 pub fn classify(method: &str, path: &str, key_style: Option<KeyStyle>) -> Route {
     let path = path.trim_end_matches('/');
-    let gemini_key = matches!(key_style, Some(KeyStyle::GoogApiKey | KeyStyle::Query));
+    let gemini_key = key_style.is_some_and(KeyStyle::is_google);
     let route = |operation, protocol| Route { operation, protocol };
 
     if path == "/health" || path == "/healthz" {

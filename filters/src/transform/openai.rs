@@ -43,7 +43,7 @@ use crate::signature::{ModelFamily, SignatureLookup, SKIP_VALIDATOR_SENTINEL};
 ///
 /// Its text (messages, tool calls, tool definitions) is borrowed from the body buffer it was parsed from,
 /// not copied, and tool `parameters` are kept as tokens until a build needs them (see [`JsonTokens`]).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct ChatRequest<'a> {
     #[serde(default)]
     model: &'a str,
@@ -455,20 +455,9 @@ fn build(
     Ok(InnerRequest { json: inner.encode(estimated_size(req)), tool_names: names, request_type })
 }
 
+/// The inner request's size follows the body's closely: its buffer is allocated once.
 fn estimated_size(req: &ChatRequest) -> usize {
-    if req.body_len > 0 {
-        return req.body_len + 4096;
-    }
-    let text: usize = req
-        .messages()
-        .iter()
-        .map(|m| match &m.content {
-            Some(StrOr::Str(s)) => s.len(),
-            Some(StrOr::Other(parts)) => parts.iter().map(|p| p.text.map_or(256, str::len)).sum(),
-            None => 256,
-        })
-        .sum();
-    text + 4096
+    req.body_len + 4096
 }
 
 fn text_part(text: &str, thought: bool) -> Option<Part<'_>> {
