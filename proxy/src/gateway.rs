@@ -398,7 +398,12 @@ impl Gateway {
         let client_key = header(session, "x-claude-code-session-id").or(request.session_hint());
         let session_id = self.session_id(session, client_key, request.first_user_text());
         let target = Target { upstream_model: &upstream_model, session_id: &session_id };
-        let mut inner = anthropic::build_inner_request(&request, &target, &StoredSignatures(&self.app))?;
+        let mut inner = anthropic::build_inner_request_cached(
+            &request,
+            &target,
+            &StoredSignatures(&self.app),
+            &self.app.tool_cache,
+        )?;
         let tool_names = std::mem::take(&mut inner.tool_names);
         let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner);
         let request_uuid = uuid::Uuid::new_v4().simple().to_string();

@@ -21,6 +21,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -31,7 +32,7 @@ use super::inner::{
     FunctionResponseOut, GenerationConfig, InnerJson, JsonObject, Part, ToolConfig, ToolGroup, ToolResponse,
     ToolResultValue, Turn,
 };
-use super::{InnerRequest, RequestType, Target, ToolNameMap, TransformError};
+use super::{InnerRequest, RequestType, Target, ToolCache, ToolNameMap, TransformError};
 use crate::json_tokens::JsonTokens;
 use crate::signature::{
     normalize_signature, signature_fits, thinking_hash, ModelFamily, SignatureLookup, SKIP_VALIDATOR_SENTINEL,
@@ -149,6 +150,11 @@ impl Tool {
     fn is_custom(&self) -> bool {
         matches!(self.kind.as_deref(), None | Some("custom"))
     }
+
+    /// Anthropic's web search server tool (`web_search_20250305`, …), which becomes `googleSearch`.
+    fn is_web_search(&self) -> bool {
+        !self.is_custom() && self.kind.as_deref().is_some_and(|k| k.starts_with("web_search_"))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -244,13 +250,39 @@ pub fn build_inner_request(
     target: &Target,
     signatures: &dyn SignatureLookup,
 ) -> Result<InnerRequest, TransformError> {
+    build(req, target, signatures, None)
+}
+
+/// [`build_inner_request`], taking the encoded `tools` from `cache` when the same tools were built for the
+/// same model family before (and storing them when not): Claude Code resends identical tools on every
+/// request. The bytes are identical either way.
+pub fn build_inner_request_cached(
+    req: &MessagesRequest,
+    target: &Target,
+    signatures: &dyn SignatureLookup,
+    cache: &ToolCache,
+) -> Result<InnerRequest, TransformError> {
+    build(req, target, signatures, Some(cache))
+}
+
+fn build(
+    req: &MessagesRequest,
+    target: &Target,
+    signatures: &dyn SignatureLookup,
+    cache: Option<&ToolCache>,
+) -> Result<InnerRequest, TransformError> {
     let family = ModelFamily::of(target.upstream_model);
     let declared = req.tools.as_deref().unwrap_or_default();
     let mut names = ToolNameMap::new(declared.iter().filter(|t| t.is_custom()).map(|t| t.name.as_str()));
-    let groups = build_tools(declared, family, &mut names)?;
-    let has_functions = groups.iter().any(|t| !t.function_declarations.is_empty());
-    let request_type = RequestType::of(target.upstream_model, groups.iter().any(|t| t.google_search));
-    let tools = encode_tools(&groups);
+    let tools: Arc<[u8]> = match cache {
+        Some(cache) if !declared.is_empty() => cached_tools(declared, family, &mut names, cache)?,
+        _ => encode_tools(&build_tools(declared, family, &mut names)?).into(),
+    };
+    // A successful build turns every custom tool into a declaration and web search into `googleSearch`,
+    // so both facts follow from the declared tools, cached or not.
+    let has_functions = declared.iter().any(Tool::is_custom);
+    let google_search = declared.iter().any(Tool::is_web_search);
+    let request_type = RequestType::of(target.upstream_model, google_search);
     let tool_config = build_tool_config(req, family, has_functions, &names)?;
     let contents = build_contents(req.messages(), family, signatures, &mut names)?;
     let inner = InnerJson {
@@ -262,6 +294,45 @@ pub fn build_inner_request(
         session_id: target.session_id,
     };
     Ok(InnerRequest { json: inner.encode(estimated_size(req)), tool_names: names, request_type })
+}
+
+/// An owned copy of a [`Tool`], the [`ToolCache`] key of an Anthropic tool set; the schema is kept as
+/// tokens, which hash and compare byte for byte.
+#[derive(PartialEq, Eq, Hash)]
+struct ToolKey {
+    kind: Option<String>,
+    name: String,
+    description: Option<String>,
+    schema: Option<JsonTokens>,
+}
+
+impl ToolKey {
+    fn new(tool: &Tool) -> Self {
+        ToolKey {
+            kind: tool.kind.clone(),
+            name: tool.name.clone(),
+            description: tool.description.clone(),
+            schema: tool.input_schema.as_ref().map(JsonTokens::from_value),
+        }
+    }
+}
+
+/// The encoded `tools` for `declared`, from `cache` or built and stored there (only successful builds are
+/// stored, so a hit stands for the validation a fresh build would have passed).
+fn cached_tools(
+    declared: &[Tool],
+    family: ModelFamily,
+    names: &mut ToolNameMap,
+    cache: &ToolCache,
+) -> Result<Arc<[u8]>, TransformError> {
+    let keys: Vec<ToolKey> = declared.iter().map(ToolKey::new).collect();
+    let hash = cache.hash(&(family, &keys));
+    if let Some(json) = cache.get(hash, |(f, k): &(ModelFamily, Vec<ToolKey>)| *f == family && *k == keys) {
+        return Ok(json);
+    }
+    let json: Arc<[u8]> = encode_tools(&build_tools(declared, family, names)?).into();
+    cache.insert(hash, (family, keys), Arc::clone(&json));
+    Ok(json)
 }
 
 fn estimated_size(req: &MessagesRequest) -> usize {
@@ -538,7 +609,7 @@ fn build_tools<'a>(
     for (i, tool) in tools.iter().enumerate() {
         if !tool.is_custom() {
             match tool.kind.as_deref().unwrap_or_default() {
-                kind if kind.starts_with("web_search_") => {
+                _ if tool.is_web_search() => {
                     web_search_at = Some(i);
                     group.google_search = true;
                     continue;
@@ -968,6 +1039,41 @@ pub(crate) mod tests {
             json!({"tools": tools(), "tool_choice": {"type": "tool", "name": "nope"}}),
         ));
         assert_eq!(bad.param(), Some("tool_choice.name"));
+    }
+
+    #[test]
+    fn cached_tools_give_the_same_bytes_and_other_tools_miss() {
+        let cache = ToolCache::new(8);
+        let body = with(msgs(json!([{"role": "user", "content": "x"}])), json!({"tools": tools()}));
+        let req = parse(body).unwrap();
+        for model in ["gemini-3-flash", "claude-sonnet-4-6", "gemini-3-flash"] {
+            let target = Target { upstream_model: model, session_id: "-7" };
+            let fresh = build_inner_request(&req, &target, &NoSignatures).unwrap();
+            let cached = build_inner_request_cached(&req, &target, &NoSignatures, &cache).unwrap();
+            let again = build_inner_request_cached(&req, &target, &NoSignatures, &cache).unwrap();
+            assert_eq!(fresh.json, cached.json, "{model}");
+            assert_eq!(fresh.json, again.json, "{model}");
+            assert_eq!(fresh.tool_names, again.tool_names, "{model}");
+        }
+        assert_eq!(cache.len(), 2, "one entry per model family");
+        let mut other_tools = tools();
+        other_tools[0]["description"] = json!("Weather later");
+        let other =
+            parse(with(msgs(json!([{"role": "user", "content": "x"}])), json!({"tools": other_tools})))
+                .unwrap();
+        let target = Target { upstream_model: "gemini-3-flash", session_id: "-7" };
+        let got = build_inner_request_cached(&other, &target, &NoSignatures, &cache).unwrap();
+        assert_eq!(got.json, build_inner_request(&other, &target, &NoSignatures).unwrap().json);
+        assert_eq!(cache.len(), 3, "different tools are a miss");
+        let search = parse(with(
+            msgs(json!([{"role": "user", "content": "news?"}])),
+            json!({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
+        ))
+        .unwrap();
+        let first = build_inner_request_cached(&search, &target, &NoSignatures, &cache).unwrap();
+        let hit = build_inner_request_cached(&search, &target, &NoSignatures, &cache).unwrap();
+        assert_eq!((first.request_type, hit.request_type), (RequestType::WebSearch, RequestType::WebSearch));
+        assert_eq!(first.json, hit.json);
     }
 
     #[test]
