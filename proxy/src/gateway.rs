@@ -268,12 +268,12 @@ impl Gateway {
                 self.generate_content(session, ctx, snapshot, &model, stream).await
             }
             Operation::ListModelsGemini => {
-                let body = gemini::gemini_model_list(listed_models(&snapshot.aliases));
+                let body = gemini::gemini_model_list(crate::models::listed_names(&snapshot.aliases));
                 self.respond_json(session, ctx, 200, body).await
             }
             Operation::GetModelGemini { model } => {
                 let name = model.strip_prefix("models/").unwrap_or(&model);
-                if listed_models(&snapshot.aliases).any(|m| m == name) {
+                if crate::models::listed_names(&snapshot.aliases).any(|m| m == name) {
                     self.respond_json(session, ctx, 200, gemini::gemini_model(name)).await
                 } else {
                     Err(ClientError::new(404, ErrorKind::NotFound, format!("model {name:?} is not found")))
@@ -839,15 +839,6 @@ enum Pumped {
     Ended { failure: Option<ClientError>, pending: Vec<u8> },
     /// The client left or could not be written to: nothing more is owed to it.
     ClientGone,
-}
-
-/// Upstream models and exact aliases: the names a client may list.
-fn listed_models(aliases: &levitate_filters::alias::AliasTable) -> impl Iterator<Item = &str> {
-    aliases
-        .upstream_models()
-        .iter()
-        .map(String::as_str)
-        .chain(aliases.aliases().iter().filter(|a| !a.is_wildcard()).map(|a| a.pattern.as_str()))
 }
 
 fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {

@@ -16,16 +16,27 @@ fn owner(upstream_model: &str) -> &'static str {
     }
 }
 
+/// What a client may list: the upstream models, then the exact aliases with the model each stands for.
+fn listed(aliases: &AliasTable) -> impl Iterator<Item = (&str, Option<&str>)> {
+    let upstream = aliases.upstream_models().iter().map(|m| (m.as_str(), None));
+    let exact = aliases.aliases().iter().filter(|a| !a.is_wildcard());
+    upstream.chain(exact.map(|a| (a.pattern.as_str(), Some(a.target.as_str()))))
+}
+
+/// The names a client may list (every protocol's model listing).
+pub fn listed_names(aliases: &AliasTable) -> impl Iterator<Item = &str> {
+    listed(aliases).map(|(name, _)| name)
+}
+
 fn entries(aliases: &AliasTable) -> Vec<Value> {
-    let mut data: Vec<Value> = aliases
-        .upstream_models()
-        .iter()
-        .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": owner(m)}))
-        .collect();
-    for alias in aliases.aliases().iter().filter(|a| !a.is_wildcard()) {
-        data.push(json!({"id": alias.pattern, "object": "model", "created": 0, "owned_by": "levitate", "parent": alias.target}));
-    }
-    data
+    listed(aliases)
+        .map(|(name, target)| match target {
+            None => json!({"id": name, "object": "model", "created": 0, "owned_by": owner(name)}),
+            Some(target) => {
+                json!({"id": name, "object": "model", "created": 0, "owned_by": "levitate", "parent": target})
+            }
+        })
+        .collect()
 }
 
 /// `GET /v1/models`

@@ -29,21 +29,28 @@ pub enum FinishReason {
     Unknown,
 }
 
+/// Google's names of the reasons it reports, both ways.
+const GOOGLE_NAMES: [(&str, FinishReason); 10] = [
+    ("STOP", FinishReason::Stop),
+    ("MAX_TOKENS", FinishReason::MaxTokens),
+    ("SAFETY", FinishReason::Safety),
+    ("RECITATION", FinishReason::Recitation),
+    ("BLOCKLIST", FinishReason::Blocklist),
+    ("PROHIBITED_CONTENT", FinishReason::ProhibitedContent),
+    ("SPII", FinishReason::Spii),
+    ("IMAGE_SAFETY", FinishReason::ImageSafety),
+    ("MALFORMED_FUNCTION_CALL", FinishReason::MalformedFunctionCall),
+    ("OTHER", FinishReason::Other),
+];
+
 impl FinishReason {
     fn parse(s: &str) -> Self {
-        match s {
-            "STOP" => FinishReason::Stop,
-            "MAX_TOKENS" => FinishReason::MaxTokens,
-            "SAFETY" => FinishReason::Safety,
-            "RECITATION" => FinishReason::Recitation,
-            "BLOCKLIST" => FinishReason::Blocklist,
-            "PROHIBITED_CONTENT" => FinishReason::ProhibitedContent,
-            "SPII" => FinishReason::Spii,
-            "IMAGE_SAFETY" => FinishReason::ImageSafety,
-            "MALFORMED_FUNCTION_CALL" => FinishReason::MalformedFunctionCall,
-            "OTHER" => FinishReason::Other,
-            _ => FinishReason::Unknown,
-        }
+        GOOGLE_NAMES.iter().find(|(name, _)| *name == s).map_or(FinishReason::Unknown, |(_, reason)| *reason)
+    }
+
+    /// Google's name for the reason; a blocked prompt and unknown reasons are `OTHER`.
+    pub fn google_name(self) -> &'static str {
+        GOOGLE_NAMES.iter().find(|(_, reason)| *reason == self).map_or("OTHER", |(name, _)| name)
     }
 
     /// Whether a content filter ended the response (OpenAI `content_filter`).

@@ -360,22 +360,6 @@ fn rename_function_calls(response: &[u8], names: &ToolNameMap) -> Result<Vec<u8>
     serde_json::to_vec(&value).map_err(|e| StreamError::InvalidJson(e.to_string()))
 }
 
-/// Google's name for a finish reason.
-fn finish_reason_name(reason: FinishReason) -> &'static str {
-    match reason {
-        FinishReason::Stop => "STOP",
-        FinishReason::MaxTokens => "MAX_TOKENS",
-        FinishReason::Safety => "SAFETY",
-        FinishReason::Recitation => "RECITATION",
-        FinishReason::Blocklist => "BLOCKLIST",
-        FinishReason::ProhibitedContent => "PROHIBITED_CONTENT",
-        FinishReason::Spii => "SPII",
-        FinishReason::ImageSafety => "IMAGE_SAFETY",
-        FinishReason::MalformedFunctionCall => "MALFORMED_FUNCTION_CALL",
-        FinishReason::Other | FinishReason::PromptBlocked | FinishReason::Unknown => "OTHER",
-    }
-}
-
 fn write_usage_metadata(out: &mut Vec<u8>, usage: Usage) {
     out.extend_from_slice(b"{\"promptTokenCount\":");
     write_u64(out, usage.prompt);
@@ -547,7 +531,7 @@ impl Fold for GeminiFold {
             }
         }
         out.extend_from_slice(b"]},\"finishReason\":");
-        write_str(&mut out, self.observed.upstream_finish.map_or("MAX_TOKENS", finish_reason_name));
+        write_str(&mut out, self.observed.upstream_finish.map_or("MAX_TOKENS", FinishReason::google_name));
         out.extend_from_slice(b",\"index\":0}]");
         if let Some(usage) = self.observed.usage {
             out.extend_from_slice(b",\"usageMetadata\":");

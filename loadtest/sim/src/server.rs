@@ -237,12 +237,9 @@ async fn set_faults(state: &Arc<SimState>, req: Request<Incoming>) -> Reply {
 }
 
 async fn v1internal(state: &Arc<SimState>, rpc: &str, req: Request<Incoming>) -> Reply {
-    let (method, streaming) = match rpc {
-        "streamGenerateContent" => ("streamGenerateContent", true),
-        other => (other, false),
-    };
+    let streaming = rpc == "streamGenerateContent";
     let trace_id = hex(&rand::thread_rng().gen::<[u8; 8]>());
-    let mut reply = v1internal_inner(state, method, streaming, req, &trace_id).await;
+    let mut reply = v1internal_inner(state, rpc, streaming, req, &trace_id).await;
     reply.trace_id = Some(trace_id);
     // Google sends text/event-stream even on errors of SSE calls (PROTOCOL §1).
     if streaming {
@@ -442,7 +439,7 @@ async fn content_reply(
             message: format!("The service is currently unavailable for model {model}."),
             details: vec![],
         };
-        let event = sse_event(&error.body().to_string(), config.sse_line_ending);
+        let event = sse_event(&error.to_wire(), config.sse_line_ending);
         return Reply {
             status: 200,
             content_type: SSE,
