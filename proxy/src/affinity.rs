@@ -5,7 +5,7 @@
 //! never by hash order). A binding counts consecutive failures of its account and is dropped after three.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Failures in a row after which a conversation stops preferring its account.
@@ -79,10 +79,7 @@ impl SessionAffinity {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
-        match self.inner.lock() {
-            Ok(lru) => lru,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Applies new limits (on reload); shrinking evicts at once.

@@ -6,7 +6,7 @@
 //! success closes the breaker, its failure opens it again. A probe that never reports (its client left)
 //! does not wedge the breaker: another probe is allowed after a further cool-down.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The breaker's thresholds (from `pool.*` in levitate.yaml).
@@ -64,10 +64,7 @@ impl Default for Breaker {
 
 impl Breaker {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        match self.inner.lock() {
-            Ok(inner) => inner,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The state as an observer sees it at `now` (an open breaker past its cool-down reads half-open).

@@ -7,7 +7,7 @@
 //! projects and tiers are written to the store so a restart neither re-refreshes nor re-discovers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -99,10 +99,7 @@ impl Credentials {
     }
 
     fn entry(&self, account: &AccountSpec) -> Arc<AccountCredentials> {
-        let mut map = match self.accounts.lock() {
-            Ok(map) => map,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
         // Every token and project call comes here: find the entry without allocating its key.
         if let Some(entry) = map.get(&account.id) {
             return entry.clone();

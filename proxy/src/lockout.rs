@@ -5,7 +5,7 @@
 //! so they can be persisted and restored across a restart unchanged.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{PoisonError, RwLock};
 
 /// One running lockout.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,10 +26,7 @@ impl Lockouts {
     /// Rests (account, model) until `until_ms`. A shorter lockout never cuts a longer one short.
     /// Returns whether this changed anything (so callers log and persist only real changes).
     pub fn lock(&self, account: &str, model: &str, until_ms: u64, reason: &str) -> bool {
-        let mut map = match self.by_account.write() {
-            Ok(map) => map,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = self.by_account.write().unwrap_or_else(PoisonError::into_inner);
         let models = map.entry(account.to_string()).or_default();
         match models.get(model) {
             Some(existing) if existing.until_ms >= until_ms => false,

@@ -21,7 +21,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -224,10 +224,7 @@ impl PoolState {
     }
 
     fn lock_queue(&self) -> std::sync::MutexGuard<'_, WaitQueue> {
-        match self.queue.lock() {
-            Ok(queue) => queue,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Queues a request for a slot; it keeps its place until it leaves or is handed a slot.
@@ -281,10 +278,10 @@ impl PoolState {
     }
 
     fn live_of(&self, id: &str) -> Arc<LiveAccount> {
-        let mut live = match self.live.lock() {
-            Ok(live) => live,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = live.get(id) {
+            return found.clone();
+        }
         live.entry(id.to_string()).or_insert_with(|| Arc::new(LiveAccount::new())).clone()
     }
 
@@ -1057,10 +1054,7 @@ impl AccountPool {
     }
 
     fn draining(&self, selector: &AccountSelector) -> Vec<AccountStatus> {
-        let live = match self.state.live.lock() {
-            Ok(live) => live,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let live = self.state.live.lock().unwrap_or_else(PoisonError::into_inner);
         let mut draining: Vec<AccountStatus> = live
             .iter()
             .filter(|(id, l)| l.in_flight() > 0 && !selector.entries.iter().any(|e| &e.account.id == *id))

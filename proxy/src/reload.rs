@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -87,21 +87,14 @@ impl ReloadState {
     }
 
     pub fn last(&self) -> Option<ReloadReport> {
-        lock(&self.last).clone()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
+        self.last.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 
 /// Reloads the configuration from the files the running one came from. Never partially applies.
 pub fn reload(app: &App, trigger: Trigger) -> ReloadReport {
     let state = &app.reload;
-    let _gate = lock(&state.gate);
+    let _gate = state.gate.lock().unwrap_or_else(PoisonError::into_inner);
     let main_path = app.snapshot().paths.main.clone();
     let report = match Snapshot::load(&main_path) {
         Ok(mut next) => {
@@ -123,7 +116,13 @@ pub fn reload(app: &App, trigger: Trigger) -> ReloadReport {
         }
         Err(e) => {
             tracing::error!(trigger = trigger.as_str(), error = %e, "configuration reload refused; nothing changed");
-            let pending = lock(&state.last).as_ref().map(|r| r.needs_upgrade.clone()).unwrap_or_default();
+            let pending = state
+                .last
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .map(|r| r.needs_upgrade.clone())
+                .unwrap_or_default();
             ReloadReport {
                 ok: false,
                 trigger,
@@ -135,7 +134,7 @@ pub fn reload(app: &App, trigger: Trigger) -> ReloadReport {
         }
     };
     app.metrics.config_reload(trigger.as_str(), report.ok, report.generation, report.needs_upgrade.len());
-    *lock(&state.last) = Some(report.clone());
+    *state.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(report.clone());
     report
 }
 
@@ -249,7 +248,7 @@ fn absolute(path: &Path) -> PathBuf {
 #[async_trait]
 impl BackgroundService for ConfigWatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let armed = self.armed.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let armed = self.armed.lock().unwrap_or_else(PoisonError::into_inner).take();
         let Some(Armed { mut watcher, events: mut rx, mut files, mut folders }) = armed else { return };
         loop {
             let event = tokio::select! {

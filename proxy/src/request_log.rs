@@ -5,7 +5,7 @@
 //! bounded channel and returns; a background service writes records to sled and keeps the log bounded by
 //! count and age. When the writer falls behind, records are dropped and counted rather than slowing requests.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -68,10 +68,7 @@ impl RequestLog {
     }
 
     fn take_receiver(&self) -> Option<mpsc::Receiver<RequestRecord>> {
-        match self.receiver.lock() {
-            Ok(mut slot) => slot.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        }
+        self.receiver.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
 
