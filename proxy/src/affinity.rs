@@ -33,10 +33,11 @@ impl Lru {
         let seq = self.next_seq;
         self.next_seq += 1;
         if let Some(binding) = self.map.get_mut(key) {
-            self.order.remove(&binding.seq);
+            // The key moves to its new place in the order; no new copy of it is made.
+            let key = self.order.remove(&binding.seq).unwrap_or_else(|| key.to_string());
             binding.seq = seq;
             binding.last_used = now;
-            self.order.insert(seq, key.to_string());
+            self.order.insert(seq, key);
         }
     }
 
@@ -106,7 +107,16 @@ impl SessionAffinity {
     /// Binds (or re-binds) a session to an account and clears its failure count.
     pub fn bind(&self, session: &str, account: &str, now: Instant) {
         let mut lru = self.lock();
-        lru.remove(session);
+        // Re-binding a live session (every successful turn does) updates it in place.
+        if let Some(binding) = lru.map.get_mut(session) {
+            if binding.account != account {
+                binding.account = account.to_string();
+            }
+            binding.failures = 0;
+            lru.touch(session, now);
+            lru.evict(now);
+            return;
+        }
         let seq = lru.next_seq;
         lru.next_seq += 1;
         lru.map.insert(
