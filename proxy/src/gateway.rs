@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use levitate_filters::auth::presented_key_with_style;
+use levitate_filters::auth::{presented_key_with_style, PresentedKey};
 use levitate_filters::count;
 use levitate_filters::error::{ClientError, ErrorKind};
 use levitate_filters::route::{classify, Operation, Route};
@@ -121,10 +121,17 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = self.app.snapshot();
-        let route = self.route(session);
+        // The key is read once: where it was found is part of the routing (Google's SDKs mark Gemini calls).
+        let (route, key_name) = {
+            let req = session.req_header();
+            let presented = presented_key_with_style(&req.headers, req.uri.query());
+            let route = classify(req.method.as_str(), req.uri.path(), presented.as_ref().map(|k| k.style));
+            let key_name = authenticate(&snapshot, &route, presented.as_ref());
+            (route, key_name)
+        };
         ctx.protocol = route.protocol;
         ctx.operation = operation_label(&route.operation);
-        let outcome = match self.authenticate(session, &snapshot, &route) {
+        let outcome = match key_name {
             Ok(key_name) => {
                 ctx.key_name = key_name;
                 self.serve(session, ctx, &snapshot, route).await
@@ -209,36 +216,6 @@ impl Gateway {
         // Health probes (load balancers poll every few seconds) would crowd real requests out of the log.
         if ctx.operation != "health" && !self.app.request_log.record(record) {
             metrics.request_log_dropped();
-        }
-    }
-
-    fn route(&self, session: &Session) -> Route {
-        let req = session.req_header();
-        let style = presented_key_with_style(&req.headers, req.uri.query()).map(|k| k.style);
-        classify(req.method.as_str(), req.uri.path(), style)
-    }
-
-    /// Returns the name of the client's key, or a 401 in the client's protocol.
-    fn authenticate(
-        &self,
-        session: &Session,
-        snapshot: &Snapshot,
-        route: &Route,
-    ) -> std::result::Result<Option<String>, ClientError> {
-        if !route.requires_key() {
-            return Ok(None);
-        }
-        let req = session.req_header();
-        let Some(presented) = presented_key_with_style(&req.headers, req.uri.query()) else {
-            return Err(ClientError::new(
-                401,
-                ErrorKind::Authentication,
-                "no API key: send it as Authorization: Bearer, x-api-key, x-goog-api-key or ?key=",
-            ));
-        };
-        match snapshot.api_keys.verify(&presented.key) {
-            Some(name) => Ok(Some(name.to_string())),
-            None => Err(ClientError::new(401, ErrorKind::Authentication, "invalid API key")),
         }
     }
 
@@ -839,6 +816,28 @@ enum Pumped {
     Ended { failure: Option<ClientError>, pending: Vec<u8> },
     /// The client left or could not be written to: nothing more is owed to it.
     ClientGone,
+}
+
+/// Returns the name of the client's key, or a 401 in the client's protocol.
+fn authenticate(
+    snapshot: &Snapshot,
+    route: &Route,
+    presented: Option<&PresentedKey<'_>>,
+) -> std::result::Result<Option<String>, ClientError> {
+    if !route.requires_key() {
+        return Ok(None);
+    }
+    let Some(presented) = presented else {
+        return Err(ClientError::new(
+            401,
+            ErrorKind::Authentication,
+            "no API key: send it as Authorization: Bearer, x-api-key, x-goog-api-key or ?key=",
+        ));
+    };
+    match snapshot.api_keys.verify(&presented.key) {
+        Some(name) => Ok(Some(name.to_string())),
+        None => Err(ClientError::new(401, ErrorKind::Authentication, "invalid API key")),
+    }
 }
 
 fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
