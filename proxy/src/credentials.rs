@@ -317,7 +317,7 @@ impl Credentials {
                         status,
                         message: google_message(&answer),
                     };
-                    if !(status >= 500 || status == 404 || status == 408) {
+                    if !crate::upstream::is_endpoint_problem(status) {
                         return Err(error);
                     }
                     last = Some(error);

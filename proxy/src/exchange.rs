@@ -378,7 +378,8 @@ async fn send_with_fallback(
                 let error_body = response.read_to_end(ERROR_BODY_LIMIT).await.unwrap_or_default();
                 response.release(&app.upstream).await;
                 let refusal = retry_hint::classify(status, &error_body, retry_after.as_deref(), now_ms());
-                let endpoint_problem = matches!(status, 404 | 408 | 500..=599)
+                // Capacity is per endpoint too: another endpoint may have room for the model.
+                let endpoint_problem = crate::upstream::is_endpoint_problem(status)
                     || refusal.reason == Reason::ModelCapacityExhausted;
                 if !endpoint_problem {
                     return Sent::Refused(refusal, error_body);

@@ -69,6 +69,16 @@ pub struct RequestCtx {
     stream: Option<crate::metrics::LiveGuard>,
 }
 
+impl RequestCtx {
+    /// Records what an upstream exchange did: its attempts, last account and `Retry-After`, and the wait.
+    fn note_attempts(&mut self, attempts: &Attempts, waited: Instant) {
+        self.upstream_wait += waited.elapsed();
+        self.attempts = attempts.count;
+        self.account = attempts.last_account.clone();
+        self.retry_after = attempts.retry_after;
+    }
+}
+
 /// The client-facing service.
 pub struct Gateway {
     app: Arc<App>,
@@ -195,6 +205,10 @@ impl Gateway {
             metrics.tokens(upstream_model, account, "thoughts", usage.thoughts);
             metrics.tokens(upstream_model, account, "cached", usage.cached);
         }
+        // Health probes (load balancers poll every few seconds) would crowd real requests out of the log.
+        if ctx.operation == "health" {
+            return;
+        }
         let record = crate::request_log::RequestRecord {
             at_ms: ctx.at_ms,
             key_name: ctx.key_name.clone(),
@@ -213,8 +227,7 @@ impl Gateway {
             tokens_cached: usage.cached,
             truncated: ctx.truncated,
         };
-        // Health probes (load balancers poll every few seconds) would crowd real requests out of the log.
-        if ctx.operation != "health" && !self.app.request_log.record(record) {
+        if !self.app.request_log.record(record) {
             metrics.request_log_dropped();
         }
     }
@@ -450,10 +463,7 @@ impl Gateway {
         let waited = Instant::now();
         let answer =
             exchange::count_tokens(&self.app, snapshot, &upstream_model, upstream_body, &mut attempts).await;
-        ctx.upstream_wait += waited.elapsed();
-        ctx.attempts = attempts.count;
-        ctx.account = attempts.last_account;
-        ctx.retry_after = attempts.retry_after;
+        ctx.note_attempts(&attempts, waited);
         let answer = answer?;
         let body = gemini::parse_count_tokens_response(&answer).ok_or_else(|| {
             ClientError::new(502, ErrorKind::Api, "the upstream answered countTokens without totalTokens")
@@ -513,10 +523,7 @@ impl Gateway {
                 Err(ClientError::new(499, ErrorKind::InvalidRequest, "client closed the request"))
             }
         };
-        ctx.upstream_wait += waited.elapsed();
-        ctx.attempts = call.attempts.count;
-        ctx.account = call.attempts.last_account.clone();
-        ctx.retry_after = call.attempts.retry_after;
+        ctx.note_attempts(&call.attempts, waited);
         opened
     }
 

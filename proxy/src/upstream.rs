@@ -34,6 +34,12 @@ pub enum UpstreamError {
     TooLarge { url: String, limit: usize },
 }
 
+/// Whether a refusal is the endpoint's rather than the account's (not found, timed out, a server error):
+/// the same request then goes to the next configured endpoint.
+pub fn is_endpoint_problem(status: u16) -> bool {
+    matches!(status, 404 | 408 | 500..=599)
+}
+
 /// One request to send: the method is always POST in this API.
 pub struct UpstreamRequest<'a> {
     pub url: &'a UpstreamUrl,
