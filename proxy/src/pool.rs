@@ -247,6 +247,11 @@ impl PoolState {
     /// for a slot, so no release can slip between a waiter's miss and its wait.
     fn release(&self, id: &str, live: &Arc<LiveAccount>) {
         let mut queue = self.lock_queue();
+        // Nobody waiting (the usual case): the slot is simply freed, under the queue lock as always.
+        if queue.waiters.is_empty() {
+            live.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
         let account = self.table.load().get(id).cloned();
         if let Some(account) = account.filter(|a| live.in_flight() <= a.max_concurrent) {
             let settings = self.settings.load();
