@@ -82,16 +82,44 @@ fn document_tokens(source: &Source) -> u64 {
     }
 }
 
+/// A value's tokens as its JSON text's, plus one per 8 bytes of it. The text is counted as serde_json writes
+/// it, never held: schemas and tool inputs are counted on every Anthropic request.
 fn json_tokens(value: &serde_json::Value) -> u64 {
-    let text = value.to_string();
-    text_tokens(&text) + text.len() as u64 / 8
+    let mut counter = QuarterCounter::default();
+    // Writing into the counter cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.quarters.div_ceil(4) + counter.bytes / 8
+}
+
+/// Quarter tokens and bytes of text written to it (serde_json writes whole characters at a time).
+#[derive(Default)]
+struct QuarterCounter {
+    quarters: u64,
+    bytes: u64,
+}
+
+impl std::io::Write for QuarterCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.quarters += std::str::from_utf8(buf).map_or(buf.len() as u64, quarter_tokens);
+        self.bytes += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Tokens of one text: ASCII bytes / 4, CJK characters 1 each, other non-ASCII characters 1/2 each.
 pub fn text_tokens(text: &str) -> u64 {
+    quarter_tokens(text).div_ceil(4)
+}
+
+/// In quarter tokens: 1 per ASCII byte, 4 per CJK character, 2 per other character.
+fn quarter_tokens(text: &str) -> u64 {
     let ascii = text.bytes().filter(u8::is_ascii).count() as u64;
     if ascii == text.len() as u64 {
-        return ascii.div_ceil(4);
+        return ascii;
     }
     let (mut cjk, mut other) = (0u64, 0u64);
     for c in text.chars().filter(|c| !c.is_ascii()) {
@@ -101,8 +129,7 @@ pub fn text_tokens(text: &str) -> u64 {
             other += 1;
         }
     }
-    // In quarter tokens: 1 per ASCII byte, 4 per CJK character, 2 per other character.
-    (ascii + 4 * cjk + 2 * other).div_ceil(4)
+    ascii + 4 * cjk + 2 * other
 }
 
 fn is_cjk(c: char) -> bool {
@@ -119,6 +146,18 @@ fn is_cjk(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_is_counted_as_its_text_would_be() {
+        for value in [
+            json!({"type": "object", "properties": {"path": {"type": "string", "description": "\"quoted\"\n\ttab"}}}),
+            json!({"q": "日本語のテキスト", "e": "café naïve 🎉", "n": [1, 2.5, null, true]}),
+            json!("plain"),
+        ] {
+            let text = value.to_string();
+            assert_eq!(json_tokens(&value), text_tokens(&text) + text.len() as u64 / 8, "{text}");
+        }
+    }
     use crate::transform::anthropic::parse_messages_request;
     use serde_json::json;
 
