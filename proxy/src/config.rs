@@ -71,11 +71,11 @@ pub struct MainFile {
     #[serde(default)]
     pub limits: LimitsFile,
     #[serde(default)]
-    pub pool: PoolFile,
+    pub pool: PoolSettings,
     #[serde(default)]
     pub server: ServerFile,
     #[serde(default)]
-    pub request_log: RequestLogFile,
+    pub request_log: RequestLogSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,9 +189,10 @@ impl Default for LimitsFile {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// `pool:` as written in levitate.yaml, and as the pool applies it.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PoolFile {
+pub struct PoolSettings {
     #[serde(default = "defaults::max_concurrent")]
     pub max_concurrent_per_account: u32,
     #[serde(default = "defaults::max_attempts")]
@@ -232,9 +233,9 @@ pub enum LockScope {
     Project,
 }
 
-impl Default for PoolFile {
+impl Default for PoolSettings {
     fn default() -> Self {
-        PoolFile {
+        PoolSettings {
             max_concurrent_per_account: defaults::max_concurrent(),
             max_attempts: defaults::max_attempts(),
             max_wait: defaults::max_wait(),
@@ -278,18 +279,18 @@ impl Default for ServerFile {
 }
 
 /// `request_log`: the metadata-only log of recent requests kept in the store.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RequestLogFile {
+pub struct RequestLogSettings {
     #[serde(default = "defaults::request_log_max_entries")]
     pub max_entries: usize,
     #[serde(default = "defaults::request_log_max_age", with = "humantime_serde_compat")]
     pub max_age: Duration,
 }
 
-impl Default for RequestLogFile {
+impl Default for RequestLogSettings {
     fn default() -> Self {
-        RequestLogFile {
+        RequestLogSettings {
             max_entries: defaults::request_log_max_entries(),
             max_age: defaults::request_log_max_age(),
         }
@@ -559,52 +560,12 @@ pub struct AdminSettings {
     pub key: Option<Secret>,
 }
 
-#[derive(Clone, Debug)]
-pub struct PoolSettings {
-    pub max_concurrent_per_account: u32,
-    pub max_attempts: u32,
-    pub max_wait: Duration,
-    pub quota_floor: f64,
-    pub lock_scope: LockScope,
-    pub breaker_failures: u32,
-    pub breaker_window: Duration,
-    pub breaker_cooldown: Duration,
-    pub quota_interval: Duration,
-    pub affinity_ttl: Duration,
-    pub affinity_capacity: usize,
-}
-
-impl Default for PoolSettings {
-    fn default() -> Self {
-        let file = PoolFile::default();
-        PoolSettings {
-            max_concurrent_per_account: file.max_concurrent_per_account,
-            max_attempts: file.max_attempts,
-            max_wait: file.max_wait,
-            quota_floor: file.quota_floor,
-            lock_scope: file.lock_scope,
-            breaker_failures: file.breaker_failures,
-            breaker_window: file.breaker_window,
-            breaker_cooldown: file.breaker_cooldown,
-            quota_interval: file.quota_interval,
-            affinity_ttl: file.affinity_ttl,
-            affinity_capacity: file.affinity_capacity,
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerSettings {
     pub threads: usize,
     pub grace_period: Duration,
     pub pid_file: PathBuf,
     pub upgrade_sock: PathBuf,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestLogSettings {
-    pub max_entries: usize,
-    pub max_age: Duration,
 }
 
 /// One complete, validated configuration. Immutable; replaced whole on reload.
@@ -951,29 +912,14 @@ fn build(
         signature_ttl: main.store.signature_ttl,
         max_signatures: main.store.max_signatures,
         max_request_body,
-        pool: PoolSettings {
-            max_concurrent_per_account: main.pool.max_concurrent_per_account,
-            max_attempts: main.pool.max_attempts,
-            max_wait: main.pool.max_wait,
-            quota_floor: main.pool.quota_floor,
-            lock_scope: main.pool.lock_scope,
-            breaker_failures: main.pool.breaker_failures,
-            breaker_window: main.pool.breaker_window,
-            breaker_cooldown: main.pool.breaker_cooldown,
-            quota_interval: main.pool.quota_interval,
-            affinity_ttl: main.pool.affinity_ttl,
-            affinity_capacity: main.pool.affinity_capacity,
-        },
+        pool: main.pool.clone(),
         server: ServerSettings {
             threads: main.server.threads,
             grace_period: main.server.grace_period,
             pid_file: folder.join(&main.server.pid_file),
             upgrade_sock: folder.join(&main.server.upgrade_sock),
         },
-        request_log: RequestLogSettings {
-            max_entries: main.request_log.max_entries,
-            max_age: main.request_log.max_age,
-        },
+        request_log: main.request_log.clone(),
     })
 }
 
