@@ -9,12 +9,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use levitate_filters::transform::ToolCache;
 
+use crate::accounts::credentials::Credentials;
+use crate::config::reload::{ReloadReport, ReloadState, Trigger};
 use crate::config::Snapshot;
-use crate::credentials::Credentials;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
+use crate::ops::request_log::RequestLog;
 use crate::pool::AccountPool;
-use crate::reload::{ReloadReport, ReloadState, Trigger};
-use crate::request_log::RequestLog;
 use crate::store::{Store, StoreError};
 use crate::upstream::Upstream;
 
@@ -71,7 +71,7 @@ impl App {
 
     /// Re-reads the configuration files and swaps in the result, or changes nothing and says why.
     pub fn reload(&self, trigger: Trigger) -> ReloadReport {
-        crate::reload::reload(self, trigger)
+        crate::config::reload::reload(self, trigger)
     }
 
     /// Makes `next` the configuration in force; in-flight requests finish on the version they loaded.

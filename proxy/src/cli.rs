@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
-use crate::accounts_file::AccountsFile;
+use crate::accounts::file::AccountsFile;
 use crate::config::{Env, Snapshot};
 use crate::server::{self, StartOptions};
 
@@ -118,7 +118,7 @@ pub fn init_logging() {
 }
 
 pub fn main() -> ExitCode {
-    crate::upgrade::remember_invocation();
+    crate::ops::upgrade::remember_invocation();
     let cli = Cli::parse();
     init_logging();
     match cli.command {
@@ -189,7 +189,7 @@ fn load_lenient(config: &Path) -> Result<Snapshot, ExitCode> {
 
 fn running_pid(snapshot: &Snapshot) -> Result<u32, ExitCode> {
     let path = &snapshot.server.pid_file;
-    crate::upgrade::read_pid_file(path)
+    crate::ops::upgrade::read_pid_file(path)
         .ok_or_else(|| fail(format!("no running levitate: cannot read a pid from {}", path.display())))
 }
 
@@ -238,7 +238,8 @@ fn upgrade(config: &Path, wait: Duration) -> ExitCode {
     println!("asked levitate (pid {old}) to start the binary on disk and hand over its sockets…");
     let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
-        if let Some(new) = crate::upgrade::read_pid_file(&snapshot.server.pid_file).filter(|p| *p != old) {
+        if let Some(new) = crate::ops::upgrade::read_pid_file(&snapshot.server.pid_file).filter(|p| *p != old)
+        {
             println!(
                 "upgraded: pid {new} serves now; pid {old} finishes its in-flight requests (up to {})",
                 humantime::format_duration(snapshot.server.grace_period)
@@ -272,10 +273,10 @@ fn accounts(command: AccountsCommand) -> ExitCode {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            let options = crate::login::LoginOptions { no_browser, port };
+            let options = crate::accounts::login::LoginOptions { no_browser, port };
             let mut input = std::io::BufReader::new(std::io::stdin());
             let mut out = std::io::stdout();
-            match rt.block_on(crate::login::login(&snapshot, &options, &mut input, &mut out)) {
+            match rt.block_on(crate::accounts::login::login(&snapshot, &options, &mut input, &mut out)) {
                 Ok(done) => {
                     println!(
                         "{} {} (project {}, tier {}) in {}; a running levitate reloads it by itself.",
@@ -326,7 +327,7 @@ fn edit_accounts(
     config: &Path,
     email: &str,
     done: &str,
-    edit: impl FnOnce(&mut AccountsFile) -> Result<(), crate::accounts_file::AccountsFileError>,
+    edit: impl FnOnce(&mut AccountsFile) -> Result<(), crate::accounts::file::AccountsFileError>,
 ) -> ExitCode {
     let snapshot = match load_lenient(config) {
         Ok(s) => s,
@@ -387,7 +388,7 @@ async fn fetch_quotas(snapshot: &Snapshot) -> Vec<QuotaRow> {
         Ok(s) => s,
         Err(e) => return vec![Err(("-".into(), e.to_string()))],
     };
-    let credentials = crate::credentials::Credentials::new(upstream.clone(), store);
+    let credentials = crate::accounts::credentials::Credentials::new(upstream.clone(), store);
     let mut rows = Vec::new();
     for account in snapshot.accounts.iter().filter(|a| a.enabled) {
         let failed = |e: String| Err((account.email.clone(), e));
@@ -433,7 +434,7 @@ async fn fetch_quotas(snapshot: &Snapshot) -> Vec<QuotaRow> {
             rows.push(failed(last_error));
             continue;
         };
-        let mut models = crate::quota::parse_available_models(&answer, crate::store::unix_now());
+        let mut models = crate::pool::quota::parse_available_models(&answer, crate::store::unix_now());
         models.sort_by(|a, b| a.0.cmp(&b.0));
         for (model, view) in models {
             let reset = view

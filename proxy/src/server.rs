@@ -16,17 +16,17 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_proxy::ProxyServiceBuilder;
 
-use crate::admin::Admin;
 use crate::app::App;
+use crate::config::reload::{ConfigWatcher, SighupReloader};
 use crate::config::Snapshot;
+use crate::gateway::signatures::SignatureSweeper;
 use crate::gateway::Gateway;
-use crate::handover::HandoverImporter;
-use crate::quota::QuotaPoller;
-use crate::reload::{ConfigWatcher, SighupReloader};
-use crate::request_log::RequestLogWriter;
-use crate::signatures::SignatureSweeper;
+use crate::ops::admin::Admin;
+use crate::ops::handover::HandoverImporter;
+use crate::ops::request_log::RequestLogWriter;
+use crate::ops::upgrade::{Lifecycle, HANDOVER_WAIT};
+use crate::pool::quota::QuotaPoller;
 use crate::store::{Store, StoreError};
-use crate::upgrade::{Lifecycle, HANDOVER_WAIT};
 
 /// How the process was asked to start.
 #[derive(Clone, Debug, Default)]

@@ -17,6 +17,11 @@
 //! account (the in-flight count never drops in between, so a newcomer cannot take it first), and only when
 //! no waiter can use it does the counter go down: one wake per freed slot, served in arrival order.
 
+pub mod affinity;
+pub mod breaker;
+pub mod lockout;
+pub mod quota;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddrV6};
@@ -31,12 +36,12 @@ use pingora_load_balancing::Backend;
 use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 
-use crate::affinity::SessionAffinity;
-use crate::breaker::{Breaker, BreakerPolicy, BreakerState};
+use crate::accounts::credentials::CredentialError;
 use crate::config::{AccountSpec, LockScope, PoolSettings, TIERS, UNKNOWN_TIER_RANK};
-use crate::credentials::CredentialError;
-use crate::lockout::Lockouts;
-use crate::quota::{QuotaBook, QuotaView};
+use crate::pool::affinity::SessionAffinity;
+use crate::pool::breaker::{Breaker, BreakerPolicy, BreakerState};
+use crate::pool::lockout::Lockouts;
+use crate::pool::quota::{QuotaBook, QuotaView};
 use crate::store::{unix_now, ForbiddenRecord, LockoutRecord, Store};
 
 /// A session whose account is locked for longer than this stops preferring it.

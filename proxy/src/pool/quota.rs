@@ -15,9 +15,9 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde_json::{json, Value};
 
+use crate::accounts::credentials::{AccessToken, CredentialError};
 use crate::app::App;
 use crate::config::{AccountSpec, Snapshot};
-use crate::credentials::{AccessToken, CredentialError};
 use crate::store::{unix_now, QuotaRecord};
 
 /// Accounts polled at once: enough that a slow account does not delay the round, few enough to stay polite.

@@ -19,9 +19,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::accounts_file::{AccountsFile, NewAccount};
+use crate::accounts::credentials::{AccessToken, Credentials};
+use crate::accounts::file::{AccountsFile, NewAccount};
 use crate::config::{AccountSpec, Secret, Snapshot, UpstreamSettings};
-use crate::credentials::{AccessToken, Credentials};
 use crate::store::{unix_now, Store};
 use crate::upstream::{Upstream, UpstreamRequest};
 
@@ -63,7 +63,7 @@ pub enum LoginError {
     #[error("{0}")]
     Discovery(String),
     #[error("{0}")]
-    File(#[from] crate::accounts_file::AccountsFileError),
+    File(#[from] crate::accounts::file::AccountsFileError),
     #[error("reading the pasted URL: {0}")]
     Input(std::io::Error),
 }

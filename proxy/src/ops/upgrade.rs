@@ -6,7 +6,7 @@
 //! in-flight streams finish for `server.grace_period`. Two things are ours:
 //! - the store: sled holds an exclusive lock, so on SIGQUIT the old process flushes and releases it
 //!   ([`crate::store::Store::detach`]) and the new one opens it after it has the sockets; what the old one
-//!   records afterwards reaches the new one by file ([`crate::handover`]);
+//!   records afterwards reaches the new one by file ([`crate::ops::handover`]);
 //! - starting the new binary from inside the service (SIGUSR2, `levitate upgrade`), so that under systemd it
 //!   runs in the unit's cgroup; it then tells systemd `MAINPID=<new pid>` (`NotifyAccess=all`).
 
@@ -136,7 +136,7 @@ impl BackgroundService for Lifecycle {
                     DRAINING.store(true, Ordering::Relaxed);
                     match self.app.store.detach() {
                         // What the draining streams record from now on goes to the new process by file.
-                        Ok(()) => crate::handover::spool_until_exit(self.app.clone()),
+                        Ok(()) => crate::ops::handover::spool_until_exit(self.app.clone()),
                         Err(e) => tracing::error!(error = %e, "cannot release the store for the new process"),
                     }
                 }
@@ -184,7 +184,7 @@ impl Lifecycle {
             idle_checks += 1;
             if idle_checks >= DRAIN_IDLE_CHECKS {
                 if draining() {
-                    crate::handover::spool(&self.app);
+                    crate::ops::handover::spool(&self.app);
                 } else if let Err(e) = self.app.store.flush() {
                     tracing::warn!(error = %e, "store flush before exit failed");
                 }

@@ -25,10 +25,10 @@ use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
-use crate::accounts_file::AccountsFile;
+use crate::accounts::file::AccountsFile;
 use crate::app::App;
+use crate::config::reload::Trigger;
 use crate::config::Snapshot;
-use crate::reload::Trigger;
 
 /// Default and largest number of request-log records one `GET /admin/requests` returns.
 const REQUESTS_DEFAULT: usize = 100;
@@ -152,7 +152,7 @@ impl Admin {
             .and_then(|(_, v)| v.parse::<usize>().ok())
             .unwrap_or(REQUESTS_DEFAULT)
             .min(REQUESTS_MAX);
-        json!({ "requests": crate::request_log::recent(&self.app, limit) })
+        json!({ "requests": crate::ops::request_log::recent(&self.app, limit) })
     }
 }
 

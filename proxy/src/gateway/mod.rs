@@ -4,7 +4,11 @@
 //! exceed its 64 KiB replay buffer, and a 429 must be retried on another account after its status is seen),
 //! so `request_filter` does the whole exchange: route, authenticate, read the body, transform, lease an
 //! account, drive the upstream through [`Upstream`], stream the rewritten answer, and return `Ok(true)`.
-//! Each step is a small method below; the retry loop over accounts is [`crate::exchange::open`].
+//! Each step is a small method below; the retry loop over accounts is [`crate::gateway::exchange::open`].
+
+pub mod exchange;
+pub mod models;
+pub mod signatures;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,11 +32,11 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::{ProxyHttp, Session};
 use sha2::{Digest, Sha256};
 
+use self::exchange::Attempts;
+use self::signatures::StoredSignatures;
 use crate::app::App;
 use crate::config::Snapshot;
-use crate::exchange::{self, Attempts};
 use crate::pool::Lease;
-use crate::signatures::{self, StoredSignatures};
 use crate::upstream::UpstreamResponse;
 
 /// Largest single SSE event accepted from upstream (a big inline image can be several MiB).
@@ -64,9 +68,9 @@ pub struct RequestCtx {
     /// The last usage the upstream reported (prompt, candidates, thoughts, cached tokens).
     usage: Option<levitate_filters::stream::Usage>,
     /// Counts this request in `levitate_active_requests` until the context is dropped.
-    _active: crate::metrics::LiveGuard,
+    _active: crate::ops::metrics::LiveGuard,
     /// Counts a streaming response in `levitate_active_streams` while it is written.
-    stream: Option<crate::metrics::LiveGuard>,
+    stream: Option<crate::ops::metrics::LiveGuard>,
 }
 
 impl RequestCtx {
@@ -155,7 +159,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn early_request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<()> {
-        if crate::upgrade::draining() {
+        if crate::ops::upgrade::draining() {
             // Handing over to a new process: make the client's next request open a connection to it.
             session.set_keepalive(None);
         }
@@ -188,7 +192,7 @@ impl Gateway {
     fn record(&self, ctx: &RequestCtx, elapsed: Duration) {
         let metrics = &self.app.metrics;
         let upstream_model = ctx.upstream_model.as_deref().unwrap_or("-");
-        metrics.observe_request(&crate::metrics::RequestObservation {
+        metrics.observe_request(&crate::ops::metrics::RequestObservation {
             protocol: ctx.protocol.as_str(),
             route: ctx.operation,
             alias: ctx.alias.as_deref().unwrap_or("-"),
@@ -209,7 +213,7 @@ impl Gateway {
         if ctx.operation == "health" {
             return;
         }
-        let record = crate::request_log::RequestRecord {
+        let record = crate::ops::request_log::RequestRecord {
             at_ms: ctx.at_ms,
             key_name: ctx.key_name.clone(),
             protocol: ctx.protocol.as_str().to_string(),
@@ -242,15 +246,19 @@ impl Gateway {
         match route.operation {
             Operation::Health => self.respond_json(session, ctx, 200, br#"{"status":"ok"}"#.to_vec()).await,
             Operation::ListModels => {
-                let body = crate::models::openai_list(&snapshot.aliases);
+                let body = crate::gateway::models::openai_list(&snapshot.aliases);
                 self.respond_json(session, ctx, 200, body).await
             }
-            Operation::GetModel { model } => match crate::models::openai_model(&snapshot.aliases, &model) {
-                Some(body) => self.respond_json(session, ctx, 200, body).await,
-                None => {
-                    Err(ClientError::new(404, ErrorKind::NotFound, format!("model {model:?} does not exist")))
+            Operation::GetModel { model } => {
+                match crate::gateway::models::openai_model(&snapshot.aliases, &model) {
+                    Some(body) => self.respond_json(session, ctx, 200, body).await,
+                    None => Err(ClientError::new(
+                        404,
+                        ErrorKind::NotFound,
+                        format!("model {model:?} does not exist"),
+                    )),
                 }
-            },
+            }
             Operation::ChatCompletions => self.chat_completions(session, ctx, snapshot).await,
             Operation::Messages => self.messages(session, ctx, snapshot).await,
             Operation::CountTokensAnthropic => self.count_tokens_anthropic(session, ctx, snapshot).await,
@@ -258,12 +266,12 @@ impl Gateway {
                 self.generate_content(session, ctx, snapshot, &model, stream).await
             }
             Operation::ListModelsGemini => {
-                let body = gemini::gemini_model_list(crate::models::listed_names(&snapshot.aliases));
+                let body = gemini::gemini_model_list(crate::gateway::models::listed_names(&snapshot.aliases));
                 self.respond_json(session, ctx, 200, body).await
             }
             Operation::GetModelGemini { model } => {
                 let name = model.strip_prefix("models/").unwrap_or(&model);
-                if crate::models::listed_names(&snapshot.aliases).any(|m| m == name) {
+                if crate::gateway::models::listed_names(&snapshot.aliases).any(|m| m == name) {
                     self.respond_json(session, ctx, 200, gemini::gemini_model(name)).await
                 } else {
                     Err(ClientError::new(404, ErrorKind::NotFound, format!("model {name:?} is not found")))

@@ -1,0 +1,8 @@
+//! Operating the running gateway: the admin API, Prometheus metrics, the request log, and the process
+//! lifecycle (binary upgrade, hand-over of late records, graceful drain).
+
+pub mod admin;
+pub mod handover;
+pub mod metrics;
+pub mod request_log;
+pub mod upgrade;
