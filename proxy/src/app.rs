@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use levitate_filters::transform::ToolCache;
 
 use crate::accounts::credentials::Credentials;
+use crate::config::live::LiveConfig;
 use crate::config::reload::{ReloadReport, ReloadState, Trigger};
 use crate::config::Snapshot;
 use crate::ops::metrics::Metrics;
@@ -22,12 +22,12 @@ use crate::upstream::Upstream;
 const TOOL_CACHE_ENTRIES: usize = 64;
 
 pub struct App {
-    snapshot: ArcSwap<Snapshot>,
-    pub pool: AccountPool,
-    pub credentials: Credentials,
+    pub config: Arc<LiveConfig>,
+    pub pool: Arc<AccountPool>,
+    pub credentials: Arc<Credentials>,
     pub upstream: Arc<Upstream>,
     pub store: Store,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Reload generation, last outcome, and the settings fixed at start (see `reload.rs`).
     pub reload: ReloadState,
     /// Queue of request-log records to the background writer.
@@ -46,16 +46,16 @@ impl App {
     pub fn with_store(snapshot: Snapshot, store: Store) -> Arc<App> {
         let upstream =
             Arc::new(Upstream::new(snapshot.upstream.connect_timeout, snapshot.upstream.read_timeout));
-        let pool = AccountPool::with_store(&snapshot.accounts, &snapshot.pool, store.clone());
-        let credentials = Credentials::new(upstream.clone(), store.clone());
+        let pool = Arc::new(AccountPool::with_store(&snapshot.accounts, &snapshot.pool, store.clone()));
+        let credentials = Arc::new(Credentials::new(upstream.clone(), store.clone()));
         let snapshot = Arc::new(snapshot);
-        let metrics = Metrics::new();
+        let metrics = Arc::new(Metrics::new());
         metrics.set_config_generation(1, 0);
         Arc::new(App {
             reload: ReloadState::new(snapshot.clone()),
             request_log: RequestLog::new(),
             tool_cache: ToolCache::new(TOOL_CACHE_ENTRIES),
-            snapshot: ArcSwap::new(snapshot),
+            config: Arc::new(LiveConfig::new(snapshot)),
             pool,
             credentials,
             upstream,
@@ -66,7 +66,7 @@ impl App {
 
     /// The configuration in force now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
+        self.config.load()
     }
 
     /// Re-reads the configuration files and swaps in the result, or changes nothing and says why.
@@ -78,6 +78,6 @@ impl App {
     pub fn install(&self, next: Snapshot) {
         self.pool.configure(&next.pool);
         self.pool.replace(&next.accounts);
-        self.snapshot.store(Arc::new(next));
+        self.config.store(Arc::new(next));
     }
 }

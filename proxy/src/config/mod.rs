@@ -5,6 +5,7 @@
 //! unknown keys, then validated into a `Snapshot` that the request path reads without ever touching YAML.
 //! Building a snapshot either fully succeeds or changes nothing, so a reload can swap it in atomically.
 
+pub mod live;
 pub mod reload;
 
 use std::collections::HashSet;
