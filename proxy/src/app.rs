@@ -1,8 +1,9 @@
-//! The process-wide state every service shares: the live configuration and the long-lived parts built
-//! around it (account pool, credentials, upstream client, store, metrics).
+//! The composition root: builds the long-lived parts of the process once (live configuration, account pool,
+//! credentials, upstream client, store, metrics, reload path, request-log queue) and hands them out.
 //!
-//! The configuration is one `Snapshot` behind `ArcSwap`: a request loads it once and keeps that version
-//! for its whole life, while a reload builds a complete new one and swaps it in with a single store.
+//! Only the request path (`gateway`), the admin API and the server wiring see the whole [`App`]; background
+//! services receive the narrow handles they need (`Arc<LiveConfig>`, `Arc<AccountPool>`, a `Store`, …), so
+//! nothing below this file imports it back.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use levitate_filters::transform::ToolCache;
 
 use crate::accounts::credentials::Credentials;
 use crate::config::live::LiveConfig;
-use crate::config::reload::{ReloadReport, ReloadState, Trigger};
+use crate::config::reload::{ReloadReport, Reloader, Trigger};
 use crate::config::Snapshot;
 use crate::ops::metrics::Metrics;
 use crate::ops::request_log::RequestLog;
@@ -22,16 +23,17 @@ use crate::upstream::Upstream;
 const TOOL_CACHE_ENTRIES: usize = 64;
 
 pub struct App {
+    /// The configuration in force (a request loads it once and keeps that version).
     pub config: Arc<LiveConfig>,
     pub pool: Arc<AccountPool>,
     pub credentials: Arc<Credentials>,
     pub upstream: Arc<Upstream>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
-    /// Reload generation, last outcome, and the settings fixed at start (see `reload.rs`).
-    pub reload: ReloadState,
+    /// The one reload path, with its generation, last outcome and the settings fixed at start.
+    pub reload: Arc<Reloader>,
     /// Queue of request-log records to the background writer.
-    pub request_log: RequestLog,
+    pub request_log: Arc<RequestLog>,
     /// Cleaned tool declarations by their raw JSON: agents resend identical tools on every request.
     pub tool_cache: ToolCache,
 }
@@ -49,18 +51,25 @@ impl App {
         let pool = Arc::new(AccountPool::with_store(&snapshot.accounts, &snapshot.pool, store.clone()));
         let credentials = Arc::new(Credentials::new(upstream.clone(), store.clone()));
         let snapshot = Arc::new(snapshot);
+        let config = Arc::new(LiveConfig::new(snapshot.clone()));
         let metrics = Arc::new(Metrics::new());
         metrics.set_config_generation(1, 0);
+        let pool_of_reload = pool.clone();
+        let apply = Box::new(move |next: &Snapshot| {
+            pool_of_reload.configure(&next.pool);
+            pool_of_reload.replace(&next.accounts);
+        });
+        let reload = Arc::new(Reloader::new(snapshot, config.clone(), metrics.clone(), apply));
         Arc::new(App {
-            reload: ReloadState::new(snapshot.clone()),
-            request_log: RequestLog::new(),
-            tool_cache: ToolCache::new(TOOL_CACHE_ENTRIES),
-            config: Arc::new(LiveConfig::new(snapshot)),
+            config,
             pool,
             credentials,
             upstream,
             store,
             metrics,
+            reload,
+            request_log: Arc::new(RequestLog::new()),
+            tool_cache: ToolCache::new(TOOL_CACHE_ENTRIES),
         })
     }
 
@@ -71,13 +80,6 @@ impl App {
 
     /// Re-reads the configuration files and swaps in the result, or changes nothing and says why.
     pub fn reload(&self, trigger: Trigger) -> ReloadReport {
-        crate::config::reload::reload(self, trigger)
-    }
-
-    /// Makes `next` the configuration in force; in-flight requests finish on the version they loaded.
-    pub fn install(&self, next: Snapshot) {
-        self.pool.configure(&next.pool);
-        self.pool.replace(&next.accounts);
-        self.config.store(Arc::new(next));
+        self.reload.reload(trigger)
     }
 }

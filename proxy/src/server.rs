@@ -78,13 +78,28 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
 
     server.add_service(gateway);
     server.add_service(admin);
-    server.add_service(background_service("levitate config watcher", ConfigWatcher::new(app.clone())));
-    server.add_service(background_service("levitate sighup", SighupReloader::new(app.clone())));
-    server.add_service(background_service("levitate request log", RequestLogWriter::new(app.clone())));
+    server.add_service(background_service(
+        "levitate config watcher",
+        ConfigWatcher::new(app.reload.clone(), app.config.clone()),
+    ));
+    server.add_service(background_service("levitate sighup", SighupReloader::new(app.reload.clone())));
+    server.add_service(background_service(
+        "levitate request log",
+        RequestLogWriter::new(app.request_log.clone(), app.store.clone(), app.config.clone()),
+    ));
     server.add_service(background_service("levitate quota", QuotaPoller::new(app.clone())));
-    server.add_service(background_service("levitate signatures", SignatureSweeper::new(app.clone())));
-    server.add_service(background_service("levitate lifecycle", Lifecycle::new(app.clone())));
-    server.add_service(background_service("levitate handover", HandoverImporter::new(app.clone())));
+    server.add_service(background_service(
+        "levitate signatures",
+        SignatureSweeper::new(app.store.clone(), app.config.clone()),
+    ));
+    server.add_service(background_service(
+        "levitate lifecycle",
+        Lifecycle::new(app.config.clone(), app.store.clone(), app.metrics.clone()),
+    ));
+    server.add_service(background_service(
+        "levitate handover",
+        HandoverImporter::new(app.store.clone(), app.pool.clone(), snapshot.store_path.clone()),
+    ));
     tracing::info!(listen = %snapshot.listen, admin = %snapshot.admin.listen, accounts = snapshot.accounts.len(), upgrade = start.upgrade, "levitate starting");
     server.run_forever()
 }

@@ -2,7 +2,7 @@
 //! in with one store. A bad edit changes nothing; its error (file:line and reason) is logged, kept for
 //! `/admin/health` and `/admin/reload`, and counted in `levitate_config_reloads_total{result="failed"}`.
 //!
-//! Three triggers share [`reload`]: a change in the configuration folder ([`ConfigWatcher`], which watches the
+//! Three triggers share [`Reloader::reload`]: a change in the configuration folder ([`ConfigWatcher`], which watches the
 //! folders rather than the files so that editors saving by rename are seen), SIGHUP ([`SighupReloader`]; Pingora
 //! does not handle it and its default action would kill the process) and `POST /admin/reload`. Settings a
 //! running process cannot change (listening addresses, the store, Pingora's server settings) keep their
@@ -19,8 +19,9 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde::Serialize;
 
-use crate::app::App;
+use crate::config::live::LiveConfig;
 use crate::config::Snapshot;
+use crate::ops::metrics::Metrics;
 use crate::store::unix_now;
 
 /// Quiet time after a file event before reloading: editors write several events per save.
@@ -62,23 +63,33 @@ pub struct ReloadReport {
     pub needs_upgrade: Vec<String>,
 }
 
-/// Reload bookkeeping kept in [`App`].
-pub struct ReloadState {
+/// What a new configuration is applied to before it is put in force (the account pool's table and settings).
+pub type Apply = Box<dyn Fn(&Snapshot) + Send + Sync>;
+
+/// The one reload path: reads the files, applies the result and keeps the bookkeeping `/admin/health` shows.
+pub struct Reloader {
     /// Serializes reloads: two triggers at once must not interleave read-validate-swap.
     gate: Mutex<()>,
     generation: std::sync::atomic::AtomicU64,
     last: Mutex<Option<ReloadReport>>,
     /// The configuration the process started with: the source of the settings fixed for its life.
     boot: Arc<Snapshot>,
+    config: Arc<LiveConfig>,
+    metrics: Arc<Metrics>,
+    apply: Apply,
 }
 
-impl ReloadState {
-    pub fn new(boot: Arc<Snapshot>) -> Self {
-        ReloadState {
+impl Reloader {
+    /// `config` holds `boot` now; `apply` receives every accepted snapshot before it goes in force.
+    pub fn new(boot: Arc<Snapshot>, config: Arc<LiveConfig>, metrics: Arc<Metrics>, apply: Apply) -> Self {
+        Reloader {
             gate: Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(1),
             last: Mutex::new(None),
             boot,
+            config,
+            metrics,
+            apply,
         }
     }
 
@@ -89,53 +100,64 @@ impl ReloadState {
     pub fn last(&self) -> Option<ReloadReport> {
         self.last.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
-}
 
-/// Reloads the configuration from the files the running one came from. Never partially applies.
-pub fn reload(app: &App, trigger: Trigger) -> ReloadReport {
-    let state = &app.reload;
-    let _gate = state.gate.lock().unwrap_or_else(PoisonError::into_inner);
-    let main_path = app.snapshot().paths.main.clone();
-    let report = match Snapshot::load(&main_path) {
-        Ok(mut next) => {
-            let needs_upgrade = state.boot.needs_upgrade(&next);
-            keep_process_settings(&mut next, &state.boot);
-            app.install(next);
-            let generation = state.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
-            if needs_upgrade.is_empty() {
-                tracing::info!(trigger = trigger.as_str(), generation, "configuration reloaded");
-            } else {
-                tracing::warn!(
-                    trigger = trigger.as_str(),
-                    generation,
-                    needs_upgrade = %needs_upgrade.join(", "),
-                    "configuration reloaded; these settings keep their running value until a binary upgrade"
-                );
+    /// Reloads the configuration from the files the running one came from. Never partially applies.
+    pub fn reload(&self, trigger: Trigger) -> ReloadReport {
+        let _gate = self.gate.lock().unwrap_or_else(PoisonError::into_inner);
+        let main_path = self.config.load().paths.main.clone();
+        let report = match Snapshot::load(&main_path) {
+            Ok(mut next) => {
+                let needs_upgrade = self.boot.needs_upgrade(&next);
+                keep_process_settings(&mut next, &self.boot);
+                (self.apply)(&next);
+                self.config.store(Arc::new(next));
+                let generation = self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+                if needs_upgrade.is_empty() {
+                    tracing::info!(trigger = trigger.as_str(), generation, "configuration reloaded");
+                } else {
+                    tracing::warn!(
+                        trigger = trigger.as_str(),
+                        generation,
+                        needs_upgrade = %needs_upgrade.join(", "),
+                        "configuration reloaded; these settings keep their running value until a binary upgrade"
+                    );
+                }
+                ReloadReport { ok: true, trigger, at: unix_now(), generation, error: None, needs_upgrade }
             }
-            ReloadReport { ok: true, trigger, at: unix_now(), generation, error: None, needs_upgrade }
-        }
-        Err(e) => {
-            tracing::error!(trigger = trigger.as_str(), error = %e, "configuration reload refused; nothing changed");
-            let pending = state
-                .last
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
-                .map(|r| r.needs_upgrade.clone())
-                .unwrap_or_default();
-            ReloadReport {
-                ok: false,
-                trigger,
-                at: unix_now(),
-                generation: state.generation(),
-                error: Some(e.to_string()),
-                needs_upgrade: pending,
+            Err(e) => {
+                tracing::error!(trigger = trigger.as_str(), error = %e, "configuration reload refused; nothing changed");
+                let pending = self
+                    .last
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_ref()
+                    .map(|r| r.needs_upgrade.clone())
+                    .unwrap_or_default();
+                ReloadReport {
+                    ok: false,
+                    trigger,
+                    at: unix_now(),
+                    generation: self.generation(),
+                    error: Some(e.to_string()),
+                    needs_upgrade: pending,
+                }
             }
-        }
-    };
-    app.metrics.config_reload(trigger.as_str(), report.ok, report.generation, report.needs_upgrade.len());
-    *state.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(report.clone());
-    report
+        };
+        self.metrics.config_reload(
+            trigger.as_str(),
+            report.ok,
+            report.generation,
+            report.needs_upgrade.len(),
+        );
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(report.clone());
+        report
+    }
+
+    /// Reloads on a blocking thread: reading and validating files must not stall an async worker.
+    async fn reload_off_reactor(self: &Arc<Self>, trigger: Trigger) {
+        let reloader = self.clone();
+        let _ = tokio::task::spawn_blocking(move || reloader.reload(trigger)).await;
+    }
 }
 
 /// Puts back the values a running process cannot change, so the snapshot in force tells the truth.
@@ -150,12 +172,12 @@ fn keep_process_settings(next: &mut Snapshot, boot: &Snapshot) {
 
 /// SIGHUP reloads the configuration (`systemctl reload levitate`).
 pub struct SighupReloader {
-    app: Arc<App>,
+    reloader: Arc<Reloader>,
 }
 
 impl SighupReloader {
-    pub fn new(app: Arc<App>) -> Self {
-        SighupReloader { app }
+    pub fn new(reloader: Arc<Reloader>) -> Self {
+        SighupReloader { reloader }
     }
 }
 
@@ -172,10 +194,7 @@ impl BackgroundService for SighupReloader {
         };
         loop {
             tokio::select! {
-                _ = hangup.recv() => {
-                    let app = self.app.clone();
-                    let _ = tokio::task::spawn_blocking(move || reload(&app, Trigger::Signal)).await;
-                }
+                _ = hangup.recv() => self.reloader.reload_off_reactor(Trigger::Signal).await,
                 _ = shutdown.changed() => return,
             }
         }
@@ -187,7 +206,8 @@ impl BackgroundService for SighupReloader {
 /// The folders are watched from [`ConfigWatcher::new`], before the listeners open: an edit made as soon as the
 /// service answers its first request is seen, not lost to a watch registered a moment later on a busy box.
 pub struct ConfigWatcher {
-    app: Arc<App>,
+    reloader: Arc<Reloader>,
+    config: Arc<LiveConfig>,
     armed: Mutex<Option<Armed>>,
 }
 
@@ -200,12 +220,12 @@ struct Armed {
 }
 
 impl ConfigWatcher {
-    pub fn new(app: Arc<App>) -> Self {
-        let armed = Self::arm(&app);
-        ConfigWatcher { app, armed: Mutex::new(armed) }
+    pub fn new(reloader: Arc<Reloader>, config: Arc<LiveConfig>) -> Self {
+        let armed = Self::arm(&config.load());
+        ConfigWatcher { reloader, config, armed: Mutex::new(armed) }
     }
 
-    fn arm(app: &App) -> Option<Armed> {
+    fn arm(snapshot: &Snapshot) -> Option<Armed> {
         let (tx, events) = tokio::sync::mpsc::unbounded_channel();
         let mut watcher = match notify::recommended_watcher(move |event| {
             let _ = tx.send(event);
@@ -216,7 +236,7 @@ impl ConfigWatcher {
                 return None;
             }
         };
-        let (files, folders) = watched(&app.snapshot());
+        let (files, folders) = watched(snapshot);
         for folder in &folders {
             if let Err(e) = watcher.watch(folder, RecursiveMode::NonRecursive) {
                 tracing::error!(folder = %folder.display(), error = %e, "cannot watch a configuration folder");
@@ -274,10 +294,9 @@ impl BackgroundService for ConfigWatcher {
                     Err(_) => break,
                 }
             }
-            let app = self.app.clone();
-            let _ = tokio::task::spawn_blocking(move || reload(&app, Trigger::Watch)).await;
+            self.reloader.reload_off_reactor(Trigger::Watch).await;
             // accounts_file / routes_file may now name other files, possibly in other folders.
-            let (next_files, next_folders) = watched(&self.app.snapshot());
+            let (next_files, next_folders) = watched(&self.config.load());
             for folder in next_folders.difference(&folders) {
                 if let Err(e) = watcher.watch(folder, RecursiveMode::NonRecursive) {
                     tracing::error!(folder = %folder.display(), error = %e, "cannot watch a configuration folder");
@@ -304,6 +323,7 @@ fn concerns(event: &notify::Result<notify::Event>, files: &HashSet<PathBuf>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::App;
     use crate::store::Store;
 
     const MAIN: &str = "listen: 127.0.0.1:9000\nauth:\n  api_keys:\n    - { name: default, key: k }\n";
@@ -322,12 +342,12 @@ mod tests {
             App::with_store(Snapshot::load(&dir.join("levitate.yaml")).unwrap(), Store::temporary().unwrap());
 
         write("routes.yaml", "aliases:\n  gpt-4o: gemini-3-pro-high\n");
-        let ok = reload(&app, Trigger::Admin);
+        let ok = app.reload(Trigger::Admin);
         assert!(ok.ok && ok.generation == 2, "{ok:?}");
         assert_eq!(app.snapshot().aliases.resolve("gpt-4o").unwrap().upstream, "gemini-3-pro-high");
 
         write("routes.yaml", "aliases:\n  a: b\n  b: a\n");
-        let refused = reload(&app, Trigger::Watch);
+        let refused = app.reload(Trigger::Watch);
         assert!(!refused.ok && refused.generation == 2);
         assert!(refused.error.as_deref().unwrap_or("").contains("cycle"), "{refused:?}");
         assert_eq!(app.snapshot().aliases.resolve("gpt-4o").unwrap().upstream, "gemini-3-pro-high");
@@ -335,7 +355,7 @@ mod tests {
 
         write("routes.yaml", "aliases:\n  gpt-4o: gemini-3-flash\n");
         write("levitate.yaml", &MAIN.replace("9000", "9001"));
-        let moved = reload(&app, Trigger::Signal);
+        let moved = app.reload(Trigger::Signal);
         assert!(moved.ok && moved.generation == 3);
         assert_eq!(moved.needs_upgrade, vec!["listen"]);
         assert_eq!(app.snapshot().listen.port(), 9000, "the running listener is what the snapshot says");

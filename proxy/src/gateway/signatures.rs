@@ -13,6 +13,8 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 
 use crate::app::App;
+use crate::config::live::LiveConfig;
+use crate::store::Store;
 
 /// How often expired and excess signatures are removed.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -40,12 +42,13 @@ pub fn remember(app: &App, captured: Vec<CapturedSignature>) {
 
 /// Background service: prunes the cache to `store.signature_ttl` and `store.max_signatures`.
 pub struct SignatureSweeper {
-    app: Arc<App>,
+    store: Store,
+    config: Arc<LiveConfig>,
 }
 
 impl SignatureSweeper {
-    pub fn new(app: Arc<App>) -> Self {
-        SignatureSweeper { app }
+    pub fn new(store: Store, config: Arc<LiveConfig>) -> Self {
+        SignatureSweeper { store, config }
     }
 }
 
@@ -57,8 +60,8 @@ impl BackgroundService for SignatureSweeper {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
             }
-            let snapshot = self.app.snapshot();
-            let store = self.app.store.clone();
+            let snapshot = self.config.load();
+            let store = self.store.clone();
             let (ttl, max) = (snapshot.signature_ttl, snapshot.max_signatures);
             // A full scan of the tree: keep it off the async workers.
             match tokio::task::spawn_blocking(move || store.prune_signatures(ttl, max)).await {

@@ -152,7 +152,7 @@ impl Admin {
             .and_then(|(_, v)| v.parse::<usize>().ok())
             .unwrap_or(REQUESTS_DEFAULT)
             .min(REQUESTS_MAX);
-        json!({ "requests": crate::ops::request_log::recent(&self.app, limit) })
+        json!({ "requests": crate::ops::request_log::recent(&self.app.store, limit) })
     }
 }
 

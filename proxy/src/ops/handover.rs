@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 
-use crate::app::App;
-use crate::store::handover_dir;
+use crate::pool::AccountPool;
+use crate::store::{handover_dir, Store};
 
 /// How often the old process rewrites its hand-over file while streams drain.
 pub const SPOOL_EVERY: Duration = Duration::from_secs(1);
@@ -25,14 +25,14 @@ const IMPORT_EVERY: Duration = Duration::from_secs(2);
 /// A file older than this is taken in even if its pid seems alive (the pid was reused).
 const STALE_AFTER: Duration = Duration::from_secs(600);
 
-fn own_file(app: &App) -> PathBuf {
-    handover_dir(&app.snapshot().store_path).join(format!("{}.json", std::process::id()))
+fn own_file(store_path: &Path) -> PathBuf {
+    handover_dir(store_path).join(format!("{}.json", std::process::id()))
 }
 
-/// Writes what this (detached) process recorded since the hand-over.
-pub fn spool(app: &App) {
-    let file = own_file(app);
-    match app.store.export_records(&file) {
+/// Writes what this (detached) process recorded since the hand-over, beside the store at `store_path`.
+pub fn spool(store: &Store, store_path: &Path) {
+    let file = own_file(store_path);
+    match store.export_records(&file) {
         Ok(0) => {
             let _ = std::fs::remove_file(&file);
         }
@@ -42,12 +42,12 @@ pub fn spool(app: &App) {
 }
 
 /// Rewrites the hand-over file every [`SPOOL_EVERY`] until the process exits.
-pub fn spool_until_exit(app: Arc<App>) {
+pub fn spool_until_exit(store: Store, store_path: PathBuf) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(SPOOL_EVERY).await;
-            let app = app.clone();
-            let _ = tokio::task::spawn_blocking(move || spool(&app)).await;
+            let (store, store_path) = (store.clone(), store_path.clone());
+            let _ = tokio::task::spawn_blocking(move || spool(&store, &store_path)).await;
         }
     });
 }
@@ -77,10 +77,10 @@ fn finished_files(folder: &Path) -> Vec<(u32, PathBuf)> {
 }
 
 /// Takes in every finished hand-over file; returns how many records were added.
-pub fn import_finished(app: &App) -> usize {
+pub fn import_finished(store: &Store, pool: &AccountPool, store_path: &Path) -> usize {
     let mut added = 0;
-    for (pid, file) in finished_files(&handover_dir(&app.snapshot().store_path)) {
-        match app.store.import_records(&file) {
+    for (pid, file) in finished_files(&handover_dir(store_path)) {
+        match store.import_records(&file) {
             Ok(n) => {
                 added += n;
                 tracing::info!(
@@ -100,19 +100,22 @@ pub fn import_finished(app: &App) -> usize {
         }
     }
     if added > 0 {
-        app.pool.restore(&app.store);
+        pool.restore(store);
     }
     added
 }
 
 /// The new process's side: looks for hand-over files of exited processes and takes them in.
 pub struct HandoverImporter {
-    app: Arc<App>,
+    store: Store,
+    pool: Arc<AccountPool>,
+    /// The store's folder; fixed for the life of the process.
+    store_path: PathBuf,
 }
 
 impl HandoverImporter {
-    pub fn new(app: Arc<App>) -> Self {
-        HandoverImporter { app }
+    pub fn new(store: Store, pool: Arc<AccountPool>, store_path: PathBuf) -> Self {
+        HandoverImporter { store, pool, store_path }
     }
 }
 
@@ -120,8 +123,8 @@ impl HandoverImporter {
 impl BackgroundService for HandoverImporter {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         loop {
-            let app = self.app.clone();
-            let _ = tokio::task::spawn_blocking(move || import_finished(&app)).await;
+            let (store, pool, path) = (self.store.clone(), self.pool.clone(), self.store_path.clone());
+            let _ = tokio::task::spawn_blocking(move || import_finished(&store, &pool, &path)).await;
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(IMPORT_EVERY) => {}

@@ -14,7 +14,8 @@ use pingora_core::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::app::App;
+use crate::config::live::LiveConfig;
+use crate::store::Store;
 
 /// Records waiting for the writer; beyond this they are dropped (and counted).
 const CHANNEL_CAPACITY: usize = 8192;
@@ -73,8 +74,8 @@ impl RequestLog {
 }
 
 /// Reads up to `limit` records, newest first; unreadable records are skipped.
-pub fn recent(app: &App, limit: usize) -> Vec<RequestRecord> {
-    match app.store.request_records(limit) {
+pub fn recent(store: &Store, limit: usize) -> Vec<RequestRecord> {
+    match store.request_records(limit) {
         Ok(raw) => raw.iter().filter_map(|r| serde_json::from_slice(r).ok()).collect(),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the request log");
@@ -85,27 +86,29 @@ pub fn recent(app: &App, limit: usize) -> Vec<RequestRecord> {
 
 /// The background writer: drains the queue into the store and trims the log to its bounds.
 pub struct RequestLogWriter {
-    app: Arc<App>,
+    log: Arc<RequestLog>,
+    store: Store,
+    config: Arc<LiveConfig>,
 }
 
 impl RequestLogWriter {
-    pub fn new(app: Arc<App>) -> Self {
-        RequestLogWriter { app }
+    pub fn new(log: Arc<RequestLog>, store: Store, config: Arc<LiveConfig>) -> Self {
+        RequestLogWriter { log, store, config }
     }
 
     fn write(&self, record: &RequestRecord) {
         let written = serde_json::to_vec(record)
             .map_err(|e| e.to_string())
-            .and_then(|raw| self.app.store.put_request_record(record.at_ms, &raw).map_err(|e| e.to_string()));
+            .and_then(|raw| self.store.put_request_record(record.at_ms, &raw).map_err(|e| e.to_string()));
         if let Err(e) = written {
             tracing::warn!(error = %e, "cannot write a request log record");
         }
     }
 
     fn prune(&self) {
-        let bounds = self.app.snapshot().request_log.clone();
+        let bounds = self.config.load().request_log.clone();
         let cutoff_ms = crate::store::unix_now().saturating_sub(bounds.max_age.as_secs()) * 1000;
-        match self.app.store.prune_request_records(bounds.max_entries, cutoff_ms) {
+        match self.store.prune_request_records(bounds.max_entries, cutoff_ms) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(removed = n, "request log trimmed"),
             Err(e) => tracing::warn!(error = %e, "cannot trim the request log"),
@@ -116,7 +119,7 @@ impl RequestLogWriter {
 #[async_trait]
 impl BackgroundService for RequestLogWriter {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(mut receiver) = self.app.request_log.take_receiver() else {
+        let Some(mut receiver) = self.log.take_receiver() else {
             return;
         };
         let mut prune = tokio::time::interval(PRUNE_INTERVAL);

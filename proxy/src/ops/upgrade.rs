@@ -20,7 +20,10 @@ use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 
-use crate::app::App;
+use crate::config::live::LiveConfig;
+use crate::config::Snapshot;
+use crate::ops::metrics::Metrics;
+use crate::store::Store;
 
 /// How long the old process waits for the new one to be ready for the sockets, and the new one for the store.
 pub const HANDOVER_WAIT: Duration = Duration::from_secs(60);
@@ -100,13 +103,15 @@ fn remove_own_pid_file(path: &Path) {
 
 /// Announces readiness, hands the store over on SIGQUIT, and starts the new binary on SIGUSR2.
 pub struct Lifecycle {
-    app: Arc<App>,
+    config: Arc<LiveConfig>,
+    store: Store,
+    metrics: Arc<Metrics>,
     upgrading: AtomicBool,
 }
 
 impl Lifecycle {
-    pub fn new(app: Arc<App>) -> Self {
-        Lifecycle { app, upgrading: AtomicBool::new(false) }
+    pub fn new(config: Arc<LiveConfig>, store: Store, metrics: Arc<Metrics>) -> Self {
+        Lifecycle { config, store, metrics, upgrading: AtomicBool::new(false) }
     }
 }
 
@@ -114,7 +119,7 @@ impl Lifecycle {
 impl BackgroundService for Lifecycle {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         use tokio::signal::unix::{signal, SignalKind};
-        let server = self.app.snapshot().server.clone();
+        let server = self.config.load().server.clone();
         let pid = std::process::id();
         write_pid_file(&server.pid_file, pid);
         // MAINPID lets systemd follow the new process of an upgrade; harmless on a first start.
@@ -134,9 +139,9 @@ impl BackgroundService for Lifecycle {
                     // Pingora is sending our sockets to the new process; give it the store too.
                     tracing::info!("SIGQUIT: handing the listening sockets and the store to the new process");
                     DRAINING.store(true, Ordering::Relaxed);
-                    match self.app.store.detach() {
+                    match self.store.detach() {
                         // What the draining streams record from now on goes to the new process by file.
-                        Ok(()) => crate::ops::handover::spool_until_exit(self.app.clone()),
+                        Ok(()) => crate::ops::handover::spool_until_exit(self.store.clone(), self.config.load().store_path.clone()),
                         Err(e) => tracing::error!(error = %e, "cannot release the store for the new process"),
                     }
                 }
@@ -145,8 +150,8 @@ impl BackgroundService for Lifecycle {
                         tracing::warn!("SIGUSR2: an upgrade is already in progress");
                         continue;
                     }
-                    let app = self.app.clone();
-                    let started = tokio::task::spawn_blocking(move || start_new_binary(&app)).await;
+                    let snapshot = self.config.load();
+                    let started = tokio::task::spawn_blocking(move || start_new_binary(&snapshot)).await;
                     match started {
                         Ok(Ok(child)) => {
                             tracing::info!(new_pid = child, "new binary is ready for the sockets; sending SIGQUIT to self");
@@ -177,15 +182,15 @@ impl Lifecycle {
         let mut idle_checks = 0;
         loop {
             tokio::time::sleep(DRAIN_CHECK).await;
-            if self.app.metrics.active_requests() > 0 {
+            if self.metrics.active_requests() > 0 {
                 idle_checks = 0;
                 continue;
             }
             idle_checks += 1;
             if idle_checks >= DRAIN_IDLE_CHECKS {
                 if draining() {
-                    crate::ops::handover::spool(&self.app);
-                } else if let Err(e) = self.app.store.flush() {
+                    crate::ops::handover::spool(&self.store, &self.config.load().store_path);
+                } else if let Err(e) = self.store.flush() {
                     tracing::warn!(error = %e, "store flush before exit failed");
                 }
                 tracing::info!("all in-flight requests finished; exiting before the end of the grace period");
@@ -209,12 +214,11 @@ pub enum UpgradeError {
 
 /// Starts the binary at this process's path with `--upgrade` and waits until it listens on the upgrade socket.
 /// The new binary first validates the configuration, so a broken binary or config never costs the sockets.
-fn start_new_binary(app: &App) -> Result<u32, UpgradeError> {
+fn start_new_binary(snapshot: &Snapshot) -> Result<u32, UpgradeError> {
     let invocation = INVOCATION.get_or_init(|| Invocation {
         exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("levitate")),
         args: std::env::args_os().skip(1).collect(),
     });
-    let snapshot = app.snapshot();
     let exe = &invocation.exe;
     let spawn_error = |source| UpgradeError::Spawn { exe: exe.display().to_string(), source };
     let check = std::process::Command::new(exe)
