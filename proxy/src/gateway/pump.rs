@@ -1,0 +1,295 @@
+//! Driving one upstream answer to the client: open the exchange (leases, retries) racing the client's
+//! disconnect, pump the upstream SSE through the protocol's stream machine, keep the client alive while
+//! upstream is silent, retry an answer that produced nothing, and close the stream in its own protocol.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use levitate_filters::error::{ClientError, ErrorKind};
+use levitate_filters::sse::SseFramer;
+use levitate_filters::stream::{Fold, Folded, Translator};
+use levitate_filters::transform::InnerRequest;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+use super::ctx::RequestCtx;
+use super::exchange::{self, Attempts};
+use super::respond::respond;
+use super::signatures;
+use super::Gateway;
+use crate::config::Snapshot;
+use crate::pool::Lease;
+use crate::upstream::UpstreamResponse;
+
+/// Largest single SSE event accepted from upstream (a big inline image can be several MiB).
+const MAX_UPSTREAM_EVENT: usize = 32 * 1024 * 1024;
+/// How long upstream may be silent before the client gets a keep-alive.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Gateway {
+    /// Runs the upstream exchange (leases, retries) and records what it did in the request's context.
+    ///
+    /// Raced against the client: if it leaves while we wait for the first byte (a long thinking pause, a
+    /// queue for a busy account), the attempt is dropped at once, which closes the upstream connection.
+    pub(super) async fn open_upstream(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        call: &mut UpstreamCall<'_>,
+    ) -> std::result::Result<(UpstreamResponse, Lease), ClientError> {
+        let waited = Instant::now();
+        let opening =
+            exchange::open(&self.app, call.snapshot, call.upstream_model, call.inner, &mut call.attempts);
+        let opened = tokio::select! {
+            opened = opening => opened,
+            _ = session.as_downstream_mut().read_body_or_idle(true) => {
+                tracing::info!("client disconnected before the first byte; upstream attempt dropped");
+                Err(ClientError::new(499, ErrorKind::InvalidRequest, "client closed the request"))
+            }
+        };
+        ctx.note_attempts(&call.attempts, waited);
+        opened
+    }
+
+    /// Answers with the protocol's stream machine, or its fold when the client did not ask to stream.
+    ///
+    /// An upstream 200 that ends before the machine has any output (no part at all, PROTOCOL.md §2) is not
+    /// passed on while `pool.max_attempts` allows another attempt: the exchange moves to another account and
+    /// a fresh machine reads its answer. The last attempt's answer is the client's, empty or not.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn answer<O: Clone, S: Translator + 'static, F: Fold + 'static>(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        mut call: UpstreamCall<'_>,
+        stream: bool,
+        options: O,
+        new_stream: fn(O) -> S,
+        new_fold: fn(O) -> F,
+    ) -> std::result::Result<(), ClientError> {
+        loop {
+            let (response, lease) = self.open_upstream(session, ctx, &mut call).await?;
+            let account = lease.account.clone();
+            let mut machine: Box<dyn Translator> = if stream {
+                Box::new(new_stream(options.clone()))
+            } else {
+                Box::new(Folded::new(new_fold(options.clone())))
+            };
+            let (failure, pending) = match self.pump(session, ctx, response, lease, machine.as_mut()).await {
+                Pumped::Ended { failure, pending } => (failure, pending),
+                Pumped::ClientGone => return Ok(()),
+            };
+            let empty =
+                failure.is_none() && ctx.status == 0 && pending.is_empty() && !machine.emitted_anything();
+            if empty && call.attempts.may_retry(call.snapshot) {
+                exchange::on_empty_answer(&self.app, &account, &call.attempts);
+                continue;
+            }
+            let unwritten = ctx.status == 0 && pending.is_empty();
+            let retryable = failure.as_ref().is_some_and(|e| e.status == 429 || e.status >= 500);
+            if unwritten && retryable && call.attempts.may_retry(call.snapshot) {
+                let status = failure.as_ref().map_or(502, |e| e.status);
+                exchange::on_stream_error(&self.app, &account, &call.attempts, status);
+                continue;
+            }
+            return self.close(session, ctx, machine.as_mut(), failure, pending).await;
+        }
+    }
+
+    /// Reads the upstream answer through a translator, streaming its output to the client as it comes, and
+    /// racing the client's disconnect. The closing events are [`close`](Self::close)'s, so the caller can
+    /// still retry an answer that produced nothing.
+    ///
+    /// The response header is written only when the translator first has output, so an upstream error that
+    /// arrives as the first event still becomes a proper error status. While upstream is silent (long
+    /// thinking), keep-alives go out every [`KEEPALIVE_INTERVAL`] so proxies in front do not time out.
+    pub(super) async fn pump(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        mut response: UpstreamResponse,
+        lease: Lease,
+        machine: &mut dyn Translator,
+    ) -> Pumped {
+        let streaming = machine.streams();
+        let mut framer = SseFramer::new(MAX_UPSTREAM_EVENT);
+        let mut out = Vec::with_capacity(16 * 1024);
+        let mut cut = false;
+        let mut failure: Option<ClientError> = None;
+        let mut next_keepalive = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
+        loop {
+            let read_started = Instant::now();
+            let chunk = tokio::select! {
+                chunk = response.read_chunk() => chunk,
+                _ = session.as_downstream_mut().read_body_or_idle(true) => {
+                    // The client left: stop paying for tokens nobody will read.
+                    tracing::info!("client disconnected; cancelling the upstream request");
+                    response.abort().await;
+                    drop(lease);
+                    ctx.status = 499;
+                    return Pumped::ClientGone;
+                }
+                _ = tokio::time::sleep_until(next_keepalive), if streaming => {
+                    next_keepalive = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
+                    machine.keepalive(&mut out);
+                    if !self.flush(session, ctx, machine.content_type(), &mut out).await {
+                        response.abort().await;
+                        return Pumped::ClientGone;
+                    }
+                    continue;
+                }
+            };
+            ctx.upstream_wait += read_started.elapsed();
+            match chunk {
+                Ok(Some(bytes)) => {
+                    if framer.push(&bytes).is_err() {
+                        tracing::warn!("upstream event over the size limit; ending the stream");
+                        cut = true;
+                        break;
+                    }
+                    while let Some(mut event) = framer.next_event() {
+                        if let Err(e) = machine.on_event(&mut event.data, &mut out) {
+                            tracing::warn!(error = %e, "upstream stream error");
+                            failure = Some(e.to_client_error());
+                            cut = true;
+                            break;
+                        }
+                    }
+                    if cut {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "upstream stream broke");
+                    cut = true;
+                    break;
+                }
+            }
+            if streaming && !out.is_empty() {
+                next_keepalive = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
+                if !self.flush(session, ctx, machine.content_type(), &mut out).await {
+                    response.abort().await;
+                    return Pumped::ClientGone;
+                }
+            }
+        }
+        if !cut {
+            if let Some(mut event) = framer.finish() {
+                if let Err(e) = machine.on_event(&mut event.data, &mut out) {
+                    failure = Some(e.to_client_error());
+                }
+            }
+        }
+        if cut {
+            response.abort().await;
+        } else {
+            response.release(&self.app.upstream).await;
+        }
+        drop(lease);
+        signatures::remember(&self.app, machine.take_signatures());
+        Pumped::Ended { failure, pending: out }
+    }
+
+    /// Ends the answer: an in-stream upstream error before any output becomes an error status; otherwise the
+    /// machine's closing events go out (a `length` end when the upstream stopped without a finish reason).
+    pub(super) async fn close(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        machine: &mut dyn Translator,
+        failure: Option<ClientError>,
+        mut out: Vec<u8>,
+    ) -> std::result::Result<(), ClientError> {
+        if let Some(error) = failure {
+            if ctx.status == 0 && out.is_empty() {
+                // Nothing reached the client yet: answer with the upstream's error, translated.
+                return Err(error);
+            }
+        }
+        if !machine.finished_by_upstream() {
+            ctx.truncated = true;
+            self.app.metrics.stream_truncated(ctx.protocol.as_str());
+        }
+        ctx.usage = machine.usage();
+        machine.finish(&mut out);
+        if machine.streams() {
+            self.flush(session, ctx, machine.content_type(), &mut out).await;
+            let _ = session.write_response_body(None, true).await;
+        } else {
+            let content_type = machine.content_type();
+            respond(session, ctx, 200, &[("Content-Type", content_type)], out).await;
+        }
+        Ok(())
+    }
+
+    /// Writes pending stream output, sending the response header first if it has not gone out yet.
+    /// Returns false when the client is gone.
+    pub(super) async fn flush(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        content_type: &'static str,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if out.is_empty() {
+            return true;
+        }
+        if ctx.status == 0 {
+            self.write_stream_header(session, ctx, content_type).await;
+        }
+        ctx.first_byte.get_or_insert_with(|| ctx.started.elapsed());
+        let chunk = Bytes::copy_from_slice(out);
+        out.clear();
+        session.write_response_body(Some(chunk), false).await.is_ok()
+    }
+
+    pub(super) async fn write_stream_header(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        content_type: &str,
+    ) {
+        ctx.status = 200;
+        ctx.stream = Some(self.app.metrics.stream_started());
+        let Ok(mut header) = ResponseHeader::build(200, Some(5)) else { return };
+        let _ = header.insert_header("Content-Type", content_type);
+        let _ = header.insert_header("Cache-Control", "no-cache");
+        let _ = header.insert_header("X-Accel-Buffering", "no");
+        if !session.as_downstream().is_http2() {
+            // Without it an HTTP/1.1 body would be close-delimited.
+            let _ = header.insert_header("Transfer-Encoding", "chunked");
+        }
+        let _ = session.write_response_header(Box::new(header), false).await;
+    }
+}
+
+/// One client request's upstream side: what is sent, and what its attempts did so far (across the retries
+/// of an empty answer).
+pub(super) struct UpstreamCall<'a> {
+    snapshot: &'a Arc<Snapshot>,
+    upstream_model: &'a str,
+    inner: &'a InnerRequest,
+    attempts: Attempts,
+}
+
+impl<'a> UpstreamCall<'a> {
+    pub(super) fn new(
+        snapshot: &'a Arc<Snapshot>,
+        upstream_model: &'a str,
+        session_id: &str,
+        inner: &'a InnerRequest,
+    ) -> Self {
+        UpstreamCall { snapshot, upstream_model, inner, attempts: Attempts::for_session(session_id) }
+    }
+}
+
+/// How the pump left one upstream answer.
+pub(super) enum Pumped {
+    /// The upstream body ended, cleanly or cut, or with an in-stream error (`failure`). `pending` is output
+    /// not written yet.
+    Ended { failure: Option<ClientError>, pending: Vec<u8> },
+    /// The client left or could not be written to: nothing more is owed to it.
+    ClientGone,
+}
