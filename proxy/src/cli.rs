@@ -4,6 +4,7 @@
 //! variable reads as empty, so an operator can list or edit accounts without the service's environment
 //! (`accounts login` and `quota` do need the OAuth client secret, and say so).
 
+#[cfg(feature = "demo")]
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,6 +41,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run the gateway in front of the built-in upstream simulator: no Google account needed.
+    #[cfg(feature = "demo")]
     Demo {
         /// Client-facing address.
         #[arg(long, default_value = "127.0.0.1:8045")]
@@ -124,6 +126,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config, upgrade } => serve(&config, StartOptions { upgrade }),
         Command::Check { config } => check(&config),
+        #[cfg(feature = "demo")]
         Command::Demo { listen, admin } => {
             let admin = admin.unwrap_or_else(|| SocketAddr::new(listen.ip(), listen.port().wrapping_add(1)));
             match crate::demo::prepare(listen, admin) {

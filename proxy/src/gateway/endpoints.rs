@@ -1,6 +1,6 @@
 //! One method per client endpoint that reaches the upstream: parse the protocol's request, resolve the model,
 //! build the inner `v1internal` request, and answer through that protocol's stream machine. Adding a client
-//! protocol adds one method here and one arm in [`Gateway::serve`](super::Gateway).
+//! protocol adds one method here and one arm in `Gateway::serve`.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -5,7 +5,7 @@
 //! so `request_filter` does the whole exchange: route, authenticate, read the body, transform, lease an
 //! account, drive the upstream through `Upstream`, stream the rewritten answer, and return `Ok(true)`.
 //!
-//! The room: this file holds the hooks and the dispatch by route ([`Gateway::serve`]); `endpoints.rs` has one
+//! The room: this file holds the hooks and the dispatch by route (`Gateway::serve`); `endpoints.rs` has one
 //! method per client endpoint (parse, resolve the model, build the inner request); `exchange.rs` the retry
 //! loop over accounts; `pump.rs` the upstream answer through the stream machine to the client; `respond.rs`
 //! the body read and complete answers; `signatures.rs` thoughtSignature capture and lookup; `models.rs` the
