@@ -21,6 +21,7 @@ pub mod affinity;
 pub mod breaker;
 pub mod lockout;
 pub mod quota;
+pub mod quota_poller;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
