@@ -1,10 +1,10 @@
 //! Quota awareness: what `fetchAvailableModels` says is left of each account's quota, per model.
 //!
-//! A 429 tells us about quota only after a request has been spent on it. A background service
-//! ([`QuotaPoller`](super::quota_poller::QuotaPoller)) asks Google on an interval (`pool.quota_interval`)
-//! instead, and the pool skips an account for a model whose remaining fraction is under `pool.quota_floor`
-//! (or exhausted) until its reset time. This file holds what was learned ([`QuotaBook`]) and how an answer
-//! reads; the poller is apart so the pool's state does not depend on the services that feed it.
+//! A 429 tells us about quota only after a request has been spent on it. A background service (`QuotaPoller`,
+//! in `quota_poller.rs`) asks Google on an interval (`pool.quota_interval`) instead, and the pool skips an
+//! account for a model whose remaining fraction is under `pool.quota_floor` (or exhausted) until its reset
+//! time. This file holds what was learned ([`QuotaBook`]) and how an answer reads; the poller is apart so the
+//! pool's state does not depend on the service that feeds it.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
