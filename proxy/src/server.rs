@@ -25,7 +25,7 @@ use crate::ops::admin::Admin;
 use crate::ops::handover::HandoverImporter;
 use crate::ops::request_log::RequestLogWriter;
 use crate::ops::upgrade::{Lifecycle, HANDOVER_WAIT};
-use crate::pool::quota::QuotaPoller;
+use crate::pool::quota_poller::QuotaPoller;
 use crate::store::{Store, StoreError};
 
 /// How the process was asked to start.
@@ -87,7 +87,10 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
         "levitate request log",
         RequestLogWriter::new(app.request_log.clone(), app.store.clone(), app.config.clone()),
     ));
-    server.add_service(background_service("levitate quota", QuotaPoller::new(app.clone())));
+    server.add_service(background_service(
+        "levitate quota",
+        QuotaPoller::new(app.config.clone(), app.pool.clone(), app.credentials.clone(), app.store.clone()),
+    ));
     server.add_service(background_service(
         "levitate signatures",
         SignatureSweeper::new(app.store.clone(), app.config.clone()),

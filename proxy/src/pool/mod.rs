@@ -1,618 +1,62 @@
 //! The account pool: which Google account serves the next upstream attempt, and what the pool has learned
 //! about each account (lockouts, breaker, quota, forbidden marks, session bindings).
 //!
-//! Selection is a `pingora-load-balancing` plugin ([`AccountSelector`], a `BackendSelection`): built from the
-//! account table (accounts.yaml) through `build_with_config`, since Pingora's `Backend` ignores `ext` in its
-//! identity and accounts share one upstream address. Its iterator yields, for a model, the eligible accounts
-//! (enabled, not forbidden, not locked for the model, quota above the floor, breaker not open, below the
-//! concurrency cap) ordered by tier priority, then in-flight count, then a rotating tie-break. The table is
-//! swapped whole (`arc-swap`) on reload; every piece of runtime state lives in [`PoolState`], keyed by
-//! account id outside the table, so it survives the swap and a removed account drains its in-flight requests.
-//! [`AccountPool::select`] walks the iterator, skips accounts this request already tried, prefers the
-//! session's sticky account among the best tier, and reserves a slot with a compare-and-swap, so no account
-//! ever exceeds its cap whatever the race.
+//! [`AccountPool`] is the pool's public face. [`AccountPool::select`] walks the selector's iterator (best
+//! eligible account first), skips accounts this request already tried, prefers the session's sticky account
+//! among the best tier, and reserves a slot with a compare-and-swap, so no account ever exceeds its cap
+//! whatever the race. [`AccountPool::select_or_wait`] queues the request when every eligible account is
+//! merely busy; what upstream answers teach the pool (lockouts, breaker failures, forbidden marks, quota)
+//! comes in through its `on_*`, `lock` and `record_quota` methods.
 //!
-//! When every eligible account is merely busy, [`AccountPool::select_or_wait`] queues the request in a FIFO
-//! [`WaitQueue`]. A released [`Lease`] hands its slot straight to the longest waiter that may use that
-//! account (the in-flight count never drops in between, so a newcomer cannot take it first), and only when
-//! no waiter can use it does the counter go down: one wake per freed slot, served in arrival order.
+//! The files, each using only those before it (no import circles):
+//! - `affinity`, `breaker`, `lockout`, `quota`: self-contained books of what was learned;
+//! - `live`: [`LiveAccount`], one account's runtime state, and tier ranks;
+//! - `selection`: [`Selection`], what an attempt asks, and [`SelectError`];
+//! - `state`: [`PoolState`], every account's state outside the swappable table, and its wait queue;
+//! - `lease`: [`Lease`], the queue's places and where a released slot goes;
+//! - `selector`: [`AccountSelector`], the `pingora-load-balancing` plugin over the table;
+//! - `status`: [`AccountStatus`], the admin API's view;
+//! - this file: [`AccountPool`]; and above it `quota_poller`, the background service feeding the quota book.
 
 pub mod affinity;
 pub mod breaker;
+mod lease;
+mod live;
 pub mod lockout;
 pub mod quota;
+pub mod quota_poller;
+mod selection;
+mod selector;
+mod state;
+mod status;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
-use std::net::{Ipv6Addr, SocketAddrV6};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use pingora_core::protocols::l4::socket::SocketAddr;
-use pingora_load_balancing::selection::{BackendIter, BackendSelection};
-use pingora_load_balancing::Backend;
-use serde::Serialize;
-use tokio::sync::{oneshot, Notify};
+use pingora_load_balancing::selection::BackendSelection;
 
 use crate::accounts::credentials::CredentialError;
-use crate::config::{AccountSpec, LockScope, PoolSettings, TIERS, UNKNOWN_TIER_RANK};
-use crate::pool::affinity::SessionAffinity;
-use crate::pool::breaker::{Breaker, BreakerPolicy, BreakerState};
-use crate::pool::lockout::Lockouts;
-use crate::pool::quota::{QuotaBook, QuotaView};
+use crate::config::{AccountSpec, LockScope, PoolSettings};
+use crate::pool::live::{ADMIN_DISABLED, ADMIN_ENABLED, ADMIN_NONE};
+use crate::pool::quota::QuotaView;
+use crate::pool::state::Availability;
 use crate::store::{unix_now, ForbiddenRecord, LockoutRecord, Store};
+
+pub use crate::pool::lease::Lease;
+pub use crate::pool::live::{tier_rank, LiveAccount};
+pub use crate::pool::selection::{SelectError, Selection};
+pub use crate::pool::selector::{AccountIter, AccountRef, AccountSelector, SelectorConfig};
+pub use crate::pool::state::PoolState;
+pub use crate::pool::status::{AccountStatus, LockoutStatus, QuotaStatus};
+/// Unix milliseconds now: the clock lockouts and quota resets are kept in.
+pub use crate::store::unix_now_ms as now_ms;
 
 /// A session whose account is locked for longer than this stops preferring it.
 pub const AFFINITY_LOCKOUT_LIMIT: Duration = Duration::from_secs(300);
 /// Lockouts shorter than this are not persisted: they end before any restart completes.
 const PERSIST_LOCKOUTS_FROM: Duration = Duration::from_secs(1);
-
-/// Tier priority: lower is preferred (the ranks of [`TIERS`]).
-pub fn tier_rank(tier: Option<&str>) -> u8 {
-    tier.and_then(|tier| TIERS.iter().find(|(id, _)| *id == tier))
-        .map_or(UNKNOWN_TIER_RANK, |(_, rank)| *rank)
-}
-
-/// Unix milliseconds now: the clock lockouts and quota resets are kept in.
-pub use crate::store::unix_now_ms as now_ms;
-
-const ADMIN_NONE: u8 = 0;
-const ADMIN_ENABLED: u8 = 1;
-const ADMIN_DISABLED: u8 = 2;
-
-/// Per-account runtime state that outlives configuration swaps.
-pub struct LiveAccount {
-    in_flight: AtomicU32,
-    /// Tier rank learned from `loadCodeAssist`, when YAML did not set one (`u8::MAX` = not learned).
-    learned_tier_rank: AtomicU8,
-    served: AtomicU64,
-    breaker: Breaker,
-    forbidden: RwLock<Option<ForbiddenRecord>>,
-    /// The operator's enable/disable from the admin API (until the next reload).
-    admin_enabled: AtomicU8,
-    /// The project discovered for the account (for `pool.lock_scope: project`).
-    project: RwLock<Option<String>>,
-}
-
-impl LiveAccount {
-    fn new() -> Self {
-        LiveAccount {
-            in_flight: AtomicU32::new(0),
-            learned_tier_rank: AtomicU8::new(u8::MAX),
-            served: AtomicU64::new(0),
-            breaker: Breaker::default(),
-            forbidden: RwLock::new(None),
-            admin_enabled: AtomicU8::new(ADMIN_NONE),
-            project: RwLock::new(None),
-        }
-    }
-
-    pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Acquire)
-    }
-
-    pub fn served(&self) -> u64 {
-        self.served.load(Ordering::Relaxed)
-    }
-
-    fn forbidden(&self) -> Option<ForbiddenRecord> {
-        self.forbidden.read().ok().and_then(|f| f.clone())
-    }
-
-    fn enabled(&self, account: &AccountSpec) -> bool {
-        match self.admin_enabled.load(Ordering::Relaxed) {
-            ADMIN_ENABLED => true,
-            ADMIN_DISABLED => false,
-            _ => account.enabled,
-        }
-    }
-
-    /// Reserves one slot unless the account is at `cap`.
-    fn try_reserve(&self, cap: u32) -> bool {
-        self.in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1))
-            .is_ok()
-    }
-}
-
-/// Why no account could be leased.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SelectError {
-    #[error("no account is configured, enabled and allowed to serve")]
-    NoAccounts,
-    #[error("every eligible account was already tried for this request")]
-    Exhausted,
-    #[error("every account is at its concurrency limit")]
-    Busy,
-    /// Every account that could serve is resting; the earliest may serve again at `until_ms`.
-    #[error("every account is resting for this model")]
-    Locked { until_ms: u64 },
-}
-
-impl SelectError {
-    /// Whether waiting up to `max_wait` could turn this into a lease: a busy pool (a slot may free) or an
-    /// unlock within the wait. Anything else is answered at once.
-    pub fn may_wait(&self, max_wait: Duration) -> bool {
-        match self {
-            SelectError::Busy => !max_wait.is_zero(),
-            SelectError::Locked { until_ms } => {
-                until_ms.saturating_sub(now_ms()) <= max_wait.as_millis() as u64
-            }
-            SelectError::NoAccounts | SelectError::Exhausted => false,
-        }
-    }
-}
-
-/// What one upstream attempt asks of the pool.
-pub struct Selection<'a> {
-    pub model: &'a str,
-    /// Accounts this request already tried.
-    pub exclude: &'a [String],
-    /// The conversation's affinity key, if any.
-    pub session: Option<&'a str>,
-}
-
-/// The runtime state of every account, outside the swappable table.
-pub struct PoolState {
-    live: Mutex<HashMap<String, Arc<LiveAccount>>>,
-    lockouts: Lockouts,
-    affinity: SessionAffinity,
-    quotas: QuotaBook,
-    settings: ArcSwap<PoolSettings>,
-    store: Option<Store>,
-    /// The accounts of the table in force, by id: a released slot is handed on only under the current spec
-    /// (a removed account takes no new request, a lowered cap is honoured).
-    table: ArcSwap<HashMap<String, Arc<AccountSpec>>>,
-    /// Requests waiting for a slot, oldest first.
-    queue: Mutex<WaitQueue>,
-    /// Capacity appeared other than by a release (reload, settings, an operator's action): waiters look
-    /// again.
-    changed: Notify,
-    rotation: AtomicU64,
-}
-
-/// Requests waiting for a slot, in arrival order.
-#[derive(Default)]
-struct WaitQueue {
-    waiters: VecDeque<Waiter>,
-    next_ticket: u64,
-}
-
-/// One queued request: what it may use, and where a released slot is handed to it.
-struct Waiter {
-    ticket: u64,
-    model: String,
-    exclude: Vec<String>,
-    grant: oneshot::Sender<Grant>,
-}
-
-/// A slot handed from a released lease to a waiter, still counted in the account's in-flight count.
-struct Grant {
-    account: Arc<AccountSpec>,
-    live: Arc<LiveAccount>,
-}
-
-/// How an account stands for one model right now.
-#[derive(Debug, PartialEq, Eq)]
-enum Availability {
-    /// Disabled or forbidden: not coming back by itself.
-    Unusable,
-    /// Locked, under its quota floor, or breaker open, until this unix millisecond.
-    Resting(u64),
-    /// At its concurrency cap.
-    Full,
-    Ready,
-}
-
-impl PoolState {
-    fn new(settings: PoolSettings, store: Option<Store>) -> Self {
-        PoolState {
-            live: Mutex::new(HashMap::new()),
-            lockouts: Lockouts::default(),
-            affinity: SessionAffinity::new(settings.affinity_capacity, settings.affinity_ttl),
-            quotas: QuotaBook::default(),
-            settings: ArcSwap::from_pointee(settings),
-            store,
-            table: ArcSwap::from_pointee(HashMap::new()),
-            queue: Mutex::new(WaitQueue::default()),
-            changed: Notify::new(),
-            rotation: AtomicU64::new(0),
-        }
-    }
-
-    /// Records the accounts of a new table (for handing released slots on).
-    fn install(&self, selector: &AccountSelector) {
-        let table = selector.entries.iter().map(|e| (e.account.id.clone(), e.account.clone())).collect();
-        self.table.store(Arc::new(table));
-    }
-
-    fn lock_queue(&self) -> std::sync::MutexGuard<'_, WaitQueue> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Queues a request for a slot; it keeps its place until it leaves or is handed a slot.
-    fn enqueue(self: &Arc<Self>, selection: &Selection<'_>) -> Place {
-        let (sender, receiver) = oneshot::channel();
-        let mut queue = self.lock_queue();
-        let ticket = queue.next_ticket;
-        queue.next_ticket += 1;
-        queue.waiters.push_back(Waiter {
-            ticket,
-            model: selection.model.to_string(),
-            exclude: selection.exclude.to_vec(),
-            grant: sender,
-        });
-        Place { state: self.clone(), ticket, grant: receiver, left: false }
-    }
-
-    /// Frees one slot of an account: hands it to the longest waiter that may use the account now, else
-    /// gives it back to the counter. Both happen under the queue lock, and a waiter queues before it looks
-    /// for a slot, so no release can slip between a waiter's miss and its wait.
-    fn release(&self, id: &str, live: &Arc<LiveAccount>) {
-        let mut queue = self.lock_queue();
-        // Nobody waiting (the usual case): the slot is simply freed, under the queue lock as always.
-        if queue.waiters.is_empty() {
-            live.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return;
-        }
-        let account = self.table.load().get(id).cloned();
-        if let Some(account) = account.filter(|a| live.in_flight() <= a.max_concurrent) {
-            let settings = self.settings.load();
-            let now = Instant::now();
-            let now_ms = now_ms();
-            let mut i = 0;
-            while i < queue.waiters.len() {
-                let waiter = &queue.waiters[i];
-                // The slot being released is this account's own, so "at its cap" still counts as usable.
-                let usable = !waiter.exclude.iter().any(|x| x == id)
-                    && matches!(
-                        self.availability(&account, live, &waiter.model, now, now_ms, &settings),
-                        Availability::Ready | Availability::Full
-                    );
-                if !usable {
-                    i += 1;
-                    continue;
-                }
-                let Some(waiter) = queue.waiters.remove(i) else { break };
-                if waiter.grant.send(Grant { account: account.clone(), live: live.clone() }).is_ok() {
-                    live.served.fetch_add(1, Ordering::Relaxed);
-                    live.breaker.on_lease(now, &Self::policy(&settings));
-                    return;
-                }
-                // That waiter's receiver is gone; the next one in line.
-            }
-        }
-        live.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    fn live_of(&self, id: &str) -> Arc<LiveAccount> {
-        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = live.get(id) {
-            return found.clone();
-        }
-        live.entry(id.to_string()).or_insert_with(|| Arc::new(LiveAccount::new())).clone()
-    }
-
-    fn policy(settings: &PoolSettings) -> BreakerPolicy {
-        BreakerPolicy {
-            failures: settings.breaker_failures,
-            window: settings.breaker_window,
-            cooldown: settings.breaker_cooldown,
-        }
-    }
-
-    fn rank(account: &AccountSpec, live: &LiveAccount) -> u8 {
-        Self::rank_with(account.tier.as_deref().map(|t| tier_rank(Some(t))), live)
-    }
-
-    /// The rank from YAML when it names a tier (worked out once per table), else the one Google reported.
-    fn rank_with(yaml_rank: Option<u8>, live: &LiveAccount) -> u8 {
-        if let Some(rank) = yaml_rank {
-            return rank;
-        }
-        match live.learned_tier_rank.load(Ordering::Relaxed) {
-            u8::MAX => tier_rank(None),
-            learned => learned,
-        }
-    }
-
-    fn availability(
-        &self,
-        account: &AccountSpec,
-        live: &LiveAccount,
-        model: &str,
-        now: Instant,
-        now_ms: u64,
-        settings: &PoolSettings,
-    ) -> Availability {
-        if !live.enabled(account) || live.forbidden().is_some() {
-            return Availability::Unusable;
-        }
-        let mut until = 0;
-        if let Some(t) = self.lockouts.until(&account.id, model, now_ms) {
-            until = until.max(t);
-        }
-        if let Some(t) =
-            self.quotas.view(&account.id, model).and_then(|v| v.blocked_until(settings.quota_floor, now_ms))
-        {
-            until = until.max(t);
-        }
-        if let Some(t) = live.breaker.blocked_until(now, &Self::policy(settings)) {
-            until = until.max(now_ms + t.duration_since(now).as_millis() as u64 + 1);
-        }
-        if until > now_ms {
-            return Availability::Resting(until);
-        }
-        if live.in_flight() >= account.max_concurrent {
-            return Availability::Full;
-        }
-        Availability::Ready
-    }
-}
-
-/// What the selector hands out in each `Backend::ext`: the account and its live state.
-#[derive(Clone)]
-pub struct AccountRef {
-    pub account: Arc<AccountSpec>,
-    pub live: Arc<LiveAccount>,
-}
-
-struct Entry {
-    backend: Backend,
-    account: Arc<AccountSpec>,
-    live: Arc<LiveAccount>,
-    /// `tier_rank` of the YAML tier, when set: the selection ranks every account, so not per call.
-    yaml_rank: Option<u8>,
-}
-
-/// The account table as a Pingora selection plugin. Immutable; rebuilt and swapped on reload.
-pub struct AccountSelector {
-    entries: Vec<Entry>,
-    /// Account id → index in `entries`.
-    by_id: HashMap<String, usize>,
-    state: Arc<PoolState>,
-}
-
-/// `build_with_config`'s input: the accounts and the state they share across tables.
-pub struct SelectorConfig {
-    pub accounts: Vec<AccountSpec>,
-    pub state: Arc<PoolState>,
-}
-
-impl AccountSelector {
-    fn from_accounts(accounts: &[AccountSpec], state: Arc<PoolState>) -> Self {
-        let entries = accounts
-            .iter()
-            .enumerate()
-            .map(|(i, spec)| {
-                let account = Arc::new(spec.clone());
-                let live = state.live_of(&spec.id);
-                // The address is only an identity for Pingora's sets: where requests go is the endpoint list.
-                let addr = SocketAddrV6::new(Ipv6Addr::from(i as u128 + 1), 0, 0, 0);
-                let mut backend =
-                    Backend { addr: SocketAddr::Inet(addr.into()), weight: 1, ext: Default::default() };
-                backend.ext.insert(AccountRef { account: account.clone(), live: live.clone() });
-                let yaml_rank = spec.tier.as_deref().map(|t| tier_rank(Some(t)));
-                Entry { backend, account, live, yaml_rank }
-            })
-            .collect::<Vec<Entry>>();
-        let by_id = entries.iter().enumerate().map(|(i, e)| (e.account.id.clone(), i)).collect();
-        AccountSelector { entries, by_id, state }
-    }
-
-    /// Accounts of this table, in file order.
-    pub fn accounts(&self) -> impl Iterator<Item = &Arc<AccountSpec>> {
-        self.entries.iter().map(|e| &e.account)
-    }
-
-    /// The account `id` if this selection may use it now (listed, not excluded, ready for the model).
-    fn eligible(&self, id: &str, selection: &Selection<'_>, now: Instant) -> Option<AccountRef> {
-        if selection.exclude.iter().any(|x| x == id) {
-            return None;
-        }
-        let e = self.entries.get(*self.by_id.get(id)?)?;
-        let settings = self.state.settings.load();
-        let availability =
-            self.state.availability(&e.account, &e.live, selection.model, now, now_ms(), &settings);
-        (availability == Availability::Ready)
-            .then(|| AccountRef { account: e.account.clone(), live: e.live.clone() })
-    }
-}
-
-impl BackendSelection for AccountSelector {
-    type Iter = AccountIter;
-    type Config = SelectorConfig;
-
-    fn build_with_config(_backends: &BTreeSet<Backend>, config: &SelectorConfig) -> Self {
-        Self::from_accounts(&config.accounts, config.state.clone())
-    }
-
-    /// Accounts cannot be told apart by address, so a selector built from bare backends is empty.
-    fn build(_backends: &BTreeSet<Backend>) -> Self {
-        Self::from_accounts(&[], Arc::new(PoolState::new(PoolSettings::default(), None)))
-    }
-
-    /// `key` is the upstream model: eligibility depends on it (lockouts and quota are per model).
-    ///
-    /// Every account is ranked (tier, then in-flight count, then a rotating tie-break) into a heap, which is
-    /// linear to build; eligibility is checked only for the accounts actually taken from it, best first, so
-    /// a selection that succeeds at once does not look up lockouts, quota and breakers of the whole table.
-    fn iter(self: &Arc<Self>, key: &[u8]) -> AccountIter {
-        let state = &self.state;
-        let n = self.entries.len().max(1) as u64;
-        let spin = state.rotation.fetch_add(1, Ordering::Relaxed);
-        let ranked: Vec<Reverse<(u8, u32, u64, usize)>> = self
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                // Rotating tie-break: accounts equal in tier and load take turns.
-                let tie = (i as u64 + n - spin % n) % n;
-                Reverse((PoolState::rank_with(e.yaml_rank, &e.live), e.live.in_flight(), tie, i))
-            })
-            .collect();
-        let now = Instant::now();
-        AccountIter {
-            selector: self.clone(),
-            model: String::from_utf8_lossy(key).into_owned(),
-            settings: state.settings.load_full(),
-            now,
-            now_ms: now_ms(),
-            order: BinaryHeap::from(ranked),
-        }
-    }
-}
-
-/// The eligible accounts for one model, best first.
-pub struct AccountIter {
-    selector: Arc<AccountSelector>,
-    model: String,
-    settings: Arc<PoolSettings>,
-    now: Instant,
-    now_ms: u64,
-    order: BinaryHeap<Reverse<(u8, u32, u64, usize)>>,
-}
-
-impl AccountIter {
-    /// The next eligible account, best first.
-    fn next_entry(&mut self) -> Option<&Entry> {
-        let selector = &self.selector;
-        while let Some(Reverse((.., index))) = self.order.pop() {
-            let Some(e) = selector.entries.get(index) else { continue };
-            let availability = selector.state.availability(
-                &e.account,
-                &e.live,
-                &self.model,
-                self.now,
-                self.now_ms,
-                &self.settings,
-            );
-            if availability == Availability::Ready {
-                return Some(e);
-            }
-        }
-        None
-    }
-}
-
-impl BackendIter for AccountIter {
-    fn next(&mut self) -> Option<&Backend> {
-        self.next_entry().map(|e| &e.backend)
-    }
-}
-
-/// A reserved slot on one account; releasing it (drop) hands the slot to the longest waiter or frees it.
-pub struct Lease {
-    pub account: Arc<AccountSpec>,
-    live: Arc<LiveAccount>,
-    state: Arc<PoolState>,
-}
-
-impl Lease {
-    /// Records what discovery said about the leased account: the tier Google reported (used when YAML names
-    /// none) and the project it calls with (for `pool.lock_scope: project`).
-    pub fn learn(&self, tier: Option<&str>, project: &str) {
-        self.live.learned_tier_rank.store(tier_rank(tier), Ordering::Relaxed);
-        let known = self.live.project.read().ok().is_some_and(|p| p.as_deref() == Some(project));
-        if !known {
-            if let Ok(mut slot) = self.live.project.write() {
-                *slot = Some(project.to_string());
-            }
-        }
-    }
-
-    pub fn id(&self) -> &str {
-        &self.account.id
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.state.release(&self.account.id, &self.live);
-    }
-}
-
-/// A request's place in the [`WaitQueue`]. Leaving (or dropping the place, when the request is cancelled)
-/// takes it out of the queue; a slot handed to it in the meantime is returned, or passed on when dropped.
-struct Place {
-    state: Arc<PoolState>,
-    ticket: u64,
-    grant: oneshot::Receiver<Grant>,
-    left: bool,
-}
-
-impl Place {
-    /// Leaves the queue. Returns the slot handed over before it left, if one was.
-    fn leave(&mut self) -> Option<Lease> {
-        if std::mem::replace(&mut self.left, true) {
-            return None;
-        }
-        let mut queue = self.state.lock_queue();
-        if let Some(i) = queue.waiters.iter().position(|w| w.ticket == self.ticket) {
-            queue.waiters.remove(i);
-            return None;
-        }
-        drop(queue);
-        // Not queued any more: a release removed it and sent the grant under the same lock.
-        self.grant.try_recv().ok().map(|grant| self.lease(grant))
-    }
-
-    /// A slot received while waiting.
-    fn received(&mut self, grant: Grant) -> Lease {
-        self.left = true;
-        self.lease(grant)
-    }
-
-    fn lease(&self, grant: Grant) -> Lease {
-        Lease { account: grant.account, live: grant.live, state: self.state.clone() }
-    }
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        // A slot handed over as the request went away goes to the next waiter (the lease's drop).
-        drop(self.leave());
-    }
-}
-
-/// One lockout as the admin API shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct LockoutStatus {
-    pub model: String,
-    pub reason: String,
-    pub until_ms: u64,
-    pub remaining_ms: u64,
-}
-
-/// One model's quota as the admin API shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct QuotaStatus {
-    pub model: String,
-    pub remaining_fraction: f64,
-    pub reset_ms: Option<u64>,
-}
-
-/// Everything the pool knows about one account, for the admin API.
-#[derive(Clone, Debug, Serialize)]
-pub struct AccountStatus {
-    pub id: String,
-    pub email: String,
-    pub tier: Option<String>,
-    pub tier_rank: u8,
-    pub project: Option<String>,
-    /// `ready`, `busy`, `disabled`, `forbidden` or `breaker_open`.
-    pub state: &'static str,
-    pub enabled: bool,
-    pub in_flight: u32,
-    pub max_concurrent: u32,
-    pub served: u64,
-    pub breaker: &'static str,
-    pub lockouts: Vec<LockoutStatus>,
-    pub quotas: Vec<QuotaStatus>,
-    pub forbidden: Option<ForbiddenRecord>,
-}
 
 /// The accounts, their live state, and the selection policy.
 pub struct AccountPool {
@@ -637,7 +81,7 @@ impl AccountPool {
     fn build(accounts: &[AccountSpec], settings: PoolSettings, store: Option<Store>) -> Self {
         let state = Arc::new(PoolState::new(settings, store));
         let selector = AccountSelector::from_accounts(accounts, state.clone());
-        state.install(&selector);
+        state.install(selector.accounts());
         AccountPool { selector: ArcSwap::from_pointee(selector), state }
     }
 
@@ -695,7 +139,7 @@ impl AccountPool {
             self.clear_forbidden(&a.id);
         }
         let selector = AccountSelector::from_accounts(accounts, self.state.clone());
-        self.state.install(&selector);
+        self.state.install(selector.accounts());
         self.selector.store(Arc::new(selector));
         self.state.changed.notify_waiters();
     }
@@ -911,10 +355,11 @@ impl AccountPool {
         let settings = self.state.settings.load();
         let mut ids = vec![account.id.clone()];
         if settings.lock_scope == LockScope::Project {
-            if let Some(project) = self.project_of(account) {
+            if let Some(project) = self.state.project_of(account) {
                 let selector = self.selector.load();
                 for e in selector.entries.iter() {
-                    if e.account.id != account.id && self.project_of(&e.account).as_deref() == Some(&project)
+                    if e.account.id != account.id
+                        && self.state.project_of(&e.account).as_deref() == Some(&project)
                     {
                         ids.push(e.account.id.clone());
                     }
@@ -944,10 +389,6 @@ impl AccountPool {
         if let Err(e) = store.put_lockout(&record) {
             tracing::warn!(account = id, error = %e, "could not persist a lockout");
         }
-    }
-
-    fn project_of(&self, account: &AccountSpec) -> Option<String> {
-        account.project_id.clone().or_else(|| self.state.live_of(&account.id).project.read().ok()?.clone())
     }
 
     /// A 5xx or network failure: feeds the account's breaker. Returns true when it opened the breaker.
@@ -998,95 +439,7 @@ impl AccountPool {
     /// Every account of the current table with what the pool knows about it, then the accounts a reload
     /// removed that still finish requests (state `draining`).
     pub fn snapshot_state(&self) -> Vec<AccountStatus> {
-        let selector = self.selector.load();
-        let settings = self.state.settings.load();
-        let now = Instant::now();
-        let now_ms = now_ms();
-        let policy = PoolState::policy(&settings);
-        selector
-            .entries
-            .iter()
-            .map(|e| {
-                let forbidden = e.live.forbidden();
-                let enabled = e.live.enabled(&e.account);
-                let breaker = e.live.breaker.state(now, &policy);
-                let state = if !enabled {
-                    "disabled"
-                } else if forbidden.is_some() {
-                    "forbidden"
-                } else if breaker == BreakerState::Open {
-                    "breaker_open"
-                } else if e.live.in_flight() >= e.account.max_concurrent {
-                    "busy"
-                } else {
-                    "ready"
-                };
-                AccountStatus {
-                    id: e.account.id.clone(),
-                    email: e.account.email.clone(),
-                    tier: e.account.tier.clone(),
-                    tier_rank: PoolState::rank(&e.account, &e.live),
-                    project: self.project_of(&e.account),
-                    state,
-                    enabled,
-                    in_flight: e.live.in_flight(),
-                    max_concurrent: e.account.max_concurrent,
-                    served: e.live.served(),
-                    breaker: breaker.as_str(),
-                    lockouts: self
-                        .state
-                        .lockouts
-                        .of_account(&e.account.id, now_ms)
-                        .into_iter()
-                        .map(|(model, l)| LockoutStatus {
-                            model,
-                            reason: l.reason,
-                            until_ms: l.until_ms,
-                            remaining_ms: l.until_ms.saturating_sub(now_ms),
-                        })
-                        .collect(),
-                    quotas: self
-                        .state
-                        .quotas
-                        .of_account(&e.account.id)
-                        .into_iter()
-                        .map(|(model, q)| QuotaStatus {
-                            model,
-                            remaining_fraction: q.remaining_fraction,
-                            reset_ms: q.reset_ms,
-                        })
-                        .collect(),
-                    forbidden,
-                }
-            })
-            .chain(self.draining(&selector))
-            .collect()
-    }
-
-    fn draining(&self, selector: &AccountSelector) -> Vec<AccountStatus> {
-        let live = self.state.live.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut draining: Vec<AccountStatus> = live
-            .iter()
-            .filter(|(id, l)| l.in_flight() > 0 && !selector.entries.iter().any(|e| &e.account.id == *id))
-            .map(|(id, l)| AccountStatus {
-                id: id.clone(),
-                email: id.clone(),
-                tier: None,
-                tier_rank: tier_rank(None),
-                project: None,
-                state: "draining",
-                enabled: false,
-                in_flight: l.in_flight(),
-                max_concurrent: 0,
-                served: l.served(),
-                breaker: BreakerState::Closed.as_str(),
-                lockouts: Vec::new(),
-                quotas: Vec::new(),
-                forbidden: None,
-            })
-            .collect();
-        draining.sort_by(|a, b| a.id.cmp(&b.id));
-        draining
+        status::snapshot_state(&self.selector.load(), &self.state)
     }
 
     /// The operator enables or disables an account until the next reload. Returns false for unknown ids.
@@ -1127,20 +480,12 @@ impl AccountPool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::config::Secret;
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::Mutex;
 
-    fn account(email: &str, tier: Option<&str>, cap: u32) -> AccountSpec {
-        AccountSpec {
-            id: email.to_string(),
-            email: email.to_string(),
-            refresh_token: Secret::new("r"),
-            project_id: None,
-            tier: tier.map(str::to_string),
-            enabled: true,
-            max_concurrent: cap,
-        }
-    }
+    use super::*;
+    use crate::pool::selector::tests::account;
 
     fn pick(pool: &AccountPool) -> Result<Lease, SelectError> {
         pool.select(&Selection { model: "m", exclude: &[], session: None })
@@ -1148,29 +493,6 @@ mod tests {
 
     fn pick_for(pool: &AccountPool, session: &str) -> Result<Lease, SelectError> {
         pool.select(&Selection { model: "m", exclude: &[], session: Some(session) })
-    }
-
-    #[test]
-    fn the_plugin_orders_by_tier_then_load_through_pingoras_traits() {
-        let state = Arc::new(PoolState::new(PoolSettings::default(), None));
-        let config = SelectorConfig {
-            accounts: vec![
-                account("free@x", Some("free-tier"), 2),
-                account("pro@x", Some("g1-pro-tier"), 2),
-                account("biz@x", Some("ws-ai-ultra-business-tier"), 2),
-                account("ultra@x", Some("g1-ultra-tier"), 2),
-            ],
-            state: state.clone(),
-        };
-        let selector = Arc::new(AccountSelector::build_with_config(&BTreeSet::new(), &config));
-        state.live_of("biz@x").in_flight.store(2, Ordering::Relaxed); // at its cap: not eligible
-        let mut iter = selector.iter(b"m");
-        let mut order = Vec::new();
-        while let Some(backend) = iter.next() {
-            order.push(backend.ext.get::<AccountRef>().map(|r| r.account.id.clone()).unwrap_or_default());
-        }
-        assert_eq!(order, ["ultra@x", "pro@x", "free@x"]);
-        assert!(Arc::new(AccountSelector::build(&BTreeSet::new())).iter(b"m").next().is_none());
     }
 
     #[test]

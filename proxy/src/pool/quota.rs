@@ -1,27 +1,16 @@
 //! Quota awareness: what `fetchAvailableModels` says is left of each account's quota, per model.
 //!
-//! A 429 tells us about quota only after a request has been spent on it. A Pingora background service
-//! ([`QuotaPoller`]) asks Google on an interval (`pool.quota_interval`) instead, and the pool skips an account
-//! for a model whose remaining fraction is under `pool.quota_floor` (or exhausted) until its reset time.
-//! Snapshots are persisted, so a restart knows them before the first poll.
+//! A 429 tells us about quota only after a request has been spent on it. A background service (`QuotaPoller`,
+//! in `quota_poller.rs`) asks Google on an interval (`pool.quota_interval`) instead, and the pool skips an
+//! account for a model whose remaining fraction is under `pool.quota_floor` (or exhausted) until its reset
+//! time. This file holds what was learned ([`QuotaBook`]) and how an answer reads; the poller is apart so the
+//! pool's state does not depend on the service that feeds it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::RwLock;
 
-use async_trait::async_trait;
-use futures::StreamExt;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::accounts::credentials::{AccessToken, CredentialError};
-use crate::app::App;
-use crate::config::{AccountSpec, Snapshot};
-use crate::store::{unix_now, QuotaRecord};
-
-/// Accounts polled at once: enough that a slow account does not delay the round, few enough to stay polite.
-const POLL_CONCURRENCY: usize = 8;
 /// How long a below-floor snapshot without a reset time keeps the account out for that model.
 const UNKNOWN_RESET_HOLD_MS: u64 = 5 * 60 * 1000;
 
@@ -100,119 +89,10 @@ pub fn parse_available_models(answer: &Value, fetched_at: u64) -> Vec<(String, Q
     out
 }
 
-/// The background task polling `fetchAvailableModels` for every usable account; also prunes ended lockouts.
-/// Add it to the Pingora server with `background_service("levitate quota", QuotaPoller::new(app))`.
-pub struct QuotaPoller {
-    app: Arc<App>,
-}
-
-impl QuotaPoller {
-    pub fn new(app: Arc<App>) -> Self {
-        QuotaPoller { app }
-    }
-
-    /// One round over the accounts, a few at a time: one slow or unreachable account does not hold up the
-    /// others' snapshots. Failures are logged once per account per round.
-    pub async fn poll_once(&self) {
-        let snapshot = self.app.snapshot();
-        let accounts = self.app.pool.accounts();
-        futures::stream::iter(accounts.iter().filter(|a| self.app.pool.is_usable(&a.id)))
-            .for_each_concurrent(POLL_CONCURRENCY, |account| self.poll_account(account, &snapshot))
-            .await;
-        self.app.pool.prune();
-    }
-
-    async fn fetch_available_models(
-        &self,
-        account: &AccountSpec,
-        snapshot: &Snapshot,
-        token: &AccessToken,
-        project: Option<&str>,
-    ) -> Result<Value, CredentialError> {
-        let body = match project {
-            Some(project) => json!({ "project": project }),
-            None => json!({}),
-        };
-        self.app
-            .credentials
-            .control_call(account, &snapshot.upstream, token, "fetchAvailableModels", body)
-            .await
-    }
-
-    async fn poll_account(&self, account: &AccountSpec, snapshot: &Snapshot) {
-        let token = match self.app.credentials.access_token(account, &snapshot.upstream).await {
-            Ok(token) => token,
-            Err(e) => {
-                self.app.pool.on_credential_error(account, &e);
-                tracing::debug!(account = %account.email, error = %e, "quota poll: no token");
-                return;
-            }
-        };
-        let project = match self.app.credentials.project(account, &snapshot.upstream, &token).await {
-            Ok(project) => project,
-            Err(e) => {
-                tracing::debug!(account = %account.email, error = %e, "quota poll: no project");
-                return;
-            }
-        };
-        // PROTOCOL.md §4: a 403 sent with the project is asked again without it; a second 403 means Google
-        // has shut the account out, and it is taken out of the pool until an operator acts.
-        let answer = match self.fetch_available_models(account, snapshot, &token, Some(&project.id)).await {
-            Err(CredentialError::Discovery { status: 403, .. }) => {
-                match self.fetch_available_models(account, snapshot, &token, None).await {
-                    Err(CredentialError::Discovery { status: 403, message, .. }) => {
-                        self.app.pool.forbid(account, "PERMISSION_DENIED", None, &message);
-                        return;
-                    }
-                    other => other,
-                }
-            }
-            other => other,
-        };
-        let answer = match answer {
-            Ok(answer) => answer,
-            Err(e) => {
-                tracing::warn!(account = %account.email, error = %e, "quota poll failed");
-                return;
-            }
-        };
-        let now = unix_now();
-        for (model, view) in parse_available_models(&answer, now) {
-            let record = QuotaRecord {
-                account: account.id.clone(),
-                model: model.clone(),
-                remaining_fraction: view.remaining_fraction,
-                reset_ms: view.reset_ms,
-                fetched_at: now,
-            };
-            self.app.pool.record_quota(&account.id, &model, view);
-            if let Err(e) = self.app.store.put_quota(&record) {
-                tracing::debug!(error = %e, "could not persist a quota snapshot");
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for QuotaPoller {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        loop {
-            let interval = self.app.snapshot().pool.quota_interval;
-            if !interval.is_zero() {
-                self.poll_once().await;
-            }
-            // Polling off: look at the setting again now and then, in case a reload turns it on.
-            let wait = if interval.is_zero() { Duration::from_secs(60) } else { interval };
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
