@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::FutureExt;
 use levitate_filters::error::{ClientError, ErrorKind};
 use levitate_filters::sse::SseFramer;
 use levitate_filters::stream::{Fold, Folded, Translator};
@@ -20,12 +21,14 @@ use super::signatures;
 use super::Gateway;
 use crate::config::Snapshot;
 use crate::pool::Lease;
-use crate::upstream::UpstreamResponse;
+use crate::upstream::{UpstreamError, UpstreamResponse};
 
 /// Largest single SSE event accepted from upstream (a big inline image can be several MiB).
 const MAX_UPSTREAM_EVENT: usize = 32 * 1024 * 1024;
 /// How long upstream may be silent before the client gets a keep-alive.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Client output read ahead of a slow client; beyond it, upstream waits for the client (backpressure).
+const READ_AHEAD: usize = 256 * 1024;
 
 impl Gateway {
     /// Runs the upstream exchange (leases, retries) and records what it did in the request's context.
@@ -104,6 +107,11 @@ impl Gateway {
     /// The response header is written only when the translator first has output, so an upstream error that
     /// arrives as the first event still becomes a proper error status. While upstream is silent (long
     /// thinking), keep-alives go out every [`KEEPALIVE_INTERVAL`] so proxies in front do not time out.
+    ///
+    /// A slow client must not hold an account: what upstream has already sent is read ahead of the client
+    /// (up to [`READ_AHEAD`] bytes of output), so an answer that is complete upstream releases its lease
+    /// before the client has drained it, and a write that makes no progress for `limits.client_write_timeout`
+    /// (the session's write timeout, also HTTP/2 flow control) ends the stream and frees the slot.
     pub(super) async fn pump(
         &self,
         session: &mut Session,
@@ -113,12 +121,10 @@ impl Gateway {
         machine: &mut dyn Translator,
     ) -> Pumped {
         let streaming = machine.streams();
-        let mut framer = SseFramer::new(MAX_UPSTREAM_EVENT);
+        let mut reader = UpstreamReader::new();
         let mut out = Vec::with_capacity(16 * 1024);
-        let mut cut = false;
-        let mut failure: Option<ClientError> = None;
         let mut next_keepalive = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
-        loop {
+        while !reader.done {
             let read_started = Instant::now();
             let chunk = tokio::select! {
                 chunk = response.read_chunk() => chunk,
@@ -127,6 +133,7 @@ impl Gateway {
                     tracing::info!("client disconnected; cancelling the upstream request");
                     response.abort().await;
                     drop(lease);
+                    signatures::remember(&self.app, machine.take_signatures());
                     ctx.status = 499;
                     return Pumped::ClientGone;
                 }
@@ -141,55 +148,44 @@ impl Gateway {
                 }
             };
             ctx.upstream_wait += read_started.elapsed();
-            match chunk {
-                Ok(Some(bytes)) => {
-                    if framer.push(&bytes).is_err() {
-                        tracing::warn!("upstream event over the size limit; ending the stream");
-                        cut = true;
-                        break;
-                    }
-                    while let Some(mut event) = framer.next_event() {
-                        if let Err(e) = machine.on_event(&mut event.data, &mut out) {
-                            tracing::warn!(error = %e, "upstream stream error");
-                            failure = Some(e.to_client_error());
-                            cut = true;
-                            break;
-                        }
-                    }
-                    if cut {
-                        break;
-                    }
+            reader.take(chunk, machine, &mut out);
+            // What upstream has already delivered is taken now, without waiting: a complete answer ends here
+            // and frees its account even if the client then drains it slowly.
+            while !reader.done && out.len() < READ_AHEAD {
+                match response.read_chunk().now_or_never() {
+                    Some(chunk) => reader.take(chunk, machine, &mut out),
+                    None => break,
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "upstream stream broke");
-                    cut = true;
-                    break;
-                }
+            }
+            if reader.done {
+                break;
             }
             if streaming && !out.is_empty() {
                 next_keepalive = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
                 if !self.flush(session, ctx, machine.content_type(), &mut out).await {
+                    tracing::info!("client stopped reading or left; ending the stream and freeing the account");
                     response.abort().await;
+                    drop(lease);
+                    signatures::remember(&self.app, machine.take_signatures());
                     return Pumped::ClientGone;
                 }
             }
         }
-        if !cut {
-            if let Some(mut event) = framer.finish() {
+        if !reader.cut {
+            if let Some(mut event) = reader.framer.finish() {
                 if let Err(e) = machine.on_event(&mut event.data, &mut out) {
-                    failure = Some(e.to_client_error());
+                    reader.failure = Some(e.to_client_error());
                 }
             }
         }
-        if cut {
+        if reader.cut {
             response.abort().await;
         } else {
             response.release(&self.app.upstream).await;
         }
         drop(lease);
         signatures::remember(&self.app, machine.take_signatures());
-        Pumped::Ended { failure, pending: out }
+        Pumped::Ended { failure: reader.failure, pending: out }
     }
 
     /// Ends the answer: an in-stream upstream error before any output becomes an error status; otherwise the
@@ -282,6 +278,58 @@ impl<'a> UpstreamCall<'a> {
         inner: &'a InnerRequest,
     ) -> Self {
         UpstreamCall { snapshot, upstream_model, inner, attempts: Attempts::for_session(session_id) }
+    }
+}
+
+/// The upstream side of one pump: SSE framing of the chunks read, and how the upstream body ended.
+struct UpstreamReader {
+    framer: SseFramer,
+    /// The upstream body ended (cleanly, cut, or with an in-stream error).
+    done: bool,
+    /// It ended abnormally: the connection is not reusable and the stream gets no closing event from it.
+    cut: bool,
+    failure: Option<ClientError>,
+}
+
+impl UpstreamReader {
+    fn new() -> Self {
+        UpstreamReader { framer: SseFramer::new(MAX_UPSTREAM_EVENT), done: false, cut: false, failure: None }
+    }
+
+    /// Feeds one read's result through the framer into the stream machine, writing client output to `out`.
+    fn take(
+        &mut self,
+        chunk: Result<Option<Bytes>, UpstreamError>,
+        machine: &mut dyn Translator,
+        out: &mut Vec<u8>,
+    ) {
+        match chunk {
+            Ok(Some(bytes)) => {
+                if self.framer.push(&bytes).is_err() {
+                    tracing::warn!("upstream event over the size limit; ending the stream");
+                    self.end(true);
+                    return;
+                }
+                while let Some(mut event) = self.framer.next_event() {
+                    if let Err(e) = machine.on_event(&mut event.data, out) {
+                        tracing::warn!(error = %e, "upstream stream error");
+                        self.failure = Some(e.to_client_error());
+                        self.end(true);
+                        return;
+                    }
+                }
+            }
+            Ok(None) => self.end(false),
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream stream broke");
+                self.end(true);
+            }
+        }
+    }
+
+    fn end(&mut self, cut: bool) {
+        self.done = true;
+        self.cut = cut;
     }
 }
 
