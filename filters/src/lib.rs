@@ -6,16 +6,27 @@
 
 pub mod alias;
 pub mod auth;
-pub mod count;
 pub mod error;
+pub mod inner;
 pub(crate) mod json_tokens;
+pub mod protocol;
 pub mod retry_hint;
 pub mod route;
 pub mod schema;
 pub mod signature;
 pub mod sse;
 pub mod stream;
-pub mod transform;
+
+/// Old paths, until the proxy and benches follow the protocol folders.
+pub mod transform {
+    pub use crate::inner::{wrap_envelope, InnerRequest, Target, ToolCache};
+    pub use crate::protocol::{anthropic, gemini, openai_chat as openai};
+}
+
+/// Old path, until the proxy follows the protocol folders.
+pub mod count {
+    pub use crate::protocol::anthropic::{count_tokens_response, estimate_tokens};
+}
 
 /// The wire protocol a client speaks; decides request parsing, stream shape and error bodies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -3,7 +3,7 @@
 //! Claude Code and the Anthropic SDKs speak this protocol. [`parse_messages_request`] deserializes the body
 //! into typed structs (unknown fields such as `context_management` and every `cache_control` are ignored; a
 //! field of the wrong type gets a 400 naming it), and [`build_inner_request`] maps it onto the same upstream
-//! shape the OpenAI transform writes ([`super::inner`]).
+//! shape the OpenAI transform writes ([`crate::inner::request`]).
 //!
 //! Mapping decisions beyond the table in PROTOCOL.md:
 //! - Thinking blocks go to Claude only with a Claude-issued signature (the client's own, or the one captured
@@ -26,13 +26,13 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::body::{parse_body, StrOr};
-use super::inner::{
+use crate::inner::body::{parse_body, StrOr};
+use crate::inner::request::{
     auto_mode, encode_tools, ensure_user_first, guess_mime, push_part, FunctionCallOut, FunctionDeclaration,
     FunctionResponseOut, GenerationConfig, InnerJson, JsonObject, Part, ToolConfig, ToolGroup, ToolResponse,
     ToolResultValue, Turn,
 };
-use super::{InnerRequest, RequestType, Target, ToolCache, ToolNameMap, TransformError};
+use crate::inner::{InnerRequest, RequestType, Target, ToolCache, ToolNameMap, TransformError};
 use crate::json_tokens::JsonTokens;
 use crate::signature::{
     normalize_signature, signature_fits, thinking_hash, ModelFamily, SignatureLookup, SKIP_VALIDATOR_SENTINEL,
@@ -745,8 +745,8 @@ fn build_generation_config(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::inner::with_fields as with;
     use crate::signature::{CapturedSignature, NoSignatures};
-    use crate::transform::with_fields as with;
     use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
     use base64::Engine;
     use serde_json::json;

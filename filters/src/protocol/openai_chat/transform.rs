@@ -27,13 +27,13 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::body::{parse_body, StrOr};
-use super::inner::{
+use crate::inner::body::{parse_body, StrOr};
+use crate::inner::request::{
     auto_mode, encode_tools, ensure_user_first, guess_mime, push_part, FunctionCallOut, FunctionDeclaration,
     FunctionResponseOut, GenerationConfig, InnerJson, JsonObject, JsonObjectError, Part, ToolConfig,
     ToolGroup, ToolResponse, ToolResultValue, Turn,
 };
-use super::{InnerRequest, RequestType, Target, ToolCache, ToolNameMap, TransformError};
+use crate::inner::{InnerRequest, RequestType, Target, ToolCache, ToolNameMap, TransformError};
 use crate::json_tokens::JsonTokens;
 use crate::schema::{clean_schema, SchemaOptions};
 use crate::signature::{ModelFamily, SignatureLookup, SKIP_VALIDATOR_SENTINEL};
@@ -962,7 +962,7 @@ fn build_generation_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::with_fields as with;
+    use crate::inner::with_fields as with;
     use serde_json::json;
 
     struct Cached(HashMap<&'static str, &'static str>);

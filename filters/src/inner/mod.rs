@@ -11,11 +11,8 @@ use std::collections::{HashMap, HashSet};
 use crate::error::ClientError;
 use crate::schema::{sanitize_tool_name, SchemaError};
 
-pub mod anthropic;
 pub(crate) mod body;
-pub mod gemini;
-mod inner;
-pub mod openai;
+pub(crate) mod request;
 mod tool_cache;
 
 pub use tool_cache::ToolCache;
