@@ -3,6 +3,7 @@
 
 mod request;
 mod stream;
+mod tools;
 mod transform;
 
 pub use request::{parse_chat_request, ChatRequest};
