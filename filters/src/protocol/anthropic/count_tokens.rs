@@ -15,7 +15,7 @@
 //!   PDF documents: 1 token per 3 bytes of decoded data, at least 1,600 (text plus a page image per page).
 //! - Structure: 3 tokens per message, 10 per tool definition, 4 per content block that is not plain text.
 
-use super::transform::{Block, MessagesRequest, Source};
+use super::request::{Block, MessagesRequest, Source};
 use crate::inner::body::StrOr;
 
 /// Tokens charged per image (Anthropic: width × height / 750 for the ≤ 1.15 MP images it resizes to).
