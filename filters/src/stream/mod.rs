@@ -1,11 +1,11 @@
-//! Upstream `v1internal` stream → client stream state machines, and the same machines folded into one
-//! non-streaming response.
+//! What every client protocol's stream machine shares: the upstream `v1internal` stream parsed into chunks,
+//! and the interfaces the gateway drives the machines through, streaming or folded into one response.
 //!
 //! Each upstream SSE `data` payload is parsed once into a protocol-neutral [`Chunk`] ([`chunk`]); each client
-//! protocol then has a small machine that turns chunks into its own frames, capturing thoughtSignatures and
-//! usage on the way. Every machine implements [`Translator`] (streaming) or [`Fold`] (one body), so the
-//! gateway drives all protocols through one interface and the protocol's own bytes, keep-alives included,
-//! stay in this crate.
+//! protocol then has a small machine (`protocol/<name>/stream.rs`) that turns chunks into its own frames,
+//! capturing thoughtSignatures and usage on the way. Every machine implements [`Translator`] (streaming) or
+//! [`Fold`] (one body), so the gateway drives all protocols through one interface and the protocol's own
+//! bytes, keep-alives included, stay in this crate.
 
 use std::borrow::Cow;
 
