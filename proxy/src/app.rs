@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use levitate_filters::transform::ToolCache;
+use levitate_filters::inner::ToolCache;
 
 use crate::config::Snapshot;
 use crate::credentials::Credentials;
