@@ -23,17 +23,6 @@ pub mod signature;
 pub mod sse;
 pub mod stream;
 
-/// Old paths, until the proxy and benches follow the protocol folders.
-pub mod transform {
-    pub use crate::inner::{wrap_envelope, InnerRequest, Target, ToolCache};
-    pub use crate::protocol::{anthropic, gemini, openai_chat as openai};
-}
-
-/// Old path, until the proxy follows the protocol folders.
-pub mod count {
-    pub use crate::protocol::anthropic::{count_tokens_response, estimate_tokens};
-}
-
 /// The wire protocol a client speaks; decides request parsing, stream shape and error bodies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {

@@ -14,9 +14,6 @@ use crate::signature::CapturedSignature;
 pub mod chunk;
 pub(crate) mod json;
 
-/// Old paths, until the proxy and benches follow the protocol folders.
-pub use crate::protocol::{anthropic, gemini, openai_chat as openai};
-
 pub use chunk::{Chunk, ChunkParser, FinishReason, Part, Usage};
 
 /// A client protocol's streaming machine: upstream `v1internal` SSE events in, the client's own frames out.
