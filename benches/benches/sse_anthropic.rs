@@ -6,8 +6,8 @@
 //! in 4 KiB reads.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use levitate_filters::stream::anthropic::{AnthropicFold, AnthropicStream, AnthropicStreamOptions};
-use levitate_filters::stream::gemini::{GeminiStream, GeminiStreamMode, GeminiStreamOptions};
+use levitate_filters::protocol::anthropic::{AnthropicFold, AnthropicStream, AnthropicStreamOptions};
+use levitate_filters::protocol::gemini::{GeminiStream, GeminiStreamMode, GeminiStreamOptions};
 use levitate_filters::stream::{Fold, Translator};
 
 mod recorded_stream;

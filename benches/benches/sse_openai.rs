@@ -4,8 +4,8 @@
 //! The input is the recorded-shape stream of [`recorded_stream`], fed in 4 KiB reads.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use levitate_filters::protocol::openai_chat::{OpenAiFold, OpenAiStream, OpenAiStreamOptions};
 use levitate_filters::sse::SseFramer;
-use levitate_filters::stream::openai::{OpenAiFold, OpenAiStream, OpenAiStreamOptions};
 use levitate_filters::stream::{Fold, Translator};
 
 mod recorded_stream;

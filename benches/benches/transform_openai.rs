@@ -10,11 +10,11 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use levitate_filters::signature::NoSignatures;
-use levitate_filters::transform::openai::{
+use levitate_filters::inner::{wrap_envelope, Target, ToolCache};
+use levitate_filters::protocol::openai_chat::{
     build_inner_request, build_inner_request_cached, parse_chat_request,
 };
-use levitate_filters::transform::{wrap_envelope, Target, ToolCache};
+use levitate_filters::signature::NoSignatures;
 use serde_json::{json, Value};
 
 /// A coding-agent style request: long system prompt, 24 tools with nested schemas, 40 turns of tool calls

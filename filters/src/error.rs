@@ -1,9 +1,11 @@
 //! Client-protocol error bodies.
 //!
 //! Every failure, whether the client's, ours or Google's, reaches the client as one [`ClientError`] rendered
-//! in the client's own protocol, with the HTTP status its SDK expects. Upstream error bodies are never passed
-//! through raw: [`ClientError::from_upstream`] keeps Google's message (which is useful) and drops the rest.
+//! in the client's own protocol, with the HTTP status its SDK expects; each protocol's body shape lives in
+//! its folder (`protocol/<name>/error.rs`). Upstream error bodies are never passed through raw:
+//! [`ClientError::from_upstream`] keeps Google's message (which is useful) and drops the rest.
 
+use crate::protocol::{anthropic, gemini, openai_chat};
 use crate::Protocol;
 
 /// What went wrong, in protocol-neutral terms; decides the error `type`/`status` strings per protocol.
@@ -49,88 +51,14 @@ impl ClientError {
 /// Longest upstream message kept, in bytes: enough for Google's explanations, bounded for logs and clients.
 const MAX_UPSTREAM_MESSAGE: usize = 1024;
 
-impl ErrorKind {
-    /// OpenAI's `error.type`. SDKs classify by HTTP status; the body type is informational, so these follow
-    /// the values OpenAI itself and common OpenAI-compatible servers send.
-    pub fn openai_type(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidRequest | ErrorKind::PayloadTooLarge => "invalid_request_error",
-            ErrorKind::Authentication => "authentication_error",
-            ErrorKind::Permission => "permission_error",
-            ErrorKind::NotFound => "not_found_error",
-            ErrorKind::RateLimit => "rate_limit_error",
-            ErrorKind::Overloaded | ErrorKind::Timeout | ErrorKind::Api => "server_error",
-        }
-    }
-
-    /// OpenAI's machine-readable `error.code`, where OpenAI has a well-known one.
-    pub fn openai_code(self) -> Option<&'static str> {
-        match self {
-            ErrorKind::InvalidRequest | ErrorKind::Api => None,
-            ErrorKind::Authentication => Some("invalid_api_key"),
-            ErrorKind::Permission => Some("permission_denied"),
-            ErrorKind::NotFound => Some("not_found"),
-            ErrorKind::PayloadTooLarge => Some("request_too_large"),
-            ErrorKind::RateLimit => Some("rate_limit_exceeded"),
-            ErrorKind::Overloaded => Some("overloaded"),
-            ErrorKind::Timeout => Some("timeout"),
-        }
-    }
-
-    /// Anthropic's `error.type` (the values its SDK and Claude Code know).
-    pub fn anthropic_type(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidRequest => "invalid_request_error",
-            ErrorKind::Authentication => "authentication_error",
-            ErrorKind::Permission => "permission_error",
-            ErrorKind::NotFound => "not_found_error",
-            ErrorKind::PayloadTooLarge => "request_too_large",
-            ErrorKind::RateLimit => "rate_limit_error",
-            ErrorKind::Overloaded => "overloaded_error",
-            ErrorKind::Timeout => "timeout_error",
-            ErrorKind::Api => "api_error",
-        }
-    }
-
-    /// Google's canonical `error.status` (google.rpc.Code name).
-    pub fn gemini_status(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidRequest | ErrorKind::PayloadTooLarge => "INVALID_ARGUMENT",
-            ErrorKind::Authentication => "UNAUTHENTICATED",
-            ErrorKind::Permission => "PERMISSION_DENIED",
-            ErrorKind::NotFound => "NOT_FOUND",
-            ErrorKind::RateLimit => "RESOURCE_EXHAUSTED",
-            ErrorKind::Overloaded => "UNAVAILABLE",
-            ErrorKind::Timeout => "DEADLINE_EXCEEDED",
-            ErrorKind::Api => "INTERNAL",
-        }
-    }
-}
-
 impl ClientError {
     /// The JSON error body in the client's protocol; send it with `self.status` and
     /// `Content-Type: application/json`.
     pub fn render(&self, protocol: Protocol) -> Vec<u8> {
         let body = match protocol {
-            Protocol::OpenAi => serde_json::json!({
-                "error": {
-                    "message": self.message,
-                    "type": self.kind.openai_type(),
-                    "param": self.param,
-                    "code": self.kind.openai_code(),
-                }
-            }),
-            Protocol::Anthropic => serde_json::json!({
-                "type": "error",
-                "error": { "type": self.kind.anthropic_type(), "message": self.message },
-            }),
-            Protocol::Gemini => serde_json::json!({
-                "error": {
-                    "code": self.status,
-                    "message": self.message,
-                    "status": self.kind.gemini_status(),
-                }
-            }),
+            Protocol::OpenAi => openai_chat::error_body(self),
+            Protocol::Anthropic => anthropic::error_body(self),
+            Protocol::Gemini => gemini::error_body(self),
         };
         // Serializing a `Value` built from strings and integers cannot fail.
         serde_json::to_vec(&body).unwrap_or_default()
@@ -238,8 +166,17 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
-    fn rendered(e: &ClientError, p: Protocol) -> Value {
-        serde_json::from_slice(&e.render(p)).unwrap()
+    #[test]
+    fn render_writes_the_protocols_own_body() {
+        let e = ClientError::new(429, ErrorKind::RateLimit, "slow down").with_param("model");
+        let cases = [
+            (Protocol::OpenAi, openai_chat::error_body(&e)),
+            (Protocol::Anthropic, anthropic::error_body(&e)),
+            (Protocol::Gemini, gemini::error_body(&e)),
+        ];
+        for (protocol, body) in cases {
+            assert_eq!(serde_json::from_slice::<Value>(&e.render(protocol)).unwrap(), body, "{protocol:?}");
+        }
     }
 
     #[test]
@@ -250,58 +187,6 @@ mod tests {
         assert_eq!(e.message, "messages.1.content.0: Invalid `signature` in `thinking` block");
         let plain = json!({"error": {"code": 400, "message": "{not json", "status": "INVALID_ARGUMENT"}});
         assert_eq!(ClientError::from_upstream(400, plain.to_string().as_bytes()).message, "{not json");
-    }
-
-    #[test]
-    fn openai_shape_carries_type_param_and_code() {
-        let e = ClientError::invalid("temperature must be a number").with_param("temperature");
-        assert_eq!(
-            rendered(&e, Protocol::OpenAi),
-            json!({"error": {"message": "temperature must be a number", "type": "invalid_request_error",
-                              "param": "temperature", "code": null}})
-        );
-        let e = ClientError::new(429, ErrorKind::RateLimit, "slow down");
-        let v = rendered(&e, Protocol::OpenAi);
-        assert_eq!(v["error"]["code"], "rate_limit_exceeded");
-        assert_eq!(v["error"]["param"], Value::Null);
-        let v = rendered(&ClientError::new(502, ErrorKind::Api, "x"), Protocol::OpenAi);
-        assert_eq!(v["error"]["type"], "server_error");
-    }
-
-    #[test]
-    fn anthropic_shape_uses_its_type_names() {
-        let cases = [
-            (ErrorKind::InvalidRequest, "invalid_request_error"),
-            (ErrorKind::Authentication, "authentication_error"),
-            (ErrorKind::Permission, "permission_error"),
-            (ErrorKind::NotFound, "not_found_error"),
-            (ErrorKind::PayloadTooLarge, "request_too_large"),
-            (ErrorKind::RateLimit, "rate_limit_error"),
-            (ErrorKind::Overloaded, "overloaded_error"),
-            (ErrorKind::Api, "api_error"),
-        ];
-        for (kind, ty) in cases {
-            let v = rendered(&ClientError::new(400, kind, "m"), Protocol::Anthropic);
-            assert_eq!(v, json!({"type": "error", "error": {"type": ty, "message": "m"}}), "{kind:?}");
-        }
-    }
-
-    #[test]
-    fn gemini_shape_has_numeric_code_and_status() {
-        let cases = [
-            (400, ErrorKind::InvalidRequest, "INVALID_ARGUMENT"),
-            (401, ErrorKind::Authentication, "UNAUTHENTICATED"),
-            (403, ErrorKind::Permission, "PERMISSION_DENIED"),
-            (404, ErrorKind::NotFound, "NOT_FOUND"),
-            (429, ErrorKind::RateLimit, "RESOURCE_EXHAUSTED"),
-            (503, ErrorKind::Overloaded, "UNAVAILABLE"),
-            (504, ErrorKind::Timeout, "DEADLINE_EXCEEDED"),
-            (500, ErrorKind::Api, "INTERNAL"),
-        ];
-        for (status, kind, name) in cases {
-            let v = rendered(&ClientError::new(status, kind, "m"), Protocol::Gemini);
-            assert_eq!(v, json!({"error": {"code": status, "message": "m", "status": name}}));
-        }
     }
 
     #[test]

@@ -68,7 +68,7 @@ struct Buffers {
 }
 
 /// Appends the tokens of the value it visits. Recursion is bounded by the body's depth check
-/// ([`crate::transform::body::MAX_JSON_DEPTH`]), which runs before any deserialization.
+/// ([`crate::inner::body::MAX_JSON_DEPTH`]), which runs before any deserialization.
 struct Recorder<'o>(&'o mut Buffers);
 
 impl Recorder<'_> {

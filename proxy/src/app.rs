@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use levitate_filters::transform::ToolCache;
+use levitate_filters::inner::ToolCache;
 
 use crate::accounts::credentials::Credentials;
 use crate::config::live::LiveConfig;

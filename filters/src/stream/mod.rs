@@ -1,21 +1,18 @@
-//! Upstream `v1internal` stream → client stream state machines, and the same machines folded into one
-//! non-streaming response.
+//! What every client protocol's stream machine shares: the upstream `v1internal` stream parsed into chunks,
+//! and the interfaces the gateway drives the machines through, streaming or folded into one response.
 //!
 //! Each upstream SSE `data` payload is parsed once into a protocol-neutral [`Chunk`] ([`chunk`]); each client
-//! protocol then has a small machine that turns chunks into its own frames, capturing thoughtSignatures and
-//! usage on the way. Every machine implements [`Translator`] (streaming) or [`Fold`] (one body), so the
-//! gateway drives all protocols through one interface and the protocol's own bytes, keep-alives included,
-//! stay in this crate.
+//! protocol then has a small machine (`protocol/<name>/stream.rs`) that turns chunks into its own frames,
+//! capturing thoughtSignatures and usage on the way. Every machine implements [`Translator`] (streaming) or
+//! [`Fold`] (one body), so the gateway drives all protocols through one interface and the protocol's own
+//! bytes, keep-alives included, stay in this crate.
 
 use std::borrow::Cow;
 
 use crate::signature::CapturedSignature;
 
-pub mod anthropic;
 pub mod chunk;
-pub mod gemini;
 pub(crate) mod json;
-pub mod openai;
 
 pub use chunk::{Chunk, ChunkParser, FinishReason, Part, Usage};
 
@@ -141,7 +138,7 @@ impl StreamError {
 }
 
 /// Whether an event payload carries nothing to parse (blank, or an OpenAI-style `[DONE]` some relays add).
-fn is_empty_payload(data: &[u8]) -> bool {
+pub(crate) fn is_empty_payload(data: &[u8]) -> bool {
     let payload = data.trim_ascii();
     payload.is_empty() || payload == b"[DONE]"
 }
@@ -149,7 +146,11 @@ fn is_empty_payload(data: &[u8]) -> bool {
 /// The client-visible id of the `index`-th tool call of a response: the upstream's own id when it sent one,
 /// else the per-request prefix plus the index, so ids stay unique across a conversation and can key captured
 /// signatures.
-fn client_tool_call_id<'a>(upstream_id: Option<&'a str>, prefix: &str, index: u32) -> Cow<'a, str> {
+pub(crate) fn client_tool_call_id<'a>(
+    upstream_id: Option<&'a str>,
+    prefix: &str,
+    index: u32,
+) -> Cow<'a, str> {
     match upstream_id {
         Some(id) if !id.is_empty() => Cow::Borrowed(id),
         _ => Cow::Owned(format!("{prefix}{index}")),
@@ -162,17 +163,17 @@ fn client_tool_call_id<'a>(upstream_id: Option<&'a str>, prefix: &str, index: u3
 /// and Claude signs its last thought: such a turn signature, seen before or after the calls, belongs to the
 /// first call of the turn (parallel siblings need none).
 #[derive(Debug, Default)]
-struct ToolCallSignatures {
+pub(crate) struct ToolCallSignatures {
     /// The latest signature seen on a text or thought part.
     turn_signature: Option<String>,
     /// The first tool call's id while it has no signature of its own; a later turn signature belongs to it.
     first_call_awaiting_signature: Option<String>,
-    captured: Vec<CapturedSignature>,
+    pub(crate) captured: Vec<CapturedSignature>,
 }
 
 impl ToolCallSignatures {
     /// A tool call was emitted as the `index`-th of the turn under client id `id`.
-    fn on_tool_call(&mut self, index: u32, id: &str, signature: Option<&str>) {
+    pub(crate) fn on_tool_call(&mut self, index: u32, id: &str, signature: Option<&str>) {
         match signature {
             Some(signature) => self.captured.push(CapturedSignature::tool_call(id, signature)),
             None if index == 0 => match &self.turn_signature {
@@ -184,14 +185,14 @@ impl ToolCallSignatures {
     }
 
     /// A text or thought part carried a signature.
-    fn on_turn_signature(&mut self, signature: &str) {
+    pub(crate) fn on_turn_signature(&mut self, signature: &str) {
         self.turn_signature = Some(signature.to_owned());
         if let Some(id) = self.first_call_awaiting_signature.take() {
             self.captured.push(CapturedSignature::tool_call(&id, signature));
         }
     }
 
-    fn take(&mut self) -> Vec<CapturedSignature> {
+    pub(crate) fn take(&mut self) -> Vec<CapturedSignature> {
         std::mem::take(&mut self.captured)
     }
 }

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use levitate_filters::count;
 use levitate_filters::error::{ClientError, ErrorKind};
-use levitate_filters::stream::anthropic::{AnthropicFold, AnthropicStream, AnthropicStreamOptions};
-use levitate_filters::stream::gemini::{GeminiFold, GeminiStream, GeminiStreamMode, GeminiStreamOptions};
-use levitate_filters::stream::openai::{OpenAiFold, OpenAiStream, OpenAiStreamOptions};
-use levitate_filters::transform::openai::{self, parse_chat_request};
-use levitate_filters::transform::{anthropic, gemini, Target};
+use levitate_filters::inner::Target;
+use levitate_filters::protocol::anthropic::{AnthropicFold, AnthropicStream, AnthropicStreamOptions};
+use levitate_filters::protocol::gemini::{GeminiFold, GeminiStream, GeminiStreamMode, GeminiStreamOptions};
+use levitate_filters::protocol::openai_chat::{self, parse_chat_request};
+use levitate_filters::protocol::openai_chat::{OpenAiFold, OpenAiStream, OpenAiStreamOptions};
+use levitate_filters::protocol::{anthropic, gemini};
 use pingora_proxy::Session;
 use sha2::{Digest, Sha256};
 
@@ -35,7 +35,7 @@ impl Gateway {
         let upstream_model = self.resolve_model(ctx, snapshot, request.model())?;
         let session_id = self.session_id(session, request.session_hint(), request.first_user_text());
         let target = Target { upstream_model: &upstream_model, session_id: &session_id };
-        let mut inner = openai::build_inner_request_cached(
+        let mut inner = openai_chat::build_inner_request_cached(
             &request,
             &target,
             &StoredSignatures(&self.app),
@@ -85,7 +85,7 @@ impl Gateway {
             model: request.model().to_string(),
             tool_id_prefix: format!("toolu_{}_", &request_uuid[..16]),
             tool_names,
-            input_tokens_hint: count::estimate_tokens(&request),
+            input_tokens_hint: anthropic::estimate_tokens(&request),
         };
         let stream = request.stream();
         self.answer(session, ctx, call, stream, options, AnthropicStream::new, AnthropicFold::new).await
@@ -101,7 +101,7 @@ impl Gateway {
         let mut body = self.read_body(session, snapshot.max_request_body).await?;
         let request = anthropic::parse_count_tokens_request(&mut body)?;
         ctx.client_model = Some(request.model().to_string());
-        let body = count::count_tokens_response(count::estimate_tokens(&request));
+        let body = anthropic::count_tokens_response(anthropic::estimate_tokens(&request));
         self.respond_json(session, ctx, 200, body).await
     }
 

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use levitate_filters::error::{ClientError, ErrorKind};
+use levitate_filters::inner::{wrap_envelope, InnerRequest};
 use levitate_filters::retry_hint::{self, Reason, Refusal, Verdict};
-use levitate_filters::transform::{wrap_envelope, InnerRequest};
 
 use crate::app::App;
 use crate::config::{AccountSpec, Snapshot};

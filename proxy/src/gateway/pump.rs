@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::FutureExt;
 use levitate_filters::error::{ClientError, ErrorKind};
+use levitate_filters::inner::InnerRequest;
 use levitate_filters::sse::SseFramer;
 use levitate_filters::stream::{Fold, Folded, Translator};
-use levitate_filters::transform::InnerRequest;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
@@ -163,7 +163,9 @@ impl Gateway {
             if streaming && !out.is_empty() {
                 next_keepalive = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
                 if !self.flush(session, ctx, machine.content_type(), &mut out).await {
-                    tracing::info!("client stopped reading or left; ending the stream and freeing the account");
+                    tracing::info!(
+                        "client stopped reading or left; ending the stream and freeing the account"
+                    );
                     response.abort().await;
                     drop(lease);
                     signatures::remember(&self.app, machine.take_signatures());

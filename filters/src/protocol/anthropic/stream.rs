@@ -14,13 +14,15 @@
 //!
 //! Generated images have no Anthropic response block and are dropped.
 
-use super::chunk::{ChunkParser, FinishReason, Part, Usage};
-use super::json::{write_escaped, write_str, write_u64};
-use super::{client_tool_call_id, is_empty_payload, Fold, StreamError, ToolCallSignatures, Translator};
 use crate::error::ClientError;
+use crate::inner::ToolNameMap;
 use crate::signature::CapturedSignature;
 use crate::sse::write_named_event;
-use crate::transform::ToolNameMap;
+use crate::stream::chunk::{ChunkParser, FinishReason, Part, Usage};
+use crate::stream::json::{write_escaped, write_str, write_u64};
+use crate::stream::{
+    client_tool_call_id, is_empty_payload, Fold, StreamError, ToolCallSignatures, Translator,
+};
 use crate::Protocol;
 
 /// Per-request parameters of the client-facing response.

@@ -9,11 +9,13 @@
 //! Frames are written by hand: their fixed head is rendered once per request and only the delta is
 //! rendered per event, which keeps the rewrite well above the upstream's own throughput.
 
-use super::chunk::{ChunkParser, FinishReason, Part, Usage};
-use super::json::{write_escaped, write_str, write_u64};
-use super::{client_tool_call_id, is_empty_payload, Fold, StreamError, ToolCallSignatures, Translator};
+use crate::inner::ToolNameMap;
 use crate::signature::CapturedSignature;
-use crate::transform::ToolNameMap;
+use crate::stream::chunk::{ChunkParser, FinishReason, Part, Usage};
+use crate::stream::json::{write_escaped, write_str, write_u64};
+use crate::stream::{
+    client_tool_call_id, is_empty_payload, Fold, StreamError, ToolCallSignatures, Translator,
+};
 
 /// Per-request parameters of the client-facing response.
 #[derive(Clone, Debug)]

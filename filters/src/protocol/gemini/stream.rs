@@ -13,12 +13,12 @@
 use memchr::{memchr2, memchr3};
 use serde_json::Value;
 
-use super::chunk::{ChunkParser, FinishReason, Part, Usage};
-use super::json::{write_escaped, write_str, write_u64};
-use super::{is_empty_payload, Fold, StreamError, ToolCallSignatures, Translator};
 use crate::error::ClientError;
+use crate::inner::ToolNameMap;
 use crate::signature::CapturedSignature;
-use crate::transform::ToolNameMap;
+use crate::stream::chunk::{ChunkParser, FinishReason, Part, Usage};
+use crate::stream::json::{write_escaped, write_str, write_u64};
+use crate::stream::{is_empty_payload, Fold, StreamError, ToolCallSignatures, Translator};
 use crate::Protocol;
 
 /// How the client asked to receive the stream.

@@ -12,9 +12,9 @@
 
 use serde_json::{json, Map, Value};
 
-use super::body::parse_body;
-use super::inner::{max_output_above_budget, FunctionDeclaration};
-use super::{InnerRequest, RequestType, Target, ToolNameMap, TransformError};
+use crate::inner::body::parse_body;
+use crate::inner::request::{max_output_above_budget, FunctionDeclaration};
+use crate::inner::{InnerRequest, RequestType, Target, ToolNameMap, TransformError};
 use crate::json_tokens::JsonTokens;
 use crate::signature::{
     normalize_signature, signature_fits, ModelFamily, SignatureLookup, SKIP_VALIDATOR_SENTINEL,
@@ -402,8 +402,8 @@ pub fn gemini_model(model: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::anthropic::transform::tests::{claude_sig, gemini_sig};
     use crate::signature::{CapturedSignature, NoSignatures};
-    use crate::transform::anthropic::tests::{claude_sig, gemini_sig};
     use std::collections::HashMap;
 
     struct Cached(HashMap<String, String>);
@@ -472,7 +472,7 @@ mod tests {
         let ask = json!({"contents": [{"role": "user", "parts": [{"text": "news?"}]}]});
         assert_eq!(kind("gemini-3-flash", ask.clone()), RequestType::Agent);
         assert_eq!(kind("gemini-3-pro-image", ask.clone()), RequestType::ImageGen);
-        let search = super::super::with_fields(ask, json!({"tools": [{"google_search": {}}]}));
+        let search = crate::inner::with_fields(ask, json!({"tools": [{"google_search": {}}]}));
         assert_eq!(kind("gemini-3-flash", search), RequestType::WebSearch);
         assert_eq!(got["generationConfig"]["maxOutputTokens"], 1124);
         assert_eq!(got["generationConfig"]["responseModalities"], json!(["TEXT"]));

@@ -1,21 +1,19 @@
-//! Client request -> upstream `v1internal` request.
+//! The upstream `v1internal` request every client protocol is rewritten into, and its per-attempt envelope.
 //!
-//! A client request is parsed and rewritten once into the inner `request` object (contents, tools,
-//! generation config); each upstream attempt then only wraps those bytes in a fresh envelope with its
-//! account's project and a new request id ([`wrap_envelope`]), so retries on other accounts cost a memcpy,
-//! not a second transform. Tool names the upstream would reject are renamed, and the [`ToolNameMap`] built
-//! here lets the stream machines give the client its own names back.
+//! A client request is parsed and rewritten once, by its protocol (`protocol/<name>/transform.rs`), into
+//! the inner `request` object (contents, tools, generation config); each upstream attempt then only wraps
+//! those bytes in a fresh envelope with its account's project and a new request id ([`wrap_envelope`]), so
+//! retries on other accounts cost a memcpy, not a second transform. Tool names the upstream would reject
+//! are renamed, and the [`ToolNameMap`] built here lets the stream machines give the client its own names
+//! back.
 
 use std::collections::{HashMap, HashSet};
 
 use crate::error::ClientError;
 use crate::schema::{sanitize_tool_name, SchemaError};
 
-pub mod anthropic;
 pub(crate) mod body;
-pub mod gemini;
-mod inner;
-pub mod openai;
+pub(crate) mod request;
 mod tool_cache;
 
 pub use tool_cache::ToolCache;

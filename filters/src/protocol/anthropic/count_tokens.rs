@@ -15,8 +15,8 @@
 //!   PDF documents: 1 token per 3 bytes of decoded data, at least 1,600 (text plus a page image per page).
 //! - Structure: 3 tokens per message, 10 per tool definition, 4 per content block that is not plain text.
 
-use crate::transform::anthropic::{Block, MessagesRequest, Source};
-use crate::transform::body::StrOr;
+use super::request::{Block, MessagesRequest, Source};
+use crate::inner::body::StrOr;
 
 /// Tokens charged per image (Anthropic: width × height / 750 for the ≤ 1.15 MP images it resizes to).
 const IMAGE_TOKENS: u64 = 1_600;
@@ -158,7 +158,7 @@ mod tests {
             assert_eq!(json_tokens(&value), text_tokens(&text) + text.len() as u64 / 8, "{text}");
         }
     }
-    use crate::transform::anthropic::parse_messages_request;
+    use crate::protocol::anthropic::parse_messages_request;
     use serde_json::json;
 
     fn estimate(body: serde_json::Value) -> u64 {

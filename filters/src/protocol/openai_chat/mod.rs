@@ -1,0 +1,14 @@
+//! OpenAI Chat Completions (`POST /v1/chat/completions`): the request (`request.rs`), its rewrite into the
+//! inner request (`transform.rs`, with its tools in `tools.rs`), the `chat.completion.chunk` stream and
+//! `chat.completion` body answered from the upstream's events (`stream.rs`), and the error body (`error.rs`).
+
+mod error;
+mod request;
+mod stream;
+mod tools;
+mod transform;
+
+pub(crate) use error::error_body;
+pub use request::{parse_chat_request, ChatRequest};
+pub use stream::{OpenAiFold, OpenAiStream, OpenAiStreamOptions};
+pub use transform::{build_inner_request, build_inner_request_cached};
