@@ -161,6 +161,9 @@ fn check(config: &Path) -> ExitCode {
                 s.accounts.len(),
                 s.upstream.endpoints.len()
             );
+            if s.admin.key.is_none() {
+                println!("  note: no admin key; the admin API is open to local users on {}", s.admin.listen);
+            }
             if s.upstream.oauth_client_secret.is_empty() {
                 println!("  warning: no OAuth client secret is set; token refreshes will fail");
             }

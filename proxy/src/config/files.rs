@@ -44,6 +44,7 @@ pub struct AdminFile {
     #[serde(default = "defaults::admin_listen")]
     pub listen: String,
     pub key: Option<String>,
+    /// The variable holding the key. Unset on a loopback `listen` means no key; elsewhere it is an error.
     pub key_env: Option<String>,
 }
 

@@ -318,6 +318,27 @@ mod tests {
     }
 
     #[test]
+    fn an_unset_admin_key_variable_on_loopback_means_no_key() {
+        let d = tempdir("admin-loopback");
+        let main = format!("{MAIN}admin: {{ listen: 127.0.0.1:9001, key_env: ADMIN }}\n");
+        let p = write_config(&d, &main, ACCOUNTS, ROUTES);
+        let s = Snapshot::load_with_env(&p, &env()).unwrap();
+        assert!(s.admin.key.is_none(), "no key: the loopback admin API is open");
+        let with_key = FakeEnv(HashMap::from([("K", "secret-key"), ("ADMIN", "admin-secret")]));
+        let s = Snapshot::load_with_env(&p, &with_key).unwrap();
+        assert_eq!(s.admin.key.as_ref().map(Secret::expose), Some("admin-secret"));
+    }
+
+    #[test]
+    fn an_unset_admin_key_variable_off_loopback_is_refused() {
+        let d = tempdir("admin-exposed");
+        let main = format!("{MAIN}admin: {{ listen: 0.0.0.0:9001, key_env: ADMIN }}\n");
+        let p = write_config(&d, &main, ACCOUNTS, ROUTES);
+        let e = Snapshot::load_with_env(&p, &env()).unwrap_err().to_string();
+        assert!(e.contains("not a loopback address") && e.contains("ADMIN is not set"), "{e}");
+    }
+
+    #[test]
     fn missing_referenced_file_names_it() {
         let d = tempdir("missing");
         let p = write_config(&d, &format!("{MAIN}routes_file: nowhere.yaml\n"), ACCOUNTS, ROUTES);

@@ -95,12 +95,20 @@ pub(super) fn build(
     let admin_listen: SocketAddr = main.admin.listen.parse().map_err(|_| {
         invalid(&mp, format!("admin.listen: {:?} is not an address like 127.0.0.1:8046", main.admin.listen))
     })?;
-    let admin_key = secret_from(main.admin.key.as_deref(), main.admin.key_env.as_deref(), "admin.key", env)
-        .map_err(|m| invalid(&mp, m))?;
+    // The admin key is optional on loopback, so there a `key_env` naming an unset variable means no key: the
+    // admin API is open to local users, as when no key is configured. Off loopback a missing key is refused.
+    let admin_key = match (main.admin.key.as_deref(), main.admin.key_env.as_deref()) {
+        (None, Some(name)) => env.var(name).map(Secret::new),
+        (inline, name) => secret_from(inline, name, "admin.key", env).map_err(|m| invalid(&mp, m))?,
+    };
     if admin_key.is_none() && !is_loopback(&admin_listen) {
+        let missing = match &main.admin.key_env {
+            Some(name) => format!("environment variable {name} is not set"),
+            None => "give admin.key or admin.key_env".to_string(),
+        };
         return Err(invalid(
             &mp,
-            "admin.listen is not a loopback address, so admin.key or admin.key_env is required",
+            format!("admin.listen {admin_listen} is not a loopback address, so the admin API needs a key: {missing}"),
         ));
     }
     if admin_listen == listen {
