@@ -172,7 +172,13 @@ fn check(config: &Path) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) => fail(e),
+        Err(e) => {
+            // Every problem found, one per line, so they can all be fixed before the next run.
+            for problem in e.problems() {
+                eprintln!("{problem}");
+            }
+            fail(format!("{}: {} problem(s)", config.display(), e.problems().len()))
+        }
     }
 }
 

@@ -4,12 +4,9 @@
 //! Every type rejects unknown keys, so a misspelt key is reported with its file, line and column instead of
 //! being silently ignored. Nothing here checks values; `validate` turns these into a `Snapshot`.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-
-use super::ConfigError;
 
 /// `levitate.yaml`.
 #[derive(Debug, Deserialize)]
@@ -36,6 +33,24 @@ pub struct MainFile {
     pub server: ServerFile,
     #[serde(default)]
     pub request_log: RequestLogSettings,
+}
+
+impl MainFile {
+    /// The accounts and routes file names of a `levitate.yaml` that is YAML but does not deserialize (an
+    /// unknown key, a wrong type), so those files can still be checked in the same run. `None` for a name
+    /// that cannot be told: the text is not YAML, or the name is not a string.
+    pub fn referenced_files(text: &str) -> (Option<String>, Option<String>) {
+        let map = match serde_yaml::from_str(text) {
+            Ok(serde_yaml::Value::Mapping(map)) => map,
+            Ok(serde_yaml::Value::Null) => serde_yaml::Mapping::new(),
+            _ => return (None, None),
+        };
+        let name = |key: &str, default: fn() -> String| match map.get(key) {
+            None => Some(default()),
+            Some(value) => value.as_str().map(str::to_string),
+        };
+        (name("accounts_file", defaults::accounts_file), name("routes_file", defaults::routes_file))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -431,21 +446,4 @@ mod humantime_serde_compat {
                 .map_err(|e| serde::de::Error::custom(format!("invalid duration {t:?}: {e}"))),
         }
     }
-}
-
-pub(super) fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })
-}
-
-pub(super) fn parse_yaml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
-    serde_yaml::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-        // serde_yaml appends " at line N column M"; the location is already in front.
-        let mut message = e.to_string();
-        if let Some(cut) = message.find(" at line ") {
-            message.truncate(cut);
-        }
-        ConfigError::Syntax { path: path.display().to_string(), line, column, message }
-    })
 }

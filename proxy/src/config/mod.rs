@@ -6,11 +6,13 @@
 //! Building a snapshot either fully succeeds or changes nothing, so a reload can swap it in atomically.
 //!
 //! This file holds what the rest of the gateway sees: the [`Snapshot`] and its settings, the errors, and
-//! [`Snapshot::load`]. `files` says what the YAML looks like; `validate` turns it into a snapshot.
+//! [`Snapshot::load`]. `files` says what the YAML looks like, `source` reads a file and finds where a key is
+//! written in it, and `validate` turns the parsed files into a snapshot.
 
 mod files;
 pub mod live;
 pub mod reload;
+mod source;
 mod validate;
 
 use std::fmt;
@@ -21,8 +23,9 @@ use std::time::Duration;
 use levitate_filters::alias::AliasTable;
 use levitate_filters::auth::ApiKeys;
 
-use files::{parse_yaml, read, AccountsFile, MainFile, RoutesFile};
+use files::MainFile;
 pub use files::{LockScope, PoolSettings, RequestLogSettings};
+use source::{Parsed, Source};
 pub use validate::{is_known_tier, parse_size, TIERS, UNKNOWN_TIER_RANK};
 
 /// A configuration problem, phrased for the operator who has to fix the file.
@@ -32,8 +35,56 @@ pub enum ConfigError {
     Read { path: String, source: std::io::Error },
     #[error("{path}:{line}:{column}: {message}")]
     Syntax { path: String, line: usize, column: usize, message: String },
-    #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
+    /// A value that parses but cannot be used; `line` is where its key is written, when it could be found.
+    #[error("{path}{}: {message}", .line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid { path: String, line: Option<usize>, message: String },
+    /// Every problem one load found, so they can all be fixed in one go. Displayed one per line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// The single problems this error is made of: each of `Several`, or the error itself.
+    pub fn problems(&self) -> &[ConfigError] {
+        match self {
+            ConfigError::Several(all) => all,
+            one => std::slice::from_ref(one),
+        }
+    }
+}
+
+/// The problems found so far while loading a configuration; loading goes on past each one.
+#[derive(Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn push(&mut self, problem: ConfigError) {
+        self.0.push(problem);
+    }
+
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The value of `result`, or `None` with its error kept.
+    fn keep<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        result.map_err(|e| self.push(e)).ok()
+    }
+
+    /// `value` when nothing went wrong, otherwise one error holding every problem.
+    fn finish<T>(mut self, value: Option<T>) -> Result<T, ConfigError> {
+        match (value, self.0.len()) {
+            (Some(value), 0) => Ok(value),
+            (_, 1) => Err(self.0.remove(0)),
+            // No value yet nothing kept: a bug in validation, reported rather than panicking.
+            (None, 0) => Err(ConfigError::Invalid {
+                path: "configuration".into(),
+                line: None,
+                message: "refused without a reason (please report this)".into(),
+            }),
+            _ => Err(ConfigError::Several(self.0)),
+        }
+    }
 }
 
 /// A secret value: never printed, never logged.
@@ -200,20 +251,28 @@ impl Snapshot {
         Self::load_with_env(main_path, &ProcessEnv)
     }
 
+    /// Like [`Snapshot::load`], with secrets from `env`. Every problem of all three files is reported, not
+    /// only the first: each file that can be read is parsed, and each one that parses is validated.
     pub fn load_with_env(main_path: &Path, env: &dyn Env) -> Result<Snapshot, ConfigError> {
-        let main_text = read(main_path)?;
-        let main: MainFile = parse_yaml(main_path, &main_text)?;
+        let mut problems = Problems::default();
+        // Without levitate.yaml nothing else is known, not even where the other two files are.
+        let main_source = Source::read(main_path)?;
         let folder = main_path.parent().unwrap_or(Path::new("."));
-        let paths = ConfigPaths {
-            main: main_path.to_path_buf(),
-            accounts: folder.join(&main.accounts_file),
-            routes: folder.join(&main.routes_file),
+        let (main, (accounts_name, routes_name)) = match main_source.parse::<MainFile>() {
+            Ok(file) => {
+                let names = (Some(file.accounts_file.clone()), Some(file.routes_file.clone()));
+                (Some(Parsed { source: main_source, file }), names)
+            }
+            Err(e) => {
+                problems.push(e);
+                (None, MainFile::referenced_files(&main_source.text))
+            }
         };
-        let accounts_text = read(&paths.accounts)?;
-        let accounts: AccountsFile = parse_yaml(&paths.accounts, &accounts_text)?;
-        let routes_text = read(&paths.routes)?;
-        let routes: RoutesFile = parse_yaml(&paths.routes, &routes_text)?;
-        validate::build(main, accounts, routes, paths, folder, env)
+        let accounts = accounts_name.and_then(|name| Parsed::read(&folder.join(name), &mut problems));
+        let routes = routes_name.and_then(|name| Parsed::read(&folder.join(name), &mut problems));
+        let snapshot =
+            validate::build(main.as_ref(), accounts.as_ref(), routes.as_ref(), folder, env, &mut problems);
+        problems.finish(snapshot)
     }
 }
 
@@ -336,6 +395,40 @@ mod tests {
         let p = write_config(&d, &main, ACCOUNTS, ROUTES);
         let e = Snapshot::load_with_env(&p, &env()).unwrap_err().to_string();
         assert!(e.contains("not a loopback address") && e.contains("ADMIN is not set"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_of_the_three_files_is_reported_in_one_run() {
+        let d = tempdir("several");
+        let main = MAIN.replace("127.0.0.1:9000", "nowhere") + "limits:\n  max_request_body: 12 parsecs\n";
+        let routes = "aliases:\n  gpt-4o: gemini-3-flash\n  gpt-4o-mini: \"gemini-*\"\n";
+        let p = write_config(&d, &main, &ACCOUNTS.replace("g1-pro-tier", "platinum"), routes);
+        let e = Snapshot::load_with_env(&p, &env()).unwrap_err();
+        let lines: Vec<String> =
+            e.to_string().lines().map(|l| l.replace(&format!("{}/", d.display()), "")).collect();
+        assert_eq!(e.problems().len(), 4, "{e}");
+        assert!(lines[0].starts_with("levitate.yaml:1: listen: \"nowhere\""), "{lines:?}");
+        assert!(lines[1].starts_with("levitate.yaml:6: limits.max_request_body:"), "{lines:?}");
+        assert!(lines[2].starts_with("accounts.yaml:2: account A@x.com: unknown tier"), "{lines:?}");
+        assert!(lines[3].starts_with("routes.yaml:3: alias `gpt-4o-mini` targets `gemini-*`"), "{lines:?}");
+    }
+
+    #[test]
+    fn the_other_files_are_checked_when_levitate_yaml_does_not_deserialize() {
+        let d = tempdir("main-broken");
+        let main = format!("{MAIN}limits:\n  max_body: 1MiB\n");
+        let p = write_config(&d, &main, &ACCOUNTS.replace("g1-pro-tier", "platinum"), ROUTES);
+        let e = Snapshot::load_with_env(&p, &env()).unwrap_err();
+        let text = e.to_string();
+        assert_eq!(e.problems().len(), 2, "{text}");
+        assert!(text.contains("levitate.yaml:6:") && text.contains("unknown field `max_body`"), "{text}");
+        assert!(text.contains("accounts.yaml:2: account A@x.com: unknown tier"), "{text}");
+
+        // Not YAML at all: where the other files are cannot be told, so only that is reported.
+        let p = write_config(&d, "listen: [127.0.0.1\n", ACCOUNTS, "aliases: [\n");
+        let e = Snapshot::load_with_env(&p, &env()).unwrap_err();
+        assert_eq!(e.problems().len(), 1, "{e}");
+        assert!(e.to_string().contains("levitate.yaml:"), "{e}");
     }
 
     #[test]
