@@ -164,6 +164,9 @@ fn check(config: &Path) -> ExitCode {
                 s.accounts.len(),
                 s.upstream.endpoints.len()
             );
+            if s.admin.key.is_none() {
+                println!("  note: no admin key; the admin API is open to local users on {}", s.admin.listen);
+            }
             if s.upstream.oauth_client_secret.is_empty() {
                 println!("  warning: no OAuth client secret is set; token refreshes will fail");
             }
@@ -172,7 +175,13 @@ fn check(config: &Path) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) => fail(e),
+        Err(e) => {
+            // Every problem found, one per line, so they can all be fixed before the next run.
+            for problem in e.problems() {
+                eprintln!("{problem}");
+            }
+            fail(format!("{}: {} problem(s)", config.display(), e.problems().len()))
+        }
     }
 }
 

@@ -1,0 +1,449 @@
+//! What the three configuration files look like: the serde types `levitate.yaml`, `accounts.yaml` and
+//! `routes.yaml` are parsed into, their defaults, and reading a file into one of them.
+//!
+//! Every type rejects unknown keys, so a misspelt key is reported with its file, line and column instead of
+//! being silently ignored. Nothing here checks values; `validate` turns these into a `Snapshot`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `levitate.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MainFile {
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub admin: AdminFile,
+    pub auth: AuthFile,
+    #[serde(default)]
+    pub upstream: UpstreamFile,
+    #[serde(default = "defaults::accounts_file")]
+    pub accounts_file: String,
+    #[serde(default = "defaults::routes_file")]
+    pub routes_file: String,
+    #[serde(default)]
+    pub store: StoreFile,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    #[serde(default)]
+    pub pool: PoolSettings,
+    #[serde(default)]
+    pub server: ServerFile,
+    #[serde(default)]
+    pub request_log: RequestLogSettings,
+}
+
+impl MainFile {
+    /// The accounts and routes file names of a `levitate.yaml` that is YAML but does not deserialize (an
+    /// unknown key, a wrong type), so those files can still be checked in the same run. `None` for a name
+    /// that cannot be told: the text is not YAML, or the name is not a string.
+    pub fn referenced_files(text: &str) -> (Option<String>, Option<String>) {
+        let map = match serde_yaml::from_str(text) {
+            Ok(serde_yaml::Value::Mapping(map)) => map,
+            Ok(serde_yaml::Value::Null) => serde_yaml::Mapping::new(),
+            _ => return (None, None),
+        };
+        let name = |key: &str, default: fn() -> String| match map.get(key) {
+            None => Some(default()),
+            Some(value) => value.as_str().map(str::to_string),
+        };
+        (name("accounts_file", defaults::accounts_file), name("routes_file", defaults::routes_file))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    #[serde(default = "defaults::admin_listen")]
+    pub listen: String,
+    pub key: Option<String>,
+    /// The variable holding the key. Unset on a loopback `listen` means no key; elsewhere it is an error.
+    pub key_env: Option<String>,
+}
+
+impl Default for AdminFile {
+    fn default() -> Self {
+        AdminFile { listen: defaults::admin_listen(), key: None, key_env: None }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    pub api_keys: Vec<ApiKeyFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyFile {
+    pub name: String,
+    pub key: Option<String>,
+    pub key_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    #[serde(default = "defaults::endpoints")]
+    pub endpoints: Vec<String>,
+    #[serde(default = "defaults::oauth_token_url")]
+    pub oauth_token_url: String,
+    /// Where `levitate accounts login` sends the browser.
+    #[serde(default = "defaults::oauth_authorize_url")]
+    pub oauth_authorize_url: String,
+    /// Where `levitate accounts login` reads the logged-in account's email.
+    #[serde(default = "defaults::oauth_userinfo_url")]
+    pub oauth_userinfo_url: String,
+    #[serde(default)]
+    pub oauth_client_id: String,
+    pub oauth_client_secret: Option<String>,
+    #[serde(default = "defaults::oauth_client_secret_env")]
+    pub oauth_client_secret_env: String,
+    #[serde(default = "defaults::user_agent")]
+    pub user_agent: String,
+    #[serde(default = "defaults::connect_timeout", with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+    #[serde(default = "defaults::read_timeout", with = "humantime_serde_compat")]
+    pub read_timeout: Duration,
+    #[serde(default = "defaults::refresh_lead", with = "humantime_serde_compat")]
+    pub token_refresh_lead: Duration,
+}
+
+impl Default for UpstreamFile {
+    fn default() -> Self {
+        UpstreamFile {
+            endpoints: defaults::endpoints(),
+            oauth_token_url: defaults::oauth_token_url(),
+            oauth_authorize_url: defaults::oauth_authorize_url(),
+            oauth_userinfo_url: defaults::oauth_userinfo_url(),
+            oauth_client_id: String::new(),
+            oauth_client_secret: None,
+            oauth_client_secret_env: defaults::oauth_client_secret_env(),
+            user_agent: defaults::user_agent(),
+            connect_timeout: defaults::connect_timeout(),
+            read_timeout: defaults::read_timeout(),
+            token_refresh_lead: defaults::refresh_lead(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    #[serde(default = "defaults::store_path")]
+    pub path: String,
+    /// How long a captured thoughtSignature stays usable.
+    #[serde(default = "defaults::signature_ttl", with = "humantime_serde_compat")]
+    pub signature_ttl: Duration,
+    /// Most signatures kept; the oldest go first beyond it.
+    #[serde(default = "defaults::max_signatures")]
+    pub max_signatures: usize,
+}
+
+impl Default for StoreFile {
+    fn default() -> Self {
+        StoreFile {
+            path: defaults::store_path(),
+            signature_ttl: defaults::signature_ttl(),
+            max_signatures: defaults::max_signatures(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    #[serde(default = "defaults::max_request_body")]
+    pub max_request_body: String,
+}
+
+impl Default for LimitsFile {
+    fn default() -> Self {
+        LimitsFile { max_request_body: defaults::max_request_body() }
+    }
+}
+
+/// `pool:` as written in levitate.yaml, and as the pool applies it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSettings {
+    #[serde(default = "defaults::max_concurrent")]
+    pub max_concurrent_per_account: u32,
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+    /// Longest a request waits for a busy or briefly locked account before answering 429.
+    #[serde(default = "defaults::max_wait", with = "humantime_serde_compat")]
+    pub max_wait: Duration,
+    /// Accounts whose remaining quota fraction for a model is below this are skipped for it.
+    #[serde(default)]
+    pub quota_floor: f64,
+    /// Whether a lockout rests only the account, or every account sharing its project.
+    #[serde(default)]
+    pub lock_scope: LockScope,
+    /// Consecutive-window failures (5xx, network) that open an account's circuit breaker.
+    #[serde(default = "defaults::breaker_failures")]
+    pub breaker_failures: u32,
+    #[serde(default = "defaults::breaker_window", with = "humantime_serde_compat")]
+    pub breaker_window: Duration,
+    /// How long an open breaker waits before letting one probe through.
+    #[serde(default = "defaults::breaker_cooldown", with = "humantime_serde_compat")]
+    pub breaker_cooldown: Duration,
+    /// How often `fetchAvailableModels` is polled per account; 0 turns polling off.
+    #[serde(default = "defaults::quota_interval", with = "humantime_serde_compat")]
+    pub quota_interval: Duration,
+    /// Session affinity: how long an idle binding lives, and how many are kept (least recently used go first).
+    #[serde(default = "defaults::affinity_ttl", with = "humantime_serde_compat")]
+    pub affinity_ttl: Duration,
+    #[serde(default = "defaults::affinity_capacity")]
+    pub affinity_capacity: usize,
+}
+
+/// `pool.lock_scope`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockScope {
+    #[default]
+    Account,
+    Project,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_concurrent_per_account: defaults::max_concurrent(),
+            max_attempts: defaults::max_attempts(),
+            max_wait: defaults::max_wait(),
+            quota_floor: 0.0,
+            lock_scope: LockScope::Account,
+            breaker_failures: defaults::breaker_failures(),
+            breaker_window: defaults::breaker_window(),
+            breaker_cooldown: defaults::breaker_cooldown(),
+            quota_interval: defaults::quota_interval(),
+            affinity_ttl: defaults::affinity_ttl(),
+            affinity_capacity: defaults::affinity_capacity(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    /// Worker threads for the client-facing service; 0 means one per core.
+    #[serde(default)]
+    pub threads: usize,
+    #[serde(default = "defaults::grace_period", with = "humantime_serde_compat")]
+    pub grace_period: Duration,
+    /// Where the running instance writes its pid (read by `levitate upgrade` and init systems).
+    #[serde(default = "defaults::pid_file")]
+    pub pid_file: String,
+    /// Unix socket the listening sockets are handed over on during a binary upgrade.
+    #[serde(default = "defaults::upgrade_sock")]
+    pub upgrade_sock: String,
+}
+
+impl Default for ServerFile {
+    fn default() -> Self {
+        ServerFile {
+            threads: 0,
+            grace_period: defaults::grace_period(),
+            pid_file: defaults::pid_file(),
+            upgrade_sock: defaults::upgrade_sock(),
+        }
+    }
+}
+
+/// `request_log`: the metadata-only log of recent requests kept in the store.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestLogSettings {
+    #[serde(default = "defaults::request_log_max_entries")]
+    pub max_entries: usize,
+    #[serde(default = "defaults::request_log_max_age", with = "humantime_serde_compat")]
+    pub max_age: Duration,
+}
+
+impl Default for RequestLogSettings {
+    fn default() -> Self {
+        RequestLogSettings {
+            max_entries: defaults::request_log_max_entries(),
+            max_age: defaults::request_log_max_age(),
+        }
+    }
+}
+
+/// `accounts.yaml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountsFile {
+    #[serde(default)]
+    pub accounts: Vec<AccountFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountFile {
+    pub email: String,
+    pub refresh_token: Option<String>,
+    pub refresh_token_env: Option<String>,
+    pub project_id: Option<String>,
+    pub tier: Option<String>,
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    pub max_concurrent: Option<u32>,
+}
+
+/// `routes.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutesFile {
+    /// Upstream model ids clients may name directly; listed by `GET /v1/models`.
+    #[serde(default = "defaults::models")]
+    pub models: Vec<String>,
+    /// Client model pattern -> upstream model. Kept in file order (ties between wildcards go to the first).
+    #[serde(default)]
+    pub aliases: serde_yaml::Mapping,
+    pub default: Option<String>,
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn listen() -> String {
+        "127.0.0.1:8045".into()
+    }
+    pub fn admin_listen() -> String {
+        "127.0.0.1:8046".into()
+    }
+    pub fn endpoints() -> Vec<String> {
+        vec![
+            "https://daily-cloudcode-pa.sandbox.googleapis.com".into(),
+            "https://cloudcode-pa.googleapis.com".into(),
+        ]
+    }
+    pub fn oauth_token_url() -> String {
+        "https://oauth2.googleapis.com/token".into()
+    }
+    pub fn oauth_client_secret_env() -> String {
+        "LEVITATE_OAUTH_CLIENT_SECRET".into()
+    }
+    pub fn user_agent() -> String {
+        "antigravity/1.15.8 linux/amd64".into()
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn read_timeout() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub fn refresh_lead() -> Duration {
+        Duration::from_secs(900)
+    }
+    pub fn accounts_file() -> String {
+        "accounts.yaml".into()
+    }
+    pub fn routes_file() -> String {
+        "routes.yaml".into()
+    }
+    pub fn signature_ttl() -> Duration {
+        Duration::from_secs(2 * 60 * 60)
+    }
+    pub fn max_signatures() -> usize {
+        200_000
+    }
+    pub fn store_path() -> String {
+        "./data".into()
+    }
+    pub fn max_request_body() -> String {
+        "32MiB".into()
+    }
+    pub fn max_concurrent() -> u32 {
+        3
+    }
+    pub fn max_attempts() -> u32 {
+        8
+    }
+    pub fn max_wait() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn breaker_failures() -> u32 {
+        5
+    }
+    pub fn breaker_window() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn breaker_cooldown() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn quota_interval() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn affinity_ttl() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn affinity_capacity() -> usize {
+        10_000
+    }
+    pub fn grace_period() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn pid_file() -> String {
+        "/run/levitate/levitate.pid".into()
+    }
+    pub fn upgrade_sock() -> String {
+        "/run/levitate/upgrade.sock".into()
+    }
+    pub fn request_log_max_entries() -> usize {
+        10_000
+    }
+    pub fn request_log_max_age() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
+    }
+    pub fn oauth_authorize_url() -> String {
+        "https://accounts.google.com/o/oauth2/v2/auth".into()
+    }
+    pub fn oauth_userinfo_url() -> String {
+        "https://www.googleapis.com/oauth2/v2/userinfo".into()
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn models() -> Vec<String> {
+        [
+            "gemini-3-flash",
+            "gemini-3-pro-high",
+            "gemini-3-pro-low",
+            "gemini-3.1-pro-low",
+            "gemini-pro-agent",
+            "gemini-2.5-flash",
+            "gemini-2.5-pro",
+            "claude-sonnet-4-6",
+            "claude-opus-4-6-thinking",
+            "gpt-oss-120b-medium",
+        ]
+        .iter()
+        .map(|m| m.to_string())
+        .collect()
+    }
+}
+
+/// Durations written as `10s`, `500ms`, `5m` (humantime), or a bare number of seconds.
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Seconds(s) => Ok(Duration::from_secs(s)),
+            Raw::Text(t) => humantime::parse_duration(t.trim())
+                .map_err(|e| serde::de::Error::custom(format!("invalid duration {t:?}: {e}"))),
+        }
+    }
+}
