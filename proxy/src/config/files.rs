@@ -157,11 +157,16 @@ impl Default for StoreFile {
 pub struct LimitsFile {
     #[serde(default = "defaults::max_request_body")]
     pub max_request_body: String,
+    #[serde(default = "defaults::client_write_timeout", with = "humantime_serde_compat")]
+    pub client_write_timeout: Duration,
 }
 
 impl Default for LimitsFile {
     fn default() -> Self {
-        LimitsFile { max_request_body: defaults::max_request_body() }
+        LimitsFile {
+            max_request_body: defaults::max_request_body(),
+            client_write_timeout: defaults::client_write_timeout(),
+        }
     }
 }
 
@@ -354,6 +359,9 @@ mod defaults {
     }
     pub fn store_path() -> String {
         "./data".into()
+    }
+    pub fn client_write_timeout() -> Duration {
+        Duration::from_secs(30)
     }
     pub fn max_request_body() -> String {
         "32MiB".into()

@@ -202,6 +202,16 @@ pub struct ServerSettings {
     pub upgrade_sock: PathBuf,
 }
 
+/// `limits:`: the bounds every client is held to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body accepted (413 beyond).
+    pub max_request_body: usize,
+    /// How long a write to the client may make no progress before the answer is ended and its account slot
+    /// freed (a client that stopped reading, or an HTTP/2 stream whose window stays closed).
+    pub client_write_timeout: Duration,
+}
+
 /// One complete, validated configuration. Immutable; replaced whole on reload.
 pub struct Snapshot {
     pub paths: ConfigPaths,
@@ -215,7 +225,7 @@ pub struct Snapshot {
     pub store_path: PathBuf,
     pub signature_ttl: Duration,
     pub max_signatures: usize,
-    pub max_request_body: usize,
+    pub limits: Limits,
     pub pool: PoolSettings,
     pub server: ServerSettings,
     pub request_log: RequestLogSettings,
@@ -342,7 +352,7 @@ mod tests {
         assert_eq!(s.accounts[0].id, "a@x.com");
         assert_eq!(s.accounts[0].max_concurrent, 3);
         assert_eq!(s.api_keys.verify("secret-key"), Some("default"));
-        assert_eq!(s.max_request_body, 32 * 1024 * 1024);
+        assert_eq!(s.limits.max_request_body, 32 * 1024 * 1024);
         assert_eq!(s.store_path, d.join("./data"));
     }
 

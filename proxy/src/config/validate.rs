@@ -16,7 +16,7 @@ use super::files::{AccountsFile, MainFile, RoutesFile, UpstreamFile};
 use super::source::At::{self, Item, Key};
 use super::source::{Parsed, Source};
 use super::{
-    AccountSpec, AdminSettings, ConfigError, ConfigPaths, Env, PoolSettings, Problems, Secret,
+    AccountSpec, AdminSettings, ConfigError, ConfigPaths, Env, Limits, PoolSettings, Problems, Secret,
     ServerSettings, Snapshot, UpstreamSettings, UpstreamUrl,
 };
 
@@ -122,7 +122,10 @@ pub(super) fn build(
         store_path: folder.join(&file.store.path),
         signature_ttl: file.store.signature_ttl,
         max_signatures: file.store.max_signatures,
-        max_request_body: settings.max_request_body,
+        limits: Limits {
+            max_request_body: settings.max_request_body,
+            client_write_timeout: file.limits.client_write_timeout,
+        },
         pool: file.pool.clone(),
         server: ServerSettings {
             threads: file.server.threads,
@@ -178,6 +181,11 @@ fn main_settings(
             problems.push(src.invalid(at, message));
         }
     };
+    check(
+        !main.limits.client_write_timeout.is_zero(),
+        &[Key("limits"), Key("client_write_timeout")],
+        "limits.client_write_timeout must be above zero",
+    );
     check(
         main.store.max_signatures > 0 && !main.store.signature_ttl.is_zero(),
         &[Key("store")],

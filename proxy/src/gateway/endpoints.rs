@@ -29,7 +29,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         snapshot: &Arc<Snapshot>,
     ) -> std::result::Result<(), ClientError> {
-        let mut body = self.read_body(session, snapshot.max_request_body).await?;
+        let mut body = self.read_body(session, snapshot.limits.max_request_body).await?;
         // `request` borrows its text from `body`, so the body lives as long as the request.
         let request = parse_chat_request(&mut body)?;
         let upstream_model = self.resolve_model(ctx, snapshot, request.model())?;
@@ -64,7 +64,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         snapshot: &Arc<Snapshot>,
     ) -> std::result::Result<(), ClientError> {
-        let mut body = self.read_body(session, snapshot.max_request_body).await?;
+        let mut body = self.read_body(session, snapshot.limits.max_request_body).await?;
         let request = anthropic::parse_messages_request(&mut body)?;
         drop(body);
         let upstream_model = self.resolve_model(ctx, snapshot, request.model())?;
@@ -98,7 +98,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         snapshot: &Arc<Snapshot>,
     ) -> std::result::Result<(), ClientError> {
-        let mut body = self.read_body(session, snapshot.max_request_body).await?;
+        let mut body = self.read_body(session, snapshot.limits.max_request_body).await?;
         let request = anthropic::parse_count_tokens_request(&mut body)?;
         ctx.client_model = Some(request.model().to_string());
         let body = anthropic::count_tokens_response(anthropic::estimate_tokens(&request));
@@ -114,7 +114,7 @@ impl Gateway {
         model: &str,
         stream: bool,
     ) -> std::result::Result<(), ClientError> {
-        let mut body = self.read_body(session, snapshot.max_request_body).await?;
+        let mut body = self.read_body(session, snapshot.limits.max_request_body).await?;
         let request = gemini::parse_generate_request(&mut body)?;
         drop(body);
         let upstream_model = self.resolve_model(ctx, snapshot, model)?;
@@ -137,7 +137,7 @@ impl Gateway {
         snapshot: &Arc<Snapshot>,
         model: &str,
     ) -> std::result::Result<(), ClientError> {
-        let mut body = self.read_body(session, snapshot.max_request_body).await?;
+        let mut body = self.read_body(session, snapshot.limits.max_request_body).await?;
         let request = gemini::parse_generate_request(&mut body)?;
         drop(body);
         let upstream_model = self.resolve_model(ctx, snapshot, model)?;

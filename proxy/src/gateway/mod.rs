@@ -87,6 +87,8 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = self.app.snapshot();
+        // A client that stops reading must not hold an account slot or a socket for ever (see pump.rs).
+        session.set_write_timeout(Some(snapshot.limits.client_write_timeout));
         // The key is read once: where it was found is part of the routing (Google's SDKs mark Gemini calls).
         let (route, key_name) = {
             let req = session.req_header();

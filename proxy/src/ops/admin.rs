@@ -192,7 +192,10 @@ pub fn redacted_config(s: &Snapshot) -> Value {
             "default": s.aliases.default_model(),
         },
         "store": { "path": s.store_path.display().to_string() },
-        "limits": { "max_request_body": s.max_request_body },
+        "limits": {
+            "max_request_body": s.limits.max_request_body,
+            "client_write_timeout_ms": s.limits.client_write_timeout.as_millis() as u64,
+        },
         "pool": {
             "max_concurrent_per_account": s.pool.max_concurrent_per_account,
             "max_attempts": s.pool.max_attempts,
