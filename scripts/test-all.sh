@@ -71,6 +71,9 @@ if [ "$(cat "$NODE_PREFIX/node_modules/.installed.sha256" 2>/dev/null)" != "$nod
     echo "$node_want" > "$NODE_PREFIX/node_modules/.installed.sha256"
 fi
 
+step "house rules (scripts/check-layout.py: file sizes, no import circles)"
+python3 scripts/check-layout.py || die "scripts/check-layout.py"
+
 step "cargo build --workspace --bins"
 cargo build --workspace --bins || die "cargo build"
 
