@@ -11,8 +11,26 @@ use super::ctx::RequestCtx;
 use super::exchange;
 use super::Gateway;
 
+/// Refuses an encoded body: inflating a client's gzip or brotli would make the body limit meaningless (a
+/// small compressed body can expand without bound), and no client of these APIs needs it.
+fn encoding_problem(session: &Session) -> Option<ClientError> {
+    let encoding = session.req_header().headers.get(http::header::CONTENT_ENCODING)?;
+    let identity = encoding.to_str().is_ok_and(|e| e.trim().eq_ignore_ascii_case("identity"));
+    (!identity).then(|| {
+        ClientError::new(
+            415,
+            ErrorKind::InvalidRequest,
+            format!(
+                "Content-Encoding {:?} is not accepted: send the request body uncompressed",
+                String::from_utf8_lossy(encoding.as_bytes())
+            ),
+        )
+    })
+}
+
 impl Gateway {
-    /// Reads the whole request body, bounded by `limits.max_request_body` (413 beyond).
+    /// Reads the whole request body, bounded by `limits.max_request_body` (413 beyond); an encoded body is
+    /// refused with 415 before it is read.
     pub(super) async fn read_body(
         &self,
         session: &mut Session,
@@ -25,6 +43,10 @@ impl Gateway {
                 format!("request body larger than the {limit}-byte limit (limits.max_request_body)"),
             )
         };
+        if let Some(error) = encoding_problem(session) {
+            session.set_keepalive(None);
+            return Err(error);
+        }
         let declared = session
             .req_header()
             .headers
