@@ -8,7 +8,6 @@ import socket
 import time
 
 import httpx
-import pytest
 
 from conftest import API_KEY, wait_until
 
@@ -82,7 +81,6 @@ def stalled_h2_stream(gateway) -> socket.socket:
 
 
 def test_an_http2_stream_whose_window_stays_closed_frees_its_account_slot(start_gateway):
-    pytest.importorskip("h2")
     gateway = start_gateway(limits={"client_write_timeout": "2s"},
                             pool={"max_concurrent_per_account": 1, "max_wait": "20s"})
     sock = stalled_h2_stream(gateway)
