@@ -23,6 +23,7 @@ use std::time::Duration;
 use levitate_filters::alias::AliasTable;
 use levitate_filters::auth::ApiKeys;
 
+use crate::tls::TlsMaterial;
 use files::MainFile;
 pub use files::{LockScope, PoolSettings, RequestLogSettings};
 use source::{Parsed, Source};
@@ -192,6 +193,8 @@ pub struct UpstreamSettings {
 pub struct AdminSettings {
     pub listen: SocketAddr,
     pub key: Option<Secret>,
+    /// HTTPS on the admin listener (`admin.tls`), its files loaded and checked.
+    pub tls: Option<TlsMaterial>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -216,6 +219,8 @@ pub struct Limits {
 pub struct Snapshot {
     pub paths: ConfigPaths,
     pub listen: SocketAddr,
+    /// HTTPS on `listen` (`tls`), its files loaded and checked; `None` is plain HTTP.
+    pub tls: Option<TlsMaterial>,
     pub admin: AdminSettings,
     pub api_keys: ApiKeys,
     pub api_key_names: Vec<String>,
@@ -299,6 +304,9 @@ impl Snapshot {
         };
         check("listen", self.listen != next.listen);
         check("admin.listen", self.admin.listen != next.admin.listen);
+        // Turning TLS on or off changes the listener; new certificate files do not (they are re-read).
+        check("tls", self.tls.is_some() != next.tls.is_some());
+        check("admin.tls", self.admin.tls.is_some() != next.admin.tls.is_some());
         check("server.threads", self.server.threads != next.server.threads);
         check("server.grace_period", self.server.grace_period != next.server.grace_period);
         check("server.pid_file", self.server.pid_file != next.server.pid_file);
