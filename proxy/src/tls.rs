@@ -190,7 +190,7 @@ fn block_line(bytes: &[u8], from: usize) -> usize {
 fn pem_reason(e: rustls_pemfile::Error) -> String {
     match e {
         rustls_pemfile::Error::MissingSectionEnd { end_marker } => {
-            format!("the block has no `{}` line", String::from_utf8_lossy(&end_marker))
+            format!("the block has no `-----END {}-----` line", String::from_utf8_lossy(&end_marker))
         }
         rustls_pemfile::Error::IllegalSectionStart { line } => {
             format!("malformed BEGIN line `{}`", String::from_utf8_lossy(&line))

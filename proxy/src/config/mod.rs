@@ -471,6 +471,36 @@ mod tests {
     }
 
     #[test]
+    fn tls_file_problems_name_the_key_line_and_the_file() {
+        let d = tempdir("tls");
+        std::fs::write(d.join("cert.pem"), "-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n")
+            .unwrap();
+        let main = format!(
+            "{MAIN}tls:\n  cert: cert.pem\n  key: missing.key\nadmin:\n  tls: {{ cert: '', key: k }}\n"
+        );
+        let p = write_config(&d, &main, ACCOUNTS, ROUTES);
+        let e = Snapshot::load_with_env(&p, &env()).unwrap_err();
+        let lines: Vec<String> =
+            e.to_string().lines().map(|l| l.replace(&format!("{}/", d.display()), "")).collect();
+        assert_eq!(e.problems().len(), 2, "{e}");
+        assert!(lines[0].starts_with("levitate.yaml:6: tls.cert: cert.pem:1: not valid PEM"), "{lines:?}");
+        assert!(lines[1].starts_with("levitate.yaml:9: admin.tls.cert: the file name is empty"), "{lines:?}");
+
+        let main = format!("{MAIN}tls: {{ cert: nowhere.pem, key: k }}\n");
+        let p = write_config(&d, &main, ACCOUNTS, ROUTES);
+        let e = Snapshot::load_with_env(&p, &env())
+            .unwrap_err()
+            .to_string()
+            .replace(&format!("{}/", d.display()), "");
+        assert!(e.starts_with("levitate.yaml:5: tls.cert: nowhere.pem: cannot read"), "{e}");
+
+        let main = format!("{MAIN}tls: {{ cert: c, key: k, ca: x }}\n");
+        let p = write_config(&d, &main, ACCOUNTS, ROUTES);
+        let e = Snapshot::load_with_env(&p, &env()).unwrap_err().to_string();
+        assert!(e.contains("unknown field `ca`"), "{e}");
+    }
+
+    #[test]
     fn urls_parse() {
         let u = UpstreamUrl::parse("http://127.0.0.1:9999/x/").unwrap();
         assert_eq!((u.tls, u.port, u.base_path.as_str()), (false, 9999, "/x"));
