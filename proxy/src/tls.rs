@@ -338,6 +338,21 @@ impl EdgeTls {
     }
 }
 
+/// A self-signed certificate (valid for a century) and keys for tests: no secret, made for this purpose.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    pub const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBpzCCAU2gAwIBAgIUYFBRtx9HAoUc7WW+ITr3jjdwunMwCgYIKoZIzj0EAwIw\nHTEbMBkGA1UEAwwSbGV2aXRhdGUtdW5pdC10ZXN0MCAXDTI2MTIwNjA4MTAzMFoY\nDzIxMjYxMTEyMDgxMDMwWjAdMRswGQYDVQQDDBJsZXZpdGF0ZS11bml0LXRlc3Qw\nWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAATemIP66lyIOChuVxILvozw7mT/PnIu\nJZJesCFRmYxHP/iWUpU5MwgUsLOLnTRbjQJA1OoTmuzVA/T6l934kG7bo2kwZzAd\nBgNVHQ4EFgQUMrDL/InfS5ZlmtJ3aNMQP+dnixgwHwYDVR0jBBgwFoAUMrDL/Inf\nS5ZlmtJ3aNMQP+dnixgwDwYDVR0TAQH/BAUwAwEB/zAUBgNVHREEDTALgglsb2Nh\nbGhvc3QwCgYIKoZIzj0EAwIDSAAwRQIge9g+R0jmzre8PbdVft46bpooWQwLBH7x\nwI8HieT2fJECIQCxboYSEhsy5+civLvBuXrj8k+F/VV6eBKLy+DWBwEmWQ==\n-----END CERTIFICATE-----\n";
+    pub const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgX0gjErUk5mFZcDH5\n07yFhZPsUxgppn4XZNSoM8fma2OhRANCAATemIP66lyIOChuVxILvozw7mT/PnIu\nJZJesCFRmYxHP/iWUpU5MwgUsLOLnTRbjQJA1OoTmuzVA/T6l934kG7b\n-----END PRIVATE KEY-----\n";
+    /// A key that does not belong to `CERT`.
+    pub const OTHER_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQghz78EvulVtZGC7DA\ngb/L/IHcHpm6SaGA4Nz0Z5wY+6qhRANCAAQv+X6z3Ph/+kD+z0MxeUVlnuQAlT0I\nUEtu/oPMJi1povkZirhgRVVjr7JmG+zXwTWQOM2msSAmC4s26HPXWgzF\n-----END PRIVATE KEY-----\n";
+
+    /// Writes `cert.pem` and `key.pem` (with `key` as its contents) into `dir`.
+    pub fn write(dir: &std::path::Path, key: &str) {
+        std::fs::write(dir.join("cert.pem"), CERT).unwrap();
+        std::fs::write(dir.join("key.pem"), key).unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +404,31 @@ mod tests {
             .unwrap();
         let e = load(&files(&d)).unwrap_err().to_string();
         assert!(e.contains("key.pem: the private key cannot be used"), "{e}");
+    }
+
+    #[test]
+    fn a_matching_pair_loads_and_a_reload_swaps_what_new_handshakes_get() {
+        let d = dir("ok");
+        fixtures::write(&d, fixtures::KEY);
+        let plain = load(&files(&d)).unwrap();
+        let live = LiveTls::new(&plain);
+        assert!(!live.offer_client_auth(), "no client_ca: no client certificate is asked for");
+        let with_ca = load(&TlsFiles { client_ca: Some(d.join("cert.pem")), ..files(&d) }).unwrap();
+        live.update(&with_ca);
+        assert!(Arc::ptr_eq(&live.certified.load_full(), &with_ca.certified));
+        assert!(live.offer_client_auth() && live.client_auth_mandatory());
+        live.update(&plain);
+        assert!(!live.offer_client_auth());
+        assert!(!format!("{plain:?}").contains("PRIVATE"), "the key is never printed");
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused() {
+        let d = dir("mismatch");
+        fixtures::write(&d, fixtures::OTHER_KEY);
+        let e = load(&files(&d)).unwrap_err();
+        assert!(e.to_string().contains("do not belong together"), "{e}");
+        assert!(e.path().ends_with("key.pem"));
     }
 
     #[test]

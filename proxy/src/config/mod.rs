@@ -501,6 +501,20 @@ mod tests {
     }
 
     #[test]
+    fn turning_tls_on_or_off_needs_an_upgrade_but_new_files_do_not() {
+        let d = tempdir("tls-upgrade");
+        crate::tls::fixtures::write(&d, crate::tls::fixtures::KEY);
+        let p = write_config(&d, MAIN, ACCOUNTS, ROUTES);
+        let plain = Snapshot::load_with_env(&p, &env()).unwrap();
+        let p =
+            write_config(&d, &format!("{MAIN}tls: {{ cert: cert.pem, key: key.pem }}\n"), ACCOUNTS, ROUTES);
+        let tls = Snapshot::load_with_env(&p, &env()).unwrap();
+        assert_eq!(tls.tls.as_ref().map(|t| t.files.cert.clone()), Some(d.join("cert.pem")));
+        assert_eq!(plain.needs_upgrade(&tls), vec!["tls"]);
+        assert!(tls.needs_upgrade(&Snapshot::load_with_env(&p, &env()).unwrap()).is_empty());
+    }
+
+    #[test]
     fn urls_parse() {
         let u = UpstreamUrl::parse("http://127.0.0.1:9999/x/").unwrap();
         assert_eq!((u.tls, u.port, u.base_path.as_str()), (false, 9999, "/x"));
