@@ -22,9 +22,6 @@ import pytest
 
 from conftest import API_KEY, Gateway, main_config, pro_account, wait_until, write_yaml
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Certificates
 
