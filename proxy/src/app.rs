@@ -17,6 +17,7 @@ use crate::ops::metrics::Metrics;
 use crate::ops::request_log::RequestLog;
 use crate::pool::AccountPool;
 use crate::store::{Store, StoreError};
+use crate::tls::EdgeTls;
 use crate::upstream::Upstream;
 
 /// Distinct tool sets remembered; one per agent configuration in practice.
@@ -36,6 +37,8 @@ pub struct App {
     pub request_log: Arc<RequestLog>,
     /// Cleaned tool declarations by their raw JSON: agents resend identical tools on every request.
     pub tool_cache: ToolCache,
+    /// The certificates the TLS listeners hand out; each accepted reload puts new ones in force.
+    pub tls: Arc<EdgeTls>,
 }
 
 impl App {
@@ -55,9 +58,12 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         metrics.set_config_generation(1, 0);
         let pool_of_reload = pool.clone();
+        let tls = Arc::new(EdgeTls::new(&snapshot));
+        let tls_of_reload = tls.clone();
         let apply = Box::new(move |next: &Snapshot| {
             pool_of_reload.configure(&next.pool);
             pool_of_reload.replace(&next.accounts);
+            tls_of_reload.apply(next);
         });
         let reload = Arc::new(Reloader::new(snapshot, config.clone(), metrics.clone(), apply));
         Arc::new(App {
@@ -70,6 +76,7 @@ impl App {
             reload,
             request_log: Arc::new(RequestLog::new()),
             tool_cache: ToolCache::new(TOOL_CACHE_ENTRIES),
+            tls,
         })
     }
 

@@ -71,10 +71,19 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
         .name("levitate gateway")
         .server_options(server_options)
         .build();
-    gateway.add_tcp(&snapshot.listen.to_string());
+    // With TLS, HTTP/2 is offered by ALPN (h2c stays for plain listeners only; Pingora ignores it on TLS).
+    match &app.tls.gateway {
+        Some(tls) => gateway.add_tls_with_settings(&snapshot.listen.to_string(), None, tls.settings(true)),
+        None => gateway.add_tcp(&snapshot.listen.to_string()),
+    }
 
     let mut admin = Service::new("levitate admin".to_string(), Admin::new(app.clone()));
-    admin.add_tcp(&snapshot.admin.listen.to_string());
+    match &app.tls.admin {
+        Some(tls) => {
+            admin.add_tls_with_settings(&snapshot.admin.listen.to_string(), None, tls.settings(false))
+        }
+        None => admin.add_tcp(&snapshot.admin.listen.to_string()),
+    }
 
     server.add_service(gateway);
     server.add_service(admin);
@@ -103,7 +112,7 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
         "levitate handover",
         HandoverImporter::new(app.store.clone(), app.pool.clone(), snapshot.store_path.clone()),
     ));
-    tracing::info!(listen = %snapshot.listen, admin = %snapshot.admin.listen, accounts = snapshot.accounts.len(), upgrade = start.upgrade, "levitate starting");
+    tracing::info!(listen = %snapshot.listen, tls = snapshot.tls.is_some(), admin = %snapshot.admin.listen, admin_tls = snapshot.admin.tls.is_some(), accounts = snapshot.accounts.len(), upgrade = start.upgrade, "levitate starting");
     server.run_forever()
 }
 

@@ -14,6 +14,8 @@ use serde::Deserialize;
 pub struct MainFile {
     #[serde(default = "defaults::listen")]
     pub listen: String,
+    /// HTTPS on `listen`; plain HTTP without it.
+    pub tls: Option<TlsFile>,
     #[serde(default)]
     pub admin: AdminFile,
     pub auth: AuthFile,
@@ -61,12 +63,23 @@ pub struct AdminFile {
     pub key: Option<String>,
     /// The variable holding the key. Unset on a loopback `listen` means no key; elsewhere it is an error.
     pub key_env: Option<String>,
+    pub tls: Option<TlsFile>,
 }
 
 impl Default for AdminFile {
     fn default() -> Self {
-        AdminFile { listen: defaults::admin_listen(), key: None, key_env: None }
+        AdminFile { listen: defaults::admin_listen(), key: None, key_env: None, tls: None }
     }
+}
+
+/// `tls:` / `admin.tls:`: PEM files, relative to the folder of levitate.yaml.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: String,
+    pub key: String,
+    /// Only clients with a certificate signed by one of these CAs may connect (Authenticated Origin Pulls).
+    pub client_ca: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -23,6 +23,7 @@ use std::time::Duration;
 use levitate_filters::alias::AliasTable;
 use levitate_filters::auth::ApiKeys;
 
+use crate::tls::TlsMaterial;
 use files::MainFile;
 pub use files::{LockScope, PoolSettings, RequestLogSettings};
 use source::{Parsed, Source};
@@ -192,6 +193,8 @@ pub struct UpstreamSettings {
 pub struct AdminSettings {
     pub listen: SocketAddr,
     pub key: Option<Secret>,
+    /// HTTPS on the admin listener (`admin.tls`), its files loaded and checked.
+    pub tls: Option<TlsMaterial>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -216,6 +219,8 @@ pub struct Limits {
 pub struct Snapshot {
     pub paths: ConfigPaths,
     pub listen: SocketAddr,
+    /// HTTPS on `listen` (`tls`), its files loaded and checked; `None` is plain HTTP.
+    pub tls: Option<TlsMaterial>,
     pub admin: AdminSettings,
     pub api_keys: ApiKeys,
     pub api_key_names: Vec<String>,
@@ -299,6 +304,9 @@ impl Snapshot {
         };
         check("listen", self.listen != next.listen);
         check("admin.listen", self.admin.listen != next.admin.listen);
+        // Turning TLS on or off changes the listener; new certificate files do not (they are re-read).
+        check("tls", self.tls.is_some() != next.tls.is_some());
+        check("admin.tls", self.admin.tls.is_some() != next.admin.tls.is_some());
         check("server.threads", self.server.threads != next.server.threads);
         check("server.grace_period", self.server.grace_period != next.server.grace_period);
         check("server.pid_file", self.server.pid_file != next.server.pid_file);
@@ -460,6 +468,50 @@ mod tests {
         let next = Snapshot::load_with_env(&p, &env()).unwrap();
         assert_eq!(running.needs_upgrade(&next), vec!["listen", "server.grace_period"]);
         assert_eq!(next.server.pid_file, PathBuf::from("/run/levitate/levitate.pid"), "absolute paths stay");
+    }
+
+    #[test]
+    fn tls_file_problems_name_the_key_line_and_the_file() {
+        let d = tempdir("tls");
+        std::fs::write(d.join("cert.pem"), "-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n")
+            .unwrap();
+        let main = format!(
+            "{MAIN}tls:\n  cert: cert.pem\n  key: missing.key\nadmin:\n  tls: {{ cert: '', key: k }}\n"
+        );
+        let p = write_config(&d, &main, ACCOUNTS, ROUTES);
+        let e = Snapshot::load_with_env(&p, &env()).unwrap_err();
+        let lines: Vec<String> =
+            e.to_string().lines().map(|l| l.replace(&format!("{}/", d.display()), "")).collect();
+        assert_eq!(e.problems().len(), 2, "{e}");
+        assert!(lines[0].starts_with("levitate.yaml:6: tls.cert: cert.pem:1: not valid PEM"), "{lines:?}");
+        assert!(lines[1].starts_with("levitate.yaml:9: admin.tls.cert: the file name is empty"), "{lines:?}");
+
+        let main = format!("{MAIN}tls: {{ cert: nowhere.pem, key: k }}\n");
+        let p = write_config(&d, &main, ACCOUNTS, ROUTES);
+        let e = Snapshot::load_with_env(&p, &env())
+            .unwrap_err()
+            .to_string()
+            .replace(&format!("{}/", d.display()), "");
+        assert!(e.starts_with("levitate.yaml:5: tls.cert: nowhere.pem: cannot read"), "{e}");
+
+        let main = format!("{MAIN}tls: {{ cert: c, key: k, ca: x }}\n");
+        let p = write_config(&d, &main, ACCOUNTS, ROUTES);
+        let e = Snapshot::load_with_env(&p, &env()).unwrap_err().to_string();
+        assert!(e.contains("unknown field `ca`"), "{e}");
+    }
+
+    #[test]
+    fn turning_tls_on_or_off_needs_an_upgrade_but_new_files_do_not() {
+        let d = tempdir("tls-upgrade");
+        crate::tls::fixtures::write(&d, crate::tls::fixtures::KEY);
+        let p = write_config(&d, MAIN, ACCOUNTS, ROUTES);
+        let plain = Snapshot::load_with_env(&p, &env()).unwrap();
+        let p =
+            write_config(&d, &format!("{MAIN}tls: {{ cert: cert.pem, key: key.pem }}\n"), ACCOUNTS, ROUTES);
+        let tls = Snapshot::load_with_env(&p, &env()).unwrap();
+        assert_eq!(tls.tls.as_ref().map(|t| t.files.cert.clone()), Some(d.join("cert.pem")));
+        assert_eq!(plain.needs_upgrade(&tls), vec!["tls"]);
+        assert!(tls.needs_upgrade(&Snapshot::load_with_env(&p, &env()).unwrap()).is_empty());
     }
 
     #[test]

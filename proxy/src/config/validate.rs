@@ -12,7 +12,9 @@ use std::path::Path;
 use levitate_filters::alias::{AliasError, AliasTable};
 use levitate_filters::auth::ApiKeys;
 
-use super::files::{AccountsFile, MainFile, RoutesFile, UpstreamFile};
+use crate::tls::{self, TlsFiles, TlsMaterial};
+
+use super::files::{AccountsFile, MainFile, RoutesFile, TlsFile, UpstreamFile};
 use super::source::At::{self, Item, Key};
 use super::source::{Parsed, Source};
 use super::{
@@ -97,8 +99,14 @@ pub(super) fn build(
     });
     let specs = accounts.and_then(|a| account_specs(&a.source, &a.file, default_concurrency, env, problems));
     let aliases = routes.and_then(|r| alias_table(&r.source, &r.file, problems));
-    let (Some(main), Some(accounts), Some(routes), Some(settings), Some(specs), Some(aliases)) =
-        (main, accounts, routes, settings, specs, aliases)
+    let tls = main.and_then(|m| {
+        let gateway = listener_tls(&m.source, m.file.tls.as_ref(), &[Key("tls")], folder, problems);
+        let admin_at = [Key("admin"), Key("tls")];
+        let admin = listener_tls(&m.source, m.file.admin.tls.as_ref(), &admin_at, folder, problems);
+        Some((gateway?, admin?))
+    });
+    let (Some(main), Some(accounts), Some(routes), Some(mut settings), Some(specs), Some(aliases), Some(tls)) =
+        (main, accounts, routes, settings, specs, aliases, tls)
     else {
         return None;
     };
@@ -106,6 +114,7 @@ pub(super) fn build(
         return None;
     }
     let file = &main.file;
+    settings.admin.tls = tls.1;
     Some(Snapshot {
         paths: ConfigPaths {
             main: main.source.path.clone(),
@@ -113,6 +122,7 @@ pub(super) fn build(
             routes: routes.source.path.clone(),
         },
         listen: settings.listen,
+        tls: tls.0,
         admin: settings.admin,
         api_keys: settings.api_keys,
         api_key_names: settings.api_key_names,
@@ -229,12 +239,56 @@ fn main_settings(
     }
     Some(MainSettings {
         listen,
-        admin: AdminSettings { listen: admin_listen, key: admin_key },
+        admin: AdminSettings { listen: admin_listen, key: admin_key, tls: None },
         api_keys,
         api_key_names,
         upstream,
         max_request_body,
     })
+}
+
+/// A listener's `tls:` with its files read and checked: `Some(None)` for plain HTTP, `None` after a problem
+/// (kept at the line of the key naming the file that failed).
+fn listener_tls(
+    src: &Source,
+    tls: Option<&TlsFile>,
+    at: &[At<'_>],
+    folder: &Path,
+    problems: &mut Problems,
+) -> Option<Option<TlsMaterial>> {
+    let Some(t) = tls else { return Some(None) };
+    let name = key_path(at);
+    let key_at = |key| [at, &[Key(key)]].concat();
+    let before = problems.count();
+    for (key, value) in [("cert", Some(&t.cert)), ("key", Some(&t.key)), ("client_ca", t.client_ca.as_ref())]
+    {
+        if value.is_some_and(|v| v.trim().is_empty()) {
+            problems.push(src.invalid(&key_at(key), format!("{name}.{key}: the file name is empty")));
+        }
+    }
+    if problems.count() > before {
+        return None;
+    }
+    let files = TlsFiles {
+        cert: folder.join(&t.cert),
+        key: folder.join(&t.key),
+        client_ca: t.client_ca.as_ref().map(|ca| folder.join(ca)),
+    };
+    match tls::load(&files) {
+        Ok(material) => Some(Some(material)),
+        Err(e) => {
+            let path = e.path();
+            let key = if path == files.cert.display().to_string() {
+                "cert"
+            } else if path == files.key.display().to_string() {
+                "key"
+            } else {
+                "client_ca"
+            };
+            problems.push(src.invalid(&key_at(key), format!("{name}.{key}: {e}")));
+            None
+        }
+    }
 }
 
 fn address(src: &Source, at: &[At<'_>], text: &str, example: &str) -> Result<SocketAddr, ConfigError> {
