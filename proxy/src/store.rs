@@ -24,7 +24,7 @@ pub enum StoreError {
 }
 
 /// What Levitate knows about one account beyond its YAML definition.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AccountState {
     pub access_token: Option<String>,
     /// Unix seconds at which `access_token` expires.
@@ -32,6 +32,19 @@ pub struct AccountState {
     pub project_id: Option<String>,
     pub tier: Option<String>,
     pub tier_name: Option<String>,
+}
+
+/// Debug output never shows the access token, only whether there is one.
+impl std::fmt::Debug for AccountState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountState")
+            .field("access_token", &self.access_token.as_ref().map(|_| "<redacted>"))
+            .field("expires_at", &self.expires_at)
+            .field("project_id", &self.project_id)
+            .field("tier", &self.tier)
+            .field("tier_name", &self.tier_name)
+            .finish()
+    }
 }
 
 /// A lockout of one (account, model) pair, kept until its deadline so a restart does not hammer the account.
