@@ -31,10 +31,17 @@ impl KeyStyle {
 }
 
 /// A key found on a request, and where it was found.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct PresentedKey<'a> {
     pub key: Cow<'a, str>,
     pub style: KeyStyle,
+}
+
+/// A presented key is a client's secret (or a guess at one): debug output shows only its style.
+impl std::fmt::Debug for PresentedKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresentedKey").field("key", &"<redacted>").field("style", &self.style).finish()
+    }
 }
 
 /// The configured client keys, stored only as digests.
@@ -155,6 +162,13 @@ fn percent_decode(raw: &str) -> Option<Cow<'_, str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_presented_key() {
+        let presented = PresentedKey { key: Cow::Borrowed("sk-SECRET"), style: KeyStyle::Bearer };
+        let printed = format!("{presented:?} {:?}", Some(&presented));
+        assert!(!printed.contains("SECRET") && printed.contains("Bearer"), "{printed}");
+    }
     use http::{HeaderMap, HeaderValue};
 
     fn keys() -> ApiKeys {

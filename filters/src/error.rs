@@ -3,9 +3,13 @@
 //! Every failure, whether the client's, ours or Google's, reaches the client as one [`ClientError`] rendered
 //! in the client's own protocol, with the HTTP status its SDK expects; each protocol's body shape lives in
 //! its folder (`protocol/<name>/error.rs`). Upstream error bodies are never passed through raw:
-//! [`ClientError::from_upstream`] keeps Google's message (which is useful) and drops the rest.
+//! [`ClientError::from_upstream`] keeps Google's message (which is useful), scrubbed of project ids and
+//! numbers ([`crate::scrub`]), and drops the rest.
+
+use std::borrow::Cow;
 
 use crate::protocol::{anthropic, gemini, openai_chat};
+use crate::scrub::scrub_projects;
 use crate::Protocol;
 
 /// What went wrong, in protocol-neutral terms; decides the error `type`/`status` strings per protocol.
@@ -46,6 +50,15 @@ impl ClientError {
         self.param = Some(param.into());
         self
     }
+
+    /// This error with the account's own `project` id replaced wherever Google wrote it, also where no
+    /// pattern gives it away (`from_upstream` already scrubbed ids that follow `project` and long numbers).
+    pub fn without_project(mut self, project: &str) -> Self {
+        if let Cow::Owned(scrubbed) = scrub_projects(&self.message, &[project]) {
+            self.message = scrubbed;
+        }
+        self
+    }
 }
 
 /// Longest upstream message kept, in bytes: enough for Google's explanations, bounded for logs and clients.
@@ -66,8 +79,9 @@ impl ClientError {
 
     /// Turns the final upstream failure of a request (after retries) into what the client sees.
     ///
-    /// Only Google's `error.message` survives (truncated to 1 KiB); details, metadata and non-JSON bodies are
-    /// dropped, so nothing about our accounts or projects leaks. The status is re-mapped from the client's
+    /// Only Google's `error.message` survives (truncated to 1 KiB, project ids and numbers replaced by
+    /// `[project]`); details, metadata and non-JSON bodies are dropped, so nothing about our accounts or
+    /// projects leaks. The status is re-mapped from the client's
     /// point of view: the client's own key was accepted, so an upstream 401/403 (our account's token or
     /// entitlement) becomes a 502 `api_error`, never a 401/403 that would make an SDK blame the user's key.
     ///
@@ -136,6 +150,8 @@ fn upstream_message(body: &[u8]) -> Option<String> {
     }
     // Claude via Vertex puts Anthropic's own error JSON in Google's message: keep only its inner message.
     let message = claude_inner_message(message).unwrap_or_else(|| message.to_owned());
+    // Scrubbed before truncating: a cut must not leave half an id that no pattern recognises.
+    let message = scrub_projects(&message, &[]);
     Some(truncate_utf8(&message, MAX_UPSTREAM_MESSAGE).to_owned())
 }
 
@@ -216,6 +232,22 @@ mod tests {
         assert_eq!(e.message, "Upstream returned HTTP 500 (Internal Server Error)");
         let e = ClientError::from_upstream(400, br#"[{"error":{"code":400,"message":"array form"}}]"#);
         assert_eq!(e.message, "array form");
+    }
+
+    #[test]
+    fn upstream_messages_reach_the_client_without_project_ids() {
+        let body = json!({"error": {"code": 403, "message": "Permission denied on resource projects/foo-bar-123 (project number 123456789012) for acme-prod.", "status": "PERMISSION_DENIED"}});
+        let e = ClientError::from_upstream(403, body.to_string().as_bytes());
+        assert_eq!(
+            e.message,
+            "Upstream account is not permitted to serve this request: Permission denied on resource \
+             projects/[project] (project number [project]) for acme-prod."
+        );
+        let e = e.without_project("acme-prod");
+        assert!(e.message.ends_with("for [project]."), "{}", e.message);
+        let streamed = json!({"error": {"message": "quota of project 'acme-prod' exhausted"}});
+        let e = ClientError::from_upstream(429, streamed.to_string().as_bytes());
+        assert_eq!(e.message, "quota of project '[project]' exhausted");
     }
 
     #[test]

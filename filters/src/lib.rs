@@ -19,6 +19,7 @@ pub mod protocol;
 pub mod retry_hint;
 pub mod route;
 pub mod schema;
+pub mod scrub;
 pub mod signature;
 pub mod sse;
 pub mod stream;

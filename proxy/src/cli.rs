@@ -199,14 +199,15 @@ fn load_lenient(config: &Path) -> Result<Snapshot, ExitCode> {
     Snapshot::load_with_env(config, &LenientEnv).map_err(fail)
 }
 
+/// The running levitate's pid, validated before it is signalled (never 0, -1 or 1, only a levitate process).
 fn running_pid(snapshot: &Snapshot) -> Result<u32, ExitCode> {
     let path = &snapshot.server.pid_file;
-    crate::ops::upgrade::read_pid_file(path)
-        .ok_or_else(|| fail(format!("no running levitate: cannot read a pid from {}", path.display())))
+    crate::ops::upgrade::running_levitate(path).map_err(|e| fail(format!("pid file {}: {e}", path.display())))
 }
 
 fn send_signal(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
-    // SAFETY: kill(2) with a pid read from our pid file and a valid signal number has no memory effects.
+    // SAFETY: kill(2) with a pid validated by `running_levitate` (above 1, a levitate process) and a valid
+    // signal number has no memory effects.
     if unsafe { libc::kill(pid as libc::pid_t, signal) } == 0 {
         Ok(())
     } else {

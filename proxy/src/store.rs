@@ -24,7 +24,7 @@ pub enum StoreError {
 }
 
 /// What Levitate knows about one account beyond its YAML definition.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AccountState {
     pub access_token: Option<String>,
     /// Unix seconds at which `access_token` expires.
@@ -32,6 +32,19 @@ pub struct AccountState {
     pub project_id: Option<String>,
     pub tier: Option<String>,
     pub tier_name: Option<String>,
+}
+
+/// Debug output never shows the access token, only whether there is one.
+impl std::fmt::Debug for AccountState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountState")
+            .field("access_token", &self.access_token.as_ref().map(|_| "<redacted>"))
+            .field("expires_at", &self.expires_at)
+            .field("project_id", &self.project_id)
+            .field("tier", &self.tier)
+            .field("tier_name", &self.tier_name)
+            .finish()
+    }
 }
 
 /// A lockout of one (account, model) pair, kept until its deadline so a restart does not hammer the account.
@@ -89,6 +102,30 @@ pub fn handover_dir(store_path: &Path) -> std::path::PathBuf {
     store_path.join("handover")
 }
 
+/// Creates `folder` (and missing parents) 0700, and makes it 0700 if it exists: the store and hand-over
+/// folders hold tokens, and their modes must not depend on the umask of whoever started the service.
+fn create_private_dir(folder: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(folder)?;
+    std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Makes everything under `folder` private: folders 0700, files 0600 (symlinks are left alone).
+fn make_private(folder: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o700))?;
+    for entry in std::fs::read_dir(folder)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            make_private(&entry.path())?;
+        } else if kind.is_file() {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
 #[derive(Serialize, Deserialize)]
 struct SignatureRecord {
     signature: String,
@@ -124,12 +161,21 @@ pub fn unix_now_ms() -> u64 {
 }
 
 impl Store {
+    /// Opens (or creates) the store at `path`, private to the service's user: the folder is made 0700 before
+    /// sled writes into it and what sled created is made 0600, whatever the umask, since it holds access
+    /// tokens. sled creates its files with the process umask and offers no mode of its own.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let io = |source: std::io::Error| StoreError::Open {
+            path: path.display().to_string(),
+            source: source.into(),
+        };
+        create_private_dir(path).map_err(io)?;
         let db = sled::Config::new()
             .path(path)
             .flush_every_ms(Some(500))
             .open()
             .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        make_private(path).map_err(io)?;
         Self::from_db(db)
     }
 
@@ -196,12 +242,20 @@ impl Store {
         }
         let io = |source| StoreError::Handover { path: file.display().to_string(), source };
         if let Some(folder) = file.parent() {
-            std::fs::create_dir_all(folder).map_err(io)?;
+            create_private_dir(folder).map_err(io)?;
         }
         let temp = file.with_extension("tmp");
         {
             use std::io::Write;
-            let mut out = std::fs::File::create(&temp).map_err(io)?;
+            use std::os::unix::fs::OpenOptionsExt;
+            // A leftover temp file would keep its old mode: start from a fresh one, created 0600.
+            let _ = std::fs::remove_file(&temp);
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temp)
+                .map_err(io)?;
             out.write_all(&serde_json::to_vec(&records)?).map_err(io)?;
             out.sync_all().map_err(io)?;
         }
@@ -412,6 +466,57 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions()) & 0o777
+    }
+
+    #[test]
+    fn the_store_and_hand_over_files_are_private_whatever_the_umask() {
+        let dir = std::env::temp_dir().join(format!("levitate-store-modes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("data");
+        // SAFETY: umask(2) only sets the process's file-creation mask; 022 is the common default.
+        let before = unsafe { libc::umask(0o022) };
+        let store = Store::open(&path).unwrap();
+        store
+            .put_lockout(&LockoutRecord {
+                account: "a@x".into(),
+                model: "m".into(),
+                until_ms: u64::MAX,
+                reason: "r".into(),
+            })
+            .unwrap();
+        store.flush().unwrap();
+        store.detach().unwrap();
+        let handover = handover_dir(&path).join("4242.json");
+        store
+            .put_lockout(&LockoutRecord {
+                account: "b@x".into(),
+                model: "m".into(),
+                until_ms: u64::MAX,
+                reason: "r".into(),
+            })
+            .unwrap();
+        assert_eq!(store.export_records(&handover).unwrap(), 1);
+        drop(store);
+        // SAFETY: as above, restoring the mask the test found.
+        unsafe { libc::umask(before) };
+
+        assert_eq!(mode(&path), 0o700, "the store folder");
+        assert_eq!(mode(&handover_dir(&path)), 0o700, "the hand-over folder");
+        assert_eq!(mode(&handover), 0o600, "the hand-over file");
+        let mut files = 0;
+        for entry in std::fs::read_dir(&path).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                files += 1;
+                assert_eq!(mode(&entry.path()), 0o600, "{}", entry.path().display());
+            }
+        }
+        assert!(files > 0, "sled wrote its files");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn account_state_round_trips_and_survives_reopen() {

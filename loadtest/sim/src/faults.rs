@@ -31,6 +31,9 @@ pub enum FaultKind {
     TosViolation,
     /// 500 INTERNAL.
     ServerError,
+    /// 403 `SERVICE_DISABLED` naming the account's project by number and id, as Google does when the API is
+    /// off for the project: what a gateway must scrub before a client sees the message.
+    ServiceDisabled,
     /// The stream stops after `after_chunks` chunks with no finishReason (clean end, or `abort: true`).
     StreamCut,
     /// 200 with one chunk whose content has no parts.
@@ -153,8 +156,8 @@ impl FaultRule {
         Ok(())
     }
 
-    /// The error this rule answers with, if it is an error fault.
-    pub fn error(&self, model: &str, now: SystemTime) -> Option<ApiError> {
+    /// The error this rule answers with, if it is an error fault; `project` is the calling account's.
+    pub fn error(&self, model: &str, now: SystemTime, project: &str) -> Option<ApiError> {
         let delay = self.delay();
         match self.kind {
             FaultKind::RateLimit => Some(ApiError::ResourceExhausted {
@@ -200,9 +203,32 @@ impl FaultRule {
                 )],
             }),
             FaultKind::ServerError => Some(ApiError::Internal("Internal error encountered.".into())),
+            FaultKind::ServiceDisabled => {
+                let number = project_number(project);
+                let message = format!(
+                    "Gemini for Google Cloud API has not been used in project {number} before or it is disabled. \
+                     Enable it by visiting https://console.developers.google.com/apis/api/cloudaicompanion.googleapis.com/overview?project={number} \
+                     then retry. Resource: projects/{project}"
+                );
+                Some(ApiError::PermissionDenied {
+                    message,
+                    details: vec![ApiError::error_info(
+                        "SERVICE_DISABLED",
+                        json!({"consumer": format!("projects/{number}"), "service": "cloudaicompanion.googleapis.com"}),
+                    )],
+                })
+            }
             _ => None,
         }
     }
+}
+
+/// A stable 12-digit project number for a project id (Google's numbers are 12 digits, not derived from ids).
+fn project_number(project: &str) -> u64 {
+    let hash = project
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    100_000_000_000 + hash % 900_000_000_000
 }
 
 /// The QUOTA_EXHAUSTED 429, verbatim shape from PROTOCOL §5, for a reset at `reset`.
@@ -354,7 +380,7 @@ mod tests {
 
     #[test]
     fn rate_limit_body_matches_protocol() {
-        let e = rule(FaultKind::RateLimit).error("gemini-3-flash", SystemTime::now()).expect("error");
+        let e = rule(FaultKind::RateLimit).error("gemini-3-flash", SystemTime::now(), "p").expect("error");
         let b = e.body();
         assert_eq!(b["error"]["code"], 429);
         assert_eq!(b["error"]["status"], "RESOURCE_EXHAUSTED");
@@ -367,7 +393,7 @@ mod tests {
     #[test]
     fn quota_body_matches_protocol() {
         let e = rule(FaultKind::QuotaExhausted)
-            .error("claude-opus-4-6-thinking", SystemTime::now())
+            .error("claude-opus-4-6-thinking", SystemTime::now(), "p")
             .expect("error");
         let b = e.body();
         assert_eq!(

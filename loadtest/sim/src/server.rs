@@ -399,7 +399,7 @@ async fn content_reply(
     let now = SystemTime::now();
     let outcome = decision.outcome.as_ref();
     if let Some(rule) = outcome {
-        if let Some(err) = rule.error(model, now) {
+        if let Some(err) = rule.error(model, now, account.project().unwrap_or_default()) {
             if rule.kind == FaultKind::QuotaExhausted {
                 account.mark_exhausted(model, now + rule.delay(), rule.sticky, &config.quota, now);
             }

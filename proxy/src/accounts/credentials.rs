@@ -46,10 +46,20 @@ impl CredentialError {
 }
 
 /// An access token and the unix second it expires at.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AccessToken {
     pub token: Arc<str>,
     pub expires_at: u64,
+}
+
+/// The token is a bearer credential: debug output (logs, panics) shows only when it expires.
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// The project an account calls with and the tier Google reports for it.
@@ -383,6 +393,19 @@ fn default_allowed_tier(answer: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_an_access_token() {
+        let token = AccessToken { token: Arc::from("ya29.SECRET-token"), expires_at: 42 };
+        let state = crate::store::AccountState {
+            access_token: Some("ya29.SECRET-token".into()),
+            expires_at: 42,
+            ..Default::default()
+        };
+        let printed = format!("{token:?} {token:#?} {state:?} {:?}", Some(&token));
+        assert!(!printed.contains("SECRET"), "{printed}");
+        assert!(printed.contains("42") && printed.contains("<redacted>"), "{printed}");
+    }
 
     #[test]
     fn tier_precedence_follows_protocol() {

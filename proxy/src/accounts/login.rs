@@ -50,6 +50,8 @@ pub enum LoginError {
     Denied(String),
     #[error("the callback's state does not match this login (a stale or foreign redirect)")]
     StateMismatch,
+    #[error("the callback has no state parameter, so it cannot be told from a forged redirect: paste the whole URL the browser was sent to")]
+    NoState,
     #[error("no authorization code in {0:?}")]
     NoCode(String),
     #[error("token exchange failed with HTTP {status}: {error}")]
@@ -115,7 +117,8 @@ pub fn authorize_url(settings: &UpstreamSettings, redirect_uri: &str, pkce: &Pkc
     format!("{}{separator}{query}", settings.oauth_authorize_url)
 }
 
-/// The `code` from a pasted redirect URL, a query string, or a bare code; checks `state` when present.
+/// The `code` from a pasted redirect URL, a query string, or a bare code. A URL or query must carry this
+/// login's `state`; a bare code is the operator's own copy from the browser, so it has none to check.
 pub fn code_from_input(input: &str, expected_state: &str) -> Result<String, LoginError> {
     let input = input.trim();
     let query = match input.split_once('?') {
@@ -130,13 +133,15 @@ pub fn code_from_input(input: &str, expected_state: &str) -> Result<String, Logi
 fn code_from_query(query: &str, expected_state: &str) -> Result<String, LoginError> {
     let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    // `state` first: without it anyone able to reach the loopback port could end (or feed) the login, and
+    // Google's own redirects, errors included, always carry it.
+    match get("state") {
+        None => return Err(LoginError::NoState),
+        Some(state) if state != expected_state => return Err(LoginError::StateMismatch),
+        Some(_) => {}
+    }
     if let Some(error) = get("error") {
         return Err(LoginError::Denied(error));
-    }
-    if let Some(state) = get("state") {
-        if state != expected_state {
-            return Err(LoginError::StateMismatch);
-        }
     }
     get("code").filter(|c| !c.is_empty()).ok_or_else(|| LoginError::NoCode(query.to_string()))
 }
@@ -262,7 +267,9 @@ fn open_browser(url: &str) {
     }
 }
 
-/// Answers loopback requests until one carries the authorization code (or Google's error).
+/// Answers loopback requests until one carries the authorization code (or Google's error) with this login's
+/// `state`. A request without it, or with another, is answered 400 and ignored: a page that makes the browser
+/// hit the port must not end the login or slip in a code of its choosing.
 async fn wait_for_callback(listener: &tokio::net::TcpListener, state: &str) -> Result<String, LoginError> {
     loop {
         let (stream, _) = listener.accept().await.map_err(LoginError::Listen)?;
@@ -277,6 +284,16 @@ async fn wait_for_callback(listener: &tokio::net::TcpListener, state: &str) -> R
             continue;
         };
         let outcome = code_from_query(query, state);
+        if let Err(refused @ (LoginError::NoState | LoginError::StateMismatch)) = &outcome {
+            let page = format!("Levitate: this callback was refused and ignored: {refused}.");
+            let response = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+            let _ = write.write_all(response.as_bytes()).await;
+            let _ = write.shutdown().await;
+            continue;
+        }
         let page = match &outcome {
             Ok(_) => "Levitate: signed in. You can close this tab and return to the terminal.",
             Err(_) => "Levitate: the sign-in did not complete. See the terminal for the reason.",
@@ -382,9 +399,46 @@ mod tests {
         assert_eq!(code_from_input("code=c1&state=s1", "s1").unwrap(), "c1");
         assert!(matches!(code_from_input(url, "other"), Err(LoginError::StateMismatch)));
         assert!(matches!(
-            code_from_input("http://localhost:1/oauth-callback?error=access_denied", "s"),
+            code_from_input("http://localhost:1/oauth-callback?state=s&error=access_denied", "s"),
             Err(LoginError::Denied(_))
         ));
         assert!(matches!(code_from_input("", "s"), Err(LoginError::NoCode(_))));
+    }
+
+    #[test]
+    fn a_callback_without_this_logins_state_is_refused() {
+        let no_state = code_from_query("code=4%2F0Abc&scope=x", "s1").unwrap_err();
+        assert!(matches!(no_state, LoginError::NoState));
+        assert!(no_state.to_string().contains("no state parameter"), "{no_state}");
+        assert!(matches!(code_from_query("state=&code=c", "s1"), Err(LoginError::StateMismatch)));
+        assert!(matches!(code_from_query("state=s2&code=c", "s1"), Err(LoginError::StateMismatch)));
+        // A forged error redirect must not end the login either.
+        assert!(matches!(code_from_query("error=access_denied", "s1"), Err(LoginError::NoState)));
+        assert!(matches!(
+            code_from_input("http://localhost:1/oauth-callback?code=c", "s1"),
+            Err(LoginError::NoState)
+        ));
+        assert_eq!(code_from_query("state=s1&code=c", "s1").unwrap(), "c");
+    }
+
+    #[tokio::test]
+    async fn the_loopback_listener_ignores_a_callback_without_state_and_waits_for_the_real_one() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let waiting = tokio::spawn(async move { wait_for_callback(&listener, "s1").await });
+        let get = |target: &'static str| async move {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            stream.write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer).await.unwrap();
+            answer
+        };
+        let forged = get("/oauth-callback?code=evil").await;
+        assert!(forged.starts_with("HTTP/1.1 400") && forged.contains("no state parameter"), "{forged}");
+        let wrong = get("/oauth-callback?state=s2&code=evil").await;
+        assert!(wrong.starts_with("HTTP/1.1 400") && wrong.contains("does not match"), "{wrong}");
+        let real = get("/oauth-callback?state=s1&code=good").await;
+        assert!(real.starts_with("HTTP/1.1 200"), "{real}");
+        assert_eq!(waiting.await.unwrap().unwrap(), "good");
     }
 }

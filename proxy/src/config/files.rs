@@ -55,7 +55,7 @@ impl MainFile {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
     #[serde(default = "defaults::admin_listen")]
@@ -88,7 +88,7 @@ pub struct AuthFile {
     pub api_keys: Vec<ApiKeyFile>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyFile {
     pub name: String,
@@ -96,7 +96,7 @@ pub struct ApiKeyFile {
     pub key_env: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamFile {
     #[serde(default = "defaults::endpoints")]
@@ -299,7 +299,7 @@ pub struct AccountsFile {
     pub accounts: Vec<AccountFile>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountFile {
     pub email: String,
@@ -310,6 +310,58 @@ pub struct AccountFile {
     #[serde(default = "defaults::yes")]
     pub enabled: bool,
     pub max_concurrent: Option<u32>,
+}
+
+/// Shown in place of a secret written inline in a file: whether it is set, never its text.
+fn redacted(value: &Option<String>) -> Option<&'static str> {
+    value.as_ref().map(|_| "<redacted>")
+}
+
+// The file structs hold secrets written inline (keys, the OAuth client secret, refresh tokens); their debug
+// output, which a log line or a panic may print, names the fields but never shows those values.
+impl std::fmt::Debug for AdminFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminFile")
+            .field("listen", &self.listen)
+            .field("key", &redacted(&self.key))
+            .field("key_env", &self.key_env)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ApiKeyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyFile")
+            .field("name", &self.name)
+            .field("key", &redacted(&self.key))
+            .field("key_env", &self.key_env)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for UpstreamFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamFile")
+            .field("endpoints", &self.endpoints)
+            .field("oauth_client_id", &self.oauth_client_id)
+            .field("oauth_client_secret", &redacted(&self.oauth_client_secret))
+            .field("oauth_client_secret_env", &self.oauth_client_secret_env)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for AccountFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountFile")
+            .field("email", &self.email)
+            .field("refresh_token", &redacted(&self.refresh_token))
+            .field("refresh_token_env", &self.refresh_token_env)
+            .field("project_id", &self.project_id)
+            .field("tier", &self.tier)
+            .field("enabled", &self.enabled)
+            .field("max_concurrent", &self.max_concurrent)
+            .finish()
+    }
 }
 
 /// `routes.yaml`.

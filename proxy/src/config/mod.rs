@@ -515,6 +515,35 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_never_shows_a_secret() {
+        let d = tempdir("debug");
+        let main = format!(
+            "{}admin: {{ listen: 127.0.0.1:9001, key: admin-s3cr3t-1 }}\n\
+             upstream: {{ oauth_client_id: client-id, oauth_client_secret: client-s3cr3t-2 }}\n",
+            MAIN.replace("key_env: K", "key: api-s3cr3t-3")
+        );
+        let accounts = ACCOUNTS.replace("refresh_token: r1", "refresh_token: refresh-s3cr3t-4");
+        let p = write_config(&d, &main, &accounts, ROUTES);
+        let s = Snapshot::load_with_env(&p, &env()).unwrap();
+        let main_file: MainFile = Source::read(&p).unwrap().parse().unwrap();
+        let accounts_file: files::AccountsFile =
+            Source::read(&d.join("accounts.yaml")).unwrap().parse().unwrap();
+        let printed = [
+            format!("{s:?}"),
+            format!("{:?}", s.accounts),
+            format!("{:?}", s.admin),
+            format!("{:?}", s.upstream),
+            format!("{:?}", s.api_keys),
+            format!("{main_file:?}"),
+            format!("{accounts_file:?}"),
+            format!("{:#?}", s.accounts),
+        ]
+        .join("\n");
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+        assert!(printed.contains("a@x.com") && printed.contains("client-id"), "the rest is still shown");
+    }
+
+    #[test]
     fn urls_parse() {
         let u = UpstreamUrl::parse("http://127.0.0.1:9999/x/").unwrap();
         assert_eq!((u.tls, u.port, u.base_path.as_str()), (false, 9999, "/x"));

@@ -105,7 +105,13 @@ impl Reloader {
     pub fn reload(&self, trigger: Trigger) -> ReloadReport {
         let _gate = self.gate.lock().unwrap_or_else(PoisonError::into_inner);
         let main_path = self.config.load().paths.main.clone();
-        let report = match Snapshot::load(&main_path) {
+        let loaded = Snapshot::load(&main_path).map_err(|e| e.to_string()).and_then(|next| {
+            match weakens_admin_protection(&self.boot, &next) {
+                Some(reason) => Err(reason),
+                None => Ok(next),
+            }
+        });
+        let report = match loaded {
             Ok(mut next) => {
                 let needs_upgrade = self.boot.needs_upgrade(&next);
                 keep_process_settings(&mut next, &self.boot);
@@ -138,7 +144,7 @@ impl Reloader {
                     trigger,
                     at: unix_now(),
                     generation: self.generation(),
-                    error: Some(e.to_string()),
+                    error: Some(e),
                     needs_upgrade: pending,
                 }
             }
@@ -158,6 +164,23 @@ impl Reloader {
         let reloader = self.clone();
         let _ = tokio::task::spawn_blocking(move || reloader.reload(trigger)).await;
     }
+}
+
+/// Why `next` must not go in force when it would leave the running admin listener unprotected, if it would.
+///
+/// The admin listener keeps its boot address for the life of the process, so a file that now says
+/// `admin.listen: 127.0.0.1:…` without a key would still be validated as loopback while the running socket
+/// listens on every interface: that reload would open the admin API to the network. It is refused instead and
+/// the running key stays.
+fn weakens_admin_protection(boot: &Snapshot, next: &Snapshot) -> Option<String> {
+    let running = boot.admin.listen;
+    let keyless = next.admin.key.as_ref().is_none_or(|key| key.is_empty());
+    (keyless && !running.ip().is_loopback()).then(|| {
+        format!(
+            "admin: the running admin listener {running} is not a loopback address, so a reload may not remove \
+             or empty admin.key; the running key stays (move admin.listen to loopback with a binary upgrade first)"
+        )
+    })
 }
 
 /// Puts back the values a running process cannot change, so the snapshot in force tells the truth.
@@ -324,6 +347,7 @@ fn concerns(event: &notify::Result<notify::Event>, files: &HashSet<PathBuf>) -> 
 mod tests {
     use super::*;
     use crate::app::App;
+    use crate::config::Secret;
     use crate::store::Store;
 
     const MAIN: &str = "listen: 127.0.0.1:9000\nauth:\n  api_keys:\n    - { name: default, key: k }\n";
@@ -359,6 +383,35 @@ mod tests {
         assert!(moved.ok && moved.generation == 3);
         assert_eq!(moved.needs_upgrade, vec!["listen"]);
         assert_eq!(app.snapshot().listen.port(), 9000, "the running listener is what the snapshot says");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_reload_never_removes_the_key_of_an_admin_listener_off_loopback() {
+        let dir = std::env::temp_dir().join(format!("levitate-reload-admin-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        let exposed = format!("{MAIN}admin: {{ listen: 0.0.0.0:9101, key: admin-secret }}\n");
+        write("levitate.yaml", &exposed);
+        write("accounts.yaml", ACCOUNTS);
+        write("routes.yaml", "aliases:\n  gpt-4o: gemini-3-flash\n");
+        let app =
+            App::with_store(Snapshot::load(&dir.join("levitate.yaml")).unwrap(), Store::temporary().unwrap());
+
+        // The file now claims loopback and drops the key; the running socket still listens on 0.0.0.0.
+        write("levitate.yaml", &format!("{MAIN}admin: {{ listen: 127.0.0.1:9101 }}\n"));
+        let refused = app.reload(Trigger::Admin);
+        assert!(!refused.ok && refused.generation == 1, "{refused:?}");
+        let why = refused.error.as_deref().unwrap_or("");
+        assert!(why.contains("0.0.0.0:9101") && why.contains("admin.key"), "{why}");
+        assert_eq!(app.snapshot().admin.key.as_ref().map(Secret::expose), Some("admin-secret"));
+
+        // Changing the key is not weakening it.
+        write("levitate.yaml", &exposed.replace("admin-secret", "another-secret"));
+        let changed = app.reload(Trigger::Admin);
+        assert!(changed.ok, "{changed:?}");
+        assert_eq!(app.snapshot().admin.key.as_ref().map(Secret::expose), Some("another-secret"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

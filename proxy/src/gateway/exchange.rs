@@ -236,7 +236,8 @@ async fn open_call(
         };
         let status = refusal.status;
         app.metrics.upstream_attempt(&account.email, outcome_label(status));
-        let error = ClientError::from_upstream(status, &error_body);
+        // The account's own project id can appear anywhere in Google's text; it is no business of the client.
+        let error = ClientError::from_upstream(status, &error_body).without_project(&project.id);
         match refusal.verdict(DEFAULT_RATE_LIMIT_REST) {
             Verdict::RateLimited { rest } | Verdict::QuotaExhausted { rest } => {
                 let reason = match refusal.reason {

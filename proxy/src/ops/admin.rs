@@ -13,6 +13,7 @@
 //! | `GET /admin/circuits` | per account circuit-breaker state |
 //! | `POST /admin/reload` | reload the YAML files now; 200 with the report, 422 with the error |
 //! | `POST /admin/accounts/{email}/enable`, `…/disable` | take an account in or out of rotation (and persist it) |
+//! | `POST /admin/accounts/{email}/clear-forbidden` | the operator fixed it: lift the account's forbidden mark |
 //! | `GET /admin/requests?limit=N` | the metadata-only request log, newest first |
 //! | `GET /admin/config` | the configuration in force, secrets redacted |
 
@@ -266,6 +267,18 @@ impl ServeHttp for Admin {
                     Err(_) => error(500, "account update failed"),
                 }
             }
+            (&Method::POST, ["admin", "accounts", email, "clear-forbidden"]) => {
+                let email = percent_decode(email);
+                let snapshot = self.app.snapshot();
+                match snapshot.accounts.iter().find(|a| a.email.eq_ignore_ascii_case(&email)) {
+                    Some(account) => {
+                        let cleared = self.app.pool.clear_forbidden(&account.id);
+                        tracing::info!(account = %account.email, cleared, "forbidden mark cleared by the operator");
+                        json_reply(200, &json!({ "account": account.email, "cleared": cleared }))
+                    }
+                    None => json_reply(404, &json!({ "error": format!("no account {email}") })),
+                }
+            }
             (_, ["metrics"] | ["admin", ..]) if known_path(&segments) => error(405, "method not allowed"),
             _ => error(404, "not found"),
         }
@@ -277,7 +290,7 @@ fn known_path(segments: &[&str]) -> bool {
         segments,
         ["metrics"]
             | ["admin", "health" | "accounts" | "circuits" | "requests" | "config" | "reload"]
-            | ["admin", "accounts", _, "enable" | "disable"]
+            | ["admin", "accounts", _, "enable" | "disable" | "clear-forbidden"]
     )
 }
 

@@ -90,8 +90,79 @@ pub fn write_pid_file(path: &Path, pid: u32) {
     }
 }
 
+/// The pid a pid file names, when it holds one a process can have (see [`parse_pid`]).
 pub fn read_pid_file(path: &Path) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    parse_pid(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// Linux's `PID_MAX_LIMIT`: no process id is larger.
+const PID_MAX: u32 = 1 << 22;
+
+/// Why a pid file cannot be trusted with a signal.
+#[derive(Debug, thiserror::Error)]
+pub enum PidFileError {
+    #[error("no running levitate: cannot read it: {0}")]
+    Read(std::io::Error),
+    #[error("{0:?} is not a process id")]
+    NotANumber(String),
+    #[error("pid {0} is not one Levitate can have written (a pid file must name a process above 1 and at most {PID_MAX})")]
+    OutOfRange(i64),
+    #[error("pid {pid} is not a running levitate ({reason}); a stale pid file? Remove it or start levitate")]
+    NotLevitate { pid: u32, reason: String },
+}
+
+/// The process id in a pid file's text. Refuses what `kill(2)` would read as a group or as everyone (0, -1
+/// and other negatives, or an unsigned value that wraps to one), init (1), and what no process can be.
+pub fn parse_pid(text: &str) -> Result<u32, PidFileError> {
+    let text = text.trim();
+    if text.is_empty() || text.len() > 12 || !text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        return Err(PidFileError::NotANumber(text.chars().take(40).collect()));
+    }
+    let pid: i64 = text.parse().map_err(|_| PidFileError::NotANumber(text.to_string()))?;
+    match u32::try_from(pid) {
+        Ok(pid) if (2..=PID_MAX).contains(&pid) => Ok(pid),
+        _ => Err(PidFileError::OutOfRange(pid)),
+    }
+}
+
+/// The pid of the running levitate named by `path`, checked to be a levitate process before anyone signals
+/// it: a stale pid file whose number now belongs to another program must not get its SIGHUP or SIGUSR2.
+pub fn running_levitate(path: &Path) -> Result<u32, PidFileError> {
+    let text = std::fs::read_to_string(path).map_err(PidFileError::Read)?;
+    let pid = parse_pid(&text)?;
+    is_levitate(pid).map_err(|reason| PidFileError::NotLevitate { pid, reason })?;
+    Ok(pid)
+}
+
+/// Whether process `pid` runs a levitate binary: its `/proc/<pid>/exe` (readable to its owner and root) or,
+/// failing that, the program in `/proc/<pid>/cmdline` (readable to all) is named levitate. Without `/proc`
+/// (not Linux) nothing can be checked and the number alone is trusted.
+fn is_levitate(pid: u32) -> Result<(), String> {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return Ok(());
+    }
+    let dir = proc.join(pid.to_string());
+    let named_levitate = |program: &Path| {
+        program
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().to_ascii_lowercase().contains("levitate"))
+    };
+    if let Ok(exe) = std::fs::read_link(dir.join("exe")) {
+        return if named_levitate(&exe) { Ok(()) } else { Err(format!("it runs {}", exe.display())) };
+    }
+    match std::fs::read(dir.join("cmdline")) {
+        Ok(cmdline) => {
+            let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+            let program = PathBuf::from(String::from_utf8_lossy(program).into_owned());
+            if named_levitate(&program) {
+                Ok(())
+            } else {
+                Err(format!("it runs {}", program.display()))
+            }
+        }
+        Err(_) => Err("no such process".to_string()),
+    }
 }
 
 /// Removes the pid file if it still names this process (after an upgrade it names the new one).
@@ -276,6 +347,46 @@ mod tests {
         remove_own_pid_file(&path);
         assert!(!path.exists());
         write_pid_file(&dir.join("missing-folder").join("x.pid"), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_a_plausible_pid_is_read_from_a_pid_file() {
+        assert_eq!(parse_pid("4242\n").unwrap(), 4242);
+        assert_eq!(parse_pid(" 2 ").unwrap(), 2);
+        for refused in ["0", "1", "-1", "-4242", "4294967295", "4294967296", "99999999999", "4194305"] {
+            assert!(matches!(parse_pid(refused), Err(PidFileError::OutOfRange(_))), "{refused}");
+        }
+        for refused in ["", "abc", "12 34", "0x10", "+5", "4242abc", "99999999999999999999999"] {
+            assert!(matches!(parse_pid(refused), Err(PidFileError::NotANumber(_))), "{refused:?}");
+        }
+        let dir = std::env::temp_dir().join(format!("levitate-pid-parse-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("levitate.pid");
+        std::fs::write(&path, "-1\n").unwrap();
+        assert_eq!(read_pid_file(&path), None, "never kill(-1)");
+        std::fs::write(&path, "0").unwrap();
+        assert_eq!(read_pid_file(&path), None, "never kill(0)");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_pid_file_naming_another_program_is_not_signalled() {
+        let dir = std::env::temp_dir().join(format!("levitate-pid-owner-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("levitate.pid");
+        // This test runs inside the `levitate-<hash>` test binary: a levitate process.
+        write_pid_file(&path, std::process::id());
+        assert_eq!(running_levitate(&path).unwrap(), std::process::id());
+        let mut sleeper = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        write_pid_file(&path, sleeper.id());
+        let refused = running_levitate(&path).unwrap_err();
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        assert!(matches!(refused, PidFileError::NotLevitate { .. }), "{refused}");
+        assert!(refused.to_string().contains("sleep"), "{refused}");
+        std::fs::write(&path, "1").unwrap();
+        assert!(matches!(running_levitate(&path), Err(PidFileError::OutOfRange(1))));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -30,6 +30,7 @@ mod selector;
 mod state;
 mod status;
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,13 +131,25 @@ impl AccountPool {
     }
 
     /// Swaps in a new account table (reload). Live state of accounts that stay is kept; removed accounts
-    /// finish their in-flight requests and take no new ones. A reload is also how an operator says "I fixed
-    /// it": forbidden marks and admin overrides of the listed accounts are cleared.
+    /// finish their in-flight requests and take no new ones.
+    ///
+    /// A reload clears only what its edit is about. An account's forbidden mark goes when that account's
+    /// credentials changed (see [`credentials_changed`]): Google refused those credentials, and a reload that
+    /// only disables a neighbour must not revive them (an operator clears a mark with `clear_forbidden`). The
+    /// operator's enable/disable override goes when the file changed that account's `enabled`, the newer word
+    /// on it; otherwise it survives the reload. Accounts new to the table keep what the store remembers.
     pub fn replace(&self, accounts: &[AccountSpec]) {
+        let previous = self.selector.load_full();
+        let before: HashMap<&str, &AccountSpec> =
+            previous.entries.iter().map(|e| (e.account.id.as_str(), e.account.as_ref())).collect();
         for a in accounts {
-            let live = self.state.live_of(&a.id);
-            live.admin_enabled.store(ADMIN_NONE, Ordering::Relaxed);
-            self.clear_forbidden(&a.id);
+            let Some(old) = before.get(a.id.as_str()) else { continue };
+            if old.enabled != a.enabled {
+                self.state.live_of(&a.id).admin_enabled.store(ADMIN_NONE, Ordering::Relaxed);
+            }
+            if credentials_changed(old, a) && self.clear_forbidden(&a.id) {
+                tracing::info!(account = %a.email, "forbidden mark cleared: the account's credentials changed");
+            }
         }
         let selector = AccountSelector::from_accounts(accounts, self.state.clone());
         self.state.install(selector.accounts());
@@ -442,7 +455,8 @@ impl AccountPool {
         status::snapshot_state(&self.selector.load(), &self.state)
     }
 
-    /// The operator enables or disables an account until the next reload. Returns false for unknown ids.
+    /// The operator enables or disables an account until a reload changes that account's `enabled` in the
+    /// file (the admin API writes the file too, so the two agree). Returns false for unknown ids.
     pub fn set_enabled(&self, id: &str, enabled: bool) -> bool {
         if !self.selector.load().entries.iter().any(|e| e.account.id == id) {
             return false;
@@ -476,6 +490,13 @@ impl AccountPool {
         self.state.lockouts.clear_account(id);
         self.state.changed.notify_waiters();
     }
+}
+
+/// Whether a reload gave an account other credentials: another refresh token, or another project to bill
+/// (a `PERMISSION_DENIED` on a project is fixed by naming a different one). The OAuth client is the same for
+/// every account and changes only with the process configuration, so it is not part of an account's identity.
+fn credentials_changed(before: &AccountSpec, after: &AccountSpec) -> bool {
+    before.refresh_token != after.refresh_token || before.project_id != after.project_id
 }
 
 #[cfg(test)]
@@ -717,6 +738,52 @@ mod tests {
         drop(lease);
         assert_eq!(pool.live_of("a@x").in_flight(), 0);
         assert_eq!(pool.snapshot_state().len(), 1, "drained");
+    }
+
+    #[test]
+    fn a_reload_clears_a_forbidden_mark_only_when_that_accounts_credentials_changed() {
+        let store = Store::temporary().unwrap();
+        let table = [account("a@x", None, 3), account("b@x", None, 3), account("c@x", None, 3)];
+        let pool = AccountPool::with_store(&table, &PoolSettings::default(), store.clone());
+        pool.forbid(&table[1], "invalid_grant", None, "revoked");
+        pool.forbid(&table[2], "PERMISSION_DENIED", None, "no access");
+
+        // Disabling A says nothing about B and C: Google still refuses them.
+        let mut edited = table.clone();
+        edited[0].enabled = false;
+        pool.replace(&edited);
+        let states: Vec<&str> = pool.snapshot_state().into_iter().map(|s| s.state).collect();
+        assert_eq!(states[1], "forbidden", "{states:?}");
+        assert_eq!(states[2], "forbidden", "{states:?}");
+        assert_eq!(store.forbidden().unwrap().len(), 2, "the marks stay in the store too");
+
+        // A new refresh token for B, a new project for C: those are the fixes.
+        edited[1].refresh_token = crate::config::Secret::new("r-new");
+        pool.replace(&edited);
+        assert_eq!(pool.snapshot_state()[1].state, "ready");
+        assert_eq!(pool.snapshot_state()[2].state, "forbidden");
+        edited[2].project_id = Some("other-project".into());
+        pool.replace(&edited);
+        assert_eq!(pool.snapshot_state()[2].state, "ready");
+        assert!(store.forbidden().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_operators_override_survives_a_reload_that_does_not_touch_that_account() {
+        let table = [account("a@x", None, 3), account("b@x", None, 3)];
+        let pool = AccountPool::new(&table);
+        assert!(pool.set_enabled("b@x", false));
+        let mut edited = table.clone();
+        edited[0].max_concurrent = 5;
+        pool.replace(&edited);
+        assert!(!pool.is_usable("b@x"), "an unrelated edit keeps B disabled");
+
+        // The file now speaks about B's `enabled`: that is the newer instruction.
+        edited[1].enabled = false;
+        pool.replace(&edited);
+        edited[1].enabled = true;
+        pool.replace(&edited);
+        assert!(pool.is_usable("b@x"), "the file re-enabled B");
     }
 
     #[test]
