@@ -58,12 +58,12 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         metrics.set_config_generation(1, 0);
         let pool_of_reload = pool.clone();
-        let tls = Arc::new(EdgeTls::new(&snapshot));
+        let tls = Arc::new(EdgeTls::new(snapshot.tls.as_ref(), snapshot.admin.tls.as_ref()));
         let tls_of_reload = tls.clone();
         let apply = Box::new(move |next: &Snapshot| {
             pool_of_reload.configure(&next.pool);
             pool_of_reload.replace(&next.accounts);
-            tls_of_reload.apply(next);
+            tls_of_reload.apply(next.tls.as_ref(), next.admin.tls.as_ref());
         });
         let reload = Arc::new(Reloader::new(snapshot, config.clone(), metrics.clone(), apply));
         Arc::new(App {

@@ -26,8 +26,6 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
-use crate::config::Snapshot;
-
 /// The files of one TLS listener, as configured (paths resolved against the configuration folder).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -316,20 +314,16 @@ pub struct EdgeTls {
 }
 
 impl EdgeTls {
-    pub fn new(boot: &Snapshot) -> EdgeTls {
-        EdgeTls {
-            gateway: boot.tls.as_ref().map(LiveTls::new),
-            admin: boot.admin.tls.as_ref().map(LiveTls::new),
-        }
+    /// The listeners' material at start: `tls:` and `admin.tls:` of the boot configuration.
+    pub fn new(gateway: Option<&TlsMaterial>, admin: Option<&TlsMaterial>) -> EdgeTls {
+        EdgeTls { gateway: gateway.map(LiveTls::new), admin: admin.map(LiveTls::new) }
     }
 
     /// Puts the certificates of an accepted configuration in force. A listener started without TLS stays
     /// plain (and one started with TLS keeps its last certificate if `tls:` was removed): that needs an
     /// upgrade, which `Snapshot::needs_upgrade` reports.
-    pub fn apply(&self, next: &Snapshot) {
-        for (live, material, name) in
-            [(&self.gateway, &next.tls, "tls"), (&self.admin, &next.admin.tls, "admin.tls")]
-        {
+    pub fn apply(&self, gateway: Option<&TlsMaterial>, admin: Option<&TlsMaterial>) {
+        for (live, material, name) in [(&self.gateway, gateway, "tls"), (&self.admin, admin, "admin.tls")] {
             if let (Some(live), Some(material)) = (live, material) {
                 live.update(material);
                 tracing::info!(listener = name, cert = %material.files.cert.display(), "TLS certificate (re)loaded");
