@@ -200,6 +200,7 @@ pub struct ServerSettings {
     pub grace_period: Duration,
     pub pid_file: PathBuf,
     pub upgrade_sock: PathBuf,
+    pub trusted_proxies: Vec<crate::gateway::client_addr::Cidr>,
 }
 
 /// `limits:`: the bounds every client is held to.
@@ -210,6 +211,15 @@ pub struct Limits {
     /// How long a write to the client may make no progress before the answer is ended and its account slot
     /// freed (a client that stopped reading, or an HTTP/2 stream whose window stays closed).
     pub client_write_timeout: Duration,
+    /// The whole request head must arrive within this (slowloris); idle keep-alive connections close after
+    /// `keepalive_timeout`; a body upload that makes no progress for `body_read_timeout` ends with 408.
+    pub header_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    /// Open client connections (and, apart, in-flight streams); capped further by `RLIMIT_NOFILE`.
+    pub max_connections: usize,
+    /// Open connections from one client address (requests, for clients behind a trusted proxy).
+    pub max_connections_per_ip: u32,
 }
 
 /// One complete, validated configuration. Immutable; replaced whole on reload.
