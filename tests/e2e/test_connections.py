@@ -212,3 +212,40 @@ def test_clients_behind_a_trusted_proxy_are_limited_one_by_one(start_gateway):
             data = None
         assert data is None, f"a proxy connection was refused: {data!r}"
         sock.close()
+
+
+def test_running_out_of_descriptors_is_the_gateway_s_fault_not_the_account_s(start_gateway):
+    """With its descriptor limit lowered under it, the gateway cannot open upstream connections: clients get a
+    503 that says so (not 502 "upstream could not be reached"), no breaker opens, /admin keeps answering, and
+    once descriptors are back the same account serves again."""
+    import os
+    import resource
+    from concurrent.futures import ThreadPoolExecutor
+
+    gw = start_gateway(pool={"breaker_failures": 1, "max_attempts": 2},
+                       scenario={"latency": {"first_byte_ms": 3000}})
+    gw.assert_serves()  # token and project are known; one upstream connection is pooled
+    pid = gw.process.popen.pid
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    admin = httpx.Client(base_url=gw.admin_url, timeout=10)  # connected before the limit drops
+    assert admin.get("/admin/circuits").status_code == 200
+    fds = [int(fd) for fd in os.listdir(f"/proc/{pid}/fd")]
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (max(len(fds) + 4, max(fds) + 1), hard))
+    try:
+        def one(i: int) -> httpx.Response:
+            with polite_client(gw, source=f"127.0.0.{30 + i}") as client:
+                return client.post("/v1/chat/completions", json=chat_body(f"fd {i}"))
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(one, range(8)))
+        statuses = [r.status_code for r in answers]
+        local = [r for r in answers if r.status_code == 503]
+        assert local, f"no request ran out of descriptors: {statuses}"
+        assert 502 not in statuses, [r.text for r in answers if r.status_code == 502]
+        assert all("local resources" in r.json()["error"]["message"] for r in local), [r.text for r in local]
+        circuits = admin.get("/admin/circuits").json()["circuits"]
+        assert all(c["breaker"] == "closed" for c in circuits), circuits
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        admin.close()
+    gw.assert_serves()

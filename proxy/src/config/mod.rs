@@ -397,6 +397,29 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_and_trusted_proxies_load_and_bad_ones_are_located() {
+        let d = tempdir("conns");
+        let main = format!(
+            "{MAIN}limits: {{ header_timeout: 3s, max_connections_per_ip: 4 }}\nserver:\n  trusted_proxies: [10.0.0.0/8, \"::1\"]\n"
+        );
+        let s = Snapshot::load_with_env(&write_config(&d, &main, ACCOUNTS, ROUTES), &env()).unwrap();
+        assert_eq!(s.limits.header_timeout, Duration::from_secs(3));
+        assert_eq!(s.limits.max_connections_per_ip, 4);
+        assert_eq!(s.limits.keepalive_timeout, Duration::from_secs(60));
+        assert_eq!(s.limits.max_connections, 10_000);
+        assert_eq!(s.server.trusted_proxies.len(), 2);
+        assert!(s.server.trusted_proxies[0].contains("10.9.8.7".parse().unwrap()));
+
+        let main = format!("{MAIN}server:\n  trusted_proxies:\n    - 10.0.0.0/8\n    - 10.0.0.0/40\n");
+        let e = Snapshot::load_with_env(&write_config(&d, &main, ACCOUNTS, ROUTES), &env()).unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains("levitate.yaml:8:") && e.contains("10.0.0.0/40"), "{e}");
+        let main = format!("{MAIN}limits: {{ header_timeout: 0s }}\n");
+        let e = Snapshot::load_with_env(&write_config(&d, &main, ACCOUNTS, ROUTES), &env()).unwrap_err();
+        assert!(e.to_string().contains("limits.header_timeout must be above zero"), "{e}");
+    }
+
+    #[test]
     fn an_unset_admin_key_variable_on_loopback_means_no_key() {
         let d = tempdir("admin-loopback");
         let main = format!("{MAIN}admin: {{ listen: 127.0.0.1:9001, key_env: ADMIN }}\n");
