@@ -193,17 +193,30 @@ def test_forwarded_addresses_are_believed_only_from_a_trusted_proxy(start_gatewa
 
 def test_clients_behind_a_trusted_proxy_are_limited_one_by_one(start_gateway):
     """The proxy's own connections are not held to the per-address limit; its clients' requests are."""
+    from concurrent.futures import ThreadPoolExecutor
+
     gw = start_gateway(limits={"max_connections_per_ip": 2, "header_timeout": "30s"},
-                       server={"trusted_proxies": ["127.0.0.2"]})
+                       server={"trusted_proxies": ["127.0.0.2"]},
+                       scenario={"latency": {"first_byte_ms": 1500}})
     # More proxy connections than the per-address limit: all accepted.
     held = []
     for _ in range(4):
         sock = connect(gw, source="127.0.0.2")
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
         held.append(sock)
-    with polite_client(gw, source="127.0.0.2") as proxy:
-        r = proxy.post("/v1/chat/completions", json=chat_body(), headers={"X-Forwarded-For": "198.51.100.9"})
-        assert r.status_code == 200, r.text
+    def forwarded(client_ip: str) -> httpx.Response:
+        with polite_client(gw, source="127.0.0.2") as proxy:
+            return proxy.post("/v1/chat/completions", json=chat_body(), headers={"X-Forwarded-For": client_ip})
+
+    # Three at once for one forwarded client: two are served, the third is over its limit. Another client
+    # behind the same proxy is not affected.
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(forwarded, ["198.51.100.9"] * 3 + ["198.51.100.10"]))
+    statuses = sorted(r.status_code for r in answers[:3])
+    assert statuses == [200, 200, 429], [r.text for r in answers]
+    assert answers[3].status_code == 200, answers[3].text
+    limited = next(r for r in answers if r.status_code == 429)
+    assert "too many concurrent requests" in limited.json()["error"]["message"]
     for sock in held:
         sock.settimeout(0.3)
         try:
@@ -249,3 +262,18 @@ def test_running_out_of_descriptors_is_the_gateway_s_fault_not_the_account_s(sta
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
         admin.close()
     gw.assert_serves()
+
+
+def test_h2c_is_served_and_counted_and_a_silent_h2_connection_is_cut(start_gateway):
+    """HTTP/2 (prior knowledge) still reaches Pingora through the connection front door, its requests are
+    served, and an h2c connection that sends its preface and then nothing is closed after the idle timeout."""
+    gw = start_gateway(limits={"keepalive_timeout": "2s", "header_timeout": "2s"})
+    with httpx.Client(base_url=gw.base_url, http1=False, http2=True, timeout=30,
+                      headers={"Authorization": f"Bearer {API_KEY}"}) as h2:
+        for i in range(3):
+            r = h2.post("/v1/chat/completions", json=chat_body(f"h2 {i}"))
+            assert r.status_code == 200 and r.http_version == "HTTP/2", (r.http_version, r.text)
+    sock = connect(gw)
+    sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))  # preface + empty SETTINGS
+    took, _ = seconds_until_closed(sock, 15)
+    assert took < 2 + SLACK + 1, f"idle h2c connection kept open {took:.1f}s"
