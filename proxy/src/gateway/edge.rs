@@ -9,6 +9,7 @@
 //! as already-read bytes. HTTP/2 connections go to Pingora's own handling once their preface arrived in time.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,9 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Past this a head is handed to Pingora unfinished, which refuses it (its own limit is 1 MiB).
 const MAX_HEAD: usize = 1 << 20;
 
+/// At most one warning about refused connections per this interval.
+const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(10);
+
 /// How long a refusal may take to write: the point is to let the socket go.
 const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 
@@ -39,11 +43,20 @@ pub struct Edge<A> {
     inner: Arc<A>,
     app: Arc<App>,
     connections: Connections,
+    started: std::time::Instant,
+    /// Seconds after `started` of the last refusal warning; `u64::MAX` before the first.
+    last_warning: AtomicU64,
 }
 
 impl<A> Edge<A> {
     pub fn new(inner: A, app: Arc<App>, connections: Connections) -> Self {
-        Edge { inner: Arc::new(inner), app, connections }
+        Edge {
+            inner: Arc::new(inner),
+            app,
+            connections,
+            started: std::time::Instant::now(),
+            last_warning: AtomicU64::new(u64::MAX),
+        }
     }
 }
 
@@ -69,7 +82,7 @@ where
         ) {
             Ok(slot) => slot,
             Err(refusal) => {
-                tracing::debug!(peer = ?peer, ?refusal, "connection refused");
+                self.note_refusal(peer, refusal);
                 refuse(stream, refusal).await;
                 return None;
             }
@@ -123,6 +136,23 @@ where
 
     async fn cleanup(&self) {
         self.inner.http_cleanup().await;
+    }
+}
+
+impl<A> Edge<A> {
+    /// A flood refuses thousands of connections a second: one warning per interval says it is happening,
+    /// the rest go to debug.
+    fn note_refusal(&self, peer: Option<IpAddr>, refusal: Refusal) {
+        let now = self.started.elapsed().as_secs();
+        let last = self.last_warning.load(Ordering::Relaxed);
+        let due = last == u64::MAX || now >= last.saturating_add(REFUSAL_WARNING_EVERY.as_secs());
+        if due && self.last_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            let limiter = &self.connections.limiter;
+            tracing::warn!(peer = ?peer, ?refusal, open = limiter.connections(), "refusing client connections over limits.max_connections / max_connections_per_ip");
+        } else {
+            tracing::debug!(peer = ?peer, ?refusal, "connection refused");
+        }
     }
 }
 

@@ -9,7 +9,8 @@
 //! method per client endpoint (parse, resolve the model, build the inner request); `exchange.rs` the retry
 //! loop over accounts; `pump.rs` the upstream answer through the stream machine to the client; `respond.rs`
 //! the body read and complete answers; `signatures.rs` thoughtSignature capture and lookup; `models.rs` the
-//! model lists; `ctx.rs` the per-request state.
+//! model lists; `ctx.rs` the per-request state; `edge.rs` the connection front door in front of Pingora
+//! (limits, head deadline, keep-alive idle); `client_addr.rs` the client's address behind trusted proxies.
 
 pub mod client_addr;
 mod ctx;
