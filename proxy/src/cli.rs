@@ -114,9 +114,36 @@ enum AccountsCommand {
 }
 
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LEVITATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = log_filter(std::env::var("LEVITATE_LOG").ok().as_deref());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+/// Pingora's connector logs `ERROR failed to acquire reusable stream` when a pooled upstream connection is
+/// still held by its idle watcher: a benign pool miss (a new connection is opened) that appeared on normal,
+/// successful traffic. Its module logs nothing else worth an operator's attention (one warning about an idle
+/// connection that had unexpected data, which is then dropped), so that module alone is silenced; its
+/// submodules (connect, TLS, HTTP sessions) keep the configured level. A `LEVITATE_LOG` that names the
+/// module itself wins.
+const PINGORA_POOL: &str = "pingora_core::connectors";
+
+fn log_filter(spec: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let spec = spec.filter(|s| !s.trim().is_empty()).unwrap_or("info");
+    let mut directives = Vec::new();
+    if !spec.contains(PINGORA_POOL) {
+        // The submodules follow the spec's overall level (its bare `level` entry, `info` without one).
+        let level = spec
+            .split(',')
+            .map(str::trim)
+            .rfind(|d| d.parse::<tracing_subscriber::filter::LevelFilter>().is_ok())
+            .unwrap_or("info");
+        directives.push(format!("{PINGORA_POOL}=off"));
+        for sub in ["l4", "tls", "http"] {
+            directives.push(format!("{PINGORA_POOL}::{sub}={level}"));
+        }
+    }
+    directives.push(spec.to_string());
+    tracing_subscriber::EnvFilter::try_new(directives.join(","))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{PINGORA_POOL}=off")))
 }
 
 pub fn main() -> ExitCode {
@@ -461,4 +488,65 @@ async fn fetch_quotas(snapshot: &Snapshot) -> Vec<QuotaRow> {
         }
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(spec: Option<&str>, emit: impl FnOnce()) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(log_filter(spec))
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        let bytes = captured.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn the_benign_pool_miss_is_not_an_error_line_but_real_errors_are() {
+        let out = logged(None, || {
+            tracing::error!(target: "pingora_core::connectors", "failed to acquire reusable stream");
+            tracing::error!(target: "pingora_core::connectors::l4", "connect refused");
+            tracing::error!(target: "pingora_proxy", "Fail to proxy");
+            tracing::info!(target: "levitate::gateway", "request");
+            tracing::debug!(target: "pingora_core::connectors::l4", "noise");
+        });
+        assert!(!out.contains("failed to acquire reusable stream"), "{out}");
+        assert!(
+            out.contains("connect refused") && out.contains("Fail to proxy") && out.contains("request"),
+            "{out}"
+        );
+        assert!(!out.contains("noise"), "{out}");
+    }
+
+    #[test]
+    fn an_operator_spec_is_kept_and_may_name_the_module() {
+        let out = logged(Some("debug"), || {
+            tracing::debug!(target: "pingora_core::connectors::l4", "connect detail");
+            tracing::error!(target: "pingora_core::connectors", "failed to acquire reusable stream");
+        });
+        assert!(out.contains("connect detail") && !out.contains("reusable"), "{out}");
+        let out = logged(Some("info,pingora_core::connectors=error"), || {
+            tracing::error!(target: "pingora_core::connectors", "failed to acquire reusable stream");
+        });
+        assert!(out.contains("reusable"), "{out}");
+    }
 }

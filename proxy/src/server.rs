@@ -14,14 +14,16 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
-use pingora_proxy::ProxyServiceBuilder;
+use pingora_proxy::http_proxy;
 
 use crate::app::App;
 use crate::config::reload::{ConfigWatcher, SighupReloader};
 use crate::config::Snapshot;
+use crate::gateway::edge::Edge;
 use crate::gateway::signatures::SignatureSweeper;
 use crate::gateway::Gateway;
 use crate::ops::admin::Admin;
+use crate::ops::connections::{connection_cap, raise_nofile_limit, Connections};
 use crate::ops::handover::HandoverImporter;
 use crate::ops::request_log::RequestLogWriter;
 use crate::ops::upgrade::{Lifecycle, HANDOVER_WAIT};
@@ -65,12 +67,23 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
     let app = App::with_store(snapshot, store);
     let snapshot = app.snapshot();
 
+    // Connections are counted and cut at the client listener's door (see gateway/edge.rs); the admin
+    // listener is not counted, and the descriptors it needs are kept out of the client budget.
+    let nofile = raise_nofile_limit();
+    let connections = Connections::new(nofile.map(connection_cap));
+    if let Some(nofile) = nofile {
+        let cap = connections.max_connections(snapshot.limits.max_connections);
+        tracing::info!(nofile, max_connections = cap, "client connections capped below the descriptor limit");
+    }
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;
-    let mut gateway = ProxyServiceBuilder::new(&server.configuration, Gateway::new(app.clone()))
-        .name("levitate gateway")
-        .server_options(server_options)
-        .build();
+    // An HTTP/2 connection with no stream open is idle like an HTTP/1 keep-alive one.
+    server_options.h2_idle_timeout = Some(snapshot.limits.keepalive_timeout);
+    let mut proxy =
+        http_proxy(&server.configuration, Gateway::new(app.clone()).with_connections(connections.clone()));
+    proxy.server_options = Some(server_options);
+    let mut gateway =
+        Service::new("levitate gateway".to_string(), Edge::new(proxy, app.clone(), connections));
     // With TLS, HTTP/2 is offered by ALPN (h2c stays for plain listeners only; Pingora ignores it on TLS).
     match &app.tls.gateway {
         Some(tls) => gateway.add_tls_with_settings(&snapshot.listen.to_string(), None, tls.settings(true)),

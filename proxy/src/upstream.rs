@@ -34,6 +34,38 @@ pub enum UpstreamError {
     TooLarge { url: String, limit: usize },
 }
 
+impl UpstreamError {
+    /// Whether the gateway itself ran out of something (descriptors, socket buffers, memory) while trying:
+    /// the upstream and the account are not at fault, so this must never open a breaker or lock an account.
+    pub fn is_local_resource(&self) -> bool {
+        match self {
+            UpstreamError::Io { source, .. } => {
+                let root = source.root_cause();
+                let os = root.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error);
+                os.is_some_and(is_local_resource_errno) || is_local_resource_text(&source.to_string())
+            }
+            UpstreamError::Resolve { reason, .. } => is_local_resource_text(reason),
+            UpstreamError::TooLarge { .. } => false,
+        }
+    }
+}
+
+fn is_local_resource_errno(errno: i32) -> bool {
+    matches!(errno, libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+}
+
+/// The same judgement from an error's text, for errors that reach us only as text (Pingora flattens some
+/// causes into its context, resolver failures are strings, other modules wrap these errors).
+pub fn is_local_resource_text(text: &str) -> bool {
+    const MARKS: [&str; 4] = [
+        "Too many open files",
+        "No file descriptors available",
+        "No buffer space available",
+        "Cannot allocate memory",
+    ];
+    MARKS.iter().any(|mark| text.contains(mark))
+}
+
 /// Whether a refusal is the endpoint's rather than the account's (not found, timed out, a server error):
 /// the same request then goes to the next configured endpoint.
 pub fn is_endpoint_problem(status: u16) -> bool {
@@ -208,5 +240,44 @@ impl Upstream {
         let status = response.status;
         response.release(self).await;
         Ok((status, body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_core::{Error, ErrorType};
+
+    fn io_error(errno: i32) -> UpstreamError {
+        let cause = std::io::Error::from_raw_os_error(errno);
+        UpstreamError::Io {
+            url: "https://x".into(),
+            source: Error::because(ErrorType::ConnectError, "connect", cause),
+        }
+    }
+
+    #[test]
+    fn running_out_of_descriptors_is_local() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert!(io_error(errno).is_local_resource(), "errno {errno}");
+        }
+        let resolve =
+            UpstreamError::Resolve { host: "h".into(), reason: "Too many open files (os error 24)".into() };
+        assert!(resolve.is_local_resource());
+    }
+
+    #[test]
+    fn the_upstream_s_failures_are_not_local() {
+        for errno in [libc::ECONNREFUSED, libc::ECONNRESET, libc::ETIMEDOUT, libc::EHOSTUNREACH] {
+            assert!(!io_error(errno).is_local_resource(), "errno {errno}");
+        }
+        let plain = UpstreamError::Io {
+            url: "u".into(),
+            source: Error::explain(ErrorType::ConnectTimedout, "timed out"),
+        };
+        assert!(!plain.is_local_resource());
+        assert!(
+            !UpstreamError::Resolve { host: "h".into(), reason: "no addresses".into() }.is_local_resource()
+        );
     }
 }

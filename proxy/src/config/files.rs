@@ -172,6 +172,16 @@ pub struct LimitsFile {
     pub max_request_body: String,
     #[serde(default = "defaults::client_write_timeout", with = "humantime_serde_compat")]
     pub client_write_timeout: Duration,
+    #[serde(default = "defaults::header_timeout", with = "humantime_serde_compat")]
+    pub header_timeout: Duration,
+    #[serde(default = "defaults::body_read_timeout", with = "humantime_serde_compat")]
+    pub body_read_timeout: Duration,
+    #[serde(default = "defaults::keepalive_timeout", with = "humantime_serde_compat")]
+    pub keepalive_timeout: Duration,
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "defaults::max_connections_per_ip")]
+    pub max_connections_per_ip: u32,
 }
 
 impl Default for LimitsFile {
@@ -179,6 +189,11 @@ impl Default for LimitsFile {
         LimitsFile {
             max_request_body: defaults::max_request_body(),
             client_write_timeout: defaults::client_write_timeout(),
+            header_timeout: defaults::header_timeout(),
+            body_read_timeout: defaults::body_read_timeout(),
+            keepalive_timeout: defaults::keepalive_timeout(),
+            max_connections: defaults::max_connections(),
+            max_connections_per_ip: defaults::max_connections_per_ip(),
         }
     }
 }
@@ -259,6 +274,9 @@ pub struct ServerFile {
     /// Unix socket the listening sockets are handed over on during a binary upgrade.
     #[serde(default = "defaults::upgrade_sock")]
     pub upgrade_sock: String,
+    /// Proxies (CIDRs) whose CF-Connecting-IP / X-Forwarded-For name the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerFile {
@@ -268,6 +286,7 @@ impl Default for ServerFile {
             grace_period: defaults::grace_period(),
             pid_file: defaults::pid_file(),
             upgrade_sock: defaults::upgrade_sock(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -427,6 +446,21 @@ mod defaults {
     }
     pub fn client_write_timeout() -> Duration {
         Duration::from_secs(30)
+    }
+    pub fn header_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn body_read_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn keepalive_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn max_connections() -> usize {
+        10_000
+    }
+    pub fn max_connections_per_ip() -> u32 {
+        256
     }
     pub fn max_request_body() -> String {
         "32MiB".into()

@@ -203,6 +203,7 @@ pub struct ServerSettings {
     pub grace_period: Duration,
     pub pid_file: PathBuf,
     pub upgrade_sock: PathBuf,
+    pub trusted_proxies: Vec<crate::gateway::client_addr::Cidr>,
 }
 
 /// `limits:`: the bounds every client is held to.
@@ -213,6 +214,15 @@ pub struct Limits {
     /// How long a write to the client may make no progress before the answer is ended and its account slot
     /// freed (a client that stopped reading, or an HTTP/2 stream whose window stays closed).
     pub client_write_timeout: Duration,
+    /// The whole request head must arrive within this (slowloris); idle keep-alive connections close after
+    /// `keepalive_timeout`; a body upload that makes no progress for `body_read_timeout` ends with 408.
+    pub header_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    /// Open client connections (and, apart, in-flight streams); capped further by `RLIMIT_NOFILE`.
+    pub max_connections: usize,
+    /// Open connections from one client address (requests, for clients behind a trusted proxy).
+    pub max_connections_per_ip: u32,
 }
 
 /// One complete, validated configuration. Immutable; replaced whole on reload.
@@ -392,6 +402,29 @@ mod tests {
             let e = Snapshot::load_with_env(&p, &env()).unwrap_err().to_string();
             assert!(e.contains(expected), "expected {expected:?} in {e}");
         }
+    }
+
+    #[test]
+    fn connection_limits_and_trusted_proxies_load_and_bad_ones_are_located() {
+        let d = tempdir("conns");
+        let main = format!(
+            "{MAIN}limits: {{ header_timeout: 3s, max_connections_per_ip: 4 }}\nserver:\n  trusted_proxies: [10.0.0.0/8, \"::1\"]\n"
+        );
+        let s = Snapshot::load_with_env(&write_config(&d, &main, ACCOUNTS, ROUTES), &env()).unwrap();
+        assert_eq!(s.limits.header_timeout, Duration::from_secs(3));
+        assert_eq!(s.limits.max_connections_per_ip, 4);
+        assert_eq!(s.limits.keepalive_timeout, Duration::from_secs(60));
+        assert_eq!(s.limits.max_connections, 10_000);
+        assert_eq!(s.server.trusted_proxies.len(), 2);
+        assert!(s.server.trusted_proxies[0].contains("10.9.8.7".parse().unwrap()));
+
+        let main = format!("{MAIN}server:\n  trusted_proxies:\n    - 10.0.0.0/8\n    - 10.0.0.0/40\n");
+        let e = Snapshot::load_with_env(&write_config(&d, &main, ACCOUNTS, ROUTES), &env()).unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains("levitate.yaml:8:") && e.contains("10.0.0.0/40"), "{e}");
+        let main = format!("{MAIN}limits: {{ header_timeout: 0s }}\n");
+        let e = Snapshot::load_with_env(&write_config(&d, &main, ACCOUNTS, ROUTES), &env()).unwrap_err();
+        assert!(e.to_string().contains("limits.header_timeout must be above zero"), "{e}");
     }
 
     #[test]

@@ -135,6 +135,11 @@ pub(super) fn build(
         limits: Limits {
             max_request_body: settings.max_request_body,
             client_write_timeout: file.limits.client_write_timeout,
+            header_timeout: file.limits.header_timeout,
+            body_read_timeout: file.limits.body_read_timeout,
+            keepalive_timeout: file.limits.keepalive_timeout,
+            max_connections: file.limits.max_connections,
+            max_connections_per_ip: file.limits.max_connections_per_ip,
         },
         pool: file.pool.clone(),
         server: ServerSettings {
@@ -142,6 +147,7 @@ pub(super) fn build(
             grace_period: file.server.grace_period,
             pid_file: folder.join(&file.server.pid_file),
             upgrade_sock: folder.join(&file.server.upgrade_sock),
+            trusted_proxies: settings.trusted_proxies,
         },
         request_log: file.request_log.clone(),
     })
@@ -155,6 +161,7 @@ struct MainSettings {
     api_key_names: Vec<String>,
     upstream: UpstreamSettings,
     max_request_body: usize,
+    trusted_proxies: Vec<crate::gateway::client_addr::Cidr>,
 }
 
 fn main_settings(
@@ -191,11 +198,31 @@ fn main_settings(
             problems.push(src.invalid(at, message));
         }
     };
+    let limits = &main.limits;
+    for (key, value) in [
+        ("client_write_timeout", limits.client_write_timeout),
+        ("header_timeout", limits.header_timeout),
+        ("body_read_timeout", limits.body_read_timeout),
+        ("keepalive_timeout", limits.keepalive_timeout),
+    ] {
+        check(!value.is_zero(), &[Key("limits"), Key(key)], &format!("limits.{key} must be above zero"));
+    }
     check(
-        !main.limits.client_write_timeout.is_zero(),
-        &[Key("limits"), Key("client_write_timeout")],
-        "limits.client_write_timeout must be above zero",
+        limits.max_connections > 0 && limits.max_connections_per_ip > 0,
+        &[Key("limits")],
+        "limits.max_connections and limits.max_connections_per_ip must be at least 1",
     );
+    let mut trusted_proxies = Vec::new();
+    for (i, text) in main.server.trusted_proxies.iter().enumerate() {
+        match crate::gateway::client_addr::Cidr::parse(text) {
+            Ok(cidr) => trusted_proxies.push(cidr),
+            Err(e) => check(
+                false,
+                &[Key("server"), Key("trusted_proxies"), Item(i)],
+                &format!("server.trusted_proxies: {e}"),
+            ),
+        }
+    }
     check(
         main.store.max_signatures > 0 && !main.store.signature_ttl.is_zero(),
         &[Key("store")],
@@ -244,6 +271,7 @@ fn main_settings(
         api_key_names,
         upstream,
         max_request_body,
+        trusted_proxies,
     })
 }
 

@@ -13,6 +13,8 @@ pub struct RequestCtx {
     pub(super) protocol: Protocol,
     pub(super) operation: &'static str,
     pub(super) key_name: Option<String>,
+    /// The client's address (see `client_addr`), for the request log.
+    pub(super) client_ip: Option<std::net::IpAddr>,
     pub(super) client_model: Option<String>,
     pub(super) upstream_model: Option<String>,
     pub(super) account: Option<String>,

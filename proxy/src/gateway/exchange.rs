@@ -62,6 +62,8 @@ enum Sent {
     /// A refusal and its raw body (kept for the client's error message).
     Refused(Refusal, Bytes),
     Unreachable(String),
+    /// The gateway's own resources ran out (see `UpstreamError::is_local_resource`).
+    LocalResource(String),
 }
 
 /// Leases accounts and tries them until one answers 200, while nothing has been sent to the client.
@@ -175,6 +177,11 @@ async fn open_call(
         let account = lease.account.clone();
         let token = match app.credentials.access_token(&account, &snapshot.upstream).await {
             Ok(token) => token,
+            Err(e) if crate::upstream::is_local_resource_text(&e.to_string()) => {
+                tracing::warn!(error = %e, "token refresh failed for lack of local resources (file descriptors?)");
+                app.metrics.upstream_attempt(&account.email, "local_error");
+                return Err(local_resource_error(attempts));
+            }
             Err(e) => {
                 tracing::warn!(account = %account.email, error = %e, "account unusable: token refresh failed");
                 app.metrics.upstream_attempt(&account.email, "token_error");
@@ -222,6 +229,13 @@ async fn open_call(
                 app.metrics.upstream_attempt(&account.email, "ok");
                 app.pool.on_success(&lease, session);
                 return Ok((*response, lease));
+            }
+            Sent::LocalResource(message) => {
+                // Our own descriptors or buffers ran out: no account is at fault and another would fare the
+                // same, so nothing is held against this one and the client is told plainly.
+                tracing::warn!(error = %message, "upstream call failed for lack of local resources (file descriptors?)");
+                app.metrics.upstream_attempt(&account.email, "local_error");
+                return Err(local_resource_error(attempts));
             }
             Sent::Unreachable(message) => {
                 tracing::warn!(account = %account.email, error = %message, "upstream unreachable");
@@ -345,6 +359,17 @@ pub fn on_stream_error(app: &App, account: &AccountSpec, attempts: &Attempts, st
     app.pool.on_session_failure(attempts.session.as_deref(), &account.id);
 }
 
+/// The answer when the gateway itself is out of descriptors or buffers: a 503 that says so, not a 502 that
+/// blames the upstream.
+fn local_resource_error(attempts: &mut Attempts) -> ClientError {
+    attempts.retry_after = Some(Duration::from_secs(1));
+    ClientError::new(
+        503,
+        ErrorKind::Overloaded,
+        "the gateway is out of local resources (open connections); retry shortly",
+    )
+}
+
 fn note_breaker(app: &App, account: &AccountSpec) {
     if app.pool.on_server_failure(account) {
         tracing::warn!(account = %account.email, "circuit breaker opened: the account keeps failing");
@@ -387,6 +412,7 @@ async fn send_with_fallback(
                 }
                 last = Sent::Refused(refusal, error_body);
             }
+            Err(e) if e.is_local_resource() => return Sent::LocalResource(e.to_string()),
             Err(e) => last = Sent::Unreachable(e.to_string()),
         }
     }

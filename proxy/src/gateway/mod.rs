@@ -9,9 +9,12 @@
 //! method per client endpoint (parse, resolve the model, build the inner request); `exchange.rs` the retry
 //! loop over accounts; `pump.rs` the upstream answer through the stream machine to the client; `respond.rs`
 //! the body read and complete answers; `signatures.rs` thoughtSignature capture and lookup; `models.rs` the
-//! model lists; `ctx.rs` the per-request state.
+//! model lists; `ctx.rs` the per-request state; `edge.rs` the connection front door in front of Pingora
+//! (limits, head deadline, keep-alive idle); `client_addr.rs` the client's address behind trusted proxies.
 
+pub mod client_addr;
 mod ctx;
+pub mod edge;
 mod endpoints;
 pub mod exchange;
 pub mod models;
@@ -34,15 +37,23 @@ use pingora_proxy::{ProxyHttp, Session};
 use self::ctx::RequestCtx;
 use crate::app::App;
 use crate::config::Snapshot;
+use crate::ops::connections::{Connections, Kind, Refusal};
 
 /// The client-facing service.
 pub struct Gateway {
     app: Arc<App>,
+    connections: Connections,
 }
 
 impl Gateway {
     pub fn new(app: Arc<App>) -> Self {
-        Gateway { app }
+        Gateway { app, connections: Connections::new(None) }
+    }
+
+    /// Shares the connection counts of the client listener (see `edge.rs`), so requests are counted too.
+    pub fn with_connections(mut self, connections: Connections) -> Self {
+        self.connections = connections;
+        self
     }
 }
 
@@ -56,6 +67,7 @@ impl ProxyHttp for Gateway {
             protocol: Protocol::OpenAi,
             operation: "unknown",
             key_name: None,
+            client_ip: None,
             client_model: None,
             upstream_model: None,
             account: None,
@@ -89,6 +101,16 @@ impl ProxyHttp for Gateway {
         let snapshot = self.app.snapshot();
         // A client that stops reading must not hold an account slot or a socket for ever (see pump.rs).
         session.set_write_timeout(Some(snapshot.limits.client_write_timeout));
+        // A body upload that stalls this long ends with 408 (also set per HTTP/1 connection by edge.rs;
+        // here it covers HTTP/2 streams and follows reloads).
+        session.set_read_timeout(Some(snapshot.limits.body_read_timeout));
+        let _stream_slot = match self.admit(session, ctx, &snapshot) {
+            Ok(slot) => slot,
+            Err(error) => {
+                self.respond_error(session, ctx, &error).await?;
+                return Ok(true);
+            }
+        };
         // The key is read once: where it was found is part of the routing (Google's SDKs mark Gemini calls).
         let (route, key_name) = {
             let req = session.req_header();
@@ -142,6 +164,47 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
+    /// Finds the client's address and takes a place for this request among the in-flight streams (each
+    /// holds an upstream descriptor; HTTP/2 multiplexes many on one connection) and, for a client behind a
+    /// trusted proxy, among its address's places: the proxy's connections are not counted per address.
+    fn admit(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+    ) -> std::result::Result<crate::ops::connections::Slot, ClientError> {
+        let trusted = &snapshot.server.trusted_proxies;
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_canonical());
+        let forwarded = peer.filter(|ip| client_addr::is_trusted(trusted, *ip)).and_then(|peer| {
+            let headers = &session.req_header().headers;
+            let cf = headers.get("cf-connecting-ip").and_then(|v| v.to_str().ok());
+            let xff: Vec<&str> =
+                headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+            Some(client_addr::client_ip(peer, trusted, cf, &xff)).filter(|client| *client != peer)
+        });
+        ctx.client_ip = forwarded.or(peer);
+        let limits = &snapshot.limits;
+        let max_total = self.connections.max_connections(limits.max_connections);
+        self.connections
+            .limiter
+            .acquire(Some(Kind::Stream), max_total, forwarded, limits.max_connections_per_ip)
+            .map_err(|refusal| {
+                ctx.retry_after = Some(Duration::from_secs(1));
+                match refusal {
+                    Refusal::Total => ClientError::new(
+                        503,
+                        ErrorKind::Overloaded,
+                        "the gateway is at its connection limit; retry shortly",
+                    ),
+                    Refusal::PerIp => ClientError::new(
+                        429,
+                        ErrorKind::RateLimit,
+                        "too many concurrent requests from your address",
+                    ),
+                }
+            })
+    }
+
     /// Metrics and the request-log record of a finished request (metadata only, queued off the hot path).
     fn record(&self, ctx: &RequestCtx, elapsed: Duration) {
         let metrics = &self.app.metrics;
@@ -170,6 +233,7 @@ impl Gateway {
         let record = crate::ops::request_log::RequestRecord {
             at_ms: ctx.at_ms,
             key_name: ctx.key_name.clone(),
+            client_ip: ctx.client_ip.map(|ip| ip.to_string()),
             protocol: ctx.protocol.as_str().to_string(),
             route: ctx.operation.to_string(),
             client_model: ctx.client_model.clone(),

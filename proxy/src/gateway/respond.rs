@@ -80,6 +80,15 @@ impl Gateway {
                     body.extend_from_slice(&chunk);
                 }
                 Ok(None) => return Ok(body),
+                Err(e) if e.etype == pingora_core::ErrorType::ReadTimedout => {
+                    // A stalled upload (slow-body attack or a dead client) must not hold the socket.
+                    session.set_keepalive(None);
+                    return Err(ClientError::new(
+                        408,
+                        ErrorKind::Timeout,
+                        "the request body made no progress within limits.body_read_timeout",
+                    ));
+                }
                 Err(e) => {
                     return Err(ClientError::new(
                         400,

@@ -2,6 +2,7 @@
 //! lifecycle (binary upgrade, hand-over of late records, graceful drain).
 
 pub mod admin;
+pub mod connections;
 pub mod handover;
 pub mod metrics;
 pub mod request_log;

@@ -28,6 +28,9 @@ pub struct RequestRecord {
     /// Unix milliseconds the request arrived at.
     pub at_ms: u64,
     pub key_name: Option<String>,
+    /// The client's address: the TCP peer, or what a trusted proxy forwarded (`server.trusted_proxies`).
+    #[serde(default)]
+    pub client_ip: Option<String>,
     pub protocol: String,
     pub route: String,
     pub client_model: Option<String>,
