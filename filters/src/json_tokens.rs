@@ -255,6 +255,14 @@ impl<'t> Json<'t> {
         self.tag() == OBJECT
     }
 
+    /// How many items an array (or members an object) has, read from its header; 0 for other values.
+    pub fn len(&self) -> usize {
+        match self.tag() {
+            ARRAY | OBJECT => self.word32(1).unwrap_or(0),
+            _ => 0,
+        }
+    }
+
     /// An array's items; nothing for other values.
     pub fn items(&self) -> Members<'t> {
         self.members_of(ARRAY)
