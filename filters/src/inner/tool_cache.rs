@@ -1,11 +1,13 @@
-//! A small LRU of encoded `tools` arrays, keyed by a SHA-256 digest of the client's tool definitions.
+//! A small LRU of encoded `tools` arrays, keyed by a 128-bit keyed digest of the client's tool definitions.
 //!
 //! Coding agents resend the same tools, byte for byte, on every request of a conversation, and cleaning
 //! their schemas (PROTOCOL.md §10) is the largest part of building the inner request. The cache maps the
 //! digest of the parsed tool definitions (with the target's model family, which changes the cleaning) to
-//! the encoded `tools` JSON. The digest is the whole key: no copy of the definitions is kept, and SHA-256
-//! makes a crafted collision (one client's tools answering for another's) infeasible, so a hit returns what
-//! a fresh build would have produced.
+//! the encoded `tools` JSON. The digest is the whole key: no copy of the definitions is kept. It is two
+//! 64-bit `ahash` hashes under random keys drawn per cache (per process), so a client cannot aim for a
+//! collision (one client's tools answering for another's) without knowing the keys, and a chance collision
+//! of 128 bits does not happen; a hit returns what a fresh build would have produced. A cryptographic hash
+//! would be stronger still, but SHA-256 of a coding agent's tools costs about a quarter of a warm transform.
 //!
 //! Memory is bounded twice: by the number of tool sets and by the bytes of their encodings
 //! ([`DEFAULT_BUDGET_BYTES`]); the least recently used entries go first when either is exceeded.
@@ -13,10 +15,8 @@
 //! The cache is plain state with a lock, owned by the caller (the proxy holds one for its lifetime) and
 //! passed into the transform, so this crate stays free of I/O and global state.
 
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
-
-use sha2::{Digest, Sha256};
 
 /// Bytes of encoded `tools` kept in all: a coding agent's tools encode to 10–60 KiB, so this holds the tool
 /// sets of a few hundred distinct agents, and a flood of distinct huge tool sets cannot grow it further.
@@ -29,11 +29,13 @@ const MAX_ENTRY_BYTES: usize = 1 << 20;
 /// tool sets is bounded too.
 const ENTRY_OVERHEAD: usize = 64;
 
-/// The key of a cached tool set: SHA-256 of the definitions and the model family.
-pub(crate) type ToolsDigest = [u8; 32];
+/// The key of a cached tool set: a 128-bit keyed digest of the definitions and the model family.
+pub(crate) type ToolsDigest = u128;
 
 /// Encoded `tools` JSON for recently seen tool definitions; see the module documentation.
 pub struct ToolCache {
+    /// The digest's two random keys.
+    keys: (ahash::RandomState, ahash::RandomState),
     capacity: usize,
     budget_bytes: usize,
     state: Mutex<Lru>,
@@ -69,7 +71,8 @@ impl ToolCache {
 
     /// A cache of at most `capacity` tool sets whose encodings take at most `budget_bytes` in all.
     pub fn with_budget(capacity: usize, budget_bytes: usize) -> Self {
-        ToolCache { capacity, budget_bytes, state: Mutex::new(Lru::default()) }
+        let keys = (ahash::RandomState::new(), ahash::RandomState::new());
+        ToolCache { keys, capacity, budget_bytes, state: Mutex::new(Lru::default()) }
     }
 
     /// How many tool sets are cached.
@@ -87,11 +90,11 @@ impl ToolCache {
     }
 
     /// The digest of `key`, through its `Hash` implementation (derived ones write every field with
-    /// unambiguous lengths and separators, so different keys feed SHA-256 different bytes).
+    /// unambiguous lengths and separators, so different keys feed the hashes different bytes).
     pub(crate) fn digest<K: Hash + ?Sized>(&self, key: &K) -> ToolsDigest {
-        let mut hasher = DigestHasher(Sha256::new());
+        let mut hasher = DigestHasher(self.keys.0.build_hasher(), self.keys.1.build_hasher());
         key.hash(&mut hasher);
-        hasher.0.finalize().into()
+        (u128::from(hasher.0.finish()) << 64) | u128::from(hasher.1.finish())
     }
 
     /// The encoding cached for `digest`.
@@ -136,17 +139,29 @@ impl ToolCache {
     }
 }
 
-/// Feeds what a `Hash` implementation writes into SHA-256 (only [`ToolCache::digest`] reads the result).
-struct DigestHasher(Sha256);
+/// Feeds what a `Hash` implementation writes into both keyed hashes (only [`ToolCache::digest`] reads
+/// the result, from each of them).
+struct DigestHasher(ahash::AHasher, ahash::AHasher);
 
 impl Hasher for DigestHasher {
     fn write(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
+        self.0.write(bytes);
+        self.1.write(bytes);
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.0.write_u8(n);
+        self.1.write_u8(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0.write_usize(n);
+        self.1.write_usize(n);
     }
 
     fn finish(&self) -> u64 {
-        // Never used for the key: the full digest is taken from the hasher itself.
-        0
+        // Never used for the key: the digest is taken from both hashers.
+        self.0.finish()
     }
 }
 
@@ -179,6 +194,7 @@ mod tests {
         let cache = ToolCache::new(4);
         assert_eq!(cache.digest(&("a", "bc")), cache.digest(&("a", "bc")));
         assert_ne!(cache.digest(&("a", "bc")), cache.digest(&("ab", "c")), "field boundaries count");
+        assert_ne!(cache.digest(&"a"), ToolCache::new(4).digest(&"a"), "every cache draws its own keys");
         cache.insert(cache.digest(&"tools-a"), json("[1]"));
         assert_eq!(cache.get(&cache.digest(&"tools-a")).as_deref(), Some(&b"[1]"[..]));
         assert!(cache.get(&cache.digest(&"tools-b")).is_none());
