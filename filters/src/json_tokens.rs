@@ -289,6 +289,12 @@ impl<'t> Json<'t> {
 
     /// RFC 6901 JSON Pointer lookup (`""` is the value itself), as `serde_json::Value::pointer` does it.
     pub fn pointer(&self, pointer: &str) -> Option<Json<'t>> {
+        self.pointer_counted(pointer, &mut 0)
+    }
+
+    /// [`pointer`](Self::pointer), adding to `scanned` the members of every container it looks into (each
+    /// step scans its container), so a caller can bound the work of many lookups into large objects.
+    pub fn pointer_counted(&self, pointer: &str, scanned: &mut usize) -> Option<Json<'t>> {
         if pointer.is_empty() {
             return Some(*self);
         }
@@ -298,6 +304,7 @@ impl<'t> Json<'t> {
             } else {
                 token.into()
             };
+            *scanned = scanned.saturating_add(value.len());
             match value.tag() {
                 OBJECT => value.get(&token),
                 ARRAY => parse_index(&token).and_then(|i| value.items().nth(i).map(|(_, v)| v)),

@@ -26,7 +26,7 @@
 //! `serde_json::Value` being built or dropped.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -71,6 +71,8 @@ pub enum SchemaError {
     TooDeep { max_depth: usize, path: String },
     #[error("schema expands to more than {max_nodes} nodes (through $ref or allOf)")]
     TooLarge { max_nodes: usize },
+    #[error("the schema's $ref lookups scan more than {max} members")]
+    TooManyLookups { max: usize },
     #[error("an enum has more than {max} values (at `{path}`)")]
     TooManyEnumValues { max: usize, path: String },
 }
@@ -92,6 +94,11 @@ const HINT_KEYWORDS: [&str; 12] = [
     "uniqueItems",
 ];
 
+/// Members that `$ref` lookups may scan in one schema: each lookup scans the objects on its path, so a
+/// thousand distinct references into a definitions object of a million members would otherwise cost a
+/// billion steps. Real schemas scan a few thousand.
+const MAX_REF_SCAN: usize = 1_000_000;
+
 const TYPES: &[&str] = &["string", "number", "integer", "boolean", "array", "object", "null"];
 
 /// A JSON Schema type name in the subset's lowercase spelling; native Gemini clients send the OpenAPI enum
@@ -108,7 +115,15 @@ pub fn clean_schema(schema: &Value, opts: &SchemaOptions) -> Result<Value, Schem
 
 /// [`clean_schema`] on recorded tokens; the result borrows its strings from them.
 pub(crate) fn clean_json<'t>(schema: Json<'t>, opts: &SchemaOptions) -> Result<Schema<'t>, SchemaError> {
-    let mut cleaner = Cleaner { root: schema, opts, refs: Vec::new(), path: Vec::new(), nodes: 0 };
+    let mut cleaner = Cleaner {
+        root: schema,
+        opts,
+        refs: Vec::new(),
+        resolved: HashMap::new(),
+        scanned: 0,
+        path: Vec::new(),
+        nodes: 0,
+    };
     let mut out = cleaner.clean(schema, 0)?.schema;
     if opts.require_reason_for_empty_object {
         add_reason_if_empty(&mut out);
@@ -204,6 +219,10 @@ struct Cleaner<'o, 't> {
     opts: &'o SchemaOptions,
     /// `$ref`s being expanded, to cut cycles.
     refs: Vec<&'t str>,
+    /// Each `$ref` resolved so far: a schema refers to a few definitions many times.
+    resolved: HashMap<&'t str, Option<Json<'t>>>,
+    /// Members scanned by `$ref` lookups, bounded by [`MAX_REF_SCAN`].
+    scanned: usize,
     /// Where we are, for error messages.
     path: Vec<&'t str>,
     nodes: usize,
@@ -348,7 +367,19 @@ impl<'t> Cleaner<'_, 't> {
         description: Option<Json<'t>>,
         depth: usize,
     ) -> Result<Cleaned<'t>, SchemaError> {
-        let target = reference.strip_prefix('#').and_then(|pointer| self.root.pointer(pointer));
+        let target = match self.resolved.get(reference) {
+            Some(target) => *target,
+            None => {
+                let target = reference
+                    .strip_prefix('#')
+                    .and_then(|pointer| self.root.pointer_counted(pointer, &mut self.scanned));
+                if self.scanned > MAX_REF_SCAN {
+                    return Err(SchemaError::TooManyLookups { max: MAX_REF_SCAN });
+                }
+                self.resolved.insert(reference, target);
+                target
+            }
+        };
         let mut cleaned = match target {
             Some(target) if !self.refs.contains(&reference) => {
                 self.refs.push(reference);
@@ -634,6 +665,27 @@ mod tests {
         );
         assert_eq!(got["properties"]["nested"]["type"], "object");
         assert!(got["properties"]["nested"].get("properties").is_none(), "enum values are not schemas");
+    }
+
+    #[test]
+    fn ref_lookups_into_huge_definitions_are_bounded_and_repeated_refs_cost_once() {
+        let defs: Map<String, Value> =
+            (0..200_000).map(|i| (format!("d{i}"), json!({"type": "string"}))).collect();
+        let props = |refs: Vec<String>| -> Map<String, Value> {
+            refs.into_iter().enumerate().map(|(i, r)| (format!("p{i}"), json!({"$ref": r}))).collect()
+        };
+        let same = props(vec!["#/$defs/d199999".to_owned(); 1000]);
+        let cleaned = clean_schema(
+            &json!({"type": "object", "properties": same, "$defs": defs}),
+            &SchemaOptions::default(),
+        );
+        assert!(cleaned.is_ok(), "one definition referred to 1000 times is looked up once: {cleaned:?}");
+        let distinct = props((0..10).map(|i| format!("#/$defs/d{}", 199_990 + i)).collect());
+        let cleaned = clean_schema(
+            &json!({"type": "object", "properties": distinct, "$defs": defs}),
+            &SchemaOptions::default(),
+        );
+        assert_eq!(cleaned, Err(SchemaError::TooManyLookups { max: MAX_REF_SCAN }));
     }
 
     #[test]
