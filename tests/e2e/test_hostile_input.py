@@ -88,3 +88,16 @@ def test_an_attack_gets_a_bounded_answer_while_a_polite_client_is_served(gateway
     assert_openai_error(response, response.status_code)
     assert took < ATTACK_BOUND, f"{why} took {took:.2f}s (bound {ATTACK_BOUND}s)"
     assert gateway.sim.stats()["totals"]["requests"] == polite, f"{why} reached the upstream"
+
+
+def test_a_long_model_name_in_a_gemini_path_is_a_400_in_gemini_shape(gateway: Gateway):
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    response = gateway.http.post(f"/v1beta/models/{'m' * 300}:generateContent", json=body)
+
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == 400 and error["status"] == "INVALID_ARGUMENT", error
+    assert "at most 256" in error["message"], error
+    ok = gateway.http.post("/v1beta/models/gemini-3-flash:generateContent", json=body)
+    assert ok.status_code == 200, ok.text
+    assert gateway.sim.stats()["totals"]["requests"] == 1
