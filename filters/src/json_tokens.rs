@@ -255,6 +255,14 @@ impl<'t> Json<'t> {
         self.tag() == OBJECT
     }
 
+    /// How many items an array (or members an object) has, read from its header; 0 for other values.
+    pub fn len(&self) -> usize {
+        match self.tag() {
+            ARRAY | OBJECT => self.word32(1).unwrap_or(0),
+            _ => 0,
+        }
+    }
+
     /// An array's items; nothing for other values.
     pub fn items(&self) -> Members<'t> {
         self.members_of(ARRAY)
@@ -280,7 +288,10 @@ impl<'t> Json<'t> {
     }
 
     /// RFC 6901 JSON Pointer lookup (`""` is the value itself), as `serde_json::Value::pointer` does it.
-    pub fn pointer(&self, pointer: &str) -> Option<Json<'t>> {
+    ///
+    /// Adds to `scanned` the members of every container it looks into (each step scans its container), so a
+    /// caller can bound the work of many lookups into large objects.
+    pub fn pointer_counted(&self, pointer: &str, scanned: &mut usize) -> Option<Json<'t>> {
         if pointer.is_empty() {
             return Some(*self);
         }
@@ -290,6 +301,7 @@ impl<'t> Json<'t> {
             } else {
                 token.into()
             };
+            *scanned = scanned.saturating_add(value.len());
             match value.tag() {
                 OBJECT => value.get(&token),
                 ARRAY => parse_index(&token).and_then(|i| value.items().nth(i).map(|(_, v)| v)),
@@ -424,7 +436,8 @@ mod tests {
             "/nope",
             "x",
         ] {
-            let got = recorded.view().pointer(pointer).map(|v| serde_json::to_value(v).unwrap());
+            let got =
+                recorded.view().pointer_counted(pointer, &mut 0).map(|v| serde_json::to_value(v).unwrap());
             assert_eq!(got.as_ref(), value.pointer(pointer), "{pointer}");
         }
     }

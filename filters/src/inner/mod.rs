@@ -125,6 +125,8 @@ pub struct ToolNameMap {
     to_client: HashMap<String, String>,
     /// Every upstream name handed out, renamed or not, to keep renames unique.
     used: HashSet<String>,
+    /// The next `_n` suffix to try for a clashing name, shared by all names (see [`ToolNameMap::register`]).
+    next_suffix: usize,
 }
 
 impl ToolNameMap {
@@ -144,6 +146,10 @@ impl ToolNameMap {
     }
 
     /// The upstream name for `client`, assigning one if the name was not seen yet.
+    ///
+    /// A sanitized name that is taken gets the suffix `_n` from one counter for the whole map, never reset:
+    /// every suffix is tried at most once, so renaming any number of clashing names costs linear time (a
+    /// counter per name, restarting at `_2`, costs quadratic time on thousands of names that clash).
     pub fn register(&mut self, client: &str) -> &str {
         let sanitized = sanitize_tool_name(client);
         if let std::borrow::Cow::Borrowed(same) = sanitized {
@@ -157,12 +163,12 @@ impl ToolNameMap {
         if !self.to_upstream.contains_key(client) {
             let base = sanitized.into_owned();
             let mut candidate = base.clone();
-            let mut n = 2;
             while self.used.contains(&candidate) {
+                let n = self.next_suffix.max(2);
+                self.next_suffix = n + 1;
                 let suffix = format!("_{n}");
                 let keep = base.len().min(64 - suffix.len());
                 candidate = format!("{}{suffix}", &base[..keep]);
-                n += 1;
             }
             self.used.insert(candidate.clone());
             self.to_client.insert(candidate.clone(), client.to_owned());
@@ -268,6 +274,25 @@ mod tests {
         assert_eq!(map.register("x y"), "x_y");
         assert!(!map.is_identity());
         assert!(ToolNameMap::new(["read", "write"]).is_identity());
+    }
+
+    #[test]
+    fn thousands_of_clashing_names_get_distinct_names_each_suffix_tried_once() {
+        // Distinct client names that all sanitize to `t__`, and valid names that take two suffixes ahead.
+        let cjk = |i: u32| char::from_u32(0x4e00 + i).unwrap_or('x');
+        let names: Vec<String> = (0..3000).map(|i| format!("t{}{}", cjk(i / 60), cjk(i % 60))).collect();
+        let reserved = ["t___2", "t___3"];
+        let mut map = ToolNameMap::new(reserved.into_iter().chain(names.iter().map(String::as_str)));
+        let upstream: HashSet<&str> = names.iter().map(|n| map.upstream_name(n)).collect();
+        assert_eq!(upstream.len(), names.len(), "every renamed tool has its own name");
+        assert!(reserved.iter().all(|r| !upstream.contains(r) && map.upstream_name(r) == *r), "kept");
+        for name in &names {
+            assert_eq!(map.client_name(map.upstream_name(name)), name);
+        }
+        // One suffix per clash and per name already taken: none is tried twice.
+        assert!(map.next_suffix <= 2 + names.len() + 2, "{}", map.next_suffix);
+        let first = map.upstream_name(&names[0]).to_owned();
+        assert_eq!(map.register(&names[0]), first, "registering again keeps the name");
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //! `serde_json::Value` ([`Schema::to_value`]).
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
+use super::SCAN_UP_TO;
 use crate::stream::json::{write_list, write_members, write_str, Object};
 
 /// One cleaned schema node.
@@ -46,19 +48,30 @@ impl<'s> Schema<'s> {
         }
         match (&mut self.properties, branch.properties) {
             (Some(existing), Some(more)) => {
-                for (name, schema) in more {
-                    if !existing.iter().any(|(n, _)| *n == name) {
-                        existing.push((name, schema));
+                // A property already present wins; past a few names a set keeps this linear.
+                if existing.len() + more.len() <= SCAN_UP_TO {
+                    for (name, schema) in more {
+                        if !existing.iter().any(|(n, _)| *n == name) {
+                            existing.push((name, schema));
+                        }
                     }
+                } else {
+                    let mut present: HashSet<&'s str> = existing.iter().map(|(n, _)| *n).collect();
+                    existing.extend(more.into_iter().filter(|(name, _)| present.insert(*name)));
                 }
             }
             (None, more) => self.properties = more,
             (Some(_), None) => {}
         }
-        for name in branch.required {
-            if !self.required.contains(&name) {
-                self.required.push(name);
+        if self.required.len() + branch.required.len() <= SCAN_UP_TO {
+            for name in branch.required {
+                if !self.required.contains(&name) {
+                    self.required.push(name);
+                }
             }
+        } else {
+            let mut present: HashSet<&'s str> = self.required.iter().copied().collect();
+            self.required.extend(branch.required.into_iter().filter(|name| present.insert(*name)));
         }
         if self.items.is_none() {
             self.items = branch.items;

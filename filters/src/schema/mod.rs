@@ -14,8 +14,10 @@
 //! - `enum`/`const` values become strings when the schema is (or may be) a string. On `integer`, `number`
 //!   and `boolean` schemas they are moved to an "Allowed values" hint instead, so the model still sends the
 //!   right JSON type to the client's tool.
-//! - Depth is bounded by `max_depth` ([`SchemaError::TooDeep`], a 400 for the client) and `$ref`/`allOf`
-//!   expansion by `max_nodes` ([`SchemaError::TooLarge`]), so a hostile schema costs bounded time and stack.
+//! - Depth is bounded by `max_depth` ([`SchemaError::TooDeep`], a 400 for the client), `$ref`/`allOf`
+//!   expansion by `max_nodes` ([`SchemaError::TooLarge`]) and enums by `max_enum_values`
+//!   ([`SchemaError::TooManyEnumValues`]), so a hostile schema costs bounded time and stack; every
+//!   de-duplication is linear (short lists are scanned, longer ones hashed).
 //! - A keyword written twice counts once, the last one, as a JSON parser keeps it; hints come in a fixed
 //!   order (the union of types first, then the constraints alphabetically), whatever order the client used.
 //!
@@ -24,7 +26,7 @@
 //! `serde_json::Value` being built or dropped.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -44,6 +46,8 @@ pub struct SchemaOptions {
     pub max_depth: usize,
     /// Most schema nodes produced, counting every `$ref` expansion.
     pub max_nodes: usize,
+    /// Most values in one `enum` (or in the union of an `anyOf` of enums).
+    pub max_enum_values: usize,
     /// Claude in VALIDATED mode rejects parameter objects without properties: give such a root object a
     /// required `reason` string property.
     pub require_reason_for_empty_object: bool,
@@ -51,7 +55,12 @@ pub struct SchemaOptions {
 
 impl Default for SchemaOptions {
     fn default() -> Self {
-        SchemaOptions { max_depth: 32, max_nodes: 10_000, require_reason_for_empty_object: false }
+        SchemaOptions {
+            max_depth: 32,
+            max_nodes: 10_000,
+            max_enum_values: crate::limits::MAX_ENUM_VALUES,
+            require_reason_for_empty_object: false,
+        }
     }
 }
 
@@ -62,6 +71,10 @@ pub enum SchemaError {
     TooDeep { max_depth: usize, path: String },
     #[error("schema expands to more than {max_nodes} nodes (through $ref or allOf)")]
     TooLarge { max_nodes: usize },
+    #[error("the schema's $ref lookups scan more than {max} members")]
+    TooManyLookups { max: usize },
+    #[error("an enum has more than {max} values (at `{path}`)")]
+    TooManyEnumValues { max: usize, path: String },
 }
 
 /// Constraint keywords the subset lacks; they become "(key: value)" hints in the description, in this
@@ -81,6 +94,11 @@ const HINT_KEYWORDS: [&str; 12] = [
     "uniqueItems",
 ];
 
+/// Members that `$ref` lookups may scan in one schema: each lookup scans the objects on its path, so a
+/// thousand distinct references into a definitions object of a million members would otherwise cost a
+/// billion steps. Real schemas scan a few thousand.
+const MAX_REF_SCAN: usize = 1_000_000;
+
 const TYPES: &[&str] = &["string", "number", "integer", "boolean", "array", "object", "null"];
 
 /// A JSON Schema type name in the subset's lowercase spelling; native Gemini clients send the OpenAPI enum
@@ -97,7 +115,15 @@ pub fn clean_schema(schema: &Value, opts: &SchemaOptions) -> Result<Value, Schem
 
 /// [`clean_schema`] on recorded tokens; the result borrows its strings from them.
 pub(crate) fn clean_json<'t>(schema: Json<'t>, opts: &SchemaOptions) -> Result<Schema<'t>, SchemaError> {
-    let mut cleaner = Cleaner { root: schema, opts, refs: Vec::new(), path: Vec::new(), nodes: 0 };
+    let mut cleaner = Cleaner {
+        root: schema,
+        opts,
+        refs: Vec::new(),
+        resolved: HashMap::new(),
+        scanned: 0,
+        path: Vec::new(),
+        nodes: 0,
+    };
     let mut out = cleaner.clean(schema, 0)?.schema;
     if opts.require_reason_for_empty_object {
         add_reason_if_empty(&mut out);
@@ -193,6 +219,10 @@ struct Cleaner<'o, 't> {
     opts: &'o SchemaOptions,
     /// `$ref`s being expanded, to cut cycles.
     refs: Vec<&'t str>,
+    /// Each `$ref` resolved so far: a schema refers to a few definitions many times.
+    resolved: HashMap<&'t str, Option<Json<'t>>>,
+    /// Members scanned by `$ref` lookups, bounded by [`MAX_REF_SCAN`].
+    scanned: usize,
     /// Where we are, for error messages.
     path: Vec<&'t str>,
     nodes: usize,
@@ -267,6 +297,9 @@ impl<'t> Cleaner<'_, 't> {
             }
         }
         // `enum` wins over `const`; neither is ever cleaned as a schema.
+        if keywords.enumeration.is_some_and(|v| v.is_array() && v.len() > self.opts.max_enum_values) {
+            return Err(self.too_many_enum_values());
+        }
         let enum_values: Option<Vec<Json<'t>>> = match (keywords.enumeration, keywords.constant) {
             (Some(values), _) if values.is_array() => Some(values.items().map(|(_, v)| v).collect()),
             (_, Some(constant)) => Some(vec![constant]),
@@ -323,13 +356,30 @@ impl<'t> Cleaner<'_, 't> {
         Ok(Cleaned { schema: out, nullable })
     }
 
+    fn too_many_enum_values(&self) -> SchemaError {
+        let path = if self.path.is_empty() { "(root)".to_owned() } else { self.path.join(".") };
+        SchemaError::TooManyEnumValues { max: self.opts.max_enum_values, path }
+    }
+
     fn clean_ref(
         &mut self,
         reference: &'t str,
         description: Option<Json<'t>>,
         depth: usize,
     ) -> Result<Cleaned<'t>, SchemaError> {
-        let target = reference.strip_prefix('#').and_then(|pointer| self.root.pointer(pointer));
+        let target = match self.resolved.get(reference) {
+            Some(target) => *target,
+            None => {
+                let target = reference
+                    .strip_prefix('#')
+                    .and_then(|pointer| self.root.pointer_counted(pointer, &mut self.scanned));
+                if self.scanned > MAX_REF_SCAN {
+                    return Err(SchemaError::TooManyLookups { max: MAX_REF_SCAN });
+                }
+                self.resolved.insert(reference, target);
+                target
+            }
+        };
         let mut cleaned = match target {
             Some(target) if !self.refs.contains(&reference) => {
                 self.refs.push(reference);
@@ -368,11 +418,11 @@ impl<'t> Cleaner<'_, 't> {
             b.enum_values.is_some() && b.properties.is_none() && b.required.is_empty() && b.items.is_none()
         });
         if all_enums && kept.len() > 1 {
-            let mut merged: Vec<Cow<'t, str>> = Vec::new();
-            for value in kept.into_iter().flat_map(|b| b.enum_values.unwrap_or_default()) {
-                if !merged.contains(&value) {
-                    merged.push(value);
-                }
+            let mut merged: Vec<Cow<'t, str>> =
+                kept.into_iter().flat_map(|b| b.enum_values.unwrap_or_default()).collect();
+            keep_first_of_each(&mut merged);
+            if merged.len() > self.opts.max_enum_values {
+                return Err(self.too_many_enum_values());
             }
             let out = Schema { ty: Some("string"), enum_values: Some(merged), ..Schema::default() };
             return Ok(Choice { branch: Some(out), nullable, hint: None });
@@ -395,7 +445,7 @@ impl<'t> Cleaner<'_, 't> {
 /// linear time however many names there are. Short lists are scanned instead of hashed: a hash map or set
 /// per schema object (here and in [`set_required`]) made the cold transform bench 14% slower.
 fn keep_last_of_each_name<T>(entries: &mut Vec<(&str, T)>) {
-    if entries.len() <= 16 {
+    if entries.len() <= SCAN_UP_TO {
         let mut i = 0;
         while i < entries.len() {
             if entries[i + 1..].iter().any(|(name, _)| *name == entries[i].0) {
@@ -435,6 +485,33 @@ fn branch_score(branch: &Schema<'_>) -> u8 {
     }
 }
 
+/// Drops every repeat of a value, keeping the first, in linear time: lists up to [`SCAN_UP_TO`] are scanned
+/// (most enums are a handful of values, and a hash set per schema node made the cold transform slower, see
+/// [`keep_last_of_each_name`]), longer ones hashed.
+pub(crate) fn keep_first_of_each<T: AsRef<str>>(values: &mut Vec<T>) {
+    if values.len() <= SCAN_UP_TO {
+        let mut i = 1;
+        while i < values.len() {
+            if values[..i].iter().any(|v| v.as_ref() == values[i].as_ref()) {
+                values.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        return;
+    }
+    let mut seen: HashSet<&str> = HashSet::with_capacity(values.len());
+    let keep: Vec<bool> = values.iter().map(|v| seen.insert(v.as_ref())).collect();
+    if keep.iter().all(|k| *k) {
+        return;
+    }
+    let mut keep = keep.into_iter();
+    values.retain(|_| keep.next().unwrap_or(true));
+}
+
+/// Below this many entries a list is scanned rather than hashed to find repeats.
+pub(crate) const SCAN_UP_TO: usize = 16;
+
 /// `enum`/`const` values: strings for string-like schemas, an "Allowed values" hint for typed scalars.
 fn apply_enum<'t>(out: &mut Schema<'t>, values: &[Json<'t>], hints: &mut Hints, nullable: &mut bool) {
     let non_null: Vec<Json<'t>> = values.iter().copied().filter(|v| !v.is_null()).collect();
@@ -446,13 +523,8 @@ fn apply_enum<'t>(out: &mut Schema<'t>, values: &[Json<'t>], hints: &mut Hints, 
     }
     match out.ty {
         None | Some("string") => {
-            let mut strings: Vec<Cow<'t, str>> = Vec::with_capacity(non_null.len());
-            for value in &non_null {
-                let value = display_value(value);
-                if !strings.contains(&value) {
-                    strings.push(value);
-                }
-            }
+            let mut strings: Vec<Cow<'t, str>> = non_null.iter().map(display_value).collect();
+            keep_first_of_each(&mut strings);
             out.ty = Some("string");
             out.enum_values = Some(strings);
         }
@@ -593,6 +665,27 @@ mod tests {
         );
         assert_eq!(got["properties"]["nested"]["type"], "object");
         assert!(got["properties"]["nested"].get("properties").is_none(), "enum values are not schemas");
+    }
+
+    #[test]
+    fn ref_lookups_into_huge_definitions_are_bounded_and_repeated_refs_cost_once() {
+        let defs: Map<String, Value> =
+            (0..200_000).map(|i| (format!("d{i}"), json!({"type": "string"}))).collect();
+        let props = |refs: Vec<String>| -> Map<String, Value> {
+            refs.into_iter().enumerate().map(|(i, r)| (format!("p{i}"), json!({"$ref": r}))).collect()
+        };
+        let same = props(vec!["#/$defs/d199999".to_owned(); 1000]);
+        let cleaned = clean_schema(
+            &json!({"type": "object", "properties": same, "$defs": defs}),
+            &SchemaOptions::default(),
+        );
+        assert!(cleaned.is_ok(), "one definition referred to 1000 times is looked up once: {cleaned:?}");
+        let distinct = props((0..10).map(|i| format!("#/$defs/d{}", 199_990 + i)).collect());
+        let cleaned = clean_schema(
+            &json!({"type": "object", "properties": distinct, "$defs": defs}),
+            &SchemaOptions::default(),
+        );
+        assert_eq!(cleaned, Err(SchemaError::TooManyLookups { max: MAX_REF_SCAN }));
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! One method per client endpoint that reaches the upstream: parse the protocol's request, resolve the model,
 //! build the inner `v1internal` request, and answer through that protocol's stream machine. Adding a client
 //! protocol adds one method here and one arm in `Gateway::serve`.
+//!
+//! Parsing and rewriting a request is plain CPU work on the body. For bodies above
+//! [`OFF_REACTOR_FROM`] bytes it runs on Tokio's blocking pool ([`off_reactor`]), so a client sending a
+//! large (or hostile) body does not stall the other requests that share its worker thread; smaller bodies,
+//! nearly all of them, are rewritten inline, where a hand-off would cost more than the work.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use levitate_filters::error::{ClientError, ErrorKind};
-use levitate_filters::inner::Target;
+use levitate_filters::inner::{InnerRequest, Target};
 use levitate_filters::protocol::anthropic::{AnthropicFold, AnthropicStream, AnthropicStreamOptions};
 use levitate_filters::protocol::gemini::{GeminiFold, GeminiStream, GeminiStreamMode, GeminiStreamOptions};
 use levitate_filters::protocol::openai_chat::{self, parse_chat_request};
@@ -20,41 +25,192 @@ use super::exchange::{self, Attempts};
 use super::pump::UpstreamCall;
 use super::signatures::StoredSignatures;
 use super::{header, Gateway};
+use crate::app::App;
 use crate::config::Snapshot;
 
+/// Request bodies at least this large are parsed and rewritten on the blocking pool (a 256 KiB body takes
+/// about half a millisecond of CPU in the release build; a hostile 30 MiB one, tens).
+const OFF_REACTOR_FROM: usize = 256 * 1024;
+
+/// A request parsed, resolved and rewritten, with what the stream machine needs from the client request
+/// (which borrowed the body and is gone by now).
+struct Prepared {
+    inner: InnerRequest,
+    upstream_model: String,
+    session_id: String,
+    client_model: String,
+    stream: bool,
+    include_usage: bool,
+    input_tokens_hint: u64,
+}
+
+/// How the client's model resolved, recorded into the request context once the transform is back (it may
+/// run on another thread): the request log wants the names even when the transform failed afterwards.
+#[derive(Default)]
+struct ModelNote {
+    client_model: Option<String>,
+    alias: Option<String>,
+    upstream_model: Option<String>,
+}
+
+impl ModelNote {
+    /// Resolves the client's model name through routes.yaml, noting both names for the log.
+    fn resolve(&mut self, snapshot: &Snapshot, client_model: &str) -> Result<String, ClientError> {
+        // The Gemini model comes from the path, not a parsed body: bound it here like the others.
+        levitate_filters::limits::check_model_name(client_model, "model")?;
+        self.client_model = Some(client_model.to_string());
+        let resolution = snapshot.aliases.resolve(client_model).ok_or_else(|| {
+            ClientError::new(
+                404,
+                ErrorKind::NotFound,
+                format!("the model {client_model:?} does not exist and routes.yaml has no default"),
+            )
+            .with_param("model")
+        })?;
+        self.alias = Some(alias_label(client_model, resolution.via));
+        self.upstream_model = Some(resolution.upstream.to_string());
+        Ok(resolution.upstream.to_string())
+    }
+
+    fn record(self, ctx: &mut RequestCtx) {
+        ctx.client_model = self.client_model.or(ctx.client_model.take());
+        ctx.alias = self.alias.or(ctx.alias.take());
+        ctx.upstream_model = self.upstream_model.or(ctx.upstream_model.take());
+    }
+}
+
+/// Runs `work` (a parse and transform of a `body_len`-byte body) inline for small bodies and on Tokio's
+/// blocking pool for large ones; see the module documentation.
+async fn off_reactor<T: Send + 'static>(
+    body_len: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ClientError> {
+    if body_len < OFF_REACTOR_FROM {
+        return Ok(work());
+    }
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        tracing::error!(error = %e, "a request transform on the blocking pool failed");
+        ClientError::new(500, ErrorKind::Api, "the request could not be processed")
+    })
+}
+
+/// The session-affinity headers, copied out of the request head so the transform can run elsewhere.
+struct SessionHeaders {
+    session_id: Option<String>,
+    claude_code: Option<String>,
+}
+
+impl SessionHeaders {
+    fn of(session: &Session) -> Self {
+        SessionHeaders {
+            session_id: header(session, "x-session-id").map(str::to_owned),
+            claude_code: header(session, "x-claude-code-session-id").map(str::to_owned),
+        }
+    }
+}
+
+fn prepare_chat(
+    mut body: Vec<u8>,
+    app: &App,
+    snapshot: &Snapshot,
+    headers: &SessionHeaders,
+    note: &mut ModelNote,
+) -> Result<Prepared, ClientError> {
+    // `request` borrows its text from `body`, so the body lives as long as the request.
+    let request = parse_chat_request(&mut body)?;
+    let upstream_model = note.resolve(snapshot, request.model())?;
+    let client_key = headers.session_id.as_deref().or(request.session_hint());
+    let session_id = session_id(client_key, request.first_user_text());
+    let target = Target { upstream_model: &upstream_model, session_id: &session_id };
+    let inner =
+        openai_chat::build_inner_request_cached(&request, &target, &StoredSignatures(app), &app.tool_cache)?;
+    Ok(Prepared {
+        inner,
+        client_model: request.model().to_string(),
+        stream: request.stream(),
+        include_usage: request.include_usage(),
+        input_tokens_hint: 0,
+        upstream_model,
+        session_id,
+    })
+}
+
+fn prepare_messages(
+    mut body: Vec<u8>,
+    app: &App,
+    snapshot: &Snapshot,
+    headers: &SessionHeaders,
+    note: &mut ModelNote,
+) -> Result<Prepared, ClientError> {
+    let request = anthropic::parse_messages_request(&mut body)?;
+    drop(body);
+    let upstream_model = note.resolve(snapshot, request.model())?;
+    let client_key =
+        headers.session_id.as_deref().or(headers.claude_code.as_deref()).or(request.session_hint());
+    let session_id = session_id(client_key, request.first_user_text());
+    let target = Target { upstream_model: &upstream_model, session_id: &session_id };
+    let inner =
+        anthropic::build_inner_request_cached(&request, &target, &StoredSignatures(app), &app.tool_cache)?;
+    Ok(Prepared {
+        inner,
+        client_model: request.model().to_string(),
+        stream: request.stream(),
+        include_usage: false,
+        input_tokens_hint: anthropic::estimate_tokens(&request),
+        upstream_model,
+        session_id,
+    })
+}
+
+fn prepare_generate(
+    mut body: Vec<u8>,
+    app: &App,
+    snapshot: &Snapshot,
+    headers: &SessionHeaders,
+    model: &str,
+    note: &mut ModelNote,
+) -> Result<Prepared, ClientError> {
+    let request = gemini::parse_generate_request(&mut body)?;
+    drop(body);
+    let upstream_model = note.resolve(snapshot, model)?;
+    let session_id = session_id(headers.session_id.as_deref(), request.first_user_text());
+    let target = Target { upstream_model: &upstream_model, session_id: &session_id };
+    let inner = gemini::build_inner_request(request, &target, &StoredSignatures(app))?;
+    Ok(Prepared {
+        inner,
+        client_model: model.to_string(),
+        stream: false,
+        include_usage: false,
+        input_tokens_hint: 0,
+        upstream_model,
+        session_id,
+    })
+}
+
 impl Gateway {
+    /// `POST /v1/chat/completions` (OpenAI).
     pub(super) async fn chat_completions(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         snapshot: &Arc<Snapshot>,
     ) -> std::result::Result<(), ClientError> {
-        let mut body = self.read_body(session, snapshot.limits.max_request_body).await?;
-        // `request` borrows its text from `body`, so the body lives as long as the request.
-        let request = parse_chat_request(&mut body)?;
-        let upstream_model = self.resolve_model(ctx, snapshot, request.model())?;
-        let session_id = self.session_id(session, request.session_hint(), request.first_user_text());
-        let target = Target { upstream_model: &upstream_model, session_id: &session_id };
-        let mut inner = openai_chat::build_inner_request_cached(
-            &request,
-            &target,
-            &StoredSignatures(&self.app),
-            &self.app.tool_cache,
-        )?;
+        let body = self.read_body(session, snapshot.limits.max_request_body).await?;
+        let prepared = self.prepare(session, ctx, snapshot, body, prepare_chat).await?;
         // The stream machine takes the name map; the call keeps the request bytes for its retries.
+        let mut inner = prepared.inner;
         let tool_names = std::mem::take(&mut inner.tool_names);
-        let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner);
+        let call = UpstreamCall::new(snapshot, &prepared.upstream_model, &prepared.session_id, &inner);
         let request_uuid = uuid::Uuid::new_v4().simple().to_string();
         let options = OpenAiStreamOptions {
             id: format!("chatcmpl-{request_uuid}"),
-            model: request.model().to_string(),
+            model: prepared.client_model,
             created: crate::store::unix_now(),
-            include_usage: request.include_usage(),
+            include_usage: prepared.include_usage,
             tool_call_id_prefix: format!("call_{}_", &request_uuid[..16]),
             tool_names,
         };
-        let stream = request.stream();
-        self.answer(session, ctx, call, stream, options, OpenAiStream::new, OpenAiFold::new).await
+        self.answer(session, ctx, call, prepared.stream, options, OpenAiStream::new, OpenAiFold::new).await
     }
 
     /// `POST /v1/messages` (Anthropic Messages; Claude Code).
@@ -64,30 +220,20 @@ impl Gateway {
         ctx: &mut RequestCtx,
         snapshot: &Arc<Snapshot>,
     ) -> std::result::Result<(), ClientError> {
-        let mut body = self.read_body(session, snapshot.limits.max_request_body).await?;
-        let request = anthropic::parse_messages_request(&mut body)?;
-        drop(body);
-        let upstream_model = self.resolve_model(ctx, snapshot, request.model())?;
-        let client_key = header(session, "x-claude-code-session-id").or(request.session_hint());
-        let session_id = self.session_id(session, client_key, request.first_user_text());
-        let target = Target { upstream_model: &upstream_model, session_id: &session_id };
-        let mut inner = anthropic::build_inner_request_cached(
-            &request,
-            &target,
-            &StoredSignatures(&self.app),
-            &self.app.tool_cache,
-        )?;
+        let body = self.read_body(session, snapshot.limits.max_request_body).await?;
+        let prepared = self.prepare(session, ctx, snapshot, body, prepare_messages).await?;
+        let mut inner = prepared.inner;
         let tool_names = std::mem::take(&mut inner.tool_names);
-        let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner);
+        let call = UpstreamCall::new(snapshot, &prepared.upstream_model, &prepared.session_id, &inner);
         let request_uuid = uuid::Uuid::new_v4().simple().to_string();
         let options = AnthropicStreamOptions {
             id: format!("msg_{request_uuid}"),
-            model: request.model().to_string(),
+            model: prepared.client_model,
             tool_id_prefix: format!("toolu_{}_", &request_uuid[..16]),
             tool_names,
-            input_tokens_hint: anthropic::estimate_tokens(&request),
+            input_tokens_hint: prepared.input_tokens_hint,
         };
-        let stream = request.stream();
+        let stream = prepared.stream;
         self.answer(session, ctx, call, stream, options, AnthropicStream::new, AnthropicFold::new).await
     }
 
@@ -99,9 +245,13 @@ impl Gateway {
         snapshot: &Arc<Snapshot>,
     ) -> std::result::Result<(), ClientError> {
         let mut body = self.read_body(session, snapshot.limits.max_request_body).await?;
-        let request = anthropic::parse_count_tokens_request(&mut body)?;
-        ctx.client_model = Some(request.model().to_string());
-        let body = anthropic::count_tokens_response(anthropic::estimate_tokens(&request));
+        let counted = off_reactor(body.len(), move || {
+            anthropic::parse_count_tokens_request(&mut body)
+                .map(|request| (request.model().to_string(), anthropic::estimate_tokens(&request)))
+        })
+        .await??;
+        ctx.client_model = Some(counted.0);
+        let body = anthropic::count_tokens_response(counted.1);
         self.respond_json(session, ctx, 200, body).await
     }
 
@@ -114,15 +264,15 @@ impl Gateway {
         model: &str,
         stream: bool,
     ) -> std::result::Result<(), ClientError> {
-        let mut body = self.read_body(session, snapshot.limits.max_request_body).await?;
-        let request = gemini::parse_generate_request(&mut body)?;
-        drop(body);
-        let upstream_model = self.resolve_model(ctx, snapshot, model)?;
-        let session_id = self.session_id(session, None, request.first_user_text());
-        let target = Target { upstream_model: &upstream_model, session_id: &session_id };
-        let mut inner = gemini::build_inner_request(request, &target, &StoredSignatures(&self.app))?;
+        let body = self.read_body(session, snapshot.limits.max_request_body).await?;
+        let model = model.to_owned();
+        let prepare = move |body, app: &App, snapshot: &Snapshot, headers: &SessionHeaders, note: &mut _| {
+            prepare_generate(body, app, snapshot, headers, &model, note)
+        };
+        let prepared = self.prepare(session, ctx, snapshot, body, prepare).await?;
+        let mut inner = prepared.inner;
         let tool_names = std::mem::take(&mut inner.tool_names);
-        let call = UpstreamCall::new(snapshot, &upstream_model, &session_id, &inner);
+        let call = UpstreamCall::new(snapshot, &prepared.upstream_model, &prepared.session_id, &inner);
         let sse = session.req_header().uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
         let mode = if sse { GeminiStreamMode::Sse } else { GeminiStreamMode::JsonArray };
         let options = GeminiStreamOptions { mode, tool_names };
@@ -138,10 +288,22 @@ impl Gateway {
         model: &str,
     ) -> std::result::Result<(), ClientError> {
         let mut body = self.read_body(session, snapshot.limits.max_request_body).await?;
-        let request = gemini::parse_generate_request(&mut body)?;
-        drop(body);
-        let upstream_model = self.resolve_model(ctx, snapshot, model)?;
-        let upstream_body = gemini::build_count_tokens_request(&request, &upstream_model);
+        let snap = Arc::clone(snapshot);
+        let model = model.to_owned();
+        let (note, built) = off_reactor(body.len(), move || {
+            let mut note = ModelNote::default();
+            let built = (|| {
+                let request = gemini::parse_generate_request(&mut body)?;
+                drop(body);
+                let upstream_model = note.resolve(&snap, &model)?;
+                let upstream_body = gemini::build_count_tokens_request(&request, &upstream_model);
+                Ok::<_, ClientError>((upstream_model, upstream_body))
+            })();
+            (note, built)
+        })
+        .await?;
+        note.record(ctx);
+        let (upstream_model, upstream_body) = built?;
         let mut attempts = Attempts::default();
         let waited = Instant::now();
         let answer =
@@ -154,36 +316,32 @@ impl Gateway {
         self.respond_json(session, ctx, 200, body).await
     }
 
-    /// Resolves the client's model name through routes.yaml, recording both names for the log.
-    pub(super) fn resolve_model(
-        &self,
-        ctx: &mut RequestCtx,
-        snapshot: &Snapshot,
-        client_model: &str,
-    ) -> std::result::Result<String, ClientError> {
-        ctx.client_model = Some(client_model.to_string());
-        let resolution = snapshot.aliases.resolve(client_model).ok_or_else(|| {
-            ClientError::new(
-                404,
-                ErrorKind::NotFound,
-                format!("the model {client_model:?} does not exist and routes.yaml has no default"),
-            )
-            .with_param("model")
-        })?;
-        ctx.alias = Some(alias_label(client_model, resolution.via));
-        ctx.upstream_model = Some(resolution.upstream.to_string());
-        Ok(resolution.upstream.to_string())
-    }
-
-    /// The conversation's session id: the `x-session-id` header, else the protocol's own key, else the
-    /// first user message.
-    pub(super) fn session_id(
+    /// Runs `prepare` on the body (inline or on the blocking pool, see [`off_reactor`]) and records how the
+    /// model resolved.
+    async fn prepare<F>(
         &self,
         session: &Session,
-        client_key: Option<&str>,
-        first_user_text: Option<&str>,
-    ) -> String {
-        session_id(header(session, "x-session-id").or(client_key), first_user_text)
+        ctx: &mut RequestCtx,
+        snapshot: &Arc<Snapshot>,
+        body: Vec<u8>,
+        prepare: F,
+    ) -> Result<Prepared, ClientError>
+    where
+        F: FnOnce(Vec<u8>, &App, &Snapshot, &SessionHeaders, &mut ModelNote) -> Result<Prepared, ClientError>
+            + Send
+            + 'static,
+    {
+        let headers = SessionHeaders::of(session);
+        let app = Arc::clone(&self.app);
+        let snapshot = Arc::clone(snapshot);
+        let (note, prepared) = off_reactor(body.len(), move || {
+            let mut note = ModelNote::default();
+            let prepared = prepare(body, &app, &snapshot, &headers, &mut note);
+            (note, prepared)
+        })
+        .await?;
+        note.record(ctx);
+        prepared
     }
 }
 
@@ -224,6 +382,15 @@ fn alias_label(client_model: &str, via: levitate_filters::alias::Via<'_>) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn large_bodies_are_transformed_off_the_reactor_small_ones_inline() {
+        let here = std::thread::current().id();
+        let small = off_reactor(OFF_REACTOR_FROM - 1, || std::thread::current().id()).await.unwrap();
+        assert_eq!(small, here, "a small body is rewritten inline");
+        let large = off_reactor(OFF_REACTOR_FROM, || std::thread::current().id()).await.unwrap();
+        assert_ne!(large, here, "a large body is rewritten on the blocking pool");
+    }
 
     #[test]
     pub(super) fn session_ids_are_stable_signed_decimals() {

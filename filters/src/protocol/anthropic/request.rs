@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::inner::body::{parse_body, StrOr};
 use crate::inner::TransformError;
+use crate::limits;
 
 /// A parsed Messages API request. Built by [`parse_messages_request`], which has already checked that
 /// `model`, `max_tokens` and a non-empty `messages` are present.
@@ -201,10 +202,28 @@ impl MessagesRequest {
         self.messages.as_deref().unwrap_or_default()
     }
 
+    /// The counts a client controls stay within [`crate::limits`], so the transform's work is bounded.
+    fn check_bounds(&self) -> Result<(), TransformError> {
+        limits::check_model_name(&self.model, "model")?;
+        let messages = self.messages();
+        limits::check_count(messages.len(), limits::MAX_MESSAGES, "messages", "messages")?;
+        let tools = self.tools.as_deref().unwrap_or_default();
+        limits::check_count(tools.len(), limits::MAX_TOOLS, "tools", "tools")?;
+        let calls: usize = messages
+            .iter()
+            .map(|m| match &m.content {
+                StrOr::Other(blocks) => blocks.iter().filter(|b| matches!(b, Block::ToolUse { .. })).count(),
+                StrOr::Str(_) => 0,
+            })
+            .sum();
+        limits::check_count(calls, limits::MAX_TOOL_CALLS, "messages", "tool_use blocks")
+    }
+
     fn validate(&self) -> Result<(), TransformError> {
         if self.model.trim().is_empty() {
             return Err(TransformError::invalid("model", "model: Field required"));
         }
+        self.check_bounds()?;
         match &self.messages {
             None => Err(TransformError::invalid("messages", "messages: Field required")),
             Some(m) if m.is_empty() => {

@@ -91,22 +91,21 @@ fn build(
     Ok(InnerRequest { json: inner.encode(estimated_size(req)), tool_names: names, request_type })
 }
 
-/// An owned copy of a [`Tool`], the [`ToolCache`] key of an Anthropic tool set; the schema is kept as
-/// tokens, which hash and compare byte for byte.
-#[derive(PartialEq, Eq, Hash)]
-struct ToolKey {
-    kind: Option<String>,
-    name: String,
-    description: Option<String>,
+/// What of a [`Tool`] the [`ToolCache`] digest covers; the schema as tokens, which hash byte for byte.
+#[derive(Hash)]
+struct ToolKey<'a> {
+    kind: Option<&'a str>,
+    name: &'a str,
+    description: Option<&'a str>,
     schema: Option<JsonTokens>,
 }
 
-impl ToolKey {
-    fn new(tool: &Tool) -> Self {
+impl<'a> ToolKey<'a> {
+    fn new(tool: &'a Tool) -> Self {
         ToolKey {
-            kind: tool.kind.clone(),
-            name: tool.name.clone(),
-            description: tool.description.clone(),
+            kind: tool.kind.as_deref(),
+            name: &tool.name,
+            description: tool.description.as_deref(),
             schema: tool.input_schema.as_ref().map(JsonTokens::from_value),
         }
     }
@@ -121,12 +120,12 @@ fn cached_tools(
     cache: &ToolCache,
 ) -> Result<Arc<[u8]>, TransformError> {
     let keys: Vec<ToolKey> = declared.iter().map(ToolKey::new).collect();
-    let hash = cache.hash(&(family, &keys));
-    if let Some(json) = cache.get(hash, |(f, k): &(ModelFamily, Vec<ToolKey>)| *f == family && *k == keys) {
+    let digest = cache.digest(&(family, &keys));
+    if let Some(json) = cache.get(&digest) {
         return Ok(json);
     }
     let json: Arc<[u8]> = encode_tools(&build_tools(declared, family, names)?).into();
-    cache.insert(hash, (family, keys), Arc::clone(&json));
+    cache.insert(digest, Arc::clone(&json));
     Ok(json)
 }
 

@@ -16,6 +16,7 @@ use crate::inner::body::parse_body;
 use crate::inner::request::{max_output_above_budget, FunctionDeclaration};
 use crate::inner::{InnerRequest, RequestType, Target, ToolNameMap, TransformError};
 use crate::json_tokens::JsonTokens;
+use crate::limits;
 use crate::signature::{
     normalize_signature, signature_fits, ModelFamily, SignatureLookup, SKIP_VALIDATOR_SENTINEL,
 };
@@ -33,6 +34,7 @@ pub fn parse_generate_request(body: &mut [u8]) -> Result<GenerateRequest, Transf
     if request.contents().is_none_or(|c| c.is_empty()) {
         return Err(TransformError::invalid("contents", "`contents` must be a non-empty array of turns."));
     }
+    request.check_bounds()?;
     Ok(request)
 }
 
@@ -45,6 +47,24 @@ impl GenerateRequest {
                     .and_then(|r| r.get("contents"))
             })
             .and_then(Value::as_array)
+    }
+
+    /// The counts a client controls stay within [`crate::limits`], so the transform's work is bounded.
+    fn check_bounds(&self) -> Result<(), TransformError> {
+        let contents = self.contents().map_or(&[][..], Vec::as_slice);
+        limits::check_count(contents.len(), limits::MAX_MESSAGES, "contents", "turns")?;
+        let tools =
+            get(&self.body, "tools", "tools").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+        limits::check_count(tools.len(), limits::MAX_TOOLS, "tools", "tools")?;
+        let functions: usize = tools.iter().filter_map(declarations).map(Vec::len).sum();
+        limits::check_count(functions, limits::MAX_TOOLS, "tools", "function declarations")?;
+        let calls = contents
+            .iter()
+            .filter_map(|turn| turn.get("parts").and_then(Value::as_array))
+            .flatten()
+            .filter(|part| part.get("functionCall").or_else(|| part.get("function_call")).is_some())
+            .count();
+        limits::check_count(calls, limits::MAX_TOOL_CALLS, "contents", "function calls")
     }
 
     /// The first user turn's first text, for deriving a session key from the conversation's start.

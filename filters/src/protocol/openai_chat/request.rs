@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::inner::body::{parse_body, StrOr};
 use crate::inner::TransformError;
 use crate::json_tokens::JsonTokens;
+use crate::limits;
 
 /// A parsed chat.completions request. Built by [`parse_chat_request`], which has already checked that
 /// `model` and `messages` are present and that no unsupported parameter is set.
@@ -304,6 +305,7 @@ impl<'a> ChatRequest<'a> {
         if self.model.trim().is_empty() {
             return Err(TransformError::invalid("model", "`model` is required."));
         }
+        self.check_bounds()?;
         match &self.messages {
             None => return Err(TransformError::invalid("messages", "`messages` is required.")),
             Some(m) if m.is_empty() => {
@@ -315,6 +317,21 @@ impl<'a> ChatRequest<'a> {
             Some(_) => {}
         }
         self.reject_unsupported()
+    }
+
+    /// The counts a client controls stay within [`crate::limits`], so the transform's work is bounded.
+    fn check_bounds(&self) -> Result<(), TransformError> {
+        limits::check_model_name(self.model, "model")?;
+        let messages = self.messages();
+        limits::check_count(messages.len(), limits::MAX_MESSAGES, "messages", "messages")?;
+        let tools = self.tools.as_deref().unwrap_or_default();
+        limits::check_count(tools.len(), limits::MAX_TOOLS, "tools", "tools")?;
+        if let Some(StrOr::Other(ToolChoiceObject { allowed_tools: Some(allowed), .. })) = &self.tool_choice {
+            let (count, param) = (allowed.tools.len(), "tool_choice.allowed_tools.tools");
+            limits::check_count(count, limits::MAX_TOOLS, param, "allowed tools")?;
+        }
+        let calls: usize = messages.iter().map(|m| m.tool_calls.as_ref().map_or(0, Vec::len)).sum();
+        limits::check_count(calls, limits::MAX_TOOL_CALLS, "messages", "tool calls")
     }
 
     fn reject_unsupported(&self) -> Result<(), TransformError> {

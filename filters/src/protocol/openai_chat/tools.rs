@@ -2,7 +2,7 @@
 //!
 //! Tool definitions become cleaned function declarations under names the upstream accepts, and
 //! `tool_choice` becomes a function-calling mode. Agents send the same tools on every request, so the
-//! encoded declarations are kept in the [`ToolCache`], keyed by an owned copy of the tools ([`ToolKey`]).
+//! encoded declarations are kept in the [`ToolCache`], keyed by a digest of the parsed tools.
 
 use std::sync::Arc;
 
@@ -10,46 +10,7 @@ use super::request::{ChatRequest, Tool};
 use crate::inner::body::StrOr;
 use crate::inner::request::{auto_mode, encode_tools, FunctionDeclaration, ToolConfig, ToolGroup};
 use crate::inner::{ToolCache, ToolNameMap, TransformError};
-use crate::json_tokens::JsonTokens;
 use crate::signature::ModelFamily;
-
-/// An owned copy of a [`Tool`], kept in the [`ToolCache`] to verify that a hit is the same tool.
-struct ToolKey {
-    kind: Box<str>,
-    function: Option<FunctionKey>,
-}
-
-struct FunctionKey {
-    name: Box<str>,
-    description: Option<Box<str>>,
-    parameters: Option<JsonTokens>,
-}
-
-impl ToolKey {
-    fn new(tool: &Tool) -> Self {
-        ToolKey {
-            kind: tool.kind.into(),
-            function: tool.function.as_ref().map(|f| FunctionKey {
-                name: f.name.into(),
-                description: f.description.map(Box::from),
-                parameters: f.parameters.clone(),
-            }),
-        }
-    }
-
-    fn matches(&self, tool: &Tool) -> bool {
-        *self.kind == *tool.kind
-            && match (&self.function, &tool.function) {
-                (None, None) => true,
-                (Some(key), Some(f)) => {
-                    *key.name == *f.name
-                        && key.description.as_deref() == f.description
-                        && key.parameters == f.parameters
-                }
-                _ => false,
-            }
-    }
-}
 
 /// The encoded `tools` for `declared`, from `cache` or built and stored there. Every name is already in
 /// `names` (see [`ToolNameMap::new`]), so a hit leaves the map as a fresh build would; only successful
@@ -60,15 +21,12 @@ pub(super) fn cached_tools(
     names: &mut ToolNameMap,
     cache: &ToolCache,
 ) -> Result<Arc<[u8]>, TransformError> {
-    let hash = cache.hash(&(family, declared));
-    let hit = cache.get(hash, |(f, keys): &(ModelFamily, Vec<ToolKey>)| {
-        *f == family && keys.len() == declared.len() && keys.iter().zip(declared).all(|(k, t)| k.matches(t))
-    });
-    if let Some(json) = hit {
+    let digest = cache.digest(&(family, declared));
+    if let Some(json) = cache.get(&digest) {
         return Ok(json);
     }
     let json: Arc<[u8]> = encode_tools(&build_tools(declared, family, names)?).into();
-    cache.insert(hash, (family, declared.iter().map(ToolKey::new).collect::<Vec<_>>()), Arc::clone(&json));
+    cache.insert(digest, Arc::clone(&json));
     Ok(json)
 }
 
