@@ -13,8 +13,7 @@ use crate::inner::TransformError;
 pub const MAX_MODEL_NAME_BYTES: usize = 256;
 /// Most tools (function declarations) in one request.
 pub const MAX_TOOLS: usize = 512;
-/// Most `enum` values in one schema node (also the most a merged `anyOf` of enums may produce).
-pub const MAX_ENUM_VALUES: usize = 10_000;
+pub use crate::schema::MAX_ENUM_VALUES;
 /// Most messages (Gemini: `contents` turns) in one request.
 pub const MAX_MESSAGES: usize = 10_000;
 /// Most tool calls in the whole history of one request (OpenAI `tool_calls`, Anthropic `tool_use` blocks,
