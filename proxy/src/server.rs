@@ -89,7 +89,12 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
     ));
     server.add_service(background_service(
         "levitate quota",
-        QuotaPoller::new(app.config.clone(), app.pool.clone(), app.credentials.clone(), app.store.clone()),
+        QuotaPoller::new(
+            app.config.clone(),
+            app.pool.clone(),
+            app.background_credentials.clone(),
+            app.store.clone(),
+        ),
     ));
     server.add_service(background_service(
         "levitate signatures",

@@ -185,6 +185,8 @@ pub struct UpstreamSettings {
     pub user_agent: String,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Bound on one whole control-plane call (token refresh, loadCodeAssist, onboardUser, fetchAvailableModels).
+    pub control_timeout: Duration,
     pub token_refresh_lead: Duration,
 }
 

@@ -382,6 +382,7 @@ fn upstream_settings(
         user_agent: u.user_agent.clone(),
         connect_timeout: u.connect_timeout,
         read_timeout: u.read_timeout,
+        control_timeout: u.control_timeout,
         token_refresh_lead: u.token_refresh_lead,
     })
 }

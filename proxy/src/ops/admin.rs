@@ -95,7 +95,22 @@ impl Admin {
     }
 
     fn accounts(&self) -> Value {
-        json!({ "accounts": self.app.pool.snapshot_state() })
+        let accounts: Vec<Value> = self
+            .app
+            .pool
+            .snapshot_state()
+            .into_iter()
+            .map(|status| {
+                // The control-call back-off lives with the credentials: shown beside the pool's view.
+                let backoff = self.app.credentials.backoff_of(&status.id);
+                let mut value = json!(status);
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("control_backoff".into(), json!(backoff));
+                }
+                value
+            })
+            .collect();
+        json!({ "accounts": accounts })
     }
 
     fn circuits(&self) -> Value {
