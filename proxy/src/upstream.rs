@@ -24,6 +24,9 @@ use crate::config::UpstreamUrl;
 /// How long a DNS answer is reused; Google's front ends rotate addresses, so it must not be forever.
 const DNS_TTL: Duration = Duration::from_secs(60);
 
+/// A host's addresses and when they were looked up.
+type Resolved = (Arc<[SocketAddr]>, Instant);
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("cannot resolve {host}: {reason}")]
@@ -100,7 +103,7 @@ pub struct Upstream {
     connector: Connector,
     connect_timeout: Duration,
     read_timeout: Duration,
-    resolved: Mutex<HashMap<(String, u16), (Arc<[SocketAddr]>, Instant)>>,
+    resolved: Mutex<HashMap<(String, u16), Resolved>>,
 }
 
 impl Upstream {

@@ -97,7 +97,7 @@ impl Breaker {
         match inner.state {
             BreakerState::Closed => true,
             BreakerState::Open => {
-                if !inner.opened_at.is_some_and(|t| now >= t + policy.cooldown) {
+                if inner.opened_at.is_none_or(|t| now < t + policy.cooldown) {
                     return false;
                 }
                 inner.state = BreakerState::HalfOpen;
