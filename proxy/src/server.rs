@@ -102,7 +102,7 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
     ));
     server.add_service(background_service(
         "levitate lifecycle",
-        Lifecycle::new(app.config.clone(), app.store.clone(), app.metrics.clone()),
+        Lifecycle::new(app.config.clone(), app.store.clone(), app.metrics.clone(), app.request_log.clone()),
     ));
     server.add_service(background_service(
         "levitate handover",
