@@ -137,9 +137,8 @@ impl Admin {
             return json_reply(404, &json!({ "error": format!("no account {email}") }));
         };
         self.app.pool.set_enabled(&account.id, enabled);
-        let persisted = AccountsFile::read(&snapshot.paths.accounts)
-            .and_then(|mut file| file.set_enabled(&account.email, enabled).map(|_| file))
-            .and_then(|file| file.write());
+        let persisted =
+            AccountsFile::edit(&snapshot.paths.accounts, |file| file.set_enabled(&account.email, enabled));
         let (persisted, persist_error, reload) = match persisted {
             Ok(()) => (true, None, Some(self.app.reload(Trigger::Admin))),
             Err(e) => {
