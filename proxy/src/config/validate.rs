@@ -187,6 +187,11 @@ fn main_settings(
         "limits.client_write_timeout must be above zero",
     );
     check(
+        !main.upstream.control_timeout.is_zero(),
+        &[Key("upstream"), Key("control_timeout")],
+        "upstream.control_timeout must be above zero",
+    );
+    check(
         main.store.max_signatures > 0 && !main.store.signature_ttl.is_zero(),
         &[Key("store")],
         "store.signature_ttl and store.max_signatures must be above zero",
