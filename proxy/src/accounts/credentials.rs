@@ -55,6 +55,13 @@ impl CredentialError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, CredentialError::Revoked { .. })
     }
+
+    /// Whether this is new evidence of a failing account for its circuit breaker: not a revoked grant (the
+    /// forbidden mark handles it) and not a refusal while a back-off runs (the failure behind it was counted
+    /// once already; counting every fast refusal would open the breaker on one hung call).
+    pub fn counts_against_breaker(&self) -> bool {
+        !matches!(self, CredentialError::Revoked { .. } | CredentialError::BackedOff { .. })
+    }
 }
 
 /// An access token and the unix second it expires at.
