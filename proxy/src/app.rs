@@ -28,6 +28,10 @@ pub struct App {
     pub config: Arc<LiveConfig>,
     pub pool: Arc<AccountPool>,
     pub credentials: Arc<Credentials>,
+    /// The same credentials (token cache, single-flight refresh, back-off) over the background services'
+    /// own upstream client: a pooled connection belongs to the runtime that opened it, and each Pingora
+    /// service runs its own runtime, so the quota poller must not take or return the gateway's connections.
+    pub background_credentials: Arc<Credentials>,
     pub upstream: Arc<Upstream>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
@@ -53,6 +57,9 @@ impl App {
             Arc::new(Upstream::new(snapshot.upstream.connect_timeout, snapshot.upstream.read_timeout));
         let pool = Arc::new(AccountPool::with_store(&snapshot.accounts, &snapshot.pool, store.clone()));
         let credentials = Arc::new(Credentials::new(upstream.clone(), store.clone()));
+        let background_upstream =
+            Arc::new(Upstream::new(snapshot.upstream.connect_timeout, snapshot.upstream.read_timeout));
+        let background_credentials = Arc::new(credentials.with_upstream(background_upstream));
         let snapshot = Arc::new(snapshot);
         let config = Arc::new(LiveConfig::new(snapshot.clone()));
         let metrics = Arc::new(Metrics::new());
@@ -70,6 +77,7 @@ impl App {
             config,
             pool,
             credentials,
+            background_credentials,
             upstream,
             store,
             metrics,

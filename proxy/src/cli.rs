@@ -374,8 +374,7 @@ fn edit_accounts(
         Err(code) => return code,
     };
     let path = &snapshot.paths.accounts;
-    let result =
-        AccountsFile::read(path).and_then(|mut file| edit(&mut file).map(|_| file)).and_then(|f| f.write());
+    let result = AccountsFile::edit(path, edit);
     match result {
         Ok(()) => {
             println!("{email}: {done} in {}; a running levitate reloads it by itself.", path.display());

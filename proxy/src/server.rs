@@ -111,7 +111,12 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
     ));
     server.add_service(background_service(
         "levitate quota",
-        QuotaPoller::new(app.config.clone(), app.pool.clone(), app.credentials.clone(), app.store.clone()),
+        QuotaPoller::new(
+            app.config.clone(),
+            app.pool.clone(),
+            app.background_credentials.clone(),
+            app.store.clone(),
+        ),
     ));
     server.add_service(background_service(
         "levitate signatures",
@@ -119,7 +124,7 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
     ));
     server.add_service(background_service(
         "levitate lifecycle",
-        Lifecycle::new(app.config.clone(), app.store.clone(), app.metrics.clone()),
+        Lifecycle::new(app.config.clone(), app.store.clone(), app.metrics.clone(), app.request_log.clone()),
     ));
     server.add_service(background_service(
         "levitate handover",

@@ -3,6 +3,11 @@
 //! Account definitions are the user's YAML; everything learned about them at run time (access tokens and
 //! their expiry, discovered project ids and tiers) and the thoughtSignature cache live here. sled writes to
 //! its in-memory page cache and flushes in the background, so inserts stay off the request's critical path.
+//!
+//! The rare writes that must survive a kill -9 (forbidden marks, lockouts, refreshed tokens, discovered
+//! projects) are flushed to disk before their call returns: each is a few per hour, and losing one means
+//! hammering a locked or banned account, or refreshing again, after a crash. Signatures and the request log
+//! ride the background flush (every 500 ms) and the flush on every exit path.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -263,8 +268,11 @@ impl Store {
         Ok(records.len())
     }
 
-    /// Adds the records of an exported file that this store does not hold yet (what this process wrote since
-    /// the hand-over is at least as fresh), returning how many were added.
+    /// Merges the records of an exported file, returning how many were added or replaced. Either process
+    /// may hold the newer record of a key (the old one, still finishing streams, may extend a lockout or
+    /// refresh a token after the new one wrote its own), so the newer wins by the record's own clock: a
+    /// lockout's `until_ms`, a forbidden mark's `at`, a token's `expires_at`, a quota's `fetched_at`, a
+    /// signature's `stored_at`. Unreadable records never replace readable ones.
     pub fn import_records(&self, file: &Path) -> Result<usize, StoreError> {
         use base64::engine::general_purpose::STANDARD;
         use base64::Engine;
@@ -278,10 +286,11 @@ impl Store {
             let (Ok(key), Ok(value)) = (STANDARD.decode(&record.key), STANDARD.decode(&record.value)) else {
                 continue;
             };
-            if tree.compare_and_swap(key, None as Option<&[u8]>, Some(value))?.is_ok() {
+            if merge_newer(tree, record.tree.as_str(), &key, value)? {
                 added += 1;
             }
         }
+        self.flush()?;
         Ok(added)
     }
 
@@ -306,6 +315,8 @@ impl Store {
             result = state.clone();
             serde_json::to_vec(&state).ok()
         })?;
+        // A refreshed token or a discovered project: rare, and costly to lose.
+        self.flush()?;
         Ok(result)
     }
 
@@ -361,12 +372,12 @@ impl Store {
         self.trees()
             .lockouts
             .insert(pair_key(&record.account, &record.model), serde_json::to_vec(record)?)?;
-        Ok(())
+        self.flush()
     }
 
     pub fn remove_lockout(&self, account: &str, model: &str) -> Result<(), StoreError> {
         self.trees().lockouts.remove(pair_key(account, model))?;
-        Ok(())
+        self.flush()
     }
 
     /// Lockouts still running at `now_ms`; expired or unreadable ones are deleted on the way.
@@ -386,12 +397,12 @@ impl Store {
 
     pub fn put_forbidden(&self, account: &str, record: &ForbiddenRecord) -> Result<(), StoreError> {
         self.trees().forbidden.insert(account.as_bytes(), serde_json::to_vec(record)?)?;
-        Ok(())
+        self.flush()
     }
 
     pub fn remove_forbidden(&self, account: &str) -> Result<(), StoreError> {
         self.trees().forbidden.remove(account.as_bytes())?;
-        Ok(())
+        self.flush()
     }
 
     pub fn forbidden(&self) -> Result<Vec<(String, ForbiddenRecord)>, StoreError> {
@@ -463,6 +474,61 @@ impl Store {
     }
 }
 
+/// Stores `incoming` under `key` unless the record already there is as new or newer; true when it was stored.
+fn merge_newer(tree: &sled::Tree, name: &str, key: &[u8], incoming: Vec<u8>) -> Result<bool, StoreError> {
+    // A concurrent writer may change the key between the read and the swap: read again and decide again.
+    for _ in 0..8 {
+        let current = tree.get(key)?;
+        let value = match &current {
+            None => incoming.clone(),
+            Some(existing) => match newer(name, existing, &incoming) {
+                Some(merged) => merged,
+                None => return Ok(false),
+            },
+        };
+        if tree.compare_and_swap(key, current, Some(value))?.is_ok() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// What replaces `existing` when `incoming` is newer, or `None` to keep `existing`.
+fn newer(tree: &str, existing: &[u8], incoming: &[u8]) -> Option<Vec<u8>> {
+    fn clock<T: serde::de::DeserializeOwned>(raw: &[u8], at: impl Fn(&T) -> u64) -> Option<u64> {
+        serde_json::from_slice::<T>(raw).ok().map(|r| at(&r))
+    }
+    let later = |at: fn(&[u8]) -> Option<u64>| match (at(existing), at(incoming)) {
+        (Some(old), Some(new)) if new > old => Some(incoming.to_vec()),
+        (None, Some(_)) => Some(incoming.to_vec()),
+        _ => None,
+    };
+    match tree {
+        "lockouts" => later(|raw| clock(raw, |r: &LockoutRecord| r.until_ms)),
+        "forbidden" => later(|raw| clock(raw, |r: &ForbiddenRecord| r.at)),
+        "quotas" => later(|raw| clock(raw, |r: &QuotaRecord| r.fetched_at)),
+        "signatures" => later(|raw| clock(raw, |r: &SignatureRecord| r.stored_at)),
+        "accounts" => {
+            // Field by field: the later token, and the project either side discovered.
+            let mine: AccountState = serde_json::from_slice(existing).ok()?;
+            let theirs: AccountState = serde_json::from_slice(incoming).ok()?;
+            let mut merged = mine.clone();
+            if theirs.expires_at > mine.expires_at && theirs.access_token.is_some() {
+                merged.access_token = theirs.access_token;
+                merged.expires_at = theirs.expires_at;
+            }
+            if merged.project_id.is_none() && theirs.project_id.is_some() {
+                merged.project_id = theirs.project_id;
+                merged.tier = theirs.tier;
+                merged.tier_name = theirs.tier_name;
+            }
+            (merged != mine).then(|| serde_json::to_vec(&merged).ok()).flatten()
+        }
+        // Request-log keys are unique per record: nothing to merge.
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,6 +582,45 @@ mod tests {
         }
         assert!(files > 0, "sled wrote its files");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn hand_over_import_keeps_the_newer_record() {
+        let file = std::env::temp_dir().join(format!("levitate-handover-merge-{}.json", std::process::id()));
+        let lockout = |model: &str, until_ms| LockoutRecord {
+            account: "a".into(),
+            model: model.into(),
+            until_ms,
+            reason: "rate".into(),
+        };
+        let old = Store::temporary().unwrap();
+        old.put_lockout(&lockout("m1", 2_000)).unwrap(); // the old process extended it later
+        old.put_lockout(&lockout("m2", 1_000)).unwrap(); // the new process holds a longer one
+        old.update_account("a", |s| {
+            s.access_token = Some("newer".into());
+            s.expires_at = 900;
+        })
+        .unwrap();
+        old.export_records(&file).unwrap();
+
+        let new = Store::temporary().unwrap();
+        new.put_lockout(&lockout("m1", 1_500)).unwrap();
+        new.put_lockout(&lockout("m2", 3_000)).unwrap();
+        new.update_account("a", |s| {
+            s.access_token = Some("older".into());
+            s.expires_at = 500;
+            s.project_id = Some("p".into());
+        })
+        .unwrap();
+        assert_eq!(new.import_records(&file).unwrap(), 2, "m1's lockout and the account's token");
+        let until =
+            |model: &str| new.lockouts(0).unwrap().into_iter().find(|r| r.model == model).map(|r| r.until_ms);
+        assert_eq!(until("m1"), Some(2_000));
+        assert_eq!(until("m2"), Some(3_000));
+        let state = new.account("a").unwrap();
+        assert_eq!((state.access_token.as_deref(), state.expires_at), (Some("newer"), 900));
+        assert_eq!(state.project_id.as_deref(), Some("p"), "what the new process learned stays");
+        let _ = std::fs::remove_file(&file);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -23,6 +23,9 @@ use crate::config::UpstreamUrl;
 
 /// How long a DNS answer is reused; Google's front ends rotate addresses, so it must not be forever.
 const DNS_TTL: Duration = Duration::from_secs(60);
+
+/// A host's addresses and when they were looked up.
+type Resolved = (Arc<[SocketAddr]>, Instant);
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -126,12 +129,13 @@ impl UpstreamResponse {
     }
 }
 
-/// The shared upstream client: one per process, used from every service runtime.
+/// An upstream client: the gateway's, and a second one for background services (see `App`), so pooled
+/// connections never cross between Pingora service runtimes.
 pub struct Upstream {
     connector: Connector,
     connect_timeout: Duration,
     read_timeout: Duration,
-    resolved: Mutex<HashMap<(String, u16), (SocketAddr, Instant)>>,
+    resolved: Mutex<HashMap<(String, u16), Resolved>>,
 }
 
 impl Upstream {
@@ -146,32 +150,31 @@ impl Upstream {
         }
     }
 
-    async fn resolve(&self, url: &UpstreamUrl) -> Result<SocketAddr, UpstreamError> {
+    /// Every address the name resolves to, in the resolver's order (cached for [`DNS_TTL`]).
+    async fn resolve(&self, url: &UpstreamUrl) -> Result<Arc<[SocketAddr]>, UpstreamError> {
         let key = (url.host.clone(), url.port);
         if let Ok(cache) = self.resolved.lock() {
-            if let Some((addr, at)) = cache.get(&key) {
+            if let Some((addrs, at)) = cache.get(&key) {
                 if at.elapsed() < DNS_TTL {
-                    return Ok(*addr);
+                    return Ok(addrs.clone());
                 }
             }
         }
         let host = url.host.trim_start_matches('[').trim_end_matches(']').to_string();
-        let addr = tokio::net::lookup_host((host.as_str(), url.port))
+        let addrs: Arc<[SocketAddr]> = tokio::net::lookup_host((host.as_str(), url.port))
             .await
             .map_err(|e| UpstreamError::Resolve { host: url.host.clone(), reason: e.to_string() })?
-            .next()
-            .ok_or_else(|| UpstreamError::Resolve {
-                host: url.host.clone(),
-                reason: "no addresses".into(),
-            })?;
-        if let Ok(mut cache) = self.resolved.lock() {
-            cache.insert(key, (addr, Instant::now()));
+            .collect();
+        if addrs.is_empty() {
+            return Err(UpstreamError::Resolve { host: url.host.clone(), reason: "no addresses".into() });
         }
-        Ok(addr)
+        if let Ok(mut cache) = self.resolved.lock() {
+            cache.insert(key, (addrs.clone(), Instant::now()));
+        }
+        Ok(addrs)
     }
 
-    async fn peer(&self, url: &UpstreamUrl) -> Result<HttpPeer, UpstreamError> {
-        let addr = self.resolve(url).await?;
+    fn peer(&self, url: &UpstreamUrl, addr: SocketAddr) -> HttpPeer {
         // An empty SNI disables certificate verification under rustls: always name the host.
         let mut peer = HttpPeer::new(addr, url.tls, url.host.clone());
         peer.options.connection_timeout = Some(self.connect_timeout);
@@ -182,7 +185,28 @@ impl Upstream {
         if url.tls {
             peer.options.alpn = ALPN::H2H1;
         }
-        Ok(peer)
+        peer
+    }
+
+    /// A session to the first of the name's addresses that accepts a connection: one unreachable front
+    /// end (a dead IPv6 route, a withdrawn address) must not fail every request while others answer.
+    async fn connect(
+        &self,
+        url: &UpstreamUrl,
+        addrs: &[SocketAddr],
+    ) -> Result<(HttpSession, HttpPeer), Box<pingora_core::Error>> {
+        let mut last = None;
+        for addr in addrs.iter() {
+            let peer = self.peer(url, *addr);
+            match self.connector.get_http_session(&peer).await {
+                Ok((session, _reused)) => return Ok((session, peer)),
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "upstream address refused, trying the next");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| pingora_core::Error::new(pingora_core::ErrorType::ConnectError)))
     }
 
     /// Sends one request and reads the response header.
@@ -210,7 +234,7 @@ impl Upstream {
     ) -> Result<UpstreamResponse, UpstreamError> {
         let url_text = format!("{}{}", request.url, request.path);
         let io = |source| UpstreamError::Io { url: url_text.clone(), source };
-        let peer = self.peer(request.url).await?;
+        let addrs = self.resolve(request.url).await?;
         let full_path = format!("{}{}", request.url.base_path, request.path);
         let mut header = RequestHeader::build(method, full_path.as_bytes(), Some(request.headers.len() + 3))
             .map_err(io)?;
@@ -219,7 +243,7 @@ impl Upstream {
         for (name, value) in request.headers {
             header.insert_header(*name, value.as_str()).map_err(io)?;
         }
-        let (mut session, _reused) = self.connector.get_http_session(&peer).await.map_err(io)?;
+        let (mut session, peer) = self.connect(request.url, &addrs).await.map_err(io)?;
         session.set_read_timeout(Some(self.read_timeout));
         session.write_request_header(Box::new(header)).await.map_err(io)?;
         session.write_request_body(request.body, true).await.map_err(io)?;
@@ -279,5 +303,20 @@ mod tests {
         assert!(
             !UpstreamError::Resolve { host: "h".into(), reason: "no addresses".into() }.is_local_resource()
         );
+    }
+
+    #[tokio::test]
+    async fn a_refused_address_falls_through_to_the_next() {
+        let refused = {
+            let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            closed.local_addr().unwrap()
+        };
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open_addr = open.local_addr().unwrap();
+        let upstream = Upstream::new(Duration::from_secs(5), Duration::from_secs(5));
+        let url = UpstreamUrl::parse(&format!("http://localhost:{}", open_addr.port())).unwrap();
+        let (_session, peer) = upstream.connect(&url, &[refused, open_addr]).await.expect("second address");
+        assert_eq!(peer._address.to_string(), open_addr.to_string());
+        assert!(upstream.connect(&url, &[refused]).await.is_err());
     }
 }

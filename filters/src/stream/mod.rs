@@ -23,6 +23,12 @@ pub trait Translator: Send {
     fn on_event(&mut self, data: &mut [u8], out: &mut Vec<u8>) -> Result<(), StreamError>;
     /// The upstream ended; write the closing events.
     fn finish(&mut self, out: &mut Vec<u8>);
+    /// The upstream failed (an error event, a broken connection) after output went out: write what makes the
+    /// client see an error rather than a finished answer. Protocols without an in-stream error shape close
+    /// as [`finish`](Self::finish) does.
+    fn fail(&mut self, _error: &crate::error::ClientError, out: &mut Vec<u8>) {
+        self.finish(out);
+    }
     /// Upstream has been silent for a while; write whatever keeps the client's connection alive.
     fn keepalive(&mut self, _out: &mut Vec<u8>) {}
     /// Signatures captured since the last call, for the store.

@@ -5,10 +5,14 @@
 //! A cold account hit by a burst of requests must cause exactly one refresh: each account has one async
 //! mutex that refreshers queue on, and whoever gets it second finds the fresh token and returns. Tokens,
 //! projects and tiers are written to the store so a restart neither re-refreshes nor re-discovers.
+//!
+//! Every control call is bounded as a whole by `upstream.control_timeout` (the content read timeout is
+//! minutes long, for thinking pauses), and an account whose refresh or discovery failed is backed off
+//! (30 s, doubling to 10 min) so the requests meanwhile fail over at once instead of each paying the wait.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -22,6 +26,9 @@ use crate::upstream::{Upstream, UpstreamError, UpstreamRequest};
 const CONTROL_BODY_LIMIT: usize = 1 << 20;
 const ONBOARD_POLLS: usize = 10;
 const ONBOARD_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// First back-off after a failed refresh or discovery; doubles per further failure up to the cap.
+const BACKOFF_FIRST: Duration = Duration::from_secs(30);
+const BACKOFF_CAP: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
@@ -36,12 +43,24 @@ pub enum CredentialError {
     OnboardTimeout { account: String },
     #[error("account {account}: {source}")]
     Network { account: String, source: UpstreamError },
+    #[error("account {account}: {call} did not answer within {}", humantime::format_duration(*.after))]
+    Timeout { account: String, call: &'static str, after: Duration },
+    /// A recent refresh or discovery failed: not retried until the back-off ends.
+    #[error("account {account}: backing off for {}s after: {reason}", .remaining.as_secs())]
+    BackedOff { account: String, remaining: Duration, reason: String },
 }
 
 impl CredentialError {
     /// Whether retrying on another account makes sense (everything but the operator's mistakes).
     pub fn is_permanent(&self) -> bool {
         matches!(self, CredentialError::Revoked { .. })
+    }
+
+    /// Whether this is new evidence of a failing account for its circuit breaker: not a revoked grant (the
+    /// forbidden mark handles it) and not a refusal while a back-off runs (the failure behind it was counted
+    /// once already; counting every fast refusal would open the breaker on one hung call).
+    pub fn counts_against_breaker(&self) -> bool {
+        !matches!(self, CredentialError::Revoked { .. } | CredentialError::BackedOff { .. })
     }
 }
 
@@ -69,19 +88,87 @@ pub struct Project {
     pub tier: Option<String>,
 }
 
+/// The back-off of one account's control calls after failures.
+#[derive(Clone, Debug, Default)]
+struct Backoff {
+    /// Consecutive failures so far (0 = none).
+    failures: u32,
+    until: Option<Instant>,
+    reason: String,
+}
+
+impl Backoff {
+    /// The wait after the `failures`-th consecutive failure: 30 s, 60 s, … capped at 10 min.
+    fn delay(failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(16);
+        BACKOFF_FIRST.saturating_mul(1 << doublings).min(BACKOFF_CAP)
+    }
+
+    fn fail(&mut self, now: Instant, reason: String) {
+        self.failures = self.failures.saturating_add(1);
+        self.until = Some(now + Self::delay(self.failures));
+        self.reason = reason;
+    }
+
+    fn remaining(&self, now: Instant) -> Option<Duration> {
+        self.until.filter(|t| *t > now).map(|t| t - now)
+    }
+}
+
+/// What `/admin/accounts` shows of an account's control-call back-off.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BackoffStatus {
+    pub failures: u32,
+    pub remaining_secs: u64,
+    pub reason: String,
+}
+
 #[derive(Default)]
 struct AccountCredentials {
     token: RwLock<Option<AccessToken>>,
     project: RwLock<Option<Project>>,
     refresh_gate: tokio::sync::Mutex<()>,
     discovery_gate: tokio::sync::Mutex<()>,
+    backoff: Mutex<Backoff>,
+}
+
+impl AccountCredentials {
+    fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
+        self.backoff.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Refuses at once while a back-off runs.
+    fn check_backoff(&self, account: &AccountSpec) -> Result<(), CredentialError> {
+        let backoff = self.backoff();
+        match backoff.remaining(Instant::now()) {
+            Some(remaining) => Err(CredentialError::BackedOff {
+                account: account.email.clone(),
+                remaining,
+                reason: backoff.reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the outcome of a refresh or discovery: a transient failure starts or extends the back-off
+    /// (a revoked grant is the forbidden mark's business), success ends it.
+    fn note<T>(&self, result: &Result<T, CredentialError>) {
+        match result {
+            Ok(_) => *self.backoff() = Backoff::default(),
+            Err(CredentialError::Revoked { .. } | CredentialError::BackedOff { .. }) => {}
+            Err(e) => self.backoff().fail(Instant::now(), e.to_string()),
+        }
+    }
 }
 
 /// Tokens and projects for every account, shared by all requests.
+///
+/// [`Credentials::with_upstream`] gives background services a view over their own upstream client that
+/// shares the same per-account state: one token cache, one single-flight refresh, one back-off.
 pub struct Credentials {
     upstream: Arc<Upstream>,
     store: Store,
-    accounts: Mutex<HashMap<String, Arc<AccountCredentials>>>,
+    accounts: Arc<Mutex<HashMap<String, Arc<AccountCredentials>>>>,
 }
 
 #[derive(Deserialize)]
@@ -105,7 +192,41 @@ struct OAuthError {
 
 impl Credentials {
     pub fn new(upstream: Arc<Upstream>, store: Store) -> Self {
-        Credentials { upstream, store, accounts: Mutex::new(HashMap::new()) }
+        Credentials { upstream, store, accounts: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    /// The same tokens, projects and gates, calling through another upstream client (the background
+    /// services' own, so they never take or poison the gateway runtime's pooled connections).
+    pub fn with_upstream(&self, upstream: Arc<Upstream>) -> Credentials {
+        Credentials { upstream, store: self.store.clone(), accounts: self.accounts.clone() }
+    }
+
+    /// The account's control-call back-off, when one is running (for `/admin/accounts`).
+    pub fn backoff_of(&self, id: &str) -> Option<BackoffStatus> {
+        let entry = self.accounts.lock().unwrap_or_else(PoisonError::into_inner).get(id).cloned()?;
+        let backoff = entry.backoff();
+        let remaining = backoff.remaining(Instant::now())?;
+        Some(BackoffStatus {
+            failures: backoff.failures,
+            remaining_secs: remaining.as_secs_f64().ceil() as u64,
+            reason: backoff.reason.clone(),
+        })
+    }
+
+    /// Runs one control call under `upstream.control_timeout`.
+    async fn bounded<T>(
+        account: &AccountSpec,
+        settings: &UpstreamSettings,
+        call: &'static str,
+        work: impl std::future::Future<Output = Result<T, CredentialError>>,
+    ) -> Result<T, CredentialError> {
+        tokio::time::timeout(settings.control_timeout, work).await.unwrap_or_else(|_| {
+            Err(CredentialError::Timeout {
+                account: account.email.clone(),
+                call,
+                after: settings.control_timeout,
+            })
+        })
     }
 
     fn entry(&self, account: &AccountSpec) -> Arc<AccountCredentials> {
@@ -149,11 +270,16 @@ impl Credentials {
         if let Some(token) = Self::fresh(&entry, settings.token_refresh_lead) {
             return Ok(token);
         }
+        entry.check_backoff(account)?;
         let _gate = entry.refresh_gate.lock().await;
         if let Some(token) = Self::fresh(&entry, settings.token_refresh_lead) {
             return Ok(token);
         }
-        let token = self.refresh(account, settings).await?;
+        // Waiters queued behind a refresh that just failed fail with it rather than each retrying.
+        entry.check_backoff(account)?;
+        let result = Self::bounded(account, settings, "token refresh", self.refresh(account, settings)).await;
+        entry.note(&result);
+        let token = result?;
         if let Ok(mut slot) = entry.token.write() {
             *slot = Some(token.clone());
         }
@@ -242,11 +368,25 @@ impl Credentials {
         if let Some(project) = known(&entry) {
             return Ok(project);
         }
+        entry.check_backoff(account)?;
         let _gate = entry.discovery_gate.lock().await;
         if let Some(project) = known(&entry) {
             return Ok(project);
         }
-        let project = self.discover(account, settings, token).await?;
+        entry.check_backoff(account)?;
+        // The whole discovery (loadCodeAssist, onboarding polls) is bounded, and so is each call in it.
+        let budget = settings.control_timeout.saturating_mul(ONBOARD_POLLS as u32 + 1);
+        let result = tokio::time::timeout(budget, self.discover(account, settings, token))
+            .await
+            .unwrap_or_else(|_| {
+                Err(CredentialError::Timeout {
+                    account: account.email.clone(),
+                    call: "discovery",
+                    after: budget,
+                })
+            });
+        entry.note(&result);
+        let project = result?;
         if let Ok(mut slot) = entry.project.write() {
             *slot = Some(project.clone());
         }
@@ -311,7 +451,13 @@ impl Credentials {
         let mut last: Option<CredentialError> = None;
         for url in &settings.endpoints {
             let request = UpstreamRequest { url, path: &path, headers: &headers, body: body.clone() };
-            match self.upstream.post(request, CONTROL_BODY_LIMIT).await {
+            let call = async {
+                self.upstream
+                    .post(request, CONTROL_BODY_LIMIT)
+                    .await
+                    .map_err(|source| CredentialError::Network { account: account.email.clone(), source })
+            };
+            match Self::bounded(account, settings, method, call).await {
                 Ok((200, answer)) => {
                     return serde_json::from_slice(&answer).map_err(|e| CredentialError::Discovery {
                         account: account.email.clone(),
@@ -332,9 +478,7 @@ impl Credentials {
                     }
                     last = Some(error);
                 }
-                Err(source) => {
-                    last = Some(CredentialError::Network { account: account.email.clone(), source })
-                }
+                Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or(CredentialError::Discovery {
@@ -434,5 +578,58 @@ mod tests {
     fn google_message_never_echoes_raw_bodies() {
         assert_eq!(google_message(br#"{"error":{"message":"quota"}}"#), "quota");
         assert_eq!(google_message(b"<html>secret</html>"), "no error message");
+    }
+
+    #[test]
+    fn backoff_doubles_from_thirty_seconds_to_ten_minutes() {
+        let delays: Vec<u64> = (1..=7).map(|n| Backoff::delay(n).as_secs()).collect();
+        assert_eq!(delays, [30, 60, 120, 240, 480, 600, 600]);
+        assert_eq!(Backoff::delay(u32::MAX).as_secs(), 600);
+    }
+
+    /// A token endpoint that accepts connections and never answers: the refresh must end at
+    /// `control_timeout` (not the 600 s content read timeout), and the next request must not pay again.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_control_endpoint_times_out_and_backs_the_account_off() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("levitate-cred-timeout-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("levitate.yaml"),
+            format!(
+                "listen: 127.0.0.1:9000\nauth:\n  api_keys:\n    - {{ name: default, key: k }}\n\
+                 upstream:\n  oauth_token_url: http://127.0.0.1:{port}/token\n  control_timeout: 2s\n  \
+                 read_timeout: 600s\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("accounts.yaml"), "accounts:\n  - { email: a@x.com, refresh_token: r1 }\n")
+            .unwrap();
+        std::fs::write(dir.join("routes.yaml"), "aliases: {}\n").unwrap();
+        let snapshot = crate::config::Snapshot::load(&dir.join("levitate.yaml")).unwrap();
+        let settings = &snapshot.upstream;
+        assert_eq!(settings.control_timeout, Duration::from_secs(2));
+        let upstream = Arc::new(Upstream::new(settings.connect_timeout, settings.read_timeout));
+        let credentials = Credentials::new(upstream, Store::temporary().unwrap());
+        let account = &snapshot.accounts[0];
+
+        let first = credentials.access_token(account, settings).await.unwrap_err();
+        assert!(
+            matches!(first, CredentialError::Timeout { after, .. } if after == Duration::from_secs(2)),
+            "{first}"
+        );
+        let second = credentials.access_token(account, settings).await.unwrap_err();
+        assert!(matches!(second, CredentialError::BackedOff { .. }), "{second}");
+        let status = credentials.backoff_of(&account.id).expect("visible back-off");
+        assert_eq!(status.failures, 1);
+        assert!(status.remaining_secs <= 30 && status.remaining_secs > 0, "{status:?}");
+        // The shared view of a background service sees the same back-off.
+        let background = credentials
+            .with_upstream(Arc::new(Upstream::new(settings.connect_timeout, settings.read_timeout)));
+        assert!(background.backoff_of(&account.id).is_some());
+        drop(silent);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -234,21 +234,22 @@ pub async fn login(
         .await
         .map_err(|e| LoginError::Discovery(e.to_string()))?;
 
-    let mut file = AccountsFile::read(&snapshot.paths.accounts)?;
-    let replaced = file.accounts()?.iter().any(|a| {
-        a.get("email").and_then(|e| e.as_str()).is_some_and(|e| e.trim().eq_ignore_ascii_case(&email))
-    });
-    if replaced {
-        file.remove(&email)?;
-    }
     let tier = project.tier.clone().filter(|t| crate::config::is_known_tier(t));
-    file.add(&NewAccount {
-        email: &email,
-        refresh_token: &refresh_token,
-        project_id: Some(&project.id),
-        tier: tier.as_deref(),
+    let replaced = AccountsFile::edit(&snapshot.paths.accounts, |file| {
+        let replaced = file.accounts()?.iter().any(|a| {
+            a.get("email").and_then(|e| e.as_str()).is_some_and(|e| e.trim().eq_ignore_ascii_case(&email))
+        });
+        if replaced {
+            file.remove(&email)?;
+        }
+        file.add(&NewAccount {
+            email: &email,
+            refresh_token: &refresh_token,
+            project_id: Some(&project.id),
+            tier: tier.as_deref(),
+        })?;
+        Ok(replaced)
     })?;
-    file.write()?;
     Ok(LoggedIn { email, project: project.id.to_string(), tier, replaced })
 }
 

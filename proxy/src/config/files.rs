@@ -120,6 +120,9 @@ pub struct UpstreamFile {
     pub connect_timeout: Duration,
     #[serde(default = "defaults::read_timeout", with = "humantime_serde_compat")]
     pub read_timeout: Duration,
+    /// Whole-call bound for token refresh and discovery calls (not the content read timeout).
+    #[serde(default = "defaults::control_timeout", with = "humantime_serde_compat")]
+    pub control_timeout: Duration,
     #[serde(default = "defaults::refresh_lead", with = "humantime_serde_compat")]
     pub token_refresh_lead: Duration,
 }
@@ -137,6 +140,7 @@ impl Default for UpstreamFile {
             user_agent: defaults::user_agent(),
             connect_timeout: defaults::connect_timeout(),
             read_timeout: defaults::read_timeout(),
+            control_timeout: defaults::control_timeout(),
             token_refresh_lead: defaults::refresh_lead(),
         }
     }
@@ -421,6 +425,9 @@ mod defaults {
         "antigravity/1.15.8 linux/amd64".into()
     }
     pub fn connect_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn control_timeout() -> Duration {
         Duration::from_secs(10)
     }
     pub fn read_timeout() -> Duration {

@@ -186,6 +186,8 @@ pub struct UpstreamSettings {
     pub user_agent: String,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Bound on one whole control-plane call (token refresh, loadCodeAssist, onboardUser, fetchAvailableModels).
+    pub control_timeout: Duration,
     pub token_refresh_lead: Duration,
 }
 
@@ -396,6 +398,11 @@ mod tests {
             (MAIN.to_string(), ACCOUNTS.replace("g1-pro-tier", "platinum"), "unknown tier"),
             (format!("{MAIN}admin: {{ listen: 0.0.0.0:9001 }}\n"), ACCOUNTS.to_string(), "admin.key"),
             (format!("{MAIN}limits: {{ max_request_body: 12 parsecs }}\n"), ACCOUNTS.to_string(), "size"),
+            (
+                format!("{MAIN}upstream: {{ control_timeout: 0s }}\n"),
+                ACCOUNTS.to_string(),
+                "upstream.control_timeout must be above zero",
+            ),
         ];
         for (main, accounts, expected) in cases {
             let p = write_config(&d, &main, &accounts, ROUTES);

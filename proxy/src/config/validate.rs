@@ -224,6 +224,11 @@ fn main_settings(
         }
     }
     check(
+        !main.upstream.control_timeout.is_zero(),
+        &[Key("upstream"), Key("control_timeout")],
+        "upstream.control_timeout must be above zero",
+    );
+    check(
         main.store.max_signatures > 0 && !main.store.signature_ttl.is_zero(),
         &[Key("store")],
         "store.signature_ttl and store.max_signatures must be above zero",
@@ -464,6 +469,7 @@ fn upstream_settings(
         user_agent: u.user_agent.clone(),
         connect_timeout: u.connect_timeout,
         read_timeout: u.read_timeout,
+        control_timeout: u.control_timeout,
         token_refresh_lead: u.token_refresh_lead,
     })
 }

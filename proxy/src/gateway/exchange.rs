@@ -186,7 +186,7 @@ async fn open_call(
                 tracing::warn!(account = %account.email, error = %e, "account unusable: token refresh failed");
                 app.metrics.upstream_attempt(&account.email, "token_error");
                 app.pool.on_credential_error(&account, &e);
-                if !e.is_permanent() {
+                if e.counts_against_breaker() {
                     note_breaker(app, &account);
                 }
                 app.metrics.pool.retry("token_error");

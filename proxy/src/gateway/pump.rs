@@ -190,8 +190,10 @@ impl Gateway {
         Pumped::Ended { failure: reader.failure, pending: out }
     }
 
-    /// Ends the answer: an in-stream upstream error before any output becomes an error status; otherwise the
-    /// machine's closing events go out (a `length` end when the upstream stopped without a finish reason).
+    /// Ends the answer: an in-stream upstream error before any output becomes an error status; one after
+    /// output ends the stream with the protocol's error event (OpenAI: an `error` event the SDKs raise);
+    /// otherwise the machine's closing events go out (a `length` end when the upstream ended cleanly without
+    /// a finish reason, as Google's silent cut does).
     pub(super) async fn close(
         &self,
         session: &mut Session,
@@ -200,10 +202,10 @@ impl Gateway {
         failure: Option<ClientError>,
         mut out: Vec<u8>,
     ) -> std::result::Result<(), ClientError> {
-        if let Some(error) = failure {
+        if let Some(error) = &failure {
             if ctx.status == 0 && out.is_empty() {
                 // Nothing reached the client yet: answer with the upstream's error, translated.
-                return Err(error);
+                return Err(error.clone());
             }
         }
         if !machine.finished_by_upstream() {
@@ -211,7 +213,10 @@ impl Gateway {
             self.app.metrics.stream_truncated(ctx.protocol.as_str());
         }
         ctx.usage = machine.usage();
-        machine.finish(&mut out);
+        match &failure {
+            Some(error) => machine.fail(error, &mut out),
+            None => machine.finish(&mut out),
+        }
         if machine.streams() {
             self.flush(session, ctx, machine.content_type(), &mut out).await;
             let _ = session.write_response_body(None, true).await;
@@ -324,6 +329,17 @@ impl UpstreamReader {
             Ok(None) => self.end(false),
             Err(e) => {
                 tracing::warn!(error = %e, "upstream stream broke");
+                // After content, a broken upstream is a failure the client must see as one (an error
+                // event), not a finished answer. Before any, it is an empty answer, retried as such.
+                if machine.emitted_anything() {
+                    self.failure.get_or_insert_with(|| {
+                        ClientError::new(
+                            502,
+                            ErrorKind::Api,
+                            "the upstream connection broke before the answer was complete",
+                        )
+                    });
+                }
                 self.end(true);
             }
         }

@@ -96,7 +96,22 @@ impl Admin {
     }
 
     fn accounts(&self) -> Value {
-        json!({ "accounts": self.app.pool.snapshot_state() })
+        let accounts: Vec<Value> = self
+            .app
+            .pool
+            .snapshot_state()
+            .into_iter()
+            .map(|status| {
+                // The control-call back-off lives with the credentials: shown beside the pool's view.
+                let backoff = self.app.credentials.backoff_of(&status.id);
+                let mut value = json!(status);
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("control_backoff".into(), json!(backoff));
+                }
+                value
+            })
+            .collect();
+        json!({ "accounts": accounts })
     }
 
     fn circuits(&self) -> Value {
@@ -123,9 +138,8 @@ impl Admin {
             return json_reply(404, &json!({ "error": format!("no account {email}") }));
         };
         self.app.pool.set_enabled(&account.id, enabled);
-        let persisted = AccountsFile::read(&snapshot.paths.accounts)
-            .and_then(|mut file| file.set_enabled(&account.email, enabled).map(|_| file))
-            .and_then(|file| file.write());
+        let persisted =
+            AccountsFile::edit(&snapshot.paths.accounts, |file| file.set_enabled(&account.email, enabled));
         let (persisted, persist_error, reload) = match persisted {
             Ok(()) => (true, None, Some(self.app.reload(Trigger::Admin))),
             Err(e) => {

@@ -4,6 +4,9 @@
 //! went (status, attempts, latency, time to first byte, tokens). The `logging` hook hands a record to a
 //! bounded channel and returns; a background service writes records to sled and keeps the log bounded by
 //! count and age. When the writer falls behind, records are dropped and counted rather than slowing requests.
+//!
+//! Every exit path drains the queue first ([`RequestLog::drain`]: the writer writes what is queued and
+//! flushes the store), so a stop or an upgrade loses no record of a request that was answered.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -12,7 +15,7 @@ use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::live::LiveConfig;
 use crate::store::Store;
@@ -48,10 +51,15 @@ pub struct RequestRecord {
     pub truncated: bool,
 }
 
+/// A request to the writer to write everything queued now; answered with how many records it wrote.
+type DrainRequest = oneshot::Sender<usize>;
+
 /// The hot-path side: a bounded queue to the writer.
 pub struct RequestLog {
     sender: mpsc::Sender<RequestRecord>,
     receiver: Mutex<Option<mpsc::Receiver<RequestRecord>>>,
+    drains: mpsc::UnboundedSender<DrainRequest>,
+    drain_receiver: Mutex<Option<mpsc::UnboundedReceiver<DrainRequest>>>,
 }
 
 impl Default for RequestLog {
@@ -63,7 +71,22 @@ impl Default for RequestLog {
 impl RequestLog {
     pub fn new() -> Self {
         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-        RequestLog { sender, receiver: Mutex::new(Some(receiver)) }
+        let (drains, drain_receiver) = mpsc::unbounded_channel();
+        RequestLog {
+            sender,
+            receiver: Mutex::new(Some(receiver)),
+            drains,
+            drain_receiver: Mutex::new(Some(drain_receiver)),
+        }
+    }
+
+    /// Has the writer write every record queued so far and flush the store; call before the process exits.
+    /// Returns how many records that wrote, or `None` when the writer did not answer within `wait` (it is
+    /// not running, or the store is stuck: the exit must not hang on it).
+    pub async fn drain(&self, wait: Duration) -> Option<usize> {
+        let (reply, answer) = oneshot::channel();
+        self.drains.send(reply).ok()?;
+        tokio::time::timeout(wait, answer).await.ok()?.ok()
     }
 
     /// Queues a record without waiting; false when the queue is full (the record is dropped).
@@ -73,6 +96,10 @@ impl RequestLog {
 
     fn take_receiver(&self) -> Option<mpsc::Receiver<RequestRecord>> {
         self.receiver.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    fn take_drain_receiver(&self) -> Option<mpsc::UnboundedReceiver<DrainRequest>> {
+        self.drain_receiver.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
 
@@ -108,6 +135,19 @@ impl RequestLogWriter {
         }
     }
 
+    /// Writes what is queued now, then flushes the store so it survives the exit that follows.
+    fn drain_now(&self, receiver: &mut mpsc::Receiver<RequestRecord>) -> usize {
+        let mut written = 0;
+        while let Ok(record) = receiver.try_recv() {
+            self.write(&record);
+            written += 1;
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::warn!(error = %e, "cannot flush the request log");
+        }
+        written
+    }
+
     fn prune(&self) {
         let bounds = self.config.load().request_log.clone();
         let cutoff_ms = crate::store::unix_now().saturating_sub(bounds.max_age.as_secs()) * 1000;
@@ -122,23 +162,27 @@ impl RequestLogWriter {
 #[async_trait]
 impl BackgroundService for RequestLogWriter {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(mut receiver) = self.log.take_receiver() else {
+        let (Some(mut receiver), Some(mut drains)) =
+            (self.log.take_receiver(), self.log.take_drain_receiver())
+        else {
             return;
         };
         let mut prune = tokio::time::interval(PRUNE_INTERVAL);
+        // In-flight requests keep logging during the grace period: after shutdown starts, keep writing (and
+        // answering drains) until the runtime stops; only the trimming ends.
+        let mut stopping = false;
         loop {
             tokio::select! {
                 record = receiver.recv() => match record {
                     Some(record) => self.write(&record),
                     None => break,
                 },
-                _ = prune.tick() => self.prune(),
-                _ = shutdown.changed() => break,
+                Some(reply) = drains.recv() => {
+                    let _ = reply.send(self.drain_now(&mut receiver));
+                }
+                _ = prune.tick(), if !stopping => self.prune(),
+                _ = shutdown.changed(), if !stopping => stopping = true,
             }
-        }
-        // In-flight requests keep logging during the grace period: keep writing until the runtime stops.
-        while let Some(record) = receiver.recv().await {
-            self.write(&record);
         }
     }
 }
@@ -154,6 +198,37 @@ mod tests {
         assert_eq!(accepted, CHANNEL_CAPACITY);
         assert!(log.take_receiver().is_some());
         assert!(log.take_receiver().is_none(), "only one writer may own the queue");
+    }
+
+    /// The exit path's guarantee: once `drain` answers, every record queued before it is in the store, even
+    /// after shutdown has started.
+    #[tokio::test]
+    async fn drain_writes_every_queued_record_before_answering() {
+        let dir = std::env::temp_dir().join(format!("levitate-request-log-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        write(
+            "levitate.yaml",
+            "listen: 127.0.0.1:9000\nauth:\n  api_keys:\n    - { name: default, key: k }\n",
+        );
+        write("accounts.yaml", "accounts:\n  - { email: a@x.com, refresh_token: r1 }\n");
+        write("routes.yaml", "aliases: {}\n");
+        let snapshot = crate::config::Snapshot::load(&dir.join("levitate.yaml")).unwrap();
+        let config = Arc::new(LiveConfig::new(Arc::new(snapshot)));
+        let store = Store::temporary().unwrap();
+        let log = Arc::new(RequestLog::new());
+        let writer = RequestLogWriter::new(log.clone(), store.clone(), config);
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move { writer.start(shutdown).await });
+        stop.send(true).unwrap();
+        for i in 0..500 {
+            assert!(log.record(RequestRecord { at_ms: 1_000 + i, ..RequestRecord::default() }));
+        }
+        assert!(log.drain(Duration::from_secs(30)).await.is_some(), "the writer answers");
+        assert_eq!(recent(&store, 1000).len(), 500, "every queued record was written before the answer");
+        task.abort();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

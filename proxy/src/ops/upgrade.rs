@@ -23,6 +23,7 @@ use pingora_core::services::background::BackgroundService;
 use crate::config::live::LiveConfig;
 use crate::config::Snapshot;
 use crate::ops::metrics::Metrics;
+use crate::ops::request_log::RequestLog;
 use crate::store::Store;
 
 /// How long the old process waits for the new one to be ready for the sockets, and the new one for the store.
@@ -30,6 +31,8 @@ pub const HANDOVER_WAIT: Duration = Duration::from_secs(60);
 /// After shutdown starts: how often in-flight requests are counted, and how many idle counts in a row end it.
 const DRAIN_CHECK: Duration = Duration::from_millis(100);
 const DRAIN_IDLE_CHECKS: u32 = 5;
+/// Longest wait for the request-log writer to write what is queued before the process exits.
+const REQUEST_LOG_DRAIN: Duration = Duration::from_secs(2);
 
 /// The binary and arguments this process was started with, captured before anything could replace the file.
 struct Invocation {
@@ -177,12 +180,18 @@ pub struct Lifecycle {
     config: Arc<LiveConfig>,
     store: Store,
     metrics: Arc<Metrics>,
+    request_log: Arc<RequestLog>,
     upgrading: AtomicBool,
 }
 
 impl Lifecycle {
-    pub fn new(config: Arc<LiveConfig>, store: Store, metrics: Arc<Metrics>) -> Self {
-        Lifecycle { config, store, metrics, upgrading: AtomicBool::new(false) }
+    pub fn new(
+        config: Arc<LiveConfig>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        request_log: Arc<RequestLog>,
+    ) -> Self {
+        Lifecycle { config, store, metrics, request_log, upgrading: AtomicBool::new(false) }
     }
 }
 
@@ -259,6 +268,11 @@ impl Lifecycle {
             }
             idle_checks += 1;
             if idle_checks >= DRAIN_IDLE_CHECKS {
+                // The records of the last requests may still be queued: written (and flushed, or spooled to
+                // the new process below) before exiting.
+                if self.request_log.drain(REQUEST_LOG_DRAIN).await.is_none() {
+                    tracing::warn!("the request log writer did not drain in time; queued records are lost");
+                }
                 if draining() {
                     crate::ops::handover::spool(&self.store, &self.config.load().store_path);
                 } else if let Err(e) = self.store.flush() {

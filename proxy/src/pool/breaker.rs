@@ -88,15 +88,30 @@ impl Breaker {
         }
     }
 
-    /// Called when a request leases the account: claims the half-open probe if this is it.
-    pub fn on_lease(&self, now: Instant, policy: &BreakerPolicy) {
+    /// Called when a request leases the account: whether it may go. Checking `blocked_until` and then
+    /// leasing is two steps, so many requests racing past an open breaker's cool-down would all pass the
+    /// check; the claim here is one step under the lock, so exactly one of them becomes the probe and the
+    /// rest are refused (their slot is returned by the caller).
+    pub fn try_admit(&self, now: Instant, policy: &BreakerPolicy) -> bool {
         let mut inner = self.lock();
-        let cooled = inner.opened_at.is_some_and(|t| now >= t + policy.cooldown);
-        if inner.state == BreakerState::Open && cooled {
-            inner.state = BreakerState::HalfOpen;
-        }
-        if inner.state == BreakerState::HalfOpen {
-            inner.probe_started = Some(now);
+        match inner.state {
+            BreakerState::Closed => true,
+            BreakerState::Open => {
+                if inner.opened_at.is_none_or(|t| now < t + policy.cooldown) {
+                    return false;
+                }
+                inner.state = BreakerState::HalfOpen;
+                inner.probe_started = Some(now);
+                true
+            }
+            BreakerState::HalfOpen => {
+                // A probe in flight blocks others; one that never reported frees the claim after a cool-down.
+                if inner.probe_started.is_some_and(|t| now < t + policy.cooldown) {
+                    return false;
+                }
+                inner.probe_started = Some(now);
+                true
+            }
         }
     }
 
@@ -158,11 +173,12 @@ mod tests {
         assert!(b.blocked_until(t0 + Duration::from_secs(3), &POLICY).is_some());
         let later = t0 + Duration::from_secs(8);
         assert_eq!(b.blocked_until(later, &POLICY), None, "cool-down over: one probe may go");
-        b.on_lease(later, &POLICY);
+        assert!(b.try_admit(later, &POLICY));
         assert_eq!(b.state(later, &POLICY), BreakerState::HalfOpen);
         assert!(b.blocked_until(later, &POLICY).is_some(), "only one probe at a time");
+        assert!(!b.try_admit(later, &POLICY), "only one probe at a time");
         assert!(b.on_failure(later, &POLICY), "a failed probe opens it again");
-        b.on_lease(later + Duration::from_secs(6), &POLICY);
+        assert!(b.try_admit(later + Duration::from_secs(6), &POLICY));
         b.on_success();
         assert_eq!(b.state(later + Duration::from_secs(6), &POLICY), BreakerState::Closed);
     }
@@ -175,5 +191,38 @@ mod tests {
             assert!(!b.on_failure(t0 + Duration::from_secs(6 * i), &POLICY));
         }
         assert_eq!(b.state(t0 + Duration::from_secs(40), &POLICY), BreakerState::Closed);
+    }
+
+    #[test]
+    fn half_open_admits_exactly_one_probe_under_concurrency() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::{Arc, Barrier};
+        for _ in 0..50 {
+            let b = Arc::new(Breaker::default());
+            let t0 = Instant::now();
+            for i in 0..3 {
+                b.on_failure(t0 + Duration::from_millis(i), &POLICY);
+            }
+            let later = t0 + Duration::from_secs(8);
+            let threads = 16;
+            let barrier = Arc::new(Barrier::new(threads));
+            let admitted = Arc::new(AtomicU32::new(0));
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (b, barrier, admitted) = (b.clone(), barrier.clone(), admitted.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        // What the pool does: look, then lease.
+                        if b.blocked_until(later, &POLICY).is_none() && b.try_admit(later, &POLICY) {
+                            admitted.fetch_add(1, Ordering::SeqCst);
+                        }
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().expect("thread");
+            }
+            assert_eq!(admitted.load(Ordering::SeqCst), 1, "exactly one probe");
+        }
     }
 }

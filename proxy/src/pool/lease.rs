@@ -51,6 +51,7 @@ impl PoolState {
             let now = Instant::now();
             let now_ms = now_ms();
             let mut i = 0;
+            let mut admitted = false;
             while i < queue.waiters.len() {
                 let waiter = &queue.waiters[i];
                 // The slot being released is this account's own, so "at its cap" still counts as usable.
@@ -63,10 +64,14 @@ impl PoolState {
                     i += 1;
                     continue;
                 }
+                // The half-open probe is claimed once, atomically, as in `select`.
+                if !admitted && !live.breaker.try_admit(now, &Self::policy(&settings)) {
+                    break;
+                }
+                admitted = true;
                 let Some(waiter) = queue.waiters.remove(i) else { break };
                 if waiter.grant.send(Grant { account: account.clone(), live: live.clone() }).is_ok() {
                     live.served.fetch_add(1, Ordering::Relaxed);
-                    live.breaker.on_lease(now, &Self::policy(&settings));
                     return;
                 }
                 // That waiter's receiver is gone; the next one in line.

@@ -219,10 +219,14 @@ impl AccountPool {
         if !candidate.live.try_reserve(candidate.account.max_concurrent) {
             return None;
         }
-        candidate.live.served.fetch_add(1, Ordering::Relaxed);
         let settings = self.state.settings.load();
-        candidate.live.breaker.on_lease(now, &PoolState::policy(&settings));
-        Some(Lease { account: candidate.account, live: candidate.live, state: self.state.clone() })
+        // The breaker's claim is atomic: of many requests racing past a half-open breaker, one probes.
+        let lease = Lease { account: candidate.account, live: candidate.live, state: self.state.clone() };
+        if !lease.live.breaker.try_admit(now, &PoolState::policy(&settings)) {
+            return None; // dropping the lease returns the slot
+        }
+        lease.live.served.fetch_add(1, Ordering::Relaxed);
+        Some(lease)
     }
 
     /// The session's bound account, unless that account is locked for this model for a long time.

@@ -9,6 +9,7 @@
 //! Frames are written by hand: their fixed head is rendered once per request and only the delta is
 //! rendered per event, which keeps the rewrite well above the upstream's own throughput.
 
+use crate::error::ClientError;
 use crate::inner::ToolNameMap;
 use crate::signature::CapturedSignature;
 use crate::stream::chunk::{ChunkParser, FinishReason, Part, Usage};
@@ -16,6 +17,7 @@ use crate::stream::json::{write_escaped, write_str, write_u64};
 use crate::stream::{
     client_tool_call_id, is_empty_payload, Fold, StreamError, ToolCallSignatures, Translator,
 };
+use crate::Protocol;
 
 /// Per-request parameters of the client-facing response.
 #[derive(Clone, Debug)]
@@ -238,6 +240,19 @@ impl Translator for OpenAiStream {
             out.extend_from_slice(b"}\n\n");
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+
+    /// The upstream failed mid-answer: one `data: {"error": {...}}` event and no finish chunk, usage or
+    /// `[DONE]`. The openai SDKs raise `APIError` on an event with an `error` key; a `finish_reason` of
+    /// `length` would have them return a truncated answer as if it were complete. Idempotent with `finish`.
+    fn fail(&mut self, error: &ClientError, out: &mut Vec<u8>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&error.render(Protocol::OpenAi));
+        out.extend_from_slice(b"\n\n");
     }
 
     /// Signatures captured since the last call, keyed by client-visible tool call id, for the store.
@@ -649,6 +664,31 @@ mod tests {
         let mut again = Vec::new();
         stream.finish(&mut again);
         assert!(again.is_empty(), "finish is idempotent");
+    }
+
+    #[test]
+    fn a_stream_that_fails_after_content_ends_with_an_error_event_not_a_finish() {
+        let events = [upstream(json!([{"text": "half an ans"}]), None, Some(usage_json(5, 3, 0, 0)))];
+        let mut stream = OpenAiStream::new(opts(true));
+        let mut out = Vec::new();
+        for event in &events {
+            stream.on_event(&mut event.clone().into_bytes(), &mut out).unwrap();
+        }
+        let error = ClientError::new(502, crate::error::ErrorKind::Api, "the upstream connection broke");
+        stream.fail(&error, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let payloads: Vec<&str> =
+            text.split("\n\n").filter_map(|frame| frame.strip_prefix("data: ")).collect();
+        assert!(!payloads.contains(&"[DONE]"), "no [DONE] after an error: {text}");
+        let last: Value = serde_json::from_str(payloads.last().unwrap()).unwrap();
+        assert_eq!(last["error"]["message"], "the upstream connection broke", "{text}");
+        let frames: Vec<Value> =
+            payloads[..payloads.len() - 1].iter().map(|p| serde_json::from_str(p).unwrap()).collect();
+        assert!(finish_reasons(&frames).is_empty(), "no finish_reason: {text}");
+        let mut again = Vec::new();
+        stream.finish(&mut again);
+        stream.fail(&error, &mut again);
+        assert!(again.is_empty(), "the stream is closed once");
     }
 
     #[test]
