@@ -3,7 +3,9 @@
 #![no_main]
 
 use levitate_filters::inner::{Target, ToolCache};
-use levitate_filters::protocol::openai_chat::{build_inner_request, build_inner_request_cached, parse_chat_request};
+use levitate_filters::protocol::openai_chat::{
+    build_inner_request, build_inner_request_cached, parse_chat_request,
+};
 use levitate_fuzz::{control, model, SomeSignatures};
 use libfuzzer_sys::fuzz_target;
 
