@@ -81,6 +81,9 @@ cargo build --workspace --bins || die "cargo build"
 step "cargo test --workspace"
 cargo test --workspace || die "cargo test"
 
+step "fuzz smoke (scripts/fuzz-smoke.sh: every fuzz target a few seconds from its seeds)"
+bash scripts/fuzz-smoke.sh || die "scripts/fuzz-smoke.sh"
+
 step "pytest tests/e2e"
 export LEVITATE_BIN="${LEVITATE_BIN:-$ROOT/target/debug/levitate}"
 export LEVITATE_SIM_BIN="${LEVITATE_SIM_BIN:-$ROOT/target/debug/levitate-sim}"

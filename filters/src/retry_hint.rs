@@ -322,7 +322,12 @@ pub fn parse_rfc3339_ms(text: &str) -> Option<u64> {
         let (clock, offset) = time.split_at(cut);
         let sign = if offset.starts_with('-') { -1 } else { 1 };
         let (oh, om) = offset[1..].split_once(':')?;
-        (clock, sign * (oh.parse::<i64>().ok()? * 60 + om.parse::<i64>().ok()?))
+        let (oh, om) = (oh.parse::<i64>().ok()?, om.parse::<i64>().ok()?);
+        // Real offsets are within a day; anything else is not a timestamp (and would overflow below).
+        if !(0..24).contains(&oh) || !(0..60).contains(&om) {
+            return None;
+        }
+        (clock, sign * (oh * 60 + om))
     };
     let (whole, fraction) = clock.split_once('.').unwrap_or((clock, ""));
     let (h, m, s) = hms(whole)?;
@@ -355,7 +360,8 @@ fn unix_ms(
     millis: u32,
     offset_minutes: i64,
 ) -> Option<u64> {
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+    // Both formats write four-digit years; a longer one from a hostile body would overflow the arithmetic.
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || !(0..=9999).contains(&year) {
         return None;
     }
     // Howard Hinnant's days_from_civil.
@@ -375,6 +381,21 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_777_000_000_000; // 2026-04-24T03:06:40Z
+
+    /// Found by the `retry_hint` fuzz target (docs/reliability.md): an offset or year of many digits
+    /// overflowed the millisecond arithmetic (a panic with overflow checks, a wrong delay without).
+    #[test]
+    fn absurd_offsets_and_years_are_not_timestamps() {
+        assert_eq!(parse_rfc3339_ms("2026-04-28T09:06:26+5555555555555555550:00"), None);
+        assert_eq!(
+            parse_rfc3339_ms("7-08-4 \u{7f}07-5555555555555555550z7-08-3 \u{7f}07-55555555555055508:0"),
+            None
+        );
+        assert_eq!(parse_rfc3339_ms("2026-04-28T09:06:26+24:00"), None);
+        assert_eq!(parse_rfc3339_ms("99999999999999999-04-28T09:06:26Z"), None);
+        assert_eq!(parse_http_date_ms("Sun, 06 Nov 99999999999999999 08:49:37 GMT"), None);
+        assert_eq!(parse_rfc3339_ms("2026-04-28T09:06:26+02:00"), Some(1_777_359_986_000));
+    }
 
     #[test]
     fn go_and_proto_durations() {

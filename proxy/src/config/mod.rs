@@ -301,6 +301,39 @@ impl Snapshot {
             validate::build(main.as_ref(), accounts.as_ref(), routes.as_ref(), folder, env, &mut problems);
         problems.finish(snapshot)
     }
+
+    /// Validates the three files' texts exactly as [`Snapshot::load_with_env`] does, without the filesystem:
+    /// problems name `levitate.yaml`, `accounts.yaml` and `routes.yaml`, and relative paths in the snapshot
+    /// are relative to the current folder. The entry the config fuzz target drives (fuzz/, docs/reliability.md).
+    pub fn from_texts(
+        main: &str,
+        accounts: &str,
+        routes: &str,
+        env: &dyn Env,
+    ) -> Result<Snapshot, ConfigError> {
+        fn parse<T: serde::de::DeserializeOwned>(
+            name: &str,
+            text: &str,
+            problems: &mut Problems,
+        ) -> Option<Parsed<T>> {
+            let source = Source { path: PathBuf::from(name), text: text.to_owned() };
+            let file = problems.keep(source.parse())?;
+            Some(Parsed { source, file })
+        }
+        let mut problems = Problems::default();
+        let main = parse::<MainFile>("levitate.yaml", main, &mut problems);
+        let accounts = parse("accounts.yaml", accounts, &mut problems);
+        let routes = parse("routes.yaml", routes, &mut problems);
+        let snapshot = validate::build(
+            main.as_ref(),
+            accounts.as_ref(),
+            routes.as_ref(),
+            Path::new("."),
+            env,
+            &mut problems,
+        );
+        problems.finish(snapshot)
+    }
 }
 
 impl Snapshot {
@@ -374,6 +407,17 @@ mod tests {
         assert_eq!(s.api_keys.verify("secret-key"), Some("default"));
         assert_eq!(s.limits.max_request_body, 32 * 1024 * 1024);
         assert_eq!(s.store_path, d.join("./data"));
+    }
+
+    #[test]
+    fn texts_validate_like_files() {
+        let s = Snapshot::from_texts(MAIN, ACCOUNTS, ROUTES, &env()).unwrap();
+        assert_eq!(s.accounts[0].id, "a@x.com");
+        assert_eq!(s.api_keys.verify("secret-key"), Some("default"));
+        let bad_main = format!("{MAIN}limits:\n  max_body: 1MiB\n");
+        let e = Snapshot::from_texts(&bad_main, "accounts: [", ROUTES, &env()).unwrap_err().to_string();
+        assert!(e.contains("levitate.yaml:6:") && e.contains("unknown field `max_body`"), "{e}");
+        assert!(e.contains("accounts.yaml:"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,40 @@
+//! An Anthropic Messages body: parsed, then rewritten into the inner `v1internal` request for the model
+//! `flags` selects. With `flags` bit 2, also through the tool cache, which must give the same bytes.
+#![no_main]
+
+use levitate_filters::inner::{Target, ToolCache};
+use levitate_filters::protocol::anthropic::{
+    build_inner_request, build_inner_request_cached, parse_messages_request,
+};
+use levitate_fuzz::{control, model, SomeSignatures};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let (flags, _, body) = control(data);
+    let mut body = body.to_vec();
+    let Ok(req) = parse_messages_request(&mut body) else { return };
+    let _ = (
+        req.model(),
+        req.stream(),
+        req.session_hint(),
+        req.first_user_text(),
+        req.thinking_enabled(),
+        req.max_tokens(),
+    );
+    let target = Target { upstream_model: model(flags), session_id: "fuzz-session" };
+    let built = build_inner_request(&req, &target, &SomeSignatures);
+    if flags & 4 != 0 {
+        let cache = ToolCache::new(4);
+        for _ in 0..2 {
+            let cached = build_inner_request_cached(&req, &target, &SomeSignatures, &cache);
+            match (&built, &cached) {
+                (Ok(a), Ok(b)) => assert_eq!(a.json, b.json, "the tool cache changed the request"),
+                (Err(a), Err(b)) => assert_eq!(a, b),
+                _ => panic!("the tool cache changed the outcome: {built:?} vs {cached:?}"),
+            }
+        }
+    }
+    if let Ok(inner) = built {
+        serde_json::from_slice::<serde_json::Value>(&inner.json).expect("the inner request is JSON");
+    }
+});

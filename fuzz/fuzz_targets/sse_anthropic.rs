@@ -1,0 +1,47 @@
+//! Upstream SSE bytes, cut into arbitrary reads, through the framer into the Anthropic Messages machine: streamed
+//! (`flags` bit 0 clear) or folded into one `message` (bit 0 set), with keep-alives between reads.
+#![no_main]
+
+use levitate_filters::protocol::anthropic::{AnthropicFold, AnthropicStream, AnthropicStreamOptions};
+use levitate_filters::stream::{Folded, Translator};
+use levitate_fuzz::{control, frame_split_invariant};
+use libfuzzer_sys::fuzz_target;
+
+fn options(flags: u8) -> AnthropicStreamOptions {
+    AnthropicStreamOptions {
+        id: "msg_fuzz".to_owned(),
+        model: "claude-sonnet-4-5".to_owned(),
+        tool_id_prefix: "toolu_fuzz_".to_owned(),
+        tool_names: levitate_fuzz::tool_names(flags),
+        input_tokens_hint: u64::from(flags),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (flags, split, body) = control(data);
+    let mut machine: Box<dyn Translator> = if flags & 1 == 0 {
+        Box::new(AnthropicStream::new(options(flags)))
+    } else {
+        Box::new(Folded::new(AnthropicFold::new(options(flags))))
+    };
+    let mut out = Vec::new();
+    let mut failed = false;
+    frame_split_invariant(body, split, |event| {
+        if failed {
+            return;
+        }
+        if machine.on_event(event, &mut out).is_err() {
+            failed = true;
+        }
+        if flags & 4 != 0 {
+            machine.keepalive(&mut out);
+        }
+    });
+    machine.take_signatures();
+    let _ = (machine.finished_by_upstream(), machine.emitted_anything(), machine.usage());
+    machine.finish(&mut out);
+    if flags & 1 != 0 && !failed {
+        // A folded answer is one JSON body the SDK parses.
+        serde_json::from_slice::<serde_json::Value>(&out).expect("the folded answer is JSON");
+    }
+});

@@ -1,0 +1,110 @@
+//! What the fuzz targets share: how one fuzzer input is cut into the pieces a target needs (read boundaries
+//! of an upstream body, fields of a request), and the stand-ins for the gateway's stores.
+//!
+//! Every decoding here is total: any byte string is a valid input, so libFuzzer never wastes runs on inputs a
+//! target rejects before reaching the code under test, and a crash file replays exactly.
+
+use levitate_filters::signature::SignatureLookup;
+use levitate_filters::sse::{SseEvent, SseFramer};
+
+/// The per-event cap the fuzz targets give the SSE framer: small enough that inputs of libFuzzer's size
+/// reach the "event too large" path, large enough for every seed.
+pub const MAX_EVENT: usize = 16 * 1024;
+
+/// The first two bytes of an input as control bits (which mode a machine runs in, how reads are split);
+/// the rest is the body under test. Short inputs get zeros.
+pub fn control(data: &[u8]) -> (u8, u8, &[u8]) {
+    match data {
+        [flags, split, body @ ..] => (*flags, *split, body),
+        [flags] => (*flags, 0, &[]),
+        [] => (0, 0, &[]),
+    }
+}
+
+/// Cuts `body` into reads of 1 to 64 bytes (or, for `seed` 0, one read), from a small generator seeded by
+/// the input, so the fuzzer explores where reads end relative to lines, `\r\n` pairs and UTF-8 characters.
+pub fn reads(body: &[u8], seed: u8) -> Vec<&[u8]> {
+    if seed == 0 {
+        return vec![body];
+    }
+    let mut state = u32::from(seed).wrapping_mul(2_654_435_761) | 1;
+    let mut rest = body;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let len = (state % 64 + 1) as usize;
+        let (read, tail) = rest.split_at(len.min(rest.len()));
+        out.push(read);
+        rest = tail;
+    }
+    out
+}
+
+/// Frames `reads` as the gateway's pump does (push each read, drain events, then `finish`), handing each
+/// event's data to `on_event`. Returns the events in order, or `None` once the framer refused the stream.
+pub fn frame(reads: &[&[u8]], mut on_event: impl FnMut(&mut Vec<u8>)) -> Option<Vec<SseEvent>> {
+    let mut framer = SseFramer::new(MAX_EVENT);
+    let mut events = Vec::new();
+    let mut keep = |mut event: SseEvent, events: &mut Vec<SseEvent>| {
+        let copy = event.clone();
+        on_event(&mut event.data);
+        events.push(copy);
+    };
+    for read in reads {
+        if framer.push(read).is_err() {
+            return None;
+        }
+        while let Some(event) = framer.next_event() {
+            keep(event, &mut events);
+        }
+    }
+    if let Some(event) = framer.finish() {
+        keep(event, &mut events);
+        while let Some(event) = framer.next_event() {
+            keep(event, &mut events);
+        }
+    }
+    Some(events)
+}
+
+/// Frames `body` read by read through `on_event`, and checks the framer's promise that where reads end does
+/// not change the events: the same body pushed whole must give the same events.
+pub fn frame_split_invariant(body: &[u8], split: u8, on_event: impl FnMut(&mut Vec<u8>)) {
+    let Some(split_events) = frame(&reads(body, split), on_event) else { return };
+    if split == 0 {
+        return;
+    }
+    if let Some(whole) = frame(&[body], |_| {}) {
+        assert_eq!(split_events, whole, "events depend on where the reads end");
+    }
+}
+
+/// A signature store that knows some tool calls: those whose id has an even length get a signature, so the
+/// transforms' "signature found" and "not found" paths are both reached.
+pub struct SomeSignatures;
+
+impl SignatureLookup for SomeSignatures {
+    fn signature_for_tool_call(&self, tool_call_id: &str) -> Option<String> {
+        (tool_call_id.len() % 2 == 0).then(|| format!("CiQBfuzzsignature{}", tool_call_id.len()))
+    }
+}
+
+/// Upstream models whose families take different transform paths (Gemini, Claude, thinking, image).
+pub const MODELS: [&str; 4] =
+    ["gemini-2.5-pro", "claude-sonnet-4-5-thinking", "gemini-3-pro-image-preview", "claude-opus-4-5"];
+
+/// The upstream model a `flags` byte selects.
+pub fn model(flags: u8) -> &'static str {
+    MODELS[usize::from(flags) % MODELS.len()]
+}
+
+/// A tool-name map with renames in it (`flags` bit 3), as a request whose tool names the upstream refused
+/// leaves it, so the stream machines' name mapping on the way back is reached; otherwise the identity map.
+pub fn tool_names(flags: u8) -> levitate_filters::inner::ToolNameMap {
+    if flags & 8 == 0 {
+        return Default::default();
+    }
+    levitate_filters::inner::ToolNameMap::new(["get weather", "get_weather", "ns.lookup", "a/b"])
+}
