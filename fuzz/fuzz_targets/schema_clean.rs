@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let opts = SchemaOptions {
         max_depth: if flags & 1 == 0 { 32 } else { 4 },
         max_nodes: if flags & 2 == 0 { 10_000 } else { 64 },
+        max_enum_values: if flags & 8 == 0 { SchemaOptions::default().max_enum_values } else { 16 },
         require_reason_for_empty_object: flags & 4 != 0,
     };
     let _ = clean_schema(&schema, &opts);
