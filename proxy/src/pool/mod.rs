@@ -1,8 +1,8 @@
 //! The account pool: which Google account serves the next upstream attempt, and what the pool has learned
 //! about each account (lockouts, breaker, quota, forbidden marks, session bindings).
 //!
-//! [`AccountPool`] is the pool's public face. [`AccountPool::select`] walks the selector's iterator (best
-//! eligible account first), skips accounts this request already tried, prefers the session's sticky account
+//! [`AccountPool`] is the pool's public face. [`AccountPool::select`] walks the selector's order (best
+//! eligible account first, read from an index kept current on every lease and release), skips accounts this request already tried, prefers the session's sticky account
 //! among the best tier, and reserves a slot with a compare-and-swap, so no account ever exceeds its cap
 //! whatever the race. [`AccountPool::select_or_wait`] queues the request when every eligible account is
 //! merely busy; what upstream answers teach the pool (lockouts, breaker failures, forbidden marks, quota)
@@ -11,6 +11,7 @@
 //! The files, each using only those before it (no import circles):
 //! - `affinity`, `breaker`, `lockout`, `quota`: self-contained books of what was learned;
 //! - `live`: [`LiveAccount`], one account's runtime state, and tier ranks;
+//! - `index`: `SelectIndex`, a table's accounts filed by tier and in-flight count;
 //! - `selection`: [`Selection`], what an attempt asks, and [`SelectError`];
 //! - `state`: [`PoolState`], every account's state outside the swappable table, and its wait queue;
 //! - `lease`: [`Lease`], the queue's places and where a released slot goes;
@@ -20,6 +21,7 @@
 
 pub mod affinity;
 pub mod breaker;
+mod index;
 mod lease;
 mod live;
 pub mod lockout;
@@ -36,7 +38,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use pingora_load_balancing::selection::BackendSelection;
 
 use crate::accounts::credentials::CredentialError;
 use crate::config::{AccountSpec, LockScope, PoolSettings};
@@ -82,7 +83,7 @@ impl AccountPool {
     fn build(accounts: &[AccountSpec], settings: PoolSettings, store: Option<Store>) -> Self {
         let state = Arc::new(PoolState::new(settings, store));
         let selector = AccountSelector::from_accounts(accounts, state.clone());
-        state.install(selector.accounts());
+        state.install(selector.accounts(), &selector.index);
         AccountPool { selector: ArcSwap::from_pointee(selector), state }
     }
 
@@ -152,7 +153,7 @@ impl AccountPool {
             }
         }
         let selector = AccountSelector::from_accounts(accounts, self.state.clone());
-        self.state.install(selector.accounts());
+        self.state.install(selector.accounts(), &selector.index);
         self.selector.store(Arc::new(selector));
         self.state.changed.notify_waiters();
     }
@@ -186,43 +187,58 @@ impl AccountPool {
 
     /// Leases the best eligible account right now, without waiting.
     pub fn select(&self, selection: &Selection<'_>) -> Result<Lease, SelectError> {
-        let selector = self.selector.load_full();
+        let selector = self.selector.load();
+        let settings = self.state.settings.load();
         let now = Instant::now();
+        let now_ms = now_ms();
         let sticky = selection.session.and_then(|s| self.sticky_account(s, selection.model, now));
-        let mut iter = selector.iter(selection.model.as_bytes());
+        let mut scan = selector.scan(selection.model, now, now_ms, &settings);
         let mut candidates = std::iter::from_fn(|| {
-            while let Some(e) = iter.next_entry() {
-                if !selection.exclude.iter().any(|id| id == &e.account.id) {
-                    return Some(AccountRef { account: e.account.clone(), live: e.live.clone() });
+            while let Some(pos) = scan.next_pos() {
+                if !selection.exclude.iter().any(|id| id == &selector.entries[pos].account.id) {
+                    return Some(pos);
                 }
             }
             None
         });
-        let Some(best) = candidates.next() else {
-            return Err(self.why_none(&selector, selection, now));
-        };
-        // The sticky account goes first when it is eligible and of the best tier on offer: a free higher tier
-        // still wins.
-        let sticky = sticky
-            .and_then(|id| selector.eligible(&id, selection, now))
-            .filter(|s| PoolState::rank(&s.account, &s.live) == PoolState::rank(&best.account, &best.live));
-        for candidate in sticky.into_iter().chain(std::iter::once(best)).chain(candidates) {
-            if let Some(lease) = self.reserve(candidate, now) {
-                return Ok(lease);
+        if let Some(best) = candidates.next() {
+            // The sticky account goes first when it is eligible and of the best tier on offer: a free higher
+            // tier still wins.
+            let rank_of =
+                |pos: usize| PoolState::rank(&selector.entries[pos].account, &selector.entries[pos].live);
+            let sticky = sticky
+                .and_then(|id| selector.eligible(&id, selection, now))
+                .filter(|&s| rank_of(s) == rank_of(best));
+            for pos in sticky.into_iter().chain(std::iter::once(best)).chain(candidates) {
+                if let Some(lease) = self.reserve(&selector, pos, now, &settings) {
+                    return Ok(lease);
+                }
             }
         }
-        Err(self.why_none(&selector, selection, now))
+        self.why_none(&selector, selection, now, &settings)
     }
 
-    /// Takes a slot on `candidate` if one is free (compare-and-swap under its cap).
-    fn reserve(&self, candidate: AccountRef, now: Instant) -> Option<Lease> {
-        if !candidate.live.try_reserve(candidate.account.max_concurrent) {
+    /// Takes a slot on entry `pos` if one is free (compare-and-swap under its cap), and refiles it.
+    fn reserve(
+        &self,
+        selector: &AccountSelector,
+        pos: usize,
+        now: Instant,
+        settings: &PoolSettings,
+    ) -> Option<Lease> {
+        let e = selector.entries.get(pos)?;
+        if !e.live.try_reserve(e.account.max_concurrent) {
             return None;
         }
-        candidate.live.served.fetch_add(1, Ordering::Relaxed);
-        let settings = self.state.settings.load();
-        candidate.live.breaker.on_lease(now, &PoolState::policy(&settings));
-        Some(Lease { account: candidate.account, live: candidate.live, state: self.state.clone() })
+        selector.index.refile(pos);
+        e.live.served.fetch_add(1, Ordering::Relaxed);
+        e.live.breaker.on_lease(now, &PoolState::policy(settings));
+        Some(Lease {
+            account: e.account.clone(),
+            live: e.live.clone(),
+            state: self.state.clone(),
+            filed: Some((selector.index.clone(), pos)),
+        })
     }
 
     /// The session's bound account, unless that account is locked for this model for a long time.
@@ -237,13 +253,23 @@ impl AccountPool {
     }
 
     /// Explains an empty selection: busy beats resting beats all-tried beats nothing-usable.
-    fn why_none(&self, selector: &AccountSelector, selection: &Selection<'_>, now: Instant) -> SelectError {
-        let settings = self.state.settings.load();
+    ///
+    /// It looks at the whole table, so it is also the index's safety net: an account that is ready but was
+    /// not offered (filed where the scan did not see it while it moved) is leased here, best first, rather
+    /// than answering busy while a slot is free.
+    fn why_none(
+        &self,
+        selector: &AccountSelector,
+        selection: &Selection<'_>,
+        now: Instant,
+        settings: &PoolSettings,
+    ) -> Result<Lease, SelectError> {
         let now_ms = now_ms();
         let (mut busy, mut tried, mut earliest) = (false, false, None::<u64>);
-        for e in &selector.entries {
+        let mut missed = Vec::new();
+        for (pos, e) in selector.entries.iter().enumerate() {
             let availability =
-                self.state.availability(&e.account, &e.live, selection.model, now, now_ms, &settings);
+                self.state.availability(&e.account, &e.live, selection.model, now, now_ms, settings);
             if availability == Availability::Unusable {
                 continue;
             }
@@ -253,16 +279,27 @@ impl AccountPool {
             }
             match availability {
                 Availability::Resting(until) => earliest = Some(earliest.map_or(until, |t| t.min(until))),
+                Availability::Ready => {
+                    missed.push((PoolState::rank(&e.account, &e.live), e.live.in_flight(), pos));
+                    busy = true;
+                }
                 // Ready but the CAS lost a race counts as busy too.
                 _ => busy = true,
             }
         }
-        match (busy, earliest, tried) {
+        missed.sort_unstable();
+        for (.., pos) in missed {
+            selector.index.refile(pos);
+            if let Some(lease) = self.reserve(selector, pos, now, settings) {
+                return Ok(lease);
+            }
+        }
+        Err(match (busy, earliest, tried) {
             (true, _, _) => SelectError::Busy,
             (false, Some(until_ms), _) => SelectError::Locked { until_ms },
             (false, None, true) => SelectError::Exhausted,
             (false, None, false) => SelectError::NoAccounts,
-        }
+        })
     }
 
     /// Like [`select`](Self::select), but waits up to `max_wait` when every candidate is busy, or resting
@@ -724,6 +761,62 @@ mod tests {
             assert_eq!(pool.live_of(id).in_flight(), 0, "counter drift on {id}");
         }
         assert!(peak.load(Ordering::Relaxed) >= 1);
+    }
+
+    /// Every account of the pool's index, in its order, with nothing in flight anywhere.
+    fn filed(pool: &AccountPool) -> Vec<usize> {
+        let selector = pool.selector();
+        let mut cursor = selector.index.cursor(0);
+        let mut order: Vec<usize> = std::iter::from_fn(|| selector.index.next(&mut cursor)).collect();
+        order.sort_unstable();
+        order
+    }
+
+    #[test]
+    fn the_index_is_current_after_a_storm_of_leases_releases_and_reloads() {
+        let table =
+            [account("a@x", None, 3), account("b@x", Some("g1-pro-tier"), 2), account("c@x", None, 1)];
+        let pool = Arc::new(AccountPool::new(&table));
+        let threads: Vec<_> = (0..6)
+            .map(|t| {
+                let pool = pool.clone();
+                let table = table.clone();
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    for i in 0..3000 {
+                        if let Ok(lease) = pick(&pool) {
+                            held.push(lease);
+                        }
+                        if (i + t) % 3 == 0 {
+                            held.clear();
+                        }
+                        if i % 97 == 0 {
+                            pool.replace(&table);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(filed(&pool), [0, 1, 2], "each account filed exactly once, as idle");
+        assert_eq!(pick(&pool).unwrap().id(), "b@x", "and in tier order");
+    }
+
+    #[test]
+    fn a_free_account_the_index_missed_is_still_leased_rather_than_answering_busy() {
+        let pool = AccountPool::new(&[account("a@x", None, 1)]);
+        let live = pool.live_of("a@x");
+        // Filed as full, then freed behind the index's back (as a racing move could leave it for a moment).
+        live.in_flight.store(1, Ordering::Relaxed);
+        pool.selector().index.refile(0);
+        live.in_flight.store(0, Ordering::Relaxed);
+        assert!(filed(&pool).is_empty());
+        let lease = pick(&pool).expect("the safety net leases it");
+        assert_eq!((lease.id(), live.in_flight()), ("a@x", 1));
+        drop(lease);
+        assert_eq!(filed(&pool), [0], "and it is filed again");
     }
 
     #[test]

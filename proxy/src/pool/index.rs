@@ -1,0 +1,256 @@
+//! The selection index: every account of a table filed by (tier rank, in-flight count), kept current on lease
+//! and release, so a selection reads the best non-empty bucket instead of ranking the whole table.
+//!
+//! A bucket is a bitset over the table's entries (1,000 accounts are 16 words) with a count of its members;
+//! an account at its cap is filed in no scanned bucket at all, so a full tier costs a few counter reads. The
+//! order a selection sees is the order the table used to be ranked in: tier rank, then in-flight count, then
+//! a rotating tie-break (entries from a rotating start, cyclically, which is what the old `(i - spin) mod n`
+//! key sorted by). What cannot be filed ahead of time (disabled, forbidden, locked or under its quota floor for
+//! the model, breaker open, already tried) is still checked lazily, only for the candidates actually taken.
+//!
+//! Readers never lock: they scan the bitsets with atomic loads. Writers ([`SelectIndex::refile`]) serialise on
+//! one mutex held for a few atomic operations, and always file an account by its counter as read under that
+//! mutex, so after the last change of a counter its account sits in exactly the right bucket (an account
+//! being moved is briefly in both buckets, never in none). Callers refile after every change of an in-flight
+//! count or a learned tier; the release path does it under the queue lock so a waiter that queued after a
+//! release finds the freed slot.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::config::{AccountSpec, UNKNOWN_TIER_RANK};
+use crate::pool::live::{tier_rank, LiveAccount};
+
+/// In-flight counts from this one up share the last bucket of a rank (rotating among themselves): it keeps
+/// the index small when a cap is huge, and no real account runs that many requests at once.
+const MAX_LEVELS: usize = 128;
+/// Tier ranks are 0..=UNKNOWN_TIER_RANK.
+const RANKS: usize = UNKNOWN_TIER_RANK as usize + 1;
+/// `placed` of an account filed in no scanned bucket (at its cap, or not filed yet).
+const UNFILED: u32 = u32::MAX;
+
+/// One account of the table as the index sees it.
+struct Slot {
+    live: Arc<LiveAccount>,
+    cap: u32,
+    /// `tier_rank` of the YAML tier, when set (else the learned one is read at each refile).
+    yaml_rank: Option<u8>,
+    /// The bucket the account is filed in (`rank * levels + level`), or [`UNFILED`]. Written under `writer`.
+    placed: AtomicU32,
+}
+
+/// A set of entries (a bitset over entry positions) and how many it holds.
+struct Bucket {
+    words: Box<[AtomicU64]>,
+    members: AtomicU32,
+}
+
+/// The index of one account table.
+pub(super) struct SelectIndex {
+    slots: Vec<Slot>,
+    by_id: HashMap<String, usize>,
+    /// Levels per rank: in-flight counts 0..levels are scanned (the last one also holds larger counts).
+    levels: usize,
+    /// `RANKS * levels` buckets, rank-major.
+    buckets: Vec<Bucket>,
+    writer: Mutex<()>,
+}
+
+impl SelectIndex {
+    /// An index over `accounts` (in table order, with their live state), each filed by its counters now.
+    pub(super) fn new(accounts: &[(Arc<AccountSpec>, Arc<LiveAccount>)]) -> Self {
+        let max_cap = accounts.iter().map(|(a, _)| a.max_concurrent as usize).max().unwrap_or(0);
+        let levels = max_cap.clamp(1, MAX_LEVELS);
+        let words = accounts.len().div_ceil(64).max(1);
+        let buckets = (0..RANKS * levels)
+            .map(|_| Bucket {
+                words: (0..words).map(|_| AtomicU64::new(0)).collect(),
+                members: AtomicU32::new(0),
+            })
+            .collect();
+        let slots = accounts
+            .iter()
+            .map(|(account, live)| Slot {
+                live: live.clone(),
+                cap: account.max_concurrent,
+                yaml_rank: account.tier.as_deref().map(|t| tier_rank(Some(t))),
+                placed: AtomicU32::new(UNFILED),
+            })
+            .collect();
+        let by_id = accounts.iter().enumerate().map(|(i, (a, _))| (a.id.clone(), i)).collect();
+        let index = SelectIndex { slots, by_id, levels, buckets, writer: Mutex::new(()) };
+        index.refile_all();
+        index
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The entry position of account `id` in this table.
+    pub(super) fn position(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    /// The rank an account is ordered by: its YAML tier, else the tier Google reported, else unknown.
+    fn rank_of(slot: &Slot) -> usize {
+        let rank =
+            slot.yaml_rank.unwrap_or_else(|| match slot.live.learned_tier_rank.load(Ordering::Relaxed) {
+                u8::MAX => tier_rank(None),
+                learned => learned,
+            });
+        (rank as usize).min(RANKS - 1)
+    }
+
+    /// Files the account at `pos` by its counters now. Call after every change of its in-flight count or
+    /// learned tier.
+    pub(super) fn refile(&self, pos: usize) {
+        let Some(slot) = self.slots.get(pos) else { return };
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let in_flight = slot.live.in_flight();
+        let target = if in_flight >= slot.cap {
+            UNFILED
+        } else {
+            (Self::rank_of(slot) * self.levels + (in_flight as usize).min(self.levels - 1)) as u32
+        };
+        let placed = slot.placed.load(Ordering::Relaxed);
+        if placed == target {
+            return;
+        }
+        let (word, bit) = (pos / 64, 1u64 << (pos % 64));
+        // Into the new bucket first, then out of the old: a reader may meet the account twice, never miss it.
+        if let Some(bucket) = self.buckets.get(target as usize) {
+            bucket.words[word].fetch_or(bit, Ordering::Release);
+            bucket.members.fetch_add(1, Ordering::Release);
+        }
+        if let Some(bucket) = self.buckets.get(placed as usize) {
+            bucket.members.fetch_sub(1, Ordering::Release);
+            bucket.words[word].fetch_and(!bit, Ordering::Release);
+        }
+        slot.placed.store(target, Ordering::Relaxed);
+    }
+
+    /// Files every account by its counters now (after the table is installed, to take in releases that
+    /// went to the previous table's index while this one was being built).
+    pub(super) fn refile_all(&self) {
+        for pos in 0..self.slots.len() {
+            self.refile(pos);
+        }
+    }
+
+    /// A cursor over the filed accounts, best first, ties starting at entry `start`.
+    pub(super) fn cursor(&self, start: usize) -> Cursor {
+        Cursor { bucket: 0, step: 0, bits: 0, start: start % self.slots.len().max(1), fresh: true }
+    }
+
+    /// The next filed entry position after `cursor`, best bucket first; each bucket is scanned once, from
+    /// the cursor's start round to just before it. An account moved between buckets during the scan may come
+    /// twice or be missed (as it may be with any snapshot); the caller checks what it takes.
+    pub(super) fn next(&self, cursor: &mut Cursor) -> Option<usize> {
+        let words = self.buckets.first()?.words.len();
+        let (start_word, start_bit) = (cursor.start / 64, cursor.start % 64);
+        loop {
+            if cursor.bits != 0 {
+                let bit = cursor.bits.trailing_zeros() as usize;
+                cursor.bits &= cursor.bits - 1;
+                let word = (start_word + cursor.step - 1) % words;
+                return Some(word * 64 + bit);
+            }
+            let bucket = self.buckets.get(cursor.bucket)?;
+            if cursor.fresh {
+                cursor.fresh = false;
+                if bucket.members.load(Ordering::Acquire) == 0 {
+                    cursor.bucket += 1;
+                    cursor.fresh = true;
+                    continue;
+                }
+            }
+            // Steps 1..=words+1 read words start_word, start_word+1, ... and start_word again: the bits at and
+            // after the start first, the bits before it last.
+            if cursor.step > words {
+                cursor.bucket += 1;
+                cursor.step = 0;
+                cursor.fresh = true;
+                continue;
+            }
+            let word = (start_word + cursor.step) % words;
+            let mut bits = bucket.words[word].load(Ordering::Acquire);
+            if cursor.step == 0 {
+                bits &= u64::MAX << start_bit;
+            } else if cursor.step == words {
+                bits &= !(u64::MAX << start_bit);
+            }
+            cursor.step += 1;
+            cursor.bits = bits;
+        }
+    }
+}
+
+/// Where a scan of the index stands.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Cursor {
+    bucket: usize,
+    /// Words of the current bucket read so far.
+    step: usize,
+    /// Bits of the last word read, not yet yielded.
+    bits: u64,
+    start: usize,
+    /// The current bucket's member count was not looked at yet.
+    fresh: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::selector::tests::account;
+
+    fn table(specs: &[AccountSpec]) -> (SelectIndex, Vec<Arc<LiveAccount>>) {
+        let lives: Vec<Arc<LiveAccount>> = specs.iter().map(|_| Arc::new(LiveAccount::new())).collect();
+        let pairs: Vec<_> = specs.iter().cloned().map(Arc::new).zip(lives.iter().cloned()).collect();
+        (SelectIndex::new(&pairs), lives)
+    }
+
+    fn order(index: &SelectIndex, start: usize) -> Vec<usize> {
+        let mut cursor = index.cursor(start);
+        std::iter::from_fn(|| index.next(&mut cursor)).collect()
+    }
+
+    #[test]
+    fn tier_then_load_then_rotation_and_full_accounts_are_not_offered() {
+        let specs: Vec<AccountSpec> = (0..130)
+            .map(|i| account(&format!("a{i}"), Some(if i % 2 == 0 { "free-tier" } else { "g1-pro-tier" }), 2))
+            .collect();
+        let (index, lives) = table(&specs);
+        // Odd entries are pro: first, from the start round; then the free ones.
+        let got = order(&index, 101);
+        let pro: Vec<usize> = (101..130).chain(0..101).filter(|i| i % 2 == 1).collect();
+        let free: Vec<usize> = (101..130).chain(0..101).filter(|i| i % 2 == 0).collect();
+        assert_eq!(got, [pro.clone(), free.clone()].concat());
+
+        lives[1].in_flight.store(1, Ordering::Relaxed);
+        index.refile(1);
+        lives[3].in_flight.store(2, Ordering::Relaxed);
+        index.refile(3);
+        let got = order(&index, 0);
+        assert_eq!(got[..2], [5, 7], "the idle pro accounts first");
+        let at_one = got.iter().position(|&p| p == 1).unwrap();
+        assert_eq!(at_one, pro.len() - 2, "then the pro account with one in flight, before any free one");
+        assert!(!got.contains(&3), "an account at its cap is in no scanned bucket");
+
+        lives[3].in_flight.store(0, Ordering::Relaxed);
+        lives[1].in_flight.store(0, Ordering::Relaxed);
+        index.refile_all();
+        assert_eq!(order(&index, 101), [pro, free].concat(), "released accounts are back where they were");
+    }
+
+    #[test]
+    fn a_learned_tier_refiles_an_account() {
+        let (index, lives) = table(&[account("a", None, 1), account("b", Some("free-tier"), 1)]);
+        assert_eq!(order(&index, 0), [1, 0], "unknown ranks below free");
+        lives[0].learned_tier_rank.store(tier_rank(Some("g1-ultra-tier")), Ordering::Relaxed);
+        index.refile(0);
+        assert_eq!(order(&index, 0), [0, 1]);
+        assert_eq!((index.len(), index.position("b")), (2, Some(1)));
+    }
+}
