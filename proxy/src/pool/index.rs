@@ -8,6 +8,12 @@
 //! key sorted by). What cannot be filed ahead of time (disabled, forbidden, locked or under its quota floor for
 //! the model, breaker open, already tried) is still checked lazily, only for the candidates actually taken.
 //!
+//! A scan that finds an account resting for its model (locked, under its quota floor, breaker open) or unusable
+//! (disabled, forbidden) marks it in that model's rest mask, which later scans of the model skip word by word,
+//! so a best tier whose quota is gone for one model is not checked account by account on every selection. A
+//! mask lifts by itself when the earliest rest in it ends (its accounts are then checked again, lazily), and
+//! at once when the pool learns something that may end a rest early ([`SelectIndex::forget_rests`]).
+//!
 //! Readers never lock: they scan the bitsets with atomic loads. Writers ([`SelectIndex::refile`]) serialise on
 //! one mutex held for a few atomic operations, and always file an account by its counter as read under that
 //! mutex, so after the last change of a counter its account sits in exactly the right bucket (an account
@@ -16,8 +22,8 @@
 //! release finds the freed slot.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::config::{AccountSpec, UNKNOWN_TIER_RANK};
 use crate::pool::live::{tier_rank, LiveAccount};
@@ -46,6 +52,13 @@ struct Bucket {
     members: AtomicU32,
 }
 
+/// The entries a scan found resting or unusable for one model, and when the earliest of those rests ends.
+pub(super) struct RestMask {
+    words: Box<[AtomicU64]>,
+    /// Unix milliseconds the earliest rest in the mask ends at (`u64::MAX`: only unusable accounts).
+    until_ms: AtomicU64,
+}
+
 /// The index of one account table.
 pub(super) struct SelectIndex {
     slots: Vec<Slot>,
@@ -55,6 +68,9 @@ pub(super) struct SelectIndex {
     /// `RANKS * levels` buckets, rank-major.
     buckets: Vec<Bucket>,
     writer: Mutex<()>,
+    /// Rest masks by model; `any_rests` spares the common case (nothing resting) the map lookup.
+    rests: RwLock<HashMap<String, Arc<RestMask>>>,
+    any_rests: AtomicBool,
 }
 
 impl SelectIndex {
@@ -79,7 +95,15 @@ impl SelectIndex {
             })
             .collect();
         let by_id = accounts.iter().enumerate().map(|(i, (a, _))| (a.id.clone(), i)).collect();
-        let index = SelectIndex { slots, by_id, levels, buckets, writer: Mutex::new(()) };
+        let index = SelectIndex {
+            slots,
+            by_id,
+            levels,
+            buckets,
+            writer: Mutex::new(()),
+            rests: RwLock::new(HashMap::new()),
+            any_rests: AtomicBool::new(false),
+        };
         index.refile_all();
         index
     }
@@ -135,9 +159,62 @@ impl SelectIndex {
         }
     }
 
-    /// A cursor over the filed accounts, best first, ties starting at entry `start`.
-    pub(super) fn cursor(&self, start: usize) -> Cursor {
-        Cursor { bucket: 0, step: 0, bits: 0, start: start % self.slots.len().max(1), fresh: true }
+    /// A cursor over the filed accounts, best first, ties starting at entry `start`, skipping the accounts
+    /// known to rest for `model` at `now_ms`.
+    pub(super) fn cursor(&self, start: usize, model: &str, now_ms: u64) -> Cursor {
+        let mask = if self.any_rests.load(Ordering::Acquire) { self.rest_mask(model, now_ms) } else { None };
+        Cursor { bucket: 0, step: 0, bits: 0, start: start % self.slots.len().max(1), fresh: true, mask }
+    }
+
+    /// The model's rest mask, unless its earliest rest has ended (then it is dropped, to be learned again).
+    fn rest_mask(&self, model: &str, now_ms: u64) -> Option<Arc<RestMask>> {
+        let mask = self.rests.read().unwrap_or_else(PoisonError::into_inner).get(model).cloned()?;
+        if mask.until_ms.load(Ordering::Acquire) > now_ms {
+            return Some(mask);
+        }
+        let mut rests = self.rests.write().unwrap_or_else(PoisonError::into_inner);
+        if rests.get(model).is_some_and(|m| Arc::ptr_eq(m, &mask)) {
+            rests.remove(model);
+        }
+        None
+    }
+
+    /// Marks entry `pos` as resting for `model` until `until_ms` (`u64::MAX`: unusable until the pool
+    /// learns otherwise), so later scans of that model skip it.
+    pub(super) fn rest(&self, cursor: &mut Cursor, model: &str, pos: usize, until_ms: u64) {
+        let (word, bit) = (pos / 64, 1u64 << (pos % 64));
+        let mask = match &cursor.mask {
+            Some(mask) => mask.clone(),
+            None => {
+                let mut rests = self.rests.write().unwrap_or_else(PoisonError::into_inner);
+                let words = self.buckets.first().map_or(1, |b| b.words.len());
+                let mask = rests
+                    .entry(model.to_string())
+                    .or_insert_with(|| {
+                        Arc::new(RestMask {
+                            words: (0..words).map(|_| AtomicU64::new(0)).collect(),
+                            until_ms: AtomicU64::new(u64::MAX),
+                        })
+                    })
+                    .clone();
+                self.any_rests.store(true, Ordering::Release);
+                cursor.mask = Some(mask.clone());
+                mask
+            }
+        };
+        // The deadline first: a reader that sees the bit sees a deadline no later than this rest's end.
+        mask.until_ms.fetch_min(until_ms, Ordering::AcqRel);
+        if let Some(w) = mask.words.get(word) {
+            w.fetch_or(bit, Ordering::Release);
+        }
+    }
+
+    /// Drops every rest mask: the pool learned something that may end a rest early (an operator's action,
+    /// a quota snapshot, new settings, a breaker closed).
+    pub(super) fn forget_rests(&self) {
+        if self.any_rests.swap(false, Ordering::AcqRel) {
+            self.rests.write().unwrap_or_else(PoisonError::into_inner).clear();
+        }
     }
 
     /// The next filed entry position after `cursor`, best bucket first; each bucket is scanned once, from
@@ -172,6 +249,9 @@ impl SelectIndex {
             }
             let word = (start_word + cursor.step) % words;
             let mut bits = bucket.words[word].load(Ordering::Acquire);
+            if let Some(mask) = &cursor.mask {
+                bits &= !mask.words[word].load(Ordering::Acquire);
+            }
             if cursor.step == 0 {
                 bits &= u64::MAX << start_bit;
             } else if cursor.step == words {
@@ -184,7 +264,6 @@ impl SelectIndex {
 }
 
 /// Where a scan of the index stands.
-#[derive(Clone, Copy, Debug)]
 pub(super) struct Cursor {
     bucket: usize,
     /// Words of the current bucket read so far.
@@ -194,6 +273,8 @@ pub(super) struct Cursor {
     start: usize,
     /// The current bucket's member count was not looked at yet.
     fresh: bool,
+    /// The scanned model's rest mask, if any account is known to rest for it.
+    mask: Option<Arc<RestMask>>,
 }
 
 #[cfg(test)]
@@ -208,7 +289,7 @@ mod tests {
     }
 
     fn order(index: &SelectIndex, start: usize) -> Vec<usize> {
-        let mut cursor = index.cursor(start);
+        let mut cursor = index.cursor(start, "m", 0);
         std::iter::from_fn(|| index.next(&mut cursor)).collect()
     }
 
@@ -248,5 +329,25 @@ mod tests {
         index.refile(0);
         assert_eq!(order(&index, 0), [0, 1]);
         assert_eq!(index.position("b"), Some(1));
+    }
+
+    #[test]
+    fn a_rest_mask_hides_an_account_for_its_model_until_the_earliest_rest_ends_or_it_is_forgotten() {
+        let (index, _) = table(&[account("a", None, 1), account("b", None, 1), account("c", None, 1)]);
+        let mut cursor = index.cursor(0, "m", 0);
+        index.rest(&mut cursor, "m", 0, 100);
+        index.rest(&mut cursor, "m", 2, u64::MAX);
+        let scan = |model: &str, now_ms: u64| {
+            let mut cursor = index.cursor(0, model, now_ms);
+            std::iter::from_fn(|| index.next(&mut cursor)).collect::<Vec<_>>()
+        };
+        assert_eq!(scan("m", 50), [1]);
+        assert_eq!(scan("other", 50), [0, 1, 2], "a rest is per model");
+        assert_eq!(scan("m", 100), [0, 1, 2], "the earliest rest ended: every account is checked again");
+        let mut cursor = index.cursor(0, "m", 0);
+        index.rest(&mut cursor, "m", 2, u64::MAX);
+        assert_eq!(scan("m", 200), [0, 1]);
+        index.forget_rests();
+        assert_eq!(scan("m", 200), [0, 1, 2]);
     }
 }

@@ -41,6 +41,7 @@ use arc_swap::ArcSwap;
 
 use crate::accounts::credentials::CredentialError;
 use crate::config::{AccountSpec, LockScope, PoolSettings};
+use crate::pool::breaker::BreakerState;
 use crate::pool::live::{ADMIN_DISABLED, ADMIN_ENABLED, ADMIN_NONE};
 use crate::pool::quota::QuotaView;
 use crate::pool::state::Availability;
@@ -126,6 +127,8 @@ impl AccountPool {
             }
             Err(e) => tracing::warn!(error = %e, "could not restore quota snapshots"),
         }
+        // Restored quota snapshots may be fresher than a rest a scan has already marked.
+        self.state.index.load().forget_rests();
         if lockouts + forbidden + quotas > 0 {
             tracing::info!(lockouts, forbidden, quotas, "account pool state restored from the store");
         }
@@ -162,6 +165,8 @@ impl AccountPool {
     pub fn configure(&self, settings: &PoolSettings) {
         self.state.affinity.configure(settings.affinity_capacity, settings.affinity_ttl);
         self.state.settings.store(Arc::new(settings.clone()));
+        // A new quota floor or breaker cool-down may end rests early.
+        self.state.index.load().forget_rests();
         self.state.changed.notify_waiters();
     }
 
@@ -368,7 +373,13 @@ impl AccountPool {
     /// A request succeeded on the lease's account: closes its breaker and keeps the session on it (or moves
     /// the session to it when it is of a higher tier than the session's account).
     pub fn on_success(&self, lease: &Lease, session: Option<&str>) {
+        let policy = PoolState::policy(&self.state.settings.load());
+        let was_closed = lease.live.breaker.state(Instant::now(), &policy) == BreakerState::Closed;
         lease.live.breaker.on_success();
+        if !was_closed {
+            // A probe's success ends the account's rest before the deadline its rest mask holds.
+            self.state.index.load().forget_rests();
+        }
         let Some(session) = session else { return };
         let now = Instant::now();
         let rebind = match self.state.affinity.account_of(session, now) {
@@ -476,6 +487,8 @@ impl AccountPool {
 
     pub fn record_quota(&self, account: &str, model: &str, view: QuotaView) {
         self.state.quotas.record(account, model, view);
+        // A fresh snapshot may put an account back above the floor before its reset.
+        self.state.index.load().forget_rests();
     }
 
     /// Forgets lockouts that have ended (periodic housekeeping).
@@ -500,6 +513,7 @@ impl AccountPool {
         }
         let value = if enabled { ADMIN_ENABLED } else { ADMIN_DISABLED };
         self.state.live_of(id).admin_enabled.store(value, Ordering::Relaxed);
+        self.state.index.load().forget_rests();
         self.state.changed.notify_waiters();
         true
     }
@@ -512,6 +526,7 @@ impl AccountPool {
             if let Some(store) = &self.state.store {
                 let _ = store.remove_forbidden(id);
             }
+            self.state.index.load().forget_rests();
             self.state.changed.notify_waiters();
         }
         had
@@ -525,6 +540,7 @@ impl AccountPool {
             }
         }
         self.state.lockouts.clear_account(id);
+        self.state.index.load().forget_rests();
         self.state.changed.notify_waiters();
     }
 }
@@ -664,6 +680,31 @@ mod tests {
     }
 
     #[test]
+    fn a_rest_that_ends_early_ends_at_once_for_selection() {
+        let settings =
+            PoolSettings { breaker_cooldown: Duration::from_millis(40), ..PoolSettings::default() };
+        let pool = AccountPool::build(
+            &[account("a@x", Some("g1-ultra-tier"), 3), account("b@x", None, 3)],
+            settings,
+            None,
+        );
+        let a = pool.accounts()[0].clone();
+        pool.lock(&a, "m", Duration::from_secs(600), "QUOTA_EXHAUSTED");
+        assert_eq!(pick(&pool).unwrap().id(), "b@x");
+        assert_eq!(pick(&pool).unwrap().id(), "b@x", "a rests for the model (and is known to)");
+        pool.clear_lockouts("a@x");
+        assert_eq!(pick(&pool).unwrap().id(), "a@x", "an operator lifted the lockout");
+
+        while !pool.on_server_failure(&a) {}
+        std::thread::sleep(Duration::from_millis(50));
+        let probe = pick(&pool).unwrap();
+        assert_eq!(probe.id(), "a@x", "the half-open probe");
+        assert_eq!(pick(&pool).unwrap().id(), "b@x", "one probe at a time");
+        pool.on_success(&probe, None);
+        assert_eq!(pick(&pool).unwrap().id(), "a@x", "the probe's success closed the breaker");
+    }
+
+    #[test]
     fn forbidden_accounts_are_skipped_until_cleared() {
         let pool = AccountPool::new(&[account("a@x", Some("g1-ultra-tier"), 3), account("b@x", None, 3)]);
         let a = pool.accounts()[0].clone();
@@ -766,7 +807,7 @@ mod tests {
     /// Every account of the pool's index, in its order, with nothing in flight anywhere.
     fn filed(pool: &AccountPool) -> Vec<usize> {
         let selector = pool.selector();
-        let mut cursor = selector.index.cursor(0);
+        let mut cursor = selector.index.cursor(0, "m", 0);
         let mut order: Vec<usize> = std::iter::from_fn(|| selector.index.next(&mut cursor)).collect();
         order.sort_unstable();
         order

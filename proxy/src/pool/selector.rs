@@ -104,17 +104,18 @@ impl AccountSelector {
         now_ms: u64,
         settings: &'a PoolSettings,
     ) -> Scan<'a> {
-        Scan { selector: self, model, now, now_ms, settings, cursor: self.cursor() }
+        Scan { selector: self, model, now, now_ms, settings, cursor: self.cursor(model, now_ms) }
     }
 
     /// A cursor whose ties start one entry further on each time: accounts equal in tier and load take turns.
-    fn cursor(&self) -> Cursor {
+    fn cursor(&self, model: &str, now_ms: u64) -> Cursor {
         let n = self.entries.len().max(1) as u64;
         let spin = self.state.rotation.fetch_add(1, Ordering::Relaxed);
-        self.index.cursor((spin % n) as usize)
+        self.index.cursor((spin % n) as usize, model, now_ms)
     }
 
-    /// The next entry after `cursor` that is ready for `model`.
+    /// The next entry after `cursor` that is ready for `model`. One found resting or unusable for the model
+    /// goes into its rest mask, so the next scans of the model pass it by.
     fn next_ready(
         &self,
         cursor: &mut Cursor,
@@ -169,13 +170,15 @@ impl BackendSelection for AccountSelector {
     /// The order comes from the table's index (tier, then in-flight count, then a rotating tie-break);
     /// eligibility is checked only for the accounts actually taken from it, best first.
     fn iter(self: &Arc<Self>, key: &[u8]) -> AccountIter {
+        let model = String::from_utf8_lossy(key).into_owned();
+        let now_ms = now_ms();
         AccountIter {
             selector: self.clone(),
-            model: String::from_utf8_lossy(key).into_owned(),
             settings: self.state.settings.load_full(),
             now: Instant::now(),
-            now_ms: now_ms(),
-            cursor: self.cursor(),
+            now_ms,
+            cursor: self.cursor(&model, now_ms),
+            model,
         }
     }
 }
