@@ -126,10 +126,11 @@ impl AccountSelector {
     ) -> Option<usize> {
         while let Some(pos) = self.index.next(cursor) {
             let Some(e) = self.entries.get(pos) else { continue };
-            if self.state.availability(&e.account, &e.live, model, now, now_ms, settings)
-                == Availability::Ready
-            {
-                return Some(pos);
+            match self.state.availability(&e.account, &e.live, model, now, now_ms, settings) {
+                Availability::Ready => return Some(pos),
+                Availability::Resting(until_ms) => self.index.rest(cursor, model, pos, until_ms),
+                Availability::Unusable => self.index.rest(cursor, model, pos, u64::MAX),
+                Availability::Full => {}
             }
         }
         None
