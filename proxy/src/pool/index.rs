@@ -113,6 +113,11 @@ impl SelectIndex {
         self.by_id.get(id).copied()
     }
 
+    /// The tier rank entry `pos` is ordered by now.
+    pub(super) fn rank(&self, pos: usize) -> usize {
+        self.slots.get(pos).map_or(RANKS, Self::rank_of)
+    }
+
     /// The rank an account is ordered by: its YAML tier, else the tier Google reported, else unknown.
     fn rank_of(slot: &Slot) -> usize {
         let rank =

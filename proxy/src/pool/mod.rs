@@ -196,7 +196,7 @@ impl AccountPool {
         let settings = self.state.settings.load();
         let now = Instant::now();
         let now_ms = now_ms();
-        let sticky = selection.session.and_then(|s| self.sticky_account(s, selection.model, now));
+        let sticky = selection.session.and_then(|s| self.sticky_account(s, selection.model, now, now_ms));
         let mut scan = selector.scan(selection.model, now, now_ms, &settings);
         let mut candidates = std::iter::from_fn(|| {
             while let Some(pos) = scan.next_pos() {
@@ -209,11 +209,9 @@ impl AccountPool {
         if let Some(best) = candidates.next() {
             // The sticky account goes first when it is eligible and of the best tier on offer: a free higher
             // tier still wins.
-            let rank_of =
-                |pos: usize| PoolState::rank(&selector.entries[pos].account, &selector.entries[pos].live);
             let sticky = sticky
-                .and_then(|id| selector.eligible(&id, selection, now))
-                .filter(|&s| rank_of(s) == rank_of(best));
+                .and_then(|id| selector.eligible(&id, selection, now, now_ms, &settings))
+                .filter(|&s| selector.index.rank(s) == selector.index.rank(best));
             for pos in sticky.into_iter().chain(std::iter::once(best)).chain(candidates) {
                 if let Some(lease) = self.reserve(&selector, pos, now, &settings) {
                     return Ok(lease);
@@ -247,10 +245,10 @@ impl AccountPool {
     }
 
     /// The session's bound account, unless that account is locked for this model for a long time.
-    fn sticky_account(&self, session: &str, model: &str, now: Instant) -> Option<String> {
+    fn sticky_account(&self, session: &str, model: &str, now: Instant, now_ms: u64) -> Option<String> {
         let bound = self.state.affinity.account_of(session, now)?;
-        let until = self.state.lockouts.until(&bound, model, now_ms());
-        if until.is_some_and(|t| t.saturating_sub(now_ms()) > AFFINITY_LOCKOUT_LIMIT.as_millis() as u64) {
+        let until = self.state.lockouts.until(&bound, model, now_ms);
+        if until.is_some_and(|t| t.saturating_sub(now_ms) > AFFINITY_LOCKOUT_LIMIT.as_millis() as u64) {
             self.state.affinity.unbind(session);
             return None;
         }

@@ -83,15 +83,21 @@ impl AccountSelector {
 
     /// The entry of account `id` if this selection may use it now (listed, not excluded, ready for the
     /// model).
-    pub(super) fn eligible(&self, id: &str, selection: &Selection<'_>, now: Instant) -> Option<usize> {
+    pub(super) fn eligible(
+        &self,
+        id: &str,
+        selection: &Selection<'_>,
+        now: Instant,
+        now_ms: u64,
+        settings: &PoolSettings,
+    ) -> Option<usize> {
         if selection.exclude.iter().any(|x| x == id) {
             return None;
         }
         let pos = *self.by_id.get(id)?;
         let e = self.entries.get(pos)?;
-        let settings = self.state.settings.load();
         let availability =
-            self.state.availability(&e.account, &e.live, selection.model, now, now_ms(), &settings);
+            self.state.availability(&e.account, &e.live, selection.model, now, now_ms, settings);
         (availability == Availability::Ready).then_some(pos)
     }
 
