@@ -2,10 +2,15 @@
 //! the best eligible account for a model and the lease is dropped at once, as a request that finished would.
 //!
 //! Accounts cycle through the six tiers plus "unknown", cap 3 each. `idle`: nothing in flight. `busy`: every
-//! account of the two best tiers is at its cap, so the selection must pass over them.
+//! account of the two best tiers is at its cap, so the selection must pass over them. `session`: a
+//! conversation bound to an account of the best tier (the sticky lookup on top of idle). `best_tiers_locked`:
+//! every account of the two best tiers is locked for the model (a lockout is per model, so it is checked
+//! lazily, per candidate: the case the index does not make O(1)).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use levitate::config::{AccountSpec, Secret};
+use std::time::Duration;
+
 use levitate::pool::{AccountPool, Selection};
 
 const TIERS: [Option<&str>; 7] = [
@@ -51,8 +56,26 @@ fn benches(c: &mut Criterion) {
     group.bench_function("1000_accounts/best_tiers_full", |b| {
         b.iter(|| black_box(pool.select(black_box(&selection)).expect("an account is free")))
     });
-    group.finish();
     drop(held);
+
+    let lease = pool.select(&selection).expect("an account is free");
+    pool.on_success(&lease, Some("conversation"));
+    drop(lease);
+    let sticky = Selection { model: "gemini-3-flash", exclude: &[], session: Some("conversation") };
+    group.bench_function("1000_accounts/session", |b| {
+        b.iter(|| black_box(pool.select(black_box(&sticky)).expect("an account is free")))
+    });
+
+    let locked = AccountPool::new(&accounts(1000));
+    for account in locked.accounts() {
+        if matches!(account.tier.as_deref(), Some("ws-ai-ultra-business-tier" | "g1-ultra-tier")) {
+            locked.lock(&account, "gemini-3-flash", Duration::from_secs(3600), "QUOTA_EXHAUSTED");
+        }
+    }
+    group.bench_function("1000_accounts/best_tiers_locked", |b| {
+        b.iter(|| black_box(locked.select(black_box(&selection)).expect("an account is free")))
+    });
+    group.finish();
 }
 
 criterion_group!(pool_select, benches);

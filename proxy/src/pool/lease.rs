@@ -13,6 +13,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use crate::config::AccountSpec;
+use crate::pool::index::SelectIndex;
 use crate::pool::live::{tier_rank, LiveAccount};
 use crate::pool::selection::Selection;
 use crate::pool::state::{Availability, Grant, PoolState, Waiter};
@@ -38,11 +39,20 @@ impl PoolState {
     /// Frees one slot of an account: hands it to the longest waiter that may use the account now, else
     /// gives it back to the counter. Both happen under the queue lock, and a waiter queues before it looks
     /// for a slot, so no release can slip between a waiter's miss and its wait.
-    pub(super) fn release(&self, id: &str, live: &Arc<LiveAccount>) {
+    ///
+    /// A freed slot is refiled in the selection index under the same lock, so a waiter that queues after
+    /// this release finds it there.
+    pub(super) fn release(
+        &self,
+        id: &str,
+        live: &Arc<LiveAccount>,
+        filed: Option<&(Arc<SelectIndex>, usize)>,
+    ) {
         let mut queue = self.lock_queue();
         // Nobody waiting (the usual case): the slot is simply freed, under the queue lock as always.
         if queue.waiters.is_empty() {
             live.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.refile(id, filed);
             return;
         }
         let account = self.table.load().get(id).cloned();
@@ -78,6 +88,7 @@ impl PoolState {
             }
         }
         live.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.refile(id, filed);
     }
 }
 
@@ -86,13 +97,17 @@ pub struct Lease {
     pub account: Arc<AccountSpec>,
     pub(super) live: Arc<LiveAccount>,
     pub(super) state: Arc<PoolState>,
+    /// The index and entry the slot was taken from, so the release refiles without a lookup by id.
+    pub(super) filed: Option<(Arc<SelectIndex>, usize)>,
 }
 
 impl Lease {
     /// Records what discovery said about the leased account: the tier Google reported (used when YAML names
     /// none) and the project it calls with (for `pool.lock_scope: project`).
     pub fn learn(&self, tier: Option<&str>, project: &str) {
-        self.live.learned_tier_rank.store(tier_rank(tier), Ordering::Relaxed);
+        if self.live.learned_tier_rank.swap(tier_rank(tier), Ordering::Relaxed) != tier_rank(tier) {
+            self.state.refile(&self.account.id, self.filed.as_ref());
+        }
         let known = self.live.project.read().ok().is_some_and(|p| p.as_deref() == Some(project));
         if !known {
             if let Ok(mut slot) = self.live.project.write() {
@@ -108,7 +123,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.state.release(&self.account.id, &self.live);
+        self.state.release(&self.account.id, &self.live, self.filed.as_ref());
     }
 }
 
@@ -144,7 +159,7 @@ impl Place {
     }
 
     fn lease(&self, grant: Grant) -> Lease {
-        Lease { account: grant.account, live: grant.live, state: self.state.clone() }
+        Lease { account: grant.account, live: grant.live, state: self.state.clone(), filed: None }
     }
 }
 

@@ -1,8 +1,8 @@
 //! The account pool: which Google account serves the next upstream attempt, and what the pool has learned
 //! about each account (lockouts, breaker, quota, forbidden marks, session bindings).
 //!
-//! [`AccountPool`] is the pool's public face. [`AccountPool::select`] walks the selector's iterator (best
-//! eligible account first), skips accounts this request already tried, prefers the session's sticky account
+//! [`AccountPool`] is the pool's public face. [`AccountPool::select`] walks the selector's order (best
+//! eligible account first, read from an index kept current on every lease and release), skips accounts this request already tried, prefers the session's sticky account
 //! among the best tier, and reserves a slot with a compare-and-swap, so no account ever exceeds its cap
 //! whatever the race. [`AccountPool::select_or_wait`] queues the request when every eligible account is
 //! merely busy; what upstream answers teach the pool (lockouts, breaker failures, forbidden marks, quota)
@@ -11,6 +11,7 @@
 //! The files, each using only those before it (no import circles):
 //! - `affinity`, `breaker`, `lockout`, `quota`: self-contained books of what was learned;
 //! - `live`: [`LiveAccount`], one account's runtime state, and tier ranks;
+//! - `index`: `SelectIndex`, a table's accounts filed by tier and in-flight count;
 //! - `selection`: [`Selection`], what an attempt asks, and [`SelectError`];
 //! - `state`: [`PoolState`], every account's state outside the swappable table, and its wait queue;
 //! - `lease`: [`Lease`], the queue's places and where a released slot goes;
@@ -20,6 +21,7 @@
 
 pub mod affinity;
 pub mod breaker;
+mod index;
 mod lease;
 mod live;
 pub mod lockout;
@@ -36,10 +38,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use pingora_load_balancing::selection::BackendSelection;
 
 use crate::accounts::credentials::CredentialError;
 use crate::config::{AccountSpec, LockScope, PoolSettings};
+use crate::pool::breaker::BreakerState;
 use crate::pool::live::{ADMIN_DISABLED, ADMIN_ENABLED, ADMIN_NONE};
 use crate::pool::quota::QuotaView;
 use crate::pool::state::Availability;
@@ -82,7 +84,7 @@ impl AccountPool {
     fn build(accounts: &[AccountSpec], settings: PoolSettings, store: Option<Store>) -> Self {
         let state = Arc::new(PoolState::new(settings, store));
         let selector = AccountSelector::from_accounts(accounts, state.clone());
-        state.install(selector.accounts());
+        state.install(selector.accounts(), &selector.index);
         AccountPool { selector: ArcSwap::from_pointee(selector), state }
     }
 
@@ -125,6 +127,8 @@ impl AccountPool {
             }
             Err(e) => tracing::warn!(error = %e, "could not restore quota snapshots"),
         }
+        // Restored quota snapshots may be fresher than a rest a scan has already marked.
+        self.state.index.load().forget_rests();
         if lockouts + forbidden + quotas > 0 {
             tracing::info!(lockouts, forbidden, quotas, "account pool state restored from the store");
         }
@@ -152,7 +156,7 @@ impl AccountPool {
             }
         }
         let selector = AccountSelector::from_accounts(accounts, self.state.clone());
-        self.state.install(selector.accounts());
+        self.state.install(selector.accounts(), &selector.index);
         self.selector.store(Arc::new(selector));
         self.state.changed.notify_waiters();
     }
@@ -161,6 +165,8 @@ impl AccountPool {
     pub fn configure(&self, settings: &PoolSettings) {
         self.state.affinity.configure(settings.affinity_capacity, settings.affinity_ttl);
         self.state.settings.store(Arc::new(settings.clone()));
+        // A new quota floor or breaker cool-down may end rests early.
+        self.state.index.load().forget_rests();
         self.state.changed.notify_waiters();
     }
 
@@ -186,54 +192,67 @@ impl AccountPool {
 
     /// Leases the best eligible account right now, without waiting.
     pub fn select(&self, selection: &Selection<'_>) -> Result<Lease, SelectError> {
-        let selector = self.selector.load_full();
+        let selector = self.selector.load();
+        let settings = self.state.settings.load();
         let now = Instant::now();
-        let sticky = selection.session.and_then(|s| self.sticky_account(s, selection.model, now));
-        let mut iter = selector.iter(selection.model.as_bytes());
+        let now_ms = now_ms();
+        let sticky = selection.session.and_then(|s| self.sticky_account(s, selection.model, now, now_ms));
+        let mut scan = selector.scan(selection.model, now, now_ms, &settings);
         let mut candidates = std::iter::from_fn(|| {
-            while let Some(e) = iter.next_entry() {
-                if !selection.exclude.iter().any(|id| id == &e.account.id) {
-                    return Some(AccountRef { account: e.account.clone(), live: e.live.clone() });
+            while let Some(pos) = scan.next_pos() {
+                if !selection.exclude.iter().any(|id| id == &selector.entries[pos].account.id) {
+                    return Some(pos);
                 }
             }
             None
         });
-        let Some(best) = candidates.next() else {
-            return Err(self.why_none(&selector, selection, now));
-        };
-        // The sticky account goes first when it is eligible and of the best tier on offer: a free higher tier
-        // still wins.
-        let sticky = sticky
-            .and_then(|id| selector.eligible(&id, selection, now))
-            .filter(|s| PoolState::rank(&s.account, &s.live) == PoolState::rank(&best.account, &best.live));
-        for candidate in sticky.into_iter().chain(std::iter::once(best)).chain(candidates) {
-            if let Some(lease) = self.reserve(candidate, now) {
-                return Ok(lease);
+        if let Some(best) = candidates.next() {
+            // The sticky account goes first when it is eligible and of the best tier on offer: a free higher
+            // tier still wins.
+            let sticky = sticky
+                .and_then(|id| selector.eligible(&id, selection, now, now_ms, &settings))
+                .filter(|&s| selector.index.rank(s) == selector.index.rank(best));
+            for pos in sticky.into_iter().chain(std::iter::once(best)).chain(candidates) {
+                if let Some(lease) = self.reserve(&selector, pos, now, &settings) {
+                    return Ok(lease);
+                }
             }
         }
-        Err(self.why_none(&selector, selection, now))
+        self.why_none(&selector, selection, now, &settings)
     }
 
-    /// Takes a slot on `candidate` if one is free (compare-and-swap under its cap).
-    fn reserve(&self, candidate: AccountRef, now: Instant) -> Option<Lease> {
-        if !candidate.live.try_reserve(candidate.account.max_concurrent) {
+    /// Takes a slot on entry `pos` if one is free (compare-and-swap under its cap), and refiles it.
+    fn reserve(
+        &self,
+        selector: &AccountSelector,
+        pos: usize,
+        now: Instant,
+        settings: &PoolSettings,
+    ) -> Option<Lease> {
+        let e = selector.entries.get(pos)?;
+        if !e.live.try_reserve(e.account.max_concurrent) {
             return None;
         }
-        let settings = self.state.settings.load();
+        selector.index.refile(pos);
+        let lease = Lease {
+            account: e.account.clone(),
+            live: e.live.clone(),
+            state: self.state.clone(),
+            filed: Some((selector.index.clone(), pos)),
+        };
         // The breaker's claim is atomic: of many requests racing past a half-open breaker, one probes.
-        let lease = Lease { account: candidate.account, live: candidate.live, state: self.state.clone() };
-        if !lease.live.breaker.try_admit(now, &PoolState::policy(&settings)) {
-            return None; // dropping the lease returns the slot
+        if !lease.live.breaker.try_admit(now, &PoolState::policy(settings)) {
+            return None; // dropping the lease returns the slot and refiles the account
         }
         lease.live.served.fetch_add(1, Ordering::Relaxed);
         Some(lease)
     }
 
     /// The session's bound account, unless that account is locked for this model for a long time.
-    fn sticky_account(&self, session: &str, model: &str, now: Instant) -> Option<String> {
+    fn sticky_account(&self, session: &str, model: &str, now: Instant, now_ms: u64) -> Option<String> {
         let bound = self.state.affinity.account_of(session, now)?;
-        let until = self.state.lockouts.until(&bound, model, now_ms());
-        if until.is_some_and(|t| t.saturating_sub(now_ms()) > AFFINITY_LOCKOUT_LIMIT.as_millis() as u64) {
+        let until = self.state.lockouts.until(&bound, model, now_ms);
+        if until.is_some_and(|t| t.saturating_sub(now_ms) > AFFINITY_LOCKOUT_LIMIT.as_millis() as u64) {
             self.state.affinity.unbind(session);
             return None;
         }
@@ -241,13 +260,23 @@ impl AccountPool {
     }
 
     /// Explains an empty selection: busy beats resting beats all-tried beats nothing-usable.
-    fn why_none(&self, selector: &AccountSelector, selection: &Selection<'_>, now: Instant) -> SelectError {
-        let settings = self.state.settings.load();
+    ///
+    /// It looks at the whole table, so it is also the index's safety net: an account that is ready but was
+    /// not offered (filed where the scan did not see it while it moved) is leased here, best first, rather
+    /// than answering busy while a slot is free.
+    fn why_none(
+        &self,
+        selector: &AccountSelector,
+        selection: &Selection<'_>,
+        now: Instant,
+        settings: &PoolSettings,
+    ) -> Result<Lease, SelectError> {
         let now_ms = now_ms();
         let (mut busy, mut tried, mut earliest) = (false, false, None::<u64>);
-        for e in &selector.entries {
+        let mut missed = Vec::new();
+        for (pos, e) in selector.entries.iter().enumerate() {
             let availability =
-                self.state.availability(&e.account, &e.live, selection.model, now, now_ms, &settings);
+                self.state.availability(&e.account, &e.live, selection.model, now, now_ms, settings);
             if availability == Availability::Unusable {
                 continue;
             }
@@ -257,16 +286,27 @@ impl AccountPool {
             }
             match availability {
                 Availability::Resting(until) => earliest = Some(earliest.map_or(until, |t| t.min(until))),
+                Availability::Ready => {
+                    missed.push((PoolState::rank(&e.account, &e.live), e.live.in_flight(), pos));
+                    busy = true;
+                }
                 // Ready but the CAS lost a race counts as busy too.
                 _ => busy = true,
             }
         }
-        match (busy, earliest, tried) {
+        missed.sort_unstable();
+        for (.., pos) in missed {
+            selector.index.refile(pos);
+            if let Some(lease) = self.reserve(selector, pos, now, settings) {
+                return Ok(lease);
+            }
+        }
+        Err(match (busy, earliest, tried) {
             (true, _, _) => SelectError::Busy,
             (false, Some(until_ms), _) => SelectError::Locked { until_ms },
             (false, None, true) => SelectError::Exhausted,
             (false, None, false) => SelectError::NoAccounts,
-        }
+        })
     }
 
     /// Like [`select`](Self::select), but waits up to `max_wait` when every candidate is busy, or resting
@@ -335,7 +375,13 @@ impl AccountPool {
     /// A request succeeded on the lease's account: closes its breaker and keeps the session on it (or moves
     /// the session to it when it is of a higher tier than the session's account).
     pub fn on_success(&self, lease: &Lease, session: Option<&str>) {
+        let policy = PoolState::policy(&self.state.settings.load());
+        let was_closed = lease.live.breaker.state(Instant::now(), &policy) == BreakerState::Closed;
         lease.live.breaker.on_success();
+        if !was_closed {
+            // A probe's success ends the account's rest before the deadline its rest mask holds.
+            self.state.index.load().forget_rests();
+        }
         let Some(session) = session else { return };
         let now = Instant::now();
         let rebind = match self.state.affinity.account_of(session, now) {
@@ -443,6 +489,8 @@ impl AccountPool {
 
     pub fn record_quota(&self, account: &str, model: &str, view: QuotaView) {
         self.state.quotas.record(account, model, view);
+        // A fresh snapshot may put an account back above the floor before its reset.
+        self.state.index.load().forget_rests();
     }
 
     /// Forgets lockouts that have ended (periodic housekeeping).
@@ -467,6 +515,7 @@ impl AccountPool {
         }
         let value = if enabled { ADMIN_ENABLED } else { ADMIN_DISABLED };
         self.state.live_of(id).admin_enabled.store(value, Ordering::Relaxed);
+        self.state.index.load().forget_rests();
         self.state.changed.notify_waiters();
         true
     }
@@ -479,6 +528,7 @@ impl AccountPool {
             if let Some(store) = &self.state.store {
                 let _ = store.remove_forbidden(id);
             }
+            self.state.index.load().forget_rests();
             self.state.changed.notify_waiters();
         }
         had
@@ -492,6 +542,7 @@ impl AccountPool {
             }
         }
         self.state.lockouts.clear_account(id);
+        self.state.index.load().forget_rests();
         self.state.changed.notify_waiters();
     }
 }
@@ -631,6 +682,31 @@ mod tests {
     }
 
     #[test]
+    fn a_rest_that_ends_early_ends_at_once_for_selection() {
+        let settings =
+            PoolSettings { breaker_cooldown: Duration::from_millis(40), ..PoolSettings::default() };
+        let pool = AccountPool::build(
+            &[account("a@x", Some("g1-ultra-tier"), 3), account("b@x", None, 3)],
+            settings,
+            None,
+        );
+        let a = pool.accounts()[0].clone();
+        pool.lock(&a, "m", Duration::from_secs(600), "QUOTA_EXHAUSTED");
+        assert_eq!(pick(&pool).unwrap().id(), "b@x");
+        assert_eq!(pick(&pool).unwrap().id(), "b@x", "a rests for the model (and is known to)");
+        pool.clear_lockouts("a@x");
+        assert_eq!(pick(&pool).unwrap().id(), "a@x", "an operator lifted the lockout");
+
+        while !pool.on_server_failure(&a) {}
+        std::thread::sleep(Duration::from_millis(50));
+        let probe = pick(&pool).unwrap();
+        assert_eq!(probe.id(), "a@x", "the half-open probe");
+        assert_eq!(pick(&pool).unwrap().id(), "b@x", "one probe at a time");
+        pool.on_success(&probe, None);
+        assert_eq!(pick(&pool).unwrap().id(), "a@x", "the probe's success closed the breaker");
+    }
+
+    #[test]
     fn forbidden_accounts_are_skipped_until_cleared() {
         let pool = AccountPool::new(&[account("a@x", Some("g1-ultra-tier"), 3), account("b@x", None, 3)]);
         let a = pool.accounts()[0].clone();
@@ -728,6 +804,62 @@ mod tests {
             assert_eq!(pool.live_of(id).in_flight(), 0, "counter drift on {id}");
         }
         assert!(peak.load(Ordering::Relaxed) >= 1);
+    }
+
+    /// Every account of the pool's index, in its order, with nothing in flight anywhere.
+    fn filed(pool: &AccountPool) -> Vec<usize> {
+        let selector = pool.selector();
+        let mut cursor = selector.index.cursor(0, "m", 0);
+        let mut order: Vec<usize> = std::iter::from_fn(|| selector.index.next(&mut cursor)).collect();
+        order.sort_unstable();
+        order
+    }
+
+    #[test]
+    fn the_index_is_current_after_a_storm_of_leases_releases_and_reloads() {
+        let table =
+            [account("a@x", None, 3), account("b@x", Some("g1-pro-tier"), 2), account("c@x", None, 1)];
+        let pool = Arc::new(AccountPool::new(&table));
+        let threads: Vec<_> = (0..6)
+            .map(|t| {
+                let pool = pool.clone();
+                let table = table.clone();
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    for i in 0..3000 {
+                        if let Ok(lease) = pick(&pool) {
+                            held.push(lease);
+                        }
+                        if (i + t) % 3 == 0 {
+                            held.clear();
+                        }
+                        if i % 97 == 0 {
+                            pool.replace(&table);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(filed(&pool), [0, 1, 2], "each account filed exactly once, as idle");
+        assert_eq!(pick(&pool).unwrap().id(), "b@x", "and in tier order");
+    }
+
+    #[test]
+    fn a_free_account_the_index_missed_is_still_leased_rather_than_answering_busy() {
+        let pool = AccountPool::new(&[account("a@x", None, 1)]);
+        let live = pool.live_of("a@x");
+        // Filed as full, then freed behind the index's back (as a racing move could leave it for a moment).
+        live.in_flight.store(1, Ordering::Relaxed);
+        pool.selector().index.refile(0);
+        live.in_flight.store(0, Ordering::Relaxed);
+        assert!(filed(&pool).is_empty());
+        let lease = pick(&pool).expect("the safety net leases it");
+        assert_eq!((lease.id(), live.in_flight()), ("a@x", 1));
+        drop(lease);
+        assert_eq!(filed(&pool), [0], "and it is filed again");
     }
 
     #[test]

@@ -4,11 +4,11 @@
 //!
 //! Its iterator yields, for a model, the eligible accounts (enabled, not forbidden, not locked for the model,
 //! quota above the floor, breaker not open, below the concurrency cap) ordered by tier priority, then
-//! in-flight count, then a rotating tie-break. The selector is immutable and swapped whole (`arc-swap`) on
-//! reload; the state it reads lives in [`PoolState`].
+//! in-flight count, then a rotating tie-break. The order is read from the table's [`SelectIndex`], kept current
+//! on every lease and release, so an iterator costs the buckets it looks at, not the table. The selector is
+//! immutable and swapped whole (`arc-swap`) on reload; the state it reads lives in [`PoolState`].
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,7 +19,8 @@ use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::Backend;
 
 use crate::config::{AccountSpec, PoolSettings};
-use crate::pool::live::{tier_rank, LiveAccount};
+use crate::pool::index::{Cursor, SelectIndex};
+use crate::pool::live::LiveAccount;
 use crate::pool::selection::Selection;
 use crate::pool::state::{Availability, PoolState};
 use crate::store::unix_now_ms as now_ms;
@@ -35,8 +36,6 @@ pub(super) struct Entry {
     pub(super) backend: Backend,
     pub(super) account: Arc<AccountSpec>,
     pub(super) live: Arc<LiveAccount>,
-    /// `tier_rank` of the YAML tier, when set: the selection ranks every account, so not per call.
-    yaml_rank: Option<u8>,
 }
 
 /// The account table as a Pingora selection plugin. Immutable; rebuilt and swapped on reload.
@@ -44,6 +43,8 @@ pub struct AccountSelector {
     pub(super) entries: Vec<Entry>,
     /// Account id → index in `entries`.
     by_id: HashMap<String, usize>,
+    /// The entries by tier and load, kept current by leases and releases.
+    pub(super) index: Arc<SelectIndex>,
     state: Arc<PoolState>,
 }
 
@@ -66,12 +67,13 @@ impl AccountSelector {
                 let mut backend =
                     Backend { addr: SocketAddr::Inet(addr.into()), weight: 1, ext: Default::default() };
                 backend.ext.insert(AccountRef { account: account.clone(), live: live.clone() });
-                let yaml_rank = spec.tier.as_deref().map(|t| tier_rank(Some(t)));
-                Entry { backend, account, live, yaml_rank }
+                Entry { backend, account, live }
             })
             .collect::<Vec<Entry>>();
         let by_id = entries.iter().enumerate().map(|(i, e)| (e.account.id.clone(), i)).collect();
-        AccountSelector { entries, by_id, state }
+        let pairs: Vec<_> = entries.iter().map(|e| (e.account.clone(), e.live.clone())).collect();
+        let index = Arc::new(SelectIndex::new(&pairs));
+        AccountSelector { entries, by_id, index, state }
     }
 
     /// Accounts of this table, in file order.
@@ -79,17 +81,81 @@ impl AccountSelector {
         self.entries.iter().map(|e| &e.account)
     }
 
-    /// The account `id` if this selection may use it now (listed, not excluded, ready for the model).
-    pub(super) fn eligible(&self, id: &str, selection: &Selection<'_>, now: Instant) -> Option<AccountRef> {
+    /// The entry of account `id` if this selection may use it now (listed, not excluded, ready for the
+    /// model).
+    pub(super) fn eligible(
+        &self,
+        id: &str,
+        selection: &Selection<'_>,
+        now: Instant,
+        now_ms: u64,
+        settings: &PoolSettings,
+    ) -> Option<usize> {
         if selection.exclude.iter().any(|x| x == id) {
             return None;
         }
-        let e = self.entries.get(*self.by_id.get(id)?)?;
-        let settings = self.state.settings.load();
+        let pos = *self.by_id.get(id)?;
+        let e = self.entries.get(pos)?;
         let availability =
-            self.state.availability(&e.account, &e.live, selection.model, now, now_ms(), &settings);
-        (availability == Availability::Ready)
-            .then(|| AccountRef { account: e.account.clone(), live: e.live.clone() })
+            self.state.availability(&e.account, &e.live, selection.model, now, now_ms, settings);
+        (availability == Availability::Ready).then_some(pos)
+    }
+
+    /// The eligible entries for `model`, best first, without the plugin's owned iterator (the pool's own
+    /// selection borrows what it already holds).
+    pub(super) fn scan<'a>(
+        &'a self,
+        model: &'a str,
+        now: Instant,
+        now_ms: u64,
+        settings: &'a PoolSettings,
+    ) -> Scan<'a> {
+        Scan { selector: self, model, now, now_ms, settings, cursor: self.cursor(model, now_ms) }
+    }
+
+    /// A cursor whose ties start one entry further on each time: accounts equal in tier and load take turns.
+    fn cursor(&self, model: &str, now_ms: u64) -> Cursor {
+        let n = self.entries.len().max(1) as u64;
+        let spin = self.state.rotation.fetch_add(1, Ordering::Relaxed);
+        self.index.cursor((spin % n) as usize, model, now_ms)
+    }
+
+    /// The next entry after `cursor` that is ready for `model`. One found resting or unusable for the model
+    /// goes into its rest mask, so the next scans of the model pass it by.
+    fn next_ready(
+        &self,
+        cursor: &mut Cursor,
+        model: &str,
+        now: Instant,
+        now_ms: u64,
+        settings: &PoolSettings,
+    ) -> Option<usize> {
+        while let Some(pos) = self.index.next(cursor) {
+            let Some(e) = self.entries.get(pos) else { continue };
+            match self.state.availability(&e.account, &e.live, model, now, now_ms, settings) {
+                Availability::Ready => return Some(pos),
+                Availability::Resting(until_ms) => self.index.rest(cursor, model, pos, until_ms),
+                Availability::Unusable => self.index.rest(cursor, model, pos, u64::MAX),
+                Availability::Full => {}
+            }
+        }
+        None
+    }
+}
+
+/// The eligible entries for one model, best first (see [`AccountSelector::scan`]).
+pub(super) struct Scan<'a> {
+    selector: &'a AccountSelector,
+    model: &'a str,
+    now: Instant,
+    now_ms: u64,
+    settings: &'a PoolSettings,
+    cursor: Cursor,
+}
+
+impl Scan<'_> {
+    pub(super) fn next_pos(&mut self) -> Option<usize> {
+        self.selector.next_ready(&mut self.cursor, self.model, self.now, self.now_ms, self.settings)
     }
 }
 
@@ -108,31 +174,18 @@ impl BackendSelection for AccountSelector {
 
     /// `key` is the upstream model: eligibility depends on it (lockouts and quota are per model).
     ///
-    /// Every account is ranked (tier, then in-flight count, then a rotating tie-break) into a heap, which is
-    /// linear to build; eligibility is checked only for the accounts actually taken from it, best first, so
-    /// a selection that succeeds at once does not look up lockouts, quota and breakers of the whole table.
+    /// The order comes from the table's index (tier, then in-flight count, then a rotating tie-break);
+    /// eligibility is checked only for the accounts actually taken from it, best first.
     fn iter(self: &Arc<Self>, key: &[u8]) -> AccountIter {
-        let state = &self.state;
-        let n = self.entries.len().max(1) as u64;
-        let spin = state.rotation.fetch_add(1, Ordering::Relaxed);
-        let ranked: Vec<Reverse<(u8, u32, u64, usize)>> = self
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                // Rotating tie-break: accounts equal in tier and load take turns.
-                let tie = (i as u64 + n - spin % n) % n;
-                Reverse((PoolState::rank_with(e.yaml_rank, &e.live), e.live.in_flight(), tie, i))
-            })
-            .collect();
-        let now = Instant::now();
+        let model = String::from_utf8_lossy(key).into_owned();
+        let now_ms = now_ms();
         AccountIter {
             selector: self.clone(),
-            model: String::from_utf8_lossy(key).into_owned(),
-            settings: state.settings.load_full(),
-            now,
-            now_ms: now_ms(),
-            order: BinaryHeap::from(ranked),
+            settings: self.state.settings.load_full(),
+            now: Instant::now(),
+            now_ms,
+            cursor: self.cursor(&model, now_ms),
+            model,
         }
     }
 }
@@ -144,34 +197,14 @@ pub struct AccountIter {
     settings: Arc<PoolSettings>,
     now: Instant,
     now_ms: u64,
-    order: BinaryHeap<Reverse<(u8, u32, u64, usize)>>,
-}
-
-impl AccountIter {
-    /// The next eligible account, best first.
-    pub(super) fn next_entry(&mut self) -> Option<&Entry> {
-        let selector = &self.selector;
-        while let Some(Reverse((.., index))) = self.order.pop() {
-            let Some(e) = selector.entries.get(index) else { continue };
-            let availability = selector.state.availability(
-                &e.account,
-                &e.live,
-                &self.model,
-                self.now,
-                self.now_ms,
-                &self.settings,
-            );
-            if availability == Availability::Ready {
-                return Some(e);
-            }
-        }
-        None
-    }
+    cursor: Cursor,
 }
 
 impl BackendIter for AccountIter {
     fn next(&mut self) -> Option<&Backend> {
-        self.next_entry().map(|e| &e.backend)
+        let pos =
+            self.selector.next_ready(&mut self.cursor, &self.model, self.now, self.now_ms, &self.settings)?;
+        self.selector.entries.get(pos).map(|e| &e.backend)
     }
 }
 

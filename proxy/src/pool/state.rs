@@ -16,6 +16,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::config::{AccountSpec, PoolSettings};
 use crate::pool::affinity::SessionAffinity;
 use crate::pool::breaker::BreakerPolicy;
+use crate::pool::index::SelectIndex;
 use crate::pool::live::{tier_rank, LiveAccount};
 use crate::pool::lockout::Lockouts;
 use crate::pool::quota::QuotaBook;
@@ -32,6 +33,8 @@ pub struct PoolState {
     /// The accounts of the table in force, by id: a released slot is handed on only under the current spec
     /// (a removed account takes no new request, a lowered cap is honoured).
     pub(super) table: ArcSwap<HashMap<String, Arc<AccountSpec>>>,
+    /// The selection index of the table in force: releases and learned tiers refile their account in it.
+    pub(super) index: ArcSwap<SelectIndex>,
     /// Requests waiting for a slot, oldest first.
     pub(super) queue: Mutex<WaitQueue>,
     /// Capacity appeared other than by a release (reload, settings, an operator's action): waiters look
@@ -83,16 +86,38 @@ impl PoolState {
             settings: ArcSwap::from_pointee(settings),
             store,
             table: ArcSwap::from_pointee(HashMap::new()),
+            index: ArcSwap::from_pointee(SelectIndex::new(&[])),
             queue: Mutex::new(WaitQueue::default()),
             changed: Notify::new(),
             rotation: AtomicU64::new(0),
         }
     }
 
-    /// Records the accounts of a new table (for handing released slots on).
-    pub(super) fn install<'a>(&self, accounts: impl Iterator<Item = &'a Arc<AccountSpec>>) {
+    /// Records the accounts of a new table (for handing released slots on) and its selection index, then
+    /// refiles every account in that index: a release that went to the previous index while this table was
+    /// being built is taken in.
+    pub(super) fn install<'a>(
+        &self,
+        accounts: impl Iterator<Item = &'a Arc<AccountSpec>>,
+        index: &Arc<SelectIndex>,
+    ) {
         let table = accounts.map(|account| (account.id.clone(), account.clone())).collect();
         self.table.store(Arc::new(table));
+        self.index.store(index.clone());
+        index.refile_all();
+    }
+
+    /// Refiles account `id` in the index in force (after its in-flight count or learned tier changed).
+    /// `hint` is where the caller last saw it filed, used when it is that same index.
+    pub(super) fn refile(&self, id: &str, hint: Option<&(Arc<SelectIndex>, usize)>) {
+        let index = self.index.load();
+        let pos = match hint {
+            Some((filed, pos)) if Arc::ptr_eq(filed, &index) => Some(*pos),
+            _ => index.position(id),
+        };
+        if let Some(pos) = pos {
+            index.refile(pos);
+        }
     }
 
     pub(super) fn lock_queue(&self) -> std::sync::MutexGuard<'_, WaitQueue> {
