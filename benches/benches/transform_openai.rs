@@ -10,12 +10,12 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use levitate_benches::agent_request;
 use levitate_filters::inner::{wrap_envelope, Target, ToolCache};
 use levitate_filters::protocol::openai_chat::{
     build_inner_request, build_inner_request_cached, parse_chat_request,
 };
 use levitate_filters::signature::NoSignatures;
-use levitate_benches::agent_request;
 
 fn transform(c: &mut Criterion) {
     let body = agent_request(100 * 1024);

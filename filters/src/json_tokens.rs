@@ -205,6 +205,11 @@ impl<'t> Json<'t> {
         }
     }
 
+    /// How many token bytes this value takes (the text of its strings aside): a size hint for writing it.
+    pub fn token_len(&self) -> usize {
+        self.size()
+    }
+
     /// The value starting `offset` bytes in, and the rest after it.
     fn at(&self, offset: usize) -> Option<Json<'t>> {
         Some(Json { tags: self.tags.get(offset..)?, text: self.text })
