@@ -221,7 +221,8 @@ impl<'t> Cleaner<'_, 't> {
             return Err(SchemaError::TooLarge { max_nodes: self.opts.max_nodes });
         }
         if node.is_object() {
-            self.clean_object(Keywords::read(node), depth)
+            // By reference: the keywords are two dozen slots, and moving them cost a copy per node.
+            self.clean_object(&Keywords::read(node), depth)
         } else {
             // `true`, `false` and malformed schemas accept anything as far as the subset can say.
             Ok(Cleaned { schema: Schema::default(), nullable: false })
@@ -240,7 +241,7 @@ impl<'t> Cleaner<'_, 't> {
         result
     }
 
-    fn clean_object(&mut self, keywords: Keywords<'t>, depth: usize) -> Result<Cleaned<'t>, SchemaError> {
+    fn clean_object(&mut self, keywords: &Keywords<'t>, depth: usize) -> Result<Cleaned<'t>, SchemaError> {
         if let Some(reference) = keywords.reference.and_then(|r| r.as_str()) {
             return self.clean_ref(reference, keywords.description, depth);
         }
