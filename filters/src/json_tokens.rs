@@ -205,6 +205,11 @@ impl<'t> Json<'t> {
         }
     }
 
+    /// How many token bytes this value takes (the text of its strings aside): a size hint for writing it.
+    pub fn token_len(&self) -> usize {
+        self.size()
+    }
+
     /// The value starting `offset` bytes in, and the rest after it.
     fn at(&self, offset: usize) -> Option<Json<'t>> {
         Some(Json { tags: self.tags.get(offset..)?, text: self.text })
@@ -335,6 +340,8 @@ pub(crate) struct Members<'t> {
 impl<'t> Iterator for Members<'t> {
     type Item = (&'t str, Json<'t>);
 
+    // Every walk over a schema's members goes through here, a few steps each.
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.left == 0 || self.rest.tags.is_empty() {
             return None;

@@ -115,16 +115,21 @@ impl RequestType {
     }
 }
 
+/// The tool-name map's hasher: every request builds a map and looks each tool name up a few times, and
+/// SipHash was a tenth of a cold build. `ahash` is keyed randomly per map too, so a client still cannot
+/// choose names that collide.
+type NameHasher = ahash::RandomState;
+
 /// Client tool names <-> the names sent upstream (`[A-Za-z0-9_-]{1,64}`, unique).
 ///
 /// Names that are already valid map to themselves and are not stored, so for most requests the map is
 /// empty and both lookups are a miss that returns the input.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ToolNameMap {
-    to_upstream: HashMap<String, String>,
-    to_client: HashMap<String, String>,
+    to_upstream: HashMap<String, String, NameHasher>,
+    to_client: HashMap<String, String, NameHasher>,
     /// Every upstream name handed out, renamed or not, to keep renames unique.
-    used: HashSet<String>,
+    used: HashSet<String, NameHasher>,
     /// The next `_n` suffix to try for a clashing name, shared by all names (see [`ToolNameMap::register`]).
     next_suffix: usize,
 }

@@ -110,7 +110,11 @@ impl<'s> Schema<'s> {
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut o = Object::open(out);
         if let Some(ty) = self.ty {
-            write_str(o.key("type"), ty);
+            // Type names are the subset's own lowercase words: nothing to escape.
+            let out = o.key("type");
+            out.push(b'"');
+            out.extend_from_slice(ty.as_bytes());
+            out.push(b'"');
         }
         if let Some(description) = &self.description {
             write_str(o.key("description"), description);

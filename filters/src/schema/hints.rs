@@ -82,7 +82,10 @@ pub(super) struct Hints(String);
 impl Hints {
     /// The text to append the next hint to.
     pub(super) fn next(&mut self) -> &mut String {
-        if !self.0.is_empty() {
+        if self.0.is_empty() {
+            // Room for a few hints at once: growing 8, 16, 32, 64 bytes cost a reallocation per hint.
+            self.0.reserve(64);
+        } else {
             self.0.push_str(", ");
         }
         &mut self.0

@@ -34,12 +34,16 @@ use sha2::{Digest, Sha256};
 use crate::json_tokens::{Json, JsonTokens};
 
 mod cleaned;
+mod enums;
 mod hints;
 mod options;
+mod refs;
 
 pub(crate) use cleaned::Schema;
-use hints::{describe, display_value, push_display, push_json, Hints};
+use enums::{apply_enum, EnumValues};
+use hints::{describe, push_display, Hints};
 pub use options::{SchemaError, SchemaOptions, MAX_ENUM_VALUES};
+use refs::RefMemo;
 
 /// Constraint keywords the subset lacks; they become "(key: value)" hints in the description, in this
 /// (alphabetical) order whatever order the client wrote them in.
@@ -68,7 +72,9 @@ const TYPES: &[&str] = &["string", "number", "integer", "boolean", "array", "obj
 /// A JSON Schema type name in the subset's lowercase spelling; native Gemini clients send the OpenAPI enum
 /// names (`OBJECT`, `STRING`, …).
 fn type_name(name: &str) -> Option<&'static str> {
-    TYPES.iter().copied().find(|t| t.eq_ignore_ascii_case(name))
+    // The lowercase spelling, which nearly every client sends, is an exact match.
+    let exact = TYPES.iter().copied().find(|t| *t == name);
+    exact.or_else(|| TYPES.iter().copied().find(|t| t.eq_ignore_ascii_case(name)))
 }
 
 /// Rewrites `schema` into the upstream's schema subset. See the module documentation for the rules.
@@ -83,9 +89,10 @@ pub(crate) fn clean_json<'t>(schema: Json<'t>, opts: &SchemaOptions) -> Result<S
         root: schema,
         opts,
         refs: Vec::new(),
-        resolved: HashMap::new(),
+        resolved: RefMemo::default(),
         scanned: 0,
-        path: Vec::new(),
+        // Deep enough for most schemas without growing (the bound is `max_depth`).
+        path: Vec::with_capacity(8),
         nodes: 0,
     };
     let mut out = cleaner.clean(schema, 0)?.schema;
@@ -167,10 +174,21 @@ impl<'t> Keywords<'t> {
                 "properties" => &mut keywords.properties,
                 "required" => &mut keywords.required,
                 "type" => &mut keywords.ty,
-                other => match HINT_KEYWORDS.iter().position(|k| *k == other) {
-                    Some(i) => &mut keywords.hints[i],
-                    None => continue,
-                },
+                // One match for every keyword, hints included: a search of `HINT_KEYWORDS` for every other
+                // key (`$schema`, `additionalProperties`, `default`, …) cost a dozen comparisons each.
+                "exclusiveMaximum" => &mut keywords.hints[0],
+                "exclusiveMinimum" => &mut keywords.hints[1],
+                "format" => &mut keywords.hints[2],
+                "maxItems" => &mut keywords.hints[3],
+                "maxLength" => &mut keywords.hints[4],
+                "maximum" => &mut keywords.hints[5],
+                "minItems" => &mut keywords.hints[6],
+                "minLength" => &mut keywords.hints[7],
+                "minimum" => &mut keywords.hints[8],
+                "multipleOf" => &mut keywords.hints[9],
+                "pattern" => &mut keywords.hints[10],
+                "uniqueItems" => &mut keywords.hints[11],
+                _ => continue,
             };
             *slot = Some(value);
         }
@@ -184,7 +202,7 @@ struct Cleaner<'o, 't> {
     /// `$ref`s being expanded, to cut cycles.
     refs: Vec<&'t str>,
     /// Each `$ref` resolved so far: a schema refers to a few definitions many times.
-    resolved: HashMap<&'t str, Option<Json<'t>>>,
+    resolved: RefMemo<'t>,
     /// Members scanned by `$ref` lookups, bounded by [`MAX_REF_SCAN`].
     scanned: usize,
     /// Where we are, for error messages.
@@ -203,7 +221,8 @@ impl<'t> Cleaner<'_, 't> {
             return Err(SchemaError::TooLarge { max_nodes: self.opts.max_nodes });
         }
         if node.is_object() {
-            self.clean_object(Keywords::read(node), depth)
+            // By reference: the keywords are two dozen slots, and moving them cost a copy per node.
+            self.clean_object(&Keywords::read(node), depth)
         } else {
             // `true`, `false` and malformed schemas accept anything as far as the subset can say.
             Ok(Cleaned { schema: Schema::default(), nullable: false })
@@ -222,7 +241,7 @@ impl<'t> Cleaner<'_, 't> {
         result
     }
 
-    fn clean_object(&mut self, keywords: Keywords<'t>, depth: usize) -> Result<Cleaned<'t>, SchemaError> {
+    fn clean_object(&mut self, keywords: &Keywords<'t>, depth: usize) -> Result<Cleaned<'t>, SchemaError> {
         if let Some(reference) = keywords.reference.and_then(|r| r.as_str()) {
             return self.clean_ref(reference, keywords.description, depth);
         }
@@ -264,9 +283,10 @@ impl<'t> Cleaner<'_, 't> {
         if keywords.enumeration.is_some_and(|v| v.is_array() && v.len() > self.opts.max_enum_values) {
             return Err(self.too_many_enum_values());
         }
-        let enum_values: Option<Vec<Json<'t>>> = match (keywords.enumeration, keywords.constant) {
-            (Some(values), _) if values.is_array() => Some(values.items().map(|(_, v)| v).collect()),
-            (_, Some(constant)) => Some(vec![constant]),
+        // Read in place when applied, not collected: a list of the values per node cost an allocation.
+        let enum_values: Option<EnumValues<'t>> = match (keywords.enumeration, keywords.constant) {
+            (Some(values), _) if values.is_array() => Some(EnumValues::List(values)),
+            (_, Some(constant)) => Some(EnumValues::One(constant)),
             _ => None,
         };
         if let Some(item) = keywords.items {
@@ -278,7 +298,7 @@ impl<'t> Cleaner<'_, 't> {
         }
         let mut nullable_props: Vec<&'t str> = Vec::new();
         if let Some(props) = keywords.properties.filter(Json::is_object) {
-            let mut cleaned: Vec<(&'t str, Cleaned<'t>)> = Vec::new();
+            let mut cleaned: Vec<(&'t str, Cleaned<'t>)> = Vec::with_capacity(props.len());
             for (name, sub) in props.members() {
                 cleaned.push((name, self.clean_child(name, sub, depth)?));
             }
@@ -287,7 +307,11 @@ impl<'t> Cleaner<'_, 't> {
             out.properties = Some(cleaned.into_iter().map(|(name, sub)| (name, sub.schema)).collect());
         }
         let required: Vec<&'t str> = match keywords.required {
-            Some(names) => names.items().filter_map(|(_, n)| n.as_str()).collect(),
+            Some(names) => {
+                let mut required = Vec::with_capacity(names.len());
+                required.extend(names.items().filter_map(|(_, n)| n.as_str()));
+                required
+            }
             None => Vec::new(),
         };
 
@@ -309,7 +333,7 @@ impl<'t> Cleaner<'_, 't> {
         }
 
         if let Some(values) = enum_values {
-            apply_enum(&mut out, &values, &mut hints, &mut nullable);
+            apply_enum(&mut out, values, &mut hints, &mut nullable);
         }
         infer_type(&mut out);
         set_required(&mut out, &required, &nullable_props);
@@ -332,7 +356,7 @@ impl<'t> Cleaner<'_, 't> {
         depth: usize,
     ) -> Result<Cleaned<'t>, SchemaError> {
         let target = match self.resolved.get(reference) {
-            Some(target) => *target,
+            Some(target) => target,
             None => {
                 let target = reference
                     .strip_prefix('#')
@@ -420,8 +444,7 @@ fn keep_last_of_each_name<T>(entries: &mut Vec<(&str, T)>) {
         }
         return;
     }
-    let last: std::collections::HashMap<&str, usize> =
-        entries.iter().enumerate().map(|(i, (name, _))| (*name, i)).collect();
+    let last: HashMap<&str, usize> = entries.iter().enumerate().map(|(i, (name, _))| (*name, i)).collect();
     if last.len() < entries.len() {
         let mut i = 0;
         entries.retain(|(name, _)| {
@@ -475,35 +498,6 @@ pub(crate) fn keep_first_of_each<T: AsRef<str>>(values: &mut Vec<T>) {
 
 /// Below this many entries a list is scanned rather than hashed to find repeats.
 pub(crate) const SCAN_UP_TO: usize = 16;
-
-/// `enum`/`const` values: strings for string-like schemas, an "Allowed values" hint for typed scalars.
-fn apply_enum<'t>(out: &mut Schema<'t>, values: &[Json<'t>], hints: &mut Hints, nullable: &mut bool) {
-    let non_null: Vec<Json<'t>> = values.iter().copied().filter(|v| !v.is_null()).collect();
-    if non_null.len() < values.len() {
-        *nullable = true;
-    }
-    if non_null.is_empty() {
-        return;
-    }
-    match out.ty {
-        None | Some("string") => {
-            let mut strings: Vec<Cow<'t, str>> = non_null.iter().map(display_value).collect();
-            keep_first_of_each(&mut strings);
-            out.ty = Some("string");
-            out.enum_values = Some(strings);
-        }
-        Some(_) => {
-            let hint = hints.next();
-            hint.push_str("Allowed values: ");
-            for (i, value) in non_null.iter().enumerate() {
-                if i > 0 {
-                    hint.push_str(" | ");
-                }
-                push_json(hint, value);
-            }
-        }
-    }
-}
 
 fn infer_type(out: &mut Schema<'_>) {
     if out.ty.is_some() {

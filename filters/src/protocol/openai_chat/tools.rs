@@ -39,7 +39,9 @@ pub(super) fn build_tools<'a>(
         return Ok(Vec::new());
     }
     let mut declarations = Vec::with_capacity(tools.len());
-    let mut seen = std::collections::HashSet::new();
+    // Keyed randomly like the name map, without SipHash's cost per name.
+    let mut seen: std::collections::HashSet<&str, ahash::RandomState> =
+        std::collections::HashSet::with_capacity_and_hasher(tools.len(), ahash::RandomState::new());
     for (i, tool) in tools.iter().enumerate() {
         let function = match (tool.kind, &tool.function) {
             ("function", Some(function)) => function,

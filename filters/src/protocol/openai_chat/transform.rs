@@ -58,16 +58,24 @@ fn build(
     let family = ModelFamily::of(target.upstream_model);
     let declared = req.tools.as_deref().unwrap_or_default();
     let mut names = ToolNameMap::new(declared.iter().filter_map(|t| t.function.as_ref()).map(|f| f.name));
-    let tools = match cache {
-        Some(cache) if !declared.is_empty() => cached_tools(declared, family, &mut names, cache)?,
-        _ => encode_tools(&build_tools(declared, family, &mut names)?).into(),
+    // Without a cache the encoding is used as built: turning it into an `Arc` would copy it.
+    let (cached, built);
+    let tools: &[u8] = match cache {
+        Some(cache) if !declared.is_empty() => {
+            cached = cached_tools(declared, family, &mut names, cache)?;
+            &cached
+        }
+        _ => {
+            built = encode_tools(&build_tools(declared, family, &mut names)?);
+            &built
+        }
     };
     let tool_config = build_tool_config(req, family, !tools.is_empty(), &names)?;
     let (contents, system_instruction) = build_contents(req.messages(), family, signatures, &mut names)?;
     let inner = InnerJson {
         contents,
         system_instruction,
-        tools: &tools,
+        tools,
         tool_config,
         generation_config: build_generation_config(req, family)?,
         session_id: target.session_id,
