@@ -13,7 +13,9 @@
 # Usage: loadtest/compare-nginx.sh
 # Environment: LEVITATE_BIN (default target/release/levitate under CARGO_TARGET_DIR or ./target), DURATION (10s),
 #   CONNECTIONS (32), WRK_THREADS (1), SERVER_THREADS (Levitate's server.threads, 2), ROUNDS (1: repeat the list of
-#   targets this many times, interleaved, on a loaded machine), LEVITATE_LOG (info; Levitate's log goes to a file).
+#   targets this many times, interleaved, on a loaded machine), LEVITATE_LOG (info; Levitate's log goes to a file),
+#   PERF_OUT (a path: record `perf record -g` of Levitate during the first OpenAI chat run into it; then
+#   `perf report -i PATH --stdio`).
 # Needs: nginx (/usr/sbin/nginx), wrk (Debian package `wrk`), curl, python3.
 set -euo pipefail
 
@@ -191,8 +193,14 @@ for round in $(seq 1 "$ROUNDS"); do
             *v1/messages) route=messages ;;
         esac
         [ -n "$route" ] && overhead_buckets "$route" >"$WORK/before"
+        perf_pid=""
+        if [ -n "${PERF_OUT:-}" ] && [ "$name" = "Levitate OpenAI chat" ] && [ "$round" = 1 ]; then
+            perf record -g -o "$PERF_OUT" -p "$LEVITATE_PID" >/dev/null 2>&1 &
+            perf_pid=$!
+        fi
         line="$(WRK_BODY="$body" WRK_HEADERS="$headers" \
             wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$HERE/nginx/post.lua" "$url" | grep '^RESULT' || true)"
+        if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" 2>/dev/null || true; fi
         overhead="- -"
         if [ -n "$route" ]; then
             overhead_buckets "$route" >"$WORK/after"
