@@ -113,9 +113,19 @@ enum AccountsCommand {
     },
 }
 
+/// Lines are `<time> <LEVEL> <message> key=value ...` (one per finished request: `request protocol=...
+/// status=... ms=...`), which journald, files and log shippers take as they are. Colour codes only when
+/// stdout is a terminal (and `NO_COLOR` is unset): in a file or the journal they are noise to grep and cost
+/// bytes on every request's line.
 pub fn init_logging() {
     let filter = log_filter(std::env::var("LEVITATE_LOG").ok().as_deref());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let ansi = use_colour(std::io::IsTerminal::is_terminal(&std::io::stdout()), std::env::var_os("NO_COLOR"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).try_init();
+}
+
+/// Colour for a terminal only, and never when `NO_COLOR` is set to anything non-empty (no-color.org).
+fn use_colour(stdout_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stdout_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Pingora's connector logs `ERROR failed to acquire reusable stream` when a pooled upstream connection is
@@ -494,6 +504,14 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn log_lines_are_coloured_only_on_a_terminal() {
+        assert!(use_colour(true, None));
+        assert!(!use_colour(false, None), "a file or the journal gets plain lines");
+        assert!(!use_colour(true, Some("1".into())), "NO_COLOR wins over a terminal");
+        assert!(use_colour(true, Some("".into())), "an empty NO_COLOR is unset");
+    }
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);

@@ -486,3 +486,19 @@ def test_accounts_login_with_a_browser_takes_the_code_on_the_loopback_callback(s
     assert process.returncode == 0, out + err
     assert newcomer.email in out and newcomer.refresh_token not in out + err
     assert newcomer.refresh_token in gateway.config_dir.joinpath("accounts.yaml").read_text()
+
+
+def test_the_per_request_line_is_plain_structured_text_when_stdout_is_a_file(start_gateway, monkeypatch):
+    """Issue 13: stdout here is a file (as under the journal): no colour codes, one `request` line per request
+    with its fields as key=value. NO_COLOR (which the harness sets) is emptied, so only the file decides."""
+    monkeypatch.setenv("NO_COLOR", "")
+    gateway = start_gateway()
+    assert gateway.chat("plain log line [sim:text]").status_code == 200
+
+    def request_line() -> str | None:
+        return next((line for line in gateway.process.stdout().splitlines()
+                     if " request " in line and 'operation="chat_completions"' in line), None)
+
+    line = wait_until("the request's log line", request_line, 5.0)
+    assert "\x1b[" not in gateway.process.stdout(), "colour codes in a log written to a file"
+    assert "INFO" in line and "status=200" in line and 'protocol="openai"' in line, line

@@ -145,7 +145,7 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, _session: &mut Session, _e: Option<&pingora_core::Error>, ctx: &mut RequestCtx) {
         let elapsed = ctx.started.elapsed();
         ctx.stream = None;
-        self.record(ctx, elapsed);
+        // The line first: `record` then moves the request's strings into its request-log record.
         tracing::info!(
             protocol = ctx.protocol.as_str(),
             operation = ctx.operation,
@@ -160,6 +160,7 @@ impl ProxyHttp for Gateway {
             ms = elapsed.as_millis() as u64,
             "request"
         );
+        self.record(ctx, elapsed);
     }
 }
 
@@ -206,7 +207,8 @@ impl Gateway {
     }
 
     /// Metrics and the request-log record of a finished request (metadata only, queued off the hot path).
-    fn record(&self, ctx: &RequestCtx, elapsed: Duration) {
+    /// The last use of the request's context: its strings move into the record instead of being copied.
+    fn record(&self, ctx: &mut RequestCtx, elapsed: Duration) {
         let metrics = &self.app.metrics;
         let upstream_model = ctx.upstream_model.as_deref().unwrap_or("-");
         metrics.observe_request(&crate::ops::metrics::RequestObservation {
@@ -232,13 +234,13 @@ impl Gateway {
         }
         let record = crate::ops::request_log::RequestRecord {
             at_ms: ctx.at_ms,
-            key_name: ctx.key_name.clone(),
+            key_name: ctx.key_name.take(),
             client_ip: ctx.client_ip.map(|ip| ip.to_string()),
             protocol: ctx.protocol.as_str().to_string(),
             route: ctx.operation.to_string(),
-            client_model: ctx.client_model.clone(),
-            upstream_model: ctx.upstream_model.clone(),
-            account: ctx.account.clone(),
+            client_model: ctx.client_model.take(),
+            upstream_model: ctx.upstream_model.take(),
+            account: ctx.account.take(),
             status: ctx.status,
             attempts: ctx.attempts,
             latency_ms: elapsed.as_millis() as u64,

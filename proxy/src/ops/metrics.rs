@@ -2,13 +2,39 @@
 //!
 //! Names follow Prometheus conventions (`_total`, `_seconds`). Label values are bounded sets (protocol,
 //! operation, status, account email, outcome) so cardinality stays small.
+//!
+//! Every finished request records into several labelled metrics; the per-route histograms keep their
+//! label handles ([`RouteHandles`]) after the first use, because `with_label_values` hashes the labels and
+//! takes the vector's lock (shared by every worker thread) on each call.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+/// The `protocol` label values (`Protocol::as_str`) and the `route` label values (the gateway's operation
+/// labels) whose histogram handles are kept; any other value takes the labelled lookup.
+const PROTOCOLS: [&str; 3] = ["openai", "anthropic", "gemini"];
+const ROUTES: [&str; 8] = [
+    "chat_completions",
+    "messages",
+    "generate_content",
+    "count_tokens",
+    "list_models",
+    "get_model",
+    "health",
+    "unknown",
+];
+
+/// One (protocol, route)'s histograms, looked up once.
+struct RouteHandles {
+    seconds: Histogram,
+    first_byte: Histogram,
+    overhead: Histogram,
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -16,6 +42,8 @@ pub struct Metrics {
     request_seconds: HistogramVec,
     upstream_attempts: IntCounterVec,
     streams_truncated: IntCounterVec,
+    /// Filled on first use, so only pairs that were seen appear in `/metrics` (as before).
+    route_handles: [OnceLock<RouteHandles>; PROTOCOLS.len() * ROUTES.len()],
     ops: OpsMetrics,
     /// The account pool's lockouts, breakers, retries and waits.
     pub pool: PoolMetrics,
@@ -89,7 +117,11 @@ impl OpsMetrics {
             overhead_seconds: histograms(
                 "gateway_overhead_seconds",
                 "Request time not spent waiting on the upstream (parsing, rewriting, queueing, writing)",
-                vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 5.0],
+                // Fine steps below 100 µs: a proxied request's own work is tens of microseconds.
+                vec![
+                    0.00001, 0.000025, 0.00005, 0.000075, 0.0001, 0.00015, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                    0.01, 0.025, 0.1, 0.5, 1.0, 5.0,
+                ],
             ),
             active_requests: gauge("active_requests", "Client requests being served, streams included"),
             active_streams: gauge("active_streams", "Streaming responses being written to clients"),
@@ -182,6 +214,7 @@ impl Metrics {
                     request_seconds,
                     upstream_attempts,
                     streams_truncated,
+                    route_handles: std::array::from_fn(|_| OnceLock::new()),
                     ops,
                     pool,
                 }
@@ -200,15 +233,32 @@ impl Metrics {
     }
 
     pub fn observe_request(&self, r: &RequestObservation<'_>) {
-        let status = r.status.to_string();
-        self.requests.with_label_values(&[r.protocol, r.route, r.alias, r.upstream_model, &status]).inc();
-        let labels = [r.protocol, r.route];
-        self.request_seconds.with_label_values(&labels).observe(r.total.as_secs_f64());
-        if let Some(first_byte) = r.first_byte {
-            self.ops.first_byte_seconds.with_label_values(&labels).observe(first_byte.as_secs_f64());
-        }
+        let mut status_buf = [0u8; 5];
+        let status = status_label(r.status, &mut status_buf);
+        self.requests.with_label_values(&[r.protocol, r.route, r.alias, r.upstream_model, status]).inc();
         let overhead = r.total.saturating_sub(r.upstream_wait);
-        self.ops.overhead_seconds.with_label_values(&labels).observe(overhead.as_secs_f64());
+        let observe = |h: &RouteHandles| {
+            h.seconds.observe(r.total.as_secs_f64());
+            if let Some(first_byte) = r.first_byte {
+                h.first_byte.observe(first_byte.as_secs_f64());
+            }
+            h.overhead.observe(overhead.as_secs_f64());
+        };
+        match route_index(r.protocol, r.route) {
+            Some(i) => {
+                observe(self.route_handles[i].get_or_init(|| self.route_handles_for(r.protocol, r.route)))
+            }
+            None => observe(&self.route_handles_for(r.protocol, r.route)),
+        }
+    }
+
+    fn route_handles_for(&self, protocol: &str, route: &str) -> RouteHandles {
+        let labels = [protocol, route];
+        RouteHandles {
+            seconds: self.request_seconds.with_label_values(&labels),
+            first_byte: self.ops.first_byte_seconds.with_label_values(&labels),
+            overhead: self.ops.overhead_seconds.with_label_values(&labels),
+        }
     }
 
     /// Counts a request as active until the returned guard is dropped.
@@ -282,6 +332,28 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
     }
+}
+
+/// The slot of a (protocol, route) pair in `Metrics::route_handles`, if it is one of the known pairs.
+fn route_index(protocol: &str, route: &str) -> Option<usize> {
+    let p = PROTOCOLS.iter().position(|v| *v == protocol)?;
+    let r = ROUTES.iter().position(|v| *v == route)?;
+    Some(p * ROUTES.len() + r)
+}
+
+/// The status code as label text, written into `buf` (no allocation per request).
+fn status_label(status: u16, buf: &mut [u8; 5]) -> &str {
+    let mut n = status;
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 || start == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[start..]).unwrap_or("0")
 }
 
 impl Default for Metrics {
@@ -369,5 +441,62 @@ impl PoolMetrics {
 
     pub fn waited(&self, elapsed: Duration) {
         self.wait_seconds.observe(elapsed.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_labels_are_the_decimal_code() {
+        for code in [0u16, 7, 42, 200, 404, 599, 65535] {
+            let mut buf = [0u8; 5];
+            assert_eq!(status_label(code, &mut buf), code.to_string());
+        }
+    }
+
+    fn observe(metrics: &Metrics, protocol: &str, route: &str) {
+        metrics.observe_request(&RequestObservation {
+            protocol,
+            route,
+            alias: "-",
+            upstream_model: "-",
+            status: 200,
+            total: Duration::from_micros(300),
+            first_byte: Some(Duration::from_micros(200)),
+            upstream_wait: Duration::from_micros(260),
+        });
+    }
+
+    /// The kept handles record into the same labelled series a lookup would, for known and unknown pairs.
+    #[test]
+    fn kept_route_handles_record_into_the_labelled_series() {
+        let metrics = Metrics::new();
+        observe(&metrics, "openai", "chat_completions");
+        observe(&metrics, "openai", "chat_completions");
+        observe(&metrics, "anthropic", "messages");
+        observe(&metrics, "other", "custom");
+        let text = String::from_utf8(metrics.render()).unwrap();
+        let count = |name: &str, labels: &str| {
+            let prefix = format!("levitate_{name}_count{{{labels}}} ");
+            text.lines().find_map(|l| l.strip_prefix(&prefix)).map(str::to_string)
+        };
+        for name in ["request_duration_seconds", "time_to_first_byte_seconds", "gateway_overhead_seconds"] {
+            assert_eq!(
+                count(name, r#"protocol="openai",route="chat_completions""#).as_deref(),
+                Some("2"),
+                "{name}"
+            );
+            assert_eq!(
+                count(name, r#"protocol="anthropic",route="messages""#).as_deref(),
+                Some("1"),
+                "{name}"
+            );
+            assert_eq!(count(name, r#"protocol="other",route="custom""#).as_deref(), Some("1"), "{name}");
+        }
+        assert!(!text.contains(r#"route="health""#), "pairs never seen stay out of /metrics");
+        // 40 µs of overhead falls in the 50 µs bucket, which exists so the 50 µs target can be read.
+        assert!(text.contains(r#"levitate_gateway_overhead_seconds_bucket{protocol="openai",route="chat_completions",le="0.00005"} 2"#));
     }
 }

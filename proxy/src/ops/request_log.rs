@@ -24,6 +24,11 @@ use crate::store::Store;
 const CHANNEL_CAPACITY: usize = 8192;
 /// How often the log is trimmed to its bounds.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long the writer lets records gather once one has arrived. Short enough that `GET /admin/requests`
+/// shows a request a moment after it ended; long enough that at tens of thousands of requests per second the
+/// writer wakes a few dozen times a second. At [`CHANNEL_CAPACITY`] records per window the queue would
+/// overflow only beyond 400,000 requests per second.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
 
 /// One request's metadata.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -135,13 +140,19 @@ impl RequestLogWriter {
         }
     }
 
-    /// Writes what is queued now, then flushes the store so it survives the exit that follows.
-    fn drain_now(&self, receiver: &mut mpsc::Receiver<RequestRecord>) -> usize {
+    /// Writes every record queued now, without waiting for more; returns how many.
+    fn write_queued(&self, receiver: &mut mpsc::Receiver<RequestRecord>) -> usize {
         let mut written = 0;
         while let Ok(record) = receiver.try_recv() {
             self.write(&record);
             written += 1;
         }
+        written
+    }
+
+    /// Writes what is queued now, then flushes the store so it survives the exit that follows.
+    fn drain_now(&self, receiver: &mut mpsc::Receiver<RequestRecord>) -> usize {
+        let written = self.write_queued(receiver);
         if let Err(e) = self.store.flush() {
             tracing::warn!(error = %e, "cannot flush the request log");
         }
@@ -174,7 +185,23 @@ impl BackgroundService for RequestLogWriter {
         loop {
             tokio::select! {
                 record = receiver.recv() => match record {
-                    Some(record) => self.write(&record),
+                    Some(record) => {
+                        // Let the batch gather without polling the queue (so senders wake nobody); a drain
+                        // request cuts the window short.
+                        let drain = tokio::select! {
+                            _ = tokio::time::sleep(BATCH_WINDOW) => None,
+                            Some(reply) = drains.recv() => Some(reply),
+                        };
+                        self.write(&record);
+                        match drain {
+                            Some(reply) => {
+                                let _ = reply.send(1 + self.drain_now(&mut receiver));
+                            }
+                            None => {
+                                self.write_queued(&mut receiver);
+                            }
+                        }
+                    }
                     None => break,
                 },
                 Some(reply) = drains.recv() => {
