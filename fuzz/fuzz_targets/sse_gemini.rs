@@ -4,7 +4,7 @@
 
 use levitate_filters::protocol::gemini::{GeminiFold, GeminiStream, GeminiStreamMode, GeminiStreamOptions};
 use levitate_filters::stream::{Folded, Translator};
-use levitate_fuzz::{control, frame_split_invariant};
+use levitate_fuzz::control;
 use libfuzzer_sys::fuzz_target;
 
 fn options(flags: u8) -> GeminiStreamOptions {
@@ -19,20 +19,5 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Box::new(Folded::new(GeminiFold::new(options(flags))))
     };
-    let mut out = Vec::new();
-    let mut failed = false;
-    frame_split_invariant(body, split, |event| {
-        if failed {
-            return;
-        }
-        if machine.on_event(event, &mut out).is_err() {
-            failed = true;
-        }
-        if flags & 4 != 0 {
-            machine.keepalive(&mut out);
-        }
-    });
-    machine.take_signatures();
-    let _ = (machine.finished_by_upstream(), machine.emitted_anything(), machine.usage());
-    machine.finish(&mut out);
+    levitate_fuzz::drive(machine.as_mut(), flags, split, body);
 });

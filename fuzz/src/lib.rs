@@ -6,6 +6,7 @@
 
 use levitate_filters::signature::SignatureLookup;
 use levitate_filters::sse::{SseEvent, SseFramer};
+use levitate_filters::stream::Translator;
 
 /// The per-event cap the fuzz targets give the SSE framer: small enough that inputs of libFuzzer's size
 /// reach the "event too large" path, large enough for every seed.
@@ -78,6 +79,36 @@ pub fn frame_split_invariant(body: &[u8], split: u8, on_event: impl FnMut(&mut V
     }
     if let Some(whole) = frame(&[body], |_| {}) {
         assert_eq!(split_events, whole, "events depend on where the reads end");
+    }
+}
+
+/// Drives a stream machine over `body` as the pump does: framed in the reads `split` chooses (checked against
+/// the whole body), a keep-alive after every event when `flags` bit 2 is set, every query the gateway makes,
+/// then the closing events. Returns the machine's output, or `None` when it refused an event.
+pub fn drive(machine: &mut dyn Translator, flags: u8, split: u8, body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut failed = false;
+    frame_split_invariant(body, split, |event| {
+        if failed {
+            return;
+        }
+        if machine.on_event(event, &mut out).is_err() {
+            failed = true;
+        }
+        if flags & 4 != 0 {
+            machine.keepalive(&mut out);
+        }
+    });
+    machine.take_signatures();
+    let _ = (machine.finished_by_upstream(), machine.emitted_anything(), machine.usage());
+    machine.finish(&mut out);
+    (!failed).then_some(out)
+}
+
+/// A folded answer (`flags` bit 0) that the machine accepted is one JSON body the SDK parses.
+pub fn assert_folded_is_json(flags: u8, out: Option<&[u8]>) {
+    if let (true, Some(out)) = (flags & 1 != 0, out) {
+        serde_json::from_slice::<serde_json::Value>(out).expect("the folded answer is JSON");
     }
 }
 
