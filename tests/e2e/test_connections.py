@@ -136,6 +136,9 @@ def test_a_flood_from_one_address_is_refused_while_others_are_served(start_gatew
     assert len(held) == 8, f"{len(held)} flood connections held, expected the per-address limit of 8"
     assert all(d == b"" or d.startswith(b"HTTP/1.1 429") for d in refused), refused[:3]
     assert any(d.startswith(b"HTTP/1.1 429") for d in refused), "no refusal said why"
+    counted = [line for line in gw.metrics().splitlines()
+               if line.startswith('levitate_connections_refused_total{kind="connection",reason="per_ip"}')]
+    assert counted and float(counted[0].split()[-1]) == len(refused), counted
     with polite_client(gw) as polite:
         for i in range(5):
             r = polite.post("/v1/chat/completions", json=chat_body(f"still there {i}?"))

@@ -143,6 +143,7 @@ impl<A> Edge<A> {
     /// A flood refuses thousands of connections a second: one warning per interval says it is happening,
     /// the rest go to debug.
     fn note_refusal(&self, peer: Option<IpAddr>, refusal: Refusal) {
+        self.app.metrics.connection_refused("connection", refusal.as_str());
         let now = self.started.elapsed().as_secs();
         let last = self.last_warning.load(Ordering::Relaxed);
         let due = last == u64::MAX || now >= last.saturating_add(REFUSAL_WARNING_EVERY.as_secs());

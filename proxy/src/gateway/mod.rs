@@ -190,6 +190,7 @@ impl Gateway {
             .limiter
             .acquire(Some(Kind::Stream), max_total, forwarded, limits.max_connections_per_ip)
             .map_err(|refusal| {
+                self.app.metrics.connection_refused("request", refusal.as_str());
                 ctx.retry_after = Some(Duration::from_secs(1));
                 match refusal {
                     Refusal::Total => ClientError::new(

@@ -21,6 +21,16 @@ pub enum Refusal {
     PerIp,
 }
 
+impl Refusal {
+    /// The metric label (`levitate_connections_refused_total{reason}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Total => "total",
+            Refusal::PerIp => "per_ip",
+        }
+    }
+}
+
 /// Live counts: connections, in-flight streams and, per client address, both together.
 #[derive(Default)]
 pub struct ConnectionLimiter {

@@ -64,6 +64,7 @@ struct OpsMetrics {
     config_pending_upgrade: IntGauge,
     signature_lookups: IntCounterVec,
     request_log_dropped: IntCounter,
+    connections_refused: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -153,6 +154,12 @@ impl OpsMetrics {
                 &["result"],
             ),
             request_log_dropped: registered(registry, dropped),
+            connections_refused: counters(
+                "connections_refused_total",
+                "Client connections (kind=connection) and requests behind a trusted proxy (kind=request) refused \
+                 over limits.max_connections (reason=total) or limits.max_connections_per_ip (reason=per_ip)",
+                &["kind", "reason"],
+            ),
             build_info: gauges("build_info", "Always 1; the running version as a label", &["version"]),
         };
         ops.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
@@ -316,6 +323,12 @@ impl Metrics {
 
     pub fn request_log_dropped(&self) {
         self.ops.request_log_dropped.inc();
+    }
+
+    /// A connection or request refused at a connection limit: `kind` is `connection` or `request`, `reason`
+    /// `total` or `per_ip`.
+    pub fn connection_refused(&self, kind: &'static str, reason: &'static str) {
+        self.ops.connections_refused.with_label_values(&[kind, reason]).inc();
     }
 
     pub fn upstream_attempt(&self, account: &str, outcome: &str) {
