@@ -28,6 +28,7 @@ use crate::codeassist;
 use crate::config::{SimConfig, UsageMode};
 use crate::error::ApiError;
 use crate::faults::{self, FaultKind, FaultRule, FaultSet};
+use crate::image;
 use crate::models::{self, Family};
 use crate::oauth;
 use crate::prompt::{content_chars, estimate_tokens, Prompt};
@@ -406,7 +407,9 @@ async fn content_reply(
             return Reply::error(&err);
         }
     }
-    if let Err(e) = validate::request(request, model, &state.signer, prompt.prompt_tokens) {
+    let validated = validate::request(request, model, &state.signer, prompt.prompt_tokens)
+        .and_then(|()| image::validate(body, request, model));
+    if let Err(e) = validated {
         return Reply::error(&e);
     }
     if let Err(reset) = account.use_quota(model, &config.quota, now) {
@@ -426,6 +429,9 @@ async fn content_reply(
             finish_reason: None,
             usage: Usage { prompt: prompt.prompt_tokens, ..Usage::default() },
         }]
+    } else if image::is_image_model(model) {
+        state.stats.call(&account.email, Call::ImageGeneration);
+        image::generate(&prompt, request.unwrap_or(&Value::Null))
     } else {
         answer::generate(&prompt, cached, config.answer_words, &state.signer)
     };
