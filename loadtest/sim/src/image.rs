@@ -101,14 +101,12 @@ fn input_images(request: &Value) -> usize {
 /// stream of stored (uncompressed) deflate blocks, IEND.
 pub fn png(width: u32, height: u32, seed: u64) -> Vec<u8> {
     let [r, g, b, ..] = seed.to_le_bytes();
-    let row_len = 1 + 3 * width as usize;
-    let mut raw = Vec::with_capacity(row_len * height as usize);
-    for _ in 0..height {
-        raw.push(0); // filter: none
-        for _ in 0..width {
-            raw.extend_from_slice(&[r, g, b]);
-        }
+    // Each row: filter type 0 (none), then the pixels.
+    let mut row = vec![0u8];
+    for _ in 0..width {
+        row.extend_from_slice(&[r, g, b]);
     }
+    let raw = row.repeat(height as usize);
     let mut zlib = vec![0x78, 0x01];
     let blocks: Vec<&[u8]> = raw.chunks(0xffff).collect();
     for (i, block) in blocks.iter().enumerate() {

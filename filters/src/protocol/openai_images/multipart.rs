@@ -228,7 +228,7 @@ mod tests {
             (0..MAX_PARTS + 1).map(|_| ("n", None, &b"1"[..])).collect();
         assert_eq!(parse(&form(&many), "XyZ"), Err(MultipartError::TooManyParts));
         let mut huge = b"--XyZ\r\nContent-Disposition: form-data; name=\"x\"\r\nX-Pad: ".to_vec();
-        huge.extend(std::iter::repeat(b'a').take(MAX_PART_HEADER_BYTES + 10));
+        huge.extend(std::iter::repeat_n(b'a', MAX_PART_HEADER_BYTES + 10));
         huge.extend_from_slice(b"\r\n\r\nv\r\n--XyZ--");
         assert_eq!(parse(&huge, "XyZ"), Err(MultipartError::HeaderTooLarge));
         let nameless = b"--XyZ\r\nContent-Type: text/plain\r\n\r\nv\r\n--XyZ--";
