@@ -190,3 +190,31 @@ def test_gemini_api_with_an_image_model_passes_inline_data_through(gateway: Gate
     assert len(images) == 1 and images[0].mime_type == "image/png"
     assert png_size(images[0].data) == (16, 9)
     assert_upstream_image_gen(gateway, 1)
+
+
+def test_a_multi_megabyte_image_arrives_whole_through_every_protocol(gateway: Gateway):
+    """A 1000×1000 PNG (about 3 MiB, 4 MiB of base64) through each protocol's stream and the Images API."""
+    prompt = "a big cat [sim:image_scale=1000]"
+    client = gateway.openai()
+    result = client.images.generate(model="gpt-image-1", prompt=prompt)
+    assert png_size(base64.b64decode(result.data[0].b64_json)) == (1000, 1000)
+
+    content = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
+        model="gpt-image-1", stream=True, messages=[{"role": "user", "content": prompt}]) if chunk.choices)
+    match = re.search(r"!\[image\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", content)
+    assert match and png_size(base64.b64decode(match.group(1))) == (1000, 1000)
+
+    sdk = anthropic.Anthropic(base_url=gateway.base_url, api_key=API_KEY, max_retries=0, timeout=60.0)
+    with sdk.messages.stream(model="gpt-image-1", max_tokens=1024,
+                             messages=[{"role": "user", "content": prompt}]) as s:
+        message = s.get_final_message()
+    block = next(b for b in message.content if b.type == "image")
+    source = block.source if isinstance(block.source, dict) else block.source.model_dump()
+    assert png_size(base64.b64decode(source["data"])) == (1000, 1000)
+
+    genai_client = genai.Client(api_key=API_KEY, http_options=types.HttpOptions(base_url=gateway.base_url,
+                                                                                 api_version="v1beta"))
+    chunks = list(genai_client.models.generate_content_stream(model="gemini-3-pro-image", contents=prompt))
+    data = [p.inline_data.data for c in chunks for p in (c.candidates[0].content.parts or []) if p.inline_data]
+    assert len(data) == 1 and png_size(data[0]) == (1000, 1000)
+    assert_upstream_image_gen(gateway, 4)

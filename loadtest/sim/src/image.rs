@@ -4,7 +4,8 @@
 //! envelope's `requestType: "image_gen"` and without a `thinkingConfig`; the sim refuses both mistakes with
 //! Google's 400 so a gateway that makes them fails its tests. The answer is one text part and one real PNG
 //! as `inlineData`, whose pixel size echoes `imageConfig` (aspect ratio × a factor for `imageSize`), so a test
-//! can decode the PNG and check how the gateway mapped the client's size.
+//! can decode the PNG and check how the gateway mapped the client's size. `[sim:image_scale=K]` in the
+//! prompt multiplies both sides by K (at most [`MAX_SCALE`]), for multi-megabyte images.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -18,6 +19,11 @@ use crate::prompt::{field, Prompt};
 pub fn is_image_model(model: &str) -> bool {
     model.contains("-image")
 }
+
+/// Largest `[sim:image_scale=K]`: a 1:1 image at K = 1200 is about 4 MiB of PNG, 5.5 MiB of base64.
+pub const MAX_SCALE: u32 = 1200;
+/// Most pixels of one answer image (6 MiB of RGB).
+const MAX_PIXELS: u64 = 2_000_000;
 
 /// Aspect ratios Google's `imageConfig.aspectRatio` accepts.
 const ASPECT_RATIOS: &[&str] = &["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"];
@@ -73,6 +79,10 @@ pub fn generate(p: &Prompt, request: &Value) -> Vec<Chunk> {
     let (w, h) =
         ratio.split_once(':').map_or((1, 1), |(w, h)| (w.parse().unwrap_or(1), h.parse().unwrap_or(1)));
     let inputs = input_images(request);
+    // Bounded to MAX_PIXELS whatever the ratio: the image is built in memory.
+    let (w, h) = (w.clamp(1, 64), h.clamp(1, 64));
+    let fit = ((MAX_PIXELS / u64::from(w * h)) as f64).sqrt() as u32;
+    let scale = (scale * requested_scale(request)).min(fit.max(1));
     let png = png(w * scale, h * scale, p.seed);
     let text = format!("Image for: {} (input images: {inputs})", p.last_text);
     let usage = Usage { prompt: p.prompt_tokens, candidates: 1290, ..Usage::default() };
@@ -84,6 +94,14 @@ pub fn generate(p: &Prompt, request: &Value) -> Vec<Chunk> {
             usage,
         },
     ]
+}
+
+/// The `[sim:image_scale=K]` marker of the request's texts, 1 without one.
+fn requested_scale(request: &Value) -> u32 {
+    let text = request.get("contents").map(Value::to_string).unwrap_or_default();
+    let Some((_, rest)) = text.split_once("[sim:image_scale=") else { return 1 };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap_or(1).clamp(1, MAX_SCALE)
 }
 
 /// How many `inlineData` parts the request's turns carry.
@@ -204,5 +222,22 @@ mod tests {
         assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 32);
         assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 18);
         assert_eq!(chunks[1].finish_reason, Some("STOP"));
+    }
+
+    #[test]
+    fn the_scale_marker_grows_the_image_within_bounds() {
+        let request = |text: &str| json!({"contents": [{"role": "user", "parts": [{"text": text}]}]});
+        let size = |text: &str| {
+            let r = request(text);
+            let chunks = generate(&Prompt::read("gemini-3-pro-image", &r), &r);
+            let png = STANDARD.decode(chunks[1].parts[0]["inlineData"]["data"].as_str().unwrap()).unwrap();
+            (
+                u32::from_be_bytes(png[16..20].try_into().unwrap()),
+                u32::from_be_bytes(png[20..24].try_into().unwrap()),
+            )
+        };
+        assert_eq!(size("a cat [sim:image_scale=300]"), (300, 300));
+        assert_eq!(size("a cat [sim:image_scale=999999]"), (1200, 1200));
+        assert_eq!(size("a cat"), (1, 1));
     }
 }
