@@ -124,12 +124,20 @@ def test_edit_sends_the_image_and_the_mask_upstream(gateway: Gateway):
     assert_upstream_image_gen(gateway, 2)
 
 
-def test_edit_of_a_broken_form_is_a_400(gateway: Gateway):
+def test_edit_of_a_broken_or_hostile_form_is_a_400(gateway: Gateway):
     r = gateway.http.post("/v1/images/edits", content=b"--x\r\nContent-Disposition: form-data; name=\"prompt\"",
                           headers={"Content-Type": "multipart/form-data; boundary=x"})
     assert "closing boundary" in assert_openai_error(r, 400)["message"]
     r = gateway.http.post("/v1/images/edits", json={"prompt": "x"})
     assert "multipart/form-data" in assert_openai_error(r, 400)["message"]
+    many = b"".join(b'--x\r\nContent-Disposition: form-data; name="n"\r\n\r\n1\r\n' for _ in range(65)) + b"--x--"
+    r = gateway.http.post("/v1/images/edits", content=many,
+                          headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert "more than 64 parts" in assert_openai_error(r, 400)["message"]
+    pad = b'--x\r\nContent-Disposition: form-data; name="p"\r\nX-Pad: ' + b"a" * 9000 + b"\r\n\r\nv\r\n--x--"
+    r = gateway.http.post("/v1/images/edits", content=pad, headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert "bytes of headers" in assert_openai_error(r, 400)["message"]
+    assert image_requests(gateway) == []
     gateway.assert_serves()
 
 
