@@ -54,6 +54,7 @@ def assert_upstream_image_gen(gateway: Gateway, count: int) -> None:
     sent = image_requests(gateway)
     assert len(sent) == count, sent
     assert all(r["requestType"] == "image_gen" for r in sent), sent
+    assert all("thinkingConfig" not in (r["generationConfigKeys"] or []) for r in sent), sent
     # The simulator refuses a thinkingConfig on image models with a 400, so every one of them passed.
     assert gateway.stats()["totals"]["image_generations"] == count
 
@@ -74,6 +75,7 @@ def test_generate_maps_size_and_quality_to_the_image_config(gateway: Gateway, si
     assert result.usage.output_tokens > 0 and result.created > 0
     assert_upstream_image_gen(gateway, 1)
     assert image_requests(gateway)[0]["model"] == "gemini-3-pro-image"
+    assert {"responseModalities", "imageConfig"} <= set(image_requests(gateway)[0]["generationConfigKeys"])
 
 
 def test_generate_n_images_and_url_answers_are_data_urls(gateway: Gateway):

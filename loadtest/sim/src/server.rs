@@ -336,6 +336,11 @@ fn request_meta(account: &Account, headers: &hyper::HeaderMap, body: &Value, str
         "requestType": s("requestType"),
         "enabledCreditTypes": s("enabledCreditTypes"),
         "sessionId": request.and_then(|r| crate::prompt::field(r, "sessionId", "session_id")).cloned().unwrap_or(Value::Null),
+        // Which generation settings were sent (names only), so tests can check what reached an image model.
+        "generationConfigKeys": request
+            .and_then(|r| crate::prompt::field(r, "generationConfig", "generation_config"))
+            .and_then(Value::as_object)
+            .map(|g| g.keys().cloned().collect::<Vec<_>>()),
         "user_agent": headers.get("user-agent").and_then(|v| v.to_str().ok()),
         "headers": hs,
         "at": crate::wire_time::rfc3339(SystemTime::now()),
