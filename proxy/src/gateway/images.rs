@@ -1,7 +1,7 @@
 //! `POST /v1/images/generations` and `POST /v1/images/edits` (OpenAI Images) on Google's image models.
 //!
 //! The upstream answers one image per call, so `n` images are `n` upstream calls, made one after another
-//! (at most [`MAX_IMAGES`]): each is a full exchange with its own retries over accounts, pumped through an
+//! (at most `openai_images::MAX_IMAGES`): each is a full exchange with its own retries over accounts, pumped through an
 //! [`ImageCollector`] that renders its image once. The answer is written when every image is in; a client
 //! that leaves meanwhile cancels the call in flight, as on every other endpoint.
 
@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use levitate_filters::error::ClientError;
 use levitate_filters::inner::{InnerRequest, RequestType};
-use levitate_filters::protocol::openai_images::{self, ImageCollector, ImagesRequest, MAX_IMAGES};
+use levitate_filters::protocol::openai_images::{self, ImageCollector, ImagesRequest};
 use levitate_filters::stream::{Translator, Usage};
 use pingora_proxy::Session;
 
@@ -77,7 +77,6 @@ impl Gateway {
         note.record(ctx);
         let prepared = prepared?;
         let PreparedImages { inner, upstream_model, session_id, n, format } = &prepared;
-        debug_assert!(*n <= MAX_IMAGES);
         let mut items = Vec::with_capacity(*n as usize);
         let mut usage = Usage::default();
         for _ in 0..*n {

@@ -102,7 +102,10 @@ impl Translator for ImageCollector {
                     }
                     self.text.push_str(&text[..end]);
                 }
-                Part::InlineData { mime_type, data } if !data.is_empty() => {
+                // Only images count: a model's other media (none seen so far) has no place in `data`.
+                Part::InlineData { mime_type, data }
+                    if !data.is_empty() && mime_type.starts_with("image/") =>
+                {
                     let (mime_type, data) = (*mime_type, *data);
                     self.on_image(mime_type, data);
                 }
