@@ -132,6 +132,19 @@ def main():
         [b"bearer   x ", b" ", b"", b"key=%zz%41"],
     ):
         write("auth_header", b"\x00".join(fields))
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+    for fields in (
+        [(b"image", b"a.png", png), (b"prompt", None, b"add a hat")],
+        [(b"image[]", b"a.png", png), (b"image[]", b"b.png", png), (b"mask", b"m.png", png),
+         (b"prompt", None, b"merge"), (b"size", None, b"1024x1024"), (b"n", None, b"2")],
+    ):
+        body = b"preamble\r\n"
+        for name, filename, data in fields:
+            body += b'--x\r\nContent-Disposition: form-data; name="' + name + b'"'
+            if filename:
+                body += b'; filename="' + filename + b'"\r\nContent-Type: image/png'
+            body += b"\r\n\r\n" + data + b"\r\n"
+        write("images_edit", b"multipart/form-data; boundary=x\x00" + body + b"--x--\r\n")
     conf = ROOT / "conf"
     for main, accounts, routes in (
         ("levitate.yaml", "accounts.example.yaml", "routes.yaml"),

@@ -28,6 +28,10 @@ pub enum Operation {
     ListModelsGemini,
     /// `GET /v1beta/models/{model}`
     GetModelGemini { model: String },
+    /// `POST /v1/images/generations` (OpenAI Images, JSON body).
+    ImagesGenerations,
+    /// `POST /v1/images/edits` (OpenAI Images, multipart form).
+    ImagesEdits,
     /// `GET /health`: liveness for load balancers, no key needed.
     Health,
     /// Anything else; answered 404 in the guessed protocol.
@@ -62,6 +66,12 @@ pub fn classify(method: &str, path: &str, key_style: Option<KeyStyle>) -> Route 
     }
     if path == "/v1/chat/completions" || path == "/chat/completions" {
         return route(Operation::ChatCompletions, Protocol::OpenAi);
+    }
+    if path == "/v1/images/generations" || path == "/images/generations" {
+        return route(Operation::ImagesGenerations, Protocol::OpenAi);
+    }
+    if path == "/v1/images/edits" || path == "/images/edits" {
+        return route(Operation::ImagesEdits, Protocol::OpenAi);
     }
     if path == "/v1/messages" {
         return route(Operation::Messages, Protocol::Anthropic);
@@ -136,6 +146,8 @@ mod tests {
             op("GET", "/v1/models", Some(KeyStyle::Bearer)),
             (Operation::ListModels, Protocol::OpenAi)
         );
+        assert_eq!(op("POST", "/v1/images/generations", None).0, Operation::ImagesGenerations);
+        assert_eq!(op("POST", "/v1/images/edits", None), (Operation::ImagesEdits, Protocol::OpenAi));
         assert_eq!(
             op("GET", "/v1/models/gpt-4o", Some(KeyStyle::Bearer)),
             (Operation::GetModel { model: "gpt-4o".into() }, Protocol::OpenAi)

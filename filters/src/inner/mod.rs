@@ -115,6 +115,17 @@ impl RequestType {
     }
 }
 
+impl request::GenerationConfig {
+    /// Image models refuse a `thinkingConfig` (the upstream answers 400): whatever thinking the client asked
+    /// for is dropped for them, in every protocol.
+    pub(crate) fn for_request_type(mut self, request_type: RequestType) -> Self {
+        if request_type == RequestType::ImageGen {
+            self.thinking_config = None;
+        }
+        self
+    }
+}
+
 /// The tool-name map's hasher: every request builds a map and looks each tool name up a few times, and
 /// SipHash was a tenth of a cold build. `ahash` is keyed randomly per map too, so a client still cannot
 /// choose names that collide.

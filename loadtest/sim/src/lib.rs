@@ -17,6 +17,7 @@ mod codeassist;
 mod config;
 mod error;
 mod faults;
+mod image;
 mod models;
 mod oauth;
 mod prompt;

@@ -28,6 +28,7 @@ use crate::codeassist;
 use crate::config::{SimConfig, UsageMode};
 use crate::error::ApiError;
 use crate::faults::{self, FaultKind, FaultRule, FaultSet};
+use crate::image;
 use crate::models::{self, Family};
 use crate::oauth;
 use crate::prompt::{content_chars, estimate_tokens, Prompt};
@@ -335,6 +336,11 @@ fn request_meta(account: &Account, headers: &hyper::HeaderMap, body: &Value, str
         "requestType": s("requestType"),
         "enabledCreditTypes": s("enabledCreditTypes"),
         "sessionId": request.and_then(|r| crate::prompt::field(r, "sessionId", "session_id")).cloned().unwrap_or(Value::Null),
+        // Which generation settings were sent (names only), so tests can check what reached an image model.
+        "generationConfigKeys": request
+            .and_then(|r| crate::prompt::field(r, "generationConfig", "generation_config"))
+            .and_then(Value::as_object)
+            .map(|g| g.keys().cloned().collect::<Vec<_>>()),
         "user_agent": headers.get("user-agent").and_then(|v| v.to_str().ok()),
         "headers": hs,
         "at": crate::wire_time::rfc3339(SystemTime::now()),
@@ -406,7 +412,9 @@ async fn content_reply(
             return Reply::error(&err);
         }
     }
-    if let Err(e) = validate::request(request, model, &state.signer, prompt.prompt_tokens) {
+    let validated = validate::request(request, model, &state.signer, prompt.prompt_tokens)
+        .and_then(|()| image::validate(body, request, model));
+    if let Err(e) = validated {
         return Reply::error(&e);
     }
     if let Err(reset) = account.use_quota(model, &config.quota, now) {
@@ -426,6 +434,9 @@ async fn content_reply(
             finish_reason: None,
             usage: Usage { prompt: prompt.prompt_tokens, ..Usage::default() },
         }]
+    } else if image::is_image_model(model) {
+        state.stats.call(&account.email, Call::ImageGeneration);
+        image::generate(&prompt, request.unwrap_or(&Value::Null))
     } else {
         answer::generate(&prompt, cached, config.answer_words, &state.signer)
     };

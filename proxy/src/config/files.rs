@@ -535,6 +535,8 @@ mod defaults {
             "claude-sonnet-4-6",
             "claude-opus-4-6-thinking",
             "gpt-oss-120b-medium",
+            "gemini-3-pro-image",
+            "gemini-3.1-flash-image",
         ]
         .iter()
         .map(|m| m.to_string())

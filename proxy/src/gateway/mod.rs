@@ -9,7 +9,7 @@
 //! method per client endpoint (parse, resolve the model, build the inner request); `exchange.rs` the retry
 //! loop over accounts; `pump.rs` the upstream answer through the stream machine to the client; `respond.rs`
 //! the body read and complete answers; `signatures.rs` thoughtSignature capture and lookup; `models.rs` the
-//! model lists; `ctx.rs` the per-request state; `edge.rs` the connection front door in front of Pingora
+//! model lists; `images.rs` the OpenAI Images endpoints; `ctx.rs` the per-request state; `edge.rs` the connection front door in front of Pingora
 //! (limits, head deadline, keep-alive idle); `client_addr.rs` the client's address behind trusted proxies.
 
 pub mod client_addr;
@@ -17,6 +17,7 @@ mod ctx;
 pub mod edge;
 mod endpoints;
 pub mod exchange;
+mod images;
 pub mod models;
 mod pump;
 mod respond;
@@ -282,6 +283,8 @@ impl Gateway {
             }
             Operation::ChatCompletions => self.chat_completions(session, ctx, snapshot).await,
             Operation::Messages => self.messages(session, ctx, snapshot).await,
+            Operation::ImagesGenerations => self.images(session, ctx, snapshot, false).await,
+            Operation::ImagesEdits => self.images(session, ctx, snapshot, true).await,
             Operation::CountTokensAnthropic => self.count_tokens_anthropic(session, ctx, snapshot).await,
             Operation::GenerateContent { model, stream } => {
                 self.generate_content(session, ctx, snapshot, &model, stream).await
@@ -347,6 +350,8 @@ fn operation_label(operation: &Operation) -> &'static str {
         Operation::Messages => "messages",
         Operation::CountTokensAnthropic | Operation::CountTokensGemini { .. } => "count_tokens",
         Operation::GenerateContent { .. } => "generate_content",
+        Operation::ImagesGenerations => "images_generations",
+        Operation::ImagesEdits => "images_edits",
         Operation::Health => "health",
         Operation::Unknown => "unknown",
     }

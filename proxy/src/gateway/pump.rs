@@ -286,6 +286,12 @@ impl<'a> UpstreamCall<'a> {
     ) -> Self {
         UpstreamCall { snapshot, upstream_model, inner, attempts: Attempts::for_session(session_id) }
     }
+
+    /// What the attempts so far did, and whether `pool.max_attempts` allows another (for callers that run
+    /// their own loop over [`Gateway::pump`], as the images endpoint does).
+    pub(super) fn attempts(&self) -> (&Attempts, bool) {
+        (&self.attempts, self.attempts.may_retry(self.snapshot))
+    }
 }
 
 /// The upstream side of one pump: SSE framing of the chunks read, and how the upstream body ended.

@@ -1,9 +1,11 @@
 //! Anthropic Messages (`POST /v1/messages`, `/v1/messages/count_tokens`): the request (`request.rs`), its
 //! rewrite into the inner request (`transform.rs`), the local token count (`count_tokens.rs`), the Messages
-//! event stream and body answered from the upstream's events (`stream.rs`), and the error body (`error.rs`).
+//! event stream and body answered from the upstream's events (`stream.rs`, generated images in
+//! `image_block.rs`), and the error body (`error.rs`).
 
 mod count_tokens;
 mod error;
+mod image_block;
 mod request;
 mod stream;
 // Gemini's tests share its signature fixtures.

@@ -12,7 +12,7 @@
 //! [`AnthropicStream`] writes `event:`/`data:` frames; [`AnthropicFold`] collects the same blocks into one
 //! `message` body for clients that did not ask to stream.
 //!
-//! Generated images have no Anthropic response block and are dropped.
+//! A generated image (`inlineData`) becomes an `image` block ([`super::image_block`]).
 
 use crate::error::ClientError;
 use crate::inner::ToolNameMap;
@@ -79,6 +79,7 @@ enum Event<'a> {
     Stop {
         index: u32,
     },
+    Image(u32, &'a str, &'a str),
 }
 
 /// The open thinking or text block.
@@ -168,6 +169,10 @@ impl Turn {
                     let index = self.next_block_index();
                     let name = self.tool_names.client_name(name);
                     emit(Event::ToolUse { index, id: &id, name, input: args });
+                }
+                Part::InlineData { mime_type, data } if !finished && !data.is_empty() => {
+                    self.close_block(None, emit);
+                    emit(Event::Image(self.next_block_index(), mime_type, data));
                 }
                 Part::InlineData { .. } | Part::FileData { .. } | Part::Other => {}
             }
@@ -429,6 +434,7 @@ fn write_event(out: &mut Vec<u8>, event: Event<'_>) {
             write_stop(out, index);
         }
         Event::Stop { index } => write_stop(out, index),
+        Event::Image(index, mime, data) => super::image_block::write_frames(out, index, mime, data),
     }
 }
 
@@ -458,6 +464,7 @@ enum FoldedBlock {
     Thinking { escaped: Vec<u8>, signature: String },
     Text { escaped: Vec<u8> },
     ToolUse { id: String, name: String, input: String },
+    Image(Vec<u8>),
 }
 
 /// The same machine as [`AnthropicStream`], folded into one non-streaming `message` body.
@@ -516,6 +523,7 @@ impl Fold for AnthropicFold {
                 FoldedBlock::Thinking { escaped, signature } => escaped.len() + signature.len(),
                 FoldedBlock::Text { escaped } => escaped.len(),
                 FoldedBlock::ToolUse { input, .. } => input.len() + 64,
+                FoldedBlock::Image(block) => block.len(),
             })
             .sum();
         let mut out = Vec::with_capacity(320 + size);
@@ -550,6 +558,7 @@ impl Fold for AnthropicFold {
                     out.extend_from_slice(input.as_bytes());
                     out.push(b'}');
                 }
+                FoldedBlock::Image(block) => out.extend_from_slice(block),
             }
         }
         out.extend_from_slice(b"],\"stop_reason\":");
@@ -584,6 +593,7 @@ fn fold_event(blocks: &mut Vec<FoldedBlock>, event: Event<'_>) {
             name: name.to_owned(),
             input: input.to_owned(),
         }),
+        Event::Image(_, mime, data) => blocks.push(FoldedBlock::Image(super::image_block::block(mime, data))),
         Event::Usage(_) | Event::Stop { .. } => {}
     }
 }
@@ -882,6 +892,29 @@ mod tests {
         crate::sse::frame_in_cuts(bytes, cuts, |data| stream.on_event(data, &mut out).unwrap());
         stream.finish(&mut out);
         (out, stream.take_signatures())
+    }
+
+    #[test]
+    fn a_generated_image_is_an_image_block_streamed_and_folded() {
+        let image = json!([{"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}]);
+        let evts = [upstream(json!([{"text": "A cat"}]), None, None), upstream(image, Some("STOP"), None)];
+        let block = json!({"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                       "data": "iVBORw0KGgo="}});
+        let got = events(&run(&mut AnthropicStream::new(opts()), &evts));
+        let starts: Vec<&Value> = got
+            .iter()
+            .filter(|(n, _)| n == "content_block_start")
+            .map(|(_, d)| &d["content_block"])
+            .collect();
+        assert_eq!(starts, [&json!({"type": "text", "text": ""}), &block]);
+        assert_eq!(got[got.len() - 3].1, json!({"type": "content_block_stop", "index": 1}));
+        let mut fold = AnthropicFold::new(opts());
+        for event in &evts {
+            fold.on_event(&mut event.clone().into_bytes()).unwrap();
+        }
+        let message: Value = serde_json::from_slice(&fold.finish()).unwrap();
+        assert_eq!(message["content"], json!([{"type": "text", "text": "A cat"}, block]));
+        assert_eq!(message["stop_reason"], "end_turn");
     }
 
     #[test]

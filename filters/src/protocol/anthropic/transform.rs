@@ -85,7 +85,7 @@ fn build(
         system_instruction: build_system(req),
         tools: &tools,
         tool_config,
-        generation_config: build_generation_config(req, family)?,
+        generation_config: build_generation_config(req, family)?.for_request_type(request_type),
         session_id: target.session_id,
     };
     Ok(InnerRequest { json: inner.encode(estimated_size(req)), tool_names: names, request_type })
@@ -923,6 +923,16 @@ pub(crate) mod tests {
             build_for("claude-opus-4-6-thinking", adaptive)["generationConfig"],
             json!({"maxOutputTokens": 25600, "thinkingConfig": {"includeThoughts": true, "thinkingBudget": 24576}})
         );
+    }
+
+    #[test]
+    fn image_models_get_no_thinking_config() {
+        let body = with(
+            msgs(json!([{"role": "user", "content": "a cat"}])),
+            json!({"thinking": {"type": "enabled", "budget_tokens": 2048}}),
+        );
+        let got = build_for("gemini-3.1-flash-image", body);
+        assert!(got["generationConfig"].get("thinkingConfig").is_none(), "{got}");
     }
 
     #[test]

@@ -104,6 +104,9 @@ pub fn build_inner_request(
     let mut names = ToolNameMap::new(declared_names(&body).iter().map(String::as_str));
     let has_functions = clean_tools(&mut body, family, &mut names)?;
     fix_tool_config(&mut body, family, has_functions, &names);
+    if RequestType::of(target.upstream_model, false) == RequestType::ImageGen {
+        drop_thinking(&mut body);
+    }
     fix_generation_config(&mut body, family);
     let contents =
         get_mut(&mut body, "contents", "contents").and_then(Value::as_array_mut).ok_or_else(|| {
@@ -233,6 +236,14 @@ fn fix_tool_config(
         if mode.is_none_or(|m| m.eq_ignore_ascii_case("AUTO")) {
             calling.insert("mode".into(), Value::String("VALIDATED".into()));
         }
+    }
+}
+
+/// Removes a client's `thinkingConfig`: image models refuse one (the upstream answers 400).
+fn drop_thinking(body: &mut Map<String, Value>) {
+    if let Some(Value::Object(config)) = get_mut(body, "generationConfig", "generation_config") {
+        config.remove("thinkingConfig");
+        config.remove("thinking_config");
     }
 }
 
@@ -461,6 +472,12 @@ mod tests {
         "safetySettings": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "OFF"}],
         "generationConfig": {"maxOutputTokens": 100, "thinkingConfig": {"thinkingBudget": 1024, "includeThoughts": true}, "responseModalities": ["TEXT"]},
         "cachedContent": "keep-me", "model": "models/x"})
+    }
+
+    #[test]
+    fn image_models_get_no_thinking_config() {
+        let (got, _) = build_with("gemini-3-pro-image", history(), &NoSignatures).unwrap();
+        assert_eq!(got["generationConfig"], json!({"maxOutputTokens": 100, "responseModalities": ["TEXT"]}));
     }
 
     #[test]

@@ -72,15 +72,15 @@ fn build(
     };
     let tool_config = build_tool_config(req, family, !tools.is_empty(), &names)?;
     let (contents, system_instruction) = build_contents(req.messages(), family, signatures, &mut names)?;
+    let request_type = RequestType::of(target.upstream_model, false);
     let inner = InnerJson {
         contents,
         system_instruction,
         tools,
         tool_config,
-        generation_config: build_generation_config(req, family)?,
+        generation_config: build_generation_config(req, family)?.for_request_type(request_type),
         session_id: target.session_id,
     };
-    let request_type = RequestType::of(target.upstream_model, false);
     Ok(InnerRequest { json: inner.encode(estimated_size(req)), tool_names: names, request_type })
 }
 
@@ -840,6 +840,14 @@ mod tests {
             json!({"response_format": {"type": "text"}}),
         );
         assert!(build(body).get("generationConfig").is_none());
+    }
+
+    #[test]
+    fn image_models_get_no_thinking_config() {
+        let body =
+            with(chat(json!([{"role": "user", "content": "a cat"}])), json!({"reasoning_effort": "high"}));
+        let (got, _) = build_for("gemini-3-pro-image", body, &[]).unwrap();
+        assert!(got["generationConfig"].get("thinkingConfig").is_none(), "{got}");
     }
 
     #[test]
