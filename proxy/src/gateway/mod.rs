@@ -19,6 +19,7 @@ mod endpoints;
 pub mod exchange;
 pub mod models;
 mod pump;
+mod reasoning_seal;
 mod respond;
 pub mod signatures;
 
@@ -282,6 +283,18 @@ impl Gateway {
             }
             Operation::ChatCompletions => self.chat_completions(session, ctx, snapshot).await,
             Operation::Messages => self.messages(session, ctx, snapshot).await,
+            Operation::Responses => self.responses(session, ctx, snapshot).await,
+            Operation::ResponsesInputTokens => self.responses_input_tokens(session, ctx, snapshot).await,
+            Operation::ResponsesUnsupported => Err(ClientError::new(
+                404,
+                ErrorKind::NotFound,
+                format!(
+                    "{} {} is not served: Levitate keeps no responses (compaction, retrieval and deletion need \
+                     them); POST /v1/responses with the whole conversation instead",
+                    session.req_header().method,
+                    session.req_header().uri.path()
+                ),
+            )),
             Operation::CountTokensAnthropic => self.count_tokens_anthropic(session, ctx, snapshot).await,
             Operation::GenerateContent { model, stream } => {
                 self.generate_content(session, ctx, snapshot, &model, stream).await
@@ -345,6 +358,9 @@ fn operation_label(operation: &Operation) -> &'static str {
         Operation::ListModels | Operation::ListModelsGemini => "list_models",
         Operation::GetModel { .. } | Operation::GetModelGemini { .. } => "get_model",
         Operation::Messages => "messages",
+        Operation::Responses => "responses",
+        Operation::ResponsesInputTokens => "count_tokens",
+        Operation::ResponsesUnsupported => "unknown",
         Operation::CountTokensAnthropic | Operation::CountTokensGemini { .. } => "count_tokens",
         Operation::GenerateContent { .. } => "generate_content",
         Operation::Health => "health",

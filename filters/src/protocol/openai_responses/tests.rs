@@ -1,0 +1,1 @@
+//! Tests of the Responses protocol across its files.
