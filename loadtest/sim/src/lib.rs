@@ -20,6 +20,7 @@ mod faults;
 mod models;
 mod oauth;
 mod prompt;
+mod replay;
 mod server;
 mod signature;
 mod stats;
