@@ -102,7 +102,7 @@ async fn off_reactor<T: Send + 'static>(
 struct SessionHeaders {
     session_id: Option<String>,
     claude_code: Option<String>,
-    /// Codex CLI's conversation id (`session_id`).
+    /// Codex CLI's conversation id (`session-id`; `session_id` before 0.16x).
     codex: Option<String>,
 }
 
@@ -111,7 +111,7 @@ impl SessionHeaders {
         SessionHeaders {
             session_id: header(session, "x-session-id").map(str::to_owned),
             claude_code: header(session, "x-claude-code-session-id").map(str::to_owned),
-            codex: header(session, "session_id").map(str::to_owned),
+            codex: header(session, "session-id").or_else(|| header(session, "session_id")).map(str::to_owned),
         }
     }
 }
@@ -196,7 +196,7 @@ fn prepare_generate(
 
 /// What the Responses stream machine needs from the request besides [`Prepared`].
 struct ResponsesExtra {
-    custom_tools: Vec<String>,
+    tools: Vec<openai_responses::ToolRoute>,
     show_summary: bool,
 }
 
@@ -216,7 +216,7 @@ fn prepare_responses(
     let inner =
         openai_responses::build_inner_request(&request, &target, &StoredSignatures(app), sealer.keys())?;
     let extra = ResponsesExtra {
-        custom_tools: openai_responses::custom_tool_names(&request),
+        tools: openai_responses::tool_routes(&request),
         show_summary: request.wants_summary(),
     };
     let prepared = Prepared {
@@ -261,7 +261,7 @@ impl Gateway {
             created_at: crate::store::unix_now(),
             tool_call_id_prefix: format!("call_{}_", &request_uuid[..16]),
             tool_names,
-            custom_tools: extra.custom_tools,
+            tools: extra.tools,
             family: ModelFamily::of(&prepared.upstream_model),
             sealer,
             show_summary: extra.show_summary,

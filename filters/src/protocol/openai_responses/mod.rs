@@ -12,7 +12,7 @@ mod transform;
 
 pub use request::{parse_responses_request, ResponsesRequest};
 pub use stream::{ResponsesFold, ResponsesStream, ResponsesStreamOptions, Sealer};
-pub use tools::custom_tool_names;
+pub use tools::{tool_routes, ToolRoute};
 pub use transform::build_inner_request;
 
 #[cfg(test)]

@@ -92,6 +92,9 @@ pub(super) struct InputItem<'a> {
     pub(super) call_id: Option<&'a str>,
     #[serde(borrow)]
     pub(super) name: Option<&'a str>,
+    /// A call of a tool declared inside a `namespace` tool.
+    #[serde(borrow)]
+    pub(super) namespace: Option<&'a str>,
     /// `function_call`: JSON-encoded arguments.
     #[serde(borrow)]
     pub(super) arguments: Option<&'a str>,
@@ -139,6 +142,9 @@ pub(super) struct Tool<'a> {
     pub(super) description: Option<&'a str>,
     pub(super) parameters: Option<JsonTokens>,
     pub(super) strict: Option<bool>,
+    /// A `namespace` tool's function and custom tools, called with `namespace` set on the call.
+    #[serde(borrow)]
+    pub(super) tools: Option<Vec<Tool<'a>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,7 +191,7 @@ pub(super) struct TextFormat<'a> {
 }
 
 /// Tool types served; anything else is refused by name.
-pub(super) const TOOL_TYPES: &str = "\"function\", \"custom\" and \"web_search\"";
+pub(super) const TOOL_TYPES: &str = "\"function\", \"custom\", \"namespace\" and \"web_search\"";
 
 /// Parses a Responses body. The buffer is scratch for simd-json afterwards; the request borrows from it.
 pub fn parse_responses_request(body: &mut [u8]) -> Result<ResponsesRequest<'_>, TransformError> {
@@ -353,15 +359,27 @@ impl<'a> ResponsesRequest<'a> {
         if let Some(StrOr::Other(choice)) = &self.tool_choice {
             limits::check_count(choice.tools.len(), limits::MAX_TOOLS, "tool_choice.tools", "allowed tools")?;
         }
+        let mut count = 0;
         for (i, tool) in tools.iter().enumerate() {
-            if !matches!(tool.kind, "function" | "custom") && !is_web_search(tool.kind) {
+            count += 1;
+            if tool.kind == "namespace" {
+                for (j, inner) in tool.tools.as_deref().unwrap_or_default().iter().enumerate() {
+                    count += 1;
+                    if !matches!(inner.kind, "function" | "custom") {
+                        return Err(TransformError::unsupported(
+                            format!("tools[{i}].tools[{j}].type"),
+                            format!("A namespace holds function and custom tools, not {:?}.", inner.kind),
+                        ));
+                    }
+                }
+            } else if !matches!(tool.kind, "function" | "custom") && !is_web_search(tool.kind) {
                 return Err(TransformError::unsupported(
                     format!("tools[{i}].type"),
                     format!("Tools of type {:?} are not supported; only {TOOL_TYPES} tools are.", tool.kind),
                 ));
             }
         }
-        Ok(())
+        limits::check_count(count, limits::MAX_TOOLS, "tools", "tools")
     }
 }
 

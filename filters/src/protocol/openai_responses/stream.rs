@@ -17,6 +17,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::seal::{Family, ReasoningState, SignedOn};
+use super::tools::ToolRoute;
 use crate::error::ClientError;
 use crate::inner::ToolNameMap;
 use crate::signature::{CapturedSignature, ModelFamily};
@@ -42,8 +43,9 @@ pub struct ResponsesStreamOptions {
     /// Unique per request; a call without an upstream id gets this prefix and its index as `call_id`.
     pub tool_call_id_prefix: String,
     pub tool_names: ToolNameMap,
-    /// Declared `custom` tools (client names): their calls are answered as `custom_tool_call` items.
-    pub custom_tools: Vec<String>,
+    /// Where each declared tool's calls go back to: custom tools answer as `custom_tool_call` items, and a
+    /// namespaced tool's calls carry its `namespace`.
+    pub tools: Vec<ToolRoute>,
     /// The upstream model's family, sealed with each signature.
     pub family: ModelFamily,
     pub sealer: Arc<dyn Sealer>,
@@ -67,6 +69,7 @@ struct Item {
     text: String,
     call_id: String,
     name: String,
+    namespace: Option<String>,
     /// Reasoning: the whole thought text and the turn's signature.
     thought: String,
     signature: Option<String>,
@@ -83,6 +86,7 @@ impl Item {
             text: String::new(),
             call_id: String::new(),
             name: String::new(),
+            namespace: None,
             thought: String::new(),
             signature: None,
             signed_on: SignedOn::Thought,
@@ -92,6 +96,14 @@ impl Item {
     }
 
     fn json(&self) -> Value {
+        let mut json = self.json_without_namespace();
+        if let (Some(namespace), Some(map)) = (&self.namespace, json.as_object_mut()) {
+            map.insert("namespace".into(), Value::from(namespace.as_str()));
+        }
+        json
+    }
+
+    fn json_without_namespace(&self) -> Value {
         let status = if self.done { "completed" } else { "in_progress" };
         match self.kind {
             Kind::Reasoning => {
@@ -337,12 +349,14 @@ impl Turn {
         if let Some(signature) = signature {
             self.sign_reasoning(signature, SignedOn::Call);
         }
-        let name = self.opts.tool_names.client_name(name).to_owned();
-        let custom = self.opts.custom_tools.contains(&name);
+        let client_name = self.opts.tool_names.client_name(name);
+        let route = self.opts.tools.iter().find(|r| r.qualified == client_name);
+        let custom = route.is_some_and(|r| r.custom);
         let (kind, prefix) = if custom { (Kind::CustomToolCall, "ctc") } else { (Kind::FunctionCall, "fc") };
         let mut item = Item::new(kind, self.new_id(prefix));
         item.call_id = call_id;
-        item.name = name;
+        item.name = route.map_or_else(|| client_name.to_owned(), |r| r.name.clone());
+        item.namespace = route.and_then(|r| r.namespace.clone());
         let index = self.add_item(item);
         let text = if custom { custom_input(args) } else { args.to_owned() };
         let (delta, done, field) = if custom {

@@ -115,6 +115,38 @@ fn custom_tools_are_declared_as_one_string_argument_and_replayed_as_calls() {
 }
 
 #[test]
+fn namespace_tools_are_flattened_and_their_calls_carry_the_namespace_back() {
+    let body = json!({"model": "m", "tools": [{"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents",
+            "tools": [{"type": "function", "name": "close_agent", "parameters": {"type": "object", "properties": {}}}]}],
+        "input": [{"role": "user", "content": "x"},
+            {"type": "function_call", "namespace": "multi_agent_v1", "call_id": "c1", "name": "close_agent", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "closed"}]});
+    let got = build("gemini-3-flash", body.clone()).unwrap();
+    let upstream = got["tools"][0]["functionDeclarations"][0]["name"].as_str().unwrap().to_owned();
+    assert_eq!(got["contents"][1]["parts"][0]["functionCall"]["name"], upstream.as_str());
+    assert_eq!(got["contents"][2]["parts"][0]["functionResponse"]["name"], upstream.as_str());
+
+    let req = parse_responses_request(serde_json::to_vec(&body).unwrap().leak()).unwrap();
+    let target = Target { upstream_model: "gemini-3-flash", session_id: "-1" };
+    let inner = build_inner_request(&req, &target, &NoSignatures, &keys()).unwrap();
+    let mut opts = options(&[], ModelFamily::Gemini, true);
+    opts.tools = tool_routes(&req);
+    opts.tool_names = inner.tool_names;
+    let call = json!([{"functionCall": {"name": upstream, "args": {}}, "thoughtSignature": GEMINI_SIG}]);
+    let frames = run_stream(opts, vec![event(call, Some("STOP"))]);
+    let output = &frames.last().unwrap().1["response"]["output"];
+    assert_eq!(
+        (output[1]["name"].as_str(), output[1]["namespace"].as_str()),
+        (Some("close_agent"), Some("multi_agent_v1"))
+    );
+    let bad = json!({"model": "m", "input": "x", "tools": [{"type": "namespace", "name": "n", "tools": [{"type": "web_search"}]}]});
+    assert_eq!(
+        parse_responses_request(serde_json::to_vec(&bad).unwrap().leak()).unwrap_err().param(),
+        Some("tools[0].tools[0].type")
+    );
+}
+
+#[test]
 fn effort_and_structured_output_map_like_chat() {
     let got = build(
         "gemini-3-flash",
@@ -267,7 +299,15 @@ fn options(custom: &[&str], family: ModelFamily, show_summary: bool) -> Response
         created_at: 1_700_000_000,
         tool_call_id_prefix: "call_x_".into(),
         tool_names: ToolNameMap::new(["shell", "apply_patch"]),
-        custom_tools: custom.iter().map(|s| s.to_string()).collect(),
+        tools: custom
+            .iter()
+            .map(|s| ToolRoute {
+                qualified: s.to_string(),
+                namespace: None,
+                name: s.to_string(),
+                custom: true,
+            })
+            .collect(),
         family,
         sealer: Arc::new(TestSealer(AtomicU8::new(0))),
         show_summary,

@@ -5,7 +5,8 @@
 //! upstream cannot enforce): it is declared upstream as a function with one string argument `input`, and the
 //! stream machine turns its calls back into `custom_tool_call` items. `web_search` tools are accepted and
 //! flagged on the request ([`ResponsesRequest::web_search`]) for Google Search grounding; they declare no
-//! function.
+//! function. A `namespace` tool (Codex groups its sub-agent tools in one) is flattened: each tool inside is
+//! declared under `namespace.name` and its calls carry `namespace` again ([`ToolRoute`]).
 
 use super::request::{is_web_search, ResponsesRequest, Tool};
 use crate::inner::body::StrOr;
@@ -23,28 +24,77 @@ fn custom_schema() -> JsonTokens {
     }))
 }
 
+/// Where the calls of one declared tool go back to: the client's name, its namespace, and whether it is a
+/// custom (freeform) tool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolRoute {
+    /// `namespace.name`, or `name`: the name the tool is registered under upstream.
+    pub qualified: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub custom: bool,
+}
+
+/// The name a tool is declared under: `namespace.name` inside a namespace.
+pub(super) fn qualified(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(namespace) => format!("{namespace}.{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// Every function and custom tool, namespaces flattened: `(param path, namespace, tool)`.
+pub(super) fn flat_tools<'t, 'a>(tools: &'t [Tool<'a>]) -> Vec<(String, Option<&'a str>, &'t Tool<'a>)> {
+    let mut out = Vec::with_capacity(tools.len());
+    for (i, tool) in tools.iter().enumerate() {
+        if tool.kind == "namespace" {
+            for (j, inner) in tool.tools.as_deref().unwrap_or_default().iter().enumerate() {
+                out.push((format!("tools[{i}].tools[{j}]"), tool.name, inner));
+            }
+        } else if !is_web_search(tool.kind) {
+            out.push((format!("tools[{i}]"), None, tool));
+        }
+    }
+    out
+}
+
+/// Where each declared tool's calls go back to.
+pub fn tool_routes(req: &ResponsesRequest) -> Vec<ToolRoute> {
+    flat_tools(req.tools.as_deref().unwrap_or_default())
+        .into_iter()
+        .filter_map(|(_, namespace, tool)| {
+            let name = tool.name?;
+            Some(ToolRoute {
+                qualified: qualified(namespace, name),
+                namespace: namespace.map(str::to_owned),
+                name: name.to_owned(),
+                custom: tool.kind == "custom",
+            })
+        })
+        .collect()
+}
+
 pub(super) fn build_tools<'a>(
     tools: &'a [Tool],
     family: ModelFamily,
     names: &mut ToolNameMap,
 ) -> Result<Vec<ToolGroup<'a>>, TransformError> {
-    let mut declarations = Vec::with_capacity(tools.len());
-    let mut seen = std::collections::HashSet::with_capacity(tools.len());
+    let flat = flat_tools(tools);
+    let mut declarations = Vec::with_capacity(flat.len());
+    let mut seen = std::collections::HashSet::with_capacity(flat.len());
     let custom = custom_schema();
-    for (i, tool) in tools.iter().enumerate() {
-        if is_web_search(tool.kind) {
-            continue;
-        }
+    for (at, namespace, tool) in flat {
         let name = tool.name.filter(|n| !n.is_empty()).ok_or_else(|| {
-            TransformError::invalid(format!("tools[{i}].name"), "A function or custom tool needs a `name`.")
+            TransformError::invalid(format!("{at}.name"), "A function or custom tool needs a `name`.")
         })?;
-        if !seen.insert(name) {
+        let name = qualified(namespace, name);
+        if !seen.insert(name.clone()) {
             return Err(TransformError::invalid(
-                format!("tools[{i}].name"),
+                format!("{at}.name"),
                 format!("Tool name {name:?} is declared twice."),
             ));
         }
-        let param = || format!("tools[{i}].parameters");
+        let param = || format!("{at}.parameters");
         let parameters = match (tool.kind, &tool.parameters) {
             ("custom", _) => Some(custom.view()),
             (_, Some(schema)) if schema.is_object() => Some(schema.view()),
@@ -54,7 +104,7 @@ pub(super) fn build_tools<'a>(
             }
         };
         declarations.push(FunctionDeclaration::new(
-            name,
+            &name,
             tool.description,
             parameters,
             family,
@@ -66,12 +116,6 @@ pub(super) fn build_tools<'a>(
         return Ok(Vec::new());
     }
     Ok(vec![ToolGroup { function_declarations: declarations, ..ToolGroup::default() }])
-}
-
-/// The names of the declared `custom` tools, whose calls are answered as `custom_tool_call` items.
-pub fn custom_tool_names(req: &ResponsesRequest) -> Vec<String> {
-    let tools = req.tools.as_deref().unwrap_or_default();
-    tools.iter().filter(|t| t.kind == "custom").filter_map(|t| t.name.map(str::to_owned)).collect()
 }
 
 pub(super) fn build_tool_config(
@@ -87,7 +131,10 @@ pub(super) fn build_tool_config(
     let declared = |name: Option<&str>, param: String| -> Result<String, TransformError> {
         let name = name.unwrap_or_default();
         let tools = req.tools.as_deref().unwrap_or_default();
-        if tools.iter().any(|t| t.name == Some(name) && !is_web_search(t.kind)) {
+        if flat_tools(tools)
+            .iter()
+            .any(|(_, namespace, t)| qualified(*namespace, t.name.unwrap_or_default()) == name)
+        {
             Ok(names.upstream_name(name).to_owned())
         } else {
             Err(TransformError::invalid(

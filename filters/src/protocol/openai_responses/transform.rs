@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use super::request::{ContentPart, InputItem, ResponsesRequest, Role, Tool};
 use super::seal::{ReasoningState, SealKeys, SignedOn};
-use super::tools::{build_tool_config, build_tools};
+use super::tools::{build_tool_config, build_tools, flat_tools, qualified};
 use crate::inner::body::StrOr;
 use crate::inner::request::{
     encode_tools, ensure_user_first, guess_mime, push_part, FunctionCallOut, FunctionResponseOut,
@@ -36,7 +36,11 @@ pub fn build_inner_request(
 ) -> Result<InnerRequest, TransformError> {
     let family = ModelFamily::of(target.upstream_model);
     let declared: &[Tool] = req.tools.as_deref().unwrap_or_default();
-    let mut names = ToolNameMap::new(declared.iter().filter_map(|t| t.name));
+    let declared_names: Vec<String> = flat_tools(declared)
+        .into_iter()
+        .filter_map(|(_, namespace, t)| t.name.map(|name| qualified(namespace, name)))
+        .collect();
+    let mut names = ToolNameMap::new(declared_names.iter().map(String::as_str));
     let tools = encode_tools(&build_tools(declared, family, &mut names)?);
     let tool_config = build_tool_config(req, family, !tools.is_empty(), &names)?;
     let (contents, system_instruction) = build_contents(req, family, signatures, keys, &mut names)?;
@@ -68,8 +72,8 @@ fn build_contents<'a>(
     let mut contents: Vec<Turn<'a>> = Vec::new();
     let mut system: Vec<Part<'a>> = Vec::new();
     system.extend(req.instructions.and_then(Part::text));
-    // call_id -> the client's tool name, from the calls seen so far.
-    let mut call_names: HashMap<&'a str, &'a str> = HashMap::new();
+    // call_id -> the client's (qualified) tool name, from the calls seen so far.
+    let mut call_names: HashMap<&'a str, String> = HashMap::new();
     let mut restored: Vec<Pending> = Vec::new();
 
     if let Some(StrOr::Str(text)) = &req.input {
@@ -110,9 +114,10 @@ fn build_contents<'a>(
                     let input = item.input.unwrap_or_default();
                     JsonObject::Text(Cow::Owned(serde_json::json!({ "input": input }).to_string()))
                 };
-                call_names.insert(call_id, name);
+                let name = qualified(item.namespace.filter(|n| !n.is_empty()), name);
                 let function_call =
-                    FunctionCallOut { id: call_id, name: names.register(name).to_owned(), args };
+                    FunctionCallOut { id: call_id, name: names.register(&name).to_owned(), args };
+                call_names.insert(call_id, name);
                 push_part(
                     &mut contents,
                     "model",
