@@ -4,6 +4,7 @@
 //! lets a stateless gateway restore Google's thoughtSignatures on the next turn (`seal.rs`). Errors use
 //! OpenAI's shape ([`crate::Protocol::OpenAi`]).
 
+mod items;
 mod request;
 pub mod seal;
 mod stream;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use super::items::{Item, Kind};
 use super::seal::{Family, ReasoningState, SignedOn};
 use super::tools::ToolRoute;
 use crate::error::ClientError;
@@ -51,88 +52,6 @@ pub struct ResponsesStreamOptions {
     pub sealer: Arc<dyn Sealer>,
     /// Whether thought text is shown as the reasoning summary.
     pub show_summary: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Reasoning,
-    Message,
-    FunctionCall,
-    CustomToolCall,
-}
-
-#[derive(Debug)]
-struct Item {
-    kind: Kind,
-    id: String,
-    /// Summary text, message text, arguments or custom input.
-    text: String,
-    call_id: String,
-    name: String,
-    namespace: Option<String>,
-    /// Reasoning: the whole thought text and the turn's signature.
-    thought: String,
-    signature: Option<String>,
-    signed_on: SignedOn,
-    encrypted: Option<String>,
-    done: bool,
-}
-
-impl Item {
-    fn new(kind: Kind, id: String) -> Self {
-        Item {
-            kind,
-            id,
-            text: String::new(),
-            call_id: String::new(),
-            name: String::new(),
-            namespace: None,
-            thought: String::new(),
-            signature: None,
-            signed_on: SignedOn::Thought,
-            encrypted: None,
-            done: false,
-        }
-    }
-
-    fn json(&self) -> Value {
-        let mut json = self.json_without_namespace();
-        if let (Some(namespace), Some(map)) = (&self.namespace, json.as_object_mut()) {
-            map.insert("namespace".into(), Value::from(namespace.as_str()));
-        }
-        json
-    }
-
-    fn json_without_namespace(&self) -> Value {
-        let status = if self.done { "completed" } else { "in_progress" };
-        match self.kind {
-            Kind::Reasoning => {
-                let summary = if self.text.is_empty() && !self.done {
-                    json!([])
-                } else if self.text.is_empty() {
-                    json!([])
-                } else {
-                    json!([{"type": "summary_text", "text": self.text}])
-                };
-                json!({"id": self.id, "type": "reasoning", "summary": summary,
-                       "encrypted_content": self.encrypted})
-            }
-            Kind::Message => {
-                let content = if self.done || !self.text.is_empty() {
-                    json!([{"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}])
-                } else {
-                    json!([])
-                };
-                json!({"id": self.id, "type": "message", "role": "assistant", "status": status, "content": content})
-            }
-            Kind::FunctionCall => json!({"id": self.id, "type": "function_call", "call_id": self.call_id,
-                "name": self.name, "arguments": if self.done { self.text.as_str() } else { "" }, "status": status}),
-            Kind::CustomToolCall => {
-                json!({"id": self.id, "type": "custom_tool_call", "call_id": self.call_id,
-                "name": self.name, "input": if self.done { self.text.as_str() } else { "" }, "status": status})
-            }
-        }
-    }
 }
 
 /// The state of one response, shared by the streaming and the folded output.
