@@ -125,3 +125,17 @@ def test_codex_runs_a_tool_and_the_next_turns_replay_signed_reasoning(gateway: G
             assert verdicts["claude"] >= 1 and verdicts["leading_signed_thoughts"] >= 1, seen
         else:
             assert verdicts["gemini"] >= 1, seen
+
+
+def test_codex_auto_compaction_goes_through_v1_responses(gateway: Gateway, tmp_path: Path):
+    """A custom provider's history is compacted by Codex itself: one more `/v1/responses` call with its
+    summary prompt and no tools, never `/v1/responses/compact` (which Levitate answers 404). A tiny context
+    window makes Codex compact after the first answer."""
+    small = ["-c", "model_auto_compact_token_limit=200", "-c", "model_context_window=2000"]
+    _, first, _ = codex(gateway, tmp_path, "say hi [sim:text] [sim:words=400]", *small)
+    events, recorder, proc = codex(gateway, tmp_path, "again [sim:text]", *small, resume=True)
+    assert "Echo:" in agent_text(events), explain(proc, recorder)
+    calls = first.exchanges + recorder.exchanges
+    assert all(e.path == "/v1/responses" and e.status == 200 for e in calls), explain(proc, recorder)
+    assert any(e.body_summary.get("n_tools") == 0 for e in calls), \
+        f"no tool-less summary request: did Codex compact?\n{first.report()}\n{explain(proc, recorder)}"
