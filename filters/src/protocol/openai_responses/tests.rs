@@ -71,6 +71,18 @@ fn messages_instructions_and_images_map_to_turns() {
             {"role": "user", "parts": [{"text": "Thanks"}]}])
     );
     assert_eq!(got["generationConfig"], json!({"maxOutputTokens": 100, "temperature": 0.5, "topP": 0.9}));
+    let searched = build(
+        "gemini-3-flash",
+        json!({"model": "m", "input": [{"role": "user", "content": "news?"},
+            {"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {"type": "search", "query": "news"}},
+            {"role": "assistant", "content": "Headlines."}]}),
+    )
+    .unwrap();
+    assert_eq!(
+        searched["contents"][1],
+        json!({"role": "model", "parts": [{"text": "Headlines."}]}),
+        "replayed searches are skipped"
+    );
     let plain = build("gemini-3-flash", json!({"model": "m", "input": "hello"})).unwrap();
     assert_eq!(plain["contents"], json!([{"role": "user", "parts": [{"text": "hello"}]}]));
 }

@@ -141,6 +141,9 @@ fn build_contents<'a>(
                 };
                 push_part(&mut contents, "user", Part::FunctionResponse { function_response });
             }
+            // A search the gateway ran upstream (Google Search grounding): its results are already in the
+            // answer text that follows it, and Google takes no record of the search itself.
+            "web_search_call" => {}
             "item_reference" => return Err(TransformError::unsupported(
                 at("type"),
                 "Item references need stored responses, which Levitate does not keep: send the item itself.",
