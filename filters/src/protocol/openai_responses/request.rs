@@ -67,6 +67,10 @@ pub struct ResponsesRequest<'a> {
     /// The body's size, which the inner request's size follows closely.
     #[serde(skip)]
     pub(super) body_len: usize,
+    /// Whether a `web_search` (or `web_search_preview`) tool is declared: Google Search grounding. Set by
+    /// [`parse_responses_request`]; read through [`ResponsesRequest::web_search`].
+    #[serde(skip)]
+    pub(super) web_search: bool,
 }
 
 /// Roles of a `message` input item.
@@ -199,6 +203,7 @@ pub fn parse_responses_request(body: &mut [u8]) -> Result<ResponsesRequest<'_>, 
     let mut request: ResponsesRequest = parse_body(body, "a Responses API request")?;
     request.validate()?;
     request.body_len = body_len;
+    request.web_search = request.tools.as_deref().unwrap_or_default().iter().any(|t| is_web_search(t.kind));
     Ok(request)
 }
 
@@ -214,7 +219,7 @@ impl<'a> ResponsesRequest<'a> {
 
     /// Whether the request declares a `web_search` (or `web_search_preview`) tool: Google Search grounding.
     pub fn web_search(&self) -> bool {
-        self.tools.as_deref().unwrap_or_default().iter().any(|t| is_web_search(t.kind))
+        self.web_search
     }
 
     /// A client-chosen conversation key for affinity: `prompt_cache_key`, else a session-like `metadata`
