@@ -213,8 +213,9 @@ fn prepare_responses(
     let session_id = session_id(client_key, request.first_user_text());
     let target = Target { upstream_model: &upstream_model, session_id: &session_id };
     let sealer = super::reasoning_seal::sealer(&app.store)?;
+    let (signatures, keys) = (StoredSignatures(app), sealer.keys());
     let inner =
-        openai_responses::build_inner_request(&request, &target, &StoredSignatures(app), sealer.keys())?;
+        openai_responses::build_inner_request_cached(&request, &target, &signatures, keys, &app.tool_cache)?;
     let extra = ResponsesExtra {
         tools: openai_responses::tool_routes(&request),
         show_summary: request.wants_summary(),

@@ -14,7 +14,7 @@ mod transform;
 pub use request::{parse_responses_request, ResponsesRequest};
 pub use stream::{ResponsesFold, ResponsesStream, ResponsesStreamOptions, Sealer};
 pub use tools::{tool_routes, ToolRoute};
-pub use transform::build_inner_request;
+pub use transform::{build_inner_request, build_inner_request_cached};
 
 #[cfg(test)]
 mod tests;

@@ -159,6 +159,28 @@ fn namespace_tools_are_flattened_and_their_calls_carry_the_namespace_back() {
 }
 
 #[test]
+fn cached_tools_give_the_same_bytes_and_names_as_a_fresh_build() {
+    let body = json!({"model": "m", "input": "x", "tools": [
+        {"type": "function", "name": "mcp.fs:read", "parameters": {"type": "object", "properties": {"p": {"type": "string", "minLength": 1}}}},
+        {"type": "custom", "name": "apply_patch"},
+        {"type": "namespace", "name": "ns", "description": "d", "tools": [{"type": "function", "name": "f"}]}]});
+    let req = parse_responses_request(serde_json::to_vec(&body).unwrap().leak()).unwrap();
+    let cache = crate::inner::ToolCache::new(8);
+    for model in ["gemini-3-flash", "claude-sonnet-4-6", "gemini-3-flash"] {
+        let target = Target { upstream_model: model, session_id: "-1" };
+        let fresh = build_inner_request(&req, &target, &NoSignatures, &keys()).unwrap();
+        let cached = build_inner_request_cached(&req, &target, &NoSignatures, &keys(), &cache).unwrap();
+        assert_eq!(fresh.json, cached.json, "{model}");
+        assert_eq!(fresh.tool_names.upstream_name("ns.f"), cached.tool_names.upstream_name("ns.f"));
+        assert_eq!(
+            cached.tool_names.client_name(cached.tool_names.upstream_name("mcp.fs:read")),
+            "mcp.fs:read"
+        );
+    }
+    assert_eq!(cache.len(), 2, "one entry per family");
+}
+
+#[test]
 fn effort_and_structured_output_map_like_chat() {
     let got = build(
         "gemini-3-flash",

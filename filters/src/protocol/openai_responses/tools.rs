@@ -8,10 +8,12 @@
 //! function. A `namespace` tool (Codex groups its sub-agent tools in one) is flattened: each tool inside is
 //! declared under `namespace.name` and its calls carry `namespace` again ([`ToolRoute`]).
 
+use std::sync::Arc;
+
 use super::request::{is_web_search, ResponsesRequest, Tool};
 use crate::inner::body::StrOr;
-use crate::inner::request::{auto_mode, FunctionDeclaration, ToolConfig, ToolGroup};
-use crate::inner::{ToolNameMap, TransformError};
+use crate::inner::request::{auto_mode, encode_tools, FunctionDeclaration, ToolConfig, ToolGroup};
+use crate::inner::{ToolCache, ToolNameMap, TransformError};
 use crate::json_tokens::JsonTokens;
 use crate::signature::ModelFamily;
 
@@ -72,6 +74,24 @@ pub fn tool_routes(req: &ResponsesRequest) -> Vec<ToolRoute> {
             })
         })
         .collect()
+}
+
+/// The encoded `tools` for `declared`, from `cache` or built and stored there, as chat's are: Codex sends
+/// the same ~18 KB of tools on every request. Every name is already in `names` (see [`ToolNameMap::new`]),
+/// so a hit leaves the map as a fresh build would; the key is tagged so a chat tool list never meets it.
+pub(super) fn cached_tools(
+    declared: &[Tool],
+    family: ModelFamily,
+    names: &mut ToolNameMap,
+    cache: &ToolCache,
+) -> Result<Arc<[u8]>, TransformError> {
+    let digest = cache.digest(&("responses", family, declared));
+    if let Some(json) = cache.get(&digest) {
+        return Ok(json);
+    }
+    let json: Arc<[u8]> = encode_tools(&build_tools(declared, family, names)?).into();
+    cache.insert(digest, Arc::clone(&json));
+    Ok(json)
 }
 
 pub(super) fn build_tools<'a>(

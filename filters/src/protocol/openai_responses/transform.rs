@@ -16,13 +16,13 @@ use std::collections::HashMap;
 
 use super::request::{ContentPart, InputItem, ResponsesRequest, Role, Tool};
 use super::seal::{ReasoningState, SealKeys, SignedOn};
-use super::tools::{build_tool_config, build_tools, flat_tools, qualified};
+use super::tools::{build_tool_config, build_tools, cached_tools, flat_tools, qualified};
 use crate::inner::body::StrOr;
 use crate::inner::request::{
     encode_tools, ensure_user_first, guess_mime, push_part, FunctionCallOut, FunctionResponseOut,
     GenerationConfig, InnerJson, JsonObject, JsonObjectError, Part, ToolResponse, ToolResultValue, Turn,
 };
-use crate::inner::{InnerRequest, RequestType, Target, ToolNameMap, TransformError};
+use crate::inner::{InnerRequest, RequestType, Target, ToolCache, ToolNameMap, TransformError};
 use crate::protocol::openai_chat::effort_budget;
 use crate::schema::{clean_schema, SchemaOptions};
 use crate::signature::{signature_fits, ModelFamily, SignatureLookup, SKIP_VALIDATOR_SENTINEL};
@@ -34,6 +34,28 @@ pub fn build_inner_request(
     signatures: &dyn SignatureLookup,
     keys: &SealKeys,
 ) -> Result<InnerRequest, TransformError> {
+    build(req, target, signatures, keys, None)
+}
+
+/// [`build_inner_request`], taking the encoded `tools` from `cache` when the same tools were built for the
+/// same model family before (and storing them when not). The bytes are identical either way.
+pub fn build_inner_request_cached(
+    req: &ResponsesRequest,
+    target: &Target,
+    signatures: &dyn SignatureLookup,
+    keys: &SealKeys,
+    cache: &ToolCache,
+) -> Result<InnerRequest, TransformError> {
+    build(req, target, signatures, keys, Some(cache))
+}
+
+fn build(
+    req: &ResponsesRequest,
+    target: &Target,
+    signatures: &dyn SignatureLookup,
+    keys: &SealKeys,
+    cache: Option<&ToolCache>,
+) -> Result<InnerRequest, TransformError> {
     let family = ModelFamily::of(target.upstream_model);
     let declared: &[Tool] = req.tools.as_deref().unwrap_or_default();
     let declared_names: Vec<String> = flat_tools(declared)
@@ -41,13 +63,24 @@ pub fn build_inner_request(
         .filter_map(|(_, namespace, t)| t.name.map(|name| qualified(namespace, name)))
         .collect();
     let mut names = ToolNameMap::new(declared_names.iter().map(String::as_str));
-    let tools = encode_tools(&build_tools(declared, family, &mut names)?);
+    // Without a cache the encoding is used as built: turning it into an `Arc` would copy it.
+    let (cached, built);
+    let tools: &[u8] = match cache {
+        Some(cache) if !declared.is_empty() => {
+            cached = cached_tools(declared, family, &mut names, cache)?;
+            &cached
+        }
+        _ => {
+            built = encode_tools(&build_tools(declared, family, &mut names)?);
+            &built
+        }
+    };
     let tool_config = build_tool_config(req, family, !tools.is_empty(), &names)?;
     let (contents, system_instruction) = build_contents(req, family, signatures, keys, &mut names)?;
     let inner = InnerJson {
         contents,
         system_instruction,
-        tools: &tools,
+        tools,
         tool_config,
         generation_config: build_generation_config(req, family)?,
         session_id: target.session_id,
