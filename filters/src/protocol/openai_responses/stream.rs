@@ -163,11 +163,10 @@ impl Turn {
         if is_empty_payload(data) || self.ended {
             return Ok(());
         }
-        // The parsed chunk borrows `data`; the parser is moved out so `self` stays free to write.
-        let mut parser = std::mem::take(&mut self.parser);
-        let result = parser.parse(data).map(|chunk| self.on_chunk(chunk));
-        self.parser = parser;
-        result
+        // The chunk borrows `data`, not the parser, so `self` is free again once it is parsed.
+        let chunk = self.parser.parse(data)?;
+        self.on_chunk(chunk);
+        Ok(())
     }
 
     fn on_chunk(&mut self, chunk: crate::stream::Chunk<'_>) {
