@@ -12,6 +12,13 @@ use crate::Protocol;
 pub enum Operation {
     /// `POST /v1/chat/completions`
     ChatCompletions,
+    /// `POST /v1/responses` (OpenAI Responses API; Codex CLI).
+    Responses,
+    /// `POST /v1/responses/input_tokens`: a local estimate, like Anthropic's count_tokens.
+    ResponsesInputTokens,
+    /// `POST /v1/responses/compact` and other `/v1/responses/...` paths Levitate does not serve (they need
+    /// stored responses); answered with a clear OpenAI error.
+    ResponsesUnsupported,
     /// `GET /v1/models` (OpenAI list of upstream models and aliases).
     ListModels,
     /// `GET /v1/models/{model}` in the OpenAI shape.
@@ -72,6 +79,17 @@ pub fn classify(method: &str, path: &str, key_style: Option<KeyStyle>) -> Route 
     }
     if path == "/v1/images/edits" || path == "/images/edits" {
         return route(Operation::ImagesEdits, Protocol::OpenAi);
+    }
+    if path == "/v1/responses" || path == "/responses" {
+        return route(Operation::Responses, Protocol::OpenAi);
+    }
+    if let Some(rest) = path.strip_prefix("/v1/responses/").or_else(|| path.strip_prefix("/responses/")) {
+        let operation = if rest == "input_tokens" {
+            Operation::ResponsesInputTokens
+        } else {
+            Operation::ResponsesUnsupported
+        };
+        return route(operation, Protocol::OpenAi);
     }
     if path == "/v1/messages" {
         return route(Operation::Messages, Protocol::Anthropic);
@@ -152,6 +170,23 @@ mod tests {
             op("GET", "/v1/models/gpt-4o", Some(KeyStyle::Bearer)),
             (Operation::GetModel { model: "gpt-4o".into() }, Protocol::OpenAi)
         );
+    }
+
+    #[test]
+    fn responses_paths() {
+        for path in ["/v1/responses", "/responses", "/v1/responses/"] {
+            assert_eq!(
+                op("POST", path, Some(KeyStyle::Bearer)),
+                (Operation::Responses, Protocol::OpenAi),
+                "{path}"
+            );
+        }
+        assert_eq!(op("POST", "/v1/responses/input_tokens", None).0, Operation::ResponsesInputTokens);
+        assert_eq!(
+            op("POST", "/v1/responses/compact", None),
+            (Operation::ResponsesUnsupported, Protocol::OpenAi)
+        );
+        assert_eq!(op("GET", "/v1/responses/resp_1", None).0, Operation::ResponsesUnsupported);
     }
 
     #[test]

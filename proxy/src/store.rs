@@ -85,6 +85,25 @@ pub struct QuotaRecord {
     pub fetched_at: u64,
 }
 
+/// Where [`Store::seal_keys`] keeps the keyring, in the default tree.
+const SEAL_KEYS: &[u8] = b"reasoning_seal_keys";
+
+/// One key that seals Responses reasoning items.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct SealKeyRecord {
+    pub id: u32,
+    pub key: Vec<u8>,
+    /// Unix seconds it was made.
+    pub created_at: u64,
+}
+
+/// The key that seals now and the one it replaced, which still opens.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct SealKeyring {
+    pub current: SealKeyRecord,
+    pub previous: Option<SealKeyRecord>,
+}
+
 fn pair_key(account: &str, model: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(account.len() + model.len() + 1);
     key.extend_from_slice(account.as_bytes());
@@ -320,6 +339,42 @@ impl Store {
         Ok(result)
     }
 
+    /// The keys that seal Responses reasoning items (`gateway/reasoning_seal.rs`), created on first use and
+    /// rotated when the current one is older than `max_age`: the current key becomes the previous one (still
+    /// opening what it sealed) and `generate` makes the new one. Kept in the default tree and flushed before
+    /// returning: a lost key makes every reasoning item it sealed unopenable.
+    pub fn seal_keys(
+        &self,
+        max_age: Duration,
+        generate: impl Fn() -> Vec<u8>,
+    ) -> Result<SealKeyring, StoreError> {
+        self.seal_keys_at(unix_now(), max_age, generate)
+    }
+
+    fn seal_keys_at(
+        &self,
+        now: u64,
+        max_age: Duration,
+        generate: impl Fn() -> Vec<u8>,
+    ) -> Result<SealKeyring, StoreError> {
+        let db = &self.trees().db;
+        let stored: Option<SealKeyring> =
+            db.get(SEAL_KEYS)?.map(|raw| serde_json::from_slice(&raw)).transpose()?;
+        let fresh = |id: u32| SealKeyRecord { id, key: generate(), created_at: now };
+        let keyring = match stored {
+            Some(keys) if now.saturating_sub(keys.current.created_at) <= max_age.as_secs() => {
+                return Ok(keys)
+            }
+            Some(keys) => {
+                SealKeyring { current: fresh(keys.current.id.wrapping_add(1)), previous: Some(keys.current) }
+            }
+            None => SealKeyring { current: fresh(1), previous: None },
+        };
+        db.insert(SEAL_KEYS, serde_json::to_vec(&keyring)?)?;
+        self.flush()?;
+        Ok(keyring)
+    }
+
     pub fn put_signature(&self, tool_call_id: &str, signature: &str) -> Result<(), StoreError> {
         let record = SignatureRecord { signature: signature.to_string(), stored_at: unix_now() };
         self.trees().signatures.insert(tool_call_id.as_bytes(), serde_json::to_vec(&record)?)?;
@@ -532,6 +587,24 @@ fn newer(tree: &str, existing: &[u8], incoming: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seal_keys_are_made_once_kept_and_rotated_with_the_previous_kept() {
+        let store = Store::temporary().unwrap();
+        let day = Duration::from_secs(86_400);
+        let first = store.seal_keys_at(1_000, day, || vec![1; 32]).unwrap();
+        assert_eq!(
+            (first.current.id, first.current.key.clone(), first.previous.is_none()),
+            (1, vec![1; 32], true)
+        );
+        let again = store.seal_keys_at(1_000 + 86_400, day, || vec![2; 32]).unwrap();
+        assert!(again == first, "a key within its age is kept");
+        let rotated = store.seal_keys_at(1_000 + 86_401, day, || vec![3; 32]).unwrap();
+        assert_eq!((rotated.current.id, rotated.current.key.clone()), (2, vec![3; 32]));
+        assert!(rotated.previous == Some(first.current), "the old key still opens");
+        let twice = store.seal_keys_at(1_000 + 3 * 86_400, day, || vec![4; 32]).unwrap();
+        assert!(twice.previous == Some(rotated.current) && twice.current.id == 3, "only one previous key");
+    }
 
     fn mode(path: &Path) -> u32 {
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions()) & 0o777

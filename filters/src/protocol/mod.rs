@@ -9,3 +9,4 @@ pub mod anthropic;
 pub mod gemini;
 pub mod openai_chat;
 pub mod openai_images;
+pub mod openai_responses;

@@ -21,6 +21,7 @@ mod image;
 mod models;
 mod oauth;
 mod prompt;
+mod replay;
 mod server;
 mod signature;
 mod stats;

@@ -372,7 +372,9 @@ async fn content(
 ) -> Reply {
     let model_name = body.get("model").and_then(Value::as_str).unwrap_or("").to_string();
     let slot = state.stats.begin(&account.email, &model_name);
-    state.stats.remember(request_meta(account, headers, &body, streaming));
+    let mut meta = request_meta(account, headers, &body, streaming);
+    meta["replayed_signatures"] = crate::replay::replayed_signatures(&body, &state.signer);
+    state.stats.remember(meta);
     let reply = content_reply(state, account, headers, &body, streaming, trace_id, slot).await;
     state.stats.status(&account.email, &model_name, reply.status);
     reply

@@ -16,7 +16,11 @@ use levitate_filters::protocol::anthropic::{AnthropicFold, AnthropicStream, Anth
 use levitate_filters::protocol::gemini::{GeminiFold, GeminiStream, GeminiStreamMode, GeminiStreamOptions};
 use levitate_filters::protocol::openai_chat::{self, parse_chat_request};
 use levitate_filters::protocol::openai_chat::{OpenAiFold, OpenAiStream, OpenAiStreamOptions};
+use levitate_filters::protocol::openai_responses::{
+    self, ResponsesFold, ResponsesStream, ResponsesStreamOptions,
+};
 use levitate_filters::protocol::{anthropic, gemini};
+use levitate_filters::signature::ModelFamily;
 use pingora_proxy::Session;
 use sha2::{Digest, Sha256};
 
@@ -98,6 +102,8 @@ pub(super) async fn off_reactor<T: Send + 'static>(
 struct SessionHeaders {
     session_id: Option<String>,
     claude_code: Option<String>,
+    /// Codex CLI's conversation id (`session-id`; `session_id` before 0.16x).
+    codex: Option<String>,
 }
 
 impl SessionHeaders {
@@ -105,6 +111,7 @@ impl SessionHeaders {
         SessionHeaders {
             session_id: header(session, "x-session-id").map(str::to_owned),
             claude_code: header(session, "x-claude-code-session-id").map(str::to_owned),
+            codex: header(session, "session-id").or_else(|| header(session, "session_id")).map(str::to_owned),
         }
     }
 }
@@ -187,7 +194,101 @@ fn prepare_generate(
     })
 }
 
+/// What the Responses stream machine needs from the request besides [`Prepared`].
+struct ResponsesExtra {
+    tools: Vec<openai_responses::ToolRoute>,
+    show_summary: bool,
+}
+
+fn prepare_responses(
+    mut body: Vec<u8>,
+    app: &App,
+    snapshot: &Snapshot,
+    headers: &SessionHeaders,
+    note: &mut ModelNote,
+) -> Result<(Prepared, ResponsesExtra), ClientError> {
+    let request = openai_responses::parse_responses_request(&mut body)?;
+    let upstream_model = note.resolve(snapshot, request.model())?;
+    let client_key = headers.session_id.as_deref().or(headers.codex.as_deref()).or(request.session_hint());
+    let session_id = session_id(client_key, request.first_user_text());
+    let target = Target { upstream_model: &upstream_model, session_id: &session_id };
+    let sealer = super::reasoning_seal::sealer(&app.store)?;
+    let (signatures, keys) = (StoredSignatures(app), sealer.keys());
+    let inner =
+        openai_responses::build_inner_request_cached(&request, &target, &signatures, keys, &app.tool_cache)?;
+    let extra = ResponsesExtra {
+        tools: openai_responses::tool_routes(&request),
+        show_summary: request.wants_summary(),
+    };
+    let prepared = Prepared {
+        inner,
+        client_model: request.model().to_string(),
+        stream: request.stream(),
+        include_usage: false,
+        input_tokens_hint: 0,
+        upstream_model,
+        session_id,
+    };
+    Ok((prepared, extra))
+}
+
 impl Gateway {
+    /// `POST /v1/responses` (OpenAI Responses API; Codex CLI).
+    pub(super) async fn responses(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Arc<Snapshot>,
+    ) -> std::result::Result<(), ClientError> {
+        let body = self.read_body(session, snapshot.limits.max_request_body).await?;
+        let headers = SessionHeaders::of(session);
+        let (app, snap) = (Arc::clone(&self.app), Arc::clone(snapshot));
+        let (note, prepared) = off_reactor(body.len(), move || {
+            let mut note = ModelNote::default();
+            let prepared = prepare_responses(body, &app, &snap, &headers, &mut note);
+            (note, prepared)
+        })
+        .await?;
+        note.record(ctx);
+        let (prepared, extra) = prepared?;
+        let sealer = super::reasoning_seal::sealer(&self.app.store)?;
+        let mut inner = prepared.inner;
+        let tool_names = std::mem::take(&mut inner.tool_names);
+        let call = UpstreamCall::new(snapshot, &prepared.upstream_model, &prepared.session_id, &inner);
+        let request_uuid = uuid::Uuid::new_v4().simple().to_string();
+        let options = ResponsesStreamOptions {
+            id: format!("resp_{request_uuid}"),
+            model: prepared.client_model,
+            created_at: crate::store::unix_now(),
+            tool_call_id_prefix: format!("call_{}_", &request_uuid[..16]),
+            tool_names,
+            tools: extra.tools,
+            family: ModelFamily::of(&prepared.upstream_model),
+            sealer,
+            show_summary: extra.show_summary,
+        };
+        let stream = prepared.stream;
+        self.answer(session, ctx, call, stream, options, ResponsesStream::new, ResponsesFold::new).await
+    }
+
+    /// `POST /v1/responses/input_tokens`: a local estimate, like Anthropic's count_tokens.
+    pub(super) async fn responses_input_tokens(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Arc<Snapshot>,
+    ) -> std::result::Result<(), ClientError> {
+        let mut body = self.read_body(session, snapshot.limits.max_request_body).await?;
+        let counted = off_reactor(body.len(), move || {
+            openai_responses::parse_responses_request(&mut body)
+                .map(|request| (request.model().to_string(), request.estimate_tokens()))
+        })
+        .await??;
+        ctx.client_model = Some(counted.0);
+        let body = serde_json::json!({"object": "response.input_tokens", "input_tokens": counted.1});
+        self.respond_json(session, ctx, 200, body.to_string().into_bytes()).await
+    }
+
     /// `POST /v1/chat/completions` (OpenAI).
     pub(super) async fn chat_completions(
         &self,

@@ -20,6 +20,7 @@ pub mod exchange;
 mod images;
 pub mod models;
 mod pump;
+mod reasoning_seal;
 mod respond;
 pub mod signatures;
 
@@ -285,6 +286,18 @@ impl Gateway {
             Operation::Messages => self.messages(session, ctx, snapshot).await,
             Operation::ImagesGenerations => self.images(session, ctx, snapshot, false).await,
             Operation::ImagesEdits => self.images(session, ctx, snapshot, true).await,
+            Operation::Responses => self.responses(session, ctx, snapshot).await,
+            Operation::ResponsesInputTokens => self.responses_input_tokens(session, ctx, snapshot).await,
+            Operation::ResponsesUnsupported => Err(ClientError::new(
+                404,
+                ErrorKind::NotFound,
+                format!(
+                    "{} {} is not served: Levitate keeps no responses (compaction, retrieval and deletion need \
+                     them); POST /v1/responses with the whole conversation instead",
+                    session.req_header().method,
+                    session.req_header().uri.path()
+                ),
+            )),
             Operation::CountTokensAnthropic => self.count_tokens_anthropic(session, ctx, snapshot).await,
             Operation::GenerateContent { model, stream } => {
                 self.generate_content(session, ctx, snapshot, &model, stream).await
@@ -348,6 +361,9 @@ fn operation_label(operation: &Operation) -> &'static str {
         Operation::ListModels | Operation::ListModelsGemini => "list_models",
         Operation::GetModel { .. } | Operation::GetModelGemini { .. } => "get_model",
         Operation::Messages => "messages",
+        Operation::Responses => "responses",
+        Operation::ResponsesInputTokens => "count_tokens",
+        Operation::ResponsesUnsupported => "unknown",
         Operation::CountTokensAnthropic | Operation::CountTokensGemini { .. } => "count_tokens",
         Operation::GenerateContent { .. } => "generate_content",
         Operation::ImagesGenerations => "images_generations",

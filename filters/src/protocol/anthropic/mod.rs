@@ -11,6 +11,7 @@ mod stream;
 // Gemini's tests share its signature fixtures.
 pub(super) mod transform;
 
+pub(crate) use count_tokens::text_tokens;
 pub use count_tokens::{count_tokens_response, estimate_tokens};
 pub(crate) use error::error_body;
 pub use request::{parse_count_tokens_request, parse_messages_request, MessagesRequest};

@@ -11,4 +11,5 @@ mod transform;
 pub(crate) use error::error_body;
 pub use request::{parse_chat_request, ChatRequest};
 pub use stream::{OpenAiFold, OpenAiStream, OpenAiStreamOptions};
+pub(crate) use transform::effort_budget;
 pub use transform::{build_inner_request, build_inner_request_cached};

@@ -408,25 +408,28 @@ fn build_generation_config(
     }
 
     if let Some(effort) = req.reasoning_effort {
-        let budget = match effort {
-            "none" => 0,
-            "auto" => -1,
-            "minimal" | "low" => 1024,
-            "medium" => 8192,
-            "high" => 24_576,
-            "xhigh" => 32_768,
-            other => {
-                return Err(TransformError::invalid(
-                    "reasoning_effort",
-                    format!(
-                    "Unknown reasoning_effort {other:?}; expected none, minimal, low, medium, high or xhigh."
-                ),
-                ))
-            }
-        };
-        config.set_thinking_budget(budget, family);
+        config.set_thinking_budget(effort_budget(effort, "reasoning_effort")?, family);
     }
     Ok(config)
+}
+
+/// The thinking budget of an OpenAI reasoning effort (chat's `reasoning_effort`, Responses'
+/// `reasoning.effort`); `param` names the field in the error.
+pub(crate) fn effort_budget(effort: &str, param: &str) -> Result<i32, TransformError> {
+    Ok(match effort {
+        "none" => 0,
+        "auto" => -1,
+        "minimal" | "low" => 1024,
+        "medium" => 8192,
+        "high" => 24_576,
+        "xhigh" => 32_768,
+        other => {
+            return Err(TransformError::invalid(
+                param,
+                format!("Unknown {param} {other:?}; expected none, minimal, low, medium, high or xhigh."),
+            ))
+        }
+    })
 }
 
 #[cfg(test)]
