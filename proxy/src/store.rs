@@ -85,6 +85,87 @@ pub struct QuotaRecord {
     pub fetched_at: u64,
 }
 
+/// Which usage row a request counts in: the hour it ended in and who used what through which account.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UsageKey {
+    /// Hours since the Unix epoch (UTC).
+    pub hour: u64,
+    /// The API key's name (`-` for requests without one).
+    pub key: String,
+    pub client_model: String,
+    pub upstream_model: String,
+    pub account: String,
+}
+
+impl UsageKey {
+    /// The hour first (big-endian), so a time range is a key range; then the names, NUL-separated.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = self.hour.to_be_bytes().to_vec();
+        for (i, part) in
+            [&self.key, &self.client_model, &self.upstream_model, &self.account].iter().enumerate()
+        {
+            if i > 0 {
+                out.push(0);
+            }
+            out.extend_from_slice(part.as_bytes());
+        }
+        out
+    }
+
+    fn decode(raw: &[u8]) -> Option<UsageKey> {
+        let hour = u64::from_be_bytes(raw.get(..8)?.try_into().ok()?);
+        let text = std::str::from_utf8(&raw[8..]).ok()?;
+        let mut parts = text.split('\0').map(str::to_string);
+        let key = UsageKey {
+            hour,
+            key: parts.next()?,
+            client_model: parts.next()?,
+            upstream_model: parts.next()?,
+            account: parts.next()?,
+        };
+        parts.next().is_none().then_some(key)
+    }
+}
+
+/// What the requests of one usage row added up to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub requests: u64,
+    /// Failed requests by class (`invalid`, `auth`, `refused`, `rate_limit`, `timeout`, `upstream`).
+    #[serde(default)]
+    pub errors: std::collections::BTreeMap<String, u64>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub thinking_tokens: u64,
+    pub cached_tokens: u64,
+    /// Upstream attempts (retries on other accounts included).
+    pub attempts: u64,
+    /// Sum and count of the times to first byte, for the mean.
+    pub ttfb_ms_total: u64,
+    pub ttfb_count: u64,
+}
+
+impl UsageRecord {
+    pub fn add(&mut self, other: &UsageRecord) {
+        self.requests += other.requests;
+        for (class, n) in &other.errors {
+            *self.errors.entry(class.clone()).or_default() += n;
+        }
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.thinking_tokens += other.thinking_tokens;
+        self.cached_tokens += other.cached_tokens;
+        self.attempts += other.attempts;
+        self.ttfb_ms_total += other.ttfb_ms_total;
+        self.ttfb_count += other.ttfb_count;
+    }
+
+    /// Input, output and thinking tokens: what limits and budgets count.
+    pub fn total_tokens(&self) -> u64 {
+        self.input_tokens + self.output_tokens + self.thinking_tokens
+    }
+}
+
 fn pair_key(account: &str, model: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(account.len() + model.len() + 1);
     key.extend_from_slice(account.as_bytes());
@@ -155,6 +236,7 @@ struct Trees {
     forbidden: sled::Tree,
     quotas: sled::Tree,
     requests: sled::Tree,
+    usage: sled::Tree,
 }
 
 pub fn unix_now() -> u64 {
@@ -196,7 +278,8 @@ impl Store {
         let forbidden = db.open_tree("forbidden")?;
         let quotas = db.open_tree("quotas")?;
         let requests = db.open_tree("requests")?;
-        let trees = Trees { db, accounts, signatures, lockouts, forbidden, quotas, requests };
+        let usage = db.open_tree("usage")?;
+        let trees = Trees { db, accounts, signatures, lockouts, forbidden, quotas, requests, usage };
         Ok(Store { trees: Arc::new(ArcSwap::from_pointee(trees)) })
     }
 
@@ -217,7 +300,7 @@ impl Store {
         Ok(())
     }
 
-    fn named_trees(&self) -> [(&'static str, sled::Tree); 6] {
+    fn named_trees(&self) -> [(&'static str, sled::Tree); 7] {
         let t = self.trees();
         [
             ("accounts", t.accounts.clone()),
@@ -226,6 +309,7 @@ impl Store {
             ("forbidden", t.forbidden.clone()),
             ("quotas", t.quotas.clone()),
             ("requests", t.requests.clone()),
+            ("usage", t.usage.clone()),
         ]
     }
 
@@ -468,6 +552,44 @@ impl Store {
         Ok(removed)
     }
 
+    /// Adds `delta` to the usage row `key` (created at zero).
+    pub fn add_usage(&self, key: &UsageKey, delta: &UsageRecord) -> Result<(), StoreError> {
+        self.trees().usage.update_and_fetch(key.encode(), |old| {
+            let mut sum: UsageRecord = old.and_then(|o| serde_json::from_slice(o).ok()).unwrap_or_default();
+            sum.add(delta);
+            serde_json::to_vec(&sum).ok()
+        })?;
+        Ok(())
+    }
+
+    /// The usage rows of hours `from_hour..to_hour`, in key order (hour first); unreadable rows are skipped.
+    pub fn usage_rows(
+        &self,
+        from_hour: u64,
+        to_hour: u64,
+    ) -> Result<Vec<(UsageKey, UsageRecord)>, StoreError> {
+        let mut rows = Vec::new();
+        let range = from_hour.to_be_bytes().to_vec()..to_hour.to_be_bytes().to_vec();
+        for item in self.trees().usage.range(range) {
+            let (key, value) = item?;
+            if let (Some(key), Ok(record)) = (UsageKey::decode(&key), serde_json::from_slice(&value)) {
+                rows.push((key, record));
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Drops the usage rows of hours before `before_hour`; returns how many.
+    pub fn prune_usage(&self, before_hour: u64) -> Result<usize, StoreError> {
+        let tree = &self.trees().usage;
+        let mut removed = 0;
+        for item in tree.range(..before_hour.to_be_bytes().to_vec()) {
+            tree.remove(item?.0)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     pub fn flush(&self) -> Result<(), StoreError> {
         self.trees().db.flush()?;
         Ok(())
@@ -523,6 +645,12 @@ fn newer(tree: &str, existing: &[u8], incoming: &[u8]) -> Option<Vec<u8>> {
                 merged.tier_name = theirs.tier_name;
             }
             (merged != mine).then(|| serde_json::to_vec(&merged).ok()).flatten()
+        }
+        "usage" => {
+            // Counters: both processes counted different requests, so the row is their sum.
+            let mut sum: UsageRecord = serde_json::from_slice(existing).unwrap_or_default();
+            sum.add(&serde_json::from_slice(incoming).ok()?);
+            serde_json::to_vec(&sum).ok()
         }
         // Request-log keys are unique per record: nothing to merge.
         _ => None,

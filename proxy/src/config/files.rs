@@ -35,6 +35,8 @@ pub struct MainFile {
     pub server: ServerFile,
     #[serde(default)]
     pub request_log: RequestLogSettings,
+    #[serde(default)]
+    pub usage: super::tenancy::UsageFile,
 }
 
 impl MainFile {
@@ -86,6 +88,8 @@ pub struct TlsFile {
 #[serde(deny_unknown_fields)]
 pub struct AuthFile {
     pub api_keys: Vec<ApiKeyFile>,
+    /// IANA zone (`Europe/Berlin`) the budgets' calendar days and months are counted in; UTC by default.
+    pub time_zone: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +98,15 @@ pub struct ApiKeyFile {
     pub name: String,
     pub key: Option<String>,
     pub key_env: Option<String>,
+    /// Limits (see `config/tenancy.rs` and docs/tenancy.md); absent means unlimited.
+    pub models: Option<Vec<String>>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub max_concurrent: Option<u32>,
+    pub budget: Option<super::tenancy::BudgetFile>,
+    pub expires_at: Option<String>,
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
 }
 
 #[derive(Deserialize)]
@@ -358,7 +371,7 @@ impl std::fmt::Debug for ApiKeyFile {
             .field("name", &self.name)
             .field("key", &redacted(&self.key))
             .field("key_env", &self.key_env)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

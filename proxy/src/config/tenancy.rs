@@ -1,0 +1,140 @@
+//! The tenancy keys of levitate.yaml: each `auth.api_keys` entry's limits (`models`, `rpm`, `tpm`,
+//! `max_concurrent`, `budget`, `expires_at`, `enabled`), `auth.time_zone` and `usage:`, as written and as
+//! checked into [`TenancySettings`]. Kept apart from `files.rs` and `validate.rs` so those stay readable.
+//!
+//! A zero limit is refused rather than read as "nothing allowed": `enabled: false` says that plainly.
+
+use std::collections::HashMap;
+
+use jiff::tz::TimeZone;
+use levitate_filters::alias::ModelPatterns;
+use serde::Deserialize;
+
+use crate::tenancy::{KeyPolicy, TenancySettings};
+
+use super::files::{ApiKeyFile, MainFile};
+use super::source::At::{Item, Key};
+use super::source::Source;
+use super::Problems;
+
+/// `auth.api_keys[*].budget`: tokens (input + output + thinking) per calendar day and month.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetFile {
+    pub daily_tokens: Option<u64>,
+    pub monthly_tokens: Option<u64>,
+}
+
+/// `usage:`: how long the hourly usage rows are kept.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageFile {
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+fn default_retention_days() -> u32 {
+    90
+}
+
+impl Default for UsageFile {
+    fn default() -> Self {
+        UsageFile { retention_days: default_retention_days() }
+    }
+}
+
+/// Checks the tenancy keys of levitate.yaml; every problem is kept with its line.
+pub(super) fn settings(src: &Source, main: &MainFile, problems: &mut Problems) -> Option<TenancySettings> {
+    let before = problems.count();
+    let time_zone = match main.auth.time_zone.as_deref().map(str::trim) {
+        None | Some("") | Some("UTC") => Some(TimeZone::UTC),
+        Some(name) => match TimeZone::get(name) {
+            Ok(zone) => Some(zone),
+            Err(e) => {
+                let message = format!("auth.time_zone: {name:?} is not a time zone like Europe/Berlin ({e})");
+                problems.push(src.invalid(&[Key("auth"), Key("time_zone")], message));
+                None
+            }
+        },
+    };
+    if main.usage.retention_days == 0 {
+        let at = [Key("usage"), Key("retention_days")];
+        problems.push(src.invalid(&at, "usage.retention_days must be at least 1"));
+    }
+    let mut keys = HashMap::new();
+    for (i, k) in main.auth.api_keys.iter().enumerate() {
+        if let Some(policy) = key_policy(src, i, k, problems) {
+            keys.insert(k.name.clone(), policy);
+        }
+    }
+    let time_zone = time_zone?;
+    (problems.count() == before).then_some(TenancySettings {
+        keys,
+        time_zone,
+        retention_days: main.usage.retention_days,
+    })
+}
+
+fn key_policy(src: &Source, i: usize, k: &ApiKeyFile, problems: &mut Problems) -> Option<KeyPolicy> {
+    let before = problems.count();
+    let what = format!("auth.api_keys[{i}] ({})", k.name);
+    let mut refuse = |key: &str, message: String| {
+        problems.push(src.invalid(&[Key("auth"), Key("api_keys"), Item(i), Key(key)], message));
+    };
+    for (key, value) in [("rpm", k.rpm), ("tpm", k.tpm), ("max_concurrent", k.max_concurrent.map(u64::from))]
+    {
+        if value == Some(0) {
+            refuse(key, format!("{what}: {key} must be at least 1 (to stop a key, set enabled: false)"));
+        }
+    }
+    if let Some(budget) = &k.budget {
+        if budget.daily_tokens == Some(0) || budget.monthly_tokens == Some(0) {
+            refuse(
+                "budget",
+                format!("{what}: budget.daily_tokens and budget.monthly_tokens must be at least 1"),
+            );
+        }
+        if budget.daily_tokens.is_none() && budget.monthly_tokens.is_none() {
+            refuse("budget", format!("{what}: budget needs daily_tokens, monthly_tokens or both"));
+        }
+    }
+    let models = match &k.models {
+        None => None,
+        Some(list) if list.is_empty() => {
+            refuse("models", format!("{what}: models is empty, which allows nothing (use enabled: false)"));
+            None
+        }
+        Some(list) => match ModelPatterns::new(list) {
+            Ok(patterns) => Some(patterns),
+            Err(e) => {
+                refuse("models", format!("{what}: models: {e}"));
+                None
+            }
+        },
+    };
+    let expires_at = match k.expires_at.as_deref() {
+        None => None,
+        Some(text) => {
+            match text.trim().parse::<jiff::Timestamp>() {
+                Ok(at) => Some(at.as_second()),
+                Err(e) => {
+                    refuse(
+                    "expires_at",
+                    format!("{what}: expires_at {text:?} is not an RFC 3339 time like 2026-12-31T23:59:59Z ({e})"),
+                );
+                    None
+                }
+            }
+        }
+    };
+    (problems.count() == before).then(|| KeyPolicy {
+        models,
+        rpm: k.rpm,
+        tpm: k.tpm,
+        max_concurrent: k.max_concurrent,
+        daily_tokens: k.budget.as_ref().and_then(|b| b.daily_tokens),
+        monthly_tokens: k.budget.as_ref().and_then(|b| b.monthly_tokens),
+        expires_at,
+        enabled: k.enabled,
+    })
+}
