@@ -823,6 +823,22 @@ mod tests {
     }
 
     #[test]
+    fn usage_rows_of_an_upgrade_hand_over_are_added_not_replaced() {
+        let row = UsageKey { hour: 5, key: "team".into(), ..UsageKey::default() };
+        let used = |n| UsageRecord { requests: n, input_tokens: 10 * n, ..UsageRecord::default() };
+        let old = Store::temporary().unwrap();
+        old.add_usage(&row, &used(2)).unwrap();
+        let new = Store::temporary().unwrap();
+        new.add_usage(&row, &used(3)).unwrap();
+        let file = std::env::temp_dir().join(format!("levitate-usage-handover-{}.json", std::process::id()));
+        old.export_records(&file).unwrap();
+        new.import_records(&file).unwrap();
+        let rows = new.usage_rows(0, 10).unwrap();
+        assert_eq!(rows, vec![(row, used(5))]);
+        let _ = std::fs::remove_file(file);
+    }
+
+    #[test]
     fn detach_releases_the_database_and_continues_in_memory() {
         let dir = std::env::temp_dir().join(format!("levitate-store-detach-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

@@ -138,3 +138,66 @@ fn key_policy(src: &Source, i: usize, k: &ApiKeyFile, problems: &mut Problems) -
         enabled: k.enabled,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Env, Snapshot};
+
+    struct NoEnv;
+    impl Env for NoEnv {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    const ACCOUNTS: &str = "accounts:\n  - { email: a@x.com, refresh_token: r }\n";
+    const ROUTES: &str = "default: gemini-3-flash\n";
+
+    fn load(keys: &str, extra: &str) -> Result<Snapshot, String> {
+        let main = format!("listen: 127.0.0.1:9000\nauth:\n  api_keys:\n{keys}{extra}");
+        Snapshot::from_texts(&main, ACCOUNTS, ROUTES, &NoEnv).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn limits_load_with_their_defaults() {
+        let keys = "    - name: team\n      key: k1\n      models: [\"gemini-*\"]\n      rpm: 60\n      tpm: 100000\n      \
+                    max_concurrent: 4\n      budget: { daily_tokens: 1000000 }\n      expires_at: 2027-01-01T00:00:00Z\n    \
+                    - { name: open, key: k2 }\n";
+        let s = load(keys, "  time_zone: Europe/Berlin\n").unwrap();
+        let team = &s.tenancy.keys["team"];
+        assert_eq!((team.rpm, team.tpm, team.max_concurrent), (Some(60), Some(100_000), Some(4)));
+        assert_eq!((team.daily_tokens, team.monthly_tokens, team.enabled), (Some(1_000_000), None, true));
+        assert_eq!(team.expires_at, Some(1_798_761_600));
+        assert!(team.allows_model("x", "gemini-3-flash") && !team.allows_model("x", "claude-sonnet-4-6"));
+        let open = &s.tenancy.keys["open"];
+        assert!(open.rpm.is_none() && open.models.is_none() && open.enabled);
+        assert_eq!(s.tenancy.time_zone.iana_name(), Some("Europe/Berlin"));
+        assert_eq!(s.tenancy.retention_days, 90);
+        let s = load("    - { name: k, key: k }\n", "usage: { retention_days: 7 }\n").unwrap();
+        assert_eq!((s.tenancy.retention_days, s.tenancy.time_zone.iana_name()), (7, Some("UTC")));
+    }
+
+    #[test]
+    fn every_bad_limit_is_reported_at_its_line() {
+        let keys =
+            "    - name: team\n      key: k1\n      rpm: 0\n      models: []\n      budget: {}\n      \
+                    expires_at: tomorrow\n";
+        let e = load(keys, "  time_zone: Mars/Olympus\nusage: { retention_days: 0 }\n").unwrap_err();
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 6, "{e}");
+        assert!(lines[0].starts_with("levitate.yaml:10: auth.time_zone: \"Mars/Olympus\""), "{e}");
+        assert!(lines[1].starts_with("levitate.yaml:11: usage.retention_days must be at least 1"), "{e}");
+        assert!(
+            lines[2].starts_with("levitate.yaml:6: auth.api_keys[0] (team): rpm must be at least 1"),
+            "{e}"
+        );
+        assert!(lines[3].starts_with("levitate.yaml:8: auth.api_keys[0] (team): budget needs"), "{e}");
+        assert!(lines[4].starts_with("levitate.yaml:7: auth.api_keys[0] (team): models is empty"), "{e}");
+        assert!(
+            lines[5].starts_with("levitate.yaml:9: auth.api_keys[0] (team): expires_at \"tomorrow\""),
+            "{e}"
+        );
+        let e = load("    - { name: k, key: k, budget: { weekly_tokens: 5 } }\n", "").unwrap_err();
+        assert!(e.contains("levitate.yaml:4:") && e.contains("unknown field `weekly_tokens`"), "{e}");
+    }
+}

@@ -89,6 +89,20 @@ impl Default for TenancySettings {
     }
 }
 
+/// A key's limits as JSON for the admin API and the console (`null` for no limit).
+pub fn policy_json(policy: &KeyPolicy) -> serde_json::Value {
+    serde_json::json!({
+        "enabled": policy.enabled,
+        "models": policy.models.as_ref().map(|m| m.patterns().to_vec()),
+        "rpm": policy.rpm,
+        "tpm": policy.tpm,
+        "max_concurrent": policy.max_concurrent,
+        "daily_tokens": policy.daily_tokens,
+        "monthly_tokens": policy.monthly_tokens,
+        "expires_at": policy.expires_at.map(|at| rfc3339(&TimeZone::UTC, at)),
+    })
+}
+
 /// Why a request was refused by its key's limits, phrased for the client.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {

@@ -183,6 +183,70 @@ pub fn query(
     Ok(group(&store.usage_rows(from_hour, to_hour)?, group_by))
 }
 
+/// A parsed `GET /admin/usage` query: the hours to read and how to group them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageQuery {
+    /// Unix seconds; the rows of every hour overlapping `from..to` are read.
+    pub from: i64,
+    pub to: i64,
+    pub group_by: Vec<Dimension>,
+    pub csv: bool,
+}
+
+impl UsageQuery {
+    /// Reads `group_by=key,model`, `from=` / `to=` (RFC 3339, Unix seconds, or a duration such as `1d`, `7d`,
+    /// `12h` meaning that long before `now`) and `format=csv|json`. Defaults: the last day, grouped by key.
+    pub fn parse(query: Option<&str>, now: i64) -> Result<UsageQuery, String> {
+        let mut parsed =
+            UsageQuery { from: now - 86_400, to: now, group_by: vec![Dimension::Key], csv: false };
+        for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match name.as_ref() {
+                "from" => parsed.from = parse_time(&value, now)?,
+                "to" => parsed.to = parse_time(&value, now)?,
+                "since" => parsed.from = parse_time(&value, now)?,
+                "group_by" => {
+                    parsed.group_by = value
+                        .split(',')
+                        .filter(|d| !d.trim().is_empty())
+                        .map(|d| {
+                            Dimension::parse(d).ok_or_else(|| {
+                                format!("group_by: unknown dimension {d:?} (key, model, upstream_model, account, hour)")
+                            })
+                        })
+                        .collect::<Result<_, _>>()?
+                }
+                "format" => parsed.csv = value.eq_ignore_ascii_case("csv"),
+                _ => {}
+            }
+        }
+        if parsed.from > parsed.to {
+            return Err("from is after to".into());
+        }
+        Ok(parsed)
+    }
+
+    /// The hours `from..to` overlaps, as a half-open range of hour numbers.
+    pub fn hours(&self) -> (u64, u64) {
+        let hour = |t: i64| (t.max(0) as u64) / 3600;
+        (hour(self.from), hour(self.to) + 1)
+    }
+}
+
+/// RFC 3339, Unix seconds, or a duration before `now` (`1d`, `7d`, `90m`).
+pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<i64>() {
+        return Ok(seconds);
+    }
+    if let Ok(at) = text.parse::<jiff::Timestamp>() {
+        return Ok(at.as_second());
+    }
+    match humantime::parse_duration(text) {
+        Ok(ago) => Ok(now - i64::try_from(ago.as_secs()).unwrap_or(i64::MAX).min(now)),
+        Err(_) => Err(format!("{text:?} is not a time (RFC 3339, Unix seconds, or a duration such as 7d)")),
+    }
+}
+
 /// `groups` as CSV: the dimensions, then the counters; error classes as one `class=n;…` column.
 pub fn to_csv(group_by: &[Dimension], groups: &[UsageGroup]) -> String {
     let mut out = String::new();
@@ -219,6 +283,56 @@ pub fn to_csv(group_by: &[Dimension], groups: &[UsageGroup]) -> String {
         ]);
         out.push_str(&fields.join(","));
         out.push('\n');
+    }
+    out
+}
+
+/// A `GET /admin/usage` JSON answer as a text table (the `levitate usage` command): the dimensions, then
+/// requests, errors, input / output / thinking / cached tokens and mean time to first byte.
+pub fn table(answer: &serde_json::Value) -> String {
+    let dims: Vec<String> = answer["group_by"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let counters =
+        ["requests", "errors", "input_tokens", "output_tokens", "thinking_tokens", "cached_tokens"];
+    let mut header: Vec<String> = dims.iter().map(|d| d.to_uppercase()).collect();
+    header
+        .extend(["REQUESTS", "ERRORS", "INPUT", "OUTPUT", "THINKING", "CACHED", "TTFB_MS"].map(String::from));
+    let mut lines = vec![header];
+    let empty = Vec::new();
+    for row in answer["rows"].as_array().unwrap_or(&empty) {
+        let mut line: Vec<String> = dims.iter().map(|d| row[d].as_str().unwrap_or("-").to_string()).collect();
+        line.extend(counters.iter().map(|c| row[c].as_u64().unwrap_or(0).to_string()));
+        line.push(row["ttfb_ms_avg"].as_u64().map_or("-".into(), |v| v.to_string()));
+        lines.push(line);
+    }
+    let columns = lines[0].len();
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| lines.iter().map(|l| l.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0))
+        .collect();
+    let mut out = format!(
+        "usage from {} to {}\n",
+        answer["from"].as_str().unwrap_or("?"),
+        answer["to"].as_str().unwrap_or("?")
+    );
+    for line in &lines {
+        let cells: Vec<String> = line
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                if i < dims.len() {
+                    format!("{cell:<w$}", w = widths[i])
+                } else {
+                    format!("{cell:>w$}", w = widths[i])
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    if lines.len() == 1 {
+        out.push_str("(no requests in this period)\n");
     }
     out
 }
@@ -349,6 +463,36 @@ mod tests {
         assert!(lines[0].starts_with("key,model,requests,errors,errors_by_class,input_tokens"), "{csv}");
         assert!(lines.contains(&"alice,gpt-4o,2,0,,100,50,0,0,150,0,"), "{csv}");
         assert!(lines.contains(&"bob,gpt-4o,1,1,rate_limit=1,0,0,0,0,0,0,"), "{csv}");
+    }
+
+    #[test]
+    fn usage_queries_parse_times_durations_and_dimensions() {
+        let now = 1_773_576_000;
+        let q = UsageQuery::parse(None, now).unwrap();
+        assert_eq!(
+            (q.from, q.to, q.group_by.clone(), q.csv),
+            (now - 86_400, now, vec![Dimension::Key], false)
+        );
+        let q = UsageQuery::parse(Some("group_by=key,model&from=7d&format=csv"), now).unwrap();
+        assert_eq!((q.from, q.group_by.len(), q.csv), (now - 7 * 86_400, 2, true));
+        let q = UsageQuery::parse(Some("from=2026-03-15T10:30:00Z&to=1773576000"), now).unwrap();
+        assert_eq!(q.hours(), (492_658, 492_661));
+        assert!(UsageQuery::parse(Some("group_by=colour"), now).unwrap_err().contains("colour"));
+        assert!(UsageQuery::parse(Some("from=yesterday"), now).is_err());
+        assert!(UsageQuery::parse(Some("from=1h&to=2h"), now).unwrap_err().contains("after"));
+    }
+
+    #[test]
+    fn the_cli_table_lines_up_dimensions_and_counters() {
+        let rows = vec![(key(10, "alice", "gpt-4o", "a@x"), used(2, 100, 50))];
+        let groups = group(&rows, &[Dimension::Key, Dimension::Model]);
+        let answer =
+            serde_json::json!({ "from": "a", "to": "b", "group_by": ["key", "model"], "rows": groups });
+        let text = table(&answer);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "usage from a to b");
+        assert_eq!(lines[1], "KEY    MODEL   REQUESTS  ERRORS  INPUT  OUTPUT  THINKING  CACHED  TTFB_MS");
+        assert_eq!(lines[2], "alice  gpt-4o         2       0    100      50         0       0        -");
     }
 
     #[test]
