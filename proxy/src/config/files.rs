@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use super::tenancy::{AuthFile, UsageFile};
+
 /// `levitate.yaml`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,7 +38,7 @@ pub struct MainFile {
     #[serde(default)]
     pub request_log: RequestLogSettings,
     #[serde(default)]
-    pub usage: super::tenancy::UsageFile,
+    pub usage: UsageFile,
 }
 
 impl MainFile {
@@ -82,31 +84,6 @@ pub struct TlsFile {
     pub key: String,
     /// Only clients with a certificate signed by one of these CAs may connect (Authenticated Origin Pulls).
     pub client_ca: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthFile {
-    pub api_keys: Vec<ApiKeyFile>,
-    /// IANA zone (`Europe/Berlin`) the budgets' calendar days and months are counted in; UTC by default.
-    pub time_zone: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeyFile {
-    pub name: String,
-    pub key: Option<String>,
-    pub key_env: Option<String>,
-    /// Limits (see `config/tenancy.rs` and docs/tenancy.md); absent means unlimited.
-    pub models: Option<Vec<String>>,
-    pub rpm: Option<u64>,
-    pub tpm: Option<u64>,
-    pub max_concurrent: Option<u32>,
-    pub budget: Option<super::tenancy::BudgetFile>,
-    pub expires_at: Option<String>,
-    #[serde(default = "defaults::yes")]
-    pub enabled: bool,
 }
 
 #[derive(Deserialize)]
@@ -362,16 +339,6 @@ impl std::fmt::Debug for AdminFile {
             .field("key", &redacted(&self.key))
             .field("key_env", &self.key_env)
             .finish()
-    }
-}
-
-impl std::fmt::Debug for ApiKeyFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKeyFile")
-            .field("name", &self.name)
-            .field("key", &redacted(&self.key))
-            .field("key_env", &self.key_env)
-            .finish_non_exhaustive()
     }
 }
 

@@ -2,6 +2,8 @@
 //! `max_concurrent`, `budget`, `expires_at`, `enabled`), `auth.time_zone` and `usage:`, as written and as
 //! checked into [`TenancySettings`]. Kept apart from `files.rs` and `validate.rs` so those stay readable.
 //!
+//! The key's debug output, which a log line or a panic may print, never shows its secret.
+//!
 //! A zero limit is refused rather than read as "nothing allowed": `enabled: false` says that plainly.
 
 use std::collections::HashMap;
@@ -12,10 +14,48 @@ use serde::Deserialize;
 
 use crate::tenancy::{KeyPolicy, TenancySettings};
 
-use super::files::{ApiKeyFile, MainFile};
 use super::source::At::{Item, Key};
 use super::source::Source;
 use super::Problems;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    pub api_keys: Vec<ApiKeyFile>,
+    /// IANA zone (`Europe/Berlin`) the budgets' calendar days and months are counted in; UTC by default.
+    pub time_zone: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyFile {
+    pub name: String,
+    pub key: Option<String>,
+    pub key_env: Option<String>,
+    /// Limits (see `config/tenancy.rs` and docs/tenancy.md); absent means unlimited.
+    pub models: Option<Vec<String>>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub max_concurrent: Option<u32>,
+    pub budget: Option<BudgetFile>,
+    pub expires_at: Option<String>,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+}
+
+impl std::fmt::Debug for ApiKeyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyFile")
+            .field("name", &self.name)
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("key_env", &self.key_env)
+            .finish_non_exhaustive()
+    }
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
 
 /// `auth.api_keys[*].budget`: tokens (input + output + thinking) per calendar day and month.
 #[derive(Debug, Deserialize)]
@@ -44,9 +84,14 @@ impl Default for UsageFile {
 }
 
 /// Checks the tenancy keys of levitate.yaml; every problem is kept with its line.
-pub(super) fn settings(src: &Source, main: &MainFile, problems: &mut Problems) -> Option<TenancySettings> {
+pub(super) fn settings(
+    src: &Source,
+    auth: &AuthFile,
+    usage: &UsageFile,
+    problems: &mut Problems,
+) -> Option<TenancySettings> {
     let before = problems.count();
-    let time_zone = match main.auth.time_zone.as_deref().map(str::trim) {
+    let time_zone = match auth.time_zone.as_deref().map(str::trim) {
         None | Some("") | Some("UTC") => Some(TimeZone::UTC),
         Some(name) => match TimeZone::get(name) {
             Ok(zone) => Some(zone),
@@ -57,12 +102,12 @@ pub(super) fn settings(src: &Source, main: &MainFile, problems: &mut Problems) -
             }
         },
     };
-    if main.usage.retention_days == 0 {
+    if usage.retention_days == 0 {
         let at = [Key("usage"), Key("retention_days")];
         problems.push(src.invalid(&at, "usage.retention_days must be at least 1"));
     }
     let mut keys = HashMap::new();
-    for (i, k) in main.auth.api_keys.iter().enumerate() {
+    for (i, k) in auth.api_keys.iter().enumerate() {
         if let Some(policy) = key_policy(src, i, k, problems) {
             keys.insert(k.name.clone(), policy);
         }
@@ -71,7 +116,7 @@ pub(super) fn settings(src: &Source, main: &MainFile, problems: &mut Problems) -
     (problems.count() == before).then_some(TenancySettings {
         keys,
         time_zone,
-        retention_days: main.usage.retention_days,
+        retention_days: usage.retention_days,
     })
 }
 

@@ -99,7 +99,8 @@ pub(super) fn build(
     });
     let specs = accounts.and_then(|a| account_specs(&a.source, &a.file, default_concurrency, env, problems));
     let aliases = routes.and_then(|r| alias_table(&r.source, &r.file, problems));
-    let tenancy = main.and_then(|m| super::tenancy::settings(&m.source, &m.file, problems));
+    let tenancy =
+        main.and_then(|m| super::tenancy::settings(&m.source, &m.file.auth, &m.file.usage, problems));
     let tls = main.and_then(|m| {
         let gateway = listener_tls(&m.source, m.file.tls.as_ref(), &[Key("tls")], folder, problems);
         let admin_at = [Key("admin"), Key("tls")];
