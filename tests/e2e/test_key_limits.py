@@ -256,3 +256,6 @@ def test_a_reload_applies_a_new_limit_at_once_and_keeps_the_counters(limited):
     keys = httpx.get(gateway.admin_url + "/admin/keys", timeout=10).json()
     entry = next(k for k in keys["keys"] if k["name"] == "k-openai")
     assert entry["limits"]["rpm"] == 8 and entry["usage"]["requests_last_minute"] == 8, entry
+    config = httpx.get(gateway.admin_url + "/admin/config", timeout=10).json()["auth"]
+    shown = next(k for k in config["api_keys"] if k["name"] == "k-openai")
+    assert shown["key"] == "<set>" and shown["limits"]["rpm"] == 8, shown

@@ -230,7 +230,20 @@ pub fn redacted_config(s: &Snapshot) -> Value {
         },
         "listen": s.listen.to_string(),
         "admin": { "listen": s.admin.listen.to_string(), "key": set(s.admin.key.is_some()) },
-        "auth": { "api_keys": s.api_key_names.iter().map(|n| json!({ "name": n, "key": "<set>" })).collect::<Vec<_>>() },
+        "auth": {
+            "time_zone": s.tenancy.time_zone.iana_name().unwrap_or("UTC"),
+            "api_keys": s.api_key_names.iter().map(|n| {
+                let mut key = json!({ "name": n, "key": "<set>" });
+                // Only keys that have limits show them, so an unlimited key reads as before.
+                if let (Some(policy), Some(object)) = (s.tenancy.keys.get(n.as_str()), key.as_object_mut()) {
+                    if !policy.is_unlimited() {
+                        object.insert("limits".into(), crate::tenancy::limits::policy_json(policy));
+                    }
+                }
+                key
+            }).collect::<Vec<_>>(),
+        },
+        "usage": { "retention_days": s.tenancy.retention_days },
         "upstream": {
             "endpoints": s.upstream.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
             "oauth_token_url": s.upstream.oauth_token_url.to_string(),

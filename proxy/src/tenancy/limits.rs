@@ -40,6 +40,18 @@ impl KeyPolicy {
         KeyPolicy { enabled: true, ..KeyPolicy::default() }
     }
 
+    /// Whether the key carries no limit at all.
+    pub fn is_unlimited(&self) -> bool {
+        self.enabled
+            && self.models.is_none()
+            && self.rpm.is_none()
+            && self.tpm.is_none()
+            && self.max_concurrent.is_none()
+            && self.daily_tokens.is_none()
+            && self.monthly_tokens.is_none()
+            && self.expires_at.is_none()
+    }
+
     /// Whether the key may be used at all at `now` (Unix seconds).
     pub fn check_key(&self, name: &str, now: i64, zone: &TimeZone) -> Result<(), Refusal> {
         if !self.enabled {
@@ -426,7 +438,9 @@ mod tests {
     #[test]
     fn expired_disabled_and_foreign_models_are_403() {
         let utc = TimeZone::UTC;
+        assert!(policy().is_unlimited());
         let p = KeyPolicy { enabled: false, ..policy() };
+        assert!(!p.is_unlimited());
         assert_eq!(p.check_key("k", 0, &utc).unwrap_err().status(), 403);
         let p = KeyPolicy { expires_at: Some(100), ..policy() };
         assert!(p.check_key("k", 99, &utc).is_ok());

@@ -287,6 +287,18 @@ mod tests {
     }
 
     #[test]
+    fn metric_model_labels_come_only_from_the_configuration() {
+        let models = vec!["gemini-3-flash".to_string()];
+        let aliases = vec![("gpt-*".to_string(), "gemini-3-pro-high".to_string())];
+        let table =
+            levitate_filters::alias::AliasTable::compile(&models, &aliases, Some("gemini-2.5-pro")).unwrap();
+        for known in ["gemini-3-flash", "gemini-3-pro-high", "gemini-2.5-pro", "-"] {
+            assert_eq!(bounded_model(&table, known), known);
+        }
+        assert_eq!(bounded_model(&table, "gpt-4o"), "other");
+    }
+
+    #[test]
     fn failures_are_counted_by_class() {
         assert_eq!(
             [200, 401, 403, 404, 429, 504, 502].map(error_class),
