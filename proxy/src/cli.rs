@@ -214,6 +214,11 @@ fn check(config: &Path) -> ExitCode {
                 s.accounts.len(),
                 s.upstream.endpoints.len()
             );
+            let limited = s.tenancy.keys.values().filter(|k| !k.is_unlimited()).count();
+            if limited > 0 {
+                let zone = s.tenancy.time_zone.iana_name().unwrap_or("UTC");
+                println!("  {limited} key(s) with limits (budgets count days in {zone})");
+            }
             if s.admin.key.is_none() {
                 println!("  note: no admin key; the admin API is open to local users on {}", s.admin.listen);
             }

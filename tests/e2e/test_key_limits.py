@@ -9,6 +9,7 @@ Each protocol gets its own key with the same limits, so its burst starts from cl
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from typing import Callable
@@ -16,7 +17,7 @@ from typing import Callable
 import httpx
 import pytest
 
-from conftest import Account, Gateway, write_yaml
+from conftest import Account, Gateway, levitate_bin, write_yaml
 
 CLIENTS = 50
 PROTOCOLS = ("openai", "anthropic", "gemini")
@@ -260,3 +261,6 @@ def test_a_reload_applies_a_new_limit_at_once_and_keeps_the_counters(limited):
     config = httpx.get(gateway.admin_url + "/admin/config", timeout=10).json()["auth"]
     shown = next(k for k in config["api_keys"] if k["name"] == "k-openai")
     assert shown["key"] == "<set>" and shown["limits"]["rpm"] == 8, shown
+    check = subprocess.run([str(levitate_bin()), "check", "-c", str(gateway.config_path)], capture_output=True,
+                           text=True, timeout=60)
+    assert check.returncode == 0 and "3 key(s) with limits (budgets count days in UTC)" in check.stdout, check
