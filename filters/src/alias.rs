@@ -245,6 +245,47 @@ impl AliasTable {
     }
 }
 
+/// A list of model-name patterns written the way routes.yaml writes alias patterns (exact names or `*`
+/// wildcards, a leading `models/` ignored), such as an API key's model allow-list. Shares the alias table's
+/// matcher so a pattern means the same thing in both files.
+#[derive(Clone, Debug, Default)]
+pub struct ModelPatterns {
+    written: Vec<String>,
+    exact: HashSet<String>,
+    wildcards: Vec<Wildcard>,
+}
+
+impl ModelPatterns {
+    /// Compiles `patterns`; an empty (or blank) pattern is refused, as in routes.yaml.
+    pub fn new(patterns: &[String]) -> Result<ModelPatterns, AliasError> {
+        let mut compiled = ModelPatterns::default();
+        for (index, pattern) in patterns.iter().enumerate() {
+            let pattern = strip_models_prefix(pattern.trim());
+            if pattern.is_empty() {
+                return Err(AliasError::EmptyPattern);
+            }
+            compiled.written.push(pattern.to_owned());
+            if pattern.contains('*') {
+                compiled.wildcards.push(Wildcard::compile(pattern, index));
+            } else {
+                compiled.exact.insert(pattern.to_owned());
+            }
+        }
+        Ok(compiled)
+    }
+
+    /// Whether `name` (with or without `models/`) matches one of the patterns.
+    pub fn matches(&self, name: &str) -> bool {
+        let name = strip_models_prefix(name);
+        self.exact.contains(name) || self.wildcards.iter().any(|w| w.matches(name))
+    }
+
+    /// The patterns as written (without `models/`), in order.
+    pub fn patterns(&self) -> &[String] {
+        &self.written
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,5 +409,16 @@ mod tests {
             let compiled = Wildcard::compile(&pattern, 0);
             prop_assert_eq!(compiled.matches(&name), naive_glob(pattern.as_bytes(), name.as_bytes()));
         }
+    }
+
+    #[test]
+    fn model_patterns_match_like_alias_patterns() {
+        let list = |p: &[&str]| ModelPatterns::new(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let allowed = list(&["gemini-3-flash", "claude-*", "models/gpt-*-mini"]).unwrap();
+        assert!(allowed.matches("gemini-3-flash") && allowed.matches("models/gemini-3-flash"));
+        assert!(allowed.matches("claude-sonnet-4-6") && allowed.matches("gpt-4o-mini"));
+        assert!(!allowed.matches("gemini-3-pro-high") && !allowed.matches("gpt-4o"));
+        assert_eq!(allowed.patterns(), ["gemini-3-flash", "claude-*", "gpt-*-mini"]);
+        assert_eq!(list(&["ok", " "]).unwrap_err(), AliasError::EmptyPattern);
     }
 }

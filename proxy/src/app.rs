@@ -17,6 +17,7 @@ use crate::ops::metrics::Metrics;
 use crate::ops::request_log::RequestLog;
 use crate::pool::AccountPool;
 use crate::store::{Store, StoreError};
+use crate::tenancy::Tenancy;
 use crate::tls::EdgeTls;
 use crate::upstream::Upstream;
 
@@ -43,6 +44,8 @@ pub struct App {
     pub tool_cache: ToolCache,
     /// The certificates the TLS listeners hand out; each accepted reload puts new ones in force.
     pub tls: Arc<EdgeTls>,
+    /// Per-key counters (limits, budgets) and the usage table; they outlive reloads.
+    pub tenancy: Arc<Tenancy>,
 }
 
 impl App {
@@ -73,6 +76,7 @@ impl App {
             tls_of_reload.apply(next.tls.as_ref(), next.admin.tls.as_ref());
         });
         let reload = Arc::new(Reloader::new(snapshot, config.clone(), metrics.clone(), apply));
+        let tenancy = Arc::new(Tenancy::new(store.clone()));
         Arc::new(App {
             config,
             pool,
@@ -85,6 +89,7 @@ impl App {
             request_log: Arc::new(RequestLog::new()),
             tool_cache: ToolCache::new(TOOL_CACHE_ENTRIES),
             tls,
+            tenancy,
         })
     }
 

@@ -1,4 +1,5 @@
-//! The `levitate` command line: `serve`, `check`, `demo`, `reload`, `upgrade`, `accounts …` and `quota`.
+//! The `levitate` command line: `serve`, `check`, `demo`, `reload`, `upgrade`, `accounts …`, `quota` and
+//! `usage` (which asks the running instance's admin API: sled keeps the store locked while it runs).
 //!
 //! Commands other than `serve` read the configuration without requiring its secrets: an unset `*_env`
 //! variable reads as empty, so an operator can list or edit accounts without the service's environment
@@ -72,6 +73,17 @@ enum Command {
     Quota {
         #[arg(short, long, default_value = "conf/levitate.yaml")]
         config: PathBuf,
+    },
+    /// Requests and tokens per key and model over the last day or week (from the running instance).
+    Usage {
+        #[arg(short, long, default_value = "conf/levitate.yaml")]
+        config: PathBuf,
+        /// How far back: a duration such as 1d, 7d or 12h, or an RFC 3339 time.
+        #[arg(long, default_value = "1d")]
+        since: String,
+        /// Dimensions to group by: key, model, upstream_model, account, hour.
+        #[arg(long, default_value = "key,model")]
+        group_by: String,
     },
 }
 
@@ -175,6 +187,7 @@ pub fn main() -> ExitCode {
         Command::Upgrade { config, wait } => upgrade(&config, wait),
         Command::Accounts { command } => accounts(command),
         Command::Quota { config } => quota(&config),
+        Command::Usage { config, since, group_by } => usage(&config, &since, &group_by),
     }
 }
 
@@ -201,6 +214,11 @@ fn check(config: &Path) -> ExitCode {
                 s.accounts.len(),
                 s.upstream.endpoints.len()
             );
+            let limited = s.tenancy.keys.values().filter(|k| !k.is_unlimited()).count();
+            if limited > 0 {
+                let zone = s.tenancy.time_zone.iana_name().unwrap_or("UTC");
+                println!("  {limited} key(s) with limits (budgets count days in {zone})");
+            }
             if s.admin.key.is_none() {
                 println!("  note: no admin key; the admin API is open to local users on {}", s.admin.listen);
             }
@@ -425,6 +443,54 @@ fn quota(config: &Path) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// `levitate usage`: `GET /admin/usage` on the configured admin listener, printed as a table.
+fn usage(config: &Path, since: &str, group_by: &str) -> ExitCode {
+    let snapshot = match load_lenient(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let admin = &snapshot.admin;
+    let scheme = if admin.tls.is_some() { "https" } else { "http" };
+    let url = match crate::config::UpstreamUrl::parse(&format!("{scheme}://{}", admin.listen)) {
+        Ok(url) => url,
+        Err(e) => return fail(format!("levitate usage: {e}")),
+    };
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("since", since).append_pair("group_by", group_by);
+    let path = format!("/admin/usage?{}", query.finish());
+    let mut headers = vec![("Accept", "application/json".to_string())];
+    if let Some(key) = admin.key.as_ref().filter(|k| !k.is_empty()) {
+        headers.push(("Authorization", format!("Bearer {}", key.expose())));
+    }
+    let upstream = crate::upstream::Upstream::new(Duration::from_secs(5), Duration::from_secs(60));
+    let request = crate::upstream::UpstreamRequest {
+        url: &url,
+        path: &path,
+        headers: &headers,
+        body: bytes::Bytes::new(),
+    };
+    let answer = rt.block_on(upstream.get(request, 64 << 20));
+    let value: Value = match answer {
+        Ok((200, body)) => match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return fail(format!("levitate usage: unreadable answer: {e}")),
+        },
+        Ok((status, body)) => {
+            return fail(format!(
+                "levitate usage: {url}{path}: HTTP {status}: {}",
+                String::from_utf8_lossy(&body)
+            ))
+        }
+        Err(e) => return fail(format!("levitate usage: is levitate running? {e}")),
+    };
+    print!("{}", crate::tenancy::usage::table(&value));
+    ExitCode::SUCCESS
 }
 
 type QuotaRow = Result<(String, String, f64, String), (String, String)>;

@@ -14,5 +14,6 @@ pub mod ops;
 pub mod pool;
 pub mod server;
 pub mod store;
+pub mod tenancy;
 pub mod tls;
 pub mod upstream;

@@ -110,6 +110,10 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
         RequestLogWriter::new(app.request_log.clone(), app.store.clone(), app.config.clone()),
     ));
     server.add_service(background_service(
+        "levitate usage",
+        crate::tenancy::usage::UsageFlusher::new(app.tenancy.clone(), app.store.clone(), app.config.clone()),
+    ));
+    server.add_service(background_service(
         "levitate quota",
         QuotaPoller::new(
             app.config.clone(),

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use super::tenancy::{AuthFile, UsageFile};
+
 /// `levitate.yaml`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +37,8 @@ pub struct MainFile {
     pub server: ServerFile,
     #[serde(default)]
     pub request_log: RequestLogSettings,
+    #[serde(default)]
+    pub usage: UsageFile,
 }
 
 impl MainFile {
@@ -80,20 +84,6 @@ pub struct TlsFile {
     pub key: String,
     /// Only clients with a certificate signed by one of these CAs may connect (Authenticated Origin Pulls).
     pub client_ca: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthFile {
-    pub api_keys: Vec<ApiKeyFile>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeyFile {
-    pub name: String,
-    pub key: Option<String>,
-    pub key_env: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -346,16 +336,6 @@ impl std::fmt::Debug for AdminFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminFile")
             .field("listen", &self.listen)
-            .field("key", &redacted(&self.key))
-            .field("key_env", &self.key_env)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for ApiKeyFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKeyFile")
-            .field("name", &self.name)
             .field("key", &redacted(&self.key))
             .field("key_env", &self.key_env)
             .finish()

@@ -13,6 +13,7 @@ mod files;
 pub mod live;
 pub mod reload;
 mod source;
+mod tenancy;
 mod validate;
 
 use std::fmt;
@@ -246,6 +247,8 @@ pub struct Snapshot {
     pub pool: PoolSettings,
     pub server: ServerSettings,
     pub request_log: RequestLogSettings,
+    /// Per-key limits, the budgets' time zone and the usage retention (`crate::tenancy`).
+    pub tenancy: crate::tenancy::TenancySettings,
 }
 
 impl fmt::Debug for Snapshot {

@@ -99,6 +99,8 @@ pub(super) fn build(
     });
     let specs = accounts.and_then(|a| account_specs(&a.source, &a.file, default_concurrency, env, problems));
     let aliases = routes.and_then(|r| alias_table(&r.source, &r.file, problems));
+    let tenancy =
+        main.and_then(|m| super::tenancy::settings(&m.source, &m.file.auth, &m.file.usage, problems));
     let tls = main.and_then(|m| {
         let gateway = listener_tls(&m.source, m.file.tls.as_ref(), &[Key("tls")], folder, problems);
         let admin_at = [Key("admin"), Key("tls")];
@@ -113,6 +115,7 @@ pub(super) fn build(
     if problems.count() > 0 {
         return None;
     }
+    let tenancy = tenancy?;
     let file = &main.file;
     settings.admin.tls = tls.1;
     Some(Snapshot {
@@ -150,6 +153,7 @@ pub(super) fn build(
             trusted_proxies: settings.trusted_proxies,
         },
         request_log: file.request_log.clone(),
+        tenancy,
     })
 }
 

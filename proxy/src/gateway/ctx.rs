@@ -32,6 +32,8 @@ pub struct RequestCtx {
     pub(super) upstream_wait: Duration,
     /// The last usage the upstream reported (prompt, candidates, thoughts, cached tokens).
     pub(super) usage: Option<levitate_filters::stream::Usage>,
+    /// The key's hold on its limits (concurrency slot, token reservation), settled when the request ends.
+    pub(super) permit: Option<crate::tenancy::Permit>,
     /// Counts this request in `levitate_active_requests` until the context is dropped.
     pub(super) _active: crate::ops::metrics::LiveGuard,
     /// Counts a streaming response in `levitate_active_streams` while it is written.

@@ -434,15 +434,29 @@ impl Gateway {
     {
         let headers = SessionHeaders::of(session);
         let app = Arc::clone(&self.app);
-        let snapshot = Arc::clone(snapshot);
-        let (note, prepared) = off_reactor(body.len(), move || {
+        let snap = Arc::clone(snapshot);
+        let body_len = body.len();
+        let (note, prepared) = off_reactor(body_len, move || {
             let mut note = ModelNote::default();
-            let prepared = prepare(body, &app, &snapshot, &headers, &mut note);
+            let prepared = prepare(body, &app, &snap, &headers, &mut note);
             (note, prepared)
         })
         .await?;
         note.record(ctx);
-        prepared
+        let prepared = prepared?;
+        // The key's limits, before any upstream call (see crate::tenancy).
+        if let Some(key) = ctx.key_name.as_deref() {
+            let (client, upstream) = (&prepared.client_model, &prepared.upstream_model);
+            let now = crate::store::unix_now_ms();
+            match self.app.tenancy.admit(&snapshot.tenancy, key, client, upstream, body_len, now) {
+                Ok(permit) => ctx.permit = Some(permit),
+                Err(refusal) => {
+                    ctx.retry_after = refusal.retry_after().map(std::time::Duration::from_secs);
+                    return Err(refusal.client_error());
+                }
+            }
+        }
+        Ok(prepared)
     }
 }
 

@@ -82,6 +82,7 @@ impl ProxyHttp for Gateway {
             alias: None,
             upstream_wait: Duration::ZERO,
             usage: None,
+            permit: None,
             _active: self.app.metrics.request_started(),
             stream: None,
         }
@@ -225,12 +226,19 @@ impl Gateway {
             upstream_wait: ctx.upstream_wait,
         });
         let usage = ctx.usage.unwrap_or_default();
+        let key = ctx.key_name.as_deref().unwrap_or("-");
         if let Some(account) = ctx.account.as_deref() {
-            metrics.tokens(upstream_model, account, "in", usage.prompt);
-            metrics.tokens(upstream_model, account, "out", usage.candidates);
-            metrics.tokens(upstream_model, account, "thoughts", usage.thoughts);
-            metrics.tokens(upstream_model, account, "cached", usage.cached);
+            let model = crate::tenancy::bounded_model(&self.app.snapshot().aliases, upstream_model);
+            for (kind, count) in [
+                ("in", usage.prompt),
+                ("out", usage.candidates),
+                ("thoughts", usage.thoughts),
+                ("cached", usage.cached),
+            ] {
+                metrics.tokens(key, model, account, kind, count);
+            }
         }
+        self.record_usage(ctx, &usage);
         // Health probes (load balancers poll every few seconds) would crowd real requests out of the log.
         if ctx.operation == "health" {
             return;
@@ -257,6 +265,28 @@ impl Gateway {
         if !self.app.request_log.record(record) {
             metrics.request_log_dropped();
         }
+    }
+
+    /// Settles the key's permit with the tokens the upstream reported and adds the request to its usage row
+    /// (health probes left out, like in the request log).
+    fn record_usage(&self, ctx: &mut RequestCtx, usage: &levitate_filters::stream::Usage) {
+        if ctx.operation == "health" {
+            return;
+        }
+        let finished = crate::tenancy::Finished {
+            key: ctx.key_name.as_deref(),
+            client_model: ctx.client_model.as_deref(),
+            upstream_model: ctx.upstream_model.as_deref(),
+            account: ctx.account.as_deref(),
+            status: ctx.status,
+            attempts: ctx.attempts,
+            ttfb_ms: ctx.first_byte.map(|d| d.as_millis() as u64),
+            input_tokens: usage.prompt,
+            output_tokens: usage.candidates,
+            thinking_tokens: usage.thoughts,
+            cached_tokens: usage.cached,
+        };
+        self.app.tenancy.finish(ctx.permit.take(), &finished, crate::store::unix_now_ms());
     }
 
     async fn serve(
@@ -346,7 +376,12 @@ fn authenticate(
         ));
     };
     match snapshot.api_keys.verify(&presented.key) {
-        Some(name) => Ok(Some(name.to_string())),
+        Some(name) => {
+            // A disabled or expired key is refused on every route (403), not only where limits count.
+            let now = crate::store::unix_now() as i64;
+            snapshot.tenancy.check_key(name, now).map_err(|refusal| refusal.client_error())?;
+            Ok(Some(name.to_string()))
+        }
         None => Err(ClientError::new(401, ErrorKind::Authentication, "invalid API key")),
     }
 }

@@ -16,6 +16,8 @@
 //! | `POST /admin/accounts/{email}/clear-forbidden` | the operator fixed it: lift the account's forbidden mark |
 //! | `GET /admin/requests?limit=N` | the metadata-only request log, newest first |
 //! | `GET /admin/config` | the configuration in force, secrets redacted |
+//! | `GET /admin/usage?group_by=key,model&from=&to=` | usage rows summed by group, JSON or CSV (`format=csv`, `Accept: text/csv`) |
+//! | `GET /admin/keys` | per API key: its limits and what it used against them (minute, day, month, in flight) |
 
 use std::sync::Arc;
 
@@ -159,6 +161,52 @@ impl Admin {
         )
     }
 
+    /// `GET /admin/usage`: the store's hourly rows in the range, summed by the requested dimensions.
+    fn usage(&self, query: Option<&str>, accept_csv: bool) -> Response<Vec<u8>> {
+        use crate::tenancy::usage::{self, UsageQuery};
+        let mut parsed = match UsageQuery::parse(query, crate::store::unix_now() as i64) {
+            Ok(parsed) => parsed,
+            Err(message) => return error(400, &message),
+        };
+        parsed.csv |= accept_csv;
+        let (from_hour, to_hour) = parsed.hours();
+        match usage::query(&self.app.tenancy.usage, &self.app.store, from_hour, to_hour, &parsed.group_by) {
+            Ok(groups) if parsed.csv => {
+                reply(200, "text/csv; charset=utf-8", usage::to_csv(&parsed.group_by, &groups).into_bytes())
+            }
+            Ok(groups) => json_reply(
+                200,
+                &json!({
+                    "from": usage::hour_label(from_hour),
+                    "to": usage::hour_label(to_hour),
+                    "group_by": parsed.group_by.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
+                    "rows": groups,
+                }),
+            ),
+            Err(e) => error(500, &e.to_string()),
+        }
+    }
+
+    /// `GET /admin/keys`: every configured key's limits and its use of them now.
+    fn keys(&self) -> Value {
+        let snapshot = self.app.snapshot();
+        let settings = &snapshot.tenancy;
+        let now = crate::store::unix_now_ms();
+        let keys: Vec<Value> = snapshot
+            .api_key_names
+            .iter()
+            .map(|name| {
+                let policy = settings.keys.get(name.as_str());
+                json!({
+                    "name": name,
+                    "limits": policy.map(crate::tenancy::limits::policy_json),
+                    "usage": self.app.tenancy.key_usage(settings, name, now),
+                })
+            })
+            .collect();
+        json!({ "time_zone": settings.time_zone.iana_name().unwrap_or("UTC"), "keys": keys })
+    }
+
     fn requests(&self, query: Option<&str>) -> Value {
         let limit = query
             .into_iter()
@@ -182,7 +230,20 @@ pub fn redacted_config(s: &Snapshot) -> Value {
         },
         "listen": s.listen.to_string(),
         "admin": { "listen": s.admin.listen.to_string(), "key": set(s.admin.key.is_some()) },
-        "auth": { "api_keys": s.api_key_names.iter().map(|n| json!({ "name": n, "key": "<set>" })).collect::<Vec<_>>() },
+        "auth": {
+            "time_zone": s.tenancy.time_zone.iana_name().unwrap_or("UTC"),
+            "api_keys": s.api_key_names.iter().map(|n| {
+                let mut key = json!({ "name": n, "key": "<set>" });
+                // Only keys that have limits show them, so an unlimited key reads as before.
+                if let (Some(policy), Some(object)) = (s.tenancy.keys.get(n.as_str()), key.as_object_mut()) {
+                    if !policy.is_unlimited() {
+                        object.insert("limits".into(), crate::tenancy::limits::policy_json(policy));
+                    }
+                }
+                key
+            }).collect::<Vec<_>>(),
+        },
+        "usage": { "retention_days": s.tenancy.retention_days },
         "upstream": {
             "endpoints": s.upstream.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
             "oauth_token_url": s.upstream.oauth_token_url.to_string(),
@@ -264,6 +325,17 @@ impl ServeHttp for Admin {
             (&Method::GET, ["admin", "circuits"]) => json_reply(200, &self.circuits()),
             (&Method::GET, ["admin", "requests"]) => json_reply(200, &self.requests(query.as_deref())),
             (&Method::GET, ["admin", "config"]) => json_reply(200, &redacted_config(&self.app.snapshot())),
+            (&Method::GET, ["admin", "keys"]) => json_reply(200, &self.keys()),
+            (&Method::GET, ["admin", "usage"]) => {
+                let accept = req.headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
+                let accept_csv = accept.contains("text/csv");
+                let admin = Admin { app: self.app.clone(), started: self.started };
+                let query = query.clone();
+                match tokio::task::spawn_blocking(move || admin.usage(query.as_deref(), accept_csv)).await {
+                    Ok(response) => response,
+                    Err(_) => error(500, "usage query failed"),
+                }
+            }
             (&Method::POST, ["admin", "reload"]) => {
                 let app = self.app.clone();
                 let admin = Admin { app, started: self.started };
@@ -303,7 +375,10 @@ fn known_path(segments: &[&str]) -> bool {
     matches!(
         segments,
         ["metrics"]
-            | ["admin", "health" | "accounts" | "circuits" | "requests" | "config" | "reload"]
+            | [
+                "admin",
+                "health" | "accounts" | "circuits" | "requests" | "config" | "reload" | "usage" | "keys"
+            ]
             | ["admin", "accounts", _, "enable" | "disable" | "clear-forbidden"]
     )
 }

@@ -128,8 +128,9 @@ impl OpsMetrics {
             active_streams: gauge("active_streams", "Streaming responses being written to clients"),
             tokens: counters(
                 "tokens_total",
-                "Tokens reported by the upstream, by upstream model, account and kind (in, out, thoughts, cached)",
-                &["model", "account", "kind"],
+                "Tokens reported by the upstream, by API key name, upstream model (configured ones; others as \
+                 `other`), account and kind (in, out, thoughts, cached)",
+                &["key", "upstream_model", "account", "kind"],
             ),
             account_state: gauges(
                 "account_state",
@@ -285,9 +286,11 @@ impl Metrics {
         LiveGuard(self.ops.active_streams.clone())
     }
 
-    pub fn tokens(&self, model: &str, account: &str, kind: &str, count: u64) {
+    /// Counts tokens; every label value comes from the configuration (key names, upstream models mapped
+    /// by `tenancy::bounded_model`, account emails), so the series stay bounded.
+    pub fn tokens(&self, key: &str, upstream_model: &str, account: &str, kind: &str, count: u64) {
         if count > 0 {
-            self.ops.tokens.with_label_values(&[model, account, kind]).inc_by(count);
+            self.ops.tokens.with_label_values(&[key, upstream_model, account, kind]).inc_by(count);
         }
     }
 

@@ -16,6 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
+mod usage;
+pub use usage::{UsageKey, UsageRecord};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store at {path}: {source}")]
@@ -174,6 +177,7 @@ struct Trees {
     forbidden: sled::Tree,
     quotas: sled::Tree,
     requests: sled::Tree,
+    usage: sled::Tree,
 }
 
 pub fn unix_now() -> u64 {
@@ -215,7 +219,8 @@ impl Store {
         let forbidden = db.open_tree("forbidden")?;
         let quotas = db.open_tree("quotas")?;
         let requests = db.open_tree("requests")?;
-        let trees = Trees { db, accounts, signatures, lockouts, forbidden, quotas, requests };
+        let usage = db.open_tree("usage")?;
+        let trees = Trees { db, accounts, signatures, lockouts, forbidden, quotas, requests, usage };
         Ok(Store { trees: Arc::new(ArcSwap::from_pointee(trees)) })
     }
 
@@ -236,7 +241,7 @@ impl Store {
         Ok(())
     }
 
-    fn named_trees(&self) -> [(&'static str, sled::Tree); 6] {
+    fn named_trees(&self) -> [(&'static str, sled::Tree); 7] {
         let t = self.trees();
         [
             ("accounts", t.accounts.clone()),
@@ -245,6 +250,7 @@ impl Store {
             ("forbidden", t.forbidden.clone()),
             ("quotas", t.quotas.clone()),
             ("requests", t.requests.clone()),
+            ("usage", t.usage.clone()),
         ]
     }
 
@@ -579,6 +585,12 @@ fn newer(tree: &str, existing: &[u8], incoming: &[u8]) -> Option<Vec<u8>> {
             }
             (merged != mine).then(|| serde_json::to_vec(&merged).ok()).flatten()
         }
+        "usage" => {
+            // Counters: both processes counted different requests, so the row is their sum.
+            let mut sum: UsageRecord = serde_json::from_slice(existing).unwrap_or_default();
+            sum.add(&serde_json::from_slice(incoming).ok()?);
+            serde_json::to_vec(&sum).ok()
+        }
         // Request-log keys are unique per record: nothing to merge.
         _ => None,
     }
@@ -765,6 +777,22 @@ mod tests {
         );
         assert_eq!(store.prune_request_records(2, 0).unwrap(), 1, "then the oldest beyond the count");
         assert_eq!(store.request_records(10).unwrap(), vec![b"d".to_vec(), b"c".to_vec()]);
+    }
+
+    #[test]
+    fn usage_rows_of_an_upgrade_hand_over_are_added_not_replaced() {
+        let row = UsageKey { hour: 5, key: "team".into(), ..UsageKey::default() };
+        let used = |n| UsageRecord { requests: n, input_tokens: 10 * n, ..UsageRecord::default() };
+        let old = Store::temporary().unwrap();
+        old.add_usage(&row, &used(2)).unwrap();
+        let new = Store::temporary().unwrap();
+        new.add_usage(&row, &used(3)).unwrap();
+        let file = std::env::temp_dir().join(format!("levitate-usage-handover-{}.json", std::process::id()));
+        old.export_records(&file).unwrap();
+        new.import_records(&file).unwrap();
+        let rows = new.usage_rows(0, 10).unwrap();
+        assert_eq!(rows, vec![(row, used(5))]);
+        let _ = std::fs::remove_file(file);
     }
 
     #[test]
