@@ -241,9 +241,10 @@ impl Gateway {
         snapshot: &Arc<Snapshot>,
     ) -> std::result::Result<(), ClientError> {
         let body = self.read_body(session, snapshot.limits.max_request_body).await?;
+        let body_len = body.len();
         let headers = SessionHeaders::of(session);
         let (app, snap) = (Arc::clone(&self.app), Arc::clone(snapshot));
-        let (note, prepared) = off_reactor(body.len(), move || {
+        let (note, prepared) = off_reactor(body_len, move || {
             let mut note = ModelNote::default();
             let prepared = prepare_responses(body, &app, &snap, &headers, &mut note);
             (note, prepared)
@@ -251,6 +252,7 @@ impl Gateway {
         .await?;
         note.record(ctx);
         let (prepared, extra) = prepared?;
+        self.admit_key(ctx, snapshot, &prepared.client_model, &prepared.upstream_model, body_len)?;
         let sealer = super::reasoning_seal::sealer(&self.app.store)?;
         let mut inner = prepared.inner;
         let tool_names = std::mem::take(&mut inner.tool_names);
@@ -444,19 +446,34 @@ impl Gateway {
         .await?;
         note.record(ctx);
         let prepared = prepared?;
-        // The key's limits, before any upstream call (see crate::tenancy).
-        if let Some(key) = ctx.key_name.as_deref() {
-            let (client, upstream) = (&prepared.client_model, &prepared.upstream_model);
-            let now = crate::store::unix_now_ms();
-            match self.app.tenancy.admit(&snapshot.tenancy, key, client, upstream, body_len, now) {
-                Ok(permit) => ctx.permit = Some(permit),
-                Err(refusal) => {
-                    ctx.retry_after = refusal.retry_after().map(std::time::Duration::from_secs);
-                    return Err(refusal.client_error());
-                }
+        self.admit_key(ctx, snapshot, &prepared.client_model, &prepared.upstream_model, body_len)?;
+        Ok(prepared)
+    }
+
+    /// The key's limits, before any upstream call (see crate::tenancy): every endpoint that calls the
+    /// upstream goes through here once its model is resolved.
+    pub(super) fn admit_key(
+        &self,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+        client_model: &str,
+        upstream_model: &str,
+        body_len: usize,
+    ) -> Result<(), ClientError> {
+        let Some(key) = ctx.key_name.as_deref() else {
+            return Ok(());
+        };
+        let now = crate::store::unix_now_ms();
+        match self.app.tenancy.admit(&snapshot.tenancy, key, client_model, upstream_model, body_len, now) {
+            Ok(permit) => {
+                ctx.permit = Some(permit);
+                Ok(())
+            }
+            Err(refusal) => {
+                ctx.retry_after = refusal.retry_after().map(std::time::Duration::from_secs);
+                Err(refusal.client_error())
             }
         }
-        Ok(prepared)
     }
 }
 

@@ -68,7 +68,8 @@ impl Gateway {
         let content_type = header(session, "content-type").unwrap_or_default().to_owned();
         let body = self.read_body(session, snapshot.limits.max_request_body).await?;
         let snap = Arc::clone(snapshot);
-        let (note, prepared) = off_reactor(body.len(), move || {
+        let body_len = body.len();
+        let (note, prepared) = off_reactor(body_len, move || {
             let mut note = ModelNote::default();
             let prepared = prepare(&body, edit.then_some(content_type.as_str()), &snap, &mut note);
             (note, prepared)
@@ -76,6 +77,8 @@ impl Gateway {
         .await?;
         note.record(ctx);
         let prepared = prepared?;
+        let client_model = ctx.client_model.clone().unwrap_or_default();
+        self.admit_key(ctx, snapshot, &client_model, &prepared.upstream_model, body_len)?;
         let PreparedImages { inner, upstream_model, session_id, n, format } = &prepared;
         let mut items = Vec::with_capacity(*n as usize);
         let mut usage = Usage::default();
