@@ -264,3 +264,34 @@ def test_a_reload_applies_a_new_limit_at_once_and_keeps_the_counters(limited):
     check = subprocess.run([str(levitate_bin()), "check", "-c", str(gateway.config_path)], capture_output=True,
                            text=True, timeout=60)
     assert check.returncode == 0 and "3 key(s) with limits (budgets count days in UTC)" in check.stdout, check
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Every endpoint that calls the upstream is admitted the same way
+
+
+OPENAI_ENDPOINTS = {
+    "responses": ("/v1/responses", lambda model: {"model": model, "input": "Count to three, please."}),
+    "images": ("/v1/images/generations", lambda model: {"model": model, "prompt": "a red square", "size": "1024x1024"}),
+}
+
+
+def post_openai(gateway: Gateway, key: str, endpoint: str, model: str) -> httpx.Response:
+    path, body = OPENAI_ENDPOINTS[endpoint]
+    return httpx.post(gateway.base_url + path, json=body(model), headers={"Authorization": f"Bearer {key}"}, timeout=60.0)
+
+
+@pytest.mark.parametrize("endpoint", sorted(OPENAI_ENDPOINTS))
+def test_other_openai_endpoints_obey_the_allow_list_and_rpm(start_gateway, endpoint):
+    gateway = start_gateway(accounts=accounts(), pool={"max_concurrent_per_account": 30})
+    allowed = "gemini-3-flash" if endpoint == "responses" else "gemini-3.1-flash-image"
+    denied = "claude-sonnet-4-6" if endpoint == "responses" else "gpt-image-1"
+    set_keys(gateway, [{"name": "narrow", "key": "sk-narrow", "models": [allowed], "rpm": 2}])
+    before = model_calls(gateway)
+    refused = post_openai(gateway, "sk-narrow", endpoint, denied)
+    message = assert_refusal("openai", refused, 403)
+    assert denied in message, message
+    assert model_calls(gateway) == before, "a refused request never reaches the upstream"
+    assert [post_openai(gateway, "sk-narrow", endpoint, allowed).status_code for _ in range(2)] == [200, 200]
+    limited_answer = post_openai(gateway, "sk-narrow", endpoint, allowed)
+    assert "2 requests per minute" in assert_refusal("openai", limited_answer, 429)
