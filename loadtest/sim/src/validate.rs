@@ -298,7 +298,9 @@ fn claude_thinking_turn(i: usize, content: &Value) -> Result<(), String> {
     if has_call {
         match parts.first() {
             Some(p) if is_thought(p) && signature_of(p).is_some() => {}
-            Some(p) if is_thought(p) => return Err(format!("messages.{i}.content.0.thinking.signature: Field required")),
+            Some(p) if is_thought(p) => {
+                return Err(format!("messages.{i}.content.0.thinking.signature: Field required"))
+            }
             Some(p) if field(p, "functionCall", "function_call").is_some() => {
                 return Err(thinking_first_message(i, "tool_use"))
             }
@@ -521,12 +523,15 @@ mod tests {
         let thinking = "claude-opus-4-6-thinking";
         // The defect's shape: the signature on the call, no leading thought.
         let m = claude_error(thinking, claude_call_turn(None, Some(&claude)));
-        assert!(m.contains("messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `tool_use`"));
+        assert!(m.contains(
+            "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `tool_use`"
+        ));
         assert!(m.contains("req_vrtx_"), "Vertex carries Anthropic's error JSON: {m}");
         let m = claude_error(thinking, claude_call_turn(None, None));
         assert!(m.contains("but found `tool_use`"), "{m}");
         // A signed thought first, the call unsigned: what Claude issued, put back where it was.
-        assert!(check(thinking, vec![user("hi"), claude_call_turn(Some(&claude), None), claude_response()]).is_ok());
+        assert!(check(thinking, vec![user("hi"), claude_call_turn(Some(&claude), None), claude_response()])
+            .is_ok());
         // A signature on the call as well is misplaced.
         let m = claude_error(thinking, claude_call_turn(Some(&claude), Some(&claude)));
         assert!(m.contains("messages.1.content.1: Invalid `signature` in `thinking` block"), "{m}");
@@ -546,7 +551,11 @@ mod tests {
         let req = json!({"contents": [user("hi"), claude_call_turn(None, Some(&claude)), claude_response()],
                          "generationConfig": {"thinkingConfig": {"includeThoughts": true, "thinkingBudget": 1024}}});
         assert!(request(Some(&req), "claude-sonnet-4-6", &s, 10).is_err());
-        assert!(check("claude-sonnet-4-6", vec![user("hi"), claude_call_turn(None, Some(&claude)), claude_response()]).is_ok());
+        assert!(check(
+            "claude-sonnet-4-6",
+            vec![user("hi"), claude_call_turn(None, Some(&claude)), claude_response()]
+        )
+        .is_ok());
     }
 
     #[test]
