@@ -74,6 +74,11 @@ impl<F: Fold> Folded<F> {
     pub fn new(fold: F) -> Self {
         Folded(Some(fold))
     }
+
+    /// The fold, until it is finished: for machines that answer several upstream calls in one body.
+    pub fn get_mut(&mut self) -> Option<&mut F> {
+        self.0.as_mut()
+    }
 }
 
 impl<F: Fold> Translator for Folded<F> {
