@@ -47,7 +47,7 @@ struct Prepared {
 /// How the client's model resolved, recorded into the request context once the transform is back (it may
 /// run on another thread): the request log wants the names even when the transform failed afterwards.
 #[derive(Default)]
-struct ModelNote {
+pub(super) struct ModelNote {
     client_model: Option<String>,
     alias: Option<String>,
     upstream_model: Option<String>,
@@ -55,7 +55,7 @@ struct ModelNote {
 
 impl ModelNote {
     /// Resolves the client's model name through routes.yaml, noting both names for the log.
-    fn resolve(&mut self, snapshot: &Snapshot, client_model: &str) -> Result<String, ClientError> {
+    pub(super) fn resolve(&mut self, snapshot: &Snapshot, client_model: &str) -> Result<String, ClientError> {
         // The Gemini model comes from the path, not a parsed body: bound it here like the others.
         levitate_filters::limits::check_model_name(client_model, "model")?;
         self.client_model = Some(client_model.to_string());
@@ -72,7 +72,7 @@ impl ModelNote {
         Ok(resolution.upstream.to_string())
     }
 
-    fn record(self, ctx: &mut RequestCtx) {
+    pub(super) fn record(self, ctx: &mut RequestCtx) {
         ctx.client_model = self.client_model.or(ctx.client_model.take());
         ctx.alias = self.alias.or(ctx.alias.take());
         ctx.upstream_model = self.upstream_model.or(ctx.upstream_model.take());
@@ -81,7 +81,7 @@ impl ModelNote {
 
 /// Runs `work` (a parse and transform of a `body_len`-byte body) inline for small bodies and on Tokio's
 /// blocking pool for large ones; see the module documentation.
-async fn off_reactor<T: Send + 'static>(
+pub(super) async fn off_reactor<T: Send + 'static>(
     body_len: usize,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ClientError> {
@@ -95,13 +95,13 @@ async fn off_reactor<T: Send + 'static>(
 }
 
 /// The session-affinity headers, copied out of the request head so the transform can run elsewhere.
-struct SessionHeaders {
-    session_id: Option<String>,
+pub(super) struct SessionHeaders {
+    pub(super) session_id: Option<String>,
     claude_code: Option<String>,
 }
 
 impl SessionHeaders {
-    fn of(session: &Session) -> Self {
+    pub(super) fn of(session: &Session) -> Self {
         SessionHeaders {
             session_id: header(session, "x-session-id").map(str::to_owned),
             claude_code: header(session, "x-claude-code-session-id").map(str::to_owned),
@@ -347,7 +347,7 @@ impl Gateway {
 
 /// `request.sessionId`: a stable signed-decimal id per conversation (PROTOCOL.md §11), from the client's
 /// own session key when it sends one, else from the first user message, else random.
-fn session_id(client_key: Option<&str>, first_user_text: Option<&str>) -> String {
+pub(super) fn session_id(client_key: Option<&str>, first_user_text: Option<&str>) -> String {
     // Hashed in pieces: the first user message can be a whole pasted file, not worth a copy.
     let mut hasher = Sha256::new();
     match (client_key, first_user_text) {

@@ -13,6 +13,7 @@
 //! (limits, head deadline, keep-alive idle); `client_addr.rs` the client's address behind trusted proxies.
 
 pub mod client_addr;
+mod completions;
 mod ctx;
 pub mod edge;
 mod endpoints;
@@ -281,6 +282,7 @@ impl Gateway {
                 }
             }
             Operation::ChatCompletions => self.chat_completions(session, ctx, snapshot).await,
+            Operation::Completions => self.completions(session, ctx, snapshot).await,
             Operation::Messages => self.messages(session, ctx, snapshot).await,
             Operation::CountTokensAnthropic => self.count_tokens_anthropic(session, ctx, snapshot).await,
             Operation::GenerateContent { model, stream } => {
@@ -342,6 +344,7 @@ fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
 fn operation_label(operation: &Operation) -> &'static str {
     match operation {
         Operation::ChatCompletions => "chat_completions",
+        Operation::Completions => "completions",
         Operation::ListModels | Operation::ListModelsGemini => "list_models",
         Operation::GetModel { .. } | Operation::GetModelGemini { .. } => "get_model",
         Operation::Messages => "messages",
