@@ -158,6 +158,8 @@ pub fn generate(p: &Prompt, cached: u64, filler_words: usize, signer: &Signer) -
         _ => None,
     };
     let n_thoughts = thoughts.len();
+    // Claude's signature covers the whole thinking, as one block (PROTOCOL §2: on the last thought part).
+    let thinking_text = thoughts.concat();
     for (i, t) in thoughts.into_iter().enumerate() {
         usage.thoughts += estimate_tokens(t.len());
         if !p.include_thoughts {
@@ -165,7 +167,7 @@ pub fn generate(p: &Prompt, cached: u64, filler_words: usize, signer: &Signer) -
         }
         let mut part = json!({"text": t, "thought": true});
         if p.family == Family::Claude && i + 1 == n_thoughts {
-            part["thoughtSignature"] = json!(signer.issue(SigFamily::Claude));
+            part["thoughtSignature"] = json!(signer.issue_for_text(SigFamily::Claude, &thinking_text));
         }
         chunks.push(Chunk { parts: vec![part], finish_reason: None, usage });
     }

@@ -325,7 +325,10 @@ fn claude(contents: &[Value], signer: &Signer, prompt_tokens: u64, thinking: boo
         for (j, part) in parts_of(content).iter().enumerate() {
             let thought = part.get("thought").and_then(Value::as_bool) == Some(true);
             if let Some(sig) = signature_of(part) {
-                if signer.check(sig) != Verdict::Issued(SigFamily::Claude) {
+                // A signed thought is one Anthropic thinking block: its signature covers its text.
+                let signed_text =
+                    if thought { part.get("text").and_then(Value::as_str).unwrap_or("") } else { "" };
+                if signer.check_for_text(sig, signed_text) != Verdict::Issued(SigFamily::Claude) {
                     return invalid(format!(
                         "messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
                     ));
@@ -518,7 +521,9 @@ mod tests {
     #[test]
     fn claude_thinking_turns_open_with_a_signed_thought() {
         let s = signer();
-        let claude = s.issue(SigFamily::Claude);
+        // Signs the thought text of `claude_call_turn`.
+        let claude = s.issue_for_text(SigFamily::Claude, "let me look");
+        let on_call = s.issue(SigFamily::Claude);
         let gemini = s.issue(SigFamily::Gemini);
         let thinking = "claude-opus-4-6-thinking";
         // The defect's shape: the signature on the call, no leading thought.
@@ -532,6 +537,14 @@ mod tests {
         // A signed thought first, the call unsigned: what Claude issued, put back where it was.
         assert!(check(thinking, vec![user("hi"), claude_call_turn(Some(&claude), None), claude_response()])
             .is_ok());
+        // The thinking text is signed too: a restored block must carry it unchanged.
+        let signed = s.issue_for_text(SigFamily::Claude, "let me look");
+        assert!(check(thinking, vec![user("hi"), claude_call_turn(Some(&signed), None), claude_response()])
+            .is_ok());
+        let mut edited = claude_call_turn(Some(&signed), None);
+        edited["parts"][0]["text"] = json!("let me look again");
+        assert!(claude_error(thinking, edited)
+            .contains("messages.1.content.0: Invalid `signature` in `thinking` block"));
         // A signature on the call as well is misplaced.
         let m = claude_error(thinking, claude_call_turn(Some(&claude), Some(&claude)));
         assert!(m.contains("messages.1.content.1: Invalid `signature` in `thinking` block"), "{m}");
@@ -553,7 +566,7 @@ mod tests {
         assert!(request(Some(&req), "claude-sonnet-4-6", &s, 10).is_err());
         assert!(check(
             "claude-sonnet-4-6",
-            vec![user("hi"), claude_call_turn(None, Some(&claude)), claude_response()]
+            vec![user("hi"), claude_call_turn(None, Some(&on_call)), claude_response()]
         )
         .is_ok());
     }
