@@ -119,3 +119,43 @@ def test_a_tool_turn_the_gateway_never_saw_is_still_served(gateway: Gateway, cas
 
     assert reply.choices[0].finish_reason in ("stop", "tool_calls"), reply
     assert upstream_statuses(gateway, upstream) == {"200": 1}, "the upstream refused the unrestorable tool turn"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The same rule for google-genai clients: they replay the parts as they came, so a streamed thinking block
+# arrives in pieces (the signature on the last) and must go up as one signed thought, with no signature on the
+# call.
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_genai_client_replays_claudes_thinking_as_one_signed_block(gateway: Gateway, case: str, stream: bool):
+    from google import genai
+    from google.genai import types
+
+    _, extra, upstream = CASES[case]
+    client = genai.Client(api_key=gateway.api_key, http_options=types.HttpOptions(base_url=gateway.base_url))
+    weather = types.FunctionDeclaration(
+        name="get_weather", description="Current weather for a city",
+        parameters=types.Schema(type="OBJECT", properties={"city": types.Schema(type="STRING")}, required=["city"]))
+    thinking = types.ThinkingConfig(include_thoughts=True, thinking_budget=1024) if extra else None
+    config = types.GenerateContentConfig(
+        tools=[types.Tool(function_declarations=[weather])], thinking_config=thinking,
+        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True))
+    contents = [types.Content(role="user", parts=[types.Part(text="What is the weather in Paris?")])]
+
+    if stream:
+        chunks = list(client.models.generate_content_stream(model=upstream, contents=contents, config=config))
+        parts = [p for c in chunks if c.candidates and c.candidates[0].content
+                 for p in c.candidates[0].content.parts or []]
+        model_turn = types.Content(role="model", parts=parts)
+    else:
+        model_turn = client.models.generate_content(model=upstream, contents=contents, config=config).candidates[0].content
+    [call] = [p.function_call for p in model_turn.parts if p.function_call]
+    assert any(p.thought and p.thought_signature for p in model_turn.parts), model_turn
+
+    contents += [model_turn, types.Content(role="user", parts=[types.Part(function_response=types.FunctionResponse(
+        id=call.id, name=call.name, response={"forecast": "sunny-42"}))])]
+    final = client.models.generate_content(model=upstream, contents=contents, config=config)
+
+    assert "sunny-42" in (final.text or ""), final
+    assert upstream_statuses(gateway, upstream) == {"200": 2}
