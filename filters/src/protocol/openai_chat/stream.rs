@@ -830,6 +830,29 @@ mod tests {
     }
 
     #[test]
+    fn thinking_over_the_bound_is_not_kept_as_a_block() {
+        let sig = claude_sig();
+        let long = "x".repeat(crate::signature::MAX_THINKING_BLOCK_BYTES / 2 + 1);
+        let events = [
+            upstream(json!([{"text": long, "thought": true}]), None, None),
+            upstream(json!([{"text": long, "thought": true, "thoughtSignature": sig}]), None, None),
+            upstream(
+                json!([{"functionCall": {"name": "a", "args": {}, "id": "toolu_1"}}]),
+                Some("OTHER"),
+                None,
+            ),
+        ];
+        let mut stream = OpenAiStream::new(opts(false));
+        run(&mut stream, &events);
+        let captured = stream.take_signatures();
+        assert_eq!(
+            captured,
+            [CapturedSignature::tool_call("toolu_1", &sig)],
+            "no block, the call's signature only"
+        );
+    }
+
+    #[test]
     fn a_claude_signature_on_the_call_still_makes_a_block() {
         // The upstream may sign the call when it shows no thoughts: the block is then the signature alone.
         let sig = claude_sig();
