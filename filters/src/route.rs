@@ -19,6 +19,8 @@ pub enum Operation {
     /// `POST /v1/responses/compact` and other `/v1/responses/...` paths Levitate does not serve (they need
     /// stored responses); answered with a clear OpenAI error.
     ResponsesUnsupported,
+    /// `POST /v1/completions` (legacy OpenAI completions)
+    Completions,
     /// `GET /v1/models` (OpenAI list of upstream models and aliases).
     ListModels,
     /// `GET /v1/models/{model}` in the OpenAI shape.
@@ -91,6 +93,9 @@ pub fn classify(method: &str, path: &str, key_style: Option<KeyStyle>) -> Route 
         };
         return route(operation, Protocol::OpenAi);
     }
+    if path == "/v1/completions" || path == "/completions" {
+        return route(Operation::Completions, Protocol::OpenAi);
+    }
     if path == "/v1/messages" {
         return route(Operation::Messages, Protocol::Anthropic);
     }
@@ -160,6 +165,9 @@ mod tests {
             op("POST", "/v1/chat/completions", Some(KeyStyle::Bearer)),
             (Operation::ChatCompletions, Protocol::OpenAi)
         );
+        for path in ["/v1/completions", "/completions", "/v1/completions/"] {
+            assert_eq!(op("POST", path, Some(KeyStyle::Bearer)), (Operation::Completions, Protocol::OpenAi));
+        }
         assert_eq!(
             op("GET", "/v1/models", Some(KeyStyle::Bearer)),
             (Operation::ListModels, Protocol::OpenAi)

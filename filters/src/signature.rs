@@ -8,6 +8,9 @@
 //! - a tool call's signature is keyed by the client-visible tool call id;
 //! - a thinking block's signature is keyed by a hash of the thinking text, so a client that drops or mangles
 //!   the signature still gets it re-attached;
+//! - a Claude turn's whole signed thinking block (its text and signature) is also keyed by the turn's first
+//!   tool call id ([`ThinkingBlock`]), so a client that sends back only its `tool_calls` (OpenAI chat) gets
+//!   the turn rebuilt as Claude wants it: the signed thought first, the calls unsigned (PROTOCOL.md §2, §9);
 //! - signatures compare as decoded bytes: clients hand them back in URL-safe base64 or unpadded
 //!   ([`normalize_signature`]);
 //! - a signature's family is read from its shape ([`signature_family`]): Antigravity's Claude signatures are
@@ -32,6 +35,21 @@ pub const MIN_SIGNATURE_LEN: usize = 50;
 /// Prefix of the store key of a thinking-text signature (see [`SignatureKey::store_key`]).
 const THINKING_KEY_PREFIX: &str = "thinking:";
 
+/// Prefix of the store key of a whole thinking block, keyed by its turn's first tool call id.
+const BLOCK_KEY_PREFIX: &str = "block:";
+
+/// Largest thinking text kept as a [`ThinkingBlock`]: the store holds signatures, not transcripts. A longer
+/// block is not cached, and its turn is replayed as a turn without one.
+pub const MAX_THINKING_BLOCK_BYTES: usize = 256 * 1024;
+
+/// A Claude turn's signed thinking, as the upstream issued it: every thought text of the turn, in order, and
+/// the signature on its last thought part. Claude checks both, so both are restored unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ThinkingBlock {
+    pub text: String,
+    pub signature: String,
+}
+
 /// What a captured signature belongs to, and so under which key the next request looks for it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SignatureKey {
@@ -39,6 +57,8 @@ pub enum SignatureKey {
     ToolCall(String),
     /// [`thinking_hash`] of a thinking block's full text.
     Thinking(String),
+    /// The first tool call id of a Claude turn whose whole [`ThinkingBlock`] is stored.
+    Block(String),
 }
 
 impl SignatureKey {
@@ -48,14 +68,18 @@ impl SignatureKey {
         match self {
             SignatureKey::ToolCall(id) => Cow::Borrowed(id),
             SignatureKey::Thinking(hash) => Cow::Owned(format!("{THINKING_KEY_PREFIX}{hash}")),
+            SignatureKey::Block(id) => Cow::Owned(format!("{BLOCK_KEY_PREFIX}{id}")),
         }
     }
 
     /// The inverse of [`store_key`](Self::store_key).
     pub fn from_store_key(key: &str) -> Self {
-        match key.strip_prefix(THINKING_KEY_PREFIX) {
-            Some(hash) => SignatureKey::Thinking(hash.to_owned()),
-            None => SignatureKey::ToolCall(key.to_owned()),
+        if let Some(hash) = key.strip_prefix(THINKING_KEY_PREFIX) {
+            SignatureKey::Thinking(hash.to_owned())
+        } else if let Some(id) = key.strip_prefix(BLOCK_KEY_PREFIX) {
+            SignatureKey::Block(id.to_owned())
+        } else {
+            SignatureKey::ToolCall(key.to_owned())
         }
     }
 }
@@ -90,6 +114,16 @@ impl CapturedSignature {
         }
     }
 
+    /// A Claude turn's whole thinking block, stored under its first tool call id. The stored value is the
+    /// block as JSON; the store treats it as an opaque signature string.
+    pub fn thinking_block(tool_call_id: &str, block: &ThinkingBlock) -> Self {
+        CapturedSignature {
+            tool_call_id: SignatureKey::Block(tool_call_id.to_owned()).store_key().into_owned(),
+            signature: serde_json::to_string(block).unwrap_or_default(),
+            family: signature_family(&block.signature),
+        }
+    }
+
     /// What the signature belongs to.
     pub fn key(&self) -> SignatureKey {
         SignatureKey::from_store_key(&self.tool_call_id)
@@ -107,6 +141,13 @@ pub trait SignatureLookup {
     /// The signature captured for a thinking block whose text hashes to `text_hash` ([`thinking_hash`]).
     fn signature_for_text(&self, text_hash: &str) -> Option<String> {
         self.signature_for_tool_call(&SignatureKey::Thinking(text_hash.to_owned()).store_key())
+    }
+
+    /// The whole thinking block captured for the Claude turn whose first tool call was `tool_call_id`.
+    fn thinking_block_for_tool_call(&self, tool_call_id: &str) -> Option<ThinkingBlock> {
+        let stored =
+            self.signature_for_tool_call(&SignatureKey::Block(tool_call_id.to_owned()).store_key())?;
+        serde_json::from_str(&stored).ok()
     }
 
     /// The family that issued `signature`. Defaults to reading its shape; a store that remembers the family
@@ -290,6 +331,25 @@ mod tests {
         assert!(t.tool_call_id.starts_with("thinking:"));
         assert_eq!(t.family, Some(ModelFamily::Claude));
         assert_eq!(thinking_hash("I think").len(), 32);
+    }
+
+    #[test]
+    fn thinking_blocks_round_trip_through_the_flat_store() {
+        struct Flat(String, String);
+        impl SignatureLookup for Flat {
+            fn signature_for_tool_call(&self, key: &str) -> Option<String> {
+                (key == self.0).then(|| self.1.clone())
+            }
+        }
+        let block = ThinkingBlock { text: "I will call \"ls\"".into(), signature: claude_sig() };
+        let c = CapturedSignature::thinking_block("toolu_1", &block);
+        assert_eq!(c.key(), SignatureKey::Block("toolu_1".into()));
+        assert_eq!(c.family, Some(ModelFamily::Claude));
+        let store = Flat(c.tool_call_id.clone(), c.signature.clone());
+        assert_eq!(store.thinking_block_for_tool_call("toolu_1"), Some(block));
+        assert_eq!(store.thinking_block_for_tool_call("toolu_2"), None);
+        // A plain tool-call signature under the same id is not mistaken for a block.
+        assert_eq!(Flat("toolu_1".into(), claude_sig()).thinking_block_for_tool_call("toolu_1"), None);
     }
 
     #[test]

@@ -272,6 +272,7 @@ def test_a_reload_applies_a_new_limit_at_once_and_keeps_the_counters(limited):
 
 OPENAI_ENDPOINTS = {
     "responses": ("/v1/responses", lambda model: {"model": model, "input": "Count to three, please."}),
+    "completions": ("/v1/completions", lambda model: {"model": model, "prompt": "Count to three, please."}),
     "images": ("/v1/images/generations", lambda model: {"model": model, "prompt": "a red square", "size": "1024x1024"}),
 }
 
@@ -284,8 +285,8 @@ def post_openai(gateway: Gateway, key: str, endpoint: str, model: str) -> httpx.
 @pytest.mark.parametrize("endpoint", sorted(OPENAI_ENDPOINTS))
 def test_other_openai_endpoints_obey_the_allow_list_and_rpm(start_gateway, endpoint):
     gateway = start_gateway(accounts=accounts(), pool={"max_concurrent_per_account": 30})
-    allowed = "gemini-3-flash" if endpoint == "responses" else "gemini-3.1-flash-image"
-    denied = "claude-sonnet-4-6" if endpoint == "responses" else "gpt-image-1"
+    allowed = "gemini-3.1-flash-image" if endpoint == "images" else "gemini-3-flash"
+    denied = "gpt-image-1" if endpoint == "images" else "claude-sonnet-4-6"
     set_keys(gateway, [{"name": "narrow", "key": "sk-narrow", "models": [allowed], "rpm": 2}])
     before = model_calls(gateway)
     refused = post_openai(gateway, "sk-narrow", endpoint, denied)

@@ -8,5 +8,6 @@
 pub mod anthropic;
 pub mod gemini;
 pub mod openai_chat;
+pub mod openai_completions;
 pub mod openai_images;
 pub mod openai_responses;

@@ -9,7 +9,9 @@
 
 use std::borrow::Cow;
 
-use crate::signature::CapturedSignature;
+use crate::signature::{
+    signature_family, CapturedSignature, ModelFamily, ThinkingBlock, MAX_THINKING_BLOCK_BYTES,
+};
 
 pub mod chunk;
 pub(crate) mod json;
@@ -71,6 +73,11 @@ pub struct Folded<F: Fold>(Option<F>);
 impl<F: Fold> Folded<F> {
     pub fn new(fold: F) -> Self {
         Folded(Some(fold))
+    }
+
+    /// The fold, until it is finished: for machines that answer several upstream calls in one body.
+    pub fn get_mut(&mut self) -> Option<&mut F> {
+        self.0.as_mut()
     }
 }
 
@@ -175,11 +182,78 @@ pub(crate) struct ToolCallSignatures {
     /// The first tool call's id while it has no signature of its own; a later turn signature belongs to it.
     first_call_awaiting_signature: Option<String>,
     pub(crate) captured: Vec<CapturedSignature>,
+    /// Claude's thinking block, for machines whose clients cannot carry it ([`Self::with_thinking_blocks`]).
+    block: Option<ThinkingBlockCapture>,
+}
+
+/// The pieces of a Claude turn's signed thinking block: its thought text, the Claude signature (wherever the
+/// upstream put it) and the first tool call it is stored under once all are known.
+#[derive(Debug, Default)]
+struct ThinkingBlockCapture {
+    text: String,
+    too_long: bool,
+    signature: Option<String>,
+    first_call: Option<String>,
+    stored: bool,
 }
 
 impl ToolCallSignatures {
+    /// Also captures Claude's whole thinking block: for machines whose clients cannot carry thinking blocks
+    /// back (OpenAI chat). With a Claude signature and a tool call it becomes a [`ThinkingBlock`] keyed by the
+    /// turn's first call.
+    pub(crate) fn with_thinking_blocks() -> Self {
+        ToolCallSignatures { block: Some(ThinkingBlockCapture::default()), ..Self::default() }
+    }
+
+    /// A thought part's text, for the thinking block.
+    pub(crate) fn on_thought_text(&mut self, text: &str) {
+        let Some(block) = &mut self.block else {
+            return;
+        };
+        if block.stored || block.too_long {
+            return;
+        }
+        if block.text.len() + text.len() > MAX_THINKING_BLOCK_BYTES {
+            block.too_long = true;
+            block.text = String::new();
+        } else {
+            block.text.push_str(text);
+        }
+    }
+
+    fn on_block_signature(&mut self, signature: &str) {
+        if let Some(block) = &mut self.block {
+            if signature_family(signature) == Some(ModelFamily::Claude) {
+                block.signature = Some(signature.to_owned());
+                self.store_block();
+            }
+        }
+    }
+
+    fn store_block(&mut self) {
+        let Some(block) = &mut self.block else {
+            return;
+        };
+        if block.stored || block.too_long {
+            return;
+        }
+        if let (Some(id), Some(signature)) = (&block.first_call, &block.signature) {
+            let text = std::mem::take(&mut block.text);
+            let captured = ThinkingBlock { text, signature: signature.clone() };
+            self.captured.push(CapturedSignature::thinking_block(id, &captured));
+            block.stored = true;
+        }
+    }
+
     /// A tool call was emitted as the `index`-th of the turn under client id `id`.
     pub(crate) fn on_tool_call(&mut self, index: u32, id: &str, signature: Option<&str>) {
+        if let (0, Some(block)) = (index, &mut self.block) {
+            block.first_call = Some(id.to_owned());
+        }
+        match signature {
+            Some(signature) => self.on_block_signature(signature),
+            None => self.store_block(),
+        }
         match signature {
             Some(signature) => self.captured.push(CapturedSignature::tool_call(id, signature)),
             None if index == 0 => match &self.turn_signature {
@@ -192,6 +266,7 @@ impl ToolCallSignatures {
 
     /// A text or thought part carried a signature.
     pub(crate) fn on_turn_signature(&mut self, signature: &str) {
+        self.on_block_signature(signature);
         self.turn_signature = Some(signature.to_owned());
         if let Some(id) = self.first_call_awaiting_signature.take() {
             self.captured.push(CapturedSignature::tool_call(&id, signature));

@@ -158,6 +158,8 @@ pub fn generate(p: &Prompt, cached: u64, filler_words: usize, signer: &Signer) -
         _ => None,
     };
     let n_thoughts = thoughts.len();
+    // Claude's signature covers the whole thinking, as one block (PROTOCOL §2: on the last thought part).
+    let thinking_text = thoughts.concat();
     for (i, t) in thoughts.into_iter().enumerate() {
         usage.thoughts += estimate_tokens(t.len());
         if !p.include_thoughts {
@@ -165,11 +167,16 @@ pub fn generate(p: &Prompt, cached: u64, filler_words: usize, signer: &Signer) -
         }
         let mut part = json!({"text": t, "thought": true});
         if p.family == Family::Claude && i + 1 == n_thoughts {
-            part["thoughtSignature"] = json!(signer.issue(SigFamily::Claude));
+            part["thoughtSignature"] = json!(signer.issue_for_text(SigFamily::Claude, &thinking_text));
         }
         chunks.push(Chunk { parts: vec![part], finish_reason: None, usage });
     }
-    let claude_signed = p.family == Family::Claude && p.include_thoughts && n_thoughts > 0;
+    // Claude signs its thinking on a thought part only (PROTOCOL §2): with the thoughts hidden, on an empty
+    // one of its own, never on a call or on text.
+    if p.family == Family::Claude && p.thinking && !(p.include_thoughts && n_thoughts > 0) {
+        let part = json!({"text": "", "thought": true, "thoughtSignature": signer.issue(SigFamily::Claude)});
+        chunks.push(Chunk { parts: vec![part], finish_reason: None, usage });
+    }
 
     match action(p) {
         Action::Call { parallel } => {
@@ -178,10 +185,8 @@ pub fn generate(p: &Prompt, cached: u64, filler_words: usize, signer: &Signer) -
             for (i, call) in calls.into_iter().enumerate() {
                 usage.candidates += estimate_tokens(call.to_string().len());
                 let mut part = json!({ "functionCall": call });
-                if i == 0 && !claude_signed {
-                    if let Some(f) = sig_family {
-                        part["thoughtSignature"] = json!(signer.issue(f));
-                    }
+                if i == 0 && sig_family == Some(SigFamily::Gemini) {
+                    part["thoughtSignature"] = json!(signer.issue(SigFamily::Gemini));
                 }
                 parts.push(part);
             }
@@ -196,11 +201,8 @@ pub fn generate(p: &Prompt, cached: u64, filler_words: usize, signer: &Signer) -
             for (i, piece) in pieces.into_iter().enumerate() {
                 usage.candidates += estimate_tokens(piece.len());
                 let last = i + 1 == n;
-                let mut part = json!({ "text": piece });
+                let part = json!({ "text": piece });
                 let gemini_last = last && sig_family == Some(SigFamily::Gemini);
-                if last && sig_family == Some(SigFamily::Claude) && !claude_signed && p.thinking {
-                    part["thoughtSignature"] = json!(signer.issue(SigFamily::Claude));
-                }
                 chunks.push(Chunk {
                     parts: vec![part],
                     finish_reason: (last && !gemini_last).then_some(finish),
@@ -543,6 +545,29 @@ mod tests {
         assert!(thoughts.last().and_then(|t| t["thoughtSignature"].as_str()).unwrap_or("").starts_with('R'));
         let call = &chunks.last().expect("chunk").parts[0];
         assert!(call["functionCall"]["id"].as_str().unwrap_or("").starts_with("toolu_vrtx_"));
+        assert!(call.get("thoughtSignature").is_none(), "Claude never signs a call");
+
+        // A -thinking model with its thoughts hidden: the signature alone, on an empty thought part first.
+        let p = prompt(
+            "claude-opus-4-6-thinking",
+            json!({"contents":[{"role":"user","parts":[{"text":"hi"}]}],
+            "tools":[{"functionDeclarations":[{"name":"ls","parameters":{"type":"object"}}]}]}),
+        );
+        let chunks = generate(&p, 0, 40, &Signer::new("k"));
+        let first = &chunks[0].parts[0];
+        assert_eq!((first["thought"].clone(), first["text"].clone()), (json!(true), json!("")));
+        assert!(first["thoughtSignature"].as_str().unwrap_or("").starts_with('R'));
+        let signed =
+            chunks.iter().flat_map(|c| &c.parts).filter(|p| p.get("thoughtSignature").is_some()).count();
+        assert_eq!(signed, 1);
+        // Without thinking, Claude signs nothing.
+        let p = prompt(
+            "claude-sonnet-4-6",
+            json!({"contents":[{"role":"user","parts":[{"text":"hi"}]}],
+            "tools":[{"functionDeclarations":[{"name":"ls","parameters":{"type":"object"}}]}]}),
+        );
+        let chunks = generate(&p, 0, 40, &Signer::new("k"));
+        assert!(chunks.iter().flat_map(|c| &c.parts).all(|p| p.get("thoughtSignature").is_none()));
     }
 
     #[test]

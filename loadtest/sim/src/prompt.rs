@@ -113,6 +113,25 @@ pub struct Prompt {
     pub seed: u64,
 }
 
+/// Whether the model thinks for this request: thoughts asked for, a non-zero budget, a level, a Gemini 3 model
+/// unless its budget is 0, or a `-thinking` model. Validation (Claude's thinking-block rules) and the answer
+/// decide it the same way.
+pub fn thinking_enabled(model: &str, request: &Value) -> bool {
+    let cfg = field(request, "generationConfig", "generation_config")
+        .and_then(|g| field(g, "thinkingConfig", "thinking_config"));
+    let include_thoughts = cfg
+        .and_then(|t| field(t, "includeThoughts", "include_thoughts"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let budget = cfg.and_then(|t| field(t, "thinkingBudget", "thinking_budget")).and_then(Value::as_i64);
+    let level = cfg.and_then(|t| field(t, "thinkingLevel", "thinking_level"));
+    include_thoughts
+        || budget.is_some_and(|b| b != 0)
+        || level.is_some()
+        || (Family::of(model) == Family::Gemini3 && budget != Some(0))
+        || model.contains("thinking")
+}
+
 impl Prompt {
     /// Reads `request` (the inner object of the envelope). Validation has already run.
     pub fn read(model: &str, request: &Value) -> Prompt {
@@ -159,19 +178,11 @@ impl Prompt {
 
         let gen = field(request, "generationConfig", "generation_config");
         let get_gen = |camel: &str, snake: &str| gen.and_then(|g| field(g, camel, snake));
-        let thinking_cfg = get_gen("thinkingConfig", "thinking_config");
-        let include_thoughts = thinking_cfg
+        let include_thoughts = get_gen("thinkingConfig", "thinking_config")
             .and_then(|t| field(t, "includeThoughts", "include_thoughts"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let budget =
-            thinking_cfg.and_then(|t| field(t, "thinkingBudget", "thinking_budget")).and_then(Value::as_i64);
-        let level = thinking_cfg.and_then(|t| field(t, "thinkingLevel", "thinking_level"));
-        let thinking = include_thoughts
-            || budget.is_some_and(|b| b != 0)
-            || level.is_some()
-            || (family == Family::Gemini3 && budget != Some(0))
-            || model.contains("thinking");
+        let thinking = thinking_enabled(model, request);
         let tool_cfg = field(request, "toolConfig", "tool_config")
             .and_then(|t| field(t, "functionCallingConfig", "function_calling_config"));
         let tool_mode = match tool_cfg.and_then(|c| c.get("mode")).and_then(Value::as_str) {

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::models::Family;
-use crate::prompt::field;
+use crate::prompt::{field, thinking_enabled};
 use crate::signature::{SigFamily, Signer, Verdict};
 
 /// Schema keys the v1internal `Schema` message knows (OpenAPI subset), in both casings.
@@ -132,7 +132,7 @@ pub fn request(
     match Family::of(model) {
         Family::Gemini3 => gemini_signatures(contents, signer, true),
         Family::Gemini2 => gemini_signatures(contents, signer, false),
-        Family::Claude => claude(contents, signer, prompt_tokens),
+        Family::Claude => claude(contents, signer, prompt_tokens, thinking_enabled(model, request)),
         Family::Other => Ok(()),
     }
 }
@@ -273,16 +273,62 @@ fn vertex_message(message: &str) -> String {
         .to_string()
 }
 
-fn claude(contents: &[Value], signer: &Signer, prompt_tokens: u64) -> Result<(), ApiError> {
+/// Anthropic's text when a thinking conversation's assistant turn does not open with a thinking block.
+fn thinking_first_message(i: usize, found: &str) -> String {
+    format!(
+        "messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{found}`. When \
+         `thinking` is enabled, a final `assistant` message must start with a thinking block (preceeding the \
+         lastmost set of `tool_use` and `tool_result` blocks). We recommend you include thinking blocks from \
+         previous turns. To avoid this requirement, disable `thinking`. Please consult our documentation at \
+         https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+    )
+}
+
+/// With thinking on (PROTOCOL §2 "Claude signature placement", §9 rule 3), a model turn with tool calls must
+/// open with a signed thought part, and the signature lives on thought parts only: Google turns each signed
+/// thought into one Anthropic `thinking` block, and a `tool_use` block has no place for one. Text-only turns
+/// may omit thinking, as Anthropic lets earlier turns omit theirs.
+fn claude_thinking_turn(i: usize, content: &Value) -> Result<(), String> {
+    let parts = parts_of(content);
+    let is_thought = |p: &Value| p.get("thought").and_then(Value::as_bool) == Some(true);
+    let has_call = parts.iter().any(|p| field(p, "functionCall", "function_call").is_some());
+    if content.get("role").and_then(Value::as_str) != Some("model") {
+        return Ok(());
+    }
+    if has_call {
+        match parts.first() {
+            Some(p) if is_thought(p) && signature_of(p).is_some() => {}
+            Some(p) if is_thought(p) => {
+                return Err(format!("messages.{i}.content.0.thinking.signature: Field required"))
+            }
+            Some(p) if field(p, "functionCall", "function_call").is_some() => {
+                return Err(thinking_first_message(i, "tool_use"))
+            }
+            _ => return Err(thinking_first_message(i, "text")),
+        }
+    }
+    match parts.iter().position(|p| !is_thought(p) && signature_of(p).is_some()) {
+        Some(j) => Err(format!("messages.{i}.content.{j}: Invalid `signature` in `thinking` block")),
+        None => Ok(()),
+    }
+}
+
+fn claude(contents: &[Value], signer: &Signer, prompt_tokens: u64, thinking: bool) -> Result<(), ApiError> {
     let invalid = |m: String| Err(ApiError::InvalidArgument(vertex_message(&m)));
     if prompt_tokens > 200_000 {
         return invalid(format!("prompt is too long: {prompt_tokens} tokens > 200000 maximum"));
     }
     for (i, content) in contents.iter().enumerate() {
+        if thinking {
+            claude_thinking_turn(i, content).or_else(invalid)?;
+        }
         for (j, part) in parts_of(content).iter().enumerate() {
             let thought = part.get("thought").and_then(Value::as_bool) == Some(true);
             if let Some(sig) = signature_of(part) {
-                if signer.check(sig) != Verdict::Issued(SigFamily::Claude) {
+                // A signed thought is one Anthropic thinking block: its signature covers its text.
+                let signed_text =
+                    if thought { part.get("text").and_then(Value::as_str).unwrap_or("") } else { "" };
+                if signer.check_for_text(sig, signed_text) != Verdict::Issued(SigFamily::Claude) {
                     return invalid(format!(
                         "messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
                     ));
@@ -444,6 +490,85 @@ mod tests {
         assert!(
             matches!(e, Err(ApiError::InvalidArgument(m)) if m.contains("prompt is too long: 200001 tokens > 200000 maximum"))
         );
+    }
+
+    /// A Claude model turn: an optional leading thought signed with `thought_sig`, then one call that carries
+    /// `call_sig`.
+    fn claude_call_turn(thought_sig: Option<&str>, call_sig: Option<&str>) -> Value {
+        let mut parts = Vec::new();
+        if let Some(s) = thought_sig {
+            parts.push(json!({"text": "let me look", "thought": true, "thoughtSignature": s}));
+        }
+        let mut call = json!({"functionCall": {"name": "read_file", "args": {}, "id": "toolu_1"}});
+        if let Some(s) = call_sig {
+            call["thoughtSignature"] = json!(s);
+        }
+        parts.push(call);
+        json!({"role": "model", "parts": parts})
+    }
+
+    fn claude_response() -> Value {
+        json!({"role":"user","parts":[{"functionResponse":{"name":"read_file","id":"toolu_1","response":{"result":"x"}}}]})
+    }
+
+    fn claude_error(model: &str, turn: Value) -> String {
+        match check(model, vec![user("hi"), turn, claude_response()]) {
+            Err(ApiError::InvalidArgument(m)) => m,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn claude_thinking_turns_open_with_a_signed_thought() {
+        let s = signer();
+        // Signs the thought text of `claude_call_turn`.
+        let claude = s.issue_for_text(SigFamily::Claude, "let me look");
+        let on_call = s.issue(SigFamily::Claude);
+        let gemini = s.issue(SigFamily::Gemini);
+        let thinking = "claude-opus-4-6-thinking";
+        // The defect's shape: the signature on the call, no leading thought.
+        let m = claude_error(thinking, claude_call_turn(None, Some(&claude)));
+        assert!(m.contains(
+            "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `tool_use`"
+        ));
+        assert!(m.contains("req_vrtx_"), "Vertex carries Anthropic's error JSON: {m}");
+        let m = claude_error(thinking, claude_call_turn(None, None));
+        assert!(m.contains("but found `tool_use`"), "{m}");
+        // A signed thought first, the call unsigned: what Claude issued, put back where it was.
+        assert!(check(thinking, vec![user("hi"), claude_call_turn(Some(&claude), None), claude_response()])
+            .is_ok());
+        // The thinking text is signed too: a restored block must carry it unchanged.
+        let signed = s.issue_for_text(SigFamily::Claude, "let me look");
+        assert!(check(thinking, vec![user("hi"), claude_call_turn(Some(&signed), None), claude_response()])
+            .is_ok());
+        let mut edited = claude_call_turn(Some(&signed), None);
+        edited["parts"][0]["text"] = json!("let me look again");
+        assert!(claude_error(thinking, edited)
+            .contains("messages.1.content.0: Invalid `signature` in `thinking` block"));
+        // A signature on the call as well is misplaced.
+        let m = claude_error(thinking, claude_call_turn(Some(&claude), Some(&claude)));
+        assert!(m.contains("messages.1.content.1: Invalid `signature` in `thinking` block"), "{m}");
+        // Foreign and sentinel signatures on the thought.
+        for bad in [gemini.as_str(), "skip_thought_signature_validator"] {
+            let m = claude_error(thinking, claude_call_turn(Some(bad), None));
+            assert!(m.contains("Invalid `signature` in `thinking` block"), "{m}");
+        }
+        // Text before the thought.
+        let mut turn = claude_call_turn(Some(&claude), None);
+        turn["parts"].as_array_mut().expect("parts").insert(0, json!({"text": "calling"}));
+        assert!(claude_error(thinking, turn).contains("but found `text`"));
+        // Text-only turns may omit thinking.
+        let plain = json!({"role":"model","parts":[{"text":"hello"}]});
+        assert!(check(thinking, vec![user("hi"), plain, user("again")]).is_ok());
+        // Thinking asked for by config on a plain model name counts too; without it the rule is off.
+        let req = json!({"contents": [user("hi"), claude_call_turn(None, Some(&claude)), claude_response()],
+                         "generationConfig": {"thinkingConfig": {"includeThoughts": true, "thinkingBudget": 1024}}});
+        assert!(request(Some(&req), "claude-sonnet-4-6", &s, 10).is_err());
+        assert!(check(
+            "claude-sonnet-4-6",
+            vec![user("hi"), claude_call_turn(None, Some(&on_call)), claude_response()]
+        )
+        .is_ok());
     }
 
     #[test]

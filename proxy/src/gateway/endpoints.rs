@@ -99,15 +99,15 @@ pub(super) async fn off_reactor<T: Send + 'static>(
 }
 
 /// The session-affinity headers, copied out of the request head so the transform can run elsewhere.
-struct SessionHeaders {
-    session_id: Option<String>,
+pub(super) struct SessionHeaders {
+    pub(super) session_id: Option<String>,
     claude_code: Option<String>,
     /// Codex CLI's conversation id (`session-id`; `session_id` before 0.16x).
     codex: Option<String>,
 }
 
 impl SessionHeaders {
-    fn of(session: &Session) -> Self {
+    pub(super) fn of(session: &Session) -> Self {
         SessionHeaders {
             session_id: header(session, "x-session-id").map(str::to_owned),
             claude_code: header(session, "x-claude-code-session-id").map(str::to_owned),

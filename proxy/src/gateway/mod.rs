@@ -13,6 +13,7 @@
 //! (limits, head deadline, keep-alive idle); `client_addr.rs` the client's address behind trusted proxies.
 
 pub mod client_addr;
+mod completions;
 mod ctx;
 pub mod edge;
 mod endpoints;
@@ -313,6 +314,7 @@ impl Gateway {
                 }
             }
             Operation::ChatCompletions => self.chat_completions(session, ctx, snapshot).await,
+            Operation::Completions => self.completions(session, ctx, snapshot).await,
             Operation::Messages => self.messages(session, ctx, snapshot).await,
             Operation::ImagesGenerations => self.images(session, ctx, snapshot, false).await,
             Operation::ImagesEdits => self.images(session, ctx, snapshot, true).await,
@@ -393,6 +395,7 @@ fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
 fn operation_label(operation: &Operation) -> &'static str {
     match operation {
         Operation::ChatCompletions => "chat_completions",
+        Operation::Completions => "completions",
         Operation::ListModels | Operation::ListModelsGemini => "list_models",
         Operation::GetModel { .. } | Operation::GetModelGemini { .. } => "get_model",
         Operation::Messages => "messages",

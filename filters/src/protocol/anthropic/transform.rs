@@ -8,9 +8,9 @@
 //!   for the same thinking text), and to Gemini with a Gemini signature when there is one; anything else is
 //!   dropped, since Claude rejects a thought it did not sign (§9). `redacted_thinking` is a signature without
 //!   text and follows the same rule.
-//! - Replayed `tool_use` blocks carry their cached signature when it fits the target's family. Without one,
-//!   the first call of each assistant message gets the sentinel for Gemini targets; Claude never gets one. A
-//!   Claude turn that already carries a signed thinking block needs no signature on its calls.
+//! - Replayed `tool_use` blocks carry their cached signature for Gemini targets; without one, the first call
+//!   of each assistant message gets the sentinel. Claude calls carry no signature at all: Claude signs its
+//!   thinking blocks only (PROTOCOL.md §2).
 //! - Images inside a `tool_result` follow its `functionResponse` as `inlineData` parts of the same turn.
 //! - Blocks that only server tools produce (`server_tool_use`, `web_search_tool_result`, …) are dropped from
 //!   history: the upstream has no equivalent to replay them as.
@@ -193,7 +193,6 @@ fn build_contents<'a>(
             StrOr::Other(blocks) => blocks,
         };
         let mut calls_in_message = 0usize;
-        let mut signed_thought = false;
         for (j, block) in blocks.iter().enumerate() {
             let at = |field: &str| format!("messages[{i}].content[{j}].{field}");
             match block {
@@ -211,7 +210,6 @@ fn build_contents<'a>(
                     let signature = thinking_signature(thinking, signature, family, signatures);
                     match (family, signature) {
                         (_, Some(signature)) => {
-                            signed_thought = true;
                             push_part(&mut contents, role, Part::thought(thinking, Some(signature)));
                         }
                         (ModelFamily::Gemini, None) if !thinking.trim().is_empty() => {
@@ -222,7 +220,6 @@ fn build_contents<'a>(
                 }
                 Block::RedactedThinking { data } if message.role == Role::Assistant => {
                     if family == ModelFamily::Claude && signature_fits(signatures, data, family) {
-                        signed_thought = true;
                         push_part(
                             &mut contents,
                             role,
@@ -256,7 +253,7 @@ fn build_contents<'a>(
                     };
                     let first = calls_in_message == 0;
                     calls_in_message += 1;
-                    let thought_signature = call_signature(id, first, signed_thought, family, signatures);
+                    let thought_signature = call_signature(id, first, family, signatures);
                     call_names.insert(id, name);
                     let function_call = FunctionCallOut { id, name: names.register(name).to_owned(), args };
                     push_part(&mut contents, role, Part::FunctionCall { function_call, thought_signature });
@@ -305,16 +302,15 @@ fn build_contents<'a>(
 }
 
 /// The signature a replayed `tool_use` carries (PROTOCOL.md §9): the cached one when it fits the target's
-/// family; else, for Gemini, the sentinel on the first call of the message. Claude gets no sentinel, and needs
-/// nothing on the calls of a turn whose thinking block is already signed.
+/// family; else, for Gemini, the sentinel on the first call of the message. Claude calls carry nothing: Claude
+/// signs thought parts only (PROTOCOL.md §2), and a signature on a call is its 400.
 fn call_signature(
     id: &str,
     first_in_message: bool,
-    signed_thought: bool,
     family: ModelFamily,
     signatures: &dyn SignatureLookup,
 ) -> Option<String> {
-    if family == ModelFamily::Claude && signed_thought {
+    if family == ModelFamily::Claude {
         return None;
     }
     let cached = signatures
@@ -713,7 +709,8 @@ pub(crate) mod tests {
         assert!(!text.contains("thoughtSignature"), "{text}");
         let sigs = cache(&[CapturedSignature::tool_call("toolu_1", &claude_sig())]);
         let (got, _) = build_with("claude-sonnet-4-6", tool_turns(), &sigs).unwrap();
-        assert_eq!(got["contents"][1]["parts"][1]["thoughtSignature"], claude_sig());
+        assert!(got["contents"][1]["parts"][1]["functionCall"].is_object());
+        assert!(!got.to_string().contains("thoughtSignature"), "Claude never gets a signature on a call");
         // ...and a Claude signature never goes to Gemini: the sentinel takes its place.
         let (got, _) = build_with("gemini-3-flash", tool_turns(), &sigs).unwrap();
         assert_eq!(got["contents"][1]["parts"][1]["thoughtSignature"], SKIP_VALIDATOR_SENTINEL);

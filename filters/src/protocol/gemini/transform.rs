@@ -291,6 +291,9 @@ fn fix_contents(
         let Some(Value::Array(parts)) = turn.get_mut("parts") else {
             return Err(TransformError::invalid(format!("contents[{i}].parts"), "A turn needs `parts`."));
         };
+        if family == ModelFamily::Claude {
+            join_thought_runs(parts);
+        }
         let mut first_call = true;
         parts.retain_mut(|part| fix_part(part, &mut first_call, family, signatures, names));
     }
@@ -302,6 +305,28 @@ fn fix_contents(
         contents.insert(0, json!({"role": "user", "parts": [{"text": "."}]}));
     }
     Ok(())
+}
+
+/// Claude's streamed thinking comes as several thought parts, the signature on the last (PROTOCOL.md §2), and
+/// google-genai replays every streamed part as it came. For Claude that is one thinking block whose signature
+/// covers its whole text, so each run of unsigned thought parts is joined into the signed one that ends it.
+fn join_thought_runs(parts: &mut Vec<Value>) {
+    let is_thought = |p: &Value| p.get("thought").and_then(Value::as_bool) == Some(true);
+    let unsigned = |p: &Value| p.as_object().is_some_and(|o| part_signature(o).is_none());
+    let mut joined: Vec<Value> = Vec::with_capacity(parts.len());
+    for mut part in parts.drain(..) {
+        if let Some(prev) = joined.last_mut().filter(|p| is_thought(p) && unsigned(p) && is_thought(&part)) {
+            let mut text = prev.get("text").and_then(Value::as_str).unwrap_or_default().to_owned();
+            text.push_str(part.get("text").and_then(Value::as_str).unwrap_or_default());
+            if let Some(obj) = part.as_object_mut() {
+                obj.insert("text".into(), Value::String(text));
+            }
+            *prev = part;
+            continue;
+        }
+        joined.push(part);
+    }
+    *parts = joined;
 }
 
 /// Fixes one history part per §9; returns whether to keep it.
@@ -328,6 +353,10 @@ fn fix_part(
     if is_thought && family == ModelFamily::Claude && !part.contains_key("thoughtSignature") {
         return false;
     }
+    // Claude signs thought parts only (PROTOCOL.md §2): a signature elsewhere is its 400.
+    if !is_thought && family == ModelFamily::Claude {
+        part.remove("thoughtSignature");
+    }
     for (camel, snake) in [("functionCall", "function_call"), ("functionResponse", "function_response")] {
         if let Some(Value::String(name)) = get_mut(part, camel, snake).and_then(|c| c.get_mut("name")) {
             *name = names.register(name).to_owned();
@@ -337,7 +366,7 @@ fn fix_part(
         .map(|c| c.get("id").and_then(Value::as_str).map(str::to_owned));
     if let Some(id) = call_id {
         let is_first = std::mem::replace(first_call, false);
-        if !part.contains_key("thoughtSignature") {
+        if !part.contains_key("thoughtSignature") && family != ModelFamily::Claude {
             let cached = id
                 .and_then(|id| signatures.signature_for_tool_call(&id))
                 .filter(|s| family != ModelFamily::Other && signature_fits(signatures, s, family))
@@ -543,6 +572,33 @@ mod tests {
         body["contents"][2]["parts"][0]["thoughtSignature"] = json!(claude_sig());
         let (got, _) = build_with("claude-sonnet-4-6", body, &NoSignatures).unwrap();
         assert_eq!(got["contents"][3]["parts"][0]["thoughtSignature"], claude_sig());
+        // ...on the thought only: never on a call, whether the client or the cache has one for it.
+        assert!(got["contents"][3]["parts"][1]["functionCall"].is_object());
+        assert!(got["contents"][3]["parts"][1].get("thoughtSignature").is_none());
+        let cached = Cached([("c1".to_owned(), claude_sig())].into_iter().collect());
+        let (got, _) = build_with("claude-sonnet-4-6", history(), &cached).unwrap();
+        assert!(!got.to_string().contains("thoughtSignature"), "{got}");
+    }
+
+    #[test]
+    fn a_claude_thinking_block_replayed_in_pieces_is_joined() {
+        let mut body = history();
+        body["contents"][2]["parts"] = json!([
+            {"text": "First ", "thought": true},
+            {"text": "second.", "thought": true, "thought_signature": claude_sig()},
+            {"text": "unsigned tail", "thought": true},
+            {"functionCall": {"name": "fs.read", "args": {"p": "a"}, "id": "c1"}},
+        ]);
+        let (got, _) = build_with("claude-sonnet-4-6", body.clone(), &NoSignatures).unwrap();
+        let parts = &got["contents"][3]["parts"];
+        assert_eq!(
+            parts[0],
+            json!({"text": "First second.", "thought": true, "thoughtSignature": claude_sig()})
+        );
+        assert!(parts[1]["functionCall"].is_object(), "the unsigned tail is dropped: {parts}");
+        // Gemini keeps its parts as they are.
+        let (got, _) = build_with("gemini-3-flash", body, &NoSignatures).unwrap();
+        assert_eq!(got["contents"][3]["parts"][0]["text"], "First ");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! OpenAI Chat Completions (`POST /v1/chat/completions`): the request (`request.rs`), its rewrite into the
-//! inner request (`transform.rs`, with its tools in `tools.rs`), the `chat.completion.chunk` stream and
+//! inner request (`transform.rs`, with its tools in `tools.rs` and Claude's thinking across turns in
+//! `thinking.rs`), the `chat.completion.chunk` stream and
 //! `chat.completion` body answered from the upstream's events (`stream.rs`), and the error body (`error.rs`).
 
 mod error;
 mod request;
 mod stream;
+mod thinking;
 mod tools;
 mod transform;
 

@@ -78,7 +78,7 @@ impl Turn {
             upstream_finish: None,
             finish_sent: false,
             usage: None,
-            signatures: ToolCallSignatures::default(),
+            signatures: ToolCallSignatures::with_thinking_blocks(),
         }
     }
 
@@ -93,6 +93,9 @@ impl Turn {
         for part in &chunk.parts {
             match part {
                 Part::Text { text, thought, signature } => {
+                    if *thought {
+                        self.signatures.on_thought_text(text);
+                    }
                     if let Some(signature) = signature {
                         self.signatures.on_turn_signature(signature);
                     }
@@ -471,6 +474,7 @@ fn write_quoted_escaped(out: &mut Vec<u8>, escaped: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signature::ThinkingBlock;
     use proptest::prelude::*;
     use serde_json::{json, Value};
 
@@ -779,6 +783,88 @@ mod tests {
         let mut stream = OpenAiStream::new(opts(false));
         run(&mut stream, &events);
         assert_eq!(stream.take_signatures(), [CapturedSignature::tool_call("toolu_1", "thoughtSig")]);
+    }
+
+    /// A Claude-shaped signature (R-form: base64 of base64 text starting with `E`).
+    fn claude_sig() -> String {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::STANDARD;
+        let raw: Vec<u8> = [0x12u8, 48].into_iter().chain((0..48u8).map(|i| i.wrapping_mul(37))).collect();
+        engine.encode(engine.encode(raw))
+    }
+
+    #[test]
+    fn a_claude_turn_leaves_its_whole_thinking_block_under_the_first_call() {
+        let sig = claude_sig();
+        let events = [
+            upstream(json!([{"text": "First, ", "thought": true}]), None, None),
+            upstream(json!([{"text": "the weather.", "thought": true, "thoughtSignature": sig}]), None, None),
+            upstream(
+                json!([{"functionCall": {"name": "a", "args": {}, "id": "toolu_1"}},
+                       {"functionCall": {"name": "b", "args": {}, "id": "toolu_2"}}]),
+                Some("OTHER"),
+                None,
+            ),
+        ];
+        let block = ThinkingBlock { text: "First, the weather.".into(), signature: sig.clone() };
+        for fold in [false, true] {
+            let captured = if fold {
+                let mut f = OpenAiFold::new(opts(false));
+                for e in &events {
+                    f.on_event(&mut e.clone().into_bytes()).unwrap();
+                }
+                f.take_signatures()
+            } else {
+                let mut stream = OpenAiStream::new(opts(false));
+                run(&mut stream, &events);
+                stream.take_signatures()
+            };
+            assert_eq!(
+                captured,
+                [
+                    CapturedSignature::thinking_block("toolu_1", &block),
+                    CapturedSignature::tool_call("toolu_1", &sig)
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn thinking_over_the_bound_is_not_kept_as_a_block() {
+        let sig = claude_sig();
+        let long = "x".repeat(crate::signature::MAX_THINKING_BLOCK_BYTES / 2 + 1);
+        let events = [
+            upstream(json!([{"text": long, "thought": true}]), None, None),
+            upstream(json!([{"text": long, "thought": true, "thoughtSignature": sig}]), None, None),
+            upstream(
+                json!([{"functionCall": {"name": "a", "args": {}, "id": "toolu_1"}}]),
+                Some("OTHER"),
+                None,
+            ),
+        ];
+        let mut stream = OpenAiStream::new(opts(false));
+        run(&mut stream, &events);
+        let captured = stream.take_signatures();
+        assert_eq!(
+            captured,
+            [CapturedSignature::tool_call("toolu_1", &sig)],
+            "no block, the call's signature only"
+        );
+    }
+
+    #[test]
+    fn a_claude_signature_on_the_call_still_makes_a_block() {
+        // The upstream may sign the call when it shows no thoughts: the block is then the signature alone.
+        let sig = claude_sig();
+        let events = [upstream(
+            json!([{"functionCall": {"name": "a", "args": {}, "id": "toolu_9"}, "thoughtSignature": sig}]),
+            Some("STOP"),
+            None,
+        )];
+        let mut stream = OpenAiStream::new(opts(false));
+        run(&mut stream, &events);
+        let block = ThinkingBlock { text: String::new(), signature: sig.clone() };
+        assert_eq!(stream.take_signatures()[0], CapturedSignature::thinking_block("toolu_9", &block));
     }
 
     #[test]

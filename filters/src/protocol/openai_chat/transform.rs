@@ -10,16 +10,18 @@
 //!   starts with a model turn gets a leading `{text:"."}` user turn; empty or blank text parts are dropped.
 //! - `reasoning_content` becomes a leading thought part for Gemini targets only: Claude rejects thinking
 //!   blocks without a Claude-issued signature, which an OpenAI client never has.
-//! - Replayed tool calls carry their cached signature; without one, for Gemini targets the first call of
-//!   each assistant message gets [`SKIP_VALIDATOR_SENTINEL`]; Claude targets never get the sentinel.
+//! - Replayed Gemini tool calls carry their cached signature; without one, the first call of each assistant
+//!   message gets [`SKIP_VALIDATOR_SENTINEL`]. Claude calls carry none: with thinking on, a Claude tool turn
+//!   opens with the signed thinking block captured for it, or goes up as text ([`super::thinking`]).
 //! - An http(s) `image_url` becomes `fileData` with a MIME type guessed from the extension (default
 //!   `image/jpeg`); `input_audio` and data-URL `file` parts become `inlineData`; uploaded `file_id`s are
 //!   rejected (there is no Files API upstream).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::request::{Arguments, ChatRequest, ContentPart, ImageUrl, Message, Role};
+use super::thinking::{call_as_text, claude_thinks, restored_thought, result_as_text};
 use super::tools::{build_tool_config, build_tools, cached_tools};
 use crate::inner::body::StrOr;
 use crate::inner::request::{
@@ -71,14 +73,21 @@ fn build(
         }
     };
     let tool_config = build_tool_config(req, family, !tools.is_empty(), &names)?;
-    let (contents, system_instruction) = build_contents(req.messages(), family, signatures, &mut names)?;
+    let generation_config = build_generation_config(req, family)?;
+    let history = History {
+        family,
+        claude_thinking: family == ModelFamily::Claude
+            && claude_thinks(&generation_config, target.upstream_model),
+        signatures,
+    };
+    let (contents, system_instruction) = build_contents(req.messages(), &history, &mut names)?;
     let request_type = RequestType::of(target.upstream_model, false);
     let inner = InnerJson {
         contents,
         system_instruction,
         tools,
         tool_config,
-        generation_config: build_generation_config(req, family)?.for_request_type(request_type),
+        generation_config: generation_config.for_request_type(request_type),
         session_id: target.session_id,
     };
     Ok(InnerRequest { json: inner.encode(estimated_size(req)), tool_names: names, request_type })
@@ -97,16 +106,26 @@ fn text_part(text: &str, thought: bool) -> Option<Part<'_>> {
     }
 }
 
+/// What replaying history depends on besides the messages.
+struct History<'s> {
+    family: ModelFamily,
+    /// A thinking Claude request: its tool turns need their signed thinking block, or go up as text.
+    claude_thinking: bool,
+    signatures: &'s dyn SignatureLookup,
+}
+
 fn build_contents<'a>(
     messages: &'a [Message],
-    family: ModelFamily,
-    signatures: &dyn SignatureLookup,
+    history: &History<'_>,
     names: &mut ToolNameMap,
 ) -> Result<(Vec<Turn<'a>>, Option<Turn<'a>>), TransformError> {
+    let (family, signatures) = (history.family, history.signatures);
     let mut contents: Vec<Turn<'a>> = Vec::with_capacity(messages.len());
     let mut system: Vec<Part<'a>> = Vec::new();
     // tool_call_id -> client function name, from the assistant messages seen so far.
     let mut call_names: HashMap<&'a str, &'a str> = HashMap::new();
+    // Claude tool calls replayed as text (their thinking block is lost): their results follow as text too.
+    let mut told_as_text: HashSet<&'a str> = HashSet::new();
 
     for (i, message) in messages.iter().enumerate() {
         let param = || format!("messages[{i}]");
@@ -135,6 +154,14 @@ fn build_contents<'a>(
                 }
             },
             Role::Assistant => {
+                let calls = message.tool_calls.as_deref().unwrap_or_default();
+                let mut as_text = false;
+                if history.claude_thinking && !calls.is_empty() {
+                    match restored_thought(calls, signatures) {
+                        Some(thought) => push_part(&mut contents, "model", thought),
+                        None => as_text = true,
+                    }
+                }
                 if family != ModelFamily::Claude {
                     if let Some(part) = message.reasoning_content.and_then(|t| text_part(t, true)) {
                         push_part(&mut contents, "model", part);
@@ -145,7 +172,7 @@ fn build_contents<'a>(
                         push_part(&mut contents, "model", part);
                     }
                 })?;
-                for (k, call) in message.tool_calls.as_deref().unwrap_or_default().iter().enumerate() {
+                for (k, call) in calls.iter().enumerate() {
                     let at = || format!("messages[{i}].tool_calls[{k}]");
                     if call.id.is_empty() {
                         return Err(TransformError::invalid(
@@ -161,10 +188,20 @@ fn build_contents<'a>(
                     }
                     let args = parse_arguments(&call.function.arguments)
                         .map_err(|m| TransformError::invalid(format!("{}.function.arguments", at()), m))?;
-                    let thought_signature = signatures.signature_for_tool_call(call.id).or_else(|| {
-                        (family == ModelFamily::Gemini && k == 0).then(|| SKIP_VALIDATOR_SENTINEL.to_owned())
-                    });
                     call_names.insert(call.id, call.function.name);
+                    if as_text {
+                        told_as_text.insert(call.id);
+                        let part = call_as_text(call.id, call.function.name, &call.function.arguments);
+                        push_part(&mut contents, "model", part);
+                        continue;
+                    }
+                    let thought_signature = match family {
+                        ModelFamily::Claude => None,
+                        _ => signatures.signature_for_tool_call(call.id).or_else(|| {
+                            (family == ModelFamily::Gemini && k == 0)
+                                .then(|| SKIP_VALIDATOR_SENTINEL.to_owned())
+                        }),
+                    };
                     let function_call = FunctionCallOut {
                         id: call.id,
                         name: names.register(call.function.name).to_owned(),
@@ -190,6 +227,11 @@ fn build_contents<'a>(
                         format!("`tool_call_id` {id:?} does not match any earlier assistant tool call."),
                     ));
                 };
+                if told_as_text.contains(id) {
+                    let part = result_as_text(id, client_name, &tool_text(message, i)?);
+                    push_part(&mut contents, "user", part);
+                    continue;
+                }
                 let result = tool_result(message, i)?;
                 let function_response = FunctionResponseOut {
                     id,
@@ -350,7 +392,12 @@ fn parse_arguments<'a>(arguments: &'a Arguments<'_>) -> Result<JsonObject<'a>, S
 
 /// A tool message's content: parsed JSON when it is a JSON object, otherwise the text.
 fn tool_result<'a>(message: &'a Message<'_>, i: usize) -> Result<ToolResultValue<'a>, TransformError> {
-    let text: Cow<'_, str> = match &message.content {
+    Ok(ToolResultValue::from_text(tool_text(message, i)?))
+}
+
+/// A tool message's content as text (its text parts joined by newlines).
+fn tool_text<'a>(message: &'a Message<'_>, i: usize) -> Result<Cow<'a, str>, TransformError> {
+    Ok(match &message.content {
         None => Cow::Borrowed(""),
         Some(StrOr::Str(text)) => Cow::Borrowed(text),
         Some(StrOr::Other(_)) => {
@@ -363,8 +410,7 @@ fn tool_result<'a>(message: &'a Message<'_>, i: usize) -> Result<ToolResultValue
             })?;
             Cow::Owned(joined)
         }
-    };
-    Ok(ToolResultValue::from_text(text))
+    })
 }
 
 fn build_generation_config(
@@ -591,7 +637,86 @@ mod tests {
         let (claude, _) = build_for("claude-sonnet-4-6", tool_history(), &[("call_3", "Rsig")]).unwrap();
         assert_eq!(signature(&claude, 1, 0), None, "Claude never gets the sentinel");
         assert_eq!(signature(&claude, 1, 1), None);
-        assert_eq!(signature(&claude, 3, 1), Some(json!("Rsig")));
+        assert_eq!(
+            signature(&claude, 3, 1),
+            None,
+            "a Claude signature belongs on a thought, never on a call"
+        );
+    }
+
+    /// A Claude-shaped signature (R-form: base64 of base64 text starting with `E`).
+    fn claude_sig() -> String {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::STANDARD;
+        let raw: Vec<u8> = [0x12u8, 48].into_iter().chain((0..48u8).map(|i| i.wrapping_mul(37))).collect();
+        engine.encode(engine.encode(raw))
+    }
+
+    /// The store entry the stream machine leaves for a Claude turn whose first call was `id`.
+    fn block_entry(id: &str, text: &str, signature: &str) -> (&'static str, &'static str) {
+        let block = crate::signature::ThinkingBlock { text: text.into(), signature: signature.into() };
+        let c = crate::signature::CapturedSignature::thinking_block(id, &block);
+        (c.tool_call_id.leak(), c.signature.leak())
+    }
+
+    #[test]
+    fn a_thinking_claude_tool_turn_opens_with_its_restored_thinking_block() {
+        let sig = claude_sig();
+        let sigs = [block_entry("call_1", "Two cities: call twice.", &sig), ("call_1", "Rstale")];
+        let mut body = tool_history();
+        body["reasoning_effort"] = json!("low");
+        let (got, _) = build_for("claude-sonnet-4-6", body.clone(), &sigs).unwrap();
+        let turn = &got["contents"][1];
+        assert_eq!(turn["role"], "model");
+        assert_eq!(
+            turn["parts"][0],
+            json!({"text": "Two cities: call twice.", "thought": true, "thoughtSignature": sig})
+        );
+        for k in [1, 2] {
+            assert!(turn["parts"][k]["functionCall"].is_object(), "{turn}");
+            assert!(turn["parts"][k].get("thoughtSignature").is_none(), "calls carry no signature: {turn}");
+        }
+        assert_eq!(got["contents"][2]["parts"][0]["functionResponse"]["id"], "call_1");
+
+        // call_3 has no block: its turn and its result go up as text, never with a signature.
+        let later = &got["contents"][3]["parts"];
+        assert_eq!(later[0], json!({"text": "Paris 21, Rome 18."}));
+        assert_eq!(later[1], json!({"text": "[Called tool `get_weather` (call call_3) with arguments: {}]"}));
+        assert_eq!(
+            got["contents"][4]["parts"][0],
+            json!({"text": "[Result of tool `get_weather` (call call_3):]\n[1,2]"})
+        );
+        assert!(!serde_json::to_string(&got).unwrap().contains("Rstale"));
+
+        // A `-thinking` model thinks by its name alone.
+        let (got, _) = build_for("claude-opus-4-6-thinking", tool_history(), &sigs).unwrap();
+        assert_eq!(got["contents"][1]["parts"][0]["thought"], true);
+
+        // Without thinking nothing is required: plain calls, no thought, no signature.
+        let (got, _) = build_for("claude-sonnet-4-6", tool_history(), &sigs).unwrap();
+        assert!(got["contents"][1]["parts"][0]["functionCall"].is_object());
+        assert!(!serde_json::to_string(&got).unwrap().contains("thoughtSignature"));
+    }
+
+    #[test]
+    fn a_foreign_or_sentinel_block_is_never_restored_for_claude() {
+        let gemini = "EhIAAQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8wMTIzNA==";
+        for bad in [gemini, SKIP_VALIDATOR_SENTINEL] {
+            let sigs = [block_entry("call_1", "thinking", bad)];
+            let (got, _) = build_for("claude-opus-4-6-thinking", tool_history(), &sigs).unwrap();
+            let text = serde_json::to_string(&got).unwrap();
+            assert!(!text.contains("thoughtSignature"), "{text}");
+            assert!(got["contents"][1]["parts"][0]["text"].as_str().unwrap().starts_with("[Called tool"));
+        }
+    }
+
+    #[test]
+    fn gemini_keeps_its_signature_on_the_first_call() {
+        let sigs = [block_entry("call_1", "thinking", &claude_sig()), ("call_1", "EsigOne")];
+        let (got, _) = build_for("gemini-3-flash", tool_history(), &sigs).unwrap();
+        let turn = &got["contents"][1]["parts"];
+        assert_eq!(turn[0]["thoughtSignature"], "EsigOne");
+        assert!(turn[0]["functionCall"].is_object());
     }
 
     #[test]
