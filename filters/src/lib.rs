@@ -14,6 +14,7 @@
 pub mod alias;
 pub mod auth;
 pub mod error;
+pub mod grounding;
 pub mod inner;
 pub(crate) mod json_tokens;
 pub mod limits;
