@@ -58,6 +58,8 @@ pub enum Call {
     FetchAvailableModels,
     RetrieveUserQuota,
     CountTokens,
+    /// A content request grounded in Google Search (`googleSearch`), counted besides its request.
+    Grounding,
 }
 
 impl Call {
@@ -69,6 +71,7 @@ impl Call {
             Call::FetchAvailableModels => "fetch_available_models",
             Call::RetrieveUserQuota => "retrieve_user_quota",
             Call::CountTokens => "count_tokens",
+            Call::Grounding => "grounding_requests",
         }
     }
 }
@@ -181,6 +184,7 @@ impl Stats {
                 Call::FetchAvailableModels,
                 Call::RetrieveUserQuota,
                 Call::CountTokens,
+                Call::Grounding,
             ]
             .iter()
             .map(|c| (c.key().to_string(), json!(m.get(c).copied().unwrap_or(0))))
