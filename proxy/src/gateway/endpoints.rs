@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use levitate_filters::error::{ClientError, ErrorKind};
-use levitate_filters::inner::{InnerRequest, Target};
+use levitate_filters::grounding;
+use levitate_filters::inner::{InnerRequest, RequestType, Target};
 use levitate_filters::protocol::anthropic::{AnthropicFold, AnthropicStream, AnthropicStreamOptions};
 use levitate_filters::protocol::gemini::{GeminiFold, GeminiStream, GeminiStreamMode, GeminiStreamOptions};
 use levitate_filters::protocol::openai_chat::{self, parse_chat_request};
@@ -70,6 +71,14 @@ impl ModelNote {
         self.alias = Some(alias_label(client_model, resolution.via));
         self.upstream_model = Some(resolution.upstream.to_string());
         Ok(resolution.upstream.to_string())
+    }
+
+    /// A web search goes to a model that can ground it: the resolved one, or routes.yaml's
+    /// `web_search_model` (Claude and gpt-oss cannot search).
+    fn ground(&mut self, snapshot: &Snapshot, upstream_model: String) -> String {
+        let model = grounding::search_model(&upstream_model, &snapshot.web_search_model).to_string();
+        self.upstream_model = Some(model.clone());
+        model
     }
 
     fn record(self, ctx: &mut RequestCtx) {
@@ -144,7 +153,10 @@ fn prepare_messages(
 ) -> Result<Prepared, ClientError> {
     let request = anthropic::parse_messages_request(&mut body)?;
     drop(body);
-    let upstream_model = note.resolve(snapshot, request.model())?;
+    let mut upstream_model = note.resolve(snapshot, request.model())?;
+    if request.web_search() {
+        upstream_model = note.ground(snapshot, upstream_model);
+    }
     let client_key =
         headers.session_id.as_deref().or(headers.claude_code.as_deref()).or(request.session_hint());
     let session_id = session_id(client_key, request.first_user_text());
@@ -232,6 +244,7 @@ impl Gateway {
             tool_id_prefix: format!("toolu_{}_", &request_uuid[..16]),
             tool_names,
             input_tokens_hint: prepared.input_tokens_hint,
+            web_search: inner.request_type == RequestType::WebSearch,
         };
         let stream = prepared.stream;
         self.answer(session, ctx, call, stream, options, AnthropicStream::new, AnthropicFold::new).await

@@ -193,6 +193,16 @@ impl MessagesRequest {
         self.thinking.as_ref().is_some_and(|t| matches!(t.kind.as_str(), "enabled" | "adaptive"))
     }
 
+    /// Whether the request goes upstream as a Google Search: it declares the web search server tool and no
+    /// custom tool ([`crate::grounding::sends_google_search`]).
+    pub fn web_search(&self) -> bool {
+        let tools = self.tools.as_deref().unwrap_or_default();
+        crate::grounding::sends_google_search(
+            tools.iter().any(Tool::is_web_search),
+            tools.iter().any(Tool::is_custom),
+        )
+    }
+
     /// `max_tokens` (always present after [`parse_messages_request`]).
     pub fn max_tokens(&self) -> u32 {
         self.max_tokens.unwrap_or_default()

@@ -1,0 +1,99 @@
+"""Web search through Levitate: each client's own search switch becomes Google Search grounding upstream, and the
+searches and sources Google reports come back in the client's own shape.
+
+The simulator plays Google: a request with `googleSearch` (alone, on a Gemini text model, `requestType`
+`web_search`) is answered with text plus `groundingMetadata` whose sources are `vertexaisearch` redirect URLs
+titled with the sites in SITES; search beside function declarations, or on a Claude model, is a 400 there. So a
+search that reaches a Claude model, or is mixed with tools, fails these tests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anthropic
+import pytest
+
+from conftest import API_KEY, Gateway
+
+SITES = ["levitate.dev", "docs.example.org", "en.wikipedia.org"]
+REDIRECT = "https://vertexaisearch.cloud.google.com/grounding-api-redirect/"
+WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 8}
+
+
+def anthropic_client(gateway: Gateway) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gateway.base_url, api_key=API_KEY, timeout=60.0, max_retries=0)
+
+
+def last_sent(gateway: Gateway) -> dict:
+    return gateway.stats()["recent"][-1]
+
+
+def grounding_requests(gateway: Gateway) -> int:
+    return gateway.stats()["totals"]["grounding_requests"]
+
+
+def assert_searched(reply) -> None:
+    """An Anthropic message with a search, its results and cited text, as Claude Code reads them."""
+    kinds = [b.type for b in reply.content]
+    assert kinds[:2] == ["server_tool_use", "web_search_tool_result"], kinds
+    search, results = reply.content[0], reply.content[1]
+    assert search.name == "web_search" and search.input["query"], search
+    assert results.tool_use_id == search.id
+    assert [r.title for r in results.content] == SITES, results
+    assert all(r.url.startswith(REDIRECT) and r.encrypted_content for r in results.content), results
+    cited = [b for b in reply.content if b.type == "text" and b.citations]
+    assert cited, kinds
+    citation = cited[0].citations[0]
+    assert citation.type == "web_search_result_location" and citation.url.startswith(REDIRECT), citation
+    assert citation.cited_text and citation.cited_text in cited[0].text, citation
+    text = "".join(b.text for b in reply.content if b.type == "text")
+    assert text.startswith("Echo: "), text
+    assert reply.usage.server_tool_use.web_search_requests == 1, reply.usage
+    assert reply.stop_reason == "end_turn"
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "gemini-2.5-flash"])
+def test_the_anthropic_web_search_tool_answers_with_searches_results_and_citations(gateway: Gateway, model: str):
+    reply = anthropic_client(gateway).messages.create(
+        model=model, max_tokens=1024, tools=[WEB_SEARCH],
+        messages=[{"role": "user", "content": "Perform a web search for the query: levitate gateway"}])
+
+    assert_searched(reply)
+    assert reply.content[0].input == {"query": "levitate gateway"}
+    sent = last_sent(gateway)
+    assert sent["requestType"] == "web_search", sent
+    # Claude cannot search: routes.yaml's web_search_model (gemini-3-flash by default) grounds it instead.
+    assert sent["model"] == ("gemini-3-flash" if model.startswith("claude") else "gemini-2.5-flash"), sent
+    assert grounding_requests(gateway) == 1
+
+
+def test_a_streamed_web_search_rebuilds_the_same_message(gateway: Gateway):
+    sdk = anthropic_client(gateway)
+    messages = [{"role": "user", "content": "Perform a web search for the query: pingora"}]
+    with sdk.messages.stream(model="claude-sonnet-4-5", max_tokens=1024, tools=[WEB_SEARCH],
+                             thinking={"type": "enabled", "budget_tokens": 1024}, messages=messages) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+
+    assert final.content[0].type == "thinking", "thinking still streams first"
+    final.content = final.content[1:]
+    assert_searched(final)
+    deltas = [e.delta.type for e in events if e.type == "content_block_delta"]
+    assert "input_json_delta" in deltas and "citations_delta" in deltas, deltas
+    whole = sdk.messages.create(model="claude-sonnet-4-5", max_tokens=1024, tools=[WEB_SEARCH], messages=messages)
+    assert [b.type for b in whole.content] == [b.type for b in final.content]
+    assert grounding_requests(gateway) == 2
+
+
+def test_search_beside_custom_tools_is_dropped_not_refused(gateway: Gateway):
+    tool = {"name": "get_time", "description": "Now", "input_schema": {"type": "object", "properties": {}}}
+    reply = anthropic_client(gateway).messages.create(
+        model="gemini-3-flash", max_tokens=256, tools=[tool, WEB_SEARCH],
+        messages=[{"role": "user", "content": "What time is it? [sim:text]"}])
+
+    assert [b.type for b in reply.content] == ["text"], reply
+    sent = last_sent(gateway)
+    assert sent["requestType"] == "agent", "the upstream never gets googleSearch beside functions"
+    assert grounding_requests(gateway) == 0
