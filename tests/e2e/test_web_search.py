@@ -97,3 +97,33 @@ def test_search_beside_custom_tools_is_dropped_not_refused(gateway: Gateway):
     sent = last_sent(gateway)
     assert sent["requestType"] == "agent", "the upstream never gets googleSearch beside functions"
     assert grounding_requests(gateway) == 0
+
+
+def test_claude_code_websearch_reports_real_searches_with_sources(gateway: Gateway, tmp_path: Path):
+    """Claude Code's WebSearch tool runs a sub-request of its own with only the `web_search_20250305` server tool
+    (and its own short system prompt); it counts the `server_tool_use` blocks as searches and hands the
+    `web_search_tool_result` links to the main conversation. Behind a gateway that cannot search, it reports
+    "Did 0 searches" and no links."""
+    from test_real_clients import api_exchanges, claude_code, explain
+
+    result, recorder, proc = claude_code(
+        gateway, tmp_path, "Use the WebSearch tool to search the web and list the sources [sim:call=WebSearch]",
+        "--max-turns", "4", "--allowedTools", "WebSearch")
+
+    messages = api_exchanges(recorder, "/v1/messages")
+    assert all(e.status == 200 for e in messages), explain(proc, recorder)
+    bodies = [json.loads(e.body) for e in messages]
+    searches = [b for b in bodies if any(t.get("type", "").startswith("web_search_") for t in b.get("tools", []))]
+    assert len(searches) == 1, explain(proc, recorder)
+    assert searches[0]["tools"] == [{"type": "web_search_20250305", "name": "web_search", "max_uses": 8}]
+    # The links Claude Code built from the web_search_tool_result, as it sent them back to the model.
+    tool_results = [block for body in bodies for m in body["messages"] if isinstance(m["content"], list)
+                    for block in m["content"] if block.get("type") == "tool_result"]
+    assert tool_results, explain(proc, recorder)
+    links = str(tool_results[-1]["content"])
+    assert "Links: [" in links and REDIRECT in links and all(site in links for site in SITES), links
+    # Claude Code's own count of searches, from usage.server_tool_use of its sub-request ("Did 1 search").
+    assert sum(m.get("webSearchRequests", 0) for m in result["modelUsage"].values()) == 1, result["modelUsage"]
+    assert SITES[0] in result["result"], result["result"]
+    assert grounding_requests(gateway) == 1
+    assert [r["model"] for r in gateway.stats()["recent"] if r["requestType"] == "web_search"] == ["gemini-3-flash"]
