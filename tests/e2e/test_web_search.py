@@ -127,3 +127,41 @@ def test_claude_code_websearch_reports_real_searches_with_sources(gateway: Gatew
     assert SITES[0] in result["result"], result["result"]
     assert grounding_requests(gateway) == 1
     assert [r["model"] for r in gateway.stats()["recent"] if r["requestType"] == "web_search"] == ["gemini-3-flash"]
+
+
+def test_openai_web_search_options_answer_with_url_citations(gateway: Gateway):
+    sdk = gateway.openai()
+    messages = [{"role": "user", "content": "Perform a web search for the query: levitate"}]
+    reply = sdk.chat.completions.create(model="gpt-4o", messages=messages, web_search_options={})
+
+    message = reply.choices[0].message
+    assert message.content.startswith("Echo: "), message
+    assert message.annotations, message
+    citation = message.annotations[0]
+    assert citation.type == "url_citation" and citation.url_citation.url.startswith(REDIRECT), citation
+    assert citation.url_citation.title in SITES
+    start, end = citation.url_citation.start_index, citation.url_citation.end_index
+    assert 0 <= start < end <= len(message.content), citation
+    sent = last_sent(gateway)
+    assert (sent["requestType"], sent["model"]) == ("web_search", "gemini-3-flash"), sent
+
+    chunks = list(sdk.chat.completions.create(model="gpt-4o", messages=messages, web_search_options={},
+                                              stream=True))
+    with_annotations = [i for i, c in enumerate(chunks)
+                        if c.choices and (c.choices[0].delta.model_extra or {}).get("annotations")]
+    finish = [i for i, c in enumerate(chunks) if c.choices and c.choices[0].finish_reason]
+    assert len(with_annotations) == 1 and finish == [with_annotations[0] + 1], (with_annotations, finish)
+    streamed = chunks[with_annotations[0]].choices[0].delta.model_extra["annotations"]
+    assert streamed == [a.model_dump() for a in message.annotations]
+    assert grounding_requests(gateway) == 2
+
+
+def test_a_search_preview_model_searches_and_a_claude_alias_is_grounded_elsewhere(gateway: Gateway):
+    sdk = gateway.openai()
+    reply = sdk.chat.completions.create(model="gpt-4o-search-preview",
+                                        messages=[{"role": "user", "content": "news"}])
+    assert reply.choices[0].message.annotations
+    sdk.chat.completions.create(model="claude-sonnet-4-5", web_search_options={},
+                                messages=[{"role": "user", "content": "news"}])
+    assert last_sent(gateway)["model"] == "gemini-3-flash", "Claude cannot search"
+    assert grounding_requests(gateway) == 2

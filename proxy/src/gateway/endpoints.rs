@@ -127,7 +127,10 @@ fn prepare_chat(
 ) -> Result<Prepared, ClientError> {
     // `request` borrows its text from `body`, so the body lives as long as the request.
     let request = parse_chat_request(&mut body)?;
-    let upstream_model = note.resolve(snapshot, request.model())?;
+    let mut upstream_model = note.resolve(snapshot, request.model())?;
+    if request.web_search() {
+        upstream_model = note.ground(snapshot, upstream_model);
+    }
     let client_key = headers.session_id.as_deref().or(request.session_hint());
     let session_id = session_id(client_key, request.first_user_text());
     let target = Target { upstream_model: &upstream_model, session_id: &session_id };
@@ -221,6 +224,7 @@ impl Gateway {
             include_usage: prepared.include_usage,
             tool_call_id_prefix: format!("call_{}_", &request_uuid[..16]),
             tool_names,
+            web_search: inner.request_type == RequestType::WebSearch,
         };
         self.answer(session, ctx, call, prepared.stream, options, OpenAiStream::new, OpenAiFold::new).await
     }
