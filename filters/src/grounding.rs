@@ -132,6 +132,27 @@ impl Grounding {
         Some(Grounding { queries, sources, supports })
     }
 
+    /// Google's own `groundingMetadata` shape again (queries, chunks, supports), for a Gemini client's folded
+    /// answer. What this module does not keep (`searchEntryPoint`, `retrievalMetadata`) is left out.
+    pub fn to_google_json(&self) -> Vec<u8> {
+        let chunks: Vec<serde_json::Value> = self
+            .sources
+            .iter()
+            .map(|s| serde_json::json!({"web": {"uri": s.url, "title": s.title}}))
+            .collect();
+        let supports: Vec<serde_json::Value> = self
+            .supports
+            .iter()
+            .map(|s| {
+                serde_json::json!({"segment": {"startIndex": s.start, "endIndex": s.end, "text": s.text},
+                                   "groundingChunkIndices": s.sources})
+            })
+            .collect();
+        let metadata = serde_json::json!({"webSearchQueries": self.queries, "groundingChunks": chunks,
+                                          "groundingSupports": supports});
+        metadata.to_string().into_bytes()
+    }
+
     /// Whether there is nothing to show: no query and no source.
     pub fn is_empty(&self) -> bool {
         self.queries.is_empty() && self.sources.is_empty()
@@ -379,6 +400,12 @@ mod tests {
         assert!(Grounding::from_json(wrong_types.to_string().as_bytes()).is_none());
         let nulls = json!({"webSearchQueries": null, "groundingChunks": [{"web": null}, {}]});
         assert_eq!(parse(nulls).sources, vec![Source::default(), Source::default()]);
+    }
+
+    #[test]
+    fn google_json_parses_back_to_the_same_grounding() {
+        let g = parse(metadata());
+        assert_eq!(Grounding::from_json(&g.to_google_json()), Some(g));
     }
 
     #[test]

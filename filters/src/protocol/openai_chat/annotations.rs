@@ -43,6 +43,60 @@ impl ChatSearch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::openai_chat::{OpenAiFold, OpenAiStream, OpenAiStreamOptions};
+    use crate::stream::{Fold, Translator};
+
+    fn grounded_events() -> Vec<Vec<u8>> {
+        let metadata = json!({"groundingChunks": [{"web": {"uri": "https://r/1", "title": "a.dev"}}],
+            "groundingSupports": [{"segment": {"endIndex": 5, "text": "Hello"}, "groundingChunkIndices": [0]}]});
+        vec![
+            json!({"response": {"candidates": [{"content": {"parts": [{"text": "Hello"}]}}]}}),
+            json!({"response": {"candidates": [{"content": {"parts": [{"text": " you"}]}, "finishReason": "STOP",
+                                                "groundingMetadata": metadata}]}}),
+        ]
+        .into_iter()
+        .map(|v| v.to_string().into_bytes())
+        .collect()
+    }
+
+    fn options() -> OpenAiStreamOptions {
+        OpenAiStreamOptions {
+            id: "chatcmpl-ws".into(),
+            model: "gpt-4o".into(),
+            created: 1,
+            include_usage: false,
+            tool_call_id_prefix: "call_ws_".into(),
+            tool_names: Default::default(),
+            web_search: true,
+        }
+    }
+
+    #[test]
+    fn the_machines_send_annotations_just_before_the_finish_and_on_the_folded_message() {
+        let mut stream = OpenAiStream::new(options());
+        let mut out = Vec::new();
+        for mut event in grounded_events() {
+            stream.on_event(&mut event, &mut out).unwrap();
+        }
+        stream.finish(&mut out);
+        let deltas: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .split("\n\n")
+            .filter_map(|f| f.strip_prefix("data: ").and_then(|d| serde_json::from_str(d).ok()))
+            .map(|v: serde_json::Value| v["choices"][0].clone())
+            .collect();
+        let n = deltas.len();
+        assert_eq!(deltas[n - 2]["delta"]["annotations"][0]["url_citation"]["end_index"], 5);
+        assert_eq!(deltas[n - 1]["finish_reason"], "stop");
+        let mut fold = OpenAiFold::new(options());
+        for mut event in grounded_events() {
+            fold.on_event(&mut event).unwrap();
+        }
+        let body: serde_json::Value = serde_json::from_slice(&fold.finish()).unwrap();
+        let message = &body["choices"][0]["message"];
+        assert_eq!(message["content"], "Hello you");
+        assert_eq!(message["annotations"][0]["url_citation"]["title"], "a.dev");
+    }
 
     #[test]
     fn cited_spans_become_url_citations_with_character_offsets() {
