@@ -28,7 +28,7 @@ fn machine(protocol: &str) -> Box<dyn Translator> {
             tool_id_prefix: "toolu_3f9a2c_".to_owned(),
             tool_names: Default::default(),
             input_tokens_hint: 0,
-            web_search: false,
+            web_search: None,
         })),
         other => panic!("unknown protocol {other:?}: openai or anthropic"),
     }

@@ -79,6 +79,9 @@ pub struct Grounding {
 pub struct Source {
     pub url: String,
     pub title: String,
+    /// The site: Google's `web.domain` when it sends one, else the title when it is a host name, else the
+    /// URL's host. Empty when none of them says.
+    pub domain: String,
 }
 
 /// A segment of the answer's text and the sources that support it. Offsets are UTF-8 byte offsets into the
@@ -111,7 +114,9 @@ impl Grounding {
             .into_iter()
             .map(|chunk| {
                 let web = chunk.web.unwrap_or_default();
-                Source { url: cut(web.uri.unwrap_or_default()), title: cut(web.title.unwrap_or_default()) }
+                let (url, title) = (cut(web.uri.unwrap_or_default()), cut(web.title.unwrap_or_default()));
+                let domain = web.domain.map(cut).unwrap_or_else(|| site_of(&title, &url));
+                Source { url, title, domain }
             })
             .collect();
         let supports = raw
@@ -172,6 +177,28 @@ impl Grounding {
         }
     }
 
+    /// Removes the sources `filter` does not admit, renumbering the supports' references; a support left
+    /// without sources is removed too.
+    pub fn retain_sources(&mut self, filter: &DomainFilter) {
+        if filter.allowed.is_empty() && filter.blocked.is_empty() {
+            return;
+        }
+        let mut new_index = Vec::with_capacity(self.sources.len());
+        let mut kept = 0;
+        for source in &self.sources {
+            new_index.push(filter.admits(source).then(|| {
+                kept += 1;
+                kept - 1
+            }));
+        }
+        self.sources.retain(|source| filter.admits(source));
+        for support in &mut self.supports {
+            support.sources =
+                support.sources.iter().filter_map(|&i| new_index.get(i).copied().flatten()).collect();
+        }
+        self.supports.retain(|support| !support.sources.is_empty());
+    }
+
     /// The ranges of `text` (the answer's visible text) that cite sources, in order and never overlapping.
     /// A support whose offsets do not match `text` is placed by its segment text instead; one that cannot be
     /// placed, or cites no valid source, is left out.
@@ -214,6 +241,45 @@ fn locate(text: &str, support: &Support) -> Option<(usize, usize)> {
     }
 }
 
+/// The site a source is on when Google sends no `domain`: its title when that is a host name (Google titles
+/// sources with their domain), else the host of a URL that is not Google's own redirect.
+fn site_of(title: &str, url: &str) -> String {
+    let hostname =
+        |s: &str| s.contains('.') && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    if hostname(title) {
+        return title.to_ascii_lowercase();
+    }
+    let host =
+        url.split_once("://").map_or("", |(_, rest)| rest.split(['/', '?', '#', ':']).next().unwrap_or(""));
+    if hostname(host) && !host.ends_with("vertexaisearch.cloud.google.com") {
+        host.to_ascii_lowercase()
+    } else {
+        String::new()
+    }
+}
+
+/// The sites a client allows or blocks (Anthropic's `allowed_domains`/`blocked_domains`, the Responses
+/// `filters.allowed_domains`). Google's search takes no such options, so they are applied to what it returns:
+/// sources off the list are removed, with their citations. A domain covers its subdomains.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DomainFilter {
+    pub allowed: Vec<String>,
+    pub blocked: Vec<String>,
+}
+
+impl DomainFilter {
+    /// Whether `source` may be shown. A source whose site is unknown passes a block list but not an allow list.
+    pub fn admits(&self, source: &Source) -> bool {
+        let covers = |domain: &String| {
+            let domain = domain.trim().trim_start_matches("*.").trim_start_matches('.').to_ascii_lowercase();
+            let site = source.domain.as_str();
+            !domain.is_empty()
+                && (site == domain || site.strip_suffix(domain.as_str()).is_some_and(|s| s.ends_with('.')))
+        };
+        (self.allowed.is_empty() || self.allowed.iter().any(covers)) && !self.blocked.iter().any(covers)
+    }
+}
+
 /// `s` cut to at most [`MAX_FIELD_BYTES`], at a character boundary.
 fn cut(mut s: String) -> String {
     if s.len() > MAX_FIELD_BYTES {
@@ -253,6 +319,7 @@ struct RawChunk {
 struct RawWeb {
     uri: Option<String>,
     title: Option<String>,
+    domain: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -406,6 +473,36 @@ mod tests {
     fn google_json_parses_back_to_the_same_grounding() {
         let g = parse(metadata());
         assert_eq!(Grounding::from_json(&g.to_google_json()), Some(g));
+    }
+
+    #[test]
+    fn a_domain_filter_removes_sources_and_their_citations() {
+        let g = parse(metadata());
+        assert_eq!(
+            (g.sources[0].domain.as_str(), g.sources[1].domain.as_str()),
+            ("levitate.dev", "cloudflare.com")
+        );
+        let blocked = DomainFilter { allowed: vec![], blocked: vec!["levitate.dev".into()] };
+        let mut filtered = g.clone();
+        filtered.retain_sources(&blocked);
+        assert_eq!(filtered.sources.len(), 1);
+        assert_eq!(filtered.cited_spans(TEXT), vec![CitedSpan { start: 23, end: 42, sources: vec![0] }]);
+        let mut only = g.clone();
+        only.retain_sources(&DomainFilter {
+            allowed: vec!["*.levitate.dev".into(), "levitate.dev".into()],
+            blocked: vec![],
+        });
+        assert_eq!(only.sources.len(), 1);
+        assert_eq!(only.supports.len(), 2, "both supports cite levitate.dev");
+        let source = |domain: &str| Source { domain: domain.into(), ..Source::default() };
+        let wiki = DomainFilter { allowed: vec!["wikipedia.org".into()], blocked: vec![] };
+        assert!(wiki.admits(&source("en.wikipedia.org")) && !wiki.admits(&source("notwikipedia.org")));
+        assert!(!wiki.admits(&source("")), "an unknown site is not on an allow list");
+        assert_eq!(site_of("A page title", "https://docs.rs/x"), "docs.rs");
+        assert_eq!(site_of("Page", "https://vertexaisearch.cloud.google.com/grounding-api-redirect/x"), "");
+        let domain =
+            parse(json!({"groundingChunks": [{"web": {"uri": "u", "title": "T", "domain": "a.org"}}]}));
+        assert_eq!(domain.sources[0].domain, "a.org");
     }
 
     #[test]

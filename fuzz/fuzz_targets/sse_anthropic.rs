@@ -16,7 +16,7 @@ fn options(flags: u8) -> AnthropicStreamOptions {
         tool_names: levitate_fuzz::tool_names(flags),
         input_tokens_hint: u64::from(flags),
         // Bit 4: a web search, whose text is held back and written with search blocks and citations.
-        web_search: flags & 16 != 0,
+        web_search: (flags & 16 != 0).then(Default::default),
     }
 }
 

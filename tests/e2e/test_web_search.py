@@ -87,6 +87,24 @@ def test_a_streamed_web_search_rebuilds_the_same_message(gateway: Gateway):
     assert grounding_requests(gateway) == 2
 
 
+def test_blocked_and_allowed_domains_filter_the_sources(gateway: Gateway):
+    sdk = anthropic_client(gateway)
+    ask = [{"role": "user", "content": "Perform a web search for the query: levitate"}]
+    blocked = sdk.messages.create(model="claude-sonnet-4-5", max_tokens=512, messages=ask,
+                                  tools=[dict(WEB_SEARCH, blocked_domains=["wikipedia.org"])])
+    allowed = sdk.messages.create(model="claude-sonnet-4-5", max_tokens=512, messages=ask,
+                                  tools=[dict(WEB_SEARCH, allowed_domains=["levitate.dev"])])
+
+    def titles(reply) -> list[str]:
+        return [r.title for b in reply.content if b.type == "web_search_tool_result" for r in b.content]
+
+    def cited(reply) -> set[str]:
+        return {c.title for b in reply.content if b.type == "text" for c in (b.citations or [])}
+
+    assert titles(blocked) == SITES[:2] and "en.wikipedia.org" not in cited(blocked), blocked
+    assert titles(allowed) == ["levitate.dev"] and cited(allowed) == {"levitate.dev"}, allowed
+
+
 def test_search_beside_custom_tools_is_dropped_not_refused(gateway: Gateway):
     tool = {"name": "get_time", "description": "Now", "input_schema": {"type": "object", "properties": {}}}
     reply = anthropic_client(gateway).messages.create(

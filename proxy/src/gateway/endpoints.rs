@@ -43,6 +43,8 @@ struct Prepared {
     stream: bool,
     include_usage: bool,
     input_tokens_hint: u64,
+    /// A web search's allowed and blocked sites (Anthropic's web search tool).
+    search_domains: grounding::DomainFilter,
 }
 
 /// How the client's model resolved, recorded into the request context once the transform is back (it may
@@ -142,6 +144,7 @@ fn prepare_chat(
         stream: request.stream(),
         include_usage: request.include_usage(),
         input_tokens_hint: 0,
+        search_domains: grounding::DomainFilter::default(),
         upstream_model,
         session_id,
     })
@@ -172,6 +175,7 @@ fn prepare_messages(
         stream: request.stream(),
         include_usage: false,
         input_tokens_hint: anthropic::estimate_tokens(&request),
+        search_domains: request.search_domains(),
         upstream_model,
         session_id,
     })
@@ -197,6 +201,7 @@ fn prepare_generate(
         stream: false,
         include_usage: false,
         input_tokens_hint: 0,
+        search_domains: grounding::DomainFilter::default(),
         upstream_model,
         session_id,
     })
@@ -248,7 +253,7 @@ impl Gateway {
             tool_id_prefix: format!("toolu_{}_", &request_uuid[..16]),
             tool_names,
             input_tokens_hint: prepared.input_tokens_hint,
-            web_search: inner.request_type == RequestType::WebSearch,
+            web_search: (inner.request_type == RequestType::WebSearch).then_some(prepared.search_domains),
         };
         let stream = prepared.stream;
         self.answer(session, ctx, call, stream, options, AnthropicStream::new, AnthropicFold::new).await

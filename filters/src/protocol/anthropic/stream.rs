@@ -15,6 +15,7 @@
 //! Generated images have no Anthropic response block and are dropped.
 
 use crate::error::ClientError;
+use crate::grounding::DomainFilter;
 use crate::inner::ToolNameMap;
 use crate::signature::CapturedSignature;
 use crate::sse::write_named_event;
@@ -44,8 +45,9 @@ pub struct AnthropicStreamOptions {
     /// [`ping`](AnthropicStream::ping) while the upstream is silent); e.g. the local estimate. The final
     /// count follows in `message_delta`.
     pub input_tokens_hint: u64,
-    /// A Google Search (`requestType` `web_search`): search blocks and citations ([`super::web_search`]).
-    pub web_search: bool,
+    /// A Google Search (`requestType` `web_search`), with the sites its sources may come from: search blocks
+    /// and citations ([`super::web_search`]).
+    pub web_search: Option<DomainFilter>,
 }
 
 /// The kind of a content block.
@@ -112,9 +114,9 @@ struct Turn {
 }
 
 impl Turn {
-    fn new(tool_id_prefix: String, tool_names: ToolNameMap, web_search: bool) -> Self {
+    fn new(tool_id_prefix: String, tool_names: ToolNameMap, web_search: Option<DomainFilter>) -> Self {
         Turn {
-            search: web_search.then(|| SearchTurn::new(&tool_id_prefix)),
+            search: web_search.map(|domains| SearchTurn::new(&tool_id_prefix, domains)),
             parser: ChunkParser::new(),
             tool_id_prefix,
             tool_names,
@@ -264,7 +266,7 @@ struct Writer {
 impl AnthropicStream {
     pub fn new(opts: AnthropicStreamOptions) -> Self {
         AnthropicStream {
-            turn: Turn::new(opts.tool_id_prefix.clone(), opts.tool_names.clone(), opts.web_search),
+            turn: Turn::new(opts.tool_id_prefix.clone(), opts.tool_names.clone(), opts.web_search.clone()),
             writer: Writer { opts, started: false, usage: None },
             done: false,
         }
@@ -468,7 +470,7 @@ pub struct AnthropicFold {
 impl AnthropicFold {
     pub fn new(opts: AnthropicStreamOptions) -> Self {
         AnthropicFold {
-            turn: Turn::new(opts.tool_id_prefix.clone(), opts.tool_names.clone(), opts.web_search),
+            turn: Turn::new(opts.tool_id_prefix.clone(), opts.tool_names.clone(), opts.web_search.clone()),
             opts,
             blocks: Vec::new(),
         }
@@ -600,7 +602,7 @@ mod tests {
             tool_id_prefix: "toolu_7f3a_".to_owned(),
             tool_names: ToolNameMap::new(["mcp.fs:read"]),
             input_tokens_hint: 42,
-            web_search: false,
+            web_search: None,
         }
     }
 

@@ -17,7 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::grounding::{CitedSpan, Grounding};
+use crate::grounding::{CitedSpan, DomainFilter, Grounding};
 use crate::sse::write_named_event;
 
 /// The longest `cited_text`, in characters (Anthropic quotes at most about this much).
@@ -28,14 +28,16 @@ const MAX_CITED_CHARS: usize = 150;
 pub(super) struct SearchTurn {
     /// `srvtoolu_…` prefix for the `server_tool_use` ids.
     id_prefix: String,
+    /// The client's `allowed_domains`/`blocked_domains`, applied to the sources.
+    domains: DomainFilter,
     held: String,
     grounding: Grounding,
 }
 
 impl SearchTurn {
     /// `tool_id_prefix` is the request's `toolu_…_` prefix; search ids become `srvtoolu_…_<n>`.
-    pub(super) fn new(tool_id_prefix: &str) -> Self {
-        SearchTurn { id_prefix: format!("srv{tool_id_prefix}"), ..SearchTurn::default() }
+    pub(super) fn new(tool_id_prefix: &str, domains: DomainFilter) -> Self {
+        SearchTurn { id_prefix: format!("srv{tool_id_prefix}"), domains, ..SearchTurn::default() }
     }
 
     /// Visible text, kept until the search blocks are written.
@@ -45,6 +47,7 @@ impl SearchTurn {
 
     pub(super) fn absorb(&mut self, grounding: Grounding) {
         self.grounding.absorb(grounding);
+        self.grounding.retain_sources(&self.domains);
     }
 
     /// Whether the answer has anything to show (held text or search results): it is not an empty answer.
@@ -189,7 +192,7 @@ mod tests {
                 {"segment": {"startIndex": 9, "endIndex": 31, "text": "Levitate is a gateway."}, "groundingChunkIndices": [0, 2]},
             ],
         });
-        let mut turn = SearchTurn::new("toolu_abc_");
+        let mut turn = SearchTurn::new("toolu_abc_", DomainFilter::default());
         turn.hold("Summary: ");
         turn.hold("Levitate is a gateway. Thanks.");
         turn.absorb(Grounding::from_json(metadata.to_string().as_bytes()).unwrap());
@@ -300,7 +303,7 @@ mod tests {
             tool_id_prefix: "toolu_ws_".into(),
             tool_names: crate::inner::ToolNameMap::default(),
             input_tokens_hint: 1,
-            web_search: true,
+            web_search: Some(DomainFilter::default()),
         }
     }
 
@@ -356,11 +359,28 @@ mod tests {
     }
 
     #[test]
+    fn blocked_domains_remove_results_and_citations() {
+        let mut turn = turn();
+        turn.domains = DomainFilter { allowed: vec![], blocked: vec!["wikipedia.org".into()] };
+        turn.grounding.retain_sources(&turn.domains);
+        let blocks = turn.blocks();
+        let titles: Vec<&str> = blocks
+            .iter()
+            .filter(|b| b["type"] == "web_search_tool_result")
+            .flat_map(|b| b["content"].as_array().unwrap())
+            .map(|r| r["title"].as_str().unwrap())
+            .collect();
+        assert_eq!(titles, ["levitate.dev", "cloudflare.com"]);
+        let citations: Vec<&Value> = blocks.iter().filter_map(|b| b.get("citations")).collect();
+        assert_eq!(citations[0].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
     fn without_grounding_the_held_text_is_one_plain_block() {
-        let mut turn = SearchTurn::new("toolu_x_");
+        let mut turn = SearchTurn::new("toolu_x_", DomainFilter::default());
         turn.hold("No search was needed.");
         assert_eq!(turn.requests(), 0);
         assert_eq!(turn.blocks(), vec![json!({"type": "text", "text": "No search was needed."})]);
-        assert!(SearchTurn::new("p").blocks().is_empty());
+        assert!(SearchTurn::new("p", DomainFilter::default()).blocks().is_empty());
     }
 }
