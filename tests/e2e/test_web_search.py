@@ -183,3 +183,21 @@ def test_a_search_preview_model_searches_and_a_claude_alias_is_grounded_elsewher
                                 messages=[{"role": "user", "content": "news"}])
     assert last_sent(gateway)["model"] == "gemini-3-flash", "Claude cannot search"
     assert grounding_requests(gateway) == 2
+
+
+def test_gemini_cli_google_web_search_gets_its_sources(gateway: Gateway, tmp_path: Path):
+    """Gemini CLI's google_web_search tool asks `:generateContent` (not streamed) with `googleSearch` and reads
+    the sources from `groundingMetadata`: the folded answer must still carry it."""
+    from test_real_clients import explain, gemini_cli
+
+    result, recorder, proc = gemini_cli(
+        gateway, tmp_path, "Search the web for levitate and cite the sources [sim:call=google_web_search]",
+        "--yolo")
+
+    searches = [e for e in recorder.exchanges if e.body and "googleSearch" in e.body.decode(errors="replace")]
+    assert searches and all(e.status == 200 for e in searches), explain(proc, recorder)
+    answers = [json.loads(e.body) for e in recorder.exchanges if e.body and b"functionResponse" in e.body]
+    assert answers, explain(proc, recorder)
+    replayed = json.dumps(answers[-1])
+    assert REDIRECT in replayed and SITES[0] in replayed, f"the tool result should list the sources\n{replayed[-3000:]}"
+    assert grounding_requests(gateway) >= 1
