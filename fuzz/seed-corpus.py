@@ -114,6 +114,19 @@ def main():
         # A whole turn of events, in reads of every seed's sizes.
         for flags, split in ((0, 7), (1, 13), (2, 29), (12, 255)):
             write(target, bytes([flags, split]) + b"".join(b"data: " + e + b"\n\n" for e in events[:12]))
+    # A web search's turn (flags bit 4): a thought, text, then groundingMetadata with the finish reason.
+    metadata = {"webSearchQueries": ["levitate"], "groundingChunks": [
+        {"web": {"uri": "https://vertexaisearch.cloud.google.com/grounding-api-redirect/A", "title": "levitate.dev"}},
+        {"web": {"uri": "https://b.org/x", "title": "B"}}],
+        "groundingSupports": [{"segment": {"endIndex": 8, "text": "Levitate"}, "groundingChunkIndices": [0, 1]}]}
+    grounded = [{"candidates": [{"content": {"parts": [{"text": "**T**", "thought": True}]}}]},
+                {"candidates": [{"content": {"parts": [{"text": "Levitate serves clients."}]}}]},
+                {"candidates": [{"content": {"parts": [{"text": "", "thoughtSignature": "Esig"}]},
+                                 "finishReason": "STOP", "groundingMetadata": metadata}]}]
+    turn = b"".join(b"data: " + compact({"response": e}) + b"\n\n" for e in grounded)
+    for target in ("sse_openai", "sse_anthropic", "sse_gemini"):
+        for flags in (16, 17):
+            write(target, bytes([flags, 11]) + turn)
     for rel in SCHEMAS + ["protocol/openai_chat/tools.rs"]:
         for value in fixtures(rel):
             if isinstance(value, dict) and ("type" in value or "properties" in value or "$ref" in value):

@@ -21,6 +21,7 @@ fn options() -> AnthropicStreamOptions {
         tool_id_prefix: "toolu_3f9a2c_".to_owned(),
         tool_names: Default::default(),
         input_tokens_hint: 0,
+        web_search: None,
     }
 }
 

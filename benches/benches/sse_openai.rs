@@ -20,6 +20,7 @@ fn options() -> OpenAiStreamOptions {
         include_usage: true,
         tool_call_id_prefix: "call_3f9a2c_".to_owned(),
         tool_names: Default::default(),
+        web_search: false,
     }
 }
 

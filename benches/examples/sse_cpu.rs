@@ -20,6 +20,7 @@ fn machine(protocol: &str) -> Box<dyn Translator> {
             include_usage: true,
             tool_call_id_prefix: "call_3f9a2c_".to_owned(),
             tool_names: Default::default(),
+            web_search: false,
         })),
         "anthropic" => Box::new(AnthropicStream::new(AnthropicStreamOptions {
             id: "msg_0d6c1b9e6a7f4a0c9f3e".to_owned(),
@@ -27,6 +28,7 @@ fn machine(protocol: &str) -> Box<dyn Translator> {
             tool_id_prefix: "toolu_3f9a2c_".to_owned(),
             tool_names: Default::default(),
             input_tokens_hint: 0,
+            web_search: None,
         })),
         other => panic!("unknown protocol {other:?}: openai or anthropic"),
     }

@@ -7,13 +7,14 @@
 //! Each client protocol is one folder under [`protocol`]. What the protocols share sits beside it: the
 //! upstream request they are rewritten into ([`inner`]), the bounds on what a body may hold ([`limits`]),
 //! the stream machines' interfaces and upstream chunk parser ([`stream`]), SSE framing ([`sse`]), tool schema
-//! cleaning ([`schema`]), thoughtSignature rules ([`signature`]), client error bodies ([`error`]), and the
-//! steps before a body is read ([`route`], [`auth`], [`alias`]) or after an upstream failure
-//! ([`retry_hint`]).
+//! cleaning ([`schema`]), thoughtSignature rules ([`signature`]), web-search grounding ([`grounding`]),
+//! client error bodies ([`error`]), and the steps before a body is read ([`route`], [`auth`], [`alias`]) or
+//! after an upstream failure ([`retry_hint`]).
 
 pub mod alias;
 pub mod auth;
 pub mod error;
+pub mod grounding;
 pub mod inner;
 pub(crate) mod json_tokens;
 pub mod limits;

@@ -1,5 +1,6 @@
 //! Upstream SSE bytes, cut into arbitrary reads, through the framer into the Anthropic Messages machine: streamed
-//! (`flags` bit 0 clear) or folded into one `message` (bit 0 set), with keep-alives between reads.
+//! (`flags` bit 0 clear) or folded into one `message` (bit 0 set), with keep-alives between reads, as a web
+//! search or not (bit 4).
 #![no_main]
 
 use levitate_filters::protocol::anthropic::{AnthropicFold, AnthropicStream, AnthropicStreamOptions};
@@ -14,6 +15,8 @@ fn options(flags: u8) -> AnthropicStreamOptions {
         tool_id_prefix: "toolu_fuzz_".to_owned(),
         tool_names: levitate_fuzz::tool_names(flags),
         input_tokens_hint: u64::from(flags),
+        // Bit 4: a web search, whose text is held back and written with search blocks and citations.
+        web_search: (flags & 16 != 0).then(Default::default),
     }
 }
 

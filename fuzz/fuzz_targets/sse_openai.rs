@@ -15,6 +15,8 @@ fn options(flags: u8) -> OpenAiStreamOptions {
         include_usage: flags & 2 != 0,
         tool_call_id_prefix: "call_fuzz_".to_owned(),
         tool_names: levitate_fuzz::tool_names(flags),
+        // Bit 4: a web search, whose grounding becomes url_citation annotations.
+        web_search: flags & 16 != 0,
     }
 }
 

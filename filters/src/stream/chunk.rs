@@ -106,6 +106,8 @@ pub struct Chunk<'a> {
     pub usage: Option<Usage>,
     pub response_id: Option<&'a str>,
     pub model_version: Option<&'a str>,
+    /// The candidate's `groundingMetadata` (a web search's queries and sources), on one of the last events.
+    pub grounding: Option<crate::grounding::Grounding>,
 }
 
 /// Arguments nested deeper than this are rejected rather than walked.
@@ -191,6 +193,13 @@ fn read_candidate<'a>(candidate: Value<'_, 'a>, chunk: &mut Chunk<'a>) -> Result
                     for part in parts.items() {
                         chunk.parts.push(read_part(part)?);
                     }
+                }
+            }
+            "groundingMetadata" | "grounding_metadata" => {
+                // Rare (web searches only) and small once bounded: re-serialized and parsed by its own module.
+                let mut json = Vec::new();
+                if write_value(&mut json, value, 0).is_ok() {
+                    chunk.grounding = crate::grounding::Grounding::from_json(&json);
                 }
             }
             "finishReason" | "finish_reason" => {
@@ -486,6 +495,22 @@ mod tests {
             );
             assert_eq!(chunk.model_version, Some("gemini-3-flash-a"));
             assert_eq!(chunk.response_id, Some("tjVCavaJBYjgz7IP-NnfSQ"));
+        });
+    }
+
+    #[test]
+    fn reads_grounding_metadata_beside_the_finish_reason() {
+        let json = r#"{"response":{"candidates":[{"content":{"parts":[{"text":""}]},"finishReason":"STOP",
+            "groundingMetadata":{"webSearchQueries":["levitate"],"groundingChunks":[{"web":{"uri":"https://x/r","title":"x.dev"}}],
+            "groundingSupports":[{"segment":{"endIndex":4,"text":"Levi"},"groundingChunkIndices":[0]}]}}]}}"#;
+        parse_with(json, |chunk| {
+            let grounding = chunk.unwrap().grounding.expect("grounding");
+            assert_eq!(grounding.queries, ["levitate"]);
+            assert_eq!(grounding.sources[0].title, "x.dev");
+            assert_eq!(grounding.cited_spans("Levitate").len(), 1);
+        });
+        parse_with(r#"{"candidates":[{"groundingMetadata":{"groundingChunks":"junk"}}]}"#, |chunk| {
+            assert_eq!(chunk.unwrap().grounding, None, "a malformed block is ignored, not an error");
         });
     }
 

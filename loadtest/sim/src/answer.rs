@@ -336,7 +336,12 @@ fn tool_calls(p: &Prompt, parallel: bool, dice: &mut Dice) -> Vec<Value> {
         .iter()
         .filter(|t| p.allowed_functions.is_empty() || p.allowed_functions.contains(&t.name))
         .collect();
-    let pool = if allowed.is_empty() { p.tools.iter().collect() } else { allowed };
+    let mut pool = if allowed.is_empty() { p.tools.iter().collect() } else { allowed };
+    if let Some(named) = p.markers.call.as_deref() {
+        if pool.iter().any(|t| t.name == named) {
+            pool.retain(|t| t.name == named);
+        }
+    }
     let count = if parallel { 2 } else { 1 };
     (0..count)
         .filter_map(|i| pool.get(i % pool.len().max(1)))

@@ -17,6 +17,7 @@ mod codeassist;
 mod config;
 mod error;
 mod faults;
+mod grounding;
 mod image;
 mod models;
 mod oauth;

@@ -32,6 +32,9 @@ pub struct Markers {
     pub fault: Option<FaultKind>,
     /// `[sim:words=N]`: filler words in the answer.
     pub words: Option<usize>,
+    /// `[sim:call=NAME]`: call the declared tool NAME (a real client's own tool, e.g. Claude Code's
+    /// `WebSearch`) instead of the first one.
+    pub call: Option<String>,
 }
 
 impl Markers {
@@ -52,6 +55,10 @@ impl Markers {
                 None if body == "parallel" => markers.parallel = true,
                 Some(("fault", name)) => markers.fault = FaultKind::parse(name.trim()),
                 Some(("words", n)) => markers.words = n.trim().parse().ok(),
+                Some(("call", name)) => {
+                    markers.call = Some(name.trim().to_string());
+                    markers.tool = true;
+                }
                 _ => {}
             }
             rest = &rest[start + len + 1..];

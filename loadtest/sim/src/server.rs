@@ -28,6 +28,7 @@ use crate::codeassist;
 use crate::config::{SimConfig, UsageMode};
 use crate::error::ApiError;
 use crate::faults::{self, FaultKind, FaultRule, FaultSet};
+use crate::grounding;
 use crate::image;
 use crate::models::{self, Family};
 use crate::oauth;
@@ -419,6 +420,10 @@ async fn content_reply(
     if let Err(e) = validated {
         return Reply::error(&e);
     }
+    let search = match grounding::check(request, model) {
+        Ok(search) => search,
+        Err(e) => return Reply::error(&e),
+    };
     if let Err(reset) = account.use_quota(model, &config.quota, now) {
         return Reply::error(&faults::quota_exhausted(model, now, reset));
     }
@@ -442,6 +447,11 @@ async fn content_reply(
     } else {
         answer::generate(&prompt, cached, config.answer_words, &state.signer)
     };
+    if search {
+        state.stats.call(&account.email, Call::Grounding);
+    }
+    // Google sends the metadata on the last event, after the text it grounds.
+    let grounding_metadata = (search && !gated).then(|| grounding::metadata(&prompt, &chunks));
     let cut = outcome
         .filter(|r| r.kind == FaultKind::StreamCut)
         .map(|r| (r.after_chunks.unwrap_or(1).min(chunks.len().saturating_sub(1)), r.abort));
@@ -470,7 +480,9 @@ async fn content_reply(
                 UsageMode::Final if last => Some(c.usage),
                 _ => None,
             };
-            events.push(sse_event(&ids.wrap(&c.parts, c.finish_reason, usage), config.sse_line_ending));
+            let grounding = grounding_metadata.as_ref().filter(|_| last);
+            let chunk = ids.wrap(&c.parts, c.finish_reason, usage, grounding);
+            events.push(sse_event(&chunk, config.sse_line_ending));
         }
         if config.usage == UsageMode::Separate {
             if let Some(c) = chunks.last() {
@@ -488,7 +500,7 @@ async fn content_reply(
         let kept = cut.map_or(chunks.len(), |(n, _)| n);
         let (parts, finish, usage) = answer::fold(&chunks[..kept]);
         let finish = if cut.is_some() { None } else { finish };
-        let v = ids.wrap(&parts, finish, Some(usage));
+        let v = ids.wrap(&parts, finish, Some(usage), grounding_metadata.as_ref());
         Reply { status: 200, content_type: JSON, body: SimBody::full(v).holding(Some(slot)), trace_id: None }
     }
 }
@@ -523,10 +535,20 @@ impl ResponseIds {
     }
 
     /// The `{"response":{…},"traceId","metadata":{}}` wrapper around one chunk's parts.
-    fn wrap(&self, parts: &[Value], finish: Option<&str>, usage: Option<Usage>) -> String {
+    /// `grounding` is the candidate's `groundingMetadata`, on a web search's last chunk.
+    fn wrap(
+        &self,
+        parts: &[Value],
+        finish: Option<&str>,
+        usage: Option<Usage>,
+        grounding: Option<&Value>,
+    ) -> String {
         let mut candidate = json!({"content": {"role": "model", "parts": parts}});
         if let Some(f) = finish {
             candidate["finishReason"] = json!(f);
+        }
+        if let Some(g) = grounding {
+            candidate["groundingMetadata"] = g.clone();
         }
         let mut response = json!({
             "candidates": [candidate],

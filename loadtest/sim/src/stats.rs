@@ -60,6 +60,8 @@ pub enum Call {
     CountTokens,
     /// A content request to an image model that passed validation.
     ImageGeneration,
+    /// A content request grounded in Google Search (`googleSearch`), counted besides its request.
+    Grounding,
 }
 
 impl Call {
@@ -72,6 +74,7 @@ impl Call {
             Call::RetrieveUserQuota => "retrieve_user_quota",
             Call::CountTokens => "count_tokens",
             Call::ImageGeneration => "image_generations",
+            Call::Grounding => "grounding_requests",
         }
     }
 }
@@ -185,6 +188,7 @@ impl Stats {
                 Call::RetrieveUserQuota,
                 Call::CountTokens,
                 Call::ImageGeneration,
+                Call::Grounding,
             ]
             .iter()
             .map(|c| (c.key().to_string(), json!(m.get(c).copied().unwrap_or(0))))

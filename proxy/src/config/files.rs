@@ -378,6 +378,9 @@ pub struct RoutesFile {
     #[serde(default)]
     pub aliases: serde_yaml::Mapping,
     pub default: Option<String>,
+    /// The upstream model web searches go to when the requested model cannot ground (Claude, gpt-oss);
+    /// `levitate_filters::grounding::DEFAULT_WEB_SEARCH_MODEL` when absent.
+    pub web_search_model: Option<String>,
 }
 
 mod defaults {

@@ -240,6 +240,8 @@ pub struct Snapshot {
     pub upstream: UpstreamSettings,
     pub accounts: Vec<AccountSpec>,
     pub aliases: AliasTable,
+    /// The grounding model of routes.yaml: where a web search goes when its model cannot search.
+    pub web_search_model: String,
     pub store_path: PathBuf,
     pub signature_ttl: Duration,
     pub max_signatures: usize,
@@ -430,6 +432,23 @@ mod tests {
         let e = Snapshot::load_with_env(&p, &env()).unwrap_err().to_string();
         assert!(e.contains("levitate.yaml:6:"), "{e}");
         assert!(e.contains("unknown field `max_body`"), "{e}");
+    }
+
+    #[test]
+    fn the_web_search_model_defaults_and_must_be_a_listed_gemini_model() {
+        let s = Snapshot::from_texts(MAIN, ACCOUNTS, ROUTES, &env()).unwrap();
+        assert_eq!(s.web_search_model, "gemini-3-flash");
+        let routes = |model: &str| {
+            format!("models: [gemini-3-flash, gemini-2.5-pro, claude-sonnet-4-6]\n{ROUTES}web_search_model: {model}\n")
+        };
+        let s = Snapshot::from_texts(MAIN, ACCOUNTS, &routes("gemini-2.5-pro"), &env()).unwrap();
+        assert_eq!(s.web_search_model, "gemini-2.5-pro");
+        for (model, expected) in
+            [("gemini-9", "is not one of `models`"), ("claude-sonnet-4-6", "cannot ground")]
+        {
+            let e = Snapshot::from_texts(MAIN, ACCOUNTS, &routes(model), &env()).unwrap_err().to_string();
+            assert!(e.contains("routes.yaml:5:") && e.contains(expected), "{e}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use levitate_filters::alias::{AliasError, AliasTable};
 use levitate_filters::auth::ApiKeys;
+use levitate_filters::grounding::{can_ground, DEFAULT_WEB_SEARCH_MODEL};
 
 use crate::tls::{self, TlsFiles, TlsMaterial};
 
@@ -112,6 +113,7 @@ pub(super) fn build(
     else {
         return None;
     };
+    check_web_search_model(routes, problems);
     if problems.count() > 0 {
         return None;
     }
@@ -132,6 +134,11 @@ pub(super) fn build(
         upstream: settings.upstream,
         accounts: specs,
         aliases,
+        web_search_model: routes
+            .file
+            .web_search_model
+            .clone()
+            .unwrap_or_else(|| DEFAULT_WEB_SEARCH_MODEL.into()),
         store_path: folder.join(&file.store.path),
         signature_ttl: file.store.signature_ttl,
         max_signatures: file.store.max_signatures,
@@ -536,6 +543,21 @@ fn account_specs(
         }
     }
     (problems.count() == before).then_some(specs)
+}
+
+/// `web_search_model` must be an upstream model from `models` that can ground answers (a Gemini text model).
+fn check_web_search_model(routes: &Parsed<RoutesFile>, problems: &mut Problems) {
+    let Some(model) = &routes.file.web_search_model else { return };
+    let problem = if !routes.file.models.contains(model) {
+        format!("web_search_model: {model:?} is not one of `models`")
+    } else if !can_ground(model) {
+        format!(
+            "web_search_model: {model:?} cannot ground answers in Google Search; name a Gemini text model"
+        )
+    } else {
+        return;
+    };
+    problems.push(routes.source.invalid(&[Key("web_search_model")], problem));
 }
 
 fn alias_table(src: &Source, routes: &RoutesFile, problems: &mut Problems) -> Option<AliasTable> {

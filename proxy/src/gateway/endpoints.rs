@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use levitate_filters::error::{ClientError, ErrorKind};
-use levitate_filters::inner::{InnerRequest, Target};
+use levitate_filters::grounding;
+use levitate_filters::inner::{InnerRequest, RequestType, Target};
 use levitate_filters::protocol::anthropic::{AnthropicFold, AnthropicStream, AnthropicStreamOptions};
 use levitate_filters::protocol::gemini::{GeminiFold, GeminiStream, GeminiStreamMode, GeminiStreamOptions};
 use levitate_filters::protocol::openai_chat::{self, parse_chat_request};
@@ -46,6 +47,8 @@ struct Prepared {
     stream: bool,
     include_usage: bool,
     input_tokens_hint: u64,
+    /// A web search's allowed and blocked sites (Anthropic's web search tool).
+    search_domains: grounding::DomainFilter,
 }
 
 /// How the client's model resolved, recorded into the request context once the transform is back (it may
@@ -74,6 +77,14 @@ impl ModelNote {
         self.alias = Some(alias_label(client_model, resolution.via));
         self.upstream_model = Some(resolution.upstream.to_string());
         Ok(resolution.upstream.to_string())
+    }
+
+    /// A web search goes to a model that can ground it: the resolved one, or routes.yaml's
+    /// `web_search_model` (Claude and gpt-oss cannot search).
+    fn ground(&mut self, snapshot: &Snapshot, upstream_model: String) -> String {
+        let model = grounding::search_model(&upstream_model, &snapshot.web_search_model).to_string();
+        self.upstream_model = Some(model.clone());
+        model
     }
 
     pub(super) fn record(self, ctx: &mut RequestCtx) {
@@ -125,7 +136,10 @@ fn prepare_chat(
 ) -> Result<Prepared, ClientError> {
     // `request` borrows its text from `body`, so the body lives as long as the request.
     let request = parse_chat_request(&mut body)?;
-    let upstream_model = note.resolve(snapshot, request.model())?;
+    let mut upstream_model = note.resolve(snapshot, request.model())?;
+    if request.web_search() {
+        upstream_model = note.ground(snapshot, upstream_model);
+    }
     let client_key = headers.session_id.as_deref().or(request.session_hint());
     let session_id = session_id(client_key, request.first_user_text());
     let target = Target { upstream_model: &upstream_model, session_id: &session_id };
@@ -137,6 +151,7 @@ fn prepare_chat(
         stream: request.stream(),
         include_usage: request.include_usage(),
         input_tokens_hint: 0,
+        search_domains: grounding::DomainFilter::default(),
         upstream_model,
         session_id,
     })
@@ -151,7 +166,10 @@ fn prepare_messages(
 ) -> Result<Prepared, ClientError> {
     let request = anthropic::parse_messages_request(&mut body)?;
     drop(body);
-    let upstream_model = note.resolve(snapshot, request.model())?;
+    let mut upstream_model = note.resolve(snapshot, request.model())?;
+    if request.web_search() {
+        upstream_model = note.ground(snapshot, upstream_model);
+    }
     let client_key =
         headers.session_id.as_deref().or(headers.claude_code.as_deref()).or(request.session_hint());
     let session_id = session_id(client_key, request.first_user_text());
@@ -164,6 +182,7 @@ fn prepare_messages(
         stream: request.stream(),
         include_usage: false,
         input_tokens_hint: anthropic::estimate_tokens(&request),
+        search_domains: request.search_domains(),
         upstream_model,
         session_id,
     })
@@ -189,6 +208,7 @@ fn prepare_generate(
         stream: false,
         include_usage: false,
         input_tokens_hint: 0,
+        search_domains: grounding::DomainFilter::default(),
         upstream_model,
         session_id,
     })
@@ -228,6 +248,7 @@ fn prepare_responses(
         input_tokens_hint: 0,
         upstream_model,
         session_id,
+        search_domains: grounding::DomainFilter::default(),
     };
     Ok((prepared, extra))
 }
@@ -312,6 +333,7 @@ impl Gateway {
             include_usage: prepared.include_usage,
             tool_call_id_prefix: format!("call_{}_", &request_uuid[..16]),
             tool_names,
+            web_search: inner.request_type == RequestType::WebSearch,
         };
         self.answer(session, ctx, call, prepared.stream, options, OpenAiStream::new, OpenAiFold::new).await
     }
@@ -335,6 +357,7 @@ impl Gateway {
             tool_id_prefix: format!("toolu_{}_", &request_uuid[..16]),
             tool_names,
             input_tokens_hint: prepared.input_tokens_hint,
+            web_search: (inner.request_type == RequestType::WebSearch).then_some(prepared.search_domains),
         };
         let stream = prepared.stream;
         self.answer(session, ctx, call, stream, options, AnthropicStream::new, AnthropicFold::new).await

@@ -1,7 +1,8 @@
 //! Anthropic Messages (`POST /v1/messages`, `/v1/messages/count_tokens`): the request (`request.rs`), its
 //! rewrite into the inner request (`transform.rs`), the local token count (`count_tokens.rs`), the Messages
-//! event stream and body answered from the upstream's events (`stream.rs`, generated images in
-//! `image_block.rs`), and the error body (`error.rs`).
+//! event stream and body answered from the upstream's events (`stream.rs`, with web searches' blocks from
+//! `web_search.rs`, generated images in `image_block.rs`, usage from `usage.rs`), and the error body
+//! (`error.rs`).
 
 mod count_tokens;
 mod error;
@@ -10,6 +11,8 @@ mod request;
 mod stream;
 // Gemini's tests share its signature fixtures.
 pub(super) mod transform;
+mod usage;
+mod web_search;
 
 pub(crate) use count_tokens::text_tokens;
 pub use count_tokens::{count_tokens_response, estimate_tokens};

@@ -115,6 +115,9 @@ pub(crate) struct Tool {
     pub(crate) name: String,
     pub(crate) description: Option<String>,
     pub(crate) input_schema: Option<Value>,
+    /// The web search tool's site lists (Claude Code fills them from its WebSearch tool's input).
+    pub(super) allowed_domains: Option<Vec<String>>,
+    pub(super) blocked_domains: Option<Vec<String>>,
 }
 
 impl Tool {
@@ -191,6 +194,26 @@ impl MessagesRequest {
     /// Whether the client asked for thinking (`enabled` or `adaptive`).
     pub fn thinking_enabled(&self) -> bool {
         self.thinking.as_ref().is_some_and(|t| matches!(t.kind.as_str(), "enabled" | "adaptive"))
+    }
+
+    /// Whether the request goes upstream as a Google Search: it declares the web search server tool and no
+    /// custom tool ([`crate::grounding::sends_google_search`]).
+    pub fn web_search(&self) -> bool {
+        let tools = self.tools.as_deref().unwrap_or_default();
+        crate::grounding::sends_google_search(
+            tools.iter().any(Tool::is_web_search),
+            tools.iter().any(Tool::is_custom),
+        )
+    }
+
+    /// The web search tool's `allowed_domains` and `blocked_domains`, applied to the sources Google returns.
+    pub fn search_domains(&self) -> crate::grounding::DomainFilter {
+        let mut filter = crate::grounding::DomainFilter::default();
+        for tool in self.tools.iter().flatten().filter(|t| t.is_web_search()) {
+            filter.allowed.extend(tool.allowed_domains.iter().flatten().cloned());
+            filter.blocked.extend(tool.blocked_domains.iter().flatten().cloned());
+        }
+        filter
     }
 
     /// `max_tokens` (always present after [`parse_messages_request`]).

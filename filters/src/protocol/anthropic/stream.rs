@@ -15,6 +15,7 @@
 //! A generated image (`inlineData`) becomes an `image` block ([`super::image_block`]).
 
 use crate::error::ClientError;
+use crate::grounding::DomainFilter;
 use crate::inner::ToolNameMap;
 use crate::signature::CapturedSignature;
 use crate::sse::write_named_event;
@@ -24,6 +25,9 @@ use crate::stream::{
     client_tool_call_id, is_empty_payload, Fold, StreamError, ToolCallSignatures, Translator,
 };
 use crate::Protocol;
+
+use super::usage::write_usage_fields;
+use super::web_search::SearchTurn;
 
 /// Per-request parameters of the client-facing response.
 #[derive(Clone, Debug)]
@@ -41,6 +45,9 @@ pub struct AnthropicStreamOptions {
     /// [`ping`](AnthropicStream::ping) while the upstream is silent); e.g. the local estimate. The final
     /// count follows in `message_delta`.
     pub input_tokens_hint: u64,
+    /// A Google Search (`requestType` `web_search`), with the sites its sources may come from: search blocks
+    /// and citations ([`super::web_search`]).
+    pub web_search: Option<DomainFilter>,
 }
 
 /// The kind of a content block.
@@ -103,11 +110,14 @@ struct Turn {
     upstream_finish: Option<FinishReason>,
     usage: Option<Usage>,
     signatures: ToolCallSignatures,
+    /// A web search's held text and grounding, written at the end.
+    search: Option<SearchTurn>,
 }
 
 impl Turn {
-    fn new(tool_id_prefix: String, tool_names: ToolNameMap) -> Self {
+    fn new(tool_id_prefix: String, tool_names: ToolNameMap, web_search: Option<DomainFilter>) -> Self {
         Turn {
+            search: web_search.map(|domains| SearchTurn::new(&tool_id_prefix, domains)),
             parser: ChunkParser::new(),
             tool_id_prefix,
             tool_names,
@@ -124,11 +134,12 @@ impl Turn {
         if is_empty_payload(data) {
             return Ok(());
         }
-        let chunk = self.parser.parse(data)?;
+        let mut chunk = self.parser.parse(data)?;
         if let Some(usage) = chunk.usage {
             self.usage = Some(usage);
             emit(Event::Usage(usage));
         }
+        self.search.iter_mut().zip(chunk.grounding.take()).for_each(|(search, g)| search.absorb(g));
         let finished = self.upstream_finish.is_some();
         for part in &chunk.parts {
             match part {
@@ -152,7 +163,9 @@ impl Turn {
                     if let Some(signature) = signature {
                         self.signatures.on_turn_signature(signature);
                     }
-                    if !text.is_empty() && !finished {
+                    if let Some(search) = self.search.as_mut().filter(|_| !finished) {
+                        search.hold(text);
+                    } else if !text.is_empty() && !finished {
                         let index = self.ensure_open(BlockKind::Text, emit);
                         emit(Event::Text { index, text });
                     }
@@ -229,22 +242,6 @@ impl Turn {
     }
 }
 
-/// Appends `"input_tokens":…,"output_tokens":…,"cache_creation_input_tokens":0,"cache_read_input_tokens":…`.
-/// Google counts cached tokens inside the prompt and thoughts apart from candidates; Anthropic counts cache
-/// reads apart from input and thinking inside output.
-fn write_usage_fields(out: &mut Vec<u8>, usage: Option<Usage>, input_tokens_hint: u64, output: bool) {
-    let (input, cached, output_tokens) = match usage {
-        Some(u) => (u.prompt.saturating_sub(u.cached), u.cached, u.candidates + u.thoughts),
-        None => (input_tokens_hint, 0, 0),
-    };
-    out.extend_from_slice(b"\"input_tokens\":");
-    write_u64(out, input);
-    out.extend_from_slice(b",\"output_tokens\":");
-    write_u64(out, if output { output_tokens } else { 0 });
-    out.extend_from_slice(b",\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":");
-    write_u64(out, cached);
-}
-
 /// Appends one `event: <name>\ndata: <json>\n\n` frame whose JSON `body` writes.
 fn frame(out: &mut Vec<u8>, name: &str, body: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(b"event: ");
@@ -274,7 +271,7 @@ struct Writer {
 impl AnthropicStream {
     pub fn new(opts: AnthropicStreamOptions) -> Self {
         AnthropicStream {
-            turn: Turn::new(opts.tool_id_prefix.clone(), opts.tool_names.clone()),
+            turn: Turn::new(opts.tool_id_prefix.clone(), opts.tool_names.clone(), opts.web_search.clone()),
             writer: Writer { opts, started: false, usage: None },
             done: false,
         }
@@ -332,6 +329,7 @@ impl Translator for AnthropicStream {
         self.writer.start(out);
         let Self { turn, writer, .. } = self;
         turn.close_block(None, &mut |event| writer.write(out, event));
+        turn.search.iter().for_each(|search| search.write_events(out, &mut turn.next_index));
         let stop_reason = self.turn.stop_reason();
         let usage = self.turn.usage;
         let hint = self.writer.opts.input_tokens_hint;
@@ -340,6 +338,7 @@ impl Translator for AnthropicStream {
             write_str(out, stop_reason);
             out.extend_from_slice(b",\"stop_sequence\":null},\"usage\":{");
             write_usage_fields(out, usage, hint, true);
+            self.turn.search.iter().for_each(|search| search.write_usage(out));
             out.extend_from_slice(b"}}");
         });
         frame(out, "message_stop", |out| out.extend_from_slice(b"{\"type\":\"message_stop\"}"));
@@ -362,7 +361,7 @@ impl Translator for AnthropicStream {
 
     /// Whether any event was written; until then the request can still be retried elsewhere.
     fn emitted_anything(&self) -> bool {
-        self.writer.started
+        self.writer.started || self.turn.search.as_ref().is_some_and(SearchTurn::has_content)
     }
 
     /// Anthropic's own keep-alive event (sent after `message_start`).
@@ -478,7 +477,7 @@ pub struct AnthropicFold {
 impl AnthropicFold {
     pub fn new(opts: AnthropicStreamOptions) -> Self {
         AnthropicFold {
-            turn: Turn::new(opts.tool_id_prefix.clone(), opts.tool_names.clone()),
+            turn: Turn::new(opts.tool_id_prefix.clone(), opts.tool_names.clone(), opts.web_search.clone()),
             opts,
             blocks: Vec::new(),
         }
@@ -509,7 +508,7 @@ impl Fold for AnthropicFold {
 
     /// Whether any content was collected.
     fn emitted_anything(&self) -> bool {
-        !self.blocks.is_empty()
+        !self.blocks.is_empty() || self.turn.search.as_ref().is_some_and(SearchTurn::has_content)
     }
 
     /// The whole `message` JSON body. Take the signatures first.
@@ -561,10 +560,12 @@ impl Fold for AnthropicFold {
                 FoldedBlock::Image(block) => out.extend_from_slice(block),
             }
         }
+        self.turn.search.iter().for_each(|search| search.write_folded(&mut out, self.blocks.len()));
         out.extend_from_slice(b"],\"stop_reason\":");
         write_str(&mut out, self.turn.stop_reason());
         out.extend_from_slice(b",\"stop_sequence\":null,\"usage\":{");
         write_usage_fields(&mut out, self.turn.usage, self.opts.input_tokens_hint, true);
+        self.turn.search.iter().for_each(|search| search.write_usage(&mut out));
         out.extend_from_slice(b"}}");
         out
     }
@@ -611,6 +612,7 @@ mod tests {
             tool_id_prefix: "toolu_7f3a_".to_owned(),
             tool_names: ToolNameMap::new(["mcp.fs:read"]),
             input_tokens_hint: 42,
+            web_search: None,
         }
     }
 

@@ -14,8 +14,11 @@
 //! - Images inside a `tool_result` follow its `functionResponse` as `inlineData` parts of the same turn.
 //! - Blocks that only server tools produce (`server_tool_use`, `web_search_tool_result`, …) are dropped from
 //!   history: the upstream has no equivalent to replay them as.
-//! - `web_search_20250305` becomes `googleSearch`, which the upstream never mixes with function declarations;
-//!   asking for both is a 400. Other Anthropic server tools (bash, text editor, computer use) are a 400.
+//! - `web_search_20250305` (and any later `web_search_*`) becomes `googleSearch`; `max_uses`,
+//!   `allowed_domains` and `blocked_domains` are accepted and not enforced (Google decides its queries). The
+//!   upstream never mixes Google's tools with function declarations: beside custom tools the search is dropped
+//!   ([`crate::grounding::sends_google_search`]). Other Anthropic server tools (bash, text editor, computer
+//!   use) are a 400.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -76,8 +79,7 @@ fn build(
     // A successful build turns every custom tool into a declaration and web search into `googleSearch`,
     // so both facts follow from the declared tools, cached or not.
     let has_functions = declared.iter().any(Tool::is_custom);
-    let google_search = declared.iter().any(Tool::is_web_search);
-    let request_type = RequestType::of(target.upstream_model, google_search);
+    let request_type = RequestType::of(target.upstream_model, req.web_search());
     let tool_config = build_tool_config(req, family, has_functions, &names)?;
     let contents = build_contents(req.messages(), family, signatures, &mut names)?;
     let inner = InnerJson {
@@ -395,13 +397,12 @@ fn build_tools<'a>(
 ) -> Result<Vec<ToolGroup<'a>>, TransformError> {
     let mut group = ToolGroup::default();
     let mut seen = std::collections::HashSet::new();
-    let mut web_search_at = None;
+    let mut web_search = false;
     for (i, tool) in tools.iter().enumerate() {
         if !tool.is_custom() {
             match tool.kind.as_deref().unwrap_or_default() {
                 _ if tool.is_web_search() => {
-                    web_search_at = Some(i);
-                    group.google_search = true;
+                    web_search = true;
                     continue;
                 }
                 kind => {
@@ -440,12 +441,8 @@ fn build_tools<'a>(
             param,
         )?);
     }
-    if let Some(i) = web_search_at.filter(|_| !group.function_declarations.is_empty()) {
-        return Err(TransformError::unsupported(
-            format!("tools[{i}].type"),
-            "The web search tool cannot be combined with custom tools upstream; send it in a request of its own.",
-        ));
-    }
+    group.google_search =
+        crate::grounding::sends_google_search(web_search, !group.function_declarations.is_empty());
     let empty = group.function_declarations.is_empty() && !group.google_search;
     Ok(if empty { Vec::new() } else { vec![group] })
 }
@@ -893,9 +890,13 @@ pub(crate) mod tests {
         assert!(matches!(e, TransformError::Unsupported { .. }));
         assert_eq!(e.param(), Some("tools[0].type"));
         let mut mixed = tools();
-        mixed.as_array_mut().unwrap().push(json!({"type": "web_search_20250305", "name": "web_search"}));
-        let e = err(with(msgs(json!([{"role": "user", "content": "x"}])), json!({"tools": mixed})));
-        assert_eq!(e.param(), Some("tools[2].type"));
+        mixed.as_array_mut().unwrap().push(json!({"type": "web_search_20260209", "name": "web_search"}));
+        let body = with(msgs(json!([{"role": "user", "content": "x"}])), json!({"tools": mixed}));
+        let got = build_for("gemini-3-flash", body.clone());
+        assert_eq!(got["tools"].as_array().map(Vec::len), Some(1));
+        assert!(got["tools"][0].get("googleSearch").is_none(), "beside custom tools the search is dropped");
+        assert!(!parse(body).unwrap().web_search());
+        assert!(req.web_search());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use memchr::{memchr2, memchr3};
 use serde_json::Value;
 
 use crate::error::ClientError;
+use crate::grounding::Grounding;
 use crate::inner::ToolNameMap;
 use crate::signature::CapturedSignature;
 use crate::stream::chunk::{ChunkParser, FinishReason, Part, Usage};
@@ -395,6 +396,8 @@ pub struct GeminiFold {
     parts: Vec<FoldedPart>,
     model_version: Option<String>,
     response_id: Option<String>,
+    /// A web search's `groundingMetadata`, which the folded candidate carries again.
+    grounding: Option<Grounding>,
 }
 
 impl GeminiFold {
@@ -406,6 +409,7 @@ impl GeminiFold {
             parts: Vec::new(),
             model_version: None,
             response_id: None,
+            grounding: None,
         }
     }
 }
@@ -416,7 +420,10 @@ impl Fold for GeminiFold {
         if is_empty_payload(data) {
             return Ok(());
         }
-        let chunk = self.parser.parse(data)?;
+        let mut chunk = self.parser.parse(data)?;
+        if let Some(later) = chunk.grounding.take() {
+            self.grounding.get_or_insert_with(Grounding::default).absorb(later);
+        }
         self.observed.observe(&chunk.parts, chunk.usage, chunk.finish_reason, &self.tool_names);
         if let Some(v) = chunk.model_version {
             self.model_version.get_or_insert_with(|| v.to_owned());
@@ -532,6 +539,10 @@ impl Fold for GeminiFold {
         }
         out.extend_from_slice(b"]},\"finishReason\":");
         write_str(&mut out, self.observed.upstream_finish.map_or("MAX_TOKENS", FinishReason::google_name));
+        if let Some(grounding) = &self.grounding {
+            out.extend_from_slice(b",\"groundingMetadata\":");
+            out.extend_from_slice(&grounding.to_google_json());
+        }
         out.extend_from_slice(b",\"index\":0}]");
         if let Some(usage) = self.observed.usage {
             out.extend_from_slice(b",\"usageMetadata\":");
@@ -687,6 +698,21 @@ mod tests {
             json!({"error": {"code": 503, "message": "No capacity available", "status": "UNAVAILABLE"}})
         );
         assert_eq!(parsed.as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_fold_keeps_a_web_search_grounding_metadata() {
+        let metadata = json!({"webSearchQueries": ["q"], "groundingChunks": [{"web": {"uri": "https://r/1", "title": "a.dev"}}],
+            "groundingSupports": [{"segment": {"startIndex": 0, "endIndex": 2, "text": "Hi"}, "groundingChunkIndices": [0]}]});
+        let mut last = response(json!([{"text": "Hi"}]), Some("STOP"), None);
+        last["candidates"][0]["groundingMetadata"] = metadata.clone();
+        let mut fold = GeminiFold::new(opts(GeminiStreamMode::Sse));
+        fold.on_event(&mut wrap(&last).into_bytes()).unwrap();
+        let body: Value = serde_json::from_slice(&fold.finish()).unwrap();
+        assert_eq!(
+            body["candidates"][0]["groundingMetadata"], metadata,
+            "Gemini CLI reads its sources there"
+        );
     }
 
     #[test]

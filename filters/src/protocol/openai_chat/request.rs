@@ -47,6 +47,8 @@ pub struct ChatRequest<'a> {
     pub(super) prompt_cache_key: Option<&'a str>,
     #[serde(borrow)]
     pub(super) user: Option<&'a str>,
+    /// Any `web_search_options` (its `search_context_size` and `user_location` Google has no knobs for).
+    pub(super) web_search_options: Option<IgnoredAny>,
     // Parameters the upstream cannot honour; rejected by `reject_unsupported` when set.
     pub(super) n: Option<u32>,
     pub(super) logprobs: Option<bool>,
@@ -295,6 +297,13 @@ impl<'a> ChatRequest<'a> {
             StrOr::Str(text) => Some(text),
             StrOr::Other(parts) => parts.iter().find(|p| p.kind == "text").and_then(|p| p.text),
         }
+    }
+
+    /// Whether the request goes upstream as a Google Search: `web_search_options`, or a `*-search-preview`
+    /// model, without function tools ([`crate::grounding::sends_google_search`]).
+    pub fn web_search(&self) -> bool {
+        let wants = self.web_search_options.is_some() || self.model.contains("-search-preview");
+        crate::grounding::sends_google_search(wants, self.tools.as_ref().is_some_and(|t| !t.is_empty()))
     }
 
     pub(super) fn messages(&self) -> &[Message<'_>] {

@@ -19,6 +19,8 @@ use crate::stream::{
 };
 use crate::Protocol;
 
+use super::annotations::ChatSearch;
+
 /// Per-request parameters of the client-facing response.
 #[derive(Clone, Debug)]
 pub struct OpenAiStreamOptions {
@@ -35,6 +37,8 @@ pub struct OpenAiStreamOptions {
     pub tool_call_id_prefix: String,
     /// Upstream tool names back to the client's own (tool names are sanitised on the way up).
     pub tool_names: ToolNameMap,
+    /// A Google Search (`requestType` `web_search`): its sources become `url_citation` annotations.
+    pub web_search: bool,
 }
 
 /// One thing the client should see, in the order it should see it.
@@ -52,6 +56,8 @@ enum Delta<'a> {
         name: &'a str,
         arguments: &'a str,
     },
+    /// A web search's `annotations` array, already JSON, just before the finish.
+    Annotations(&'a [u8]),
     Finish(&'static str),
 }
 
@@ -66,11 +72,13 @@ struct Turn {
     finish_sent: bool,
     usage: Option<Usage>,
     signatures: ToolCallSignatures,
+    search: Option<ChatSearch>,
 }
 
 impl Turn {
-    fn new(tool_call_id_prefix: String, tool_names: ToolNameMap) -> Self {
+    fn new(tool_call_id_prefix: String, tool_names: ToolNameMap, web_search: bool) -> Self {
         Turn {
+            search: web_search.then(ChatSearch::default),
             parser: ChunkParser::new(),
             tool_call_id_prefix,
             tool_names,
@@ -86,10 +94,11 @@ impl Turn {
         if is_empty_payload(data) {
             return Ok(());
         }
-        let chunk = self.parser.parse(data)?;
+        let mut chunk = self.parser.parse(data)?;
         if chunk.usage.is_some() {
             self.usage = chunk.usage;
         }
+        self.search.iter_mut().zip(chunk.grounding.take()).for_each(|(search, g)| search.absorb(g));
         for part in &chunk.parts {
             match part {
                 Part::Text { text, thought, signature } => {
@@ -100,6 +109,9 @@ impl Turn {
                         self.signatures.on_turn_signature(signature);
                     }
                     if !text.is_empty() && !self.finish_sent {
+                        if let Some(search) = self.search.as_mut().filter(|_| !*thought) {
+                            search.push_content(text);
+                        }
                         emit(if *thought { Delta::Reasoning(text) } else { Delta::Content(text) });
                     }
                 }
@@ -133,6 +145,9 @@ impl Turn {
     fn close(&mut self, emit: &mut impl FnMut(Delta<'_>)) {
         if !self.finish_sent {
             self.finish_sent = true;
+            if let Some(annotations) = self.search.as_ref().and_then(ChatSearch::annotations) {
+                emit(Delta::Annotations(&annotations));
+            }
             emit(Delta::Finish(self.finish_reason()));
         }
     }
@@ -206,7 +221,7 @@ impl OpenAiStream {
         write_response_fields(&mut frame_head, &opts, "chat.completion.chunk");
         frame_head.extend_from_slice(b",\"choices\":[");
         OpenAiStream {
-            turn: Turn::new(opts.tool_call_id_prefix, opts.tool_names),
+            turn: Turn::new(opts.tool_call_id_prefix, opts.tool_names, opts.web_search),
             include_usage: opts.include_usage,
             frame_head,
             role_sent: false,
@@ -323,6 +338,11 @@ fn write_delta_frame(out: &mut Vec<u8>, frame_head: &[u8], role_sent: &mut bool,
             write_str(out, arguments);
             out.extend_from_slice(b"}}]}");
         }
+        Delta::Annotations(json) => {
+            out.extend_from_slice(b"{\"annotations\":");
+            out.extend_from_slice(json);
+            out.push(b'}');
+        }
         Delta::Finish(reason) => {
             out.extend_from_slice(b"{}");
             finish_reason = Some(reason);
@@ -351,6 +371,7 @@ struct FoldedMessage {
     content: Option<Vec<u8>>,
     reasoning: Option<Vec<u8>>,
     tool_calls: Vec<FoldedToolCall>,
+    annotations: Option<Vec<u8>>,
     finish_reason: Option<&'static str>,
 }
 
@@ -367,6 +388,7 @@ impl FoldedMessage {
                 name: name.to_owned(),
                 arguments: arguments.to_owned(),
             }),
+            Delta::Annotations(json) => self.annotations = Some(json.to_vec()),
             Delta::Finish(reason) => self.finish_reason = Some(reason),
         }
     }
@@ -383,7 +405,7 @@ pub struct OpenAiFold {
 impl OpenAiFold {
     pub fn new(opts: OpenAiStreamOptions) -> Self {
         OpenAiFold {
-            turn: Turn::new(opts.tool_call_id_prefix.clone(), opts.tool_names.clone()),
+            turn: Turn::new(opts.tool_call_id_prefix.clone(), opts.tool_names.clone(), opts.web_search),
             opts,
             message: FoldedMessage::default(),
         }
@@ -434,6 +456,10 @@ impl Fold for OpenAiFold {
         match &message.content {
             Some(escaped) => write_quoted_escaped(&mut out, escaped),
             None => out.extend_from_slice(b"null"),
+        }
+        if let Some(annotations) = &message.annotations {
+            out.extend_from_slice(b",\"annotations\":");
+            out.extend_from_slice(annotations);
         }
         if let Some(escaped) = &message.reasoning {
             out.extend_from_slice(b",\"reasoning_content\":");
@@ -486,6 +512,7 @@ mod tests {
             include_usage,
             tool_call_id_prefix: "call_3f9a2c_".to_owned(),
             tool_names: ToolNameMap::default(),
+            web_search: false,
         }
     }
 

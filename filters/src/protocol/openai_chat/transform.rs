@@ -16,6 +16,9 @@
 //! - An http(s) `image_url` becomes `fileData` with a MIME type guessed from the extension (default
 //!   `image/jpeg`); `input_audio` and data-URL `file` parts become `inlineData`; uploaded `file_id`s are
 //!   rejected (there is no Files API upstream).
+//! - `web_search_options` (or a `*-search-preview` model) becomes Google Search grounding: `googleSearch` as
+//!   the only tool, `requestType` `web_search`; beside function tools the search is dropped
+//!   ([`crate::grounding::sends_google_search`]). Its fields have no upstream equivalent and are ignored.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -23,6 +26,7 @@ use std::collections::{HashMap, HashSet};
 use super::request::{Arguments, ChatRequest, ContentPart, ImageUrl, Message, Role};
 use super::thinking::{call_as_text, claude_thinks, restored_thought, result_as_text};
 use super::tools::{build_tool_config, build_tools, cached_tools};
+use crate::grounding::GOOGLE_SEARCH_TOOLS;
 use crate::inner::body::StrOr;
 use crate::inner::request::{
     encode_tools, ensure_user_first, guess_mime, push_part, FunctionCallOut, FunctionResponseOut,
@@ -72,7 +76,9 @@ fn build(
             &built
         }
     };
-    let tool_config = build_tool_config(req, family, !tools.is_empty(), &names)?;
+    let search = req.web_search();
+    let tools = if search { GOOGLE_SEARCH_TOOLS } else { tools };
+    let tool_config = build_tool_config(req, family, !search && !tools.is_empty(), &names)?;
     let generation_config = build_generation_config(req, family)?;
     let history = History {
         family,
@@ -81,7 +87,7 @@ fn build(
         signatures,
     };
     let (contents, system_instruction) = build_contents(req.messages(), &history, &mut names)?;
-    let request_type = RequestType::of(target.upstream_model, false);
+    let request_type = RequestType::of(target.upstream_model, search);
     let inner = InnerJson {
         contents,
         system_instruction,
@@ -515,6 +521,26 @@ mod tests {
 
     fn chat(messages: Value) -> Value {
         json!({"model": "gpt-4o", "messages": messages})
+    }
+
+    #[test]
+    fn web_search_options_become_google_search_unless_function_tools_are_declared() {
+        let ask = chat(json!([{"role": "user", "content": "news?"}]));
+        let search = with(ask.clone(), json!({"web_search_options": {"search_context_size": "low"}}));
+        let req = parse(search.clone()).unwrap();
+        assert!(req.web_search());
+        let target = Target { upstream_model: "gemini-3-flash", session_id: "-1" };
+        let inner = build_inner_request(&req, &target, &Cached(HashMap::new())).unwrap();
+        assert_eq!(inner.request_type, RequestType::WebSearch);
+        let got: Value = serde_json::from_slice(&inner.json).unwrap();
+        assert_eq!((&got["tools"], got.get("toolConfig")), (&json!([{"googleSearch": {}}]), None));
+        let preview = with(ask.clone(), json!({"model": "gpt-4o-search-preview"}));
+        assert!(parse(preview).unwrap().web_search());
+        let tool = json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}});
+        let mixed = with(search, json!({"tools": [tool]}));
+        assert!(!parse(mixed.clone()).unwrap().web_search());
+        assert!(build(mixed)["tools"][0].get("functionDeclarations").is_some(), "the functions win");
+        assert!(!parse(ask).unwrap().web_search());
     }
 
     fn err(body: Value) -> TransformError {
