@@ -28,8 +28,12 @@ pub fn replayed_signatures(body: &Value, signer: &Signer) -> Value {
         if parts.first().is_some_and(|p| p.get("thought") == Some(&json!(true)) && signature(p).is_some()) {
             leading += 1;
         }
-        for sig in parts.iter().filter_map(signature) {
-            match signer.check(sig) {
+        for part in parts {
+            let Some(sig) = signature(part) else { continue };
+            // A signed thought's signature covers its text (Claude's rule, as in `validate`).
+            let thought = part.get("thought") == Some(&json!(true));
+            let text = if thought { part.get("text").and_then(Value::as_str).unwrap_or("") } else { "" };
+            match signer.check_for_text(sig, text) {
                 Verdict::Issued(SigFamily::Gemini) => gemini += 1,
                 Verdict::Issued(SigFamily::Claude) => claude += 1,
                 Verdict::Sentinel => sentinel += 1,
@@ -48,7 +52,7 @@ mod tests {
     #[test]
     fn counts_verdicts_and_leading_signed_thoughts_in_model_turns() {
         let signer = Signer::new("k");
-        let claude = signer.issue(SigFamily::Claude);
+        let claude = signer.issue_for_text(SigFamily::Claude, "t");
         let gemini = signer.issue(SigFamily::Gemini);
         let body = json!({"request": {"contents": [
             {"role": "user", "parts": [{"text": "x", "thoughtSignature": gemini}]},
@@ -62,5 +66,9 @@ mod tests {
             json!({"gemini": 1, "claude": 1, "sentinel": 1, "unknown": 1, "leading_signed_thoughts": 1})
         );
         assert_eq!(replayed_signatures(&json!({}), &signer)["gemini"], 0);
+        // A Claude signature replayed over other thinking text is not the one the sim issued.
+        let moved = json!({"request": {"contents": [
+            {"role": "model", "parts": [{"text": "other", "thought": true, "thoughtSignature": claude}]}]}});
+        assert_eq!(replayed_signatures(&moved, &signer)["unknown"], 1);
     }
 }
