@@ -6,6 +6,7 @@
 
 mod count_tokens;
 mod error;
+mod fold;
 mod image_block;
 mod request;
 mod stream;
@@ -17,6 +18,7 @@ mod web_search;
 pub(crate) use count_tokens::text_tokens;
 pub use count_tokens::{count_tokens_response, estimate_tokens};
 pub(crate) use error::error_body;
+pub use fold::AnthropicFold;
 pub use request::{parse_count_tokens_request, parse_messages_request, MessagesRequest};
-pub use stream::{AnthropicFold, AnthropicStream, AnthropicStreamOptions};
+pub use stream::{AnthropicStream, AnthropicStreamOptions};
 pub use transform::{build_inner_request, build_inner_request_cached};

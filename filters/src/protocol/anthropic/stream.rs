@@ -9,8 +9,8 @@
 //!
 //! Signatures are captured twice over: per tool call id (as for OpenAI clients) and per thinking text, so a
 //! thinking block the client replays without its signature can still be signed ([`crate::signature`]).
-//! [`AnthropicStream`] writes `event:`/`data:` frames; [`AnthropicFold`] collects the same blocks into one
-//! `message` body for clients that did not ask to stream.
+//! [`AnthropicStream`] writes `event:`/`data:` frames; [`super::fold::AnthropicFold`] collects the same
+//! blocks into one `message` body for clients that did not ask to stream.
 //!
 //! A generated image (`inlineData`) becomes an `image` block ([`super::image_block`]).
 
@@ -20,10 +20,8 @@ use crate::inner::ToolNameMap;
 use crate::signature::CapturedSignature;
 use crate::sse::write_named_event;
 use crate::stream::chunk::{ChunkParser, FinishReason, Part, Usage};
-use crate::stream::json::{write_escaped, write_str, write_u64};
-use crate::stream::{
-    client_tool_call_id, is_empty_payload, Fold, StreamError, ToolCallSignatures, Translator,
-};
+use crate::stream::json::{write_str, write_u64};
+use crate::stream::{client_tool_call_id, is_empty_payload, StreamError, ToolCallSignatures, Translator};
 use crate::Protocol;
 
 use super::usage::write_usage_fields;
@@ -52,13 +50,13 @@ pub struct AnthropicStreamOptions {
 
 /// The kind of a content block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum BlockKind {
+pub(super) enum BlockKind {
     Thinking,
     Text,
 }
 
 /// One thing the client should see, in order.
-enum Event<'a> {
+pub(super) enum Event<'a> {
     /// The usage of the chunk being read, before its content (for `message_start`).
     Usage(Usage),
     Start {
@@ -100,22 +98,26 @@ struct OpenBlock {
 
 /// The state of one assistant turn, shared by the streaming and the folded output.
 #[derive(Debug)]
-struct Turn {
+pub(super) struct Turn {
     parser: ChunkParser,
     tool_id_prefix: String,
     tool_names: ToolNameMap,
     open: Option<OpenBlock>,
     next_index: u32,
     tool_calls: u32,
-    upstream_finish: Option<FinishReason>,
-    usage: Option<Usage>,
-    signatures: ToolCallSignatures,
+    pub(super) upstream_finish: Option<FinishReason>,
+    pub(super) usage: Option<Usage>,
+    pub(super) signatures: ToolCallSignatures,
     /// A web search's held text and grounding, written at the end.
-    search: Option<SearchTurn>,
+    pub(super) search: Option<SearchTurn>,
 }
 
 impl Turn {
-    fn new(tool_id_prefix: String, tool_names: ToolNameMap, web_search: Option<DomainFilter>) -> Self {
+    pub(super) fn new(
+        tool_id_prefix: String,
+        tool_names: ToolNameMap,
+        web_search: Option<DomainFilter>,
+    ) -> Self {
         Turn {
             search: web_search.map(|domains| SearchTurn::new(&tool_id_prefix, domains)),
             parser: ChunkParser::new(),
@@ -130,7 +132,11 @@ impl Turn {
         }
     }
 
-    fn on_event(&mut self, data: &mut [u8], emit: &mut impl FnMut(Event<'_>)) -> Result<(), StreamError> {
+    pub(super) fn on_event(
+        &mut self,
+        data: &mut [u8],
+        emit: &mut impl FnMut(Event<'_>),
+    ) -> Result<(), StreamError> {
         if is_empty_payload(data) {
             return Ok(());
         }
@@ -218,7 +224,7 @@ impl Turn {
     }
 
     /// Closes the open block; a thinking block gets its signature first, captured under its text.
-    fn close_block(&mut self, signature: Option<&str>, emit: &mut impl FnMut(Event<'_>)) {
+    pub(super) fn close_block(&mut self, signature: Option<&str>, emit: &mut impl FnMut(Event<'_>)) {
         let Some(open) = self.open.take() else {
             return;
         };
@@ -231,7 +237,7 @@ impl Turn {
 
     /// `tool_use` whenever a tool was called (Claude tool turns end with OTHER or STOP); `max_tokens` for
     /// MAX_TOKENS or a stream cut before any finish reason; `end_turn` otherwise.
-    fn stop_reason(&self) -> &'static str {
+    pub(super) fn stop_reason(&self) -> &'static str {
         if self.tool_calls > 0 {
             return "tool_use";
         }
@@ -457,151 +463,11 @@ fn write_stop(out: &mut Vec<u8>, index: u32) {
     });
 }
 
-/// A content block collected for the folded response; strings kept already escaped.
-#[derive(Debug)]
-enum FoldedBlock {
-    Thinking { escaped: Vec<u8>, signature: String },
-    Text { escaped: Vec<u8> },
-    ToolUse { id: String, name: String, input: String },
-    Image(Vec<u8>),
-}
-
-/// The same machine as [`AnthropicStream`], folded into one non-streaming `message` body.
-#[derive(Debug)]
-pub struct AnthropicFold {
-    turn: Turn,
-    opts: AnthropicStreamOptions,
-    blocks: Vec<FoldedBlock>,
-}
-
-impl AnthropicFold {
-    pub fn new(opts: AnthropicStreamOptions) -> Self {
-        AnthropicFold {
-            turn: Turn::new(opts.tool_id_prefix.clone(), opts.tool_names.clone(), opts.web_search.clone()),
-            opts,
-            blocks: Vec::new(),
-        }
-    }
-}
-
-impl Fold for AnthropicFold {
-    /// One upstream SSE `data` payload in (scratch afterwards).
-    fn on_event(&mut self, data: &mut [u8]) -> Result<(), StreamError> {
-        let blocks = &mut self.blocks;
-        self.turn.on_event(data, &mut |event| fold_event(blocks, event))
-    }
-
-    /// Signatures captured since the last call, for the store.
-    fn take_signatures(&mut self) -> Vec<CapturedSignature> {
-        self.turn.signatures.take()
-    }
-
-    /// The last usage the upstream reported.
-    fn usage(&self) -> Option<Usage> {
-        self.turn.usage
-    }
-
-    /// Whether the upstream sent a finish reason (a stream without one was cut).
-    fn finished_by_upstream(&self) -> bool {
-        self.turn.upstream_finish.is_some()
-    }
-
-    /// Whether any content was collected.
-    fn emitted_anything(&self) -> bool {
-        !self.blocks.is_empty() || self.turn.search.as_ref().is_some_and(SearchTurn::has_content)
-    }
-
-    /// The whole `message` JSON body. Take the signatures first.
-    fn finish(mut self) -> Vec<u8> {
-        let blocks = &mut self.blocks;
-        self.turn.close_block(None, &mut |event| fold_event(blocks, event));
-        let size: usize = self
-            .blocks
-            .iter()
-            .map(|b| match b {
-                FoldedBlock::Thinking { escaped, signature } => escaped.len() + signature.len(),
-                FoldedBlock::Text { escaped } => escaped.len(),
-                FoldedBlock::ToolUse { input, .. } => input.len() + 64,
-                FoldedBlock::Image(block) => block.len(),
-            })
-            .sum();
-        let mut out = Vec::with_capacity(320 + size);
-        out.extend_from_slice(b"{\"id\":");
-        write_str(&mut out, &self.opts.id);
-        out.extend_from_slice(b",\"type\":\"message\",\"role\":\"assistant\",\"model\":");
-        write_str(&mut out, &self.opts.model);
-        out.extend_from_slice(b",\"content\":[");
-        for (i, block) in self.blocks.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            match block {
-                FoldedBlock::Thinking { escaped, signature } => {
-                    out.extend_from_slice(b"{\"type\":\"thinking\",\"thinking\":\"");
-                    out.extend_from_slice(escaped);
-                    out.extend_from_slice(b"\",\"signature\":");
-                    write_str(&mut out, signature);
-                    out.push(b'}');
-                }
-                FoldedBlock::Text { escaped } => {
-                    out.extend_from_slice(b"{\"type\":\"text\",\"text\":\"");
-                    out.extend_from_slice(escaped);
-                    out.extend_from_slice(b"\"}");
-                }
-                FoldedBlock::ToolUse { id, name, input } => {
-                    out.extend_from_slice(b"{\"type\":\"tool_use\",\"id\":");
-                    write_str(&mut out, id);
-                    out.extend_from_slice(b",\"name\":");
-                    write_str(&mut out, name);
-                    out.extend_from_slice(b",\"input\":");
-                    out.extend_from_slice(input.as_bytes());
-                    out.push(b'}');
-                }
-                FoldedBlock::Image(block) => out.extend_from_slice(block),
-            }
-        }
-        self.turn.search.iter().for_each(|search| search.write_folded(&mut out, self.blocks.len()));
-        out.extend_from_slice(b"],\"stop_reason\":");
-        write_str(&mut out, self.turn.stop_reason());
-        out.extend_from_slice(b",\"stop_sequence\":null,\"usage\":{");
-        write_usage_fields(&mut out, self.turn.usage, self.opts.input_tokens_hint, true);
-        self.turn.search.iter().for_each(|search| search.write_usage(&mut out));
-        out.extend_from_slice(b"}}");
-        out
-    }
-}
-
-fn fold_event(blocks: &mut Vec<FoldedBlock>, event: Event<'_>) {
-    match event {
-        Event::Start { kind: BlockKind::Thinking, .. } => {
-            blocks.push(FoldedBlock::Thinking { escaped: Vec::new(), signature: String::new() })
-        }
-        Event::Start { kind: BlockKind::Text, .. } => blocks.push(FoldedBlock::Text { escaped: Vec::new() }),
-        Event::Thinking { text, .. } | Event::Text { text, .. } => {
-            if let Some(FoldedBlock::Thinking { escaped, .. } | FoldedBlock::Text { escaped }) =
-                blocks.last_mut()
-            {
-                write_escaped(escaped, text);
-            }
-        }
-        Event::Signature { signature, .. } => {
-            if let Some(FoldedBlock::Thinking { signature: slot, .. }) = blocks.last_mut() {
-                *slot = signature.to_owned();
-            }
-        }
-        Event::ToolUse { id, name, input, .. } => blocks.push(FoldedBlock::ToolUse {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            input: input.to_owned(),
-        }),
-        Event::Image(_, mime, data) => blocks.push(FoldedBlock::Image(super::image_block::block(mime, data))),
-        Event::Usage(_) | Event::Stop { .. } => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::fold::AnthropicFold;
     use super::*;
+    use crate::stream::Fold;
     use proptest::prelude::*;
     use serde_json::{json, Value};
 
