@@ -9,6 +9,7 @@ sources titled with SITES); search beside function declarations, or on a Claude 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from conftest import Gateway, assert_openai_error
 from test_web_search import REDIRECT, SITES, grounding_requests, last_sent
@@ -124,3 +125,34 @@ def test_bad_web_search_options_are_clear_400s(gateway: Gateway):
         error = assert_openai_error(gateway.http.post("/v1/responses", json=body), 400)
         assert error["param"] == param, error
     assert gateway.sim.stats()["totals"]["requests"] == 0
+
+
+def test_a_replayed_search_turn_is_accepted_on_the_next_turn(gateway: Gateway):
+    """A client that keeps its history replays the search items and the annotated message as they came back."""
+    client = gateway.openai()
+    history: list = [{"role": "user", "content": ASK}]
+    first = client.responses.create(model="gemini-3-flash", input=history, tools=SEARCH,
+                                    include=["web_search_call.action.sources"], store=False)
+    history += [item.model_dump(exclude_none=True) for item in first.output]
+    history.append({"role": "user", "content": "Perform a web search for the query: pingora"})
+    second = client.responses.create(model="gemini-3-flash", input=history, tools=SEARCH, store=False)
+
+    assert [item.type for item in answer_items(second)] == ["web_search_call", "message"], second.output
+    assert answer_items(second)[0].action.query == "pingora"
+    assert gateway.sim.stats()["totals"]["by_status"] == {"200": 2}
+    assert grounding_requests(gateway) == 2
+
+
+def test_codex_offers_web_search_beside_its_tools_and_its_tools_win(gateway: Gateway, tmp_path: Path):
+    """Codex CLI sends `{"type": "web_search", "external_web_access": true}` beside its function and namespace
+    tools on every request: the search is dropped (the simulator refuses googleSearch beside functions), and the
+    answer comes back."""
+    from test_codex_cli import agent_text, codex, responses_calls
+
+    events, recorder, proc = codex(gateway, tmp_path, "say hi [sim:text]")
+
+    first = json.loads(responses_calls(recorder)[0].body)
+    assert any(t["type"] == "web_search" for t in first["tools"]), first["tools"]
+    assert "Echo:" in agent_text(events)
+    assert {r["requestType"] for r in gateway.stats()["recent"]} == {"agent"}
+    assert grounding_requests(gateway) == 0
