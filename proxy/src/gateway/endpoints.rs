@@ -47,7 +47,8 @@ struct Prepared {
     stream: bool,
     include_usage: bool,
     input_tokens_hint: u64,
-    /// A web search's allowed and blocked sites (Anthropic's web search tool).
+    /// A web search's allowed and blocked sites (Anthropic's web search tool, the Responses `web_search`
+    /// tool's `filters`).
     search_domains: grounding::DomainFilter,
 }
 
@@ -218,6 +219,8 @@ fn prepare_generate(
 struct ResponsesExtra {
     tools: Vec<openai_responses::ToolRoute>,
     show_summary: bool,
+    /// `include` has `web_search_call.action.sources`.
+    search_sources: bool,
 }
 
 fn prepare_responses(
@@ -228,7 +231,10 @@ fn prepare_responses(
     note: &mut ModelNote,
 ) -> Result<(Prepared, ResponsesExtra), ClientError> {
     let request = openai_responses::parse_responses_request(&mut body)?;
-    let upstream_model = note.resolve(snapshot, request.model())?;
+    let mut upstream_model = note.resolve(snapshot, request.model())?;
+    if request.web_search() {
+        upstream_model = note.ground(snapshot, upstream_model);
+    }
     let client_key = headers.session_id.as_deref().or(headers.codex.as_deref()).or(request.session_hint());
     let session_id = session_id(client_key, request.first_user_text());
     let target = Target { upstream_model: &upstream_model, session_id: &session_id };
@@ -239,6 +245,7 @@ fn prepare_responses(
     let extra = ResponsesExtra {
         tools: openai_responses::tool_routes(&request),
         show_summary: request.wants_summary(),
+        search_sources: request.includes_search_sources(),
     };
     let prepared = Prepared {
         inner,
@@ -248,7 +255,7 @@ fn prepare_responses(
         input_tokens_hint: 0,
         upstream_model,
         session_id,
-        search_domains: grounding::DomainFilter::default(),
+        search_domains: request.search_domains(),
     };
     Ok((prepared, extra))
 }
@@ -289,6 +296,12 @@ impl Gateway {
             family: ModelFamily::of(&prepared.upstream_model),
             sealer,
             show_summary: extra.show_summary,
+            web_search: (inner.request_type == RequestType::WebSearch).then_some(
+                openai_responses::WebSearchOptions {
+                    domains: prepared.search_domains,
+                    include_sources: extra.search_sources,
+                },
+            ),
         };
         let stream = prepared.stream;
         self.answer(session, ctx, call, stream, options, ResponsesStream::new, ResponsesFold::new).await

@@ -1,4 +1,5 @@
-//! The output items of a Responses answer (`reasoning`, `message`, `function_call`, `custom_tool_call`) as
+//! The output items of a Responses answer (`reasoning`, `message`, `function_call`, `custom_tool_call`,
+//! `web_search_call`) as
 //! the stream machine ([`super::stream`]) builds them, and their JSON in OpenAI's shape, for the item events
 //! and for the final `response` object alike.
 
@@ -12,6 +13,7 @@ pub(super) enum Kind {
     Message,
     FunctionCall,
     CustomToolCall,
+    WebSearchCall,
 }
 
 #[derive(Debug)]
@@ -28,6 +30,10 @@ pub(super) struct Item {
     pub(super) signature: Option<String>,
     pub(super) signed_on: SignedOn,
     pub(super) encrypted: Option<String>,
+    /// Message: the `output_text` part's `url_citation` annotations (a web search's, set when it ends).
+    pub(super) annotations: Vec<Value>,
+    /// Web search call: its `action` (`{type: "search", query, sources?}`).
+    pub(super) action: Value,
     pub(super) done: bool,
 }
 
@@ -44,6 +50,8 @@ impl Item {
             signature: None,
             signed_on: SignedOn::Thought,
             encrypted: None,
+            annotations: Vec::new(),
+            action: Value::Null,
             done: false,
         }
     }
@@ -54,6 +62,11 @@ impl Item {
             map.insert("namespace".into(), Value::from(namespace.as_str()));
         }
         json
+    }
+
+    /// A message's one `output_text` part.
+    pub(super) fn text_part(&self) -> Value {
+        json!({"type": "output_text", "text": self.text, "annotations": self.annotations, "logprobs": []})
     }
 
     fn json_without_namespace(&self) -> Value {
@@ -69,11 +82,8 @@ impl Item {
                        "encrypted_content": self.encrypted})
             }
             Kind::Message => {
-                let content = if self.done || !self.text.is_empty() {
-                    json!([{"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}])
-                } else {
-                    json!([])
-                };
+                let content =
+                    if self.done || !self.text.is_empty() { json!([self.text_part()]) } else { json!([]) };
                 json!({"id": self.id, "type": "message", "role": "assistant", "status": status, "content": content})
             }
             Kind::FunctionCall => json!({"id": self.id, "type": "function_call", "call_id": self.call_id,
@@ -81,6 +91,9 @@ impl Item {
             Kind::CustomToolCall => {
                 json!({"id": self.id, "type": "custom_tool_call", "call_id": self.call_id,
                 "name": self.name, "input": if self.done { self.text.as_str() } else { "" }, "status": status})
+            }
+            Kind::WebSearchCall => {
+                json!({"id": self.id, "type": "web_search_call", "status": status, "action": self.action})
             }
         }
     }

@@ -149,6 +149,22 @@ pub(super) struct Tool<'a> {
     /// A `namespace` tool's function and custom tools, called with `namespace` set on the call.
     #[serde(borrow)]
     pub(super) tools: Option<Vec<Tool<'a>>>,
+    /// `web_search`: the sites its sources must come from (`filters.allowed_domains`).
+    #[serde(borrow)]
+    pub(super) filters: Option<SearchFilters<'a>>,
+    /// `web_search`: `low`, `medium` or `high`. Checked and accepted; Google's search has no such knob.
+    #[serde(borrow)]
+    pub(super) search_context_size: Option<&'a str>,
+    /// `web_search`: an approximate location. Checked to be an object and accepted; Google's search takes
+    /// no location.
+    pub(super) user_location: Option<JsonTokens>,
+}
+
+/// A `web_search` tool's `filters`.
+#[derive(Debug, PartialEq, Eq, Hash, Deserialize)]
+pub(super) struct SearchFilters<'a> {
+    #[serde(borrow)]
+    pub(super) allowed_domains: Option<Vec<&'a str>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,9 +233,27 @@ impl<'a> ResponsesRequest<'a> {
         self.stream.unwrap_or(false)
     }
 
-    /// Whether the request declares a `web_search` (or `web_search_preview`) tool: Google Search grounding.
+    /// Whether the request goes upstream as a Google Search: a `web_search` (or `web_search_preview`) tool
+    /// and no function, custom or namespace tool beside it ([`crate::grounding::sends_google_search`]: Codex
+    /// always offers web search beside its own tools, and its tools win).
     pub fn web_search(&self) -> bool {
-        self.web_search
+        let tools = self.tools.as_deref().unwrap_or_default();
+        crate::grounding::sends_google_search(self.web_search, tools.iter().any(|t| !is_web_search(t.kind)))
+    }
+
+    /// The web search tools' `filters.allowed_domains`, applied to the sources Google returns.
+    pub fn search_domains(&self) -> crate::grounding::DomainFilter {
+        let mut filter = crate::grounding::DomainFilter::default();
+        let tools = self.tools.iter().flatten().filter(|t| is_web_search(t.kind));
+        for filters in tools.filter_map(|t| t.filters.as_ref()) {
+            filter.allowed.extend(filters.allowed_domains.iter().flatten().map(|d| d.to_string()));
+        }
+        filter
+    }
+
+    /// Whether `include` asks for `web_search_call.action.sources` (the pages each search found).
+    pub fn includes_search_sources(&self) -> bool {
+        self.include.as_deref().unwrap_or_default().contains(&"web_search_call.action.sources")
     }
 
     /// A client-chosen conversation key for affinity: `prompt_cache_key`, else a session-like `metadata`
@@ -377,7 +411,9 @@ impl<'a> ResponsesRequest<'a> {
                         ));
                     }
                 }
-            } else if !matches!(tool.kind, "function" | "custom") && !is_web_search(tool.kind) {
+            } else if is_web_search(tool.kind) {
+                check_web_search(tool, i)?;
+            } else if !matches!(tool.kind, "function" | "custom") {
                 return Err(TransformError::unsupported(
                     format!("tools[{i}].type"),
                     format!("Tools of type {:?} are not supported; only {TOOL_TYPES} tools are.", tool.kind),
@@ -386,6 +422,26 @@ impl<'a> ResponsesRequest<'a> {
         }
         limits::check_count(count, limits::MAX_TOOLS, "tools", "tools")
     }
+}
+
+/// A `web_search` tool's options: known values, bounded lists. None of them reaches Google (it has no
+/// switches for them); the allowed domains filter its sources afterwards.
+fn check_web_search(tool: &Tool, i: usize) -> Result<(), TransformError> {
+    if let Some(size) = tool.search_context_size.filter(|s| !matches!(*s, "low" | "medium" | "high")) {
+        return Err(TransformError::invalid(
+            format!("tools[{i}].search_context_size"),
+            format!("Unknown search_context_size {size:?}; expected low, medium or high."),
+        ));
+    }
+    if tool.user_location.as_ref().is_some_and(|l| !l.is_object()) {
+        return Err(TransformError::invalid(
+            format!("tools[{i}].user_location"),
+            "`user_location` must be an object.",
+        ));
+    }
+    let domains = tool.filters.as_ref().and_then(|f| f.allowed_domains.as_deref()).unwrap_or_default();
+    let param = format!("tools[{i}].filters.allowed_domains");
+    limits::check_count(domains.len(), limits::MAX_TOOLS, &param, "allowed domains")
 }
 
 pub(super) fn is_web_search(kind: &str) -> bool {

@@ -11,6 +11,9 @@
 //! part, Claude on the last thought part), so a reasoning item stays open until its signature arrives or the
 //! turn ends; a signature seen without any thought opens a reasoning item of its own. Signatures are also
 //! captured for the store by tool call id and thinking text, like the other protocols do.
+//!
+//! A web search (Google Search grounding) ends with its results: `url_citation` annotations on the open
+//! message and `web_search_call` items ([`super::search`]).
 
 use std::sync::Arc;
 
@@ -18,6 +21,7 @@ use serde_json::{json, Value};
 
 use super::items::{Item, Kind};
 use super::seal::{Family, ReasoningState, SignedOn};
+use super::search::{ResponsesSearch, WebSearchOptions};
 use super::tools::ToolRoute;
 use crate::error::ClientError;
 use crate::inner::ToolNameMap;
@@ -52,6 +56,9 @@ pub struct ResponsesStreamOptions {
     pub sealer: Arc<dyn Sealer>,
     /// Whether thought text is shown as the reasoning summary.
     pub show_summary: bool,
+    /// A Google Search (`requestType` `web_search`): its results become `web_search_call` items and
+    /// `url_citation` annotations.
+    pub web_search: Option<WebSearchOptions>,
 }
 
 /// The state of one response, shared by the streaming and the folded output.
@@ -68,6 +75,7 @@ struct Turn {
     upstream_finish: Option<FinishReason>,
     usage: Option<Usage>,
     signatures: ToolCallSignatures,
+    search: Option<ResponsesSearch>,
     /// Stream output: events are written here when streaming, then moved to the client's buffer.
     streaming: bool,
     out: Vec<u8>,
@@ -79,6 +87,7 @@ struct Turn {
 impl Turn {
     fn new(opts: ResponsesStreamOptions, streaming: bool) -> Self {
         Turn {
+            search: opts.web_search.clone().map(ResponsesSearch::new),
             opts,
             parser: ChunkParser::new(),
             items: Vec::new(),
@@ -150,7 +159,7 @@ impl Turn {
                     json!({"content_index": 0, "part": part}),
                 );
             }
-            Kind::Reasoning | Kind::FunctionCall | Kind::CustomToolCall => {}
+            Kind::Reasoning | Kind::FunctionCall | Kind::CustomToolCall | Kind::WebSearchCall => {}
         }
         index
     }
@@ -169,10 +178,11 @@ impl Turn {
         Ok(())
     }
 
-    fn on_chunk(&mut self, chunk: crate::stream::Chunk<'_>) {
+    fn on_chunk(&mut self, mut chunk: crate::stream::Chunk<'_>) {
         if chunk.usage.is_some() {
             self.usage = chunk.usage;
         }
+        self.search.iter_mut().zip(chunk.grounding.take()).for_each(|(search, g)| search.absorb(g));
         let finished = self.upstream_finish.is_some();
         for part in &chunk.parts {
             match part {
@@ -351,9 +361,42 @@ impl Turn {
             index,
             json!({"content_index": 0, "text": text, "logprobs": []}),
         );
-        let part = json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
+        let part = self.items[index].text_part();
         self.item_event("response.content_part.done", index, json!({"content_index": 0, "part": part}));
         self.finish_item(index);
+    }
+
+    /// A web search's results, once the upstream ended (Google reports them last): the open message's
+    /// annotations before it closes, then one `web_search_call` item per query, each through its status
+    /// events. The fold moves those items before the message (see [`super::search`]).
+    fn finish_search(&mut self) {
+        let Some(search) = self.search.take() else {
+            return;
+        };
+        if let Some(index) = self.message {
+            let annotations = search.annotations(&self.items, index);
+            for (i, annotation) in annotations.iter().enumerate() {
+                let body = json!({"content_index": 0, "annotation_index": i, "annotation": annotation});
+                self.item_event("response.output_text.annotation.added", index, body);
+            }
+            self.items[index].annotations = annotations;
+        }
+        self.close_message();
+        let first_new = self.items.len();
+        for action in search.actions() {
+            let mut item = Item::new(Kind::WebSearchCall, self.new_id("ws"));
+            item.action = action;
+            let index = self.add_item(item);
+            for status in ["in_progress", "searching", "completed"] {
+                self.item_event(&format!("response.web_search_call.{status}"), index, json!({}));
+            }
+            self.finish_item(index);
+        }
+        let first_message = self.items.iter().position(|i| i.kind == Kind::Message);
+        if let (false, Some(at)) = (self.streaming, first_message) {
+            let searches = self.items.len() - first_new;
+            self.items[at..].rotate_right(searches);
+        }
     }
 
     fn finish_item(&mut self, index: usize) {
@@ -393,6 +436,7 @@ impl Turn {
     fn end(&mut self) -> Value {
         self.start();
         self.close_reasoning();
+        self.finish_search();
         self.close_message();
         self.ended = true;
         let (status, _) = self.status();

@@ -345,6 +345,7 @@ fn options(custom: &[&str], family: ModelFamily, show_summary: bool) -> Response
         family,
         sealer: Arc::new(TestSealer(AtomicU8::new(0))),
         show_summary,
+        web_search: None,
     }
 }
 

@@ -4,6 +4,12 @@
 //! messages become turns; `function_call` / `custom_tool_call` items become `functionCall` parts (a custom
 //! call's freeform input as the one string argument `input`), their outputs `functionResponse` parts.
 //!
+//! A `web_search` tool becomes Google Search grounding: `googleSearch` as the only tool, `requestType`
+//! `web_search` (the gateway sends it to a model that can ground). Beside function, custom or namespace tools
+//! the search is dropped and those tools are declared as usual ([`crate::grounding::sends_google_search`]).
+//! Its `search_context_size` and `user_location` have no upstream equivalent and are accepted unused;
+//! `filters.allowed_domains` is applied to the answer's sources ([`ResponsesRequest::search_domains`]).
+//!
 //! A `reasoning` item restores the turn's signed thinking from its sealed `encrypted_content`
 //! ([`super::seal`]), put back where PROTOCOL.md wants it: for Claude a leading `{thought, text,
 //! thoughtSignature}` part at the start of the assistant turn (§2, §9 rule 3), never a signature on a call;
@@ -17,6 +23,7 @@ use std::collections::HashMap;
 use super::request::{ContentPart, InputItem, ResponsesRequest, Role, Tool};
 use super::seal::{ReasoningState, SealKeys, SignedOn};
 use super::tools::{build_tool_config, build_tools, cached_tools, flat_tools, qualified};
+use crate::grounding::GOOGLE_SEARCH_TOOLS;
 use crate::inner::body::StrOr;
 use crate::inner::request::{
     encode_tools, ensure_user_first, guess_mime, push_part, FunctionCallOut, FunctionResponseOut,
@@ -75,7 +82,10 @@ fn build(
             &built
         }
     };
-    let tool_config = build_tool_config(req, family, !tools.is_empty(), &names)?;
+    let search = req.web_search();
+    // Searching means no function tool was declared, so nothing was encoded above.
+    let tools = if search { GOOGLE_SEARCH_TOOLS } else { tools };
+    let tool_config = build_tool_config(req, family, !search && !tools.is_empty(), &names)?;
     let (contents, system_instruction) = build_contents(req, family, signatures, keys, &mut names)?;
     let inner = InnerJson {
         contents,
@@ -85,7 +95,7 @@ fn build(
         generation_config: build_generation_config(req, family)?,
         session_id: target.session_id,
     };
-    let request_type = RequestType::of(target.upstream_model, false);
+    let request_type = RequestType::of(target.upstream_model, search);
     Ok(InnerRequest { json: inner.encode(req.body_len + 4096), tool_names: names, request_type })
 }
 
