@@ -62,8 +62,8 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     echo "$want" > "$STAMP"
 fi
 
-step "real clients for tests/e2e/test_real_clients.py (npm, pinned in tests/e2e/clients/node)"
-# Claude Code, Gemini CLI and the reference tokenizers, from the npm registry into the repo-local prefix.
+step "real clients for the e2e suite: Claude Code, Gemini CLI, Codex CLI (npm, pinned in tests/e2e/clients/node)"
+# Claude Code, Gemini CLI, Codex CLI and the reference tokenizers, from the npm registry into the repo-local prefix.
 NODE_PREFIX="$ROOT/tests/e2e/clients/node"
 command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 node_want="$(sha256sum "$NODE_PREFIX/package-lock.json" | cut -d' ' -f1)"
