@@ -1,0 +1,224 @@
+"""The web console (docs/console.md), driven in a real browser: Debian's chromium through playwright-core
+(tests/e2e/clients/console.mjs; nothing downloads a browser).
+
+The story: an operator logs in with the admin key, sees the accounts, disables one and the gateway stops
+sending it requests; clients make requests and the usage and request-log pages show them; the operator
+edits a key's rpm and the next requests are held to it, creates a key that works at once, reloads, logs out.
+Around it: a POST without the session's CSRF token is refused, the session cookie is HttpOnly and
+SameSite=Strict, and no page ever carries a secret. Every page's screenshot lands in tests/e2e/artifacts/console/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import API_KEY, REPO, Account, Gateway, wait_until
+
+ADMIN_KEY = "admin-console-secret-4711"
+TEAM_KEY = "sk-team-console-secret"
+QUOTA_KEY = "sk-quota-console-secret"
+NODE_SCRIPT = REPO / "tests" / "e2e" / "clients" / "console.mjs"
+ARTIFACTS = REPO / "tests" / "e2e" / "artifacts" / "console"
+CHROMIUM = Path("/usr/bin/chromium")
+PLAYWRIGHT = REPO / "tests" / "e2e" / "clients" / "node" / "node_modules" / "playwright-core"
+
+ONE = Account(email="one@e2e.levitate", project_id="e2e-one")
+TWO = Account(email="two@e2e.levitate", project_id="e2e-two")
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists() or not PLAYWRIGHT.exists() or shutil.which("node") is None,
+    reason="needs Debian's chromium (apt-get install chromium) and playwright-core (npm ci in tests/e2e/clients/node)",
+)
+
+
+def hand_written_config(gateway: Gateway) -> str:
+    """levitate.yaml as a person writes it: block style for the keys, with comments the console must keep."""
+    c = gateway.main_config
+    flow = lambda value: json.dumps(value)  # JSON is YAML: the sections the test does not edit stay compact
+    return "\n".join([
+        "# levitate.yaml for the console test, written by hand",
+        f"listen: {flow(c['listen'])}",
+        f"admin: {flow(c['admin'])}",
+        f"upstream: {flow(c['upstream'])}",
+        f"accounts_file: {flow(c['accounts_file'])}",
+        f"routes_file: {flow(c['routes_file'])}",
+        f"store: {flow(c['store'])}",
+        f"server: {flow(c['server'])}",
+        "auth:",
+        "  # who may call this gateway",
+        "  api_keys:",
+        "    - name: e2e",
+        f"      key: {API_KEY}",
+        "    - name: team       # the team's agents",
+        f"      key: {TEAM_KEY}",
+        "    - name: quota",
+        f"      key: {QUOTA_KEY}",
+        "      tpm: 1000000     # generous; the console sets rpm",
+        "# end of file",
+        "",
+    ])
+
+
+def start(start_gateway) -> Gateway:
+    gateway = start_gateway(accounts=[ONE, TWO])
+    gateway.stop()
+    config = dict(gateway.main_config, admin={"key": ADMIN_KEY})
+    gateway.start(config)
+    gateway.main_config["listen"] = gateway.base_url.removeprefix("http://")
+    gateway.main_config["admin"] = {"key": ADMIN_KEY, "listen": gateway.admin_url.removeprefix("http://")}
+    gateway.config_path.write_text(hand_written_config(gateway))
+    r = httpx.post(gateway.admin_url + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    return gateway
+
+
+def browser(gateway: Gateway, phase: str, **extra: str) -> dict:
+    env = dict(os.environ, CONSOLE_URL=gateway.admin_url, ADMIN_KEY=ADMIN_KEY, PHASE=phase,
+               ARTIFACTS=str(ARTIFACTS), **extra)
+    done = subprocess.run(["node", str(NODE_SCRIPT)], env=env, capture_output=True, text=True, timeout=240)
+    try:
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise AssertionError(f"console.mjs printed no result (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
+    assert result["ok"], f"console.mjs failed at {result.get('step')}: {result.get('error')}\n{done.stderr}"
+    return result
+
+
+def chat(gateway: Gateway, key: str) -> httpx.Response:
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hello"}]}
+    return httpx.post(gateway.base_url + "/v1/chat/completions", json=body, timeout=60,
+                      headers={"Authorization": f"Bearer {key}"})
+
+
+def admin(gateway: Gateway, path: str) -> dict:
+    r = httpx.get(gateway.admin_url + path, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def secrets(*more: str) -> list[str]:
+    return [ADMIN_KEY, API_KEY, TEAM_KEY, QUOTA_KEY, ONE.refresh_token, TWO.refresh_token, "ya29.", *more]
+
+
+def assert_no_secret(where: str, text: str, *more: str) -> None:
+    for secret in secrets(*more):
+        assert secret not in text, f"{where} carries a secret ({secret[:6]}…)"
+
+
+def test_the_console_in_a_browser(start_gateway):
+    gateway = start(start_gateway)
+    for _ in range(2):
+        assert chat(gateway, API_KEY).status_code == 200
+
+    # Log in, see the accounts, disable one.
+    first = browser(gateway, "1", ACCOUNTS=f"{ONE.email},{TWO.email}", DISABLE_ACCOUNT=TWO.email)
+    assert first["steps"][:2] == ["wrong key refused", "logged in"]
+    assert first["cookie"]["httpOnly"] and first["cookie"]["sameSite"] == "Strict"
+    assert first["cookie"]["expires"] > time.time() + 3600
+    for email in (ONE.email, TWO.email):
+        assert first["accounts"][email] and "ready" in first["accounts"][email], first["accounts"]
+        assert "g1-pro-tier" in first["accounts"][email]
+    assert first["overview"]["accounts_healthy"] == "2"
+    assert "disabled" in first["disabled_row"] and TWO.email in first["flash"]
+    assert "enabled: false" in (gateway.config_dir / "accounts.yaml").read_text()
+
+    # The gateway stops using the disabled account.
+    gateway.sim.reset_stats()
+    for _ in range(6):
+        assert chat(gateway, TEAM_KEY).status_code == 200
+    assert gateway.sim.account_stats(TWO.email).get("requests", 0) == 0
+    assert gateway.sim.account_stats(ONE.email).get("requests", 0) == 6
+
+    # A state-changing request without the session's CSRF token is refused; with it, it goes through.
+    cookies = {"levitate_console": first["cookie"]["value"]}
+    action = f"{gateway.admin_url}/console/accounts/{ONE.email}/disable"
+    assert httpx.post(action, cookies=cookies, timeout=10).status_code == 403
+    assert httpx.post(action, cookies=cookies, data={"csrf": "forged"}, timeout=10).status_code == 403
+    assert httpx.post(action, data={"csrf": first["csrf"]}, timeout=10).status_code == 403  # no session
+    states = {a["email"]: a["state"] for a in admin(gateway, "/admin/accounts")["accounts"]}
+    assert states[ONE.email] == "ready", states
+    r = httpx.post(gateway.admin_url + "/console/reload", cookies=cookies, headers={"X-CSRF-Token": first["csrf"]},
+                   timeout=30)
+    assert r.status_code == 303 and "/console/config?flash=" in r.headers["location"]
+
+    # No page, JSON answer or asset carries a secret.
+    for path in ("overview", "accounts", "keys", "usage", "usage.csv?range=7d", "requests", "config",
+                 "api/overview", "assets/console.js", "assets/console.css", "login"):
+        r = httpx.get(f"{gateway.admin_url}/console/{path}", cookies=cookies, timeout=30)
+        assert r.status_code == 200, (path, r.status_code)
+        assert_no_secret(path, r.text)
+    for name, html in first["pages"].items():
+        assert_no_secret(f"the browser's {name} page", html)
+
+    # Usage and the request log show the team's requests.
+    wait_until("the team's requests in the request log",
+               lambda: sum(1 for r in admin(gateway, "/admin/requests")["requests"] if r["key_name"] == "team") >= 6,
+               10)
+    second = browser(gateway, "2", USED_KEY="team", EDIT_KEY="quota", EDIT_RPM="2", NEW_KEY="new-agent",
+                     DISABLE_ACCOUNT=TWO.email)
+    assert second["usage_row"] and second["usage_row"].split()[:2] == ["team", "gpt-4o"], second["usage_row"]
+    assert "\n6" in second["usage_row"] or "\t6" in second["usage_row"], second["usage_row"]
+    assert "team,gpt-4o,6," in second["usage_csv"], second["usage_csv"]
+    assert len(second["request_rows"]) == 6 and all("team" in row and "200" in row for row in second["request_rows"])
+
+    # The edited limit is in the file (comments kept) and enforced at once.
+    assert "saved and reloaded" in second["edit_flash"], second["edit_flash"]
+    text = gateway.config_path.read_text()
+    for comment in ("# who may call this gateway", "# the team's agents", "# generous; the console sets rpm",
+                    "# end of file"):
+        assert comment in text, f"{comment!r} lost:\n{text}"
+    assert "      rpm: 2\n" in text, text
+    statuses = [chat(gateway, QUOTA_KEY).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429], statuses
+    third = chat(gateway, QUOTA_KEY)
+    assert third.status_code == 429 and int(third.headers["retry-after"]) >= 1
+
+    # The created key works, and its secret was shown once only.
+    created = second["created_secret"]
+    assert created.startswith("lvk-") and len(created) > 40
+    assert chat(gateway, created).status_code == 200
+    assert_no_secret("the keys page after creating a key", second["keys_after_create"], created)
+    for name, html in second["pages"].items():
+        assert_no_secret(f"the browser's {name} page", html, created)
+    for path in ("keys", "config", "requests", "usage"):
+        r = httpx.get(f"{gateway.admin_url}/console/{path}", cookies=cookies, timeout=30)
+        assert_no_secret(path, r.text, created)
+
+    assert "Reload ok" in second["reload_flash"], second["reload_flash"]
+    assert "ready" in second["enabled_row"], second["enabled_row"]
+    assert second["after_logout_url"].endswith("/console/login")
+
+    # The admin API is unchanged: still behind the Authorization header, not the console's cookie.
+    assert httpx.get(gateway.admin_url + "/admin/accounts", cookies=cookies, timeout=10).status_code == 401
+
+
+def test_the_console_needs_a_session(start_gateway):
+    gateway = start(start_gateway)
+    r = httpx.get(gateway.admin_url + "/console/accounts", timeout=10)
+    assert r.status_code == 303 and r.headers["location"] == "/console/login"
+    r = httpx.post(gateway.admin_url + "/console/login", data={"key": "wrong"}, timeout=10)
+    assert r.status_code == 401 and "set-cookie" not in r.headers
+    r = httpx.post(gateway.admin_url + "/console/login", data={"key": ADMIN_KEY}, timeout=10)
+    assert r.status_code == 303
+    cookie = r.headers["set-cookie"]
+    for attribute in ("HttpOnly", "SameSite=Strict", "Path=/console", "Max-Age="):
+        assert attribute in cookie, cookie
+    session = r.cookies["levitate_console"]
+    page = httpx.get(gateway.admin_url + "/console/overview", cookies={"levitate_console": session}, timeout=10)
+    assert page.status_code == 200
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    # A reload that changes the admin key ends the sessions made with the old one.
+    text = gateway.config_path.read_text().replace(ADMIN_KEY, ADMIN_KEY + "-rotated")
+    gateway.config_path.write_text(text)
+    r = httpx.post(gateway.admin_url + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    r = httpx.get(gateway.admin_url + "/console/overview", cookies={"levitate_console": session}, timeout=10)
+    assert r.status_code == 303 and r.headers["location"] == "/console/login"
