@@ -114,6 +114,7 @@ async function phaseTwo() {
   await visit("keys");
   const keyName = env("EDIT_KEY");
   const row = page.locator("#keys tbody tr", { hasText: keyName });
+  await row.locator("details.edit summary").click();
   await row.locator("input[name=rpm]").fill(env("EDIT_RPM"));
   await Promise.all([page.waitForURL("**/console/keys?flash=*"), row.getByRole("button", { name: "Save limits" }).click()]);
   result.edit_flash = await page.textContent(".flash");

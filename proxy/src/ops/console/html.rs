@@ -115,10 +115,10 @@ pub fn table(id: &str, header: &[&str], rows: &[Vec<String>]) -> String {
 
 /// A horizontal bar of `value` out of `max` with its label, as inline SVG (no script, no library).
 pub fn bar(value: u64, max: u64, label: &str) -> String {
-    let width = if max == 0 { 0.0 } else { (value as f64 / max as f64 * 200.0).clamp(0.0, 200.0) };
+    let width = if max == 0 { 0.0 } else { (value as f64 / max as f64 * 120.0).clamp(0.0, 120.0) };
     format!(
-        "<svg class=\"bar\" width=\"200\" height=\"12\" role=\"img\" aria-label=\"{label}\">\
-         <rect width=\"200\" height=\"12\" class=\"track\"/><rect width=\"{width:.1}\" height=\"12\" class=\"fill\"/></svg> {label}",
+        "<svg class=\"bar\" width=\"120\" height=\"12\" role=\"img\" aria-label=\"{label}\">\
+         <rect width=\"120\" height=\"12\" class=\"track\"/><rect width=\"{width:.1}\" height=\"12\" class=\"fill\"/></svg> {label}",
         label = esc(label)
     )
 }
@@ -188,8 +188,8 @@ mod tests {
         assert_eq!(duration_text(3725), "1h 02m");
         assert_eq!(duration_text(185), "3m 05s");
         assert_eq!(duration_text(7), "7s");
-        assert!(bar(50, 100, "half").contains("width=\"100.0\""));
-        assert!(bar(500, 100, "over").contains("width=\"200.0\""));
+        assert!(bar(50, 100, "half").contains("width=\"60.0\""));
+        assert!(bar(500, 100, "over").contains("width=\"120.0\""));
     }
 
     #[test]

@@ -136,15 +136,27 @@ pub fn overview_page(ctx: &Ctx<'_>) -> Response<Vec<u8>> {
 }
 
 fn account_row(ctx: &Ctx<'_>, a: &AccountStatus, now_ms: u64) -> Vec<String> {
-    let quotas: Vec<String> = a
-        .quotas
-        .iter()
-        .map(|q| {
-            let reset =
-                q.reset_ms.map(|r| format!(", resets in {}", html::countdown(r, now_ms))).unwrap_or_default();
-            format!("<div>{}: {:.0}% left{reset}</div>", esc(&q.model), q.remaining_fraction * 100.0)
-        })
-        .collect();
+    // The lowest quota first and in the summary: that is the one about to run out; the rest fold away.
+    let mut by_remaining: Vec<_> = a.quotas.iter().collect();
+    by_remaining
+        .sort_by(|x, y| x.remaining_fraction.total_cmp(&y.remaining_fraction).then(x.model.cmp(&y.model)));
+    let quota_line = |q: &crate::pool::QuotaStatus| {
+        let reset =
+            q.reset_ms.map(|r| format!(", resets in {}", html::countdown(r, now_ms))).unwrap_or_default();
+        format!("{}: {:.0}% left{reset}", esc(&q.model), q.remaining_fraction * 100.0)
+    };
+    let quotas = match by_remaining.split_first() {
+        None => vec!["–".to_string()],
+        Some((lowest, [])) => vec![quota_line(lowest)],
+        Some((lowest, rest)) => {
+            let items: String = rest.iter().map(|q| format!("<li>{}</li>", quota_line(q))).collect();
+            vec![format!(
+                "<details class=\"quota\"><summary>{} <span class=\"muted\">(+{} models)</span></summary><ul>{items}</ul></details>",
+                quota_line(lowest),
+                rest.len()
+            )]
+        }
+    };
     let lockouts: Vec<String> = a
         .lockouts
         .iter()

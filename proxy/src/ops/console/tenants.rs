@@ -52,7 +52,10 @@ pub fn keys_page(ctx: &Ctx<'_>, created: Option<(&str, &str)>) -> Response<Vec<u
             number_input("monthly_tokens", policy.monthly_tokens, "tokens/month"),
         ]
         .concat();
-        let edit = html::form(&format!("{target}/limits"), ctx.csrf, &fields, "Save limits", "limits");
+        let edit = format!(
+            "<details class=\"edit\"><summary>Edit limits</summary>{}</details>",
+            html::form(&format!("{target}/limits"), ctx.csrf, &fields, "Save limits", "limits")
+        );
         let toggle = if policy.enabled {
             html::form(&format!("{target}/disable"), ctx.csrf, "", "Disable", "inline")
         } else {
@@ -75,7 +78,7 @@ pub fn keys_page(ctx: &Ctx<'_>, created: Option<(&str, &str)>) -> Response<Vec<u
                 html::against(used.tokens_this_month, policy.monthly_tokens),
                 esc(&used.month_resets_at)
             ),
-            format!("{edit}{toggle}"),
+            format!("{toggle}{edit}"),
         ]);
     }
     let header = [
@@ -87,7 +90,7 @@ pub fn keys_page(ctx: &Ctx<'_>, created: Option<(&str, &str)>) -> Response<Vec<u
         "in flight",
         "today",
         "this month",
-        "limits",
+        "actions",
     ];
     let created_html = match created {
         Some((name, secret)) => format!(
@@ -190,24 +193,50 @@ fn groups(ctx: &Ctx<'_>, q: &UsageQuery, dims: &[Dimension]) -> Result<Vec<Usage
     usage::query(&ctx.app.tenancy.usage, &ctx.app.store, from, to, dims).map_err(|e| e.to_string())
 }
 
-/// Vertical SVG bars of tokens per hour.
-fn hourly_chart(hours: &[UsageGroup]) -> String {
-    let max = hours.iter().map(|g| g.total_tokens).max().unwrap_or(0).max(1);
-    let width = (hours.len().max(1) * 14) as u64;
+/// Bars of tokens over the range: one per hour up to three days, else one per day; empty periods are drawn
+/// as gaps, so the time axis is true.
+fn time_chart(hours: &[UsageGroup], q: &UsageQuery) -> String {
+    let (from, to) = q.hours();
+    let step = if to - from > 72 { 24 } else { 1 };
+    let first = from - from % step;
+    let slots = ((to - first).div_ceil(step)).max(1) as usize;
+    let mut series = vec![(0u64, 0u64); slots];
+    for g in hours {
+        let hour = g
+            .labels
+            .get("hour")
+            .and_then(|h| h.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_second() as u64 / 3600);
+        if let Some(slot) = hour.filter(|h| *h >= first).map(|h| ((h - first) / step) as usize) {
+            if let Some(cell) = series.get_mut(slot) {
+                cell.0 += g.total_tokens;
+                cell.1 += g.requests;
+            }
+        }
+    }
+    let max = series.iter().map(|s| s.0).max().unwrap_or(0).max(1);
+    let bar_width = (720 / slots).clamp(2, 24);
+    let width = slots * bar_width;
     let mut bars = String::new();
-    for (i, g) in hours.iter().enumerate() {
-        let h = g.total_tokens * 100 / max;
-        let label = g.labels.get("hour").map(String::as_str).unwrap_or("");
+    for (i, (tokens, requests)) in series.iter().enumerate() {
+        let h = tokens * 100 / max;
+        let at = usage::hour_label(first + i as u64 * step);
         bars.push_str(&format!(
-            "<rect x=\"{}\" y=\"{}\" width=\"10\" height=\"{h}\" class=\"fill\"><title>{}: {} tokens, {} requests</title></rect>",
-            i * 14,
+            "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{h}\" class=\"fill\"><title>{}: {tokens} tokens, {requests} requests</title></rect>",
+            i * bar_width,
             100 - h,
-            esc(label),
-            g.total_tokens,
-            g.requests
+            bar_width.saturating_sub(1).max(1),
+            esc(&at),
         ));
     }
-    format!("<svg class=\"chart\" id=\"hourly\" width=\"{width}\" height=\"100\" role=\"img\" aria-label=\"tokens per hour\">{bars}</svg>")
+    let unit = if step == 1 { "hour" } else { "day" };
+    format!(
+        "<figure><svg class=\"chart\" id=\"chart\" width=\"{width}\" height=\"100\" viewBox=\"0 0 {width} 100\" role=\"img\" \
+         aria-label=\"tokens per {unit}\">{bars}</svg><figcaption class=\"muted\">tokens per {unit}, {} to {} UTC; peak {}</figcaption></figure>",
+        esc(&usage::hour_label(first)),
+        esc(&usage::hour_label(to)),
+        html::count(max)
+    )
 }
 
 pub fn usage_page(ctx: &Ctx<'_>) -> Response<Vec<u8>> {
@@ -263,9 +292,9 @@ pub fn usage_page(ctx: &Ctx<'_>) -> Response<Vec<u8>> {
         esc(&html::url_part(&group)),
     );
     let body = format!(
-        "{controls}<h2>Tokens per hour (UTC)</h2>{}<h2>By {}</h2>{}",
-        hourly_chart(&hours),
-        esc(&group),
+        "{controls}<h2>Tokens over time</h2>{}<h2>By {}</h2>{}",
+        time_chart(&hours, &q),
+        esc(&group.replace(',', " × ")),
         html::table("usage", &header, &rows)
     );
     html_reply(200, html::page("usage", "Usage", ctx.csrf, ctx.param("flash"), &body))
