@@ -181,6 +181,13 @@ def test_the_console_in_a_browser(start_gateway):
     third = chat(gateway, QUOTA_KEY)
     assert third.status_code == 429 and int(third.headers["retry-after"]) >= 1
 
+    # The request log's filters find the refusals.
+    def refused_rows() -> int:
+        r = httpx.get(f"{gateway.admin_url}/console/requests", params={"key": "quota", "status": "4xx", "since": "10m"},
+                      cookies=cookies, timeout=30)
+        return r.text.count('<span class="error">429</span>')
+    wait_until("the quota key's refusals on the requests page", lambda: refused_rows() == 2, 10)
+
     # The created key works, and its secret was shown once only.
     created = second["created_secret"]
     assert created.startswith("lvk-") and len(created) > 40

@@ -313,11 +313,18 @@ pub fn usage_csv(ctx: &Ctx<'_>) -> Response<Vec<u8>> {
 pub fn requests_page(ctx: &Ctx<'_>) -> Response<Vec<u8>> {
     let filter = |name: &str| ctx.param(name).map(str::to_string);
     let (key, model, status, account) = (filter("key"), filter("model"), filter("status"), filter("account"));
+    let since = filter("since");
+    let since_ms = match since.as_deref().map(|t| usage::parse_time(t, crate::store::unix_now() as i64)) {
+        None => 0,
+        Some(Ok(at)) => (at.max(0) as u64) * 1000,
+        Some(Err(message)) => return back("requests", &format!("since: {message}")),
+    };
     let matches = |wanted: &Option<String>, value: Option<&str>| {
         wanted.as_deref().is_none_or(|w| value.is_some_and(|v| v.contains(w)))
     };
     let records: Vec<_> = crate::ops::request_log::recent(&ctx.app.store, REQUESTS_READ)
         .into_iter()
+        .filter(|r| r.at_ms >= since_ms)
         .filter(|r| matches(&key, r.key_name.as_deref()))
         .filter(|r| {
             matches(&model, r.client_model.as_deref()) || matches(&model, r.upstream_model.as_deref())
@@ -360,12 +367,13 @@ pub fn requests_page(ctx: &Ctx<'_>) -> Response<Vec<u8>> {
         )
     };
     let body = format!(
-        "<form method=\"get\" action=\"/console/requests\" class=\"filters\">{}{}{}{}<button type=\"submit\">Filter</button></form>\
+        "<form method=\"get\" action=\"/console/requests\" class=\"filters\">{}{}{}{}{}<button type=\"submit\">Filter</button></form>\
          <p class=\"muted\">Newest first, at most {REQUESTS_SHOWN} shown; metadata only, never content. Times in UTC.</p>{}",
         input("key", &key, "name"),
         input("model", &model, "client or upstream"),
         input("status", &status, "200, 4xx, errors"),
         input("account", &account, "email"),
+        input("since", &since, "10m, 2h, RFC 3339"),
         html::table(
             "requests",
             &["time", "key", "route", "model", "upstream model", "account", "status", "attempts", "latency", "ttfb", "tokens in / out"],
