@@ -15,6 +15,8 @@ import os
 import shutil
 import subprocess
 import time
+import re
+import urllib.parse
 from pathlib import Path
 
 import httpx
@@ -222,6 +224,17 @@ def test_the_console_needs_a_session(start_gateway):
     page = httpx.get(gateway.admin_url + "/console/overview", cookies={"levitate_console": session}, timeout=10)
     assert page.status_code == 200
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    # Removing an account needs the box ticked; then it leaves accounts.yaml and the pool.
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+    remove = f"{gateway.admin_url}/console/accounts/{TWO.email}/remove"
+    r = httpx.post(remove, data={"csrf": csrf}, cookies={"levitate_console": session}, timeout=30)
+    assert r.status_code == 303 and "Tick" in urllib.parse.unquote(r.headers["location"])
+    assert TWO.email in (gateway.config_dir / "accounts.yaml").read_text()
+    r = httpx.post(remove, data={"csrf": csrf, "confirm": "yes"}, cookies={"levitate_console": session}, timeout=30)
+    assert r.status_code == 303 and "removed" in urllib.parse.unquote(r.headers["location"])
+    assert TWO.email not in (gateway.config_dir / "accounts.yaml").read_text()
+    emails = [a["email"] for a in admin(gateway, "/admin/accounts")["accounts"] if a["state"] != "draining"]
+    assert emails == [ONE.email], emails
     # A reload that changes the admin key ends the sessions made with the old one.
     text = gateway.config_path.read_text().replace(ADMIN_KEY, ADMIN_KEY + "-rotated")
     gateway.config_path.write_text(text)
@@ -229,3 +242,12 @@ def test_the_console_needs_a_session(start_gateway):
     assert r.status_code == 200, r.text
     r = httpx.get(gateway.admin_url + "/console/overview", cookies={"levitate_console": session}, timeout=10)
     assert r.status_code == 303 and r.headers["location"] == "/console/login"
+
+
+def test_failed_logins_are_throttled(start_gateway):
+    gateway = start(start_gateway)
+    login = gateway.admin_url + "/console/login"
+    statuses = [httpx.post(login, data={"key": f"guess-{i}"}, timeout=10).status_code for i in range(10)]
+    assert statuses == [401] * 10
+    r = httpx.post(login, data={"key": ADMIN_KEY}, timeout=10)
+    assert r.status_code == 429 and "set-cookie" not in r.headers and "Too many failed logins" in r.text

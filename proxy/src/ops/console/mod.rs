@@ -155,7 +155,12 @@ impl Console {
             (&Method::GET, ["login"]) => return Some(html(200, login_page(admin_key.is_some(), None))),
             (&Method::POST, ["login"]) => {
                 let presented = form.iter().find(|(k, _)| k == "key").map(|(_, v)| v.as_str()).unwrap_or("");
+                if let Err(wait) = self.sessions.may_try(now) {
+                    let message = format!("Too many failed logins: try again in {wait} s.");
+                    return Some(html(429, login_page(admin_key.is_some(), Some(&message))));
+                }
                 if !session::key_matches(admin_key.as_deref(), presented) {
+                    self.sessions.failed(now);
                     tracing::warn!("console login refused: wrong admin key");
                     return Some(html(
                         401,

@@ -209,6 +209,8 @@ fn account_row(ctx: &Ctx<'_>, a: &AccountStatus, now_ms: u64) -> Vec<String> {
             "inline",
         ));
     }
+    let confirm = "<label class=\"confirm\"><input type=\"checkbox\" name=\"confirm\" value=\"yes\" required> sure</label>";
+    actions.push_str(&html::form(&format!("{target}/remove"), ctx.csrf, confirm, "Remove", "inline remove"));
     vec![
         esc(&a.email),
         format!("<span class=\"state {0}\">{0}</span>", esc(a.state)),
@@ -274,6 +276,17 @@ pub fn account_action(ctx: &Ctx<'_>, email: &str, action: &str) -> Response<Vec<
                 }
             }
         }
+        "remove" if ctx.field("confirm") != Some("yes") => {
+            return back("accounts", &format!("Tick the box beside Remove to remove {}.", account.email));
+        }
+        "remove" => match AccountsFile::edit(&snapshot.paths.accounts, |file| file.remove(&account.email)) {
+            Ok(()) => {
+                let report = ctx.app.reload(Trigger::Admin);
+                tracing::info!(account = %account.email, "account removed from the console");
+                format!("{} removed from accounts.yaml; {}", account.email, reload_text(&report))
+            }
+            Err(e) => format!("{} not removed: {e}", account.email),
+        },
         "clear-lockouts" => {
             ctx.app.pool.clear_lockouts(&account.id);
             tracing::info!(account = %account.email, "lockouts cleared from the console");

@@ -21,6 +21,11 @@ pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 const MAX_SESSIONS: usize = 256;
 /// The cookie's name.
 pub const COOKIE: &str = "levitate_console";
+/// Failed logins allowed per [`FAILURE_WINDOW`], from everyone together; beyond it every login attempt is
+/// refused until the window has room again, which makes guessing the admin key hopeless even from many
+/// addresses (the cost: under such an attack the operator waits a minute too).
+pub const MAX_FAILURES: usize = 10;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 /// One logged-in browser.
 #[derive(Clone, Debug)]
@@ -34,6 +39,8 @@ pub struct Session {
 #[derive(Default)]
 pub struct Sessions {
     live: Mutex<HashMap<String, Session>>,
+    /// When the recent failed logins happened, oldest first.
+    failures: Mutex<std::collections::VecDeque<Instant>>,
 }
 
 /// The digest a session keeps of the admin key (an empty key when none is configured).
@@ -59,6 +66,29 @@ pub fn key_matches(expected: Option<&str>, presented: &str) -> bool {
 }
 
 impl Sessions {
+    /// Whether a login may be tried now: `Err(seconds)` to wait when too many failed in the last minute.
+    pub fn may_try(&self, now: Instant) -> Result<(), u64> {
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        while failures.front().is_some_and(|at| now.duration_since(*at) >= FAILURE_WINDOW) {
+            failures.pop_front();
+        }
+        match failures.front() {
+            Some(oldest) if failures.len() >= MAX_FAILURES => {
+                Err((FAILURE_WINDOW.saturating_sub(now.duration_since(*oldest))).as_secs().max(1))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failed login.
+    pub fn failed(&self, now: Instant) {
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        failures.push_back(now);
+        while failures.len() > MAX_FAILURES {
+            failures.pop_front();
+        }
+    }
+
     /// Opens a session for the current admin key; returns its id and the session.
     pub fn open(&self, admin_key: Option<&str>, now: Instant) -> Option<(String, Session)> {
         let id = random_token()?;
@@ -167,6 +197,18 @@ mod tests {
         let set = set_cookie("xyz", true);
         assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Secure"));
         assert!(set.contains("Max-Age=43200"));
+    }
+
+    #[test]
+    fn failed_logins_are_throttled() {
+        let sessions = Sessions::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_FAILURES {
+            assert_eq!(sessions.may_try(t0 + Duration::from_secs(i as u64)), Ok(()));
+            sessions.failed(t0 + Duration::from_secs(i as u64));
+        }
+        assert_eq!(sessions.may_try(t0 + Duration::from_secs(10)), Err(50));
+        assert_eq!(sessions.may_try(t0 + FAILURE_WINDOW), Ok(()), "the oldest failure left the window");
     }
 
     #[test]
