@@ -15,6 +15,8 @@ import os
 import shutil
 import subprocess
 import time
+import http.server
+import threading
 import re
 import urllib.parse
 from pathlib import Path
@@ -34,6 +36,34 @@ PLAYWRIGHT = REPO / "tests" / "e2e" / "clients" / "node" / "node_modules" / "pla
 
 ONE = Account(email="one@e2e.levitate", project_id="e2e-one")
 TWO = Account(email="two@e2e.levitate", project_id="e2e-two")
+# Known to the simulator only: added through the console's Google sign-in.
+NEWCOMER = Account(email="newcomer@e2e.levitate", tier="free-tier", project_id=None, declare_tier=False)
+
+
+class FakeGoogleSignIn(http.server.BaseHTTPRequestHandler):
+    """Google's authorize page after the user said yes: straight back to the redirect URI with a code the
+    simulator's token endpoint accepts, and the login's state."""
+
+    def do_GET(self) -> None:
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+        back = {"state": query["state"], "code": f"sim-code-{NEWCOMER.email}", "scope": query["scope"]}
+        self.send_response(302)
+        self.send_header("Location", query["redirect_uri"] + "?" + urllib.parse.urlencode(back))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_google():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeGoogleSignIn)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    # Another site than the console's 127.0.0.1: the redirect back is cross-site, as from Google.
+    yield f"http://localhost:{server.server_address[1]}/o/oauth2/v2/auth"
+    server.shutdown()
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists() or not PLAYWRIGHT.exists() or shutil.which("node") is None,
@@ -69,10 +99,14 @@ def hand_written_config(gateway: Gateway) -> str:
     ])
 
 
-def start(start_gateway) -> Gateway:
-    gateway = start_gateway(accounts=[ONE, TWO])
+def start(start_gateway, start_sim, authorize_url: str | None = None) -> Gateway:
+    sim = start_sim({"accounts": [ONE.sim_entry(), TWO.sim_entry(), NEWCOMER.sim_entry()]})
+    gateway = start_gateway(accounts=[ONE, TWO], sim=sim)
     gateway.stop()
     config = dict(gateway.main_config, admin={"key": ADMIN_KEY})
+    if authorize_url:
+        config["upstream"] = dict(config["upstream"], oauth_authorize_url=authorize_url,
+                                  oauth_userinfo_url=sim.url + "/userinfo")
     gateway.start(config)
     gateway.main_config["listen"] = gateway.base_url.removeprefix("http://")
     gateway.main_config["admin"] = {"key": ADMIN_KEY, "listen": gateway.admin_url.removeprefix("http://")}
@@ -107,7 +141,8 @@ def admin(gateway: Gateway, path: str) -> dict:
 
 
 def secrets(*more: str) -> list[str]:
-    return [ADMIN_KEY, API_KEY, TEAM_KEY, QUOTA_KEY, ONE.refresh_token, TWO.refresh_token, "ya29.", *more]
+    return [ADMIN_KEY, API_KEY, TEAM_KEY, QUOTA_KEY, ONE.refresh_token, TWO.refresh_token, NEWCOMER.refresh_token,
+            "ya29.", *more]
 
 
 def assert_no_secret(where: str, text: str, *more: str) -> None:
@@ -115,8 +150,8 @@ def assert_no_secret(where: str, text: str, *more: str) -> None:
         assert secret not in text, f"{where} carries a secret ({secret[:6]}…)"
 
 
-def test_the_console_in_a_browser(start_gateway):
-    gateway = start(start_gateway)
+def test_the_console_in_a_browser(start_gateway, start_sim, fake_google):
+    gateway = start(start_gateway, start_sim, fake_google)
     for _ in range(2):
         assert chat(gateway, API_KEY).status_code == 200
 
@@ -165,7 +200,7 @@ def test_the_console_in_a_browser(start_gateway):
                lambda: sum(1 for r in admin(gateway, "/admin/requests")["requests"] if r["key_name"] == "team") >= 6,
                10)
     second = browser(gateway, "2", USED_KEY="team", EDIT_KEY="quota", EDIT_RPM="2", NEW_KEY="new-agent",
-                     DISABLE_ACCOUNT=TWO.email)
+                     DISABLE_ACCOUNT=TWO.email, ADD_ACCOUNT=NEWCOMER.email)
     assert second["usage_row"] and second["usage_row"].split()[:2] == ["team", "gpt-4o"], second["usage_row"]
     assert "\n6" in second["usage_row"] or "\t6" in second["usage_row"], second["usage_row"]
     assert "team,gpt-4o,6," in second["usage_csv"], second["usage_csv"]
@@ -205,12 +240,22 @@ def test_the_console_in_a_browser(start_gateway):
     assert "ready" in second["enabled_row"], second["enabled_row"]
     assert second["after_logout_url"].endswith("/console/login")
 
+    # The account added through the sign-in flow is written (with its refresh token) and in the pool.
+    assert NEWCOMER.email in second["oauth_result"] and NEWCOMER.sim_project in second["oauth_result"]
+    assert second["added_row"] and "free-tier" in second["added_row"], second["added_row"]
+    assert NEWCOMER.refresh_token in (gateway.config_dir / "accounts.yaml").read_text()
+    assert NEWCOMER.email in [a["email"] for a in admin(gateway, "/admin/accounts")["accounts"]]
+    # A state works once: the same callback again is refused.
+    again = httpx.get(gateway.admin_url + "/console/oauth/callback",
+                      params={"state": "not-a-pending-login", "code": f"sim-code-{NEWCOMER.email}"}, timeout=10)
+    assert again.status_code == 400
+
     # The admin API is unchanged: still behind the Authorization header, not the console's cookie.
     assert httpx.get(gateway.admin_url + "/admin/accounts", cookies=cookies, timeout=10).status_code == 401
 
 
-def test_the_console_needs_a_session(start_gateway):
-    gateway = start(start_gateway)
+def test_the_console_needs_a_session(start_gateway, start_sim):
+    gateway = start(start_gateway, start_sim)
     r = httpx.get(gateway.admin_url + "/console/accounts", timeout=10)
     assert r.status_code == 303 and r.headers["location"] == "/console/login"
     r = httpx.post(gateway.admin_url + "/console/login", data={"key": "wrong"}, timeout=10)
@@ -244,8 +289,8 @@ def test_the_console_needs_a_session(start_gateway):
     assert r.status_code == 303 and r.headers["location"] == "/console/login"
 
 
-def test_failed_logins_are_throttled(start_gateway):
-    gateway = start(start_gateway)
+def test_failed_logins_are_throttled(start_gateway, start_sim):
+    gateway = start(start_gateway, start_sim)
     login = gateway.admin_url + "/console/login"
     statuses = [httpx.post(login, data={"key": f"guess-{i}"}, timeout=10).status_code for i in range(10)]
     assert statuses == [401] * 10

@@ -138,6 +138,17 @@ async function phaseTwo() {
   const victim = page.locator("#accounts tbody tr", { hasText: env("DISABLE_ACCOUNT") });
   await Promise.all([page.waitForURL("**/console/accounts?flash=*"), victim.getByRole("button", { name: "Enable" }).click()]);
   result.enabled_row = await rowText("accounts", env("DISABLE_ACCOUNT"));
+  if (process.env.ADD_ACCOUNT) {
+    step = "add an account through Google's sign-in";
+    await visit("accounts");
+    await Promise.all([page.waitForURL("**/console/oauth/callback?*"), page.click("form.add button")]);
+    result.oauth_result = await page.textContent("#oauth-result");
+    result.pages["oauth-result"] = await page.content();
+    await shot("add-account");
+    await Promise.all([page.waitForURL("**/console/accounts"), page.click("text=Back to the accounts")]);
+    result.added_row = await rowText("accounts", process.env.ADD_ACCOUNT);
+    result.pages["accounts-added"] = await page.content();
+  }
   step = "logout";
   await Promise.all([page.waitForURL("**/console/login"), page.click("header .logout button")]);
   const after = await page.goto(`${base}/console/keys`);

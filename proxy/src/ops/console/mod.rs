@@ -13,6 +13,7 @@
 
 mod html;
 mod keys_file;
+mod oauth;
 mod overview;
 mod session;
 mod tenants;
@@ -36,6 +37,7 @@ const JS: &str = include_str!("assets/console.js");
 pub struct Console {
     app: Arc<App>,
     sessions: Sessions,
+    logins: oauth::PendingLogins,
 }
 
 /// What a page handler gets: the application, the session's CSRF token, the query and the form.
@@ -69,14 +71,31 @@ pub fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>
         .header("Content-Length", body.len())
         .header("Cache-Control", "no-store")
         // Pages load only their own embedded assets, are never framed, and send nothing elsewhere.
-        .header(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-        )
+        .header("Content-Security-Policy", csp("'self'"))
         .header("X-Content-Type-Options", "nosniff")
         .header("Referrer-Policy", "no-referrer")
         .body(body)
         .unwrap_or_default()
+}
+
+/// The content security policy, with the places forms may be sent to (`form-action`, which also governs
+/// where a form's answer may redirect).
+fn csp(form_action: &str) -> String {
+    format!("default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action {form_action}; base-uri 'none'")
+}
+
+/// `response` with `form-action` widened to the origin of `url`: the accounts page's "Add an account" form
+/// answers with a redirect to Google's sign-in page, which `form-action 'self'` would block.
+fn allow_form_target(mut response: Response<Vec<u8>>, url: &str) -> Response<Vec<u8>> {
+    let origin: String = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    let plain_origin =
+        origin.contains("://") && origin.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:/[]".contains(&b));
+    if plain_origin {
+        if let Ok(value) = http::HeaderValue::from_str(&csp(&format!("'self' {origin}"))) {
+            response.headers_mut().insert("Content-Security-Policy", value);
+        }
+    }
+    response
 }
 
 pub fn html(status: u16, body: String) -> Response<Vec<u8>> {
@@ -107,7 +126,7 @@ fn plain(status: u16, message: &str) -> Response<Vec<u8>> {
 
 impl Console {
     pub fn new(app: Arc<App>) -> Self {
-        Console { app, sessions: Sessions::default() }
+        Console { app, sessions: Sessions::default(), logins: oauth::PendingLogins::default() }
     }
 
     /// Answers a request under `/console`, or `None` for any other path (the admin API's).
@@ -127,6 +146,7 @@ impl Console {
         let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let cookie = header("cookie").and_then(|c| session::cookie_value(&c).map(str::to_string));
         let csrf_header = header("x-csrf-token");
+        let host = header("host");
         let segments: Vec<String> = path
             .trim_start_matches('/')
             .trim_end_matches('/')
@@ -151,6 +171,11 @@ impl Console {
             }
             (&Method::GET, ["assets", "console.js"]) => {
                 return Some(reply(200, "text/javascript; charset=utf-8", JS.as_bytes().to_vec()))
+            }
+            // Authorized by its one-time `state`: the Strict cookie is not sent on Google's redirect.
+            (&Method::GET, ["oauth", "callback"]) => {
+                let raw = session.req_header().uri.query().unwrap_or("").to_string();
+                return Some(oauth::callback(&self.app, &self.logins, &raw).await);
             }
             (&Method::GET, ["login"]) => return Some(html(200, login_page(admin_key.is_some(), None))),
             (&Method::POST, ["login"]) => {
@@ -204,7 +229,10 @@ impl Console {
             }
             (&Method::GET, ["overview"]) => overview::overview_page(&ctx),
             (&Method::GET, ["api", "overview"]) => overview::overview_json(&ctx),
-            (&Method::GET, ["accounts"]) => overview::accounts_page(&ctx),
+            (&Method::GET, ["accounts"]) => {
+                allow_form_target(overview::accounts_page(&ctx), &snapshot.upstream.oauth_authorize_url)
+            }
+            (&Method::POST, ["accounts", "add"]) => oauth::start(&self.app, &self.logins, host.as_deref()),
             (&Method::POST, ["accounts", email, action]) => {
                 self.blocking(ctx, email, action, overview::account_action).await
             }
@@ -277,4 +305,21 @@ fn login_page(has_key: bool, error: Option<&str>) -> String {
          <form method=\"post\" action=\"/console/login\" id=\"login\">{field}<button type=\"submit\">Log in</button></form>\
          </main></body></html>"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_sign_in_origin_is_added_to_form_action() {
+        let page = || html(200, String::new());
+        let policy =
+            |r: Response<Vec<u8>>| r.headers()["content-security-policy"].to_str().unwrap().to_string();
+        assert!(policy(page()).contains("form-action 'self';"));
+        let widened = allow_form_target(page(), "https://accounts.google.com/o/oauth2/v2/auth");
+        assert!(policy(widened).contains("form-action 'self' https://accounts.google.com;"));
+        let odd = allow_form_target(page(), "https://x.test; script-src *");
+        assert!(policy(odd).contains("form-action 'self';"));
+    }
 }

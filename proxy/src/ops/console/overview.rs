@@ -243,7 +243,13 @@ pub fn accounts_page(ctx: &Ctx<'_>) -> Response<Vec<u8>> {
         "forbidden",
         "actions",
     ];
-    let body = html::table("accounts", &header, &rows);
+    let add =
+        html::form("/console/accounts/add", ctx.csrf, "", "Add an account (sign in with Google)", "add");
+    let body = format!(
+        "{}{add}<p class=\"muted\">Adding signs in with Google's OAuth (PKCE) and writes accounts.yaml; it needs the \
+         console opened on a loopback address (or through an SSH tunnel). Elsewhere: <code>levitate accounts login --no-browser</code>.</p>",
+        html::table("accounts", &header, &rows)
+    );
     html_reply(200, html::page("accounts", "Accounts", ctx.csrf, ctx.param("flash"), &body))
 }
 
