@@ -36,6 +36,8 @@ PLAYWRIGHT = REPO / "tests" / "e2e" / "clients" / "node" / "node_modules" / "pla
 
 ONE = Account(email="one@e2e.levitate", project_id="e2e-one")
 TWO = Account(email="two@e2e.levitate", project_id="e2e-two")
+# Preferred (ultra tier), and refused by the simulator with 403 VALIDATION_REQUIRED: marked forbidden at once.
+THREE = Account(email="three@e2e.levitate", tier="g1-ultra-tier", project_id="e2e-three")
 # Known to the simulator only: added through the console's Google sign-in.
 NEWCOMER = Account(email="newcomer@e2e.levitate", tier="free-tier", project_id=None, declare_tier=False)
 
@@ -100,8 +102,9 @@ def hand_written_config(gateway: Gateway) -> str:
 
 
 def start(start_gateway, start_sim, authorize_url: str | None = None) -> Gateway:
-    sim = start_sim({"accounts": [ONE.sim_entry(), TWO.sim_entry(), NEWCOMER.sim_entry()]})
-    gateway = start_gateway(accounts=[ONE, TWO], sim=sim)
+    sim = start_sim({"accounts": [a.sim_entry() for a in (ONE, TWO, THREE, NEWCOMER)],
+                     "faults": [{"kind": "validation_required", "account": THREE.email}]})
+    gateway = start_gateway(accounts=[ONE, TWO, THREE], sim=sim)
     gateway.stop()
     config = dict(gateway.main_config, admin={"key": ADMIN_KEY})
     if authorize_url:
@@ -151,19 +154,27 @@ def assert_no_secret(where: str, text: str, *more: str) -> None:
 
 
 def test_the_console_in_a_browser(start_gateway, start_sim, fake_google):
+    for stale in ARTIFACTS.glob("console-failure-*.png"):
+        stale.unlink()
     gateway = start(start_gateway, start_sim, fake_google)
-    for _ in range(2):
+    def three_forbidden() -> bool:
         assert chat(gateway, API_KEY).status_code == 200
+        return any(a["email"] == THREE.email and a["state"] == "forbidden"
+                   for a in admin(gateway, "/admin/accounts")["accounts"])
+    wait_until("the ultra account marked forbidden", three_forbidden, 20)
 
     # Log in, see the accounts, disable one.
-    first = browser(gateway, "1", ACCOUNTS=f"{ONE.email},{TWO.email}", DISABLE_ACCOUNT=TWO.email)
+    first = browser(gateway, "1", ACCOUNTS=f"{ONE.email},{TWO.email},{THREE.email}", DISABLE_ACCOUNT=TWO.email,
+                    FORBIDDEN_ACCOUNT=THREE.email)
     assert first["steps"][:2] == ["wrong key refused", "logged in"]
     assert first["cookie"]["httpOnly"] and first["cookie"]["sameSite"] == "Strict"
     assert first["cookie"]["expires"] > time.time() + 3600
     for email in (ONE.email, TWO.email):
         assert first["accounts"][email] and "ready" in first["accounts"][email], first["accounts"]
         assert "g1-pro-tier" in first["accounts"][email]
-    assert first["overview"]["accounts_healthy"] == "2"
+    assert "forbidden" in first["accounts"][THREE.email] and "VALIDATION_REQUIRED" in first["accounts"][THREE.email]
+    assert first["forbidden_link"].startswith("https://"), first["forbidden_link"]
+    assert first["overview"]["accounts_healthy"] == "2" and first["overview"]["accounts_forbidden"] == "1"
     assert "disabled" in first["disabled_row"] and TWO.email in first["flash"]
     assert "enabled: false" in (gateway.config_dir / "accounts.yaml").read_text()
 
@@ -200,7 +211,7 @@ def test_the_console_in_a_browser(start_gateway, start_sim, fake_google):
                lambda: sum(1 for r in admin(gateway, "/admin/requests")["requests"] if r["key_name"] == "team") >= 6,
                10)
     second = browser(gateway, "2", USED_KEY="team", EDIT_KEY="quota", EDIT_RPM="2", NEW_KEY="new-agent",
-                     DISABLE_ACCOUNT=TWO.email, ADD_ACCOUNT=NEWCOMER.email)
+                     DISABLE_ACCOUNT=TWO.email, ADD_ACCOUNT=NEWCOMER.email, FORBIDDEN_ACCOUNT=THREE.email)
     assert second["usage_row"] and second["usage_row"].split()[:2] == ["team", "gpt-4o"], second["usage_row"]
     assert "\n6" in second["usage_row"] or "\t6" in second["usage_row"], second["usage_row"]
     assert "team,gpt-4o,6," in second["usage_csv"], second["usage_csv"]
@@ -238,6 +249,7 @@ def test_the_console_in_a_browser(start_gateway, start_sim, fake_google):
 
     assert "Reload ok" in second["reload_flash"], second["reload_flash"]
     assert "ready" in second["enabled_row"], second["enabled_row"]
+    assert "ready" in second["cleared_row"] and "VALIDATION_REQUIRED" not in second["cleared_row"], second["cleared_row"]
     assert second["after_logout_url"].endswith("/console/login")
 
     # The account added through the sign-in flow is written (with its refresh token) and in the pool.
@@ -279,7 +291,7 @@ def test_the_console_needs_a_session(start_gateway, start_sim):
     assert r.status_code == 303 and "removed" in urllib.parse.unquote(r.headers["location"])
     assert TWO.email not in (gateway.config_dir / "accounts.yaml").read_text()
     emails = [a["email"] for a in admin(gateway, "/admin/accounts")["accounts"] if a["state"] != "draining"]
-    assert emails == [ONE.email], emails
+    assert emails == [ONE.email, THREE.email], emails
     # A reload that changes the admin key ends the sessions made with the old one.
     text = gateway.config_path.read_text().replace(ADMIN_KEY, ADMIN_KEY + "-rotated")
     gateway.config_path.write_text(text)

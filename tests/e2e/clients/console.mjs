@@ -32,9 +32,32 @@ const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "
 const result = { ok: false, phase, steps: [], pages: {} };
 let step = "launch";
 const profile = mkdtempSync(join(tmpdir(), "levitate-console-chromium-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: "/usr/bin/chromium", headless: true, args: ARGS, viewport: { width: 1400, height: 900 },
-});
+
+// A browser that dies while starting (it happens on a loaded machine) gets two more tries, each with a fresh
+// profile; a failure after that is the test's.
+async function launch() {
+  for (let attempt = 1; ; attempt++) {
+    rmSync(profile, { recursive: true, force: true });
+    mkdirSync(profile, { recursive: true });
+    try {
+      return await chromium.launchPersistentContext(profile, {
+        executablePath: "/usr/bin/chromium", headless: true, args: ARGS, viewport: { width: 1400, height: 900 },
+      });
+    } catch (error) {
+      if (attempt >= 3) throw error;
+      process.stderr.write(`chromium did not start (attempt ${attempt}): ${String(error).split("\n")[0]}\n`);
+    }
+  }
+}
+
+let context;
+try {
+  context = await launch();
+} catch (error) {
+  rmSync(profile, { recursive: true, force: true });
+  process.stdout.write(JSON.stringify({ ok: false, phase, step, error: String(error && error.stack || error) }) + "\n");
+  process.exit(1);
+}
 const page = context.pages()[0] ?? (await context.newPage());
 page.setDefaultTimeout(20000);
 
@@ -80,6 +103,7 @@ async function phaseOne() {
   await page.waitForFunction(() => document.body.dataset.refreshed !== undefined, null, { timeout: 10000 });
   result.overview = {
     accounts_healthy: await page.textContent("[data-field=accounts_healthy]"),
+    accounts_forbidden: await page.textContent("[data-field=accounts_forbidden]"),
     requests_per_second: await page.textContent("[data-field=requests_per_second]"),
   };
   await shot("overview");
@@ -87,6 +111,9 @@ async function phaseOne() {
   step = "accounts listed";
   result.accounts = {};
   for (const email of env("ACCOUNTS").split(",")) result.accounts[email] = await rowText("accounts", email);
+  step = "the forbidden account links to Google";
+  const forbidden = page.locator("#accounts tbody tr", { hasText: env("FORBIDDEN_ACCOUNT") });
+  result.forbidden_link = await forbidden.getByRole("link", { name: "fix it at Google" }).getAttribute("href");
   step = "disable an account";
   const victim = env("DISABLE_ACCOUNT");
   const row = page.locator("#accounts tbody tr", { hasText: victim });
@@ -138,6 +165,10 @@ async function phaseTwo() {
   const victim = page.locator("#accounts tbody tr", { hasText: env("DISABLE_ACCOUNT") });
   await Promise.all([page.waitForURL("**/console/accounts?flash=*"), victim.getByRole("button", { name: "Enable" }).click()]);
   result.enabled_row = await rowText("accounts", env("DISABLE_ACCOUNT"));
+  step = "clear the forbidden mark";
+  const forbidden = page.locator("#accounts tbody tr", { hasText: env("FORBIDDEN_ACCOUNT") });
+  await Promise.all([page.waitForURL("**/console/accounts?flash=*"), forbidden.getByRole("button", { name: "Clear forbidden" }).click()]);
+  result.cleared_row = await rowText("accounts", env("FORBIDDEN_ACCOUNT"));
   if (process.env.ADD_ACCOUNT) {
     step = "add an account through Google's sign-in";
     await visit("accounts");
