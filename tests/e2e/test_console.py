@@ -215,6 +215,7 @@ def test_the_console_in_a_browser(start_gateway, start_sim, fake_google):
     assert second["usage_row"] and second["usage_row"].split()[:2] == ["team", "gpt-4o"], second["usage_row"]
     assert "\n6" in second["usage_row"] or "\t6" in second["usage_row"], second["usage_row"]
     assert "team,gpt-4o,6," in second["usage_csv"], second["usage_csv"]
+    assert second["chart_legend"][0] == "team × gpt-4o" and second["chart_bars"] >= 1, second["chart_legend"]
     assert len(second["request_rows"]) == 6 and all("team" in row and "200" in row for row in second["request_rows"])
 
     # The edited limit is in the file (comments kept) and enforced at once.

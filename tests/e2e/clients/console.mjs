@@ -128,6 +128,8 @@ async function phaseTwo() {
   step = "usage";
   await visit("usage");
   result.usage_row = await rowText("usage", env("USED_KEY"));
+  result.chart_legend = (await page.locator("#chart ~ .legends .legend").allInnerTexts()).map((t) => t.trim());
+  result.chart_bars = await page.locator("#chart rect").count();
   await shot("usage");
   step = "usage csv";
   const csv = await page.evaluate(async () => (await fetch(document.querySelector("#csv").href)).text());

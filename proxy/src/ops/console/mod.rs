@@ -9,8 +9,10 @@
 //! appear by email, keys by name and a short prefix of their secret at most.
 //!
 //! `overview.rs` has the overview, accounts and config pages, `tenants.rs` the keys, usage and requests
-//! pages, `keys_file.rs` the edits of levitate.yaml, `html.rs` the shared markup.
+//! pages, `charts.rs` the usage chart, `oauth.rs` adding an account through Google's sign-in,
+//! `keys_file.rs` the edits of levitate.yaml, `html.rs` the shared markup.
 
+mod charts;
 mod html;
 mod keys_file;
 mod oauth;
@@ -138,7 +140,7 @@ impl Console {
         }
         let snapshot = self.app.snapshot();
         let admin_key = snapshot.admin.key.as_ref().map(|k| k.expose().to_string());
-        if admin_key.is_none() && !snapshot.admin.listen.ip().is_loopback() {
+        if !console_on(admin_key.is_some(), snapshot.admin.listen) {
             return Some(plain(404, "not found"));
         }
         let method = req.method.clone();
@@ -271,6 +273,12 @@ impl Console {
     }
 }
 
+/// Whether the console is served: only behind an admin key, or on a loopback listener. (Validation refuses a
+/// keyless non-loopback admin listener already; the console does not rely on that.)
+fn console_on(has_key: bool, listen: std::net::SocketAddr) -> bool {
+    has_key || listen.ip().is_loopback()
+}
+
 /// Reads an `application/x-www-form-urlencoded` body of at most [`MAX_FORM_BYTES`].
 async fn read_form(session: &mut ServerSession) -> Result<Vec<(String, String)>, u16> {
     let mut body = Vec::new();
@@ -310,6 +318,14 @@ fn login_page(has_key: bool, error: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_console_is_off_on_an_open_non_loopback_listener() {
+        let at = |a: &str| a.parse::<std::net::SocketAddr>().unwrap();
+        assert!(console_on(false, at("127.0.0.1:8046")) && console_on(false, at("[::1]:8046")));
+        assert!(console_on(true, at("0.0.0.0:8046")));
+        assert!(!console_on(false, at("0.0.0.0:8046")) && !console_on(false, at("10.1.2.3:8046")));
+    }
 
     #[test]
     fn only_the_sign_in_origin_is_added_to_form_action() {

@@ -5,6 +5,7 @@
 
 use http::Response;
 
+use super::charts::{self, Metric};
 use super::html::{self, esc};
 use super::keys_file::{self, Change, KeyLimits};
 use super::{back, html as html_reply, reply, session, Ctx};
@@ -193,58 +194,15 @@ fn groups(ctx: &Ctx<'_>, q: &UsageQuery, dims: &[Dimension]) -> Result<Vec<Usage
     usage::query(&ctx.app.tenancy.usage, &ctx.app.store, from, to, dims).map_err(|e| e.to_string())
 }
 
-/// Bars of tokens over the range: one per hour up to three days, else one per day; empty periods are drawn
-/// as gaps, so the time axis is true.
-fn time_chart(hours: &[UsageGroup], q: &UsageQuery) -> String {
-    let (from, to) = q.hours();
-    let step = if to - from > 72 { 24 } else { 1 };
-    let first = from - from % step;
-    let slots = ((to - first).div_ceil(step)).max(1) as usize;
-    let mut series = vec![(0u64, 0u64); slots];
-    for g in hours {
-        let hour = g
-            .labels
-            .get("hour")
-            .and_then(|h| h.parse::<jiff::Timestamp>().ok())
-            .map(|t| t.as_second() as u64 / 3600);
-        if let Some(slot) = hour.filter(|h| *h >= first).map(|h| ((h - first) / step) as usize) {
-            if let Some(cell) = series.get_mut(slot) {
-                cell.0 += g.total_tokens;
-                cell.1 += g.requests;
-            }
-        }
-    }
-    let max = series.iter().map(|s| s.0).max().unwrap_or(0).max(1);
-    let bar_width = (720 / slots).clamp(2, 24);
-    let width = slots * bar_width;
-    let mut bars = String::new();
-    for (i, (tokens, requests)) in series.iter().enumerate() {
-        let h = tokens * 100 / max;
-        let at = usage::hour_label(first + i as u64 * step);
-        bars.push_str(&format!(
-            "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{h}\" class=\"fill\"><title>{}: {tokens} tokens, {requests} requests</title></rect>",
-            i * bar_width,
-            100 - h,
-            bar_width.saturating_sub(1).max(1),
-            esc(&at),
-        ));
-    }
-    let unit = if step == 1 { "hour" } else { "day" };
-    format!(
-        "<figure><svg class=\"chart\" id=\"chart\" width=\"{width}\" height=\"100\" viewBox=\"0 0 {width} 100\" role=\"img\" \
-         aria-label=\"tokens per {unit}\">{bars}</svg><figcaption class=\"muted\">tokens per {unit}, {} to {} UTC; peak {}</figcaption></figure>",
-        esc(&usage::hour_label(first)),
-        esc(&usage::hour_label(to)),
-        html::count(max)
-    )
-}
-
 pub fn usage_page(ctx: &Ctx<'_>) -> Response<Vec<u8>> {
     let (q, range, group) = match usage_query(ctx) {
         Ok(parsed) => parsed,
         Err(message) => return back("usage", &message),
     };
-    let (table_groups, hours) = match (groups(ctx, &q, &q.group_by), groups(ctx, &q, &[Dimension::Hour])) {
+    let metric = Metric::parse(ctx.param("metric"));
+    let mut by_hour = q.group_by.clone();
+    by_hour.push(Dimension::Hour);
+    let (table_groups, hours) = match (groups(ctx, &q, &q.group_by), groups(ctx, &q, &by_hour)) {
         (Ok(t), Ok(h)) => (t, h),
         (Err(e), _) | (_, Err(e)) => return back("overview", &format!("usage could not be read: {e}")),
     };
@@ -280,7 +238,7 @@ pub fn usage_page(ctx: &Ctx<'_>) -> Response<Vec<u8>> {
         format!("<select name=\"{name}\">{options}</select>")
     };
     let controls = format!(
-        "<form method=\"get\" action=\"/console/usage\" class=\"filters\">{}{}<button type=\"submit\">Show</button>\
+        "<form method=\"get\" action=\"/console/usage\" class=\"filters\">{}{}{}<button type=\"submit\">Show</button>\
          <a class=\"button\" id=\"csv\" href=\"/console/usage.csv?range={}&amp;group_by={}\">CSV</a></form>",
         select("range", &range, &[("1h", "last hour"), ("1d", "last day"), ("7d", "last week"), ("30d", "last 30 days"), ("90d", "last 90 days")]),
         select(
@@ -288,12 +246,17 @@ pub fn usage_page(ctx: &Ctx<'_>) -> Response<Vec<u8>> {
             &group,
             &[("key,model", "key × model"), ("key", "key"), ("model", "model"), ("account", "account"), ("key,model,account", "key × model × account"), ("upstream_model", "upstream model")]
         ),
+        select("metric", metric.as_str(), &[("tokens", "tokens"), ("requests", "requests")]),
         esc(&html::url_part(&range)),
         esc(&html::url_part(&group)),
     );
     let body = format!(
-        "{controls}<h2>Tokens over time</h2>{}<h2>By {}</h2>{}",
-        time_chart(&hours, &q),
+        "{controls}<h2>{} over time</h2>{}<h2>By {}</h2>{}",
+        if metric == Metric::Tokens { "Tokens" } else { "Requests" },
+        {
+            let (from, to) = q.hours();
+            charts::render(&charts::stacks(&hours, &q.group_by, from, to, metric), metric)
+        },
         esc(&group.replace(',', " × ")),
         html::table("usage", &header, &rows)
     );
