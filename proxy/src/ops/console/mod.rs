@@ -229,8 +229,12 @@ impl Console {
                 }
                 redirect("/console/login", Some(session::clear_cookie()))
             }
-            (&Method::GET, ["overview"]) => overview::overview_page(&ctx),
-            (&Method::GET, ["api", "overview"]) => overview::overview_json(&ctx),
+            (&Method::GET, ["overview"]) => {
+                self.blocking(ctx, "", "", |c, _, _| overview::overview_page(c)).await
+            }
+            (&Method::GET, ["api", "overview"]) => {
+                self.blocking(ctx, "", "", |c, _, _| overview::overview_json(c)).await
+            }
             (&Method::GET, ["accounts"]) => {
                 allow_form_target(overview::accounts_page(&ctx), &snapshot.upstream.oauth_authorize_url)
             }
@@ -240,7 +244,9 @@ impl Console {
             }
             (&Method::GET, ["config"]) => overview::config_page(&ctx),
             (&Method::POST, ["reload"]) => self.blocking(ctx, "", "", overview::reload_action).await,
-            (&Method::GET, ["keys"]) => tenants::keys_page(&ctx, None),
+            (&Method::GET, ["keys"]) => {
+                self.blocking(ctx, "", "", |c, _, _| tenants::keys_page(c, None)).await
+            }
             (&Method::POST, ["keys"]) => self.blocking(ctx, "", "create", tenants::key_action).await,
             (&Method::POST, ["keys", name, action]) => {
                 self.blocking(ctx, name, action, tenants::key_action).await
@@ -249,12 +255,15 @@ impl Console {
             (&Method::GET, ["usage.csv"]) => {
                 self.blocking(ctx, "", "", |c, _, _| tenants::usage_csv(c)).await
             }
-            (&Method::GET, ["requests"]) => tenants::requests_page(&ctx),
+            (&Method::GET, ["requests"]) => {
+                self.blocking(ctx, "", "", |c, _, _| tenants::requests_page(c)).await
+            }
             _ => plain(404, "not found"),
         })
     }
 
-    /// Runs a handler that touches files or the store on the blocking pool.
+    /// Runs a handler that touches files or the store (the request log, usage rows, levitate.yaml) on the
+    /// blocking pool, off the admin listener's event loop.
     async fn blocking(
         &self,
         ctx: Ctx<'_>,
