@@ -96,6 +96,7 @@ def hand_written_config(gateway: Gateway) -> str:
         "    - name: quota",
         f"      key: {QUOTA_KEY}",
         "      tpm: 1000000     # generous; the console sets rpm",
+        "      expires_at: 2099-01-01T00:00:00Z",
         "# end of file",
         "",
     ])
@@ -225,6 +226,9 @@ def test_the_console_in_a_browser(start_gateway, start_sim, fake_google):
                     "# end of file"):
         assert comment in text, f"{comment!r} lost:\n{text}"
     assert "      rpm: 2\n" in text, text
+    assert "      expires_at: 2099-01-01T00:00:00Z\n" in text, text
+    keys_page = httpx.get(f"{gateway.admin_url}/console/keys", cookies=cookies, timeout=30).text
+    assert "expires 2099-01-01T00:00:00" in keys_page
     statuses = [chat(gateway, QUOTA_KEY).status_code for _ in range(3)]
     assert statuses == [200, 200, 429], statuses
     third = chat(gateway, QUOTA_KEY)

@@ -38,10 +38,14 @@ pub fn keys_page(ctx: &Ctx<'_>, created: Option<(&str, &str)>) -> Response<Vec<u
     for name in &snapshot.api_key_names {
         let policy = settings.keys.get(name.as_str()).unwrap_or(&unlimited);
         let used = ctx.app.tenancy.key_usage(settings, name, now_ms);
-        let state = match policy.check_key(name, now, &settings.time_zone) {
+        let mut state = match policy.check_key(name, now, &settings.time_zone) {
             Ok(()) => "<span class=\"state ready\">enabled</span>".to_string(),
             Err(refusal) => format!("<span class=\"state disabled\">{}</span>", esc(refusal.reason())),
         };
+        if let Some(at) = policy.expires_at {
+            let when = crate::tenancy::window::rfc3339(&settings.time_zone, at);
+            state.push_str(&format!("<div class=\"muted\">expires {}</div>", esc(&when)));
+        }
         let models =
             policy.models.as_ref().map(|m| esc(&m.patterns().join(", "))).unwrap_or_else(|| "all".into());
         let target = format!("/console/keys/{}", html::url_part(name));
