@@ -104,7 +104,10 @@ def hand_written_config(gateway: Gateway) -> str:
 
 def start(start_gateway, start_sim, authorize_url: str | None = None) -> Gateway:
     sim = start_sim({"accounts": [a.sim_entry() for a in (ONE, TWO, THREE, NEWCOMER)],
-                     "faults": [{"kind": "validation_required", "account": THREE.email}]})
+                     "faults": [{"kind": "validation_required", "account": THREE.email},
+                                # The first gemini-2.5-pro request: that account is locked for the model.
+                                {"kind": "quota_exhausted", "model": "gemini-2.5-pro", "delay_ms": 600_000,
+                                 "times": 1}]})
     gateway = start_gateway(accounts=[ONE, TWO, THREE], sim=sim)
     gateway.stop()
     config = dict(gateway.main_config, admin={"key": ADMIN_KEY})
@@ -132,8 +135,8 @@ def browser(gateway: Gateway, phase: str, **extra: str) -> dict:
     return result
 
 
-def chat(gateway: Gateway, key: str) -> httpx.Response:
-    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hello"}]}
+def chat(gateway: Gateway, key: str, model: str = "gpt-4o") -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "Say hello"}]}
     return httpx.post(gateway.base_url + "/v1/chat/completions", json=body, timeout=60,
                       headers={"Authorization": f"Bearer {key}"})
 
@@ -163,10 +166,14 @@ def test_the_console_in_a_browser(start_gateway, start_sim, fake_google):
         return any(a["email"] == THREE.email and a["state"] == "forbidden"
                    for a in admin(gateway, "/admin/accounts")["accounts"])
     wait_until("the ultra account marked forbidden", three_forbidden, 20)
+    assert chat(gateway, API_KEY, "gemini-2.5-pro").status_code == 200  # retried on another account
+    locked = [a["email"] for a in admin(gateway, "/admin/accounts")["accounts"]
+              if any(l["model"] == "gemini-2.5-pro" for l in a["lockouts"])]
+    assert len(locked) == 1, locked
 
     # Log in, see the accounts, disable one.
     first = browser(gateway, "1", ACCOUNTS=f"{ONE.email},{TWO.email},{THREE.email}", DISABLE_ACCOUNT=TWO.email,
-                    FORBIDDEN_ACCOUNT=THREE.email)
+                    FORBIDDEN_ACCOUNT=THREE.email, LOCKED_ACCOUNT=locked[0])
     assert first["steps"][:2] == ["wrong key refused", "logged in"]
     assert first["cookie"]["httpOnly"] and first["cookie"]["sameSite"] == "Strict"
     assert first["cookie"]["expires"] > time.time() + 3600
@@ -176,6 +183,8 @@ def test_the_console_in_a_browser(start_gateway, start_sim, fake_google):
     assert "forbidden" in first["accounts"][THREE.email] and "VALIDATION_REQUIRED" in first["accounts"][THREE.email]
     assert first["forbidden_link"].startswith("https://"), first["forbidden_link"]
     assert first["overview"]["accounts_healthy"] == "2" and first["overview"]["accounts_forbidden"] == "1"
+    assert first["overview"]["accounts_locked"] == "1"
+    assert "gemini-2.5-pro (QUOTA_EXHAUSTED)" in first["accounts"][locked[0]], first["accounts"][locked[0]]
     assert "disabled" in first["disabled_row"] and TWO.email in first["flash"]
     assert "enabled: false" in (gateway.config_dir / "accounts.yaml").read_text()
 
@@ -212,7 +221,8 @@ def test_the_console_in_a_browser(start_gateway, start_sim, fake_google):
                lambda: sum(1 for r in admin(gateway, "/admin/requests")["requests"] if r["key_name"] == "team") >= 6,
                10)
     second = browser(gateway, "2", USED_KEY="team", EDIT_KEY="quota", EDIT_RPM="2", NEW_KEY="new-agent",
-                     DISABLE_ACCOUNT=TWO.email, ADD_ACCOUNT=NEWCOMER.email, FORBIDDEN_ACCOUNT=THREE.email)
+                     DISABLE_ACCOUNT=TWO.email, ADD_ACCOUNT=NEWCOMER.email, FORBIDDEN_ACCOUNT=THREE.email,
+                     LOCKED_ACCOUNT=locked[0])
     assert second["usage_row"] and second["usage_row"].split()[:2] == ["team", "gpt-4o"], second["usage_row"]
     assert "\n6" in second["usage_row"] or "\t6" in second["usage_row"], second["usage_row"]
     assert "team,gpt-4o,6," in second["usage_csv"], second["usage_csv"]
@@ -255,6 +265,8 @@ def test_the_console_in_a_browser(start_gateway, start_sim, fake_google):
     assert "Reload ok" in second["reload_flash"], second["reload_flash"]
     assert "ready" in second["enabled_row"], second["enabled_row"]
     assert "ready" in second["cleared_row"] and "VALIDATION_REQUIRED" not in second["cleared_row"], second["cleared_row"]
+    assert "gemini-2.5-pro (" not in second["unlocked_row"], second["unlocked_row"]
+    assert not any(a["lockouts"] for a in admin(gateway, "/admin/accounts")["accounts"] if a["email"] == locked[0])
     assert second["after_logout_url"].endswith("/console/login")
 
     # The account added through the sign-in flow is written (with its refresh token) and in the pool.

@@ -104,6 +104,7 @@ async function phaseOne() {
   result.overview = {
     accounts_healthy: await page.textContent("[data-field=accounts_healthy]"),
     accounts_forbidden: await page.textContent("[data-field=accounts_forbidden]"),
+    accounts_locked: await page.textContent("[data-field=accounts_locked]"),
     requests_per_second: await page.textContent("[data-field=requests_per_second]"),
   };
   await shot("overview");
@@ -171,6 +172,10 @@ async function phaseTwo() {
   const forbidden = page.locator("#accounts tbody tr", { hasText: env("FORBIDDEN_ACCOUNT") });
   await Promise.all([page.waitForURL("**/console/accounts?flash=*"), forbidden.getByRole("button", { name: "Clear forbidden" }).click()]);
   result.cleared_row = await rowText("accounts", env("FORBIDDEN_ACCOUNT"));
+  step = "clear the lockouts";
+  const locked = page.locator("#accounts tbody tr", { hasText: env("LOCKED_ACCOUNT") });
+  await Promise.all([page.waitForURL("**/console/accounts?flash=*"), locked.getByRole("button", { name: "Clear lockouts" }).click()]);
+  result.unlocked_row = await rowText("accounts", env("LOCKED_ACCOUNT"));
   if (process.env.ADD_ACCOUNT) {
     step = "add an account through Google's sign-in";
     await visit("accounts");
