@@ -180,25 +180,7 @@ impl Console {
                 return Some(oauth::callback(&self.app, &self.logins, &raw).await);
             }
             (&Method::GET, ["login"]) => return Some(html(200, login_page(admin_key.is_some(), None))),
-            (&Method::POST, ["login"]) => {
-                let presented = form.iter().find(|(k, _)| k == "key").map(|(_, v)| v.as_str()).unwrap_or("");
-                if let Err(wait) = self.sessions.may_try(now) {
-                    let message = format!("Too many failed logins: try again in {wait} s.");
-                    return Some(html(429, login_page(admin_key.is_some(), Some(&message))));
-                }
-                if !session::key_matches(admin_key.as_deref(), presented) {
-                    self.sessions.failed(now);
-                    tracing::warn!("console login refused: wrong admin key");
-                    return Some(html(
-                        401,
-                        login_page(admin_key.is_some(), Some("That is not the admin key.")),
-                    ));
-                }
-                return Some(match self.sessions.open(admin_key.as_deref(), now) {
-                    Some((id, _)) => redirect("/console/overview", Some(session::set_cookie(&id, secure))),
-                    None => plain(500, "no random numbers for a session id"),
-                });
-            }
+            (&Method::POST, ["login"]) => return Some(self.login(&form, admin_key.as_deref(), now, secure)),
             _ => {}
         }
         let live = cookie.as_deref().and_then(|id| self.sessions.get(id, admin_key.as_deref(), now));
@@ -260,6 +242,30 @@ impl Console {
             }
             _ => plain(404, "not found"),
         })
+    }
+
+    /// `POST /console/login`: a session for the admin key, within the failed-login throttle.
+    fn login(
+        &self,
+        form: &[(String, String)],
+        admin_key: Option<&str>,
+        now: Instant,
+        secure: bool,
+    ) -> Response<Vec<u8>> {
+        let presented = form.iter().find(|(k, _)| k == "key").map(|(_, v)| v.as_str()).unwrap_or("");
+        if let Err(wait) = self.sessions.may_try(now) {
+            let message = format!("Too many failed logins: try again in {wait} s.");
+            return html(429, login_page(admin_key.is_some(), Some(&message)));
+        }
+        if !session::key_matches(admin_key, presented) {
+            self.sessions.failed(now);
+            tracing::warn!("console login refused: wrong admin key");
+            return html(401, login_page(admin_key.is_some(), Some("That is not the admin key.")));
+        }
+        match self.sessions.open(admin_key, now) {
+            Some((id, _)) => redirect("/console/overview", Some(session::set_cookie(&id, secure))),
+            None => plain(500, "no random numbers for a session id"),
+        }
     }
 
     /// Runs a handler that touches files or the store (the request log, usage rows, levitate.yaml) on the
