@@ -38,6 +38,7 @@ command -v cmake >/dev/null 2>&1 || missing+=(cmake)           # libz-ng-sys (zl
 command -v curl >/dev/null 2>&1 || missing+=(curl)             # the demo test runs the curl line the demo prints
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)   # tests/e2e/test_nginx.py runs it
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)       # tests/e2e/test_tls.py makes its certificates with it
+[ -x /usr/bin/chromium ] || missing+=(chromium)                # tests/e2e/test_console.py drives the console in it
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing ${missing[*]}"
     apt_install "${missing[@]}"

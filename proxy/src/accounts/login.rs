@@ -209,8 +209,21 @@ pub async fn login(
             .map_err(|_| LoginError::Timeout(CALLBACK_WAIT))??
     };
 
+    complete(snapshot, &code, &redirect_uri, &pkce.verifier, out).await
+}
+
+/// The rest of a login once the authorization code is back (here, or in the web console's callback):
+/// exchanges it, finds the email and the project, and writes the account to accounts.yaml.
+pub async fn complete(
+    snapshot: &Snapshot,
+    code: &str,
+    redirect_uri: &str,
+    verifier: &str,
+    out: &mut (dyn Write + Send),
+) -> Result<LoggedIn, LoginError> {
+    let settings = &snapshot.upstream;
     let upstream = Arc::new(Upstream::new(settings.connect_timeout, settings.read_timeout));
-    let tokens = exchange_code(&upstream, settings, &code, &redirect_uri, &pkce.verifier).await?;
+    let tokens = exchange_code(&upstream, settings, code, redirect_uri, verifier).await?;
     let refresh_token = tokens.refresh_token.clone().ok_or(LoginError::NoRefreshToken)?;
     let email = user_email(&upstream, settings, &tokens.access_token).await?;
     let _ = writeln!(out, "Signed in as {email}; finding its Cloud Code project…");

@@ -18,6 +18,7 @@
 //! | `GET /admin/config` | the configuration in force, secrets redacted |
 //! | `GET /admin/usage?group_by=key,model&from=&to=` | usage rows summed by group, JSON or CSV (`format=csv`, `Accept: text/csv`) |
 //! | `GET /admin/keys` | per API key: its limits and what it used against them (minute, day, month, in flight) |
+//! | `/console/…` | the web console (`ops/console/`): its own login and session cookie, see docs/console.md |
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ use crate::accounts::file::AccountsFile;
 use crate::app::App;
 use crate::config::reload::Trigger;
 use crate::config::Snapshot;
+use crate::ops::console::Console;
 
 /// Default and largest number of request-log records one `GET /admin/requests` returns.
 const REQUESTS_DEFAULT: usize = 100;
@@ -40,11 +42,12 @@ const REQUESTS_MAX: usize = 5000;
 pub struct Admin {
     app: Arc<App>,
     started: std::time::Instant,
+    console: Arc<Console>,
 }
 
 impl Admin {
     pub fn new(app: Arc<App>) -> Self {
-        Admin { app, started: std::time::Instant::now() }
+        Admin { console: Arc::new(Console::new(app.clone())), app, started: std::time::Instant::now() }
     }
 
     fn authorized(&self, session: &ServerSession) -> bool {
@@ -310,6 +313,10 @@ fn error(status: u16, message: &str) -> Response<Vec<u8>> {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        // The console authenticates with its own session cookie, not the Authorization header.
+        if let Some(response) = self.console.respond(session).await {
+            return response;
+        }
         if !self.authorized(session) {
             return error(401, "admin key required: Authorization: Bearer <admin.key>");
         }
@@ -329,7 +336,8 @@ impl ServeHttp for Admin {
             (&Method::GET, ["admin", "usage"]) => {
                 let accept = req.headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
                 let accept_csv = accept.contains("text/csv");
-                let admin = Admin { app: self.app.clone(), started: self.started };
+                let admin =
+                    Admin { app: self.app.clone(), started: self.started, console: self.console.clone() };
                 let query = query.clone();
                 match tokio::task::spawn_blocking(move || admin.usage(query.as_deref(), accept_csv)).await {
                     Ok(response) => response,
@@ -338,7 +346,7 @@ impl ServeHttp for Admin {
             }
             (&Method::POST, ["admin", "reload"]) => {
                 let app = self.app.clone();
-                let admin = Admin { app, started: self.started };
+                let admin = Admin { app, started: self.started, console: self.console.clone() };
                 match tokio::task::spawn_blocking(move || admin.reload()).await {
                     Ok(response) => response,
                     Err(_) => error(500, "reload task failed"),
@@ -347,7 +355,8 @@ impl ServeHttp for Admin {
             (&Method::POST, ["admin", "accounts", email, action @ ("enable" | "disable")]) => {
                 let email = percent_decode(email);
                 let enabled = *action == "enable";
-                let admin = Admin { app: self.app.clone(), started: self.started };
+                let admin =
+                    Admin { app: self.app.clone(), started: self.started, console: self.console.clone() };
                 match tokio::task::spawn_blocking(move || admin.set_enabled(&email, enabled)).await {
                     Ok(response) => response,
                     Err(_) => error(500, "account update failed"),

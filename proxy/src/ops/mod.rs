@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod connections;
+pub mod console;
 pub mod handover;
 pub mod metrics;
 pub mod request_log;
