@@ -55,6 +55,8 @@ def assert_upstream_image_gen(gateway: Gateway, count: int) -> None:
     assert len(sent) == count, sent
     assert all(r["requestType"] == "image_gen" for r in sent), sent
     assert all("thinkingConfig" not in (r["generationConfigKeys"] or []) for r in sent), sent
+    # Every protocol asks an image model for text and image (the Gemini tests send it themselves).
+    assert all("responseModalities" in (r["generationConfigKeys"] or []) for r in sent), sent
     # The simulator refuses a thinkingConfig on image models with a 400, so every one of them passed.
     assert gateway.stats()["totals"]["image_generations"] == count
 

@@ -116,11 +116,22 @@ impl RequestType {
 }
 
 impl request::GenerationConfig {
+    /// Sets a `thinkingLevel` (Gemini 3's alternative to a budget) with thoughts included.
+    pub fn set_thinking_level(&mut self, level: &'static str) {
+        self.thinking_config = Some(request::ThinkingConfig {
+            include_thoughts: true,
+            thinking_budget: None,
+            thinking_level: Some(level),
+        });
+    }
+
     /// Image models refuse a `thinkingConfig` (the upstream answers 400): whatever thinking the client asked
-    /// for is dropped for them, in every protocol.
+    /// for is dropped for them, in every protocol; and they are asked for text and image, as the Images
+    /// endpoints ask (PROTOCOL.md §2 `responseModalities`), so a chat or Anthropic client gets its image.
     pub(crate) fn for_request_type(mut self, request_type: RequestType) -> Self {
         if request_type == RequestType::ImageGen {
             self.thinking_config = None;
+            self.response_modalities = Some(&["TEXT", "IMAGE"]);
         }
         self
     }

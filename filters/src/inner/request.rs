@@ -490,6 +490,8 @@ pub(crate) struct GenerationConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_schema: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_modalities: Option<&'static [&'static str]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub thinking_config: Option<ThinkingConfig>,
 }
 
@@ -506,6 +508,7 @@ impl GenerationConfig {
             && self.stop_sequences.is_empty()
             && self.seed.is_none()
             && self.response_mime_type.is_none()
+            && self.response_modalities.is_none()
             && self.thinking_config.is_none()
     }
 
@@ -519,15 +522,6 @@ impl GenerationConfig {
         if let Ok(budget) = u32::try_from(budget) {
             self.max_output_tokens = max_output_above_budget(self.max_output_tokens, budget, family);
         }
-    }
-
-    /// Sets a `thinkingLevel` (Gemini 3's alternative to a budget) with thoughts included.
-    pub fn set_thinking_level(&mut self, level: &'static str) {
-        self.thinking_config = Some(ThinkingConfig {
-            include_thoughts: true,
-            thinking_budget: None,
-            thinking_level: Some(level),
-        });
     }
 }
 

@@ -931,6 +931,7 @@ pub(crate) mod tests {
         );
         let got = build_for("gemini-3.1-flash-image", body);
         assert!(got["generationConfig"].get("thinkingConfig").is_none(), "{got}");
+        assert_eq!(got["generationConfig"]["responseModalities"], json!(["TEXT", "IMAGE"]), "{got}");
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub fn build_inner_request(
     let has_functions = clean_tools(&mut body, family, &mut names)?;
     fix_tool_config(&mut body, family, has_functions, &names);
     if RequestType::of(target.upstream_model, false) == RequestType::ImageGen {
-        drop_thinking(&mut body);
+        prepare_image_request(&mut body);
     }
     fix_generation_config(&mut body, family);
     let contents =
@@ -239,11 +239,18 @@ fn fix_tool_config(
     }
 }
 
-/// Removes a client's `thinkingConfig`: image models refuse one (the upstream answers 400).
-fn drop_thinking(body: &mut Map<String, Value>) {
+/// Removes a client's `thinkingConfig` (image models refuse one: the upstream answers 400) and asks for text
+/// and image when the client named no modalities, as every other protocol's image request does.
+fn prepare_image_request(body: &mut Map<String, Value>) {
+    if get(body, "generationConfig", "generation_config").is_none() {
+        body.insert("generationConfig".into(), Value::Object(Map::new()));
+    }
     if let Some(Value::Object(config)) = get_mut(body, "generationConfig", "generation_config") {
         config.remove("thinkingConfig");
         config.remove("thinking_config");
+        if get(config, "responseModalities", "response_modalities").is_none() {
+            config.insert("responseModalities".into(), json!(["TEXT", "IMAGE"]));
+        }
     }
 }
 
@@ -507,6 +514,10 @@ mod tests {
     fn image_models_get_no_thinking_config() {
         let (got, _) = build_with("gemini-3-pro-image", history(), &NoSignatures).unwrap();
         assert_eq!(got["generationConfig"], json!({"maxOutputTokens": 100, "responseModalities": ["TEXT"]}));
+        // A client that names no modalities gets text and image, as in the other protocols.
+        let plain = json!({"contents": [{"role": "user", "parts": [{"text": "a cat"}]}]});
+        let (got, _) = build_with("gemini-3-pro-image", plain, &NoSignatures).unwrap();
+        assert_eq!(got["generationConfig"], json!({"responseModalities": ["TEXT", "IMAGE"]}));
     }
 
     #[test]

@@ -1002,6 +1002,7 @@ mod tests {
             with(chat(json!([{"role": "user", "content": "a cat"}])), json!({"reasoning_effort": "high"}));
         let (got, _) = build_for("gemini-3-pro-image", body, &[]).unwrap();
         assert!(got["generationConfig"].get("thinkingConfig").is_none(), "{got}");
+        assert_eq!(got["generationConfig"]["responseModalities"], json!(["TEXT", "IMAGE"]), "{got}");
     }
 
     #[test]
