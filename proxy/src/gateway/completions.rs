@@ -17,13 +17,13 @@ use levitate_filters::stream::{Folded, Translator};
 use pingora_proxy::Session;
 
 use super::ctx::RequestCtx;
-use super::endpoints::{off_reactor, session_id, ModelNote, SessionHeaders};
+use super::endpoints::{session_id, ModelNote, SessionHeaders};
 use super::pump::{Pumped, UpstreamCall};
 use super::Gateway;
 use crate::config::Snapshot;
 
 /// A completions request parsed, resolved and rewritten: one inner request per prompt.
-struct Prepared {
+pub(super) struct Prepared {
     inners: Vec<InnerRequest>,
     /// Choices per prompt.
     n: usize,
@@ -57,6 +57,12 @@ fn prepare(
     })
 }
 
+impl super::endpoints::Admissible for Prepared {
+    fn models(&self) -> (&str, &str) {
+        (&self.client_model, &self.upstream_model)
+    }
+}
+
 impl Gateway {
     /// `POST /v1/completions` and `/completions`.
     pub(super) async fn completions(
@@ -65,19 +71,12 @@ impl Gateway {
         ctx: &mut RequestCtx,
         snapshot: &Arc<Snapshot>,
     ) -> std::result::Result<(), ClientError> {
-        let mut body = self.read_body(session, snapshot.limits.max_request_body).await?;
-        let headers = SessionHeaders::of(session);
-        let snap = Arc::clone(snapshot);
-        let body_len = body.len();
-        let (note, prepared) = off_reactor(body_len, move || {
-            let mut note = ModelNote::default();
-            let prepared = prepare(&mut body, &snap, &headers, &mut note);
-            (note, prepared)
-        })
-        .await?;
-        note.record(ctx);
-        let prepared = prepared?;
-        self.admit_key(ctx, snapshot, &prepared.client_model, &prepared.upstream_model, body_len)?;
+        let body = self.read_body(session, snapshot.limits.max_request_body).await?;
+        let prepared = self
+            .prepare(session, ctx, snapshot, body, |mut body, _, snapshot, headers, note| {
+                prepare(&mut body, snapshot, headers, note)
+            })
+            .await?;
         let request_uuid = uuid::Uuid::new_v4().simple().to_string();
         let options = CompletionOptions {
             id: format!("cmpl-{request_uuid}"),

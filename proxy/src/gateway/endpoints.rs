@@ -128,6 +128,24 @@ impl SessionHeaders {
     }
 }
 
+/// What [`Gateway::prepare`] admits against the key's limits: the client's model and the upstream model it
+/// resolved to.
+pub(super) trait Admissible {
+    fn models(&self) -> (&str, &str);
+}
+
+impl Admissible for Prepared {
+    fn models(&self) -> (&str, &str) {
+        (&self.client_model, &self.upstream_model)
+    }
+}
+
+impl<T: Send> Admissible for (Prepared, T) {
+    fn models(&self) -> (&str, &str) {
+        self.0.models()
+    }
+}
+
 fn prepare_chat(
     mut body: Vec<u8>,
     app: &App,
@@ -269,18 +287,7 @@ impl Gateway {
         snapshot: &Arc<Snapshot>,
     ) -> std::result::Result<(), ClientError> {
         let body = self.read_body(session, snapshot.limits.max_request_body).await?;
-        let body_len = body.len();
-        let headers = SessionHeaders::of(session);
-        let (app, snap) = (Arc::clone(&self.app), Arc::clone(snapshot));
-        let (note, prepared) = off_reactor(body_len, move || {
-            let mut note = ModelNote::default();
-            let prepared = prepare_responses(body, &app, &snap, &headers, &mut note);
-            (note, prepared)
-        })
-        .await?;
-        note.record(ctx);
-        let (prepared, extra) = prepared?;
-        self.admit_key(ctx, snapshot, &prepared.client_model, &prepared.upstream_model, body_len)?;
+        let (prepared, extra) = self.prepare(session, ctx, snapshot, body, prepare_responses).await?;
         let sealer = super::reasoning_seal::sealer(&self.app.store)?;
         let mut inner = prepared.inner;
         let tool_names = std::mem::take(&mut inner.tool_names);
@@ -457,18 +464,19 @@ impl Gateway {
 
     /// Runs `prepare` on the body (inline or on the blocking pool, see [`off_reactor`]) and records how the
     /// model resolved.
-    async fn prepare<F>(
+    pub(super) async fn prepare<F, P>(
         &self,
         session: &Session,
         ctx: &mut RequestCtx,
         snapshot: &Arc<Snapshot>,
         body: Vec<u8>,
         prepare: F,
-    ) -> Result<Prepared, ClientError>
+    ) -> Result<P, ClientError>
     where
-        F: FnOnce(Vec<u8>, &App, &Snapshot, &SessionHeaders, &mut ModelNote) -> Result<Prepared, ClientError>
+        F: FnOnce(Vec<u8>, &App, &Snapshot, &SessionHeaders, &mut ModelNote) -> Result<P, ClientError>
             + Send
             + 'static,
+        P: Admissible + Send + 'static,
     {
         let headers = SessionHeaders::of(session);
         let app = Arc::clone(&self.app);
@@ -482,7 +490,8 @@ impl Gateway {
         .await?;
         note.record(ctx);
         let prepared = prepared?;
-        self.admit_key(ctx, snapshot, &prepared.client_model, &prepared.upstream_model, body_len)?;
+        let (client_model, upstream_model) = prepared.models();
+        self.admit_key(ctx, snapshot, client_model, upstream_model, body_len)?;
         Ok(prepared)
     }
 
