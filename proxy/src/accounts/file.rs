@@ -139,12 +139,6 @@ impl AccountsFile {
 
     /// Appends an account (refusing a duplicate email).
     pub fn add(&mut self, account: &NewAccount<'_>) -> Result<(), AccountsFileError> {
-        if self.accounts()?.iter().any(|a| same_email(a, account.email)) {
-            return Err(AccountsFileError::Exists {
-                path: self.path.display().to_string(),
-                email: account.email.to_string(),
-            });
-        }
         let mut entry = Mapping::new();
         entry.insert("email".into(), account.email.into());
         entry.insert("refresh_token".into(), account.refresh_token.into());
@@ -153,6 +147,21 @@ impl AccountsFile {
         }
         if let Some(t) = account.tier {
             entry.insert("tier".into(), t.into());
+        }
+        self.add_entry(entry)
+    }
+
+    /// Whether an account with this email is in the file (compared as the pool does: trimmed, any case).
+    pub fn contains(&self, email: &str) -> Result<bool, AccountsFileError> {
+        Ok(self.accounts()?.iter().any(|a| same_email(a, email)))
+    }
+
+    /// Appends an entry with its `email` key first and any further keys of accounts.yaml (`levitate accounts
+    /// import` writes `refresh_token_env` and `enabled`), refusing a duplicate email.
+    pub fn add_entry(&mut self, entry: Mapping) -> Result<(), AccountsFileError> {
+        let email = entry.get("email").and_then(Value::as_str).unwrap_or_default().to_string();
+        if self.contains(&email)? {
+            return Err(AccountsFileError::Exists { path: self.path.display().to_string(), email });
         }
         let mut expected = self.parsed()?;
         accounts_mut(&mut expected).push(Value::Mapping(entry.clone()));

@@ -1,6 +1,7 @@
 //! Google accounts as credentials: the accounts file the operator owns, OAuth tokens and project discovery,
-//! and the browser login that adds an account.
+//! the browser login that adds an account, and the import of other gateways' account exports.
 
 pub mod credentials;
 pub mod file;
+pub mod import;
 pub mod login;

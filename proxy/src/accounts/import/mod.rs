@@ -1,0 +1,278 @@
+//! `levitate accounts import --from FORMAT PATH`: moves the accounts of another gateway into accounts.yaml.
+//!
+//! All or nothing on input: every file is read and every entry understood before anything is written, so a
+//! malformed export changes nothing. Then accounts already in accounts.yaml (by email) are passed over, each
+//! remaining refresh token is tried with one refresh (unless `--no-validate`; a token Google refuses is
+//! reported and left out), and the rest are written: tokens to an env file (default, mode 0600, with
+//! `refresh_token_env:` in accounts.yaml) or inline (accounts.yaml then mode 0600). accounts.yaml is edited
+//! through [`AccountsFile::edit`], the same locked, atomic, comment-keeping writer `accounts login` uses, so
+//! a running service reloads the result.
+
+pub mod env_file;
+pub mod formats;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_yaml::Mapping;
+
+use crate::accounts::credentials::Credentials;
+use crate::accounts::file::{AccountsFile, AccountsFileError};
+use crate::config::{AccountSpec, Secret, Snapshot};
+use formats::{Candidate, Format, FormatError};
+
+/// Where imported refresh tokens are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TokenStorage {
+    /// In an env file, named from accounts.yaml by `refresh_token_env:`.
+    Env,
+    /// In accounts.yaml itself (`refresh_token:`).
+    Inline,
+}
+
+pub struct ImportOptions {
+    pub format: Format,
+    /// A file, or a folder whose `*.json` files are all read.
+    pub path: PathBuf,
+    pub tokens: TokenStorage,
+    /// Default: `accounts.env` beside accounts.yaml.
+    pub env_file: Option<PathBuf>,
+    pub validate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: not JSON: {message}")]
+    Json { path: String, message: String },
+    #[error("{0}")]
+    Format(#[from] FormatError),
+    #[error("{path}: no *.json file in this folder")]
+    EmptyFolder { path: String },
+    #[error("no OAuth client secret to validate the tokens with: set the variable named by upstream.oauth_client_secret_env, or pass --no-validate")]
+    NoClientSecret,
+    #[error("{0}")]
+    EnvFile(#[from] env_file::EnvFileError),
+    #[error("{0}")]
+    File(#[from] AccountsFileError),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// How an import ended, for the exit status and the closing line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub imported: Vec<String>,
+    pub skipped: Vec<String>,
+    pub failed: Vec<String>,
+}
+
+/// The files to read: `path` itself, or the `*.json` files in it (sorted, so entries are reported in a
+/// stable order), and whether they came from a folder.
+fn input_files(path: &Path) -> Result<(Vec<PathBuf>, bool), ImportError> {
+    let read = |source| ImportError::Read { path: path.display().to_string(), source };
+    if !std::fs::metadata(path).map_err(read)?.is_dir() {
+        return Ok((vec![path.to_path_buf()], false));
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(read)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(ImportError::EmptyFolder { path: path.display().to_string() });
+    }
+    Ok((files, true))
+}
+
+/// Reads and understands every input file; the first malformed file or entry ends the import.
+pub fn read_candidates(format: Format, path: &Path) -> Result<(Vec<Candidate>, Vec<String>), ImportError> {
+    let (files, in_folder) = input_files(path)?;
+    let mut candidates = Vec::new();
+    let mut notes = Vec::new();
+    for file in files {
+        let name = file.display().to_string();
+        let text = std::fs::read_to_string(&file)
+            .map_err(|source| ImportError::Read { path: name.clone(), source })?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| ImportError::Json { path: name.clone(), message: e.to_string() })?;
+        let parsed = formats::parse(format, &name, &json, in_folder)?;
+        candidates.extend(parsed.candidates);
+        notes.extend(parsed.notes);
+    }
+    Ok((candidates, notes))
+}
+
+/// Splits `candidates` into those to import and lines about the rest: an email seen earlier in the input,
+/// or already in accounts.yaml.
+pub fn new_accounts(
+    candidates: Vec<Candidate>,
+    file: &AccountsFile,
+) -> Result<(Vec<Candidate>, Vec<String>), AccountsFileError> {
+    let mut fresh: Vec<Candidate> = Vec::new();
+    let mut skipped = Vec::new();
+    for candidate in candidates {
+        if file.contains(&candidate.email)? {
+            skipped
+                .push(format!("{}: skipped {}: already in accounts.yaml", candidate.origin, candidate.email));
+        } else if let Some(first) = fresh.iter().find(|c| c.email.eq_ignore_ascii_case(&candidate.email)) {
+            skipped.push(format!(
+                "{}: skipped {}: already imported from {}",
+                candidate.origin, candidate.email, first.origin
+            ));
+        } else {
+            fresh.push(candidate);
+        }
+    }
+    Ok((fresh, skipped))
+}
+
+/// Tries each token with one refresh at the configured token endpoint; returns the ones that worked and a
+/// line per one that did not.
+async fn validated(
+    snapshot: &Snapshot,
+    candidates: Vec<Candidate>,
+) -> Result<(Vec<Candidate>, Vec<String>), ImportError> {
+    let settings = &snapshot.upstream;
+    let upstream = Arc::new(crate::upstream::Upstream::new(settings.connect_timeout, settings.read_timeout));
+    let store = crate::store::Store::temporary().map_err(|e| ImportError::Runtime(e.to_string()))?;
+    let credentials = Credentials::new(upstream, store);
+    let mut good = Vec::new();
+    let mut failed = Vec::new();
+    for candidate in candidates {
+        let spec = AccountSpec {
+            id: candidate.email.to_ascii_lowercase(),
+            email: candidate.email.clone(),
+            refresh_token: Secret::new(candidate.refresh_token.clone()),
+            project_id: candidate.project_id.clone(),
+            tier: candidate.tier.clone(),
+            enabled: true,
+            max_concurrent: 1,
+        };
+        match credentials.access_token(&spec, settings).await {
+            Ok(_) => good.push(candidate),
+            Err(e) => failed.push(format!("{}: not imported: {e}", candidate.origin)),
+        }
+    }
+    Ok((good, failed))
+}
+
+/// The accounts.yaml entry of an imported account; `token_env` names its variable in env mode.
+fn entry(candidate: &Candidate, token_env: Option<&str>) -> Mapping {
+    let mut entry = Mapping::new();
+    entry.insert("email".into(), candidate.email.as_str().into());
+    match token_env {
+        Some(name) => entry.insert("refresh_token_env".into(), name.into()),
+        None => entry.insert("refresh_token".into(), candidate.refresh_token.as_str().into()),
+    };
+    if let Some(p) = &candidate.project_id {
+        entry.insert("project_id".into(), p.as_str().into());
+    }
+    if let Some(t) = &candidate.tier {
+        entry.insert("tier".into(), t.as_str().into());
+    }
+    if !candidate.enabled {
+        entry.insert("enabled".into(), false.into());
+    }
+    entry
+}
+
+/// The whole import; progress lines go to `out`. Tokens are never printed.
+pub async fn run(
+    snapshot: &Snapshot,
+    options: &ImportOptions,
+    out: &mut (dyn Write + Send),
+) -> Result<Summary, ImportError> {
+    if options.validate && snapshot.upstream.oauth_client_secret.is_empty() {
+        return Err(ImportError::NoClientSecret);
+    }
+    let accounts_path = &snapshot.paths.accounts;
+    let (candidates, notes) = read_candidates(options.format, &options.path)?;
+    for note in &notes {
+        let _ = writeln!(out, "warning: {note}");
+    }
+    let (fresh, mut skipped) = new_accounts(candidates, &AccountsFile::read(accounts_path)?)?;
+    let (fresh, failed) =
+        if options.validate { validated(snapshot, fresh).await? } else { (fresh, Vec::new()) };
+    let mut summary = Summary { failed, ..Summary::default() };
+    if !fresh.is_empty() {
+        let env = match options.tokens {
+            TokenStorage::Inline => {
+                make_private(accounts_path)?;
+                None
+            }
+            TokenStorage::Env => {
+                let path = options.env_file.clone().unwrap_or_else(|| beside(accounts_path, "accounts.env"));
+                let entries: Vec<(String, String, String)> = fresh
+                    .iter()
+                    .map(|c| (c.email.clone(), env_file::variable_for(&c.email), c.refresh_token.clone()))
+                    .collect();
+                // The tokens first: accounts.yaml never names a variable the env file lacks.
+                env_file::write(&path, &entries)?;
+                Some(path)
+            }
+        };
+        let written = AccountsFile::edit(accounts_path, |file| {
+            let mut written = Vec::new();
+            for candidate in &fresh {
+                // Another writer may have added it since the check above: pass over, not fail.
+                if file.contains(&candidate.email)? {
+                    skipped.push(format!(
+                        "{}: skipped {}: already in accounts.yaml",
+                        candidate.origin, candidate.email
+                    ));
+                    continue;
+                }
+                let variable = env.as_ref().map(|_| env_file::variable_for(&candidate.email));
+                file.add_entry(entry(candidate, variable.as_deref()))?;
+                written.push(candidate);
+            }
+            Ok(written.into_iter().cloned().collect::<Vec<_>>())
+        })?;
+        for candidate in &written {
+            let project = candidate.project_id.as_deref().unwrap_or("discovered on first use");
+            let state = if candidate.enabled { "" } else { ", disabled as in the export" };
+            let _ = writeln!(
+                out,
+                "{}: imported {} (project {project}{state})",
+                candidate.origin, candidate.email
+            );
+            summary.imported.push(candidate.email.clone());
+        }
+        if let (Some(path), false) = (&env, written.is_empty()) {
+            let _ = writeln!(
+                out,
+                "refresh tokens written to {} (mode 0600): load it into levitate's environment (systemd: \
+                 EnvironmentFile=) and restart it, since a reload does not re-read the environment",
+                path.display()
+            );
+        }
+    }
+    for line in &skipped {
+        let _ = writeln!(out, "{line}");
+    }
+    for line in &summary.failed {
+        let _ = writeln!(out, "{line}");
+    }
+    summary.skipped = skipped;
+    Ok(summary)
+}
+
+/// `name` in the folder of `path`.
+fn beside(path: &Path, name: &str) -> PathBuf {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join(name)
+}
+
+/// Inline tokens make accounts.yaml a credential store: 0600 before the edit, whose atomic write keeps the
+/// file's mode.
+fn make_private(path: &Path) -> Result<(), ImportError> {
+    match std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(AccountsFileError::Io { path: path.display().to_string(), source: e }.into())
+        }
+        _ => Ok(()),
+    }
+}
