@@ -120,7 +120,22 @@ const AM_EXPORT_MAPPED: &[&str] = &["email", "refresh_token"];
 
 /// A CLIProxyAPI auth file's metadata (written by `sdk/auth/antigravity.go` and its file store).
 const CPA_MAPPED: &[&str] = &["email", "refresh_token", "project_id", "disabled"];
-const CPA_KNOWN: &[&str] = &["type", "access_token", "expires_in", "timestamp", "expired", "label"];
+/// Its token state, and the fields its management API sets (`proxy_url` is not carried over: Levitate's
+/// per-account egress is configured in accounts.yaml by the operator).
+const CPA_KNOWN: &[&str] = &[
+    "type",
+    "access_token",
+    "expires_in",
+    "timestamp",
+    "expired",
+    "label",
+    "prefix",
+    "priority",
+    "note",
+    "headers",
+    "websockets",
+    "proxy_url",
+];
 
 /// antigravity-claude-proxy's accounts.json (`src/account-manager/storage.js`).
 const ACP_TOP: &[&str] = &["accounts", "settings", "activeIndex"];
@@ -221,8 +236,8 @@ impl Reader<'_> {
             } else {
                 return Err(self.error(
                     index,
-                    "no refresh_token (Antigravity Manager's accounts.json is an index without tokens: \
-                     import its export, or the files in its accounts/ folder)",
+                    "no refresh_token (Antigravity Manager's accounts.json index has none: import \
+                     its export, or the files in its accounts/ folder)",
                 ));
             };
             self.parsed.candidates.push(candidate);
@@ -324,4 +339,139 @@ fn text(object: &Map<String, Value>, key: &str) -> Option<String> {
 
 fn flag(object: &Map<String, Value>, key: &str) -> bool {
     object.get(key).and_then(Value::as_bool).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fixture(name: &str) -> (String, Value) {
+        let path = format!("{}/tests/fixtures/import/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        (path, serde_json::from_str(&text).unwrap())
+    }
+
+    fn summary(c: &Candidate) -> (&str, &str, Option<&str>, Option<&str>, bool) {
+        (&c.email, &c.refresh_token, c.project_id.as_deref(), c.tier.as_deref(), c.enabled)
+    }
+
+    #[test]
+    fn antigravity_manager_export_array() {
+        let (file, json) = fixture("antigravity-manager-export.json");
+        let parsed = parse(Format::AntigravityManager, &file, &json, false).unwrap();
+        let got: Vec<_> = parsed.candidates.iter().map(summary).collect();
+        assert_eq!(
+            got,
+            [
+                ("am.export@sim.local", "1//import-am-export", None, None, true),
+                ("am.revoked@sim.local", "1//import-am-revoked", None, None, true)
+            ]
+        );
+        assert_eq!(parsed.candidates[1].origin, format!("{file}#1"));
+        assert!(parsed.notes.is_empty(), "{:?}", parsed.notes);
+    }
+
+    #[test]
+    fn antigravity_manager_account_file_maps_project_tier_and_reports_the_unknown_field() {
+        let (file, json) = fixture("antigravity-manager-account.json");
+        let parsed = parse(Format::AntigravityManager, &file, &json, false).unwrap();
+        let got: Vec<_> = parsed.candidates.iter().map(summary).collect();
+        assert_eq!(
+            got,
+            [(
+                "am.account@sim.local",
+                "1//import-am-account",
+                Some("am-project-1"),
+                Some("g1-pro-tier"),
+                true
+            )]
+        );
+        assert_eq!(parsed.notes, [format!("{file}: unknown fields, not imported: favourite_colour")]);
+        // A disabled account stays disabled; a tier name Levitate does not know is not guessed at.
+        let json = json!({"email": "a@x", "disabled": true, "quota": {"subscription_tier": "PRO"},
+                          "token": {"refresh_token": "1//a", "brand_new": 1}});
+        let parsed = parse(Format::AntigravityManager, "f.json", &json, false).unwrap();
+        assert_eq!(summary(&parsed.candidates[0]), ("a@x", "1//a", None, None, false));
+        assert_eq!(parsed.notes, ["f.json: unknown fields, not imported: token.brand_new"]);
+    }
+
+    #[test]
+    fn antigravity_manager_index_without_tokens_is_refused_with_a_hint() {
+        let json = json!({"version": "2.0", "accounts": [{"id": "1", "email": "a@x", "created_at": 1, "last_used": 1}]});
+        let e = parse(Format::AntigravityManager, "accounts.json", &json, false).unwrap_err();
+        assert_eq!(e.origin, "accounts.json#0");
+        assert!(e.message.contains("no refresh_token") && e.message.contains("accounts/ folder"), "{e}");
+    }
+
+    #[test]
+    fn cliproxyapi_auth_files() {
+        let (file, json) = fixture("cliproxyapi/antigravity-cpa.one@sim.local.json");
+        let parsed = parse(Format::Cliproxyapi, &file, &json, false).unwrap();
+        assert_eq!(
+            summary(&parsed.candidates[0]),
+            ("cpa.one@sim.local", "1//import-cpa-one", Some("cpa-project-1"), None, true)
+        );
+        assert!(parsed.notes.is_empty(), "{:?}", parsed.notes);
+        let (file, json) = fixture("cliproxyapi/antigravity-cpa.off@sim.local.json");
+        let parsed = parse(Format::Cliproxyapi, &file, &json, false).unwrap();
+        assert_eq!(
+            summary(&parsed.candidates[0]),
+            ("cpa.off@sim.local", "1//import-cpa-off", None, None, false)
+        );
+        assert_eq!(parsed.notes, [format!("{file}: unknown fields, not imported: favourite_colour")]);
+    }
+
+    #[test]
+    fn cliproxyapi_other_providers_are_passed_over_in_a_folder_and_refused_alone() {
+        let (file, json) = fixture("cliproxyapi/gemini-someone@example.com.json");
+        let parsed = parse(Format::Cliproxyapi, &file, &json, true).unwrap();
+        assert!(parsed.candidates.is_empty());
+        assert_eq!(
+            parsed.notes,
+            [format!("{file}: passed over: an auth file of type gemini, not antigravity")]
+        );
+        let e = parse(Format::Cliproxyapi, &file, &json, false).unwrap_err();
+        assert!(e.message.contains("not \"antigravity\""), "{e}");
+    }
+
+    #[test]
+    fn antigravity_claude_proxy_accounts_json() {
+        let (file, json) = fixture("antigravity-claude-proxy-accounts.json");
+        let parsed = parse(Format::AntigravityClaudeProxy, &file, &json, false).unwrap();
+        let got: Vec<_> = parsed.candidates.iter().map(summary).collect();
+        assert_eq!(
+            got,
+            [
+                ("acp.one@sim.local", "1//import-acp-one", Some("acp-managed-1"), None, true),
+                ("acp.two@sim.local", "1//import-acp-two", Some("acp-legacy-2"), None, false)
+            ]
+        );
+        assert_eq!(
+            parsed.notes,
+            [format!("{file}#2: passed over default@antigravity: a database account has no refresh token")]
+        );
+    }
+
+    #[test]
+    fn malformed_entries_name_the_file_and_the_index() {
+        let json = json!({"accounts": [{"email": "a@x", "refreshToken": "1//a"}, {"email": "b@x"}]});
+        let e = parse(Format::AntigravityClaudeProxy, "acp.json", &json, false).unwrap_err();
+        assert_eq!(e, FormatError { origin: "acp.json#1".into(), message: "no refreshToken".into() });
+        let json = json!([{"email": "a@x", "refresh_token": 7}]);
+        let e = parse(Format::AntigravityManager, "am.json", &json, false).unwrap_err();
+        assert_eq!(e.to_string(), "am.json#0: refresh_token is not a string");
+        let json = json!({"type": "antigravity", "refresh_token": "1//x"});
+        let e = parse(Format::Cliproxyapi, "cpa.json", &json, false).unwrap_err();
+        assert_eq!(e.to_string(), "cpa.json: no email");
+        let e = parse(Format::AntigravityClaudeProxy, "x.json", &json!([1]), false).unwrap_err();
+        assert_eq!(e.to_string(), "x.json: expected a JSON object");
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let (file, json) = fixture("antigravity-manager-export.json");
+        let parsed = parse(Format::AntigravityManager, &file, &json, false).unwrap();
+        assert!(!format!("{:?}", parsed).contains("import-am"));
+    }
 }

@@ -276,3 +276,174 @@ fn make_private(path: &Path) -> Result<(), ImportError> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/import");
+
+    /// A configuration folder whose accounts.yaml is `accounts`.
+    fn config(name: &str, accounts: &str) -> (PathBuf, Snapshot) {
+        let dir = std::env::temp_dir().join(format!("levitate-import-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |file: &str, text: &str| std::fs::write(dir.join(file), text).unwrap();
+        write(
+            "levitate.yaml",
+            "listen: 127.0.0.1:9000\nauth:\n  api_keys:\n    - { name: default, key: k }\n",
+        );
+        write("accounts.yaml", accounts);
+        write("routes.yaml", "aliases: {}\n");
+        let snapshot = Snapshot::load(&dir.join("levitate.yaml")).unwrap();
+        (dir, snapshot)
+    }
+
+    fn options(format: Format, path: PathBuf, tokens: TokenStorage) -> ImportOptions {
+        ImportOptions { format, path, tokens, env_file: None, validate: false }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    struct Vars(Vec<(String, String)>);
+    impl crate::config::Env for Vars {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cliproxyapi_folder_goes_to_the_env_file_and_skips_a_present_account() {
+        let existing = "# my accounts\naccounts:\n  - email: CPA.one@sim.local\n    refresh_token: r1\n";
+        let (dir, snapshot) = config("cpa", existing);
+        let options =
+            options(Format::Cliproxyapi, format!("{FIXTURES}/cliproxyapi").into(), TokenStorage::Env);
+        let mut out = Vec::new();
+        let summary = run(&snapshot, &options, &mut out).await.unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(summary.imported, ["cpa.off@sim.local"]);
+        assert_eq!(summary.skipped.len(), 1, "{out}");
+        assert!(out.contains("skipped cpa.one@sim.local: already in accounts.yaml"), "{out}");
+        assert!(out.contains("warning: ") && out.contains("favourite_colour"), "{out}");
+        assert!(out.contains("passed over: an auth file of type gemini"), "{out}");
+        assert!(!out.contains("1//import"), "no token is printed: {out}");
+
+        let env_path = dir.join("accounts.env");
+        assert_eq!(mode(&env_path), 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&env_path).unwrap(),
+            "LEVITATE_REFRESH_TOKEN_CPA_OFF_SIM_LOCAL=1//import-cpa-off\n"
+        );
+        let yaml = std::fs::read_to_string(dir.join("accounts.yaml")).unwrap();
+        assert!(yaml.starts_with("# my accounts\n"), "{yaml}");
+        assert!(
+            yaml.ends_with(
+                "  - email: cpa.off@sim.local\n    refresh_token_env: LEVITATE_REFRESH_TOKEN_CPA_OFF_SIM_LOCAL\n    enabled: false\n"
+            ),
+            "{yaml}"
+        );
+        // The result is a configuration Levitate loads, with the token from the env file.
+        let env = Vars(vec![("LEVITATE_REFRESH_TOKEN_CPA_OFF_SIM_LOCAL".into(), "1//import-cpa-off".into())]);
+        let loaded = Snapshot::load_with_env(&dir.join("levitate.yaml"), &env).unwrap();
+        let off = loaded.accounts.iter().find(|a| a.email == "cpa.off@sim.local").unwrap();
+        assert_eq!((off.refresh_token.expose(), off.enabled), ("1//import-cpa-off", false));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn inline_tokens_make_accounts_yaml_private() {
+        let (dir, snapshot) = config("acp", "accounts: []\n");
+        let accounts = dir.join("accounts.yaml");
+        std::fs::set_permissions(&accounts, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let file = format!("{FIXTURES}/antigravity-claude-proxy-accounts.json").into();
+        let summary = run(
+            &snapshot,
+            &options(Format::AntigravityClaudeProxy, file, TokenStorage::Inline),
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(summary.imported, ["acp.one@sim.local", "acp.two@sim.local"]);
+        assert_eq!(mode(&accounts), 0o600);
+        assert!(!dir.join("accounts.env").exists());
+        let loaded = Snapshot::load(&dir.join("levitate.yaml")).unwrap();
+        let got: Vec<_> = loaded
+            .accounts
+            .iter()
+            .map(|a| (a.email.as_str(), a.refresh_token.expose(), a.project_id.as_deref(), a.enabled))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("acp.one@sim.local", "1//import-acp-one", Some("acp-managed-1"), true),
+                ("acp.two@sim.local", "1//import-acp-two", Some("acp-legacy-2"), false)
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_file_writes_nothing() {
+        let (dir, snapshot) = config("malformed", "accounts: []\n");
+        let input = dir.join("export");
+        std::fs::create_dir_all(&input).unwrap();
+        std::fs::write(input.join("a.json"), r#"[{"email": "a@x", "refresh_token": "1//a"}]"#).unwrap();
+        std::fs::write(
+            input.join("b.json"),
+            r#"[{"email": "b@x", "refresh_token": "1//b"}, {"email": "c@x"}]"#,
+        )
+        .unwrap();
+        let e = run(
+            &snapshot,
+            &options(Format::AntigravityManager, input.clone(), TokenStorage::Env),
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!("{}#1: no refresh_token", input.join("b.json").display())),
+            "{e}"
+        );
+        std::fs::write(input.join("b.json"), "{not json").unwrap();
+        let e =
+            run(&snapshot, &options(Format::AntigravityManager, input, TokenStorage::Env), &mut Vec::new())
+                .await
+                .unwrap_err();
+        assert!(matches!(e, ImportError::Json { .. }), "{e}");
+        assert_eq!(std::fs::read_to_string(dir.join("accounts.yaml")).unwrap(), "accounts: []\n");
+        assert!(!dir.join("accounts.env").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_email_twice_in_the_input_is_imported_once() {
+        let json = serde_json::json!([
+            {"email": "a@x", "refresh_token": "1//a"},
+            {"email": "A@X", "refresh_token": "1//a2"},
+            {"email": "b@x", "refresh_token": "1//b"}
+        ]);
+        let parsed = formats::parse(Format::AntigravityManager, "am.json", &json, false).unwrap();
+        let file = AccountsFile::read(Path::new("/nonexistent/accounts.yaml")).unwrap();
+        let (fresh, skipped) = new_accounts(parsed.candidates, &file).unwrap();
+        let emails: Vec<_> = fresh.iter().map(|c| c.email.as_str()).collect();
+        assert_eq!(emails, ["a@x", "b@x"]);
+        assert_eq!(skipped, ["am.json#1: skipped A@X: already imported from am.json#0"]);
+    }
+
+    #[tokio::test]
+    async fn validation_needs_the_client_secret() {
+        let (dir, snapshot) = config("secret", "accounts: []\n");
+        let mut options = options(
+            Format::AntigravityManager,
+            format!("{FIXTURES}/antigravity-manager-export.json").into(),
+            TokenStorage::Env,
+        );
+        options.validate = true;
+        let e = run(&snapshot, &options, &mut Vec::new()).await.unwrap_err();
+        assert!(matches!(e, ImportError::NoClientSecret), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
