@@ -124,24 +124,7 @@ enum AccountsCommand {
         config: PathBuf,
     },
     /// Add the accounts of another gateway's export (docs/operations.md, "Importing accounts").
-    Import {
-        /// The tool the export comes from.
-        #[arg(long = "from", value_enum)]
-        format: crate::accounts::import::formats::Format,
-        /// The export file, or a folder of them.
-        path: PathBuf,
-        /// Where the refresh tokens go.
-        #[arg(long, value_enum, default_value = "env")]
-        tokens: crate::accounts::import::TokenStorage,
-        /// The env file for `--tokens env` (default: accounts.env beside accounts.yaml).
-        #[arg(long)]
-        env_file: Option<PathBuf>,
-        /// Import without trying each token with one refresh.
-        #[arg(long)]
-        no_validate: bool,
-        #[arg(short, long, default_value = "conf/levitate.yaml")]
-        config: PathBuf,
-    },
+    Import(crate::accounts::import::ImportArgs),
 }
 
 /// Lines are `<time> <LEVEL> <message> key=value ...` (one per finished request: `request protocol=...
@@ -388,39 +371,10 @@ fn accounts(command: AccountsCommand) -> ExitCode {
         AccountsCommand::Enable { email, config } => {
             edit_accounts(&config, &email, "enabled", |f| f.set_enabled(&email, true))
         }
-        AccountsCommand::Import { format, path, tokens, env_file, no_validate, config } => {
-            let options = crate::accounts::import::ImportOptions {
-                format,
-                path,
-                tokens,
-                env_file,
-                validate: !no_validate,
-            };
-            import_accounts(&config, &options)
-        }
-    }
-}
-
-fn import_accounts(config: &Path, options: &crate::accounts::import::ImportOptions) -> ExitCode {
-    let (snapshot, rt) = match (load_lenient(config), runtime()) {
-        (Ok(s), Ok(rt)) => (s, rt),
-        (Err(code), _) | (_, Err(code)) => return code,
-    };
-    match rt.block_on(crate::accounts::import::run(&snapshot, options, &mut std::io::stdout())) {
-        Ok(done) => {
-            println!(
-                "{} imported, {} skipped, {} not imported",
-                done.imported.len(),
-                done.skipped.len(),
-                done.failed.len()
-            );
-            if done.failed.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => fail(format!("levitate accounts import: {e}")),
+        AccountsCommand::Import(args) => match (load_lenient(&args.config), runtime()) {
+            (Ok(snapshot), Ok(rt)) => rt.block_on(crate::accounts::import::command(&snapshot, &args)),
+            (Err(code), _) | (_, Err(code)) => code,
+        },
     }
 }
 

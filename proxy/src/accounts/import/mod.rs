@@ -31,6 +31,58 @@ pub enum TokenStorage {
     Inline,
 }
 
+/// `levitate accounts import`'s arguments.
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    /// The tool the export comes from.
+    #[arg(long = "from", value_enum)]
+    pub format: Format,
+    /// The export file, or a folder of them.
+    pub path: PathBuf,
+    /// Where the refresh tokens go.
+    #[arg(long, value_enum, default_value = "env")]
+    pub tokens: TokenStorage,
+    /// The env file for `--tokens env` (default: accounts.env beside accounts.yaml).
+    #[arg(long)]
+    pub env_file: Option<PathBuf>,
+    /// Import without trying each token with one refresh.
+    #[arg(long)]
+    pub no_validate: bool,
+    #[arg(short, long, default_value = "conf/levitate.yaml")]
+    pub config: PathBuf,
+}
+
+/// Runs the command, printing what happened; fails when the input is refused or a token did not validate
+/// (the valid ones are imported all the same).
+pub async fn command(snapshot: &Snapshot, args: &ImportArgs) -> std::process::ExitCode {
+    let options = ImportOptions {
+        format: args.format,
+        path: args.path.clone(),
+        tokens: args.tokens,
+        env_file: args.env_file.clone(),
+        validate: !args.no_validate,
+    };
+    match run(snapshot, &options, &mut std::io::stdout()).await {
+        Ok(done) => {
+            println!(
+                "{} imported, {} skipped, {} not imported",
+                done.imported.len(),
+                done.skipped.len(),
+                done.failed.len()
+            );
+            if done.failed.is_empty() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("levitate accounts import: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 pub struct ImportOptions {
     pub format: Format,
     /// A file, or a folder whose `*.json` files are all read.
