@@ -217,7 +217,7 @@ impl Reader<'_> {
                     entry.get("quota").and_then(|q| q.get("subscription_tier")).and_then(Value::as_str);
                 Candidate {
                     origin: self.origin(index),
-                    email: self.required(entry, "email", index)?,
+                    email: self.email(entry, index)?,
                     refresh_token: self.required(token, "refresh_token", index)?,
                     project_id: text(token, "project_id"),
                     tier: tier.filter(|t| crate::config::is_known_tier(t)).map(str::to_string),
@@ -227,7 +227,7 @@ impl Reader<'_> {
                 self.check_fields(entry, "", &[AM_EXPORT_MAPPED]);
                 Candidate {
                     origin: self.origin(index),
-                    email: self.required(entry, "email", index)?,
+                    email: self.email(entry, index)?,
                     refresh_token: self.required(entry, "refresh_token", index)?,
                     project_id: None,
                     tier: None,
@@ -265,7 +265,7 @@ impl Reader<'_> {
         self.check_fields(entry, "", &[CPA_MAPPED, CPA_KNOWN]);
         let candidate = Candidate {
             origin: self.origin(None),
-            email: self.required(entry, "email", None)?,
+            email: self.email(entry, None)?,
             refresh_token: self.required(entry, "refresh_token", None)?,
             project_id: text(entry, "project_id"),
             tier: None,
@@ -307,7 +307,7 @@ impl Reader<'_> {
             let project = managed.map(str::to_string).or_else(|| text(entry, "projectId"));
             let candidate = Candidate {
                 origin: self.origin(Some(i)),
-                email: self.required(entry, "email", Some(i))?,
+                email: self.email(entry, Some(i))?,
                 refresh_token: token,
                 project_id: project,
                 tier: None,
@@ -316,6 +316,15 @@ impl Reader<'_> {
             self.parsed.candidates.push(candidate);
         }
         Ok(())
+    }
+
+    /// The entry's `email`, which accounts.yaml requires to be an address (it is the account's identity).
+    fn email(&self, object: &Map<String, Value>, index: Option<usize>) -> Result<String, FormatError> {
+        let email = self.required(object, "email", index)?;
+        if !email.contains('@') {
+            return Err(self.error(index, format!("email {email:?} is not an email address")));
+        }
+        Ok(email)
     }
 
     /// A non-empty string field, or an error naming it.
@@ -464,6 +473,9 @@ mod tests {
         let json = json!({"type": "antigravity", "refresh_token": "1//x"});
         let e = parse(Format::Cliproxyapi, "cpa.json", &json, false).unwrap_err();
         assert_eq!(e.to_string(), "cpa.json: no email");
+        let json = json!({"type": "antigravity", "email": "someone", "refresh_token": "1//x"});
+        let e = parse(Format::Cliproxyapi, "cpa.json", &json, false).unwrap_err();
+        assert_eq!(e.to_string(), "cpa.json: email \"someone\" is not an email address");
         let e = parse(Format::AntigravityClaudeProxy, "x.json", &json!([1]), false).unwrap_err();
         assert_eq!(e.to_string(), "x.json: expected a JSON object");
     }

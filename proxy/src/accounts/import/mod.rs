@@ -246,30 +246,33 @@ pub async fn run(
     for note in &notes {
         let _ = writeln!(out, "warning: {note}");
     }
-    let (fresh, mut skipped) = new_accounts(candidates, &AccountsFile::read(accounts_path)?)?;
+    let existing = AccountsFile::read(accounts_path)?;
+    let (fresh, mut skipped) = new_accounts(candidates, &existing)?;
     let (fresh, failed) =
         if options.validate { validated(snapshot, fresh).await? } else { (fresh, Vec::new()) };
     let mut summary = Summary { failed, ..Summary::default() };
     if !fresh.is_empty() {
-        let env = match options.tokens {
+        let (env, variables) = match options.tokens {
             TokenStorage::Inline => {
                 make_private(accounts_path)?;
-                None
+                (None, vec![None; fresh.len()])
             }
             TokenStorage::Env => {
                 let path = options.env_file.clone().unwrap_or_else(|| beside(accounts_path, "accounts.env"));
+                let names = variables(&fresh, &existing)?;
                 let entries: Vec<(String, String, String)> = fresh
                     .iter()
-                    .map(|c| (c.email.clone(), env_file::variable_for(&c.email), c.refresh_token.clone()))
+                    .zip(&names)
+                    .map(|(c, name)| (c.email.clone(), name.clone(), c.refresh_token.clone()))
                     .collect();
                 // The tokens first: accounts.yaml never names a variable the env file lacks.
                 env_file::write(&path, &entries)?;
-                Some(path)
+                (Some(path), names.into_iter().map(Some).collect())
             }
         };
         let written = AccountsFile::edit(accounts_path, |file| {
             let mut written = Vec::new();
-            for candidate in &fresh {
+            for (candidate, variable) in fresh.iter().zip(&variables) {
                 // Another writer may have added it since the check above: pass over, not fail.
                 if file.contains(&candidate.email)? {
                     skipped.push(format!(
@@ -278,7 +281,6 @@ pub async fn run(
                     ));
                     continue;
                 }
-                let variable = env.as_ref().map(|_| env_file::variable_for(&candidate.email));
                 file.add_entry(entry(candidate, variable.as_deref()))?;
                 written.push(candidate);
             }
@@ -311,6 +313,30 @@ pub async fn run(
     }
     summary.skipped = skipped;
     Ok(summary)
+}
+
+/// The env variable of each new account: [`env_file::variable_for`] its email, with `_2`, `_3`, … when that
+/// name is taken by an account already in accounts.yaml or by an earlier one of this import (`a.b@x` and
+/// `a_b@x` share a name), so an import never overwrites another account's token.
+fn variables(fresh: &[Candidate], existing: &AccountsFile) -> Result<Vec<String>, AccountsFileError> {
+    let mut taken: std::collections::HashSet<String> = existing
+        .accounts()?
+        .iter()
+        .filter_map(|a| a.get("refresh_token_env").and_then(serde_yaml::Value::as_str).map(str::to_string))
+        .collect();
+    let mut names = Vec::with_capacity(fresh.len());
+    for candidate in fresh {
+        let base = env_file::variable_for(&candidate.email);
+        let mut name = base.clone();
+        let mut n = 1;
+        while taken.contains(&name) {
+            n += 1;
+            name = format!("{base}_{n}");
+        }
+        taken.insert(name.clone());
+        names.push(name);
+    }
+    Ok(names)
 }
 
 /// `name` in the folder of `path`.
@@ -348,7 +374,8 @@ mod tests {
         );
         write("accounts.yaml", accounts);
         write("routes.yaml", "aliases: {}\n");
-        let snapshot = Snapshot::load(&dir.join("levitate.yaml")).unwrap();
+        // As the command loads it: an unset variable reads as empty.
+        let snapshot = Snapshot::load_with_env(&dir.join("levitate.yaml"), &Vars(Vec::new())).unwrap();
         (dir, snapshot)
     }
 
@@ -360,10 +387,11 @@ mod tests {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
+    /// An environment with these variables; any other reads as empty, as `levitate accounts` commands read it.
     struct Vars(Vec<(String, String)>);
     impl crate::config::Env for Vars {
         fn var(&self, name: &str) -> Option<String> {
-            self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+            Some(self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default())
         }
     }
 
@@ -483,6 +511,39 @@ mod tests {
         let emails: Vec<_> = fresh.iter().map(|c| c.email.as_str()).collect();
         assert_eq!(emails, ["a@x", "b@x"]);
         assert_eq!(skipped, ["am.json#1: skipped A@X: already imported from am.json#0"]);
+    }
+
+    #[tokio::test]
+    async fn emails_that_share_a_variable_name_never_overwrite_each_others_token() {
+        let existing =
+            "accounts:\n  - email: a.b@x.com\n    refresh_token_env: LEVITATE_REFRESH_TOKEN_A_B_X_COM\n";
+        let (dir, snapshot) = config("collide", existing);
+        let env_path = dir.join("accounts.env");
+        std::fs::write(&env_path, "LEVITATE_REFRESH_TOKEN_A_B_X_COM=1//theirs\n").unwrap();
+        let export = dir.join("export.json");
+        std::fs::write(
+            &export,
+            r#"[{"email": "a_b@x.com", "refresh_token": "1//one"}, {"email": "a-b@x.com", "refresh_token": "1//two"}]"#,
+        )
+        .unwrap();
+        run(&snapshot, &options(Format::AntigravityManager, export, TokenStorage::Env), &mut Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&env_path).unwrap(),
+            "LEVITATE_REFRESH_TOKEN_A_B_X_COM=1//theirs\nLEVITATE_REFRESH_TOKEN_A_B_X_COM_2=1//one\n\
+             LEVITATE_REFRESH_TOKEN_A_B_X_COM_3=1//two\n"
+        );
+        let env = Vars(vec![
+            ("LEVITATE_REFRESH_TOKEN_A_B_X_COM".into(), "1//theirs".into()),
+            ("LEVITATE_REFRESH_TOKEN_A_B_X_COM_2".into(), "1//one".into()),
+            ("LEVITATE_REFRESH_TOKEN_A_B_X_COM_3".into(), "1//two".into()),
+        ]);
+        let loaded = Snapshot::load_with_env(&dir.join("levitate.yaml"), &env).unwrap();
+        let tokens: Vec<_> =
+            loaded.accounts.iter().map(|a| (a.email.as_str(), a.refresh_token.expose())).collect();
+        assert_eq!(tokens, [("a.b@x.com", "1//theirs"), ("a_b@x.com", "1//one"), ("a-b@x.com", "1//two")]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
