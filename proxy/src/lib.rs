@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod app;
+pub mod atomic_file;
 pub mod cli;
 pub mod config;
 #[cfg(feature = "demo")]

@@ -11,10 +11,8 @@
 //! accounts.yaml across read, change and write, so no writer's update is lost, and every write uses its own
 //! temp file, so two writes never share one.
 
-use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_yaml::{Mapping, Value};
 
@@ -43,9 +41,6 @@ pub struct AccountsFile {
     path: std::path::PathBuf,
     text: String,
 }
-
-/// Distinguishes the temp files of concurrent writes within one process.
-static WRITES: AtomicU64 = AtomicU64::new(0);
 
 /// An exclusive lock on `.<accounts file>.lock` beside the file, released when dropped (the descriptor
 /// closes). The lock file is never removed: removing it would let a writer lock a file nobody else opens.
@@ -209,30 +204,9 @@ impl AccountsFile {
     /// write goes through [`edit`](Self::edit), under the lock.
     fn write(&self) -> Result<(), AccountsFileError> {
         let io = |source| AccountsFileError::Io { path: self.path.display().to_string(), source };
-        let folder = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let write = WRITES.fetch_add(1, Ordering::Relaxed);
-        let temp = folder.join(format!(".{name}.levitate-{}-{write}", std::process::id()));
-        let mode =
-            std::fs::metadata(&self.path).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
-        let result = (|| {
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            // The file holds refresh tokens: private unless the operator chose otherwise.
-            std::os::unix::fs::OpenOptionsExt::mode(
-                &mut options,
-                mode.as_ref().map(|m| m & 0o777).unwrap_or(0o600),
-            );
-            let mut file = options.open(&temp)?;
-            file.write_all(self.text.as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&temp, &self.path)?;
-            std::fs::File::open(folder)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
-        result.map_err(io)
+        // The file holds refresh tokens: private unless the operator chose otherwise.
+        let mode = crate::atomic_file::mode_or(&self.path, 0o600);
+        crate::atomic_file::replace(&self.path, self.text.as_bytes(), mode).map_err(io)
     }
 }
 

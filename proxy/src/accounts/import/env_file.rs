@@ -2,8 +2,7 @@
 //! systemd's `EnvironmentFile=` and a shell's `set -a; . file` both read, with accounts.yaml naming each
 //! variable in `refresh_token_env:`. Written atomically and mode 0600: it holds every imported credential.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnvFileError {
@@ -64,25 +63,7 @@ pub fn write(path: &Path, entries: &[(String, String, String)]) -> Result<(), En
         Err(e) => return Err(io(e)),
     };
     let text = merged(&existing, entries)?;
-    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp: PathBuf = folder.join(format!(".{name}.levitate-{}", std::process::id()));
-    let result = (|| {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&temp)?;
-        // A temp file left by an earlier crash keeps its mode: make sure it is private before writing.
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)?;
-        std::fs::File::open(folder)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result.map_err(io)
+    crate::atomic_file::replace(path, text.as_bytes(), 0o600).map_err(io)
 }
 
 #[cfg(test)]

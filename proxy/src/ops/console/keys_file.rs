@@ -8,7 +8,6 @@
 //! file, fsync, rename, fsync of the folder) under an exclusive `flock` beside the file, the way
 //! `accounts/file.rs` writes accounts.yaml, so the reload watcher only ever sees a whole file.
 
-use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
@@ -66,23 +65,8 @@ pub fn edit(path: &Path, name: &str, change: &Change) -> Result<(), KeysFileErro
     }
     let text = std::fs::read_to_string(path)?;
     let edited = apply(&text, name, change)?;
-    let mode =
-        std::fs::metadata(path).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)?;
-    let temp = folder.join(format!(".{file_name}.console-{}", std::process::id()));
-    let result = (|| {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-        let mut file = options.open(&temp)?;
-        file.write_all(edited.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)?;
-        std::fs::File::open(folder)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    Ok(result?)
+    let mode = crate::atomic_file::mode_or(path, 0o600);
+    Ok(crate::atomic_file::replace(path, edited.as_bytes(), mode)?)
 }
 
 /// The text of levitate.yaml with `change` applied to key `name` (pure: the tests' subject).
