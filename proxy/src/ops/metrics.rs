@@ -18,8 +18,12 @@ use prometheus::{
 /// The `protocol` label values (`Protocol::as_str`) and the `route` label values (the gateway's operation
 /// labels) whose histogram handles are kept; any other value takes the labelled lookup.
 const PROTOCOLS: [&str; 3] = ["openai", "anthropic", "gemini"];
-const ROUTES: [&str; 8] = [
+const ROUTES: [&str; 12] = [
     "chat_completions",
+    "responses",
+    "completions",
+    "images_generations",
+    "images_edits",
     "messages",
     "generate_content",
     "count_tokens",
