@@ -353,7 +353,7 @@ impl ServeHttp for Admin {
                 }
             }
             (&Method::POST, ["admin", "accounts", email, action @ ("enable" | "disable")]) => {
-                let email = percent_decode(email);
+                let email = super::path::percent_decode(email);
                 let enabled = *action == "enable";
                 let admin =
                     Admin { app: self.app.clone(), started: self.started, console: self.console.clone() };
@@ -363,7 +363,7 @@ impl ServeHttp for Admin {
                 }
             }
             (&Method::POST, ["admin", "accounts", email, "clear-forbidden"]) => {
-                let email = percent_decode(email);
+                let email = super::path::percent_decode(email);
                 let snapshot = self.app.snapshot();
                 match snapshot.accounts.iter().find(|a| a.email.eq_ignore_ascii_case(&email)) {
                     Some(account) => {
@@ -392,36 +392,15 @@ fn known_path(segments: &[&str]) -> bool {
     )
 }
 
-/// Decodes `%XX` escapes of a path segment (`+` stays a plus: it is common in email addresses).
-fn percent_decode(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn emails_in_paths_are_decoded() {
-        assert_eq!(percent_decode("a%40x.com"), "a@x.com");
-        assert_eq!(percent_decode("a+tag@x.com"), "a+tag@x.com");
-        assert_eq!(percent_decode("bad%zz"), "bad%zz");
+        assert_eq!(super::super::path::percent_decode("a%40x.com"), "a@x.com");
+        assert_eq!(super::super::path::percent_decode("a+tag@x.com"), "a+tag@x.com");
+        assert_eq!(super::super::path::percent_decode("bad%zz"), "bad%zz");
     }
 
     #[test]

@@ -6,5 +6,6 @@ pub mod connections;
 pub mod console;
 pub mod handover;
 pub mod metrics;
+pub mod path;
 pub mod request_log;
 pub mod upgrade;

@@ -35,26 +35,7 @@ pub fn url_part(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>().replace('+', "%20")
 }
 
-/// A path segment with its `%XX` escapes decoded (`+` stays a plus: email addresses use it).
-pub fn path_segment(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+pub use crate::ops::path::percent_decode as path_segment;
 
 /// A whole page: head with the embedded assets, navigation with `current` marked, the flash message, `body`.
 /// The CSRF token is in a `<meta>` for the script and in every form the pages write with [`form`].
