@@ -107,6 +107,20 @@ impl ToolCache {
         Some(Arc::clone(&entry.json))
     }
 
+    /// The encoding cached for `digest`, else `build`'s, kept for the next request.
+    pub(crate) fn get_or_build<E>(
+        &self,
+        digest: ToolsDigest,
+        build: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<Arc<[u8]>, E> {
+        if let Some(json) = self.get(&digest) {
+            return Ok(json);
+        }
+        let json: Arc<[u8]> = build()?.into();
+        self.insert(digest, Arc::clone(&json));
+        Ok(json)
+    }
+
     /// Keeps `json` for `digest`, evicting the least recently used entries until both bounds hold.
     pub(crate) fn insert(&self, digest: ToolsDigest, json: Arc<[u8]>) {
         if self.capacity == 0 || json.len() > MAX_ENTRY_BYTES {

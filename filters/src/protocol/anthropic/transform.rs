@@ -123,12 +123,7 @@ fn cached_tools(
 ) -> Result<Arc<[u8]>, TransformError> {
     let keys: Vec<ToolKey> = declared.iter().map(ToolKey::new).collect();
     let digest = cache.digest(&(family, &keys));
-    if let Some(json) = cache.get(&digest) {
-        return Ok(json);
-    }
-    let json: Arc<[u8]> = encode_tools(&build_tools(declared, family, names)?).into();
-    cache.insert(digest, Arc::clone(&json));
-    Ok(json)
+    cache.get_or_build(digest, || Ok(encode_tools(&build_tools(declared, family, names)?)))
 }
 
 fn estimated_size(req: &MessagesRequest) -> usize {

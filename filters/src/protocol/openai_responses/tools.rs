@@ -86,12 +86,7 @@ pub(super) fn cached_tools(
     cache: &ToolCache,
 ) -> Result<Arc<[u8]>, TransformError> {
     let digest = cache.digest(&("responses", family, declared));
-    if let Some(json) = cache.get(&digest) {
-        return Ok(json);
-    }
-    let json: Arc<[u8]> = encode_tools(&build_tools(declared, family, names)?).into();
-    cache.insert(digest, Arc::clone(&json));
-    Ok(json)
+    cache.get_or_build(digest, || Ok(encode_tools(&build_tools(declared, family, names)?)))
 }
 
 pub(super) fn build_tools<'a>(
