@@ -14,7 +14,7 @@ RUNS="${RUNS:-10000000}"
 MAX_TIME="${MAX_TIME:-0}"
 SANITIZER="${SANITIZER:-address}"
 ALL=(auth_header retry_hint schema_clean sse_openai sse_anthropic sse_gemini request_openai request_anthropic
-     request_gemini config_load images_edit)
+     request_gemini config_load images_edit request_responses request_completions sse_responses)
 targets=("$@")
 [ "${#targets[@]}" -gt 0 ] || targets=("${ALL[@]}")
 TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"

@@ -29,15 +29,23 @@ REQUESTS = {
     "protocol/anthropic/transform.rs": "request_anthropic",
     "protocol/anthropic/count_tokens.rs": "request_anthropic",
     "protocol/gemini/transform.rs": "request_gemini",
+    "protocol/openai_responses/tests.rs": "request_responses",
+    "protocol/openai_responses/request.rs": "request_responses",
+    "protocol/openai_responses/tools.rs": "request_responses",
+    "protocol/openai_completions/request.rs": "request_completions",
+    "protocol/openai_completions/transform.rs": "request_completions",
 }
 STREAMS = ["protocol/openai_chat/stream.rs", "protocol/anthropic/stream.rs", "protocol/gemini/stream.rs",
-           "stream/chunk.rs", "stream/mod.rs"]
+           "stream/chunk.rs", "stream/mod.rs", "protocol/openai_responses/stream.rs",
+           "protocol/openai_completions/stream.rs"]
 SCHEMAS = ["schema/mod.rs", "schema/cleaned.rs", "schema/hints.rs"]
 REFUSALS = ["retry_hint.rs", "error.rs"]
 
 
 def test_part(path):
     text = path.read_text()
+    if path.name == "tests.rs":  # a module that is all tests
+        return text
     cut = text.find("#[cfg(test)]")
     return text[cut:] if cut >= 0 else ""
 
@@ -107,7 +115,7 @@ def main():
                 write(target, b"\x05\x00" + body)  # Claude thinking model, and through the tool cache
     events = [compact(v) for rel in STREAMS for v in fixtures(rel) if isinstance(v, dict)]
     events = [e for e in events if b"candidates" in e or b"response" in e or b"error" in e]
-    for target in ("sse_openai", "sse_anthropic", "sse_gemini"):
+    for target in ("sse_openai", "sse_anthropic", "sse_gemini", "sse_responses"):
         for i, event in enumerate(events):
             # One event, whole, in one read; streamed with keep-alives, or folded.
             write(target, bytes([i % 16, 0]) + b"data: " + event + b"\r\n\r\n")
@@ -124,7 +132,7 @@ def main():
                 {"candidates": [{"content": {"parts": [{"text": "", "thoughtSignature": "Esig"}]},
                                  "finishReason": "STOP", "groundingMetadata": metadata}]}]
     turn = b"".join(b"data: " + compact({"response": e}) + b"\n\n" for e in grounded)
-    for target in ("sse_openai", "sse_anthropic", "sse_gemini"):
+    for target in ("sse_openai", "sse_anthropic", "sse_gemini", "sse_responses"):
         for flags in (16, 17):
             write(target, bytes([flags, 11]) + turn)
     for rel in SCHEMAS + ["protocol/openai_chat/tools.rs"]:

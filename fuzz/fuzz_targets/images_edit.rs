@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(parts.len() <= multipart::MAX_PARTS);
             for part in &parts {
                 let inside = body.as_ptr_range();
-                assert!(inside.contains(&part.data.as_ptr()) || part.data.is_empty(), "a part outside the body");
+                assert!(
+                    inside.contains(&part.data.as_ptr()) || part.data.is_empty(),
+                    "a part outside the body"
+                );
             }
         }
     }

@@ -139,3 +139,11 @@ pub fn tool_names(flags: u8) -> levitate_filters::inner::ToolNameMap {
     }
     levitate_filters::inner::ToolNameMap::new(["get weather", "get_weather", "ns.lookup", "a/b"])
 }
+
+/// The reasoning-sealing keys of the Responses targets: the same key as the filters' unit tests, so a sealed
+/// `encrypted_content` lifted from a test opens, with a previous key so the rotation path is reached too.
+pub fn seal_keys() -> levitate_filters::protocol::openai_responses::seal::SealKeys {
+    use levitate_filters::protocol::openai_responses::seal::{SealKey, SealKeys};
+    let key = |id: u32, byte: u8| SealKey::new(id, &[byte; 32]).expect("a 32-byte key");
+    SealKeys::new(key(7, 7), Some(key(6, 6)))
+}

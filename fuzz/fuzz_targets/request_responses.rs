@@ -1,0 +1,39 @@
+//! An OpenAI Responses API body: parsed, every accessor the gateway calls, then rewritten into the inner
+//! `v1internal` request for the model `flags` selects, with sealing keys that open the reasoning items the
+//! seeds carry (any other `encrypted_content` takes the "cannot open" path). With `flags` bit 2, also through
+//! the tool cache, which must give the same bytes.
+#![no_main]
+
+use levitate_filters::inner::{Target, ToolCache};
+use levitate_filters::protocol::openai_responses::{
+    build_inner_request, build_inner_request_cached, parse_responses_request, tool_routes,
+};
+use levitate_fuzz::{control, model, seal_keys, SomeSignatures};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let (flags, _, body) = control(data);
+    let mut body = body.to_vec();
+    let Ok(req) = parse_responses_request(&mut body) else { return };
+    let _ =
+        (req.model(), req.stream(), req.web_search(), req.search_domains(), req.includes_search_sources());
+    let _ = (req.session_hint(), req.first_user_text(), req.includes_encrypted_reasoning());
+    let _ = (req.wants_summary(), req.estimate_tokens(), tool_routes(&req));
+    let target = Target { upstream_model: model(flags), session_id: "fuzz-session" };
+    let keys = seal_keys();
+    let built = build_inner_request(&req, &target, &SomeSignatures, &keys);
+    if flags & 4 != 0 {
+        let cache = ToolCache::new(4);
+        for _ in 0..2 {
+            let cached = build_inner_request_cached(&req, &target, &SomeSignatures, &keys, &cache);
+            match (&built, &cached) {
+                (Ok(a), Ok(b)) => assert_eq!(a.json, b.json, "the tool cache changed the request"),
+                (Err(a), Err(b)) => assert_eq!(a, b),
+                _ => panic!("the tool cache changed the outcome: {built:?} vs {cached:?}"),
+            }
+        }
+    }
+    if let Ok(inner) = built {
+        serde_json::from_slice::<serde_json::Value>(&inner.json).expect("the inner request is JSON");
+    }
+});
