@@ -61,6 +61,13 @@ impl CredentialError {
     /// once already; counting every fast refusal would open the breaker on one hung call).
     pub fn counts_against_breaker(&self) -> bool {
         !matches!(self, CredentialError::Revoked { .. } | CredentialError::BackedOff { .. })
+            && !self.egress_down()
+    }
+
+    /// Whether the account's egress proxy failed (not Google, not the account): the account is marked
+    /// `egress_down` and the call is never retried around the proxy.
+    pub fn egress_down(&self) -> bool {
+        matches!(self, CredentialError::Network { source, .. } if source.egress_down().is_some())
     }
 }
 
@@ -156,6 +163,9 @@ impl AccountCredentials {
         match result {
             Ok(_) => *self.backoff() = Backoff::default(),
             Err(CredentialError::Revoked { .. } | CredentialError::BackedOff { .. }) => {}
+            // A dead proxy is the `egress_down` mark's business: once the probe sees it again, the next
+            // request must refresh at once rather than wait out a back-off.
+            Err(e) if e.egress_down() => {}
             Err(e) => self.backoff().fail(Instant::now(), e.to_string()),
         }
     }
@@ -318,7 +328,13 @@ impl Credentials {
             ("User-Agent", format!("vscode/1.105.0 ({})", settings.user_agent)),
         ];
         let url = &settings.oauth_token_url;
-        let request = UpstreamRequest { url, path: "", headers: &headers, body: Bytes::from(form) };
+        let request = UpstreamRequest {
+            url,
+            path: "",
+            headers: &headers,
+            body: Bytes::from(form),
+            egress: account.egress(),
+        };
         let (status, body) = self
             .upstream
             .post(request, CONTROL_BODY_LIMIT)
@@ -450,7 +466,13 @@ impl Credentials {
         let path = format!("/v1internal:{method}");
         let mut last: Option<CredentialError> = None;
         for url in &settings.endpoints {
-            let request = UpstreamRequest { url, path: &path, headers: &headers, body: body.clone() };
+            let request = UpstreamRequest {
+                url,
+                path: &path,
+                headers: &headers,
+                body: body.clone(),
+                egress: account.egress(),
+            };
             let call = async {
                 self.upstream
                     .post(request, CONTROL_BODY_LIMIT)
@@ -478,6 +500,8 @@ impl Credentials {
                     }
                     last = Some(error);
                 }
+                // The next endpoint would go through the same dead proxy.
+                Err(e) if e.egress_down() => return Err(e),
                 Err(e) => last = Some(e),
             }
         }

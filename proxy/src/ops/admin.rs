@@ -69,6 +69,8 @@ impl Admin {
     fn metrics(&self) -> Response<Vec<u8>> {
         let accounts = self.app.pool.snapshot_state();
         self.app.metrics.set_accounts(accounts.iter().map(|a| (a.email.as_str(), a.state, a.in_flight)));
+        let with_proxy = accounts.iter().filter(|a| a.egress.is_some());
+        self.app.metrics.set_egress(with_proxy.map(|a| (a.email.as_str(), a.egress_down.is_none())));
         reply(200, "text/plain; version=0.0.4", self.app.metrics.render())
     }
 

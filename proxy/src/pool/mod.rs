@@ -21,6 +21,7 @@
 
 pub mod affinity;
 pub mod breaker;
+mod egress;
 mod index;
 mod lease;
 mod live;
@@ -183,11 +184,13 @@ impl AccountPool {
         self.selector.load().accounts().cloned().collect()
     }
 
-    /// Enabled, not forbidden: worth polling and selecting at all.
+    /// Enabled, not forbidden, its egress up: worth polling and selecting at all.
     pub fn is_usable(&self, id: &str) -> bool {
         let selector = self.selector.load();
+        let live = self.state.live_of(id);
         selector.entries.iter().any(|e| e.account.id == id && e.live.enabled(&e.account))
-            && self.state.live_of(id).forbidden().is_none()
+            && live.forbidden().is_none()
+            && live.egress_down().is_none()
     }
 
     /// Leases the best eligible account right now, without waiting.
@@ -243,6 +246,9 @@ impl AccountPool {
         // The breaker's claim is atomic: of many requests racing past a half-open breaker, one probes.
         if !lease.live.breaker.try_admit(now, &PoolState::policy(settings)) {
             return None; // dropping the lease returns the slot and refiles the account
+        }
+        if !self.take_pacing_turn(&lease.account) {
+            return None;
         }
         lease.live.served.fetch_add(1, Ordering::Relaxed);
         Some(lease)
@@ -480,10 +486,13 @@ impl AccountPool {
         }
     }
 
-    /// A permanent credential failure (`invalid_grant`) forbids the account.
+    /// A permanent credential failure (`invalid_grant`) forbids the account; a dead egress proxy marks it
+    /// `egress_down`.
     pub fn on_credential_error(&self, account: &AccountSpec, error: &CredentialError) {
         if let CredentialError::Revoked { error: code, description, .. } = error {
             self.forbid(account, code, None, description);
+        } else if error.egress_down() {
+            self.mark_egress_down(account, &error.to_string());
         }
     }
 
