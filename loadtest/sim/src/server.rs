@@ -278,11 +278,12 @@ async fn v1internal_inner(
     let result = match method {
         "loadCodeAssist" => {
             state.stats.call(email, Call::LoadCodeAssist);
-            Ok(codeassist::load_code_assist(&account))
+            codeassist::check_metadata(&body).map(|_| codeassist::load_code_assist(&account))
         }
         "onboardUser" => {
             state.stats.call(email, Call::OnboardUser);
-            codeassist::onboard_user(&account, &body, state.config.onboard_polls)
+            codeassist::check_metadata(&body)
+                .and_then(|_| codeassist::onboard_user(&account, &body, state.config.onboard_polls))
         }
         "fetchAvailableModels" => {
             state.stats.call(email, Call::FetchAvailableModels);

@@ -276,7 +276,10 @@ impl Stats {
             .map(|(ip, p)| {
                 let accounts: serde_json::Map<String, Value> =
                     p.accounts.iter().map(|(e, n)| (e.clone(), json!(n))).collect();
-                (ip.to_string(), json!({"connections": p.connections, "requests": p.requests, "accounts": accounts}))
+                (
+                    ip.to_string(),
+                    json!({"connections": p.connections, "requests": p.requests, "accounts": accounts}),
+                )
             })
             .collect();
         json!({

@@ -232,7 +232,11 @@ async fn open_call(
             // `Bytes` clones share the buffer: every attempt sends the same bytes without a copy.
             Call::CountTokens { body } => body.clone(),
         };
-        let headers = upstream_headers(&token.token, &snapshot.upstream.user_agent, upstream_model);
+        // The account's own install: its platform in the user agent, its machine id (`egress::identity`).
+        let identity = app.credentials.identity(&account);
+        let base_agent = &snapshot.upstream.user_agent;
+        let mut headers = upstream_headers(&token.token, &identity.user_agent(base_agent), upstream_model);
+        headers.extend(identity.headers(base_agent));
         let sent = send_with_fallback(app, snapshot, &account, call.path(), &headers, body).await;
         let (refusal, error_body) = match sent {
             Sent::Ok(response) => {

@@ -103,6 +103,7 @@ impl Admin {
     }
 
     fn accounts(&self) -> Value {
+        let snapshot = self.app.snapshot();
         let accounts: Vec<Value> = self
             .app
             .pool
@@ -114,6 +115,18 @@ impl Admin {
                 let mut value = json!(status);
                 if let Some(object) = value.as_object_mut() {
                     object.insert("control_backoff".into(), json!(backoff));
+                    // The account's client identity (not secret): what Google sees of its "install".
+                    if let Some(account) = snapshot.accounts.iter().find(|a| a.id == status.id) {
+                        let identity = self.app.credentials.identity(account);
+                        object.insert(
+                            "identity".into(),
+                            json!({
+                                "platform": identity.platform,
+                                "machine_id": identity.machine_id,
+                                "user_agent": identity.user_agent(&snapshot.upstream.user_agent),
+                            }),
+                        );
+                    }
                 }
                 value
             })
