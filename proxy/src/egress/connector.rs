@@ -161,3 +161,69 @@ pub fn egress_failure(error: &Error) -> Option<&EgressError> {
 pub fn unresolved(port: u16) -> InetAddr {
     InetAddr::from(([0, 0, 0, 0], port))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A one-connection SOCKS5 proxy (no auth) that tunnels to whatever it is asked, over real sockets.
+    async fn socks_once(listener: TcpListener) {
+        let (mut client, _) = listener.accept().await.unwrap();
+        let mut greeting = [0u8; 3];
+        client.read_exact(&mut greeting).await.unwrap();
+        client.write_all(&[5, 0]).await.unwrap();
+        let mut head = [0u8; 5];
+        client.read_exact(&mut head).await.unwrap();
+        let mut name = vec![0u8; head[4] as usize + 2];
+        client.read_exact(&mut name).await.unwrap();
+        let host = String::from_utf8(name[..name.len() - 2].to_vec()).unwrap();
+        let port = u16::from_be_bytes([name[name.len() - 2], name[name.len() - 1]]);
+        let mut upstream = TcpStream::connect((host.as_str(), port)).await.unwrap();
+        client.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 0]).await.unwrap();
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    }
+
+    #[tokio::test]
+    async fn bytes_flow_through_a_socks5h_tunnel() {
+        let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target_port = target.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = target.accept().await.unwrap();
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).await.unwrap();
+            s.write_all(&buf).await.unwrap();
+        });
+        let proxy_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_port = proxy_listener.local_addr().unwrap().port();
+        tokio::spawn(socks_once(proxy_listener));
+        let proxy = EgressProxy::parse(&format!("socks5h://127.0.0.1:{proxy_port}"), None).unwrap();
+        let target = Target::Name("127.0.0.1".into(), target_port);
+        let mut stream = open(&proxy, &target, Duration::from_secs(5)).await.unwrap();
+        stream.write_all(b"ping").await.unwrap();
+        stream.flush().await.unwrap();
+        let mut echo = [0u8; 4];
+        stream.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"ping");
+    }
+
+    #[tokio::test]
+    async fn a_closed_proxy_port_is_a_proxy_failure() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let proxy = EgressProxy::parse(&format!("http://127.0.0.1:{port}"), None).unwrap();
+        let e = open(&proxy, &Target::Name("h".into(), 443), Duration::from_secs(5)).await.err().unwrap();
+        assert!(matches!(e, EgressError::Unreachable { .. }) && e.is_proxy_down(), "{e}");
+    }
+
+    /// A proxy that accepts and never answers ends at the bound, as a proxy failure.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_proxy_times_out() {
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let proxy = EgressProxy::parse(&format!("socks5://127.0.0.1:{port}"), None).unwrap();
+        let e = open(&proxy, &Target::Name("h".into(), 443), Duration::from_secs(3)).await.err().unwrap();
+        assert!(matches!(e, EgressError::Timeout { .. }) && e.is_proxy_down(), "{e}");
+        drop(silent);
+    }
+}

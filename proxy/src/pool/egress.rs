@@ -91,6 +91,19 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_that_changes_the_proxy_lifts_egress_down_and_one_that_does_not_keeps_it() {
+        let mut a = account("a@x.com", None, 4);
+        a.egress = Some(Arc::new(EgressProxy::parse("socks5://127.0.0.1:9", None).unwrap()));
+        let pool = AccountPool::new(std::slice::from_ref(&a));
+        pool.mark_egress_down(&a, "refused");
+        pool.replace(std::slice::from_ref(&a));
+        assert!(pool.egress_down("a@x.com").is_some(), "same proxy: still down");
+        a.egress = Some(Arc::new(EgressProxy::parse("http://127.0.0.1:3128", None).unwrap()));
+        pool.replace(std::slice::from_ref(&a));
+        assert!(pool.egress_down("a@x.com").is_none(), "a new proxy is tried");
+    }
+
+    #[test]
     fn a_paced_account_gives_way_to_another_between_its_calls() {
         let mut a = account("a@x.com", Some("g1-ultra-tier"), 4);
         a.pacing = Pacing { min_interval: Duration::from_secs(600), jitter: Duration::ZERO };

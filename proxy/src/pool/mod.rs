@@ -155,6 +155,10 @@ impl AccountPool {
             if credentials_changed(old, a) && self.clear_forbidden(&a.id) {
                 tracing::info!(account = %a.email, "forbidden mark cleared: the account's credentials changed");
             }
+            // A new proxy gets its chance at once; if it fails too, the next call marks the account again.
+            if old.egress != a.egress {
+                self.mark_egress_up(a);
+            }
         }
         let selector = AccountSelector::from_accounts(accounts, self.state.clone());
         self.state.install(selector.accounts(), &selector.index);
