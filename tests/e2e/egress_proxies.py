@@ -13,6 +13,7 @@ import asyncio
 import base64
 import ipaddress
 import socket
+import ssl
 import struct
 import threading
 from concurrent.futures import Future
@@ -23,8 +24,11 @@ class TunnelProxy:
 
     kind = "proxy"
 
-    def __init__(self, source_ip: str, user: str | None = None, password: str | None = None):
+    def __init__(self, source_ip: str, user: str | None = None, password: str | None = None,
+                 tls: ssl.SSLContext | None = None):
         self.source_ip = source_ip
+        # With `tls`, clients speak TLS to the proxy itself (an `https://` proxy).
+        self.tls = tls
         self.user = user
         self.password = password
         self.port = _free_port()
@@ -52,7 +56,8 @@ class TunnelProxy:
 
     def start(self) -> "TunnelProxy":
         async def listen() -> None:
-            self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
+            self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True,
+                                                      ssl=self.tls)
         self._run(listen())
         return self
 
@@ -174,7 +179,8 @@ class ConnectProxy(TunnelProxy):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        # A TLS proxy is named as its certificate names it.
+        return f"https://localhost:{self.port}" if self.tls else f"http://127.0.0.1:{self.port}"
 
     async def _handshake(self, reader, writer):
         head = await reader.readuntil(b"\r\n\r\n")

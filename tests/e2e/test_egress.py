@@ -11,6 +11,7 @@ simulator's per-peer stats, not from the gateway's word.
 from __future__ import annotations
 
 import re
+import ssl
 import time
 from pathlib import Path
 from typing import Iterator
@@ -55,6 +56,17 @@ class Egress:
             assert r.status_code == 200, f"request {i}: {r.status_code} {r.text}"
 
 
+def egress_gateway(sim, config_dir: Path, accounts: list[Account], entries: list[dict]) -> Gateway:
+    """A gateway (not started) whose accounts.yaml holds `entries`; quota polls every second, so
+    fetchAvailableModels goes through the proxies too."""
+    config_dir.mkdir()
+    write_yaml(config_dir / "accounts.yaml", {"accounts": entries})
+    (config_dir / "routes.yaml").write_text((REPO / "conf" / "routes.yaml").read_text())
+    gateway = Gateway(config_dir, sim, accounts, config_dir.parent / "logs")
+    gateway.main_config = main_config(sim, pool={"quota_interval": "1s", "max_attempts": 4})
+    return gateway
+
+
 @pytest.fixture
 def egress(start_sim, tmp_path: Path, request, monkeypatch) -> Iterator[Egress]:
     accounts = [SOCKS_ACCOUNT, CONNECT_ACCOUNT]
@@ -64,20 +76,14 @@ def egress(start_sim, tmp_path: Path, request, monkeypatch) -> Iterator[Egress]:
     # Credentials come from the environment only (the gateway inherits the test's environment).
     monkeypatch.setenv("E2E_SOCKS_AUTH", "sockuser:sock:pass")
     monkeypatch.setenv("E2E_CONNECT_AUTH", "connuser:conn-pass")
-    config_dir = tmp_path / "egress"
-    config_dir.mkdir()
     entries = [a.gateway_entry() for a in accounts]
     # Pacing on both: consecutive calls of one account are spaced, so requests alternate between them (the pool
     # picks the other account rather than waiting while one is free).
     entries[0].update(proxy=socks.url, proxy_auth_env="E2E_SOCKS_AUTH", min_interval="500ms")
     entries[1].update(proxy=connect.url, proxy_auth_env="E2E_CONNECT_AUTH", min_interval="500ms", jitter="100ms")
-    write_yaml(config_dir / "accounts.yaml", {"accounts": entries})
-    (config_dir / "routes.yaml").write_text((REPO / "conf" / "routes.yaml").read_text())
-    # Quota polls every second, so fetchAvailableModels is exercised through the proxies too.
-    config = main_config(sim, pool={"quota_interval": "1s", "max_attempts": 4})
-    gateway = Gateway(config_dir, sim, accounts, tmp_path / "logs")
+    gateway = egress_gateway(sim, tmp_path / "egress", accounts, entries)
     try:
-        gateway.start(config)
+        gateway.start(gateway.main_config)
         yield Egress(gateway, socks, connect)
     finally:
         gateway.stop()
@@ -171,6 +177,52 @@ def test_a_dead_proxy_takes_its_account_out_and_nothing_goes_direct(egress: Egre
     egress.chat_ok(6)
     assert egress.calls_from(SOCKS_SOURCE).get(SOCKS_ACCOUNT.email, 0) > served, egress.peers()
     assert egress.calls_from(GATEWAY_SOURCE) == {}, egress.peers()
+
+
+def test_an_https_proxy_is_verified_before_it_carries_its_account(start_sim, tmp_path: Path, request,
+                                                                  monkeypatch):
+    from test_tls import make_ca, make_leaf
+
+    ca = make_ca(tmp_path, "egress-ca")
+    leaf = make_leaf(tmp_path, "egress-proxy", ca, 0xE6)
+    other_ca = make_ca(tmp_path, "other-ca")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(leaf[0]), str(leaf[1]))
+    proxy = ConnectProxy(CONNECT_SOURCE, tls=context).start()
+    account = Account(email="tls-proxy@e2e.levitate", project_id="e2e-tls-proxy")
+    sim = start_sim({"accounts": [account.sim_entry()]})
+    entry = dict(account.gateway_entry(), proxy=proxy.url)
+    gateways: list[Gateway] = []
+    try:
+        # The proxy's certificate is not from a trusted CA: the account goes egress_down and nothing is sent.
+        monkeypatch.setenv("SSL_CERT_FILE", str(other_ca[0]))
+        untrusting = egress_gateway(sim, tmp_path / "untrusting", [account], [entry])
+        gateways.append(untrusting.start(untrusting.main_config))
+        r = untrusting.chat("hello [sim:text]")
+        assert r.status_code == 503, r.text
+        shown = httpx.get(untrusting.admin_url + "/admin/accounts", timeout=10).json()["accounts"][0]
+        assert shown["state"] == "egress_down" and "TLS" in shown["egress_down"], shown
+        assert proxy.tunnels == 0
+        assert sim.account_stats(account.email) == {}, "nothing of the account reached the sim"
+        untrusting.stop()
+
+        # Trusted: every call goes through the proxy's TLS, then CONNECT.
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca[0]))
+        trusting = egress_gateway(sim, tmp_path / "trusting", [account], [entry])
+        gateways.append(trusting.start(trusting.main_config))
+        for i in range(3):
+            r = trusting.chat(f"hello #{i} [sim:text]")
+            assert r.status_code == 200, r.text
+        peers = sim.stats()["peers"]
+        assert set(peers[CONNECT_SOURCE]["accounts"]) == {account.email}, peers
+        assert peers.get(GATEWAY_SOURCE, {}).get("accounts", {}) == {}, peers
+        assert peers[CONNECT_SOURCE]["connections"] == proxy.tunnels >= 1
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+            if phase_failed(request):
+                print(gateway.logs())
+        proxy.close()
 
 
 def test_each_account_presents_its_own_identity_and_keeps_it_across_a_restart(start_gateway):
