@@ -92,7 +92,8 @@ class TunnelProxy:
                 return
             host, port = target
             try:
-                up_reader, up_writer = await asyncio.open_connection(host, port, local_addr=(self.source_ip, 0))
+                up_reader, up_writer = await asyncio.open_connection(
+                    host, port, local_addr=(self._source_for(writer), 0), family=socket.AF_INET)
             except OSError:
                 await self._failed(writer)
                 return
@@ -106,6 +107,9 @@ class TunnelProxy:
             pass
         finally:
             writer.close()
+
+    def _source_for(self, writer: asyncio.StreamWriter) -> str:
+        return self.source_ip
 
     async def _handshake(self, reader, writer) -> tuple[str, int] | None:
         raise NotImplementedError
@@ -210,6 +214,39 @@ class ConnectProxy(TunnelProxy):
     async def _failed(self, writer) -> None:
         writer.write(b"HTTP/1.1 502 Bad Gateway\r\n\r\n")
         await writer.drain()
+
+
+class TlsFront(TunnelProxy):
+    """Google's TLS in front of the plain-HTTP simulator: it terminates TLS (a certificate for localhost) and
+    forwards the bytes to the sim from the address the connection came from, so the sim's per-peer stats still
+    show the path. It records the SNI of every handshake (`server_names`) and who connected (`peers`)."""
+
+    kind = "tls-front"
+
+    def __init__(self, backend_port: int, tls: ssl.SSLContext):
+        super().__init__("127.0.0.1", tls=tls)
+        self.backend_port = backend_port
+        self.server_names: list[str | None] = []
+        self.peers: list[str] = []
+        tls.sni_callback = lambda _sock, name, _context: self.server_names.append(name)
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    def _source_for(self, writer: asyncio.StreamWriter) -> str:
+        return writer.get_extra_info("peername")[0]
+
+    async def _handshake(self, reader, writer):
+        with self._lock:
+            self.peers.append(writer.get_extra_info("peername")[0])
+        return "127.0.0.1", self.backend_port
+
+    async def _succeeded(self, writer) -> None:
+        pass
+
+    async def _failed(self, writer) -> None:
+        pass
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

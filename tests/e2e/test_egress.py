@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from conftest import REPO, Account, Gateway, main_config, phase_failed, wait_until, write_yaml
-from egress_proxies import ConnectProxy, Socks5Proxy
+from egress_proxies import ConnectProxy, Socks5Proxy, TlsFront
 
 SOCKS_SOURCE = "127.0.0.2"
 CONNECT_SOURCE = "127.0.0.3"
@@ -223,6 +223,46 @@ def test_an_https_proxy_is_verified_before_it_carries_its_account(start_sim, tmp
             if phase_failed(request):
                 print(gateway.logs())
         proxy.close()
+
+
+def test_tls_to_the_upstream_runs_end_to_end_inside_the_tunnel(start_sim, tmp_path: Path, request, monkeypatch):
+    """The upstream speaks TLS (a stand-in for Google's front in front of the sim): the gateway's handshake,
+    with its SNI and certificate check, runs inside the SOCKS tunnel, and the proxy only ever sees ciphertext
+    to the endpoint's name."""
+    from test_tls import make_ca, make_leaf
+
+    ca = make_ca(tmp_path, "upstream-ca")
+    leaf = make_leaf(tmp_path, "upstream", ca, 0x60)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(leaf[0]), str(leaf[1]))
+    account = Account(email="tls-upstream@e2e.levitate", project_id=None, declare_tier=False)
+    sim = start_sim({"accounts": [account.sim_entry()]})
+    front = TlsFront(int(sim.addr.rsplit(":", 1)[1]), context).start()
+    socks = Socks5Proxy(SOCKS_SOURCE).start()
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca[0]))  # the gateway trusts the stand-in's CA, and only it
+    gateway = egress_gateway(sim, tmp_path / "tls-upstream", [account], [dict(account.gateway_entry(), proxy=socks.url)])
+    gateway.main_config["upstream"].update(endpoints=[front.url], oauth_token_url=front.url + "/token")
+    try:
+        gateway.start(gateway.main_config)
+        for i in range(3):
+            r = gateway.chat(f"hello #{i} [sim:text]")
+            assert r.status_code == 200, r.text
+        stats = sim.account_stats(account.email)
+        assert stats["requests"] == 3 and stats["token_refreshes"] == 1 and stats["load_code_assist"] >= 1, stats
+        # Every TLS connection to the upstream came out of the proxy, named the host in its SNI ...
+        assert front.peers and set(front.peers) == {SOCKS_SOURCE}, front.peers
+        assert set(front.server_names) == {"localhost"}, front.server_names
+        # ... and the proxy was asked for the endpoint by name and carried only that.
+        assert set(socks.targets) == {f"localhost:{front.port}"}, socks.targets
+        peers = sim.stats()["peers"]
+        assert set(peers[SOCKS_SOURCE]["accounts"]) == {account.email}, peers
+        assert peers.get(GATEWAY_SOURCE, {}).get("accounts", {}) == {}, peers
+    finally:
+        gateway.stop()
+        if phase_failed(request):
+            print(gateway.logs())
+        socks.close()
+        front.close()
 
 
 def test_each_account_presents_its_own_identity_and_keeps_it_across_a_restart(start_gateway):
