@@ -67,6 +67,11 @@ impl LiveAccount {
         self.forbidden.read().ok().and_then(|f| f.clone())
     }
 
+    /// The selection's check, without copying the reason.
+    pub(super) fn egress_is_down(&self) -> bool {
+        self.egress_down.read().is_ok_and(|d| d.is_some())
+    }
+
     pub(super) fn egress_down(&self) -> Option<String> {
         self.egress_down.read().ok().and_then(|f| f.clone())
     }

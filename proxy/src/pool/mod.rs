@@ -194,7 +194,7 @@ impl AccountPool {
         let live = self.state.live_of(id);
         selector.entries.iter().any(|e| e.account.id == id && e.live.enabled(&e.account))
             && live.forbidden().is_none()
-            && live.egress_down().is_none()
+            && !live.egress_is_down()
     }
 
     /// Leases the best eligible account right now, without waiting.
@@ -248,11 +248,12 @@ impl AccountPool {
             filed: Some((selector.index.clone(), pos)),
         };
         // The breaker's claim is atomic: of many requests racing past a half-open breaker, one probes.
-        if !lease.live.breaker.try_admit(now, &PoolState::policy(settings)) {
-            return None; // dropping the lease returns the slot and refiles the account
-        }
+        // Pacing before the breaker: a refused turn must not hold a half-open breaker's probe claim.
         if !self.take_pacing_turn(&lease.account) {
             return None;
+        }
+        if !lease.live.breaker.try_admit(now, &PoolState::policy(settings)) {
+            return None; // dropping the lease returns the slot and refiles the account
         }
         lease.live.served.fetch_add(1, Ordering::Relaxed);
         Some(lease)

@@ -164,7 +164,7 @@ impl PoolState {
         now_ms: u64,
         settings: &PoolSettings,
     ) -> Availability {
-        if !live.enabled(account) || live.forbidden().is_some() || live.egress_down().is_some() {
+        if !live.enabled(account) || live.forbidden().is_some() || live.egress_is_down() {
             return Availability::Unusable;
         }
         // A paced account rests until its gap ends: the selection prefers another, and waits only when none.
