@@ -149,7 +149,7 @@ impl UpstreamResponse {
 /// An upstream client: the gateway's, and a second one for background services (see `App`), so pooled
 /// connections never cross between Pingora service runtimes.
 pub struct Upstream {
-    connector: Connector,
+    connector: Arc<Connector>,
     connect_timeout: Duration,
     read_timeout: Duration,
     resolved: Mutex<HashMap<(String, u16), Resolved>>,
@@ -160,7 +160,7 @@ impl Upstream {
         let mut options = ConnectorOptions::new(128);
         options.keepalive_pool_size = 128;
         Upstream {
-            connector: Connector::new(Some(options)),
+            connector: Arc::new(Connector::new(Some(options))),
             connect_timeout,
             read_timeout,
             resolved: Mutex::new(HashMap::new()),
@@ -235,7 +235,7 @@ impl Upstream {
         let mut last = None;
         for addr in addrs.iter() {
             let peer = self.peer(url, *addr, egress);
-            match self.connector.get_http_session(&peer).await {
+            match self.session(&peer).await {
                 Ok((session, _reused)) => return Ok((session, peer)),
                 // A dead proxy fails every address alike: no point dialling it again per address.
                 Err(e) if egress_failure(&e).is_some_and(EgressError::is_proxy_down) => return Err(e),
@@ -246,6 +246,23 @@ impl Upstream {
             }
         }
         Err(last.unwrap_or_else(|| pingora_core::Error::new(pingora_core::ErrorType::ConnectError)))
+    }
+
+    /// A pooled or new session to `peer`, obtained on a task of its own. Opening a connection is deep (a
+    /// tunnel's handshake, then TLS), and under a request's own nesting (discovery inside an exchange) a debug
+    /// build overflowed the worker thread's stack; on its own task it starts from an empty stack. Dropping
+    /// the caller (the client left) aborts the task.
+    async fn session(&self, peer: &HttpPeer) -> pingora_core::Result<(HttpSession, bool)> {
+        let connector = self.connector.clone();
+        let owned = peer.clone();
+        let task = tokio::spawn(async move { connector.get_http_session(&owned).await });
+        let _abort = AbortOnDrop(task.abort_handle());
+        match task.await {
+            Ok(result) => result,
+            Err(e) => {
+                Err(pingora_core::Error::because(pingora_core::ErrorType::ConnectError, "connect task", e))
+            }
+        }
     }
 
     /// Sends one request and reads the response header.
@@ -303,6 +320,15 @@ impl Upstream {
         let status = response.status;
         response.release(self).await;
         Ok((status, body))
+    }
+}
+
+/// Aborts a spawned task when the future awaiting it is dropped (a finished task is unaffected).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -142,6 +142,10 @@ def test_every_call_of_an_account_goes_through_its_own_proxy(egress: Egress):
     accounts = egress.accounts()
     assert accounts[SOCKS_ACCOUNT.email]["egress"] == egress.socks.url
     assert "pass" not in str(accounts), "proxy credentials must never show"
+    config = httpx.get(egress.gateway.admin_url + "/admin/config", timeout=10.0).json()
+    shown = {a["email"]: a for a in config["accounts"]}[SOCKS_ACCOUNT.email]
+    assert (shown["proxy"], shown["proxy_auth"], shown["min_interval_ms"]) == (egress.socks.url, "<set>", 500), shown
+    assert "sock:pass" not in str(config) and "sockuser" not in str(config)
     assert metric(egress.gateway, "account_egress_up", account=SOCKS_ACCOUNT.email) == 1
 
 
@@ -217,11 +221,13 @@ def test_an_https_proxy_is_verified_before_it_carries_its_account(start_sim, tmp
         assert set(peers[CONNECT_SOURCE]["accounts"]) == {account.email}, peers
         assert peers.get(GATEWAY_SOURCE, {}).get("accounts", {}) == {}, peers
         assert peers[CONNECT_SOURCE]["connections"] == proxy.tunnels >= 1
+    except BaseException:
+        for gateway in gateways:
+            print(gateway.logs())
+        raise
     finally:
         for gateway in gateways:
             gateway.stop()
-            if phase_failed(request):
-                print(gateway.logs())
         proxy.close()
 
 
@@ -257,10 +263,11 @@ def test_tls_to_the_upstream_runs_end_to_end_inside_the_tunnel(start_sim, tmp_pa
         peers = sim.stats()["peers"]
         assert set(peers[SOCKS_SOURCE]["accounts"]) == {account.email}, peers
         assert peers.get(GATEWAY_SOURCE, {}).get("accounts", {}) == {}, peers
+    except BaseException:
+        print(gateway.logs())
+        raise
     finally:
         gateway.stop()
-        if phase_failed(request):
-            print(gateway.logs())
         socks.close()
         front.close()
 

@@ -271,6 +271,9 @@ pub fn redacted_config(s: &Snapshot) -> Value {
             "connect_timeout": humantime::format_duration(s.upstream.connect_timeout).to_string(),
             "read_timeout": humantime::format_duration(s.upstream.read_timeout).to_string(),
             "token_refresh_lead": humantime::format_duration(s.upstream.token_refresh_lead).to_string(),
+            // `scheme://host:port` only; whether credentials are set, never them.
+            "proxy": s.upstream.proxy.as_ref().map(|p| p.to_string()),
+            "proxy_auth": set(s.upstream.proxy.as_ref().is_some_and(|p| p.auth.is_some())),
         },
         "accounts": s.accounts.iter().map(|a| json!({
             "email": a.email,
@@ -279,6 +282,10 @@ pub fn redacted_config(s: &Snapshot) -> Value {
             "tier": a.tier,
             "enabled": a.enabled,
             "max_concurrent": a.max_concurrent,
+            "proxy": a.egress.as_ref().map(|p| p.to_string()),
+            "proxy_auth": set(a.egress.as_ref().is_some_and(|p| p.auth.is_some())),
+            "min_interval_ms": a.pacing.min_interval.as_millis() as u64,
+            "jitter_ms": a.pacing.jitter.as_millis() as u64,
         })).collect::<Vec<_>>(),
         "routes": {
             "models": s.aliases.upstream_models(),
