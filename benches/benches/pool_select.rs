@@ -33,6 +33,8 @@ fn accounts(n: usize) -> Vec<AccountSpec> {
             tier: TIERS[i % TIERS.len()].map(str::to_owned),
             enabled: true,
             max_concurrent: 3,
+            egress: None,
+            pacing: Default::default(),
         })
         .collect()
 }

@@ -480,6 +480,7 @@ fn usage(config: &Path, since: &str, group_by: &str) -> ExitCode {
         path: &path,
         headers: &headers,
         body: bytes::Bytes::new(),
+        egress: None,
     };
     let answer = rt.block_on(upstream.get(request, 64 << 20));
     let value: Value = match answer {
@@ -541,6 +542,7 @@ async fn fetch_quotas(snapshot: &Snapshot) -> Vec<QuotaRow> {
                 path: "/v1internal:fetchAvailableModels",
                 headers: &headers,
                 body: body.clone(),
+                egress: account.egress(),
             };
             match upstream.post(request, 4 << 20).await {
                 Ok((200, raw)) => {

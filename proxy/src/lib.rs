@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod egress;
 pub mod gateway;
 pub mod ops;
 pub mod pool;

@@ -123,6 +123,10 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
         ),
     ));
     server.add_service(background_service(
+        "levitate egress probe",
+        crate::egress::probe::EgressProbe::new(app.config.clone(), app.pool.clone()),
+    ));
+    server.add_service(background_service(
         "levitate signatures",
         SignatureSweeper::new(app.store.clone(), app.config.clone()),
     ));

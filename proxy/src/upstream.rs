@@ -5,6 +5,10 @@
 //! `pingora_core::connectors::http::Connector`: pooled connections, rustls, h1/h2. This module owns peers
 //! (DNS resolved asynchronously and cached, SNI always set so certificates are verified), timeouts, and the
 //! one-request helpers the OAuth and discovery calls use.
+//!
+//! A request made for an account with an egress proxy carries it ([`UpstreamRequest::egress`]): its peer gets
+//! the proxy's tunnel as a custom L4 connector and a pool key of its own, so its connections are opened only
+//! through the proxy and never shared with another account or with direct ones.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +24,8 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::RequestHeader;
 
 use crate::config::UpstreamUrl;
+use crate::egress::connector::{egress_failure, unresolved, EgressConnector};
+use crate::egress::{Egress, EgressError};
 
 /// How long a DNS answer is reused; Google's front ends rotate addresses, so it must not be forever.
 const DNS_TTL: Duration = Duration::from_secs(60);
@@ -49,6 +55,15 @@ impl UpstreamError {
             }
             UpstreamError::Resolve { reason, .. } => is_local_resource_text(reason),
             UpstreamError::TooLarge { .. } => false,
+        }
+    }
+
+    /// The egress proxy's own failure behind this error (unreachable, refusing, a broken handshake): the
+    /// account is marked `egress_down`, and nothing is retried without the proxy.
+    pub fn egress_down(&self) -> Option<&EgressError> {
+        match self {
+            UpstreamError::Io { source, .. } => egress_failure(source).filter(|e| e.is_proxy_down()),
+            _ => None,
         }
     }
 }
@@ -82,6 +97,8 @@ pub struct UpstreamRequest<'a> {
     pub path: &'a str,
     pub headers: &'a [(&'static str, String)],
     pub body: Bytes,
+    /// The account's egress proxy, when it has one: the connection is then opened only through it.
+    pub egress: Option<Egress<'a>>,
 }
 
 /// An upstream response whose header has been read; the body is read on demand.
@@ -132,7 +149,7 @@ impl UpstreamResponse {
 /// An upstream client: the gateway's, and a second one for background services (see `App`), so pooled
 /// connections never cross between Pingora service runtimes.
 pub struct Upstream {
-    connector: Connector,
+    connector: Arc<Connector>,
     connect_timeout: Duration,
     read_timeout: Duration,
     resolved: Mutex<HashMap<(String, u16), Resolved>>,
@@ -143,7 +160,7 @@ impl Upstream {
         let mut options = ConnectorOptions::new(128);
         options.keepalive_pool_size = 128;
         Upstream {
-            connector: Connector::new(Some(options)),
+            connector: Arc::new(Connector::new(Some(options))),
             connect_timeout,
             read_timeout,
             resolved: Mutex::new(HashMap::new()),
@@ -151,7 +168,15 @@ impl Upstream {
     }
 
     /// Every address the name resolves to, in the resolver's order (cached for [`DNS_TTL`]).
-    async fn resolve(&self, url: &UpstreamUrl) -> Result<Arc<[SocketAddr]>, UpstreamError> {
+    async fn resolve(
+        &self,
+        url: &UpstreamUrl,
+        egress: Option<Egress<'_>>,
+    ) -> Result<Arc<[SocketAddr]>, UpstreamError> {
+        if egress.is_some_and(|e| !e.proxy.kind.resolves_locally()) {
+            // The proxy resolves the name: no lookup from this box at all.
+            return Ok(Arc::from([unresolved(url.port)]));
+        }
         let key = (url.host.clone(), url.port);
         if let Ok(cache) = self.resolved.lock() {
             if let Some((addrs, at)) = cache.get(&key) {
@@ -174,9 +199,20 @@ impl Upstream {
         Ok(addrs)
     }
 
-    fn peer(&self, url: &UpstreamUrl, addr: SocketAddr) -> HttpPeer {
+    fn peer(&self, url: &UpstreamUrl, addr: SocketAddr, egress: Option<Egress<'_>>) -> HttpPeer {
         // An empty SNI disables certificate verification under rustls: always name the host.
         let mut peer = HttpPeer::new(addr, url.tls, url.host.clone());
+        if let Some(egress) = egress {
+            peer.options.custom_l4 = Some(Arc::new(EgressConnector {
+                proxy: egress.proxy.clone(),
+                host: url.host.trim_start_matches('[').trim_end_matches(']').to_string(),
+                port: url.port,
+                timeout: self.connect_timeout,
+            }));
+            // Pooled connections are keyed by this too: an account's tunnel is never lent to another account
+            // (nor a direct connection to it).
+            peer.group_key = egress_pool_key(egress);
+        }
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.total_connection_timeout = Some(self.connect_timeout * 2);
         peer.options.read_timeout = Some(self.read_timeout);
@@ -194,12 +230,15 @@ impl Upstream {
         &self,
         url: &UpstreamUrl,
         addrs: &[SocketAddr],
+        egress: Option<Egress<'_>>,
     ) -> Result<(HttpSession, HttpPeer), Box<pingora_core::Error>> {
         let mut last = None;
         for addr in addrs.iter() {
-            let peer = self.peer(url, *addr);
-            match self.connector.get_http_session(&peer).await {
+            let peer = self.peer(url, *addr, egress);
+            match self.session(&peer).await {
                 Ok((session, _reused)) => return Ok((session, peer)),
+                // A dead proxy fails every address alike: no point dialling it again per address.
+                Err(e) if egress_failure(&e).is_some_and(EgressError::is_proxy_down) => return Err(e),
                 Err(e) => {
                     tracing::debug!(%addr, error = %e, "upstream address refused, trying the next");
                     last = Some(e);
@@ -207,6 +246,23 @@ impl Upstream {
             }
         }
         Err(last.unwrap_or_else(|| pingora_core::Error::new(pingora_core::ErrorType::ConnectError)))
+    }
+
+    /// A pooled or new session to `peer`, obtained on a task of its own. Opening a connection is deep (a
+    /// tunnel's handshake, then TLS), and under a request's own nesting (discovery inside an exchange) a debug
+    /// build overflowed the worker thread's stack; on its own task it starts from an empty stack. Dropping
+    /// the caller (the client left) aborts the task.
+    async fn session(&self, peer: &HttpPeer) -> pingora_core::Result<(HttpSession, bool)> {
+        let connector = self.connector.clone();
+        let owned = peer.clone();
+        let task = tokio::spawn(async move { connector.get_http_session(&owned).await });
+        let _abort = AbortOnDrop(task.abort_handle());
+        match task.await {
+            Ok(result) => result,
+            Err(e) => {
+                Err(pingora_core::Error::because(pingora_core::ErrorType::ConnectError, "connect task", e))
+            }
+        }
     }
 
     /// Sends one request and reads the response header.
@@ -234,7 +290,7 @@ impl Upstream {
     ) -> Result<UpstreamResponse, UpstreamError> {
         let url_text = format!("{}{}", request.url, request.path);
         let io = |source| UpstreamError::Io { url: url_text.clone(), source };
-        let addrs = self.resolve(request.url).await?;
+        let addrs = self.resolve(request.url, request.egress).await?;
         let full_path = format!("{}{}", request.url.base_path, request.path);
         let mut header = RequestHeader::build(method, full_path.as_bytes(), Some(request.headers.len() + 3))
             .map_err(io)?;
@@ -243,7 +299,7 @@ impl Upstream {
         for (name, value) in request.headers {
             header.insert_header(*name, value.as_str()).map_err(io)?;
         }
-        let (mut session, peer) = self.connect(request.url, &addrs).await.map_err(io)?;
+        let (mut session, peer) = self.connect(request.url, &addrs, request.egress).await.map_err(io)?;
         session.set_read_timeout(Some(self.read_timeout));
         session.write_request_header(Box::new(header)).await.map_err(io)?;
         session.write_request_body(request.body, true).await.map_err(io)?;
@@ -265,6 +321,24 @@ impl Upstream {
         response.release(self).await;
         Ok((status, body))
     }
+}
+
+/// Aborts a spawned task when the future awaiting it is dropped (a finished task is unaffected).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The connection pool key of an account's tunnels (never 0, the key of direct connections).
+fn egress_pool_key(egress: Egress<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    egress.account.hash(&mut hasher);
+    egress.proxy.to_string().hash(&mut hasher);
+    hasher.finish().max(1)
 }
 
 #[cfg(test)]
@@ -315,8 +389,41 @@ mod tests {
         let open_addr = open.local_addr().unwrap();
         let upstream = Upstream::new(Duration::from_secs(5), Duration::from_secs(5));
         let url = UpstreamUrl::parse(&format!("http://localhost:{}", open_addr.port())).unwrap();
-        let (_session, peer) = upstream.connect(&url, &[refused, open_addr]).await.expect("second address");
+        let (_session, peer) =
+            upstream.connect(&url, &[refused, open_addr], None).await.expect("second address");
         assert_eq!(peer._address.to_string(), open_addr.to_string());
-        assert!(upstream.connect(&url, &[refused]).await.is_err());
+        assert!(upstream.connect(&url, &[refused], None).await.is_err());
+    }
+
+    /// The account's proxy is down: the call fails as `egress_down`, and the target never sees a connection
+    /// (no fallback to a direct one).
+    #[tokio::test]
+    async fn a_dead_proxy_never_falls_back_to_a_direct_connection() {
+        let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        target.set_nonblocking(true).unwrap();
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let upstream = Upstream::new(Duration::from_secs(5), Duration::from_secs(5));
+        let url =
+            UpstreamUrl::parse(&format!("http://127.0.0.1:{}", target.local_addr().unwrap().port())).unwrap();
+        for scheme in ["socks5", "socks5h", "http"] {
+            let proxy = Arc::new(
+                crate::egress::EgressProxy::parse(&format!("{scheme}://127.0.0.1:{dead}"), None).unwrap(),
+            );
+            let request = UpstreamRequest {
+                url: &url,
+                path: "/v1internal:loadCodeAssist",
+                headers: &[],
+                body: Bytes::new(),
+                egress: Some(Egress { account: "a@x.com", proxy: &proxy }),
+            };
+            let error = upstream.send(request).await.err().expect("no tunnel, no call");
+            assert!(error.egress_down().is_some(), "{scheme}: {error}");
+            assert!(error.to_string().contains(&format!("{scheme}://127.0.0.1:{dead}")), "{error}");
+        }
+        let accepted = target.accept();
+        assert!(
+            matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "the target saw a direct connection: {accepted:?}"
+        );
     }
 }

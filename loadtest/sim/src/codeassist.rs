@@ -112,6 +112,24 @@ pub fn onboard_user(account: &Account, body: &Value, polls_needed: u32) -> Resul
     })
 }
 
+/// `ClientMetadata.platform` values (gemini-cli `code_assist/types.ts`); proto-JSON also takes the numbers.
+const PLATFORMS: [&str; 6] =
+    ["PLATFORM_UNSPECIFIED", "DARWIN_AMD64", "DARWIN_ARM64", "LINUX_AMD64", "LINUX_ARM64", "WINDOWS_AMD64"];
+
+/// Proto-JSON refuses an enum name it does not know: a `metadata.platform` outside [`PLATFORMS`] is a 400,
+/// as Google answers it.
+pub fn check_metadata(body: &Value) -> Result<(), ApiError> {
+    match body.get("metadata").and_then(|m| m.get("platform")) {
+        Some(Value::String(p)) if !PLATFORMS.contains(&p.as_str()) => {
+            Err(ApiError::InvalidArgument(format!(
+                "Invalid value at 'metadata.platform' \
+             (type.googleapis.com/google.internal.cloud.code.v1internal.ClientMetadata.Platform), \"{p}\""
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A 403 when the body names a project that is not the account's.
 /// An account shut out of its quota views gets 403 whatever the body says.
 pub fn check_quota_access(account: &Account) -> Result<(), ApiError> {
@@ -243,6 +261,16 @@ mod tests {
             60,
         );
         accounts.by_refresh_token("r").expect("configured")
+    }
+
+    #[test]
+    fn client_metadata_platform_must_be_a_known_enum_name() {
+        assert!(check_metadata(&json!({"metadata": {"ideType": "ANTIGRAVITY", "platform": "DARWIN_ARM64"}}))
+            .is_ok());
+        assert!(check_metadata(&json!({"metadata": {"platform": 2}})).is_ok());
+        assert!(check_metadata(&json!({})).is_ok());
+        let e = check_metadata(&json!({"metadata": {"platform": "MACOS"}})).unwrap_err();
+        assert_eq!(e.code(), 400);
     }
 
     #[test]

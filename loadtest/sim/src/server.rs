@@ -93,16 +93,23 @@ pub async fn serve(listener: TcpListener, state: Arc<SimState>, mut shutdown: wa
             a = listener.accept() => a,
             _ = shutdown.changed() => return,
         };
-        let Ok((stream, _)) = accepted else {
+        let Ok((stream, peer)) = accepted else {
             // Out of descriptors or a reset during accept: keep serving the others.
             tokio::time::sleep(Duration::from_millis(5)).await;
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let peer = peer.ip();
+        state.stats.connection(peer);
         let state = state.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+            // Each request runs in its peer's scope (h2 streams may run on other tasks), so the stats can
+            // say which source address carried which account's calls.
+            let service = hyper::service::service_fn(move |req| {
+                state.stats.peer_request(peer);
+                crate::stats::PEER.scope(peer, handle(state.clone(), req))
+            });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::select! {
@@ -271,11 +278,12 @@ async fn v1internal_inner(
     let result = match method {
         "loadCodeAssist" => {
             state.stats.call(email, Call::LoadCodeAssist);
-            Ok(codeassist::load_code_assist(&account))
+            codeassist::check_metadata(&body).map(|_| codeassist::load_code_assist(&account))
         }
         "onboardUser" => {
             state.stats.call(email, Call::OnboardUser);
-            codeassist::onboard_user(&account, &body, state.config.onboard_polls)
+            codeassist::check_metadata(&body)
+                .and_then(|_| codeassist::onboard_user(&account, &body, state.config.onboard_polls))
         }
         "fetchAvailableModels" => {
             state.stats.call(email, Call::FetchAvailableModels);

@@ -2,8 +2,13 @@
 //! peak concurrency, OAuth and Code Assist calls, per-model counts, and the metadata of recent envelopes so a
 //! test can check what the gateway actually sent. In-flight is held by a guard that lives inside the response
 //! body, so it drops when the body finishes or the client disconnects.
+//!
+//! Per peer address (`peers`): connections accepted, requests served, and the account each content or
+//! control call was for, so an egress test can prove which source address carried which account's traffic
+//! (a proxy connects from its own address; a direct call from the gateway's).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -87,6 +92,25 @@ struct AccountStats {
     calls: BTreeMap<Call, u64>,
 }
 
+/// What one source address did.
+#[derive(Debug, Default)]
+struct PeerStats {
+    connections: u64,
+    requests: u64,
+    /// Content requests and control calls per account made over this address's connections.
+    accounts: BTreeMap<String, u64>,
+}
+
+tokio::task_local! {
+    /// The source address of the connection whose request is being handled (set around each request).
+    pub static PEER: IpAddr;
+}
+
+/// The current request's peer, when it is being handled inside [`PEER`]'s scope.
+fn current_peer() -> Option<IpAddr> {
+    PEER.try_with(|p| *p).ok()
+}
+
 #[derive(Debug, Default)]
 struct ModelStats {
     requests: u64,
@@ -101,6 +125,7 @@ struct Inner {
     by_status: BTreeMap<u16, u64>,
     calls: BTreeMap<Call, u64>,
     recent: VecDeque<Value>,
+    peers: BTreeMap<IpAddr, PeerStats>,
 }
 
 /// All counters of one sim.
@@ -120,9 +145,27 @@ impl Stats {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A connection was accepted from `peer`.
+    pub fn connection(&self, peer: IpAddr) {
+        self.lock().peers.entry(peer).or_default().connections += 1;
+    }
+
+    /// A request arrived from `peer` (any path, the sim's own included).
+    pub fn peer_request(&self, peer: IpAddr) {
+        self.lock().peers.entry(peer).or_default().requests += 1;
+    }
+
+    /// Attributes one call for `email` to the current request's peer.
+    fn attribute(inner: &mut Inner, email: &str) {
+        if let Some(peer) = current_peer() {
+            *inner.peers.entry(peer).or_default().accounts.entry(email.to_string()).or_default() += 1;
+        }
+    }
+
     /// A content request starts: counts it and takes an in-flight slot.
     pub fn begin(&self, email: &str, model: &str) -> InFlight {
         let mut inner = self.lock();
+        Self::attribute(&mut inner, email);
         inner.requests += 1;
         inner.models.entry(model.to_string()).or_default().requests += 1;
         let account = inner.accounts.entry(email.to_string()).or_default();
@@ -145,6 +188,7 @@ impl Stats {
     /// One non-content call for an account.
     pub fn call(&self, email: &str, call: Call) {
         let mut inner = self.lock();
+        Self::attribute(&mut inner, email);
         *inner.calls.entry(call).or_default() += 1;
         *inner.accounts.entry(email.to_string()).or_default().calls.entry(call).or_default() += 1;
     }
@@ -226,8 +270,21 @@ impl Stats {
         if let Some(obj) = totals.as_object_mut() {
             obj.extend(calls(&inner.calls));
         }
+        let peers: serde_json::Map<String, Value> = inner
+            .peers
+            .iter()
+            .map(|(ip, p)| {
+                let accounts: serde_json::Map<String, Value> =
+                    p.accounts.iter().map(|(e, n)| (e.clone(), json!(n))).collect();
+                (
+                    ip.to_string(),
+                    json!({"connections": p.connections, "requests": p.requests, "accounts": accounts}),
+                )
+            })
+            .collect();
         json!({
             "accounts": accounts,
+            "peers": peers,
             "models": models,
             "totals": totals,
             "recent": inner.recent.iter().cloned().collect::<Vec<_>>(),
@@ -256,6 +313,30 @@ mod tests {
         let snap = s.snapshot();
         assert_eq!(snap["totals"]["peak_concurrency"], 0);
         assert_eq!(snap["totals"]["requests"], 0);
+    }
+
+    #[tokio::test]
+    async fn calls_are_attributed_to_the_peer_that_carried_them() {
+        let s = Stats::new(0);
+        let proxy: IpAddr = "127.0.0.2".parse().unwrap();
+        s.connection(proxy);
+        s.connection(proxy);
+        PEER.scope(proxy, async {
+            s.peer_request(proxy);
+            s.call("a@x", Call::TokenRefresh);
+            drop(s.begin("a@x", "m"));
+        })
+        .await;
+        // Outside a request's scope nothing is attributed.
+        s.call("b@x", Call::TokenRefresh);
+        let snap = s.snapshot();
+        let peer = &snap["peers"]["127.0.0.2"];
+        assert_eq!((peer["connections"].as_u64(), peer["requests"].as_u64()), (Some(2), Some(1)));
+        assert_eq!(peer["accounts"]["a@x"], 2);
+        assert!(peer["accounts"].get("b@x").is_none());
+        assert_eq!(snap["peers"].as_object().unwrap().len(), 1);
+        s.reset();
+        assert!(s.snapshot()["peers"].as_object().unwrap().is_empty());
     }
 
     #[test]

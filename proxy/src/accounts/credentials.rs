@@ -6,6 +6,9 @@
 //! mutex that refreshers queue on, and whoever gets it second finds the fresh token and returns. Tokens,
 //! projects and tiers are written to the store so a restart neither re-refreshes nor re-discovers.
 //!
+//! Each account also has a stable client identity (platform, machine id; see `egress::identity`), made once
+//! and stored, which every call made for it presents.
+//!
 //! Every control call is bounded as a whole by `upstream.control_timeout` (the content read timeout is
 //! minutes long, for thinking pauses), and an account whose refresh or discovery failed is backed off
 //! (30 s, doubling to 10 min) so the requests meanwhile fail over at once instead of each paying the wait.
@@ -19,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::{AccountSpec, UpstreamSettings};
+use crate::egress::identity::ClientIdentity;
 use crate::store::{unix_now, Store};
 use crate::upstream::{Upstream, UpstreamError, UpstreamRequest};
 
@@ -61,6 +65,13 @@ impl CredentialError {
     /// once already; counting every fast refusal would open the breaker on one hung call).
     pub fn counts_against_breaker(&self) -> bool {
         !matches!(self, CredentialError::Revoked { .. } | CredentialError::BackedOff { .. })
+            && !self.egress_down()
+    }
+
+    /// Whether the account's egress proxy failed (not Google, not the account): the account is marked
+    /// `egress_down` and the call is never retried around the proxy.
+    pub fn egress_down(&self) -> bool {
+        matches!(self, CredentialError::Network { source, .. } if source.egress_down().is_some())
     }
 }
 
@@ -127,6 +138,7 @@ pub struct BackoffStatus {
 struct AccountCredentials {
     token: RwLock<Option<AccessToken>>,
     project: RwLock<Option<Project>>,
+    identity: RwLock<Option<Arc<ClientIdentity>>>,
     refresh_gate: tokio::sync::Mutex<()>,
     discovery_gate: tokio::sync::Mutex<()>,
     backoff: Mutex<Backoff>,
@@ -156,6 +168,9 @@ impl AccountCredentials {
         match result {
             Ok(_) => *self.backoff() = Backoff::default(),
             Err(CredentialError::Revoked { .. } | CredentialError::BackedOff { .. }) => {}
+            // A dead proxy is the `egress_down` mark's business: once the probe sees it again, the next
+            // request must refresh at once rather than wait out a back-off.
+            Err(e) if e.egress_down() => {}
             Err(e) => self.backoff().fail(Instant::now(), e.to_string()),
         }
     }
@@ -245,6 +260,9 @@ impl Credentials {
                         *slot = Some(AccessToken { token: token.into(), expires_at: saved.expires_at });
                     }
                 }
+                if let (Some(identity), Ok(mut slot)) = (saved.identity, entry.identity.write()) {
+                    *slot = Some(Arc::new(identity));
+                }
                 if let Some(id) = saved.project_id {
                     if let Ok(mut slot) = entry.project.write() {
                         *slot = Some(Project { id: id.into(), tier: saved.tier });
@@ -253,6 +271,30 @@ impl Credentials {
                 Arc::new(entry)
             })
             .clone()
+    }
+
+    /// The account's client identity: remembered, else made now and stored (the first writer wins, so two
+    /// racing requests and a restart all see the same one).
+    pub fn identity(&self, account: &AccountSpec) -> Arc<ClientIdentity> {
+        let entry = self.entry(account);
+        if let Some(identity) = entry.identity.read().ok().and_then(|i| i.clone()) {
+            return identity;
+        }
+        let made = ClientIdentity::generate();
+        let kept = match self.store.update_account(&account.id, |s| {
+            s.identity.get_or_insert_with(|| made.clone());
+        }) {
+            Ok(state) => state.identity.unwrap_or(made),
+            Err(e) => {
+                tracing::warn!(account = %account.email, error = %e, "could not persist the client identity");
+                made
+            }
+        };
+        let kept = Arc::new(kept);
+        if let Ok(mut slot) = entry.identity.write() {
+            return slot.get_or_insert(kept).clone();
+        }
+        kept
     }
 
     fn fresh(entry: &AccountCredentials, lead: Duration) -> Option<AccessToken> {
@@ -315,10 +357,19 @@ impl Credentials {
         let headers = [
             ("Content-Type", "application/x-www-form-urlencoded".to_string()),
             ("Accept", "application/json".to_string()),
-            ("User-Agent", format!("vscode/1.105.0 ({})", settings.user_agent)),
+            (
+                "User-Agent",
+                format!("vscode/1.105.0 ({})", self.identity(account).user_agent(&settings.user_agent)),
+            ),
         ];
         let url = &settings.oauth_token_url;
-        let request = UpstreamRequest { url, path: "", headers: &headers, body: Bytes::from(form) };
+        let request = UpstreamRequest {
+            url,
+            path: "",
+            headers: &headers,
+            body: Bytes::from(form),
+            egress: account.egress(),
+        };
         let (status, body) = self
             .upstream
             .post(request, CONTROL_BODY_LIMIT)
@@ -406,8 +457,8 @@ impl Credentials {
         settings: &UpstreamSettings,
         token: &AccessToken,
     ) -> Result<Project, CredentialError> {
-        let metadata =
-            json!({"ideType": "ANTIGRAVITY", "platform": "PLATFORM_UNSPECIFIED", "pluginType": "GEMINI"});
+        let platform = self.identity(account).metadata_platform();
+        let metadata = json!({"ideType": "ANTIGRAVITY", "platform": platform, "pluginType": "GEMINI"});
         let answer = self
             .control_call(account, settings, token, "loadCodeAssist", json!({ "metadata": metadata }))
             .await?;
@@ -442,15 +493,23 @@ impl Credentials {
         body: Value,
     ) -> Result<Value, CredentialError> {
         let body = Bytes::from(body.to_string());
-        let headers = [
+        let identity = self.identity(account);
+        let mut headers = vec![
             ("Content-Type", "application/json".to_string()),
             ("Authorization", format!("Bearer {}", token.token)),
-            ("User-Agent", settings.user_agent.clone()),
+            ("User-Agent", identity.user_agent(&settings.user_agent)),
         ];
+        headers.extend(identity.headers(&settings.user_agent));
         let path = format!("/v1internal:{method}");
         let mut last: Option<CredentialError> = None;
         for url in &settings.endpoints {
-            let request = UpstreamRequest { url, path: &path, headers: &headers, body: body.clone() };
+            let request = UpstreamRequest {
+                url,
+                path: &path,
+                headers: &headers,
+                body: body.clone(),
+                egress: account.egress(),
+            };
             let call = async {
                 self.upstream
                     .post(request, CONTROL_BODY_LIMIT)
@@ -478,6 +537,8 @@ impl Credentials {
                     }
                     last = Some(error);
                 }
+                // The next endpoint would go through the same dead proxy.
+                Err(e) if e.egress_down() => return Err(e),
                 Err(e) => last = Some(e),
             }
         }
@@ -578,6 +639,32 @@ mod tests {
     fn google_message_never_echoes_raw_bodies() {
         assert_eq!(google_message(br#"{"error":{"message":"quota"}}"#), "quota");
         assert_eq!(google_message(b"<html>secret</html>"), "no error message");
+    }
+
+    #[test]
+    fn each_account_keeps_one_distinct_identity_across_a_restart() {
+        let spec = |email: &str| AccountSpec {
+            id: email.into(),
+            email: email.into(),
+            refresh_token: crate::config::Secret::new("r"),
+            project_id: None,
+            tier: None,
+            enabled: true,
+            max_concurrent: 1,
+            egress: None,
+            pacing: Default::default(),
+        };
+        let (a, b) = (spec("a@x.com"), spec("b@x.com"));
+        let store = Store::temporary().unwrap();
+        let upstream = Arc::new(Upstream::new(Duration::from_secs(1), Duration::from_secs(1)));
+        let first = Credentials::new(upstream.clone(), store.clone());
+        let (ia, ib) = (first.identity(&a), first.identity(&b));
+        assert_ne!(ia.machine_id, ib.machine_id);
+        assert_eq!(first.identity(&a), ia, "made once");
+        // A new process over the same store: the same identity, not a new draw.
+        let restarted = Credentials::new(upstream, store.clone());
+        assert_eq!(*restarted.identity(&a), *ia);
+        assert_eq!(store.account("a@x.com").unwrap().identity.as_ref(), Some(&*ia));
     }
 
     #[test]

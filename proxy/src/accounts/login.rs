@@ -235,6 +235,8 @@ pub async fn complete(
         tier: None,
         enabled: true,
         max_concurrent: snapshot.pool.max_concurrent_per_account,
+        egress: settings.proxy.clone(),
+        pacing: Default::default(),
     };
     let store = Store::temporary().map_err(|e| LoginError::Discovery(e.to_string()))?;
     let credentials = Credentials::new(upstream.clone(), store);
@@ -347,6 +349,7 @@ async fn exchange_code(
         path: "",
         headers: &headers,
         body: Bytes::from(form),
+        egress: login_egress(settings),
     };
     let (status, body) =
         upstream.post(request, BODY_LIMIT).await.map_err(|e| LoginError::Network(e.to_string()))?;
@@ -360,6 +363,11 @@ async fn exchange_code(
     }
     serde_json::from_slice(&body)
         .map_err(|e| LoginError::Exchange { status, error: format!("unreadable token answer: {e}") })
+}
+
+/// The login's own calls leave through `upstream.proxy` when one is set, like the account will.
+fn login_egress(settings: &UpstreamSettings) -> Option<crate::egress::Egress<'_>> {
+    settings.proxy.as_ref().map(|proxy| crate::egress::Egress { account: "levitate-login", proxy })
 }
 
 async fn user_email(
@@ -377,6 +385,7 @@ async fn user_email(
         path: "",
         headers: &headers,
         body: Bytes::new(),
+        egress: login_egress(settings),
     };
     let (status, body) =
         upstream.get(request, BODY_LIMIT).await.map_err(|e| LoginError::Network(e.to_string()))?;

@@ -115,6 +115,10 @@ pub struct UpstreamFile {
     pub control_timeout: Duration,
     #[serde(default = "defaults::refresh_lead", with = "humantime_serde_compat")]
     pub token_refresh_lead: Duration,
+    /// Default egress proxy of accounts that name none (`socks5://`, `socks5h://`, `http://`, `https://`).
+    pub proxy: Option<String>,
+    /// Environment variable holding `user:password` for `proxy`.
+    pub proxy_auth_env: Option<String>,
 }
 
 impl Default for UpstreamFile {
@@ -132,6 +136,8 @@ impl Default for UpstreamFile {
             read_timeout: defaults::read_timeout(),
             control_timeout: defaults::control_timeout(),
             token_refresh_lead: defaults::refresh_lead(),
+            proxy: None,
+            proxy_auth_env: None,
         }
     }
 }
@@ -323,6 +329,16 @@ pub struct AccountFile {
     #[serde(default = "defaults::yes")]
     pub enabled: bool,
     pub max_concurrent: Option<u32>,
+    /// The account's own egress proxy, or `direct` to opt out of `upstream.proxy`.
+    pub proxy: Option<String>,
+    /// Environment variable holding `user:password` for `proxy`.
+    pub proxy_auth_env: Option<String>,
+    /// Least time between two upstream calls of this account (0 = no pacing).
+    #[serde(default, with = "humantime_serde_compat")]
+    pub min_interval: Duration,
+    /// Up to this much more, drawn per call.
+    #[serde(default, with = "humantime_serde_compat")]
+    pub jitter: Duration,
 }
 
 /// Shown in place of a secret written inline in a file: whether it is set, never its text.

@@ -9,6 +9,7 @@
 //! [`Snapshot::load`]. `files` says what the YAML looks like, `source` reads a file and finds where a key is
 //! written in it, and `validate` turns the parsed files into a snapshot.
 
+mod egress;
 mod files;
 pub mod live;
 pub mod reload;
@@ -19,11 +20,13 @@ mod validate;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use levitate_filters::alias::AliasTable;
 use levitate_filters::auth::ApiKeys;
 
+use crate::egress::{Egress, EgressProxy, Pacing};
 use crate::tls::TlsMaterial;
 use files::MainFile;
 pub use files::{LockScope, PoolSettings, RequestLogSettings};
@@ -130,6 +133,17 @@ pub struct AccountSpec {
     pub tier: Option<String>,
     pub enabled: bool,
     pub max_concurrent: u32,
+    /// The egress proxy every upstream call of this account goes through (its own, else `upstream.proxy`).
+    pub egress: Option<Arc<EgressProxy>>,
+    /// Spacing of the account's content calls (off by default).
+    pub pacing: Pacing,
+}
+
+impl AccountSpec {
+    /// What the upstream client needs to send a call of this account through its proxy.
+    pub fn egress(&self) -> Option<Egress<'_>> {
+        self.egress.as_ref().map(|proxy| Egress { account: &self.id, proxy })
+    }
 }
 
 /// A parsed upstream base URL (`https://host[:port][/prefix]`).
@@ -190,6 +204,8 @@ pub struct UpstreamSettings {
     /// Bound on one whole control-plane call (token refresh, loadCodeAssist, onboardUser, fetchAvailableModels).
     pub control_timeout: Duration,
     pub token_refresh_lead: Duration,
+    /// `upstream.proxy`: the egress of accounts that name none (already applied to `Snapshot::accounts`).
+    pub proxy: Option<Arc<EgressProxy>>,
 }
 
 #[derive(Clone, Debug)]

@@ -8,11 +8,13 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use levitate_filters::alias::{AliasError, AliasTable};
 use levitate_filters::auth::ApiKeys;
 use levitate_filters::grounding::{can_ground, DEFAULT_WEB_SEARCH_MODEL};
 
+use crate::egress::EgressProxy;
 use crate::tls::{self, TlsFiles, TlsMaterial};
 
 use super::files::{AccountsFile, MainFile, RoutesFile, TlsFile, UpstreamFile};
@@ -98,7 +100,10 @@ pub(super) fn build(
     let default_concurrency = main.map_or(PoolSettings::default().max_concurrent_per_account, |m| {
         m.file.pool.max_concurrent_per_account
     });
-    let specs = accounts.and_then(|a| account_specs(&a.source, &a.file, default_concurrency, env, problems));
+    let default_proxy = settings.as_ref().and_then(|s| s.upstream.proxy.clone());
+    let specs = accounts.and_then(|a| {
+        account_specs(&a.source, &a.file, (default_concurrency, default_proxy.as_ref()), env, problems)
+    });
     let aliases = routes.and_then(|r| alias_table(&r.source, &r.file, problems));
     let tenancy =
         main.and_then(|m| super::tenancy::settings(&m.source, &m.file.auth, &m.file.usage, problems));
@@ -462,8 +467,10 @@ fn upstream_settings(
                 None
             }
         };
-    let (Some(oauth_token_url), Some(oauth_userinfo_url), Some(_), Some(oauth_client_secret)) =
-        (oauth_token_url, oauth_userinfo_url, oauth_authorize_url, oauth_client_secret)
+    let proxy =
+        super::egress::default_proxy(src, u.proxy.as_deref(), u.proxy_auth_env.as_deref(), env, problems);
+    let (Some(oauth_token_url), Some(oauth_userinfo_url), Some(_), Some(oauth_client_secret), Ok(proxy)) =
+        (oauth_token_url, oauth_userinfo_url, oauth_authorize_url, oauth_client_secret, proxy)
     else {
         return None;
     };
@@ -482,13 +489,14 @@ fn upstream_settings(
         read_timeout: u.read_timeout,
         control_timeout: u.control_timeout,
         token_refresh_lead: u.token_refresh_lead,
+        proxy,
     })
 }
 
 fn account_specs(
     src: &Source,
     accounts: &AccountsFile,
-    default_concurrency: u32,
+    (default_concurrency, default_proxy): (u32, Option<&Arc<EgressProxy>>),
     env: &dyn Env,
     problems: &mut Problems,
 ) -> Option<Vec<AccountSpec>> {
@@ -530,7 +538,8 @@ fn account_specs(
                 src.invalid(&at("max_concurrent"), format!("{what}: max_concurrent must be at least 1")),
             );
         }
-        if let Some(refresh_token) = refresh_token {
+        let edge = super::egress::account_edge(src, i, a, default_proxy, env, problems);
+        if let (Some(refresh_token), Ok((egress, pacing))) = (refresh_token, edge) {
             specs.push(AccountSpec {
                 id,
                 email: a.email.trim().to_string(),
@@ -539,6 +548,8 @@ fn account_specs(
                 tier: a.tier.clone(),
                 enabled: a.enabled,
                 max_concurrent: a.max_concurrent.unwrap_or(default_concurrency),
+                egress,
+                pacing,
             });
         }
     }

@@ -64,6 +64,8 @@ enum Sent {
     Unreachable(String),
     /// The gateway's own resources ran out (see `UpstreamError::is_local_resource`).
     LocalResource(String),
+    /// The account's egress proxy failed: the account goes `egress_down`, nothing is sent around it.
+    EgressDown(String),
 }
 
 /// Leases accounts and tries them until one answers 200, while nothing has been sent to the client.
@@ -182,6 +184,10 @@ async fn open_call(
                 app.metrics.upstream_attempt(&account.email, "local_error");
                 return Err(local_resource_error(attempts));
             }
+            Err(e) if e.egress_down() => {
+                last_error = Some(on_egress_down(app, &account, session, &e.to_string()));
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(account = %account.email, error = %e, "account unusable: token refresh failed");
                 app.metrics.upstream_attempt(&account.email, "token_error");
@@ -200,6 +206,10 @@ async fn open_call(
         };
         let project = match app.credentials.project(&account, &snapshot.upstream, &token).await {
             Ok(project) => project,
+            Err(e) if e.egress_down() => {
+                last_error = Some(on_egress_down(app, &account, session, &e.to_string()));
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(account = %account.email, error = %e, "account unusable: no project");
                 app.metrics.upstream_attempt(&account.email, "project_error");
@@ -222,9 +232,13 @@ async fn open_call(
             // `Bytes` clones share the buffer: every attempt sends the same bytes without a copy.
             Call::CountTokens { body } => body.clone(),
         };
-        let headers = upstream_headers(&token.token, &snapshot.upstream.user_agent, upstream_model);
-        let (refusal, error_body) = match send_with_fallback(app, snapshot, call.path(), &headers, body).await
-        {
+        // The account's own install: its platform in the user agent, its machine id (`egress::identity`).
+        let identity = app.credentials.identity(&account);
+        let base_agent = &snapshot.upstream.user_agent;
+        let mut headers = upstream_headers(&token.token, &identity.user_agent(base_agent), upstream_model);
+        headers.extend(identity.headers(base_agent));
+        let sent = send_with_fallback(app, snapshot, &account, call.path(), &headers, body).await;
+        let (refusal, error_body) = match sent {
             Sent::Ok(response) => {
                 app.metrics.upstream_attempt(&account.email, "ok");
                 app.pool.on_success(&lease, session);
@@ -244,6 +258,10 @@ async fn open_call(
                 note_breaker(app, &account);
                 app.pool.on_session_failure(session, &account.id);
                 last_error = Some(ClientError::new(502, ErrorKind::Api, "the upstream could not be reached"));
+                continue;
+            }
+            Sent::EgressDown(message) => {
+                last_error = Some(on_egress_down(app, &account, session, &message));
                 continue;
             }
             Sent::Refused(refusal, body) => (refusal, body),
@@ -370,6 +388,20 @@ fn local_resource_error(attempts: &mut Attempts) -> ClientError {
     )
 }
 
+/// The account's egress proxy failed: mark it `egress_down` (the probe brings it back) and move on. Not the
+/// client's fault and not the account's: no breaker failure, no lockout.
+fn on_egress_down(app: &App, account: &AccountSpec, session: Option<&str>, message: &str) -> ClientError {
+    app.pool.mark_egress_down(account, message);
+    app.metrics.upstream_attempt(&account.email, "egress_down");
+    app.metrics.pool.retry("egress_down");
+    app.pool.on_session_failure(session, &account.id);
+    ClientError::new(
+        503,
+        ErrorKind::Overloaded,
+        "no account could reach the upstream through its egress proxy",
+    )
+}
+
 fn note_breaker(app: &App, account: &AccountSpec) {
     if app.pool.on_server_failure(account) {
         tracing::warn!(account = %account.email, "circuit breaker opened: the account keeps failing");
@@ -388,6 +420,7 @@ pub fn ceil_secs(wait: Duration) -> u64 {
 async fn send_with_fallback(
     app: &App,
     snapshot: &Snapshot,
+    account: &AccountSpec,
     path: &str,
     headers: &[(&'static str, String)],
     body: Bytes,
@@ -395,7 +428,7 @@ async fn send_with_fallback(
     let endpoints = &snapshot.upstream.endpoints;
     let mut last = Sent::Unreachable("no endpoint configured".to_string());
     for url in endpoints {
-        let request = UpstreamRequest { url, path, headers, body: body.clone() };
+        let request = UpstreamRequest { url, path, headers, body: body.clone(), egress: account.egress() };
         match app.upstream.send(request).await {
             Ok(response) if response.status == 200 => return Sent::Ok(Box::new(response)),
             Ok(mut response) => {
@@ -413,6 +446,7 @@ async fn send_with_fallback(
                 last = Sent::Refused(refusal, error_body);
             }
             Err(e) if e.is_local_resource() => return Sent::LocalResource(e.to_string()),
+            Err(e) if e.egress_down().is_some() => return Sent::EgressDown(e.to_string()),
             Err(e) => last = Sent::Unreachable(e.to_string()),
         }
     }

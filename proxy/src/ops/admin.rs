@@ -69,6 +69,8 @@ impl Admin {
     fn metrics(&self) -> Response<Vec<u8>> {
         let accounts = self.app.pool.snapshot_state();
         self.app.metrics.set_accounts(accounts.iter().map(|a| (a.email.as_str(), a.state, a.in_flight)));
+        let with_proxy = accounts.iter().filter(|a| a.egress.is_some());
+        self.app.metrics.set_egress(with_proxy.map(|a| (a.email.as_str(), a.egress_down.is_none())));
         reply(200, "text/plain; version=0.0.4", self.app.metrics.render())
     }
 
@@ -101,6 +103,7 @@ impl Admin {
     }
 
     fn accounts(&self) -> Value {
+        let snapshot = self.app.snapshot();
         let accounts: Vec<Value> = self
             .app
             .pool
@@ -112,6 +115,18 @@ impl Admin {
                 let mut value = json!(status);
                 if let Some(object) = value.as_object_mut() {
                     object.insert("control_backoff".into(), json!(backoff));
+                    // The account's client identity (not secret): what Google sees of its "install".
+                    if let Some(account) = snapshot.accounts.iter().find(|a| a.id == status.id) {
+                        let identity = self.app.credentials.identity(account);
+                        object.insert(
+                            "identity".into(),
+                            json!({
+                                "platform": identity.platform,
+                                "machine_id": identity.machine_id,
+                                "user_agent": identity.user_agent(&snapshot.upstream.user_agent),
+                            }),
+                        );
+                    }
                 }
                 value
             })
@@ -256,6 +271,9 @@ pub fn redacted_config(s: &Snapshot) -> Value {
             "connect_timeout": humantime::format_duration(s.upstream.connect_timeout).to_string(),
             "read_timeout": humantime::format_duration(s.upstream.read_timeout).to_string(),
             "token_refresh_lead": humantime::format_duration(s.upstream.token_refresh_lead).to_string(),
+            // `scheme://host:port` only; whether credentials are set, never them.
+            "proxy": s.upstream.proxy.as_ref().map(|p| p.to_string()),
+            "proxy_auth": set(s.upstream.proxy.as_ref().is_some_and(|p| p.auth.is_some())),
         },
         "accounts": s.accounts.iter().map(|a| json!({
             "email": a.email,
@@ -264,6 +282,10 @@ pub fn redacted_config(s: &Snapshot) -> Value {
             "tier": a.tier,
             "enabled": a.enabled,
             "max_concurrent": a.max_concurrent,
+            "proxy": a.egress.as_ref().map(|p| p.to_string()),
+            "proxy_auth": set(a.egress.as_ref().is_some_and(|p| p.auth.is_some())),
+            "min_interval_ms": a.pacing.min_interval.as_millis() as u64,
+            "jitter_ms": a.pacing.jitter.as_millis() as u64,
         })).collect::<Vec<_>>(),
         "routes": {
             "models": s.aliases.upstream_models(),

@@ -62,6 +62,7 @@ struct OpsMetrics {
     tokens: IntCounterVec,
     account_state: IntGaugeVec,
     account_in_flight: IntGaugeVec,
+    account_egress_up: IntGaugeVec,
     config_reloads: IntCounterVec,
     config_generation: IntGauge,
     config_last_reload: prometheus::GaugeVec,
@@ -142,6 +143,11 @@ impl OpsMetrics {
                 &["account", "state"],
             ),
             account_in_flight: gauges("account_in_flight", "Upstream requests in flight per account", &["account"]),
+            account_egress_up: gauges(
+                "account_egress_up",
+                "1 while an account's egress proxy works, 0 while the account is egress_down (accounts with a proxy)",
+                &["account"],
+            ),
             config_reloads: counters(
                 "config_reloads_total",
                 "Configuration reloads by trigger (watch, signal, admin) and result (ok, failed)",
@@ -305,6 +311,14 @@ impl Metrics {
         for (account, state, in_flight) in accounts {
             self.ops.account_state.with_label_values(&[account, state]).set(1);
             self.ops.account_in_flight.with_label_values(&[account]).set(i64::from(in_flight));
+        }
+    }
+
+    /// Replaces the egress gauges: one per account with a proxy (called at scrape time).
+    pub fn set_egress<'a>(&self, accounts: impl IntoIterator<Item = (&'a str, bool)>) {
+        self.ops.account_egress_up.reset();
+        for (account, up) in accounts {
+            self.ops.account_egress_up.with_label_values(&[account]).set(i64::from(up));
         }
     }
 

@@ -34,6 +34,10 @@ pub struct LiveAccount {
     pub(super) admin_enabled: AtomicU8,
     /// The project discovered for the account (for `pool.lock_scope: project`).
     pub(super) project: RwLock<Option<String>>,
+    /// Why the account's egress proxy is down (`egress_down`): unusable until the probe reaches it again.
+    pub(super) egress_down: RwLock<Option<String>>,
+    /// With pacing (`min_interval`): the unix ms before which the account takes no further call.
+    pub(super) paced_until_ms: AtomicU64,
 }
 
 impl LiveAccount {
@@ -46,6 +50,8 @@ impl LiveAccount {
             forbidden: RwLock::new(None),
             admin_enabled: AtomicU8::new(ADMIN_NONE),
             project: RwLock::new(None),
+            egress_down: RwLock::new(None),
+            paced_until_ms: AtomicU64::new(0),
         }
     }
 
@@ -59,6 +65,25 @@ impl LiveAccount {
 
     pub(super) fn forbidden(&self) -> Option<ForbiddenRecord> {
         self.forbidden.read().ok().and_then(|f| f.clone())
+    }
+
+    /// The selection's check, without copying the reason.
+    pub(super) fn egress_is_down(&self) -> bool {
+        self.egress_down.read().is_ok_and(|d| d.is_some())
+    }
+
+    pub(super) fn egress_down(&self) -> Option<String> {
+        self.egress_down.read().ok().and_then(|f| f.clone())
+    }
+
+    /// Claims the account's next paced call at `now_ms` (spacing the one after by `gap_ms`); false while
+    /// the previous call's gap runs. Atomic, so racing requests cannot both take one turn.
+    pub(super) fn try_pace(&self, now_ms: u64, gap_ms: u64) -> bool {
+        self.paced_until_ms
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |until| {
+                (until <= now_ms).then_some(now_ms + gap_ms)
+            })
+            .is_ok()
     }
 
     pub(super) fn enabled(&self, account: &AccountSpec) -> bool {

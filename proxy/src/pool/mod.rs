@@ -21,6 +21,7 @@
 
 pub mod affinity;
 pub mod breaker;
+mod egress;
 mod index;
 mod lease;
 mod live;
@@ -154,6 +155,10 @@ impl AccountPool {
             if credentials_changed(old, a) && self.clear_forbidden(&a.id) {
                 tracing::info!(account = %a.email, "forbidden mark cleared: the account's credentials changed");
             }
+            // A new proxy gets its chance at once; if it fails too, the next call marks the account again.
+            if old.egress != a.egress {
+                self.mark_egress_up(a);
+            }
         }
         let selector = AccountSelector::from_accounts(accounts, self.state.clone());
         self.state.install(selector.accounts(), &selector.index);
@@ -183,11 +188,13 @@ impl AccountPool {
         self.selector.load().accounts().cloned().collect()
     }
 
-    /// Enabled, not forbidden: worth polling and selecting at all.
+    /// Enabled, not forbidden, its egress up: worth polling and selecting at all.
     pub fn is_usable(&self, id: &str) -> bool {
         let selector = self.selector.load();
+        let live = self.state.live_of(id);
         selector.entries.iter().any(|e| e.account.id == id && e.live.enabled(&e.account))
-            && self.state.live_of(id).forbidden().is_none()
+            && live.forbidden().is_none()
+            && !live.egress_is_down()
     }
 
     /// Leases the best eligible account right now, without waiting.
@@ -241,6 +248,10 @@ impl AccountPool {
             filed: Some((selector.index.clone(), pos)),
         };
         // The breaker's claim is atomic: of many requests racing past a half-open breaker, one probes.
+        // Pacing before the breaker: a refused turn must not hold a half-open breaker's probe claim.
+        if !self.take_pacing_turn(&lease.account) {
+            return None;
+        }
         if !lease.live.breaker.try_admit(now, &PoolState::policy(settings)) {
             return None; // dropping the lease returns the slot and refiles the account
         }
@@ -480,10 +491,13 @@ impl AccountPool {
         }
     }
 
-    /// A permanent credential failure (`invalid_grant`) forbids the account.
+    /// A permanent credential failure (`invalid_grant`) forbids the account; a dead egress proxy marks it
+    /// `egress_down`.
     pub fn on_credential_error(&self, account: &AccountSpec, error: &CredentialError) {
         if let CredentialError::Revoked { error: code, description, .. } = error {
             self.forbid(account, code, None, description);
+        } else if error.egress_down() {
+            self.mark_egress_down(account, &error.to_string());
         }
     }
 

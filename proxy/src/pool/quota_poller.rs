@@ -82,6 +82,7 @@ impl QuotaPoller {
         let project = match self.credentials.project(account, &snapshot.upstream, &token).await {
             Ok(project) => project,
             Err(e) => {
+                self.pool.on_credential_error(account, &e);
                 tracing::debug!(account = %account.email, error = %e, "quota poll: no project");
                 return;
             }
@@ -103,6 +104,7 @@ impl QuotaPoller {
         let answer = match answer {
             Ok(answer) => answer,
             Err(e) => {
+                self.pool.on_credential_error(account, &e);
                 tracing::warn!(account = %account.email, error = %e, "quota poll failed");
                 return;
             }

@@ -223,6 +223,8 @@ pub(super) mod tests {
             tier: tier.map(str::to_string),
             enabled: true,
             max_concurrent: cap,
+            egress: None,
+            pacing: Default::default(),
         }
     }
 

@@ -164,10 +164,11 @@ impl PoolState {
         now_ms: u64,
         settings: &PoolSettings,
     ) -> Availability {
-        if !live.enabled(account) || live.forbidden().is_some() {
+        if !live.enabled(account) || live.forbidden().is_some() || live.egress_is_down() {
             return Availability::Unusable;
         }
-        let mut until = 0;
+        // A paced account rests until its gap ends: the selection prefers another, and waits only when none.
+        let mut until = live.paced_until_ms.load(std::sync::atomic::Ordering::Acquire);
         if let Some(t) = self.lockouts.until(&account.id, model, now_ms) {
             until = until.max(t);
         }

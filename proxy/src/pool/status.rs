@@ -37,7 +37,7 @@ pub struct AccountStatus {
     pub tier: Option<String>,
     pub tier_rank: u8,
     pub project: Option<String>,
-    /// `ready`, `busy`, `disabled`, `forbidden` or `breaker_open`.
+    /// `ready`, `busy`, `disabled`, `forbidden`, `egress_down` or `breaker_open`.
     pub state: &'static str,
     pub enabled: bool,
     pub in_flight: u32,
@@ -47,6 +47,10 @@ pub struct AccountStatus {
     pub lockouts: Vec<LockoutStatus>,
     pub quotas: Vec<QuotaStatus>,
     pub forbidden: Option<ForbiddenRecord>,
+    /// The account's egress proxy (`scheme://host:port`, never credentials), when it has one.
+    pub egress: Option<String>,
+    /// Why the egress proxy is down, while it is (state `egress_down`).
+    pub egress_down: Option<String>,
 }
 
 /// Every account of the current table with what the pool knows about it, then the accounts a reload
@@ -61,12 +65,15 @@ pub(super) fn snapshot_state(selector: &AccountSelector, pool_state: &PoolState)
         .iter()
         .map(|e| {
             let forbidden = e.live.forbidden();
+            let egress_down = e.live.egress_down();
             let enabled = e.live.enabled(&e.account);
             let breaker = e.live.breaker.state(now, &policy);
             let state = if !enabled {
                 "disabled"
             } else if forbidden.is_some() {
                 "forbidden"
+            } else if egress_down.is_some() {
+                "egress_down"
             } else if breaker == BreakerState::Open {
                 "breaker_open"
             } else if e.live.in_flight() >= e.account.max_concurrent {
@@ -108,6 +115,8 @@ pub(super) fn snapshot_state(selector: &AccountSelector, pool_state: &PoolState)
                     })
                     .collect(),
                 forbidden,
+                egress: e.account.egress.as_ref().map(|p| p.to_string()),
+                egress_down,
             }
         })
         .chain(draining(selector, pool_state))
@@ -135,6 +144,8 @@ fn draining(selector: &AccountSelector, pool_state: &PoolState) -> Vec<AccountSt
             lockouts: Vec::new(),
             quotas: Vec::new(),
             forbidden: None,
+            egress: None,
+            egress_down: None,
         })
         .collect();
     draining.sort_by(|a, b| a.id.cmp(&b.id));

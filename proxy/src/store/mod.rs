@@ -40,6 +40,7 @@ pub struct AccountState {
     pub project_id: Option<String>,
     pub tier: Option<String>,
     pub tier_name: Option<String>,
+    pub identity: Option<crate::egress::identity::ClientIdentity>,
 }
 
 /// Debug output never shows the access token, only whether there is one.

@@ -203,6 +203,9 @@ async fn validated(
             tier: candidate.tier.clone(),
             enabled: true,
             max_concurrent: 1,
+            // The validating refresh leaves through `upstream.proxy`, as the account's calls will.
+            egress: settings.proxy.clone(),
+            pacing: Default::default(),
         };
         match credentials.access_token(&spec, settings).await {
             Ok(_) => good.push(candidate),

@@ -46,6 +46,7 @@ pub fn overview_numbers(ctx: &Ctx<'_>) -> Value {
         "accounts_forbidden": state_count("forbidden"),
         "accounts_disabled": state_count("disabled"),
         "accounts_breaker_open": state_count("breaker_open"),
+        "accounts_egress_down": state_count("egress_down"),
         "generation": ctx.app.reload.generation(),
         "last_reload": last.as_ref().map(reload_text).unwrap_or_else(|| "none since start".into()),
         "last_reload_ok": last.as_ref().is_none_or(|r| r.ok),
@@ -112,7 +113,7 @@ pub fn overview_page(ctx: &Ctx<'_>) -> Response<Vec<u8>> {
     let reload_class = if n["last_reload_ok"].as_bool().unwrap_or(true) { "ok" } else { "error" };
     let body = format!(
         "<section class=\"tiles\" id=\"overview\" data-poll=\"/console/api/overview\">{}{}{}{}{}{}</section>\
-         <h2>Accounts</h2><section class=\"tiles\">{}{}{}{}{}{}</section>\
+         <h2>Accounts</h2><section class=\"tiles\">{}{}{}{}{}{}{}</section>\
          <h2>Configuration</h2><p class=\"{reload_class}\">Generation <span data-field=\"generation\">{}</span>; last reload: \
          <span data-field=\"last_reload\">{}</span></p>\
          <p class=\"muted\">Rates are over the last minute of the request log; overhead percentiles are the upper bounds of \
@@ -129,6 +130,7 @@ pub fn overview_page(ctx: &Ctx<'_>) -> Response<Vec<u8>> {
         tile("accounts_forbidden", "forbidden"),
         tile("accounts_disabled", "disabled"),
         tile("accounts_breaker_open", "breaker open"),
+        tile("accounts_egress_down", "egress down"),
         esc(&n["generation"].to_string()),
         esc(n["last_reload"].as_str().unwrap_or("")),
     );
@@ -185,6 +187,10 @@ fn account_row(ctx: &Ctx<'_>, a: &AccountStatus, now_ms: u64) -> Vec<String> {
             };
             format!("<div class=\"error\">{}: {}{link}</div>", esc(&f.reason), esc(&f.message))
         }
+    };
+    let forbidden = match &a.egress_down {
+        Some(reason) => format!("{forbidden}<div class=\"error\">egress down: {}</div>", esc(reason)),
+        None => forbidden,
     };
     let target = format!("/console/accounts/{}", html::url_part(&a.email));
     let mut actions = String::new();
