@@ -113,8 +113,17 @@ pub fn onboard_user(account: &Account, body: &Value, polls_needed: u32) -> Resul
 }
 
 /// `ClientMetadata.platform` values (gemini-cli `code_assist/types.ts`); proto-JSON also takes the numbers.
-const PLATFORMS: [&str; 6] =
-    ["PLATFORM_UNSPECIFIED", "DARWIN_AMD64", "DARWIN_ARM64", "LINUX_AMD64", "LINUX_ARM64", "WINDOWS_AMD64"];
+/// `MACOS` is not in that list, but PROTOCOL.md records a working client (OAA) sending it, so it is taken:
+/// the simulator must not refuse what Google is known to accept.
+const PLATFORMS: [&str; 7] = [
+    "PLATFORM_UNSPECIFIED",
+    "DARWIN_AMD64",
+    "DARWIN_ARM64",
+    "LINUX_AMD64",
+    "LINUX_ARM64",
+    "WINDOWS_AMD64",
+    "MACOS",
+];
 
 /// Proto-JSON refuses an enum name it does not know: a `metadata.platform` outside [`PLATFORMS`] is a 400,
 /// as Google answers it.
@@ -269,7 +278,11 @@ mod tests {
             .is_ok());
         assert!(check_metadata(&json!({"metadata": {"platform": 2}})).is_ok());
         assert!(check_metadata(&json!({})).is_ok());
-        let e = check_metadata(&json!({"metadata": {"platform": "MACOS"}})).unwrap_err();
+        assert!(
+            check_metadata(&json!({"metadata": {"platform": "MACOS"}})).is_ok(),
+            "OAA sends it (PROTOCOL.md)"
+        );
+        let e = check_metadata(&json!({"metadata": {"platform": "AMIGA_68K"}})).unwrap_err();
         assert_eq!(e.code(), 400);
     }
 
