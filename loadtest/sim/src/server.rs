@@ -282,7 +282,8 @@ async fn v1internal_inner(
             codeassist::check_quota_access(&account)
                 .and_then(|_| codeassist::check_project(&account, &body))
                 .map(|_| {
-                    codeassist::fetch_available_models(&account, &state.config.models, &state.config.quota)
+                    let served = account.served(&state.config.models);
+                    codeassist::fetch_available_models(&account, &served, &state.config.quota)
                 })
         }
         "retrieveUserQuota" => {
@@ -397,6 +398,10 @@ async fn content_reply(
         Err(e) => return Reply::error(&e),
     };
     let model = envelope.model.as_str();
+    // A model the sim serves but this account may not call: Google answers as for an unknown model.
+    if !account.serves(model) {
+        return Reply::error(&ApiError::NotFound("Requested entity was not found.".into()));
+    }
     let request = body.get("request");
     let prompt = Prompt::read(model, request.unwrap_or(&Value::Null));
 

@@ -126,6 +126,10 @@ async fn open_call(
     let mut last_error: Option<ClientError> = None;
     let mut earliest_unlock: Option<u64> = None;
     let request_id = format!("agent-{}", uuid::Uuid::new_v4());
+    // A model no enabled account lists is refused before any account is tried (model availability).
+    if !app.pool.can_serve(upstream_model) {
+        return Err(super::models::unserved(upstream_model));
+    }
     while attempts.count < settings.max_attempts {
         let selection = Selection { model: upstream_model, exclude: &attempts.tried, session };
         let lease = match lease(app, &selection, settings.max_wait).await {

@@ -9,7 +9,7 @@
 //! comes in through its `on_*`, `lock` and `record_quota` methods.
 //!
 //! The files, each using only those before it (no import circles):
-//! - `affinity`, `breaker`, `lockout`, `quota`: self-contained books of what was learned;
+//! - `affinity`, `breaker`, `lockout`, `models`, `quota`: self-contained books of what was learned;
 //! - `live`: [`LiveAccount`], one account's runtime state, and tier ranks;
 //! - `index`: `SelectIndex`, a table's accounts filed by tier and in-flight count;
 //! - `selection`: [`Selection`], what an attempt asks, and [`SelectError`];
@@ -25,6 +25,7 @@ mod index;
 mod lease;
 mod live;
 pub mod lockout;
+pub mod models;
 pub mod quota;
 pub mod quota_poller;
 mod selection;
@@ -32,7 +33,7 @@ mod selector;
 mod state;
 mod status;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -493,6 +494,32 @@ impl AccountPool {
         self.state.index.load().forget_rests();
     }
 
+    /// Records the models an account's `fetchAvailableModels` listed: selection passes it by for any other.
+    pub fn record_models(&self, account: &str, models: BTreeSet<String>) {
+        if self.state.models.set(account, models) {
+            // An account may now serve a model it was passed by for (or stop serving one).
+            self.state.index.load().forget_rests();
+            self.state.changed.notify_waiters();
+        }
+    }
+
+    /// What the enabled accounts serve together, or `None` while any of them may serve anything (not polled
+    /// yet). With no enabled account nothing is known either.
+    pub fn served_models(&self) -> Option<BTreeSet<String>> {
+        let selector = self.selector.load();
+        let mut enabled = selector.entries.iter().filter(|e| e.live.enabled(&e.account)).peekable();
+        enabled.peek()?;
+        models::union(&self.state.models, enabled.map(|e| e.account.id.as_str()))
+    }
+
+    /// Whether any enabled account may serve `model` (it listed it, or is not known yet). With no enabled
+    /// account at all the answer is yes: that is the "no account" error's to tell, not a missing model's.
+    pub fn can_serve(&self, model: &str) -> bool {
+        let selector = self.selector.load();
+        let mut enabled = selector.entries.iter().filter(|e| e.live.enabled(&e.account)).peekable();
+        enabled.peek().is_none() || enabled.any(|e| self.state.models.serves(&e.account.id, model))
+    }
+
     /// Forgets lockouts that have ended (periodic housekeeping).
     pub fn prune(&self) {
         self.state.lockouts.prune(now_ms());
@@ -669,6 +696,24 @@ mod tests {
             QuotaView { remaining_fraction: 0.1, reset_ms: Some(now_ms() - 1), fetched_at: unix_now() };
         pool.record_quota("a@x", "m", past);
         assert_eq!(pick(&pool).unwrap().id(), "a@x", "after the reset the snapshot no longer holds");
+    }
+
+    #[test]
+    fn a_model_goes_only_to_accounts_that_list_it_and_unpolled_ones_serve_all() {
+        let pool = AccountPool::new(&[account("a@x", Some("g1-ultra-tier"), 3), account("b@x", None, 3)]);
+        let only = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let for_model = |m: &str| pool.select(&Selection { model: m, exclude: &[], session: None });
+        assert_eq!(for_model("m2").unwrap().id(), "a@x", "never polled: serves anything");
+        assert_eq!(pool.served_models(), None);
+        pool.record_models("a@x", only(&["m1"]));
+        assert_eq!(for_model("m2").unwrap().id(), "b@x");
+        assert_eq!(for_model("m1").unwrap().id(), "a@x");
+        pool.record_models("b@x", only(&["m2"]));
+        assert_eq!(for_model("m3").err(), Some(SelectError::NoAccounts));
+        assert!(!pool.can_serve("m3") && pool.can_serve("m1") && pool.can_serve("m2"));
+        assert_eq!(pool.served_models(), Some(only(&["m1", "m2"])));
+        pool.record_models("b@x", only(&["m2", "m3"]));
+        assert_eq!(for_model("m3").unwrap().id(), "b@x", "a new model list takes effect at once");
     }
 
     #[test]
