@@ -105,3 +105,50 @@ def test_a_model_nobody_serves_is_a_404_at_once_in_each_protocol(start_sim, star
     assert stats["totals"]["requests"] == 0, "no account may be tried for a model none of them lists"
     # The served models still work afterwards.
     assert gw.chat("still there?", model="gpt-4o").status_code == 200
+
+
+def health(gw) -> dict:
+    r = httpx.get(gw.admin_url + "/admin/health", timeout=10.0)
+    r.raise_for_status()
+    return r.json()
+
+
+def test_a_version_notice_marks_the_condition_instead_of_touring_the_accounts(start_sim, start_gateway):
+    """Google answers an outdated client version with a notice as the only text (PROTOCOL §1, version gate).
+    Every account would say the same: one upstream call, a 502 naming the setting, the condition in the
+    admin API and the metrics, one log line; a later good answer lifts it."""
+    one, two = accounts()
+    gw = start_gateway(accounts=[one, two], routes=ROUTES)
+    sim = gw.sim
+    sim.set_faults([{"kind": "version_gate"}])
+    sim.reset_stats()
+    for _ in range(2):
+        error = assert_openai_error(gw.chat("hello", model="gpt-4o"), 502)
+        assert "upstream.user_agent" in error["message"]
+        assert "no longer supported" not in error["message"].lower()
+    assert sim.stats()["totals"]["requests"] == 2, "one upstream call per request, no tour of the accounts"
+    state = health(gw)
+    assert state["status"] == "degraded"
+    [gate] = state["upstream_version_gates"]
+    assert gate["kind"] == "client_version_unsupported" and gate["count"] == 2 and gate["user_agent"]
+    assert 'levitate_upstream_version_gate_total{kind="client_version_unsupported"} 2' in gw.metrics()
+    assert gw.logs().count("set upstream.user_agent") == 1
+    # No account was held responsible.
+    assert all(not a["lockouts"] and a["state"] == "ready" for a in admin_accounts(gw).values())
+
+    # Streaming, and a notice for one model only.
+    sim.set_faults([{"kind": "model_version_gate", "model": SONNET}])
+    r = gw.http.post("/v1/messages", headers={"anthropic-version": "2023-06-01"},
+                     json={"model": "sonnet", "max_tokens": 64, "stream": True,
+                           "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 502, r.text
+    assert "upstream.user_agent" in r.json()["error"]["message"]
+    kinds = {g["kind"]: g for g in health(gw)["upstream_version_gates"]}
+    assert kinds["model_needs_newer_client"]["model"] == SONNET
+
+    sim.clear_faults()
+    assert gw.chat("hello", model="gpt-4o").status_code == 200
+    assert [g["kind"] for g in health(gw)["upstream_version_gates"]] == ["model_needs_newer_client"]
+    assert gw.chat("hello", model="sonnet").status_code == 200
+    assert health(gw)["upstream_version_gates"] == []
+    assert health(gw)["status"] == "ok"

@@ -225,11 +225,19 @@ pub fn generate(p: &Prompt, cached: u64, filler_words: usize, signer: &Signer) -
 
 /// The version-gate answer: the notice as text, zero usage.
 pub fn version_gate() -> Vec<Chunk> {
-    vec![Chunk {
-        parts: vec![json!({ "text": VERSION_GATE_TEXT })],
-        finish_reason: Some("STOP"),
-        usage: Usage::default(),
-    }]
+    notice(VERSION_GATE_TEXT)
+}
+
+/// The per-model gate: this model needs a newer client version.
+pub fn model_version_gate(model: &str) -> Vec<Chunk> {
+    notice(&format!(
+        "{} is not available on this version of Antigravity. Please update to receive the latest models.",
+        crate::models::display_name(model)
+    ))
+}
+
+fn notice(text: &str) -> Vec<Chunk> {
+    vec![Chunk { parts: vec![json!({ "text": text })], finish_reason: Some("STOP"), usage: Usage::default() }]
 }
 
 fn thoughts(p: &Prompt, dice: &mut Dice) -> Vec<String> {

@@ -49,6 +49,9 @@ pub enum FaultKind {
     InterChunkDelay,
     /// Answers with the "This version of Antigravity is no longer supported" text and zero usage.
     VersionGate,
+    /// Answers with "<model> is not available on this version of Antigravity" and zero usage: the model
+    /// needs a newer client than the user agent names.
+    ModelVersionGate,
 }
 
 impl FaultKind {

@@ -440,6 +440,8 @@ async fn content_reply(
     let cached = if cached >= config.cache_min_tokens { cached } else { 0 };
     let chunks = if gated {
         answer::version_gate()
+    } else if outcome.is_some_and(|r| r.kind == FaultKind::ModelVersionGate) {
+        answer::model_version_gate(model)
     } else if outcome.is_some_and(|r| r.kind == FaultKind::EmptyResponse) {
         vec![Chunk {
             parts: vec![],

@@ -15,6 +15,8 @@ use levitate_filters::error::{ClientError, ErrorKind};
 use serde_json::{json, Value};
 
 use crate::app::App;
+use crate::config::Snapshot;
+use crate::pool::models::VersionGate;
 
 /// Which upstream models can be served now.
 #[derive(Debug, Clone, Default)]
@@ -47,6 +49,22 @@ pub fn unserved(upstream_model: &str) -> ClientError {
         format!("the model {upstream_model:?} is not served by any enabled account"),
     )
     .with_param("model")
+}
+
+/// Google refused the client version in `upstream.user_agent`: noted (admin API), counted, and logged once
+/// per gate with the setting to change, instead of moving the request from account to account.
+pub fn on_version_gate(app: &App, snapshot: &Snapshot, upstream_model: &str, gate: VersionGate) {
+    app.metrics.pool.version_gate(gate.label());
+    let user_agent = snapshot.upstream.user_agent.as_str();
+    if app.pool.note_version_gate(gate, upstream_model, user_agent) {
+        tracing::error!(
+            gate = gate.label(),
+            model = upstream_model,
+            user_agent,
+            "Google refuses the client version this gateway presents: set upstream.user_agent in levitate.yaml to \
+             a current Antigravity version (then reload)"
+        );
+    }
 }
 
 fn owner(upstream_model: &str) -> &'static str {

@@ -78,8 +78,10 @@ impl Admin {
         let accounts = self.app.pool.snapshot_state();
         let usable = accounts.iter().filter(|a| matches!(a.state, "ready" | "busy")).count();
         let config_ok = last.as_ref().is_none_or(|r| r.ok);
+        let version_gates = self.app.pool.version_gates();
         json!({
-            "status": if config_ok { "ok" } else { "degraded" },
+            "status": if config_ok && version_gates.is_empty() { "ok" } else { "degraded" },
+            "upstream_version_gates": version_gates,
             "version": env!("CARGO_PKG_VERSION"),
             "pid": std::process::id(),
             "uptime_seconds": self.started.elapsed().as_secs(),

@@ -391,6 +391,7 @@ pub struct PoolMetrics {
     rejected: IntCounterVec,
     waiting: IntGauge,
     wait_seconds: prometheus::Histogram,
+    version_gates: IntCounterVec,
 }
 
 impl PoolMetrics {
@@ -434,6 +435,11 @@ impl PoolMetrics {
             ),
             waiting: registered(registry, waiting),
             wait_seconds: registered(registry, wait_seconds),
+            version_gates: counters(
+                "upstream_version_gate_total",
+                "Answers in which Google refused the gateway's client version (upstream.user_agent), by kind",
+                &["kind"],
+            ),
         }
     }
 
@@ -451,6 +457,10 @@ impl PoolMetrics {
 
     pub fn rejected(&self, reason: &str) {
         self.rejected.with_label_values(&[reason]).inc();
+    }
+
+    pub fn version_gate(&self, kind: &str) {
+        self.version_gates.with_label_values(&[kind]).inc();
     }
 
     /// Counts a request as waiting until the returned guard is dropped.

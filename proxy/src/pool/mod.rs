@@ -520,6 +520,22 @@ impl AccountPool {
         enabled.peek().is_none() || enabled.any(|e| self.state.models.serves(&e.account.id, model))
     }
 
+    /// Google refused the gateway's client version (for every model, or for `model`): a condition of the
+    /// configuration, held against no account. Returns true when the gate is new.
+    pub fn note_version_gate(&self, gate: models::VersionGate, model: &str, user_agent: &str) -> bool {
+        self.state.version_gates.note(gate, model, user_agent, now_ms())
+    }
+
+    /// An answer for `model` came through: the gates it disproves are lifted.
+    pub fn lift_version_gate(&self, model: &str) {
+        self.state.version_gates.lift(model);
+    }
+
+    /// The version gates in force (admin API).
+    pub fn version_gates(&self) -> Vec<models::GateRecord> {
+        self.state.version_gates.snapshot()
+    }
+
     /// Forgets lockouts that have ended (periodic housekeeping).
     pub fn prune(&self) {
         self.state.lockouts.prune(now_ms());

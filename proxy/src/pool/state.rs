@@ -19,7 +19,7 @@ use crate::pool::breaker::BreakerPolicy;
 use crate::pool::index::SelectIndex;
 use crate::pool::live::{tier_rank, LiveAccount};
 use crate::pool::lockout::Lockouts;
-use crate::pool::models::ModelBook;
+use crate::pool::models::{ModelBook, VersionGates};
 use crate::pool::quota::QuotaBook;
 use crate::store::Store;
 
@@ -31,6 +31,8 @@ pub struct PoolState {
     pub(super) quotas: QuotaBook,
     /// The models each account listed in its last `fetchAvailableModels` answer.
     pub(super) models: ModelBook,
+    /// Google's refusals of the client version the gateway presents.
+    pub(super) version_gates: VersionGates,
     pub(super) settings: ArcSwap<PoolSettings>,
     pub(super) store: Option<Store>,
     /// The accounts of the table in force, by id: a released slot is handed on only under the current spec
@@ -87,6 +89,7 @@ impl PoolState {
             affinity: SessionAffinity::new(settings.affinity_capacity, settings.affinity_ttl),
             quotas: QuotaBook::default(),
             models: ModelBook::default(),
+            version_gates: VersionGates::default(),
             settings: ArcSwap::from_pointee(settings),
             store,
             table: ArcSwap::from_pointee(HashMap::new()),
