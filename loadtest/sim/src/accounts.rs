@@ -63,7 +63,7 @@ pub struct QuotaView {
 }
 
 impl Account {
-    fn new(config: &AccountConfig) -> Account {
+    pub fn new(config: &AccountConfig) -> Account {
         Account {
             email: config.email.clone(),
             refresh_token: config.refresh_token.clone(),

@@ -52,6 +52,9 @@ pub struct SimConfig {
     pub version_floor: Option<String>,
     /// Fault rules active from the start (see `faults`).
     pub faults: Vec<FaultRule>,
+    /// The key the public Gemini API (`/v1beta/models/{m}:generateContent`) accepts in `x-goog-api-key` or
+    /// `?key=`. Unset: every key is refused as invalid.
+    pub public_api_key: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -71,6 +74,7 @@ impl Default for SimConfig {
             recent_requests: 50,
             version_floor: None,
             faults: Vec::new(),
+            public_api_key: None,
         }
     }
 }

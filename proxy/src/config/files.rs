@@ -39,6 +39,9 @@ pub struct MainFile {
     pub request_log: RequestLogSettings,
     #[serde(default)]
     pub usage: UsageFile,
+    /// The opt-in public Gemini API key for when no account can serve (`config::fallback`).
+    #[serde(default)]
+    pub fallback: Option<super::fallback::FallbackFile>,
 }
 
 impl MainFile {

@@ -9,6 +9,7 @@
 //! [`Snapshot::load`]. `files` says what the YAML looks like, `source` reads a file and finds where a key is
 //! written in it, and `validate` turns the parsed files into a snapshot.
 
+pub mod fallback;
 mod files;
 pub mod live;
 pub mod reload;
@@ -251,6 +252,8 @@ pub struct Snapshot {
     pub request_log: RequestLogSettings,
     /// Per-key limits, the budgets' time zone and the usage retention (`crate::tenancy`).
     pub tenancy: crate::tenancy::TenancySettings,
+    /// The opt-in public Gemini API key (`fallback:`); `None` is off.
+    pub fallback: Option<fallback::FallbackSettings>,
 }
 
 impl fmt::Debug for Snapshot {

@@ -102,6 +102,11 @@ pub(super) fn build(
     let aliases = routes.and_then(|r| alias_table(&r.source, &r.file, problems));
     let tenancy =
         main.and_then(|m| super::tenancy::settings(&m.source, &m.file.auth, &m.file.usage, problems));
+    let fallback = main.and_then(|m| {
+        let file = m.file.fallback.as_ref()?;
+        let built = super::fallback::build(file, env);
+        problems.keep(built.map_err(|(key, m2)| m.source.invalid(&[Key("fallback"), Key(key)], m2)))
+    });
     let tls = main.and_then(|m| {
         let gateway = listener_tls(&m.source, m.file.tls.as_ref(), &[Key("tls")], folder, problems);
         let admin_at = [Key("admin"), Key("tls")];
@@ -161,6 +166,7 @@ pub(super) fn build(
         },
         request_log: file.request_log.clone(),
         tenancy,
+        fallback,
     })
 }
 

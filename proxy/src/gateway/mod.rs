@@ -18,6 +18,7 @@ mod ctx;
 pub mod edge;
 mod endpoints;
 pub mod exchange;
+mod fallback;
 mod images;
 pub mod models;
 mod pump;
@@ -300,12 +301,12 @@ impl Gateway {
         match route.operation {
             Operation::Health => self.respond_json(session, ctx, 200, br#"{"status":"ok"}"#.to_vec()).await,
             Operation::ListModels => {
-                let served = crate::gateway::models::Served::of(&self.app);
+                let served = crate::gateway::models::Served::of(&self.app, snapshot);
                 let body = crate::gateway::models::openai_list(&snapshot.aliases, &served);
                 self.respond_json(session, ctx, 200, body).await
             }
             Operation::GetModel { model } => {
-                let served = crate::gateway::models::Served::of(&self.app);
+                let served = crate::gateway::models::Served::of(&self.app, snapshot);
                 match crate::gateway::models::openai_model(&snapshot.aliases, &served, &model) {
                     Some(body) => self.respond_json(session, ctx, 200, body).await,
                     None => Err(ClientError::new(
@@ -337,14 +338,14 @@ impl Gateway {
                 self.generate_content(session, ctx, snapshot, &model, stream).await
             }
             Operation::ListModelsGemini => {
-                let served = crate::gateway::models::Served::of(&self.app);
+                let served = crate::gateway::models::Served::of(&self.app, snapshot);
                 let body =
                     gemini::gemini_model_list(crate::gateway::models::listed_names(&snapshot.aliases, &served));
                 self.respond_json(session, ctx, 200, body).await
             }
             Operation::GetModelGemini { model } => {
                 let name = model.strip_prefix("models/").unwrap_or(&model);
-                let served = crate::gateway::models::Served::of(&self.app);
+                let served = crate::gateway::models::Served::of(&self.app, snapshot);
                 if crate::gateway::models::listed_names(&snapshot.aliases, &served).any(|m| m == name) {
                     self.respond_json(session, ctx, 200, gemini::gemini_model(name)).await
                 } else {

@@ -5,7 +5,7 @@
 //!
 //! Every listing shows only what can be served ([`Served`]): an upstream model at least one enabled account
 //! listed in its `fetchAvailableModels` answer (all of them while any account is not known yet), and an
-//! alias whose target is such a model. A request for a model nobody serves is refused at once with
+//! alias whose target is such a model, or a model the fallback key may serve. A request for a model nobody serves is refused at once with
 //! [`unserved`], in the client's protocol, before any account is tried.
 
 use std::collections::BTreeSet;
@@ -26,9 +26,13 @@ pub struct Served {
 }
 
 impl Served {
-    /// What the pool's enabled accounts serve together.
-    pub fn of(app: &App) -> Self {
-        Served { models: app.pool.served_models() }
+    /// What the pool's enabled accounts serve together, and the fallback key's models (`fallback:`).
+    pub fn of(app: &App, snapshot: &Snapshot) -> Self {
+        let mut models = app.pool.served_models();
+        if let (Some(models), Some(fallback)) = (models.as_mut(), snapshot.fallback.as_ref()) {
+            models.extend(fallback.models.keys().cloned());
+        }
+        Served { models }
     }
 
     /// A known set (tests).

@@ -17,9 +17,11 @@
 //! - `lease`: [`Lease`], the queue's places and where a released slot goes;
 //! - `selector`: [`AccountSelector`], the `pingora-load-balancing` plugin over the table;
 //! - `status`: [`AccountStatus`], the admin API's view;
+//! - `availability`: the pool's methods for model availability, version gates and the fallback key's slots;
 //! - this file: [`AccountPool`]; and above it `quota_poller`, the background service feeding the quota book.
 
 pub mod affinity;
+mod availability;
 pub mod breaker;
 mod index;
 mod lease;
@@ -33,7 +35,7 @@ mod selector;
 mod state;
 mod status;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,6 +58,9 @@ pub use crate::pool::state::PoolState;
 pub use crate::pool::status::{AccountStatus, LockoutStatus, QuotaStatus};
 /// Unix milliseconds now: the clock lockouts and quota resets are kept in.
 pub use crate::store::unix_now_ms as now_ms;
+
+/// The account label of requests the fallback key served (logs, metrics, usage); no account id has no `@`.
+pub const FALLBACK_ID: &str = "fallback";
 
 /// A session whose account is locked for longer than this stops preferring it.
 pub const AFFINITY_LOCKOUT_LIMIT: Duration = Duration::from_secs(300);
@@ -494,48 +499,6 @@ impl AccountPool {
         self.state.index.load().forget_rests();
     }
 
-    /// Records the models an account's `fetchAvailableModels` listed: selection passes it by for any other.
-    pub fn record_models(&self, account: &str, models: BTreeSet<String>) {
-        if self.state.models.set(account, models) {
-            // An account may now serve a model it was passed by for (or stop serving one).
-            self.state.index.load().forget_rests();
-            self.state.changed.notify_waiters();
-        }
-    }
-
-    /// What the enabled accounts serve together, or `None` while any of them may serve anything (not polled
-    /// yet). With no enabled account nothing is known either.
-    pub fn served_models(&self) -> Option<BTreeSet<String>> {
-        let selector = self.selector.load();
-        let mut enabled = selector.entries.iter().filter(|e| e.live.enabled(&e.account)).peekable();
-        enabled.peek()?;
-        models::union(&self.state.models, enabled.map(|e| e.account.id.as_str()))
-    }
-
-    /// Whether any enabled account may serve `model` (it listed it, or is not known yet). With no enabled
-    /// account at all the answer is yes: that is the "no account" error's to tell, not a missing model's.
-    pub fn can_serve(&self, model: &str) -> bool {
-        let selector = self.selector.load();
-        let mut enabled = selector.entries.iter().filter(|e| e.live.enabled(&e.account)).peekable();
-        enabled.peek().is_none() || enabled.any(|e| self.state.models.serves(&e.account.id, model))
-    }
-
-    /// Google refused the gateway's client version (for every model, or for `model`): a condition of the
-    /// configuration, held against no account. Returns true when the gate is new.
-    pub fn note_version_gate(&self, gate: models::VersionGate, model: &str, user_agent: &str) -> bool {
-        self.state.version_gates.note(gate, model, user_agent, now_ms())
-    }
-
-    /// An answer for `model` came through: the gates it disproves are lifted.
-    pub fn lift_version_gate(&self, model: &str) {
-        self.state.version_gates.lift(model);
-    }
-
-    /// The version gates in force (admin API).
-    pub fn version_gates(&self) -> Vec<models::GateRecord> {
-        self.state.version_gates.snapshot()
-    }
-
     /// Forgets lockouts that have ended (periodic housekeeping).
     pub fn prune(&self) {
         self.state.lockouts.prune(now_ms());
@@ -716,6 +679,7 @@ mod tests {
 
     #[test]
     fn a_model_goes_only_to_accounts_that_list_it_and_unpolled_ones_serve_all() {
+        use std::collections::BTreeSet;
         let pool = AccountPool::new(&[account("a@x", Some("g1-ultra-tier"), 3), account("b@x", None, 3)]);
         let only = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
         let for_model = |m: &str| pool.select(&Selection { model: m, exclude: &[], session: None });
@@ -730,6 +694,19 @@ mod tests {
         assert_eq!(pool.served_models(), Some(only(&["m1", "m2"])));
         pool.record_models("b@x", only(&["m2", "m3"]));
         assert_eq!(for_model("m3").unwrap().id(), "b@x", "a new model list takes effect at once");
+    }
+
+    #[test]
+    fn the_fallback_key_has_its_own_cap_and_touches_no_account() {
+        let pool = AccountPool::new(&[account("a@x", None, 1)]);
+        let first = pool.fallback_lease(2).unwrap();
+        let second = pool.fallback_lease(2).unwrap();
+        assert_eq!(first.id(), FALLBACK_ID);
+        assert!(pool.fallback_lease(2).is_none(), "its cap holds");
+        assert_eq!(pick(&pool).unwrap().id(), "a@x", "the accounts' slots are untouched");
+        drop(second);
+        assert!(pool.fallback_lease(2).is_some(), "a released slot is free again");
+        assert!(pool.snapshot_state().iter().all(|a| a.id != FALLBACK_ID));
     }
 
     #[test]

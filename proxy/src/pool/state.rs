@@ -33,6 +33,8 @@ pub struct PoolState {
     pub(super) models: ModelBook,
     /// Google's refusals of the client version the gateway presents.
     pub(super) version_gates: VersionGates,
+    /// The fallback key's slots (`AccountPool::fallback_lease`), apart from every account's.
+    pub(super) fallback_live: Arc<LiveAccount>,
     pub(super) settings: ArcSwap<PoolSettings>,
     pub(super) store: Option<Store>,
     /// The accounts of the table in force, by id: a released slot is handed on only under the current spec
@@ -90,6 +92,7 @@ impl PoolState {
             quotas: QuotaBook::default(),
             models: ModelBook::default(),
             version_gates: VersionGates::default(),
+            fallback_live: Arc::new(LiveAccount::new()),
             settings: ArcSwap::from_pointee(settings),
             store,
             table: ArcSwap::from_pointee(HashMap::new()),
