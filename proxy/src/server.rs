@@ -106,6 +106,16 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
     ));
     server.add_service(background_service("levitate sighup", SighupReloader::new(app.reload.clone())));
     server.add_service(background_service(
+        "levitate warmup",
+        crate::ops::warmup::Warmup::new(
+            app.config.clone(),
+            app.pool.clone(),
+            app.background_credentials.clone(),
+            app.metrics.clone(),
+            app.warmup.clone(),
+        ),
+    ));
+    server.add_service(background_service(
         "levitate request log",
         RequestLogWriter::new(app.request_log.clone(), app.store.clone(), app.config.clone()),
     ));

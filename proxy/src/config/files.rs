@@ -42,6 +42,9 @@ pub struct MainFile {
     /// The opt-in public Gemini API key for when no account can serve (`config::fallback`).
     #[serde(default)]
     pub fallback: Option<super::fallback::FallbackFile>,
+    /// The optional warmup scheduler (`config::warmup`).
+    #[serde(default)]
+    pub warmup: Option<super::warmup::WarmupFile>,
 }
 
 impl MainFile {

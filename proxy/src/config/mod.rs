@@ -16,6 +16,7 @@ pub mod reload;
 mod source;
 mod tenancy;
 mod validate;
+pub mod warmup;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -254,6 +255,8 @@ pub struct Snapshot {
     pub tenancy: crate::tenancy::TenancySettings,
     /// The opt-in public Gemini API key (`fallback:`); `None` is off.
     pub fallback: Option<fallback::FallbackSettings>,
+    /// The warmup scheduler (`warmup:`); `None` is off.
+    pub warmup: Option<warmup::WarmupSettings>,
 }
 
 impl fmt::Debug for Snapshot {

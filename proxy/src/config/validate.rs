@@ -107,6 +107,10 @@ pub(super) fn build(
         let built = super::fallback::build(file, env);
         problems.keep(built.map_err(|(key, m2)| m.source.invalid(&[Key("fallback"), Key(key)], m2)))
     });
+    let warmup = main.and_then(|m| {
+        let built = super::warmup::build(m.file.warmup.as_ref()?);
+        problems.keep(built.map_err(|(key, m2)| m.source.invalid(&[Key("warmup"), Key(key)], m2)))
+    });
     let tls = main.and_then(|m| {
         let gateway = listener_tls(&m.source, m.file.tls.as_ref(), &[Key("tls")], folder, problems);
         let admin_at = [Key("admin"), Key("tls")];
@@ -167,6 +171,7 @@ pub(super) fn build(
         request_log: file.request_log.clone(),
         tenancy,
         fallback,
+        warmup,
     })
 }
 

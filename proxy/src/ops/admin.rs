@@ -346,6 +346,13 @@ impl ServeHttp for Admin {
                     Err(_) => error(500, "usage query failed"),
                 }
             }
+            (&Method::GET, ["admin", "warmup"]) => json_reply(200, &self.app.warmup.last_runs()),
+            (&Method::POST, ["admin", "warmup"]) => match self.app.warmup.run_now(&self.app.snapshot()).await
+            {
+                Ok(report) => json_reply(200, &json!(report)),
+                Err(e @ super::warmup::WarmupError::NotConfigured) => error(409, &e.to_string()),
+                Err(e) => error(503, &e.to_string()),
+            },
             (&Method::POST, ["admin", "reload"]) => {
                 let app = self.app.clone();
                 let admin = Admin { app, started: self.started, console: self.console.clone() };
@@ -388,7 +395,15 @@ fn known_path(segments: &[&str]) -> bool {
         ["metrics"]
             | [
                 "admin",
-                "health" | "accounts" | "circuits" | "requests" | "config" | "reload" | "usage" | "keys"
+                "health"
+                    | "accounts"
+                    | "circuits"
+                    | "requests"
+                    | "config"
+                    | "reload"
+                    | "usage"
+                    | "keys"
+                    | "warmup"
             ]
             | ["admin", "accounts", _, "enable" | "disable" | "clear-forbidden"]
     )

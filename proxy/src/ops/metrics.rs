@@ -392,6 +392,7 @@ pub struct PoolMetrics {
     waiting: IntGauge,
     wait_seconds: prometheus::Histogram,
     version_gates: IntCounterVec,
+    warmups: IntCounterVec,
 }
 
 impl PoolMetrics {
@@ -440,6 +441,11 @@ impl PoolMetrics {
                 "Answers in which Google refused the gateway's client version (upstream.user_agent), by kind",
                 &["kind"],
             ),
+            warmups: counters(
+                "warmup_total",
+                "Warmup requests (one per account and model family per slot), by outcome",
+                &["account", "family", "outcome"],
+            ),
         }
     }
 
@@ -461,6 +467,10 @@ impl PoolMetrics {
 
     pub fn version_gate(&self, kind: &str) {
         self.version_gates.with_label_values(&[kind]).inc();
+    }
+
+    pub fn warmup(&self, account: &str, family: &str, outcome: &str) {
+        self.warmups.with_label_values(&[account, family, outcome]).inc();
     }
 
     /// Counts a request as waiting until the returned guard is dropped.
