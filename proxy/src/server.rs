@@ -105,12 +105,15 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
         ConfigWatcher::new(app.reload.clone(), app.config.clone()),
     ));
     server.add_service(background_service("levitate sighup", SighupReloader::new(app.reload.clone())));
+    // Its own upstream client: pooled connections belong to the runtime (service) that opened them.
+    let warmup_upstream =
+        crate::upstream::Upstream::new(snapshot.upstream.connect_timeout, snapshot.upstream.read_timeout);
     server.add_service(background_service(
         "levitate warmup",
         crate::ops::warmup::Warmup::new(
             app.config.clone(),
             app.pool.clone(),
-            app.background_credentials.clone(),
+            std::sync::Arc::new(app.credentials.with_upstream(std::sync::Arc::new(warmup_upstream))),
             app.metrics.clone(),
             app.warmup.clone(),
         ),

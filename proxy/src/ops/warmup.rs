@@ -8,8 +8,8 @@
 //! report). What each account's last round did is kept for `GET /admin/warmup`; every request is counted in
 //! `levitate_warmup_total{account,family,outcome}`.
 //!
-//! The service runs on its own runtime with the background credentials (pooled upstream connections belong
-//! to the runtime that opened them), so an admin trigger is a message to it, not a call made from the admin
+//! The service runs on its own runtime with its own upstream client (pooled upstream connections belong to
+//! the runtime that opened them), so an admin trigger is a message to it, not a call made from the admin
 //! service's runtime.
 
 use std::collections::BTreeMap;
