@@ -82,21 +82,25 @@ def test_all_accounts_locked_the_fallback_key_serves_every_protocol(start_sim, s
     assert any(b["type"] == "text" and b["text"] for b in r.json()["content"])
     r = messages(gw, stream=True)
     assert r.status_code == 200 and sse_text(r.text, "anthropic"), r.text
+    r = httpx.post(gw.base_url + f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+                   headers={"x-goog-api-key": gw.api_key}, timeout=60,
+                   json={"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}]})
+    assert r.status_code == 200 and '"text"' in r.text, r.text
 
-    assert public_calls(sim) == 4, sim.stats()["accounts"]
+    assert public_calls(sim) == 5, sim.stats()["accounts"]
     # Each account was tried once, refused, and then left alone (locked) rather than asked again.
     for a in accts:
         assert sim.account_stats(a.email)["requests"] == 1
     # The public API saw its own shape: the sim refuses an envelope, a session id or a missing key.
     public = [r for r in sim.stats()["recent"] if r["account"] == "public-api"]
-    assert len(public) == 4 and all(r["headers"].get("x-goog-api-key") == PUBLIC_KEY for r in public)
+    assert len(public) == 5 and all(r["headers"].get("x-goog-api-key") == PUBLIC_KEY for r in public)
 
     metrics = gw.metrics()
-    assert 'levitate_upstream_attempts_total{account="fallback",outcome="ok"} 4' in metrics
+    assert 'levitate_upstream_attempts_total{account="fallback",outcome="ok"} 5' in metrics
     log = httpx.get(gw.admin_url + "/admin/requests", timeout=10).json()["requests"]
-    assert sum(1 for e in log if e.get("account") == "fallback") == 4, log
+    assert sum(1 for e in log if e.get("account") == "fallback") == 5, log
     rows = httpx.get(gw.admin_url + "/admin/usage?group_by=account", timeout=10).json()["rows"]
-    assert any(r.get("account") == "fallback" and r["requests"] == 4 for r in rows), rows
+    assert any(r.get("account") == "fallback" and r["requests"] == 5 for r in rows), rows
 
 
 def test_models_the_key_may_not_serve_and_its_own_limit(start_sim, start_gateway, monkeypatch):
