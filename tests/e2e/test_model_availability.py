@@ -152,3 +152,21 @@ def test_a_version_notice_marks_the_condition_instead_of_touring_the_accounts(st
     assert gw.chat("hello", model="sonnet").status_code == 200
     assert health(gw)["upstream_version_gates"] == []
     assert health(gw)["status"] == "ok"
+
+
+def test_a_version_notice_sent_as_an_error_is_not_held_against_each_account(start_sim, start_gateway):
+    """The same notice may come as a 403 or 400: still one upstream call, the gate noted, no account touched
+    (a 403 would otherwise move the request through every account)."""
+    one, two = accounts()
+    gw = start_gateway(accounts=[one, two], routes=ROUTES)
+    sim = gw.sim
+    sim.set_faults([{"kind": "version_gate", "status": 403}])
+    sim.reset_stats()
+    error = assert_openai_error(gw.chat("hello", model="gpt-4o"), 502)
+    assert "upstream.user_agent" in error["message"]
+    assert sim.stats()["totals"]["requests"] == 1, "one upstream call, no tour of the accounts"
+    assert [g["kind"] for g in health(gw)["upstream_version_gates"]] == ["client_version_unsupported"]
+    sim.set_faults([{"kind": "model_version_gate", "status": 400, "model": FLASH}])
+    assert_openai_error(gw.chat("hello", model="gpt-4o"), 502)
+    assert sim.stats()["totals"]["requests"] == 2
+    assert all(not a["lockouts"] and a["state"] == "ready" for a in admin_accounts(gw).values())

@@ -230,10 +230,15 @@ pub fn version_gate() -> Vec<Chunk> {
 
 /// The per-model gate: this model needs a newer client version.
 pub fn model_version_gate(model: &str) -> Vec<Chunk> {
-    notice(&format!(
+    notice(&model_gate_text(model))
+}
+
+/// The per-model gate's notice.
+pub fn model_gate_text(model: &str) -> String {
+    format!(
         "{} is not available on this version of Antigravity. Please update to receive the latest models.",
         crate::models::display_name(model)
-    ))
+    )
 }
 
 fn notice(text: &str) -> Vec<Chunk> {

@@ -266,6 +266,11 @@ async fn open_call(
         };
         let status = refusal.status;
         app.metrics.upstream_attempt(&account.email, outcome_label(status));
+        // Google's version notice as an error: every account would say the same, and none is at fault.
+        if let Some(gate) = crate::pool::models::VersionGate::detect(refusal.message.as_bytes()) {
+            super::models::on_version_gate(app, snapshot, upstream_model, gate);
+            return Err(gate.client_error());
+        }
         // The account's own project id can appear anywhere in Google's text; it is no business of the client.
         let error = ClientError::from_upstream(status, &error_body).without_project(&project.id);
         match refusal.verdict(DEFAULT_RATE_LIMIT_REST) {
