@@ -5,13 +5,10 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::faults::{model_gate_text, VERSION_GATE_TEXT};
 use crate::models::Family;
 use crate::prompt::{estimate_tokens, Prompt, ToolMode};
 use crate::signature::{SigFamily, Signer};
-
-/// The text real clients see when their version is too old (PROTOCOL §1).
-pub const VERSION_GATE_TEXT: &str =
-    "This version of Antigravity is no longer supported. Please update to receive the latest features!";
 
 const FILLER: &[&str] = &[
     "the",
@@ -231,14 +228,6 @@ pub fn version_gate() -> Vec<Chunk> {
 /// The per-model gate: this model needs a newer client version.
 pub fn model_version_gate(model: &str) -> Vec<Chunk> {
     notice(&model_gate_text(model))
-}
-
-/// The per-model gate's notice.
-pub fn model_gate_text(model: &str) -> String {
-    format!(
-        "{} is not available on this version of Antigravity. Please update to receive the latest models.",
-        crate::models::display_name(model)
-    )
 }
 
 fn notice(text: &str) -> Vec<Chunk> {

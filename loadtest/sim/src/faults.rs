@@ -13,6 +13,18 @@ use serde_json::json;
 use crate::error::{ApiError, RETRY_INFO};
 use crate::wire_time::{go_duration, go_duration_secs, proto_duration, rfc3339};
 
+/// The text real clients see when their version is too old (PROTOCOL §1).
+pub const VERSION_GATE_TEXT: &str =
+    "This version of Antigravity is no longer supported. Please update to receive the latest features!";
+
+/// The per-model gate's notice.
+pub fn model_gate_text(model: &str) -> String {
+    format!(
+        "{} is not available on this version of Antigravity. Please update to receive the latest models.",
+        crate::models::display_name(model)
+    )
+}
+
 /// What a rule does when it fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -213,8 +225,8 @@ impl FaultRule {
             FaultKind::ServerError => Some(ApiError::Internal("Internal error encountered.".into())),
             FaultKind::VersionGate | FaultKind::ModelVersionGate => {
                 let message = match self.kind {
-                    FaultKind::VersionGate => crate::answer::VERSION_GATE_TEXT.to_string(),
-                    _ => crate::answer::model_gate_text(model),
+                    FaultKind::VersionGate => VERSION_GATE_TEXT.to_string(),
+                    _ => model_gate_text(model),
                 };
                 match self.status? {
                     403 => Some(ApiError::PermissionDenied { message, details: vec![] }),
