@@ -46,6 +46,8 @@ pub struct App {
     pub tls: Arc<EdgeTls>,
     /// Per-key counters (limits, budgets) and the usage table; they outlive reloads.
     pub tenancy: Arc<Tenancy>,
+    /// The warmup scheduler's shared state (last runs, the admin trigger).
+    pub warmup: Arc<crate::ops::warmup::WarmupState>,
 }
 
 impl App {
@@ -90,6 +92,7 @@ impl App {
             tool_cache: ToolCache::new(TOOL_CACHE_ENTRIES),
             tls,
             tenancy,
+            warmup: Arc::new(crate::ops::warmup::WarmupState::default()),
         })
     }
 

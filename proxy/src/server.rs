@@ -105,6 +105,19 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
         ConfigWatcher::new(app.reload.clone(), app.config.clone()),
     ));
     server.add_service(background_service("levitate sighup", SighupReloader::new(app.reload.clone())));
+    // Its own upstream client: pooled connections belong to the runtime (service) that opened them.
+    let warmup_upstream =
+        crate::upstream::Upstream::new(snapshot.upstream.connect_timeout, snapshot.upstream.read_timeout);
+    server.add_service(background_service(
+        "levitate warmup",
+        crate::ops::warmup::Warmup::new(
+            app.config.clone(),
+            app.pool.clone(),
+            std::sync::Arc::new(app.credentials.with_upstream(std::sync::Arc::new(warmup_upstream))),
+            app.metrics.clone(),
+            app.warmup.clone(),
+        ),
+    ));
     server.add_service(background_service(
         "levitate request log",
         RequestLogWriter::new(app.request_log.clone(), app.store.clone(), app.config.clone()),

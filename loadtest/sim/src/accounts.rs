@@ -25,6 +25,8 @@ pub struct Account {
     pub project_id: String,
     /// `fetchAvailableModels` is refused with 403 (see [`AccountConfig::quota_denied`]).
     pub quota_denied: bool,
+    /// The models the account may call; `None`: all the sim serves.
+    pub models: Option<Vec<String>>,
     state: Mutex<AccountState>,
 }
 
@@ -61,13 +63,14 @@ pub struct QuotaView {
 }
 
 impl Account {
-    fn new(config: &AccountConfig) -> Account {
+    pub fn new(config: &AccountConfig) -> Account {
         Account {
             email: config.email.clone(),
             refresh_token: config.refresh_token.clone(),
             tier: config.tier.clone().unwrap_or_else(|| "free-tier".into()),
             project_id: config.project_id.clone().unwrap_or_else(|| derived_project_id(&config.email)),
             quota_denied: config.quota_denied,
+            models: config.models.clone(),
             state: Mutex::new(AccountState { onboarded: config.onboarded, ..AccountState::default() }),
         }
     }
@@ -80,6 +83,16 @@ impl Account {
     /// The project the account may use, once onboarded.
     pub fn project(&self) -> Option<&str> {
         self.state().onboarded.then_some(self.project_id.as_str())
+    }
+
+    /// Whether the account may call `model` (its own model set, when it has one).
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.as_ref().is_none_or(|m| m.iter().any(|x| x == model))
+    }
+
+    /// Of the sim's models, those this account may call (what `fetchAvailableModels` lists for it).
+    pub fn served(&self, all: &[String]) -> Vec<String> {
+        all.iter().filter(|m| self.serves(m)).cloned().collect()
     }
 
     /// The selectors fault rules match against: email and project id.
@@ -243,6 +256,7 @@ impl Accounts {
             tier: None,
             onboarded: true,
             quota_denied: false,
+            models: None,
         }));
         let mut map = self.by_refresh.write().unwrap_or_else(|e| e.into_inner());
         Some(map.entry(token.to_string()).or_insert(account).clone())
@@ -338,6 +352,7 @@ mod tests {
             tier: None,
             onboarded,
             quota_denied: false,
+            models: None,
         }
     }
 

@@ -5,13 +5,10 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::faults::{model_gate_text, VERSION_GATE_TEXT};
 use crate::models::Family;
 use crate::prompt::{estimate_tokens, Prompt, ToolMode};
 use crate::signature::{SigFamily, Signer};
-
-/// The text real clients see when their version is too old (PROTOCOL §1).
-pub const VERSION_GATE_TEXT: &str =
-    "This version of Antigravity is no longer supported. Please update to receive the latest features!";
 
 const FILLER: &[&str] = &[
     "the",
@@ -225,11 +222,16 @@ pub fn generate(p: &Prompt, cached: u64, filler_words: usize, signer: &Signer) -
 
 /// The version-gate answer: the notice as text, zero usage.
 pub fn version_gate() -> Vec<Chunk> {
-    vec![Chunk {
-        parts: vec![json!({ "text": VERSION_GATE_TEXT })],
-        finish_reason: Some("STOP"),
-        usage: Usage::default(),
-    }]
+    notice(VERSION_GATE_TEXT)
+}
+
+/// The per-model gate: this model needs a newer client version.
+pub fn model_version_gate(model: &str) -> Vec<Chunk> {
+    notice(&model_gate_text(model))
+}
+
+fn notice(text: &str) -> Vec<Chunk> {
+    vec![Chunk { parts: vec![json!({ "text": text })], finish_reason: Some("STOP"), usage: Usage::default() }]
 }
 
 fn thoughts(p: &Prompt, dice: &mut Dice) -> Vec<String> {

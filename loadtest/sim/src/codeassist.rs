@@ -266,6 +266,7 @@ mod tests {
                 tier: Some(tier.into()),
                 onboarded,
                 quota_denied: false,
+                models: None,
             }],
             60,
         );

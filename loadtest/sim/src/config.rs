@@ -52,6 +52,9 @@ pub struct SimConfig {
     pub version_floor: Option<String>,
     /// Fault rules active from the start (see `faults`).
     pub faults: Vec<FaultRule>,
+    /// The key the public Gemini API (`/v1beta/models/{m}:generateContent`) accepts in `x-goog-api-key` or
+    /// `?key=`. Unset: every key is refused as invalid.
+    pub public_api_key: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -71,6 +74,7 @@ impl Default for SimConfig {
             recent_requests: 50,
             version_floor: None,
             faults: Vec::new(),
+            public_api_key: None,
         }
     }
 }
@@ -94,6 +98,10 @@ pub struct AccountConfig {
     /// PERMISSION_DENIED with or without a project. Default false.
     #[serde(default)]
     pub quota_denied: bool,
+    /// The models this account may call (tier, region, rollout differ per account): `fetchAvailableModels`
+    /// lists only these and a content call for another model gets 404 NOT_FOUND. Default: every model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
 }
 
 fn yes() -> bool {
@@ -193,6 +201,11 @@ impl SimConfig {
                     return invalid(format!("account {}: unknown tier {t} (one of {TIERS:?})", a.email));
                 }
             }
+            for m in a.models.iter().flatten() {
+                if !self.models.contains(m) {
+                    return invalid(format!("account {}: model {m} is not in the sim's models", a.email));
+                }
+            }
         }
         if self.models.is_empty() {
             return invalid("models must not be empty".into());
@@ -253,5 +266,15 @@ mod tests {
         assert!(matches!(e, Err(ConfigError::Invalid(m)) if m.contains("unknown tier")));
         let e = SimConfig::from_yaml("faults:\n  - {kind: capacity, probability: 2}\n");
         assert!(matches!(e, Err(ConfigError::Invalid(_))));
+        let e = SimConfig::from_yaml("accounts:\n  - {email: a@x, refresh_token: r, models: [gpt-9]}\n");
+        assert!(matches!(e, Err(ConfigError::Invalid(m)) if m.contains("gpt-9")));
+    }
+
+    #[test]
+    fn per_account_models_parse() {
+        let c =
+            SimConfig::from_yaml("accounts:\n  - {email: a@x, refresh_token: r, models: [gemini-3-flash]}\n")
+                .expect("valid");
+        assert_eq!(c.accounts[0].models.as_deref(), Some(&["gemini-3-flash".to_string()][..]));
     }
 }

@@ -13,6 +13,18 @@ use serde_json::json;
 use crate::error::{ApiError, RETRY_INFO};
 use crate::wire_time::{go_duration, go_duration_secs, proto_duration, rfc3339};
 
+/// The text real clients see when their version is too old (PROTOCOL §1).
+pub const VERSION_GATE_TEXT: &str =
+    "This version of Antigravity is no longer supported. Please update to receive the latest features!";
+
+/// The per-model gate's notice.
+pub fn model_gate_text(model: &str) -> String {
+    format!(
+        "{} is not available on this version of Antigravity. Please update to receive the latest models.",
+        crate::models::display_name(model)
+    )
+}
+
 /// What a rule does when it fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -49,6 +61,9 @@ pub enum FaultKind {
     InterChunkDelay,
     /// Answers with the "This version of Antigravity is no longer supported" text and zero usage.
     VersionGate,
+    /// Answers with "<model> is not available on this version of Antigravity" and zero usage: the model
+    /// needs a newer client than the user agent names.
+    ModelVersionGate,
 }
 
 impl FaultKind {
@@ -92,7 +107,8 @@ pub struct FaultRule {
     /// stream_cut: abort the connection mid-body instead of ending the stream cleanly.
     #[serde(default)]
     pub abort: bool,
-    /// capacity: 503 (default) or 429.
+    /// capacity: 503 (default) or 429. version_gate / model_version_gate: 400 or 403 answer the notice as an
+    /// error of that status instead of as the answer's text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     /// quota_exhausted: later requests for the account and model also get the 429 until the reset.
@@ -149,7 +165,11 @@ impl FaultRule {
             return Err(format!("fault {:?}: delay_ms must be >= 0", self.kind));
         }
         if let Some(s) = self.status {
-            if s != 429 && s != 503 {
+            let gate = matches!(self.kind, FaultKind::VersionGate | FaultKind::ModelVersionGate);
+            if gate && s != 400 && s != 403 {
+                return Err(format!("fault {:?}: status must be 400 or 403", self.kind));
+            }
+            if !gate && s != 429 && s != 503 {
                 return Err(format!("fault {:?}: status must be 429 or 503", self.kind));
             }
         }
@@ -203,6 +223,16 @@ impl FaultRule {
                 )],
             }),
             FaultKind::ServerError => Some(ApiError::Internal("Internal error encountered.".into())),
+            FaultKind::VersionGate | FaultKind::ModelVersionGate => {
+                let message = match self.kind {
+                    FaultKind::VersionGate => VERSION_GATE_TEXT.to_string(),
+                    _ => model_gate_text(model),
+                };
+                match self.status? {
+                    403 => Some(ApiError::PermissionDenied { message, details: vec![] }),
+                    _ => Some(ApiError::InvalidArgument(message)),
+                }
+            }
             FaultKind::ServiceDisabled => {
                 let number = project_number(project);
                 let message = format!(
@@ -376,6 +406,21 @@ mod tests {
         assert_eq!(d.first_byte_delay, Duration::from_millis(10));
         assert_eq!(d.inter_chunk_delay, Duration::from_millis(5));
         assert_eq!(d.outcome.map(|r| r.kind), Some(FaultKind::Capacity));
+    }
+
+    #[test]
+    fn version_gates_answer_as_text_or_as_an_error_of_their_status() {
+        let now = SystemTime::now();
+        assert!(rule(FaultKind::VersionGate).error("m", now, "p").is_none(), "text by default");
+        let as_403 = FaultRule { status: Some(403), ..rule(FaultKind::VersionGate) };
+        assert!(as_403.validate().is_ok());
+        let e = as_403.error("m", now, "p").expect("error");
+        assert_eq!(e.code(), 403);
+        assert!(e.body()["error"]["message"].as_str().unwrap_or("").contains("no longer supported"));
+        let as_400 = FaultRule { status: Some(400), ..rule(FaultKind::ModelVersionGate) };
+        assert_eq!(as_400.error("gemini-3-flash", now, "p").map(|e| e.code()), Some(400));
+        assert!(FaultRule { status: Some(429), ..rule(FaultKind::VersionGate) }.validate().is_err());
+        assert!(FaultRule { status: Some(403), ..rule(FaultKind::Capacity) }.validate().is_err());
     }
 
     #[test]

@@ -174,6 +174,7 @@ mod tests {
                 tier: None,
                 onboarded: true,
                 quota_denied: false,
+                models: None,
             }],
             3599,
         )

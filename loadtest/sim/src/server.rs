@@ -8,8 +8,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -29,10 +27,11 @@ use crate::config::{SimConfig, UsageMode};
 use crate::error::ApiError;
 use crate::faults::{self, FaultKind, FaultRule, FaultSet};
 use crate::grounding;
+use crate::ids::ResponseIds;
 use crate::image;
-use crate::models::{self, Family};
 use crate::oauth;
 use crate::prompt::{content_chars, estimate_tokens, Prompt};
+use crate::public_api;
 use crate::signature::Signer;
 use crate::stats::{Call, InFlight, Stats};
 use crate::validate;
@@ -49,6 +48,8 @@ pub struct SimState {
     pub config: SimConfig,
     pub accounts: Accounts,
     pub stats: Stats,
+    /// The one "account" behind the public Gemini API (an API key, not an OAuth account).
+    pub public: Arc<Account>,
     faults: RwLock<Arc<FaultSet>>,
     signer: Signer,
 }
@@ -58,6 +59,7 @@ impl SimState {
         SimState {
             accounts: Accounts::new(&config.accounts, config.token_expires_in),
             stats: Stats::new(config.recent_requests),
+            public: public_api::account(),
             faults: RwLock::new(Arc::new(FaultSet::new(config.faults.clone()))),
             signer: Signer::new(&config.signature_secret),
             config,
@@ -185,6 +187,7 @@ async fn route(state: &Arc<SimState>, req: Request<Incoming>) -> Reply {
     }
     match (method, path.as_str()) {
         (Method::POST, p) if p.ends_with("/token") => token(state, req).await,
+        (Method::POST, p) if p.starts_with("/v1beta/models/") => public_api(state, req).await,
         (Method::GET, p) if p.ends_with("/userinfo") => {
             let auth = header(&req, "authorization");
             match state.accounts.authenticate(auth.as_deref()) {
@@ -245,6 +248,31 @@ async fn set_faults(state: &Arc<SimState>, req: Request<Incoming>) -> Reply {
     }
 }
 
+/// The public Gemini API (`public_api`): the content path in its bare shape, behind an API key.
+async fn public_api(state: &Arc<SimState>, req: Request<Incoming>) -> Reply {
+    let trace_id = hex(&rand::thread_rng().gen::<[u8; 8]>());
+    let query = req.uri().query().unwrap_or("").to_string();
+    let checked = public_api::method(req.uri().path(), &query).and_then(|call| {
+        let key = header(&req, "x-goog-api-key");
+        public_api::check_key(key.as_deref(), &query, state.config.public_api_key.as_deref()).map(|()| call)
+    });
+    let (model, streaming) = match checked {
+        Ok(call) => call,
+        Err(e) => return Reply::error(&e),
+    };
+    let headers = req.headers().clone();
+    let body =
+        read_body(req).await.and_then(|b| parse_json(&b)).and_then(|b| public_api::envelope(&model, b));
+    let body = match body {
+        Ok(v) => v,
+        Err(e) => return Reply::error(&e),
+    };
+    let mut reply = content(state, &state.public, &headers, body, (streaming, true), &trace_id).await;
+    reply.content_type = if streaming && reply.status == 200 { SSE } else { reply.content_type };
+    reply.trace_id = Some(trace_id);
+    reply
+}
+
 async fn v1internal(state: &Arc<SimState>, rpc: &str, req: Request<Incoming>) -> Reply {
     let streaming = rpc == "streamGenerateContent";
     let trace_id = hex(&rand::thread_rng().gen::<[u8; 8]>());
@@ -290,7 +318,8 @@ async fn v1internal_inner(
             codeassist::check_quota_access(&account)
                 .and_then(|_| codeassist::check_project(&account, &body))
                 .map(|_| {
-                    codeassist::fetch_available_models(&account, &state.config.models, &state.config.quota)
+                    let served = account.served(&state.config.models);
+                    codeassist::fetch_available_models(&account, &served, &state.config.quota)
                 })
         }
         "retrieveUserQuota" => {
@@ -307,7 +336,7 @@ async fn v1internal_inner(
             count_tokens(&body, &state.config.models)
         }
         "generateContent" | "streamGenerateContent" => {
-            return content(state, &account, &headers, body, streaming, trace_id).await;
+            return content(state, &account, &headers, body, (streaming, false), trace_id).await;
         }
         other => Err(ApiError::NotFound(format!("Method not found: {other}"))),
     };
@@ -371,12 +400,13 @@ fn below_version_floor(user_agent: Option<&str>, floor: &str) -> bool {
     !version.is_empty() && parse(&version) < parse(floor)
 }
 
+/// A content call; `bare` answers in the public Gemini API's shape (no `v1internal` wrapper).
 async fn content(
     state: &Arc<SimState>,
     account: &Arc<Account>,
     headers: &hyper::HeaderMap,
     body: Value,
-    streaming: bool,
+    (streaming, bare): (bool, bool),
     trace_id: &str,
 ) -> Reply {
     let model_name = body.get("model").and_then(Value::as_str).unwrap_or("").to_string();
@@ -384,7 +414,7 @@ async fn content(
     let mut meta = request_meta(account, headers, &body, streaming);
     meta["replayed_signatures"] = crate::replay::replayed_signatures(&body, &state.signer);
     state.stats.remember(meta);
-    let reply = content_reply(state, account, headers, &body, streaming, trace_id, slot).await;
+    let reply = content_reply(state, account, headers, &body, (streaming, bare), trace_id, slot).await;
     state.stats.status(&account.email, &model_name, reply.status);
     reply
 }
@@ -395,7 +425,7 @@ async fn content_reply(
     account: &Arc<Account>,
     headers: &hyper::HeaderMap,
     body: &Value,
-    streaming: bool,
+    (streaming, bare): (bool, bool),
     trace_id: &str,
     slot: InFlight,
 ) -> Reply {
@@ -405,6 +435,10 @@ async fn content_reply(
         Err(e) => return Reply::error(&e),
     };
     let model = envelope.model.as_str();
+    // A model the sim serves but this account may not call: Google answers as for an unknown model.
+    if !account.serves(model) {
+        return Reply::error(&ApiError::NotFound("Requested entity was not found.".into()));
+    }
     let request = body.get("request");
     let prompt = Prompt::read(model, request.unwrap_or(&Value::Null));
 
@@ -443,6 +477,8 @@ async fn content_reply(
     let cached = if cached >= config.cache_min_tokens { cached } else { 0 };
     let chunks = if gated {
         answer::version_gate()
+    } else if outcome.is_some_and(|r| r.kind == FaultKind::ModelVersionGate) {
+        answer::model_version_gate(model)
     } else if outcome.is_some_and(|r| r.kind == FaultKind::EmptyResponse) {
         vec![Chunk {
             parts: vec![],
@@ -464,7 +500,7 @@ async fn content_reply(
         .filter(|r| r.kind == FaultKind::StreamCut)
         .map(|r| (r.after_chunks.unwrap_or(1).min(chunks.len().saturating_sub(1)), r.abort));
 
-    let ids = ResponseIds::new(model, trace_id);
+    let ids = ResponseIds::new(model, trace_id, bare);
     if streaming && outcome.is_some_and(|r| r.kind == FaultKind::StreamError) {
         let error = ApiError::Unavailable {
             message: format!("The service is currently unavailable for model {model}."),
@@ -510,74 +546,6 @@ async fn content_reply(
         let finish = if cut.is_some() { None } else { finish };
         let v = ids.wrap(&parts, finish, Some(usage), grounding_metadata.as_ref());
         Reply { status: 200, content_type: JSON, body: SimBody::full(v).holding(Some(slot)), trace_id: None }
-    }
-}
-
-/// The ids one answer carries on every chunk.
-struct ResponseIds {
-    model_version: String,
-    response_id: String,
-    trace_id: String,
-}
-
-impl ResponseIds {
-    fn new(model: &str, trace_id: &str) -> ResponseIds {
-        let mut rng = rand::thread_rng();
-        let response_id = if Family::of(model) == Family::Claude {
-            let tail: String = (0..24)
-                .map(|_| {
-                    char::from(
-                        b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz123456789"[rng.gen_range(0..57)],
-                    )
-                })
-                .collect();
-            format!("msg_vrtx_01{tail}")
-        } else {
-            URL_SAFE_NO_PAD.encode(rng.gen::<[u8; 16]>())
-        };
-        ResponseIds {
-            model_version: models::model_version(model),
-            response_id,
-            trace_id: trace_id.to_string(),
-        }
-    }
-
-    /// The `{"response":{…},"traceId","metadata":{}}` wrapper around one chunk's parts.
-    /// `grounding` is the candidate's `groundingMetadata`, on a web search's last chunk.
-    fn wrap(
-        &self,
-        parts: &[Value],
-        finish: Option<&str>,
-        usage: Option<Usage>,
-        grounding: Option<&Value>,
-    ) -> String {
-        let mut candidate = json!({"content": {"role": "model", "parts": parts}});
-        if let Some(f) = finish {
-            candidate["finishReason"] = json!(f);
-        }
-        if let Some(g) = grounding {
-            candidate["groundingMetadata"] = g.clone();
-        }
-        let mut response = json!({
-            "candidates": [candidate],
-            "modelVersion": self.model_version,
-            "responseId": self.response_id,
-        });
-        if let Some(u) = usage {
-            response["usageMetadata"] = u.to_json();
-        }
-        self.envelope(&response)
-    }
-
-    /// `{"response":…,"traceId":…,"metadata":{}}` in Google's key order (serde_json would sort them).
-    fn envelope(&self, response: &Value) -> String {
-        format!("{{\"response\":{response},\"traceId\":{},\"metadata\":{{}}}}", json!(self.trace_id))
-    }
-
-    /// The usage-only chunk that follows a STOP chunk in `usage: separate` mode.
-    fn usage_only(&self, usage: Usage) -> String {
-        self.envelope(&json!({"usageMetadata": usage.to_json(), "modelVersion": self.model_version,
-                              "responseId": self.response_id}))
     }
 }
 

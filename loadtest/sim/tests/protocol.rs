@@ -141,6 +141,7 @@ async fn token_refresh_and_bearer_checks() {
             tier: Some("g1-pro-tier".into()),
             onboarded: true,
             quota_denied: false,
+            models: None,
         }],
         ..SimConfig::default()
     };
@@ -182,6 +183,7 @@ async fn onboarding_flow_reveals_the_project() {
             tier: None,
             onboarded: false,
             quota_denied: false,
+            models: None,
         }],
         ..SimConfig::default()
     };

@@ -39,6 +39,12 @@ pub struct MainFile {
     pub request_log: RequestLogSettings,
     #[serde(default)]
     pub usage: UsageFile,
+    /// The opt-in public Gemini API key for when no account can serve (`config::fallback`).
+    #[serde(default)]
+    pub fallback: Option<super::fallback::FallbackFile>,
+    /// The optional warmup scheduler (`config::warmup`).
+    #[serde(default)]
+    pub warmup: Option<super::warmup::WarmupFile>,
 }
 
 impl MainFile {

@@ -10,12 +10,15 @@
 //! written in it, and `validate` turns the parsed files into a snapshot.
 
 mod egress;
+pub mod fallback;
 mod files;
 pub mod live;
 pub mod reload;
+mod routes;
 mod source;
 mod tenancy;
 mod validate;
+pub mod warmup;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -267,6 +270,10 @@ pub struct Snapshot {
     pub request_log: RequestLogSettings,
     /// Per-key limits, the budgets' time zone and the usage retention (`crate::tenancy`).
     pub tenancy: crate::tenancy::TenancySettings,
+    /// The opt-in public Gemini API key (`fallback:`); `None` is off.
+    pub fallback: Option<fallback::FallbackSettings>,
+    /// The warmup scheduler (`warmup:`); `None` is off.
+    pub warmup: Option<warmup::WarmupSettings>,
 }
 
 impl fmt::Debug for Snapshot {

@@ -10,9 +10,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use levitate_filters::alias::{AliasError, AliasTable};
 use levitate_filters::auth::ApiKeys;
-use levitate_filters::grounding::{can_ground, DEFAULT_WEB_SEARCH_MODEL};
+use levitate_filters::grounding::DEFAULT_WEB_SEARCH_MODEL;
 
 use crate::egress::EgressProxy;
 use crate::tls::{self, TlsFiles, TlsMaterial};
@@ -104,9 +103,18 @@ pub(super) fn build(
     let specs = accounts.and_then(|a| {
         account_specs(&a.source, &a.file, (default_concurrency, default_proxy.as_ref()), env, problems)
     });
-    let aliases = routes.and_then(|r| alias_table(&r.source, &r.file, problems));
+    let aliases = routes.and_then(|r| super::routes::alias_table(&r.source, &r.file, problems));
     let tenancy =
         main.and_then(|m| super::tenancy::settings(&m.source, &m.file.auth, &m.file.usage, problems));
+    let fallback = main.and_then(|m| {
+        let file = m.file.fallback.as_ref()?;
+        let built = super::fallback::build(file, env);
+        problems.keep(built.map_err(|(key, m2)| m.source.invalid(&[Key("fallback"), Key(key)], m2)))
+    });
+    let warmup = main.and_then(|m| {
+        let built = super::warmup::build(m.file.warmup.as_ref()?);
+        problems.keep(built.map_err(|(key, m2)| m.source.invalid(&[Key("warmup"), Key(key)], m2)))
+    });
     let tls = main.and_then(|m| {
         let gateway = listener_tls(&m.source, m.file.tls.as_ref(), &[Key("tls")], folder, problems);
         let admin_at = [Key("admin"), Key("tls")];
@@ -118,7 +126,7 @@ pub(super) fn build(
     else {
         return None;
     };
-    check_web_search_model(routes, problems);
+    super::routes::check_web_search_model(routes, problems);
     if problems.count() > 0 {
         return None;
     }
@@ -166,6 +174,8 @@ pub(super) fn build(
         },
         request_log: file.request_log.clone(),
         tenancy,
+        fallback,
+        warmup,
     })
 }
 
@@ -554,44 +564,6 @@ fn account_specs(
         }
     }
     (problems.count() == before).then_some(specs)
-}
-
-/// `web_search_model` must be an upstream model from `models` that can ground answers (a Gemini text model).
-fn check_web_search_model(routes: &Parsed<RoutesFile>, problems: &mut Problems) {
-    let Some(model) = &routes.file.web_search_model else { return };
-    let problem = if !routes.file.models.contains(model) {
-        format!("web_search_model: {model:?} is not one of `models`")
-    } else if !can_ground(model) {
-        format!(
-            "web_search_model: {model:?} cannot ground answers in Google Search; name a Gemini text model"
-        )
-    } else {
-        return;
-    };
-    problems.push(routes.source.invalid(&[Key("web_search_model")], problem));
-}
-
-fn alias_table(src: &Source, routes: &RoutesFile, problems: &mut Problems) -> Option<AliasTable> {
-    let mut aliases = Vec::new();
-    for (k, v) in &routes.aliases {
-        let (Some(k), Some(v)) = (k.as_str(), v.as_str()) else {
-            let message = "aliases: every entry maps a model pattern (string) to an upstream model (string)";
-            problems.push(src.invalid(&[Key("aliases")], message));
-            return None;
-        };
-        aliases.push((k.to_string(), v.to_string()));
-    }
-    let table = AliasTable::compile(&routes.models, &aliases, routes.default.as_deref());
-    problems.keep(table.map_err(|e| {
-        let at = match &e {
-            AliasError::EmptyDefault => vec![Key("default")],
-            AliasError::EmptyTarget { pattern }
-            | AliasError::Duplicate { pattern }
-            | AliasError::WildcardTarget { pattern, .. } => vec![Key("aliases"), Key(pattern.as_str())],
-            _ => vec![Key("aliases")],
-        };
-        src.invalid(&at, e.to_string())
-    }))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use levitate_filters::error::{ClientError, ErrorKind};
 use levitate_filters::inner::{wrap_envelope, InnerRequest};
 use levitate_filters::retry_hint::{self, Reason, Refusal, Verdict};
 
+use super::fallback;
 use crate::app::App;
 use crate::config::{AccountSpec, Snapshot};
 use crate::pool::{now_ms, Lease, SelectError, Selection};
@@ -128,6 +129,13 @@ async fn open_call(
     let mut last_error: Option<ClientError> = None;
     let mut earliest_unlock: Option<u64> = None;
     let request_id = format!("agent-{}", uuid::Uuid::new_v4());
+    // A model no enabled account lists is refused before any account is tried (model availability).
+    if !app.pool.can_serve(upstream_model) {
+        if let Some(served) = fall_back(app, snapshot, upstream_model, call, attempts).await {
+            return served;
+        }
+        return Err(super::models::unserved(upstream_model));
+    }
     while attempts.count < settings.max_attempts {
         let selection = Selection { model: upstream_model, exclude: &attempts.tried, session };
         let lease = match lease(app, &selection, settings.max_wait).await {
@@ -136,6 +144,14 @@ async fn open_call(
             Err(SelectError::Exhausted) => {
                 attempts.tried.clear();
                 continue;
+            }
+            Err(SelectError::NoAccounts | SelectError::Busy | SelectError::Locked { .. })
+                if fallback::serves(snapshot, upstream_model) && matches!(call, Call::Generate(_)) =>
+            {
+                if let Some(served) = fall_back(app, snapshot, upstream_model, call, attempts).await {
+                    return served;
+                }
+                return Err(ClientError::new(503, ErrorKind::Overloaded, "no account can serve the request"));
             }
             Err(SelectError::NoAccounts) => {
                 app.metrics.pool.rejected("no_accounts");
@@ -268,6 +284,11 @@ async fn open_call(
         };
         let status = refusal.status;
         app.metrics.upstream_attempt(&account.email, outcome_label(status));
+        // Google's version notice as an error: every account would say the same, and none is at fault.
+        if let Some(gate) = crate::pool::models::VersionGate::detect(refusal.message.as_bytes()) {
+            super::models::on_version_gate(app, snapshot, upstream_model, gate);
+            return Err(gate.client_error());
+        }
         // The account's own project id can appear anywhere in Google's text; it is no business of the client.
         let error = ClientError::from_upstream(status, &error_body).without_project(&project.id);
         match refusal.verdict(DEFAULT_RATE_LIMIT_REST) {
@@ -330,11 +351,40 @@ async fn open_call(
             "every account was tried and none could serve the request",
         )
     });
+    // Every attempt went to accounts that could not serve now: the fallback key's turn.
+    if error.status == 429 || error.status >= 500 {
+        if let Some(served) = fall_back(app, snapshot, upstream_model, call, attempts).await {
+            return served;
+        }
+    }
     if error.status == 429 {
         let wait = earliest_unlock.map(|t| Duration::from_millis(t.saturating_sub(now_ms())));
         attempts.retry_after = Some(wait.unwrap_or(DEFAULT_RATE_LIMIT_REST));
     }
     Err(error)
+}
+
+/// No account can serve: the opt-in fallback key, when it may serve the model (`gateway::fallback`). Only
+/// content calls fall back; `countTokens` has no envelope-free twin worth a paid key.
+async fn fall_back(
+    app: &App,
+    snapshot: &Snapshot,
+    upstream_model: &str,
+    call: Call<'_>,
+    attempts: &mut Attempts,
+) -> Option<Result<(UpstreamResponse, Lease), ClientError>> {
+    let Call::Generate(inner) = call else { return None };
+    match fallback::open(app, snapshot, upstream_model, inner).await? {
+        fallback::Outcome::Sent(result) => {
+            attempts.count += 1;
+            attempts.last_account = Some(crate::pool::FALLBACK_ID.to_string());
+            Some(*result)
+        }
+        fallback::Outcome::Busy(error) => {
+            attempts.retry_after = Some(BUSY_RETRY_AFTER);
+            Some(Err(error))
+        }
+    }
 }
 
 /// Leases an account, waiting (bounded, in the pool's FIFO queue) for a slot or a short lockout. Only a

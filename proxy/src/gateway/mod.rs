@@ -18,6 +18,7 @@ mod ctx;
 pub mod edge;
 mod endpoints;
 pub mod exchange;
+mod fallback;
 mod images;
 pub mod models;
 mod pump;
@@ -300,11 +301,13 @@ impl Gateway {
         match route.operation {
             Operation::Health => self.respond_json(session, ctx, 200, br#"{"status":"ok"}"#.to_vec()).await,
             Operation::ListModels => {
-                let body = crate::gateway::models::openai_list(&snapshot.aliases);
+                let served = crate::gateway::models::Served::of(&self.app, snapshot);
+                let body = crate::gateway::models::openai_list(&snapshot.aliases, &served);
                 self.respond_json(session, ctx, 200, body).await
             }
             Operation::GetModel { model } => {
-                match crate::gateway::models::openai_model(&snapshot.aliases, &model) {
+                let served = crate::gateway::models::Served::of(&self.app, snapshot);
+                match crate::gateway::models::openai_model(&snapshot.aliases, &served, &model) {
                     Some(body) => self.respond_json(session, ctx, 200, body).await,
                     None => Err(ClientError::new(
                         404,
@@ -335,12 +338,15 @@ impl Gateway {
                 self.generate_content(session, ctx, snapshot, &model, stream).await
             }
             Operation::ListModelsGemini => {
-                let body = gemini::gemini_model_list(crate::gateway::models::listed_names(&snapshot.aliases));
+                let served = crate::gateway::models::Served::of(&self.app, snapshot);
+                let body =
+                    gemini::gemini_model_list(crate::gateway::models::listed_names(&snapshot.aliases, &served));
                 self.respond_json(session, ctx, 200, body).await
             }
             Operation::GetModelGemini { model } => {
                 let name = model.strip_prefix("models/").unwrap_or(&model);
-                if crate::gateway::models::listed_names(&snapshot.aliases).any(|m| m == name) {
+                let served = crate::gateway::models::Served::of(&self.app, snapshot);
+                if crate::gateway::models::listed_names(&snapshot.aliases, &served).any(|m| m == name) {
                     self.respond_json(session, ctx, 200, gemini::gemini_model(name)).await
                 } else {
                     Err(ClientError::new(404, ErrorKind::NotFound, format!("model {name:?} is not found")))

@@ -20,6 +20,7 @@ use super::respond::respond;
 use super::signatures;
 use super::Gateway;
 use crate::config::Snapshot;
+use crate::pool::models::VersionGate;
 use crate::pool::Lease;
 use crate::upstream::{UpstreamError, UpstreamResponse};
 
@@ -89,9 +90,16 @@ impl Gateway {
                 exchange::on_empty_answer(&self.app, &account, &call.attempts);
                 continue;
             }
+            if let Some(gate) = failure.as_ref().and_then(VersionGate::of_error) {
+                // Every account would answer the same: no retry, the condition is the operator's to fix.
+                super::models::on_version_gate(&self.app, call.snapshot, call.upstream_model, gate);
+            } else if failure.is_none() && !empty {
+                self.app.pool.lift_version_gate(call.upstream_model);
+            }
             let unwritten = ctx.status == 0 && pending.is_empty();
+            let gated = failure.as_ref().is_some_and(|f| VersionGate::of_error(f).is_some());
             let retryable = failure.as_ref().is_some_and(|e| e.status == 429 || e.status >= 500);
-            if unwritten && retryable && call.attempts.may_retry(call.snapshot) {
+            if unwritten && retryable && !gated && call.attempts.may_retry(call.snapshot) {
                 let status = failure.as_ref().map_or(502, |e| e.status);
                 exchange::on_stream_error(&self.app, &account, &call.attempts, status);
                 continue;
@@ -324,6 +332,14 @@ impl UpstreamReader {
                     return;
                 }
                 while let Some(mut event) = self.framer.next_event() {
+                    // Google's version notice comes as the answer's only text: not passed on as one.
+                    let gate =
+                        (!machine.emitted_anything()).then(|| VersionGate::detect(&event.data)).flatten();
+                    if let Some(gate) = gate {
+                        self.failure = Some(gate.client_error());
+                        self.end(true);
+                        return;
+                    }
                     if let Err(e) = machine.on_event(&mut event.data, out) {
                         tracing::warn!(error = %e, "upstream stream error");
                         self.failure = Some(e.to_client_error());

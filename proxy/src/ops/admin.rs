@@ -80,8 +80,10 @@ impl Admin {
         let accounts = self.app.pool.snapshot_state();
         let usable = accounts.iter().filter(|a| matches!(a.state, "ready" | "busy")).count();
         let config_ok = last.as_ref().is_none_or(|r| r.ok);
+        let version_gates = self.app.pool.version_gates();
         json!({
-            "status": if config_ok { "ok" } else { "degraded" },
+            "status": if config_ok && version_gates.is_empty() { "ok" } else { "degraded" },
+            "upstream_version_gates": version_gates,
             "version": env!("CARGO_PKG_VERSION"),
             "pid": std::process::id(),
             "uptime_seconds": self.started.elapsed().as_secs(),
@@ -366,6 +368,13 @@ impl ServeHttp for Admin {
                     Err(_) => error(500, "usage query failed"),
                 }
             }
+            (&Method::GET, ["admin", "warmup"]) => json_reply(200, &self.app.warmup.last_runs()),
+            (&Method::POST, ["admin", "warmup"]) => match self.app.warmup.run_now(&self.app.snapshot()).await
+            {
+                Ok(report) => json_reply(200, &json!(report)),
+                Err(e @ super::warmup::WarmupError::NotConfigured) => error(409, &e.to_string()),
+                Err(e) => error(503, &e.to_string()),
+            },
             (&Method::POST, ["admin", "reload"]) => {
                 let app = self.app.clone();
                 let admin = Admin { app, started: self.started, console: self.console.clone() };
@@ -408,7 +417,15 @@ fn known_path(segments: &[&str]) -> bool {
         ["metrics"]
             | [
                 "admin",
-                "health" | "accounts" | "circuits" | "requests" | "config" | "reload" | "usage" | "keys"
+                "health"
+                    | "accounts"
+                    | "circuits"
+                    | "requests"
+                    | "config"
+                    | "reload"
+                    | "usage"
+                    | "keys"
+                    | "warmup"
             ]
             | ["admin", "accounts", _, "enable" | "disable" | "clear-forbidden"]
     )

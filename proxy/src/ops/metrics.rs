@@ -405,6 +405,8 @@ pub struct PoolMetrics {
     rejected: IntCounterVec,
     waiting: IntGauge,
     wait_seconds: prometheus::Histogram,
+    version_gates: IntCounterVec,
+    warmups: IntCounterVec,
 }
 
 impl PoolMetrics {
@@ -448,6 +450,16 @@ impl PoolMetrics {
             ),
             waiting: registered(registry, waiting),
             wait_seconds: registered(registry, wait_seconds),
+            version_gates: counters(
+                "upstream_version_gate_total",
+                "Answers in which Google refused the gateway's client version (upstream.user_agent), by kind",
+                &["kind"],
+            ),
+            warmups: counters(
+                "warmup_total",
+                "Warmup requests (one per account and model family per slot), by outcome",
+                &["account", "family", "outcome"],
+            ),
         }
     }
 
@@ -465,6 +477,14 @@ impl PoolMetrics {
 
     pub fn rejected(&self, reason: &str) {
         self.rejected.with_label_values(&[reason]).inc();
+    }
+
+    pub fn version_gate(&self, kind: &str) {
+        self.version_gates.with_label_values(&[kind]).inc();
+    }
+
+    pub fn warmup(&self, account: &str, family: &str, outcome: &str) {
+        self.warmups.with_label_values(&[account, family, outcome]).inc();
     }
 
     /// Counts a request as waiting until the returned guard is dropped.

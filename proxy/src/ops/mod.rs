@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod path;
 pub mod request_log;
 pub mod upgrade;
+pub mod warmup;

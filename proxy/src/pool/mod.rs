@@ -9,7 +9,7 @@
 //! comes in through its `on_*`, `lock` and `record_quota` methods.
 //!
 //! The files, each using only those before it (no import circles):
-//! - `affinity`, `breaker`, `lockout`, `quota`: self-contained books of what was learned;
+//! - `affinity`, `breaker`, `lockout`, `models`, `quota`: self-contained books of what was learned;
 //! - `live`: [`LiveAccount`], one account's runtime state, and tier ranks;
 //! - `index`: `SelectIndex`, a table's accounts filed by tier and in-flight count;
 //! - `selection`: [`Selection`], what an attempt asks, and [`SelectError`];
@@ -17,15 +17,18 @@
 //! - `lease`: [`Lease`], the queue's places and where a released slot goes;
 //! - `selector`: [`AccountSelector`], the `pingora-load-balancing` plugin over the table;
 //! - `status`: [`AccountStatus`], the admin API's view;
+//! - `availability`: the pool's methods for model availability, version gates and the fallback key's slots;
 //! - this file: [`AccountPool`]; and above it `quota_poller`, the background service feeding the quota book.
 
 pub mod affinity;
+mod availability;
 pub mod breaker;
 mod egress;
 mod index;
 mod lease;
 mod live;
 pub mod lockout;
+pub mod models;
 pub mod quota;
 pub mod quota_poller;
 mod selection;
@@ -56,6 +59,9 @@ pub use crate::pool::state::PoolState;
 pub use crate::pool::status::{AccountStatus, LockoutStatus, QuotaStatus};
 /// Unix milliseconds now: the clock lockouts and quota resets are kept in.
 pub use crate::store::unix_now_ms as now_ms;
+
+/// The account label of requests the fallback key served (logs, metrics, usage); no account id has no `@`.
+pub const FALLBACK_ID: &str = "fallback";
 
 /// A session whose account is locked for longer than this stops preferring it.
 pub const AFFINITY_LOCKOUT_LIMIT: Duration = Duration::from_secs(300);
@@ -683,6 +689,38 @@ mod tests {
             QuotaView { remaining_fraction: 0.1, reset_ms: Some(now_ms() - 1), fetched_at: unix_now() };
         pool.record_quota("a@x", "m", past);
         assert_eq!(pick(&pool).unwrap().id(), "a@x", "after the reset the snapshot no longer holds");
+    }
+
+    #[test]
+    fn a_model_goes_only_to_accounts_that_list_it_and_unpolled_ones_serve_all() {
+        use std::collections::BTreeSet;
+        let pool = AccountPool::new(&[account("a@x", Some("g1-ultra-tier"), 3), account("b@x", None, 3)]);
+        let only = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let for_model = |m: &str| pool.select(&Selection { model: m, exclude: &[], session: None });
+        assert_eq!(for_model("m2").unwrap().id(), "a@x", "never polled: serves anything");
+        assert_eq!(pool.served_models(), None);
+        pool.record_models("a@x", only(&["m1"]));
+        assert_eq!(for_model("m2").unwrap().id(), "b@x");
+        assert_eq!(for_model("m1").unwrap().id(), "a@x");
+        pool.record_models("b@x", only(&["m2"]));
+        assert_eq!(for_model("m3").err(), Some(SelectError::NoAccounts));
+        assert!(!pool.can_serve("m3") && pool.can_serve("m1") && pool.can_serve("m2"));
+        assert_eq!(pool.served_models(), Some(only(&["m1", "m2"])));
+        pool.record_models("b@x", only(&["m2", "m3"]));
+        assert_eq!(for_model("m3").unwrap().id(), "b@x", "a new model list takes effect at once");
+    }
+
+    #[test]
+    fn the_fallback_key_has_its_own_cap_and_touches_no_account() {
+        let pool = AccountPool::new(&[account("a@x", None, 1)]);
+        let first = pool.fallback_lease(2).unwrap();
+        let second = pool.fallback_lease(2).unwrap();
+        assert_eq!(first.id(), FALLBACK_ID);
+        assert!(pool.fallback_lease(2).is_none(), "its cap holds");
+        assert_eq!(pick(&pool).unwrap().id(), "a@x", "the accounts' slots are untouched");
+        drop(second);
+        assert!(pool.fallback_lease(2).is_some(), "a released slot is free again");
+        assert!(pool.snapshot_state().iter().all(|a| a.id != FALLBACK_ID));
     }
 
     #[test]

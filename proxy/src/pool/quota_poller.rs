@@ -1,6 +1,7 @@
 //! The background service that keeps the pool's quota snapshots fresh: it asks `fetchAvailableModels` for
 //! every usable account on an interval (`pool.quota_interval`), records the answers in the pool and the
-//! store (so a restart knows them before the first poll), and prunes ended lockouts.
+//! store (so a restart knows them before the first poll), notes which models each account lists (model
+//! availability, `pool::models`), and prunes ended lockouts.
 //!
 //! It holds narrow handles (the settings receiver, the pool, the credentials, the store) rather than the
 //! application, so the pool folder depends on nothing above it.
@@ -17,6 +18,7 @@ use serde_json::{json, Value};
 use crate::accounts::credentials::{AccessToken, CredentialError, Credentials};
 use crate::config::live::LiveConfig;
 use crate::config::{AccountSpec, Snapshot};
+use crate::pool::models::parse_model_ids;
 use crate::pool::quota::parse_available_models;
 use crate::pool::AccountPool;
 use crate::store::{unix_now, QuotaRecord, Store};
@@ -109,6 +111,9 @@ impl QuotaPoller {
                 return;
             }
         };
+        if let Some(models) = parse_model_ids(&answer) {
+            self.pool.record_models(&account.id, models);
+        }
         let now = unix_now();
         for (model, view) in parse_available_models(&answer, now) {
             let record = QuotaRecord {

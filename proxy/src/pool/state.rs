@@ -19,6 +19,7 @@ use crate::pool::breaker::BreakerPolicy;
 use crate::pool::index::SelectIndex;
 use crate::pool::live::{tier_rank, LiveAccount};
 use crate::pool::lockout::Lockouts;
+use crate::pool::models::{ModelBook, VersionGates};
 use crate::pool::quota::QuotaBook;
 use crate::store::Store;
 
@@ -28,6 +29,12 @@ pub struct PoolState {
     pub(super) lockouts: Lockouts,
     pub(super) affinity: SessionAffinity,
     pub(super) quotas: QuotaBook,
+    /// The models each account listed in its last `fetchAvailableModels` answer.
+    pub(super) models: ModelBook,
+    /// Google's refusals of the client version the gateway presents.
+    pub(super) version_gates: VersionGates,
+    /// The fallback key's slots (`AccountPool::fallback_lease`), apart from every account's.
+    pub(super) fallback_live: Arc<LiveAccount>,
     pub(super) settings: ArcSwap<PoolSettings>,
     pub(super) store: Option<Store>,
     /// The accounts of the table in force, by id: a released slot is handed on only under the current spec
@@ -67,7 +74,7 @@ pub(super) struct Grant {
 /// How an account stands for one model right now.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Availability {
-    /// Disabled or forbidden: not coming back by itself.
+    /// Disabled, forbidden, or not serving the model: not coming back by itself.
     Unusable,
     /// Locked, under its quota floor, or breaker open, until this unix millisecond.
     Resting(u64),
@@ -83,6 +90,9 @@ impl PoolState {
             lockouts: Lockouts::default(),
             affinity: SessionAffinity::new(settings.affinity_capacity, settings.affinity_ttl),
             quotas: QuotaBook::default(),
+            models: ModelBook::default(),
+            version_gates: VersionGates::default(),
+            fallback_live: Arc::new(LiveAccount::new()),
             settings: ArcSwap::from_pointee(settings),
             store,
             table: ArcSwap::from_pointee(HashMap::new()),
@@ -165,6 +175,9 @@ impl PoolState {
         settings: &PoolSettings,
     ) -> Availability {
         if !live.enabled(account) || live.forbidden().is_some() || live.egress_is_down() {
+            return Availability::Unusable;
+        }
+        if !self.models.serves(&account.id, model) {
             return Availability::Unusable;
         }
         // A paced account rests until its gap ends: the selection prefers another, and waits only when none.

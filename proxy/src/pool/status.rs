@@ -46,6 +46,8 @@ pub struct AccountStatus {
     pub breaker: &'static str,
     pub lockouts: Vec<LockoutStatus>,
     pub quotas: Vec<QuotaStatus>,
+    /// The models its last `fetchAvailableModels` listed; `null` while not known (it may serve any).
+    pub models: Option<Vec<String>>,
     pub forbidden: Option<ForbiddenRecord>,
     /// The account's egress proxy (`scheme://host:port`, never credentials), when it has one.
     pub egress: Option<String>,
@@ -114,6 +116,7 @@ pub(super) fn snapshot_state(selector: &AccountSelector, pool_state: &PoolState)
                         reset_ms: q.reset_ms,
                     })
                     .collect(),
+                models: pool_state.models.of_account(&e.account.id).map(|m| m.iter().cloned().collect()),
                 forbidden,
                 egress: e.account.egress.as_ref().map(|p| p.to_string()),
                 egress_down,
@@ -143,6 +146,7 @@ fn draining(selector: &AccountSelector, pool_state: &PoolState) -> Vec<AccountSt
             breaker: BreakerState::Closed.as_str(),
             lockouts: Vec::new(),
             quotas: Vec::new(),
+            models: None,
             forbidden: None,
             egress: None,
             egress_down: None,
