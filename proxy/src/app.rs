@@ -16,6 +16,7 @@ use crate::config::Snapshot;
 use crate::ops::metrics::Metrics;
 use crate::ops::request_log::RequestLog;
 use crate::pool::AccountPool;
+use crate::shared::SharedState;
 use crate::store::{Store, StoreError};
 use crate::tenancy::Tenancy;
 use crate::tls::EdgeTls;
@@ -46,6 +47,8 @@ pub struct App {
     pub tls: Arc<EdgeTls>,
     /// Per-key counters (limits, budgets) and the usage table; they outlive reloads.
     pub tenancy: Arc<Tenancy>,
+    /// The cluster link (`shared_state`); a no-op without it.
+    pub shared: Arc<SharedState>,
 }
 
 impl App {
@@ -75,6 +78,7 @@ impl App {
             pool_of_reload.replace(&next.accounts);
             tls_of_reload.apply(next.tls.as_ref(), next.admin.tls.as_ref());
         });
+        let shared = Arc::new(SharedState::new(snapshot.shared_state.as_ref(), &metrics));
         let reload = Arc::new(Reloader::new(snapshot, config.clone(), metrics.clone(), apply));
         let tenancy = Arc::new(Tenancy::new(store.clone()));
         Arc::new(App {
@@ -90,6 +94,7 @@ impl App {
             tool_cache: ToolCache::new(TOOL_CACHE_ENTRIES),
             tls,
             tenancy,
+            shared,
         })
     }
 

@@ -123,6 +123,10 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
         ),
     ));
     server.add_service(background_service(
+        "levitate shared state",
+        crate::shared::service::SharedStateService::new(app.shared.clone(), app.config.clone()),
+    ));
+    server.add_service(background_service(
         "levitate signatures",
         SignatureSweeper::new(app.store.clone(), app.config.clone()),
     ));

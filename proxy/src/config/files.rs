@@ -39,6 +39,25 @@ pub struct MainFile {
     pub request_log: RequestLogSettings,
     #[serde(default)]
     pub usage: UsageFile,
+    /// Several instances as one gateway, through Redis (`crate::shared`); absent: this box alone (sled only).
+    pub shared_state: Option<SharedStateFile>,
+}
+
+/// `shared_state`: the Redis that several instances share (read at start; a change needs a restart).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SharedStateFile {
+    /// `redis://[user:password@]host:port[/db]` or `unix:///path/to/redis.sock`.
+    pub redis_url: String,
+    /// Prepended to every key and channel, so several clusters can share one Redis.
+    #[serde(default = "defaults::shared_key_prefix")]
+    pub key_prefix: String,
+    /// The longest a request waits on Redis; beyond it the instance goes on with its local state (degraded).
+    #[serde(default = "defaults::shared_timeout", with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// This instance's name in the cluster (admin API, logs); default `<hostname>-<pid>`.
+    #[serde(default)]
+    pub instance_id: Option<String>,
 }
 
 impl MainFile {
@@ -427,6 +446,12 @@ mod defaults {
     }
     pub fn signature_ttl() -> Duration {
         Duration::from_secs(2 * 60 * 60)
+    }
+    pub fn shared_key_prefix() -> String {
+        "levitate:".to_string()
+    }
+    pub fn shared_timeout() -> Duration {
+        Duration::from_millis(250)
     }
     pub fn max_signatures() -> usize {
         200_000

@@ -26,7 +26,7 @@ use levitate_filters::auth::ApiKeys;
 
 use crate::tls::TlsMaterial;
 use files::MainFile;
-pub use files::{LockScope, PoolSettings, RequestLogSettings};
+pub use files::{LockScope, PoolSettings, RequestLogSettings, SharedStateFile};
 use source::{Parsed, Source};
 pub use validate::{is_known_tier, parse_size, TIERS, UNKNOWN_TIER_RANK};
 
@@ -251,6 +251,8 @@ pub struct Snapshot {
     pub request_log: RequestLogSettings,
     /// Per-key limits, the budgets' time zone and the usage retention (`crate::tenancy`).
     pub tenancy: crate::tenancy::TenancySettings,
+    /// `shared_state` (used at start only: see `crate::shared`).
+    pub shared_state: Option<files::SharedStateFile>,
 }
 
 impl fmt::Debug for Snapshot {

@@ -161,6 +161,7 @@ pub(super) fn build(
         },
         request_log: file.request_log.clone(),
         tenancy,
+        shared_state: file.shared_state.clone(),
     })
 }
 
@@ -260,6 +261,18 @@ fn main_settings(
         &[Key("pool")],
         "pool.breaker_failures and pool.affinity_capacity must be at least 1",
     );
+    if let Some(shared) = &main.shared_state {
+        check(
+            crate::shared::url_is_supported(&shared.redis_url),
+            &[Key("shared_state"), Key("redis_url")],
+            "shared_state.redis_url must be redis://host:port[/db] or unix:///path (TLS to Redis is not built in)",
+        );
+        check(
+            !shared.timeout.is_zero(),
+            &[Key("shared_state"), Key("timeout")],
+            "shared_state.timeout must be more than zero",
+        );
+    }
     check(
         main.request_log.max_entries > 0,
         &[Key("request_log"), Key("max_entries")],

@@ -333,6 +333,7 @@ impl ServeHttp for Admin {
             (&Method::GET, ["admin", "requests"]) => json_reply(200, &self.requests(query.as_deref())),
             (&Method::GET, ["admin", "config"]) => json_reply(200, &redacted_config(&self.app.snapshot())),
             (&Method::GET, ["admin", "keys"]) => json_reply(200, &self.keys()),
+            (&Method::GET, ["admin", "cluster"]) => json_reply(200, &self.app.shared.cluster().await),
             (&Method::GET, ["admin", "usage"]) => {
                 let accept = req.headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
                 let accept_csv = accept.contains("text/csv");
@@ -386,7 +387,15 @@ fn known_path(segments: &[&str]) -> bool {
         ["metrics"]
             | [
                 "admin",
-                "health" | "accounts" | "circuits" | "requests" | "config" | "reload" | "usage" | "keys"
+                "health"
+                    | "accounts"
+                    | "circuits"
+                    | "requests"
+                    | "config"
+                    | "reload"
+                    | "usage"
+                    | "keys"
+                    | "cluster"
             ]
             | ["admin", "accounts", _, "enable" | "disable" | "clear-forbidden"]
     )

@@ -402,6 +402,20 @@ impl AccountPool {
         }
     }
 
+    /// The account a session is bound to here (for the shared binding, `crate::shared`).
+    pub fn bound_account(&self, session: &str) -> Option<String> {
+        self.state.affinity.account_of(session, Instant::now())
+    }
+
+    /// A binding another instance made: taken unless this instance has its own, or the account is unknown.
+    pub fn adopt_binding(&self, session: &str, account: &str) {
+        let now = Instant::now();
+        let known = self.selector.load().entries.iter().any(|e| e.account.id == account);
+        if known && self.state.affinity.account_of(session, now).is_none() {
+            self.state.affinity.bind(session, account, now);
+        }
+    }
+
     /// A failed attempt of a session on an account; three in a row on its own account drop the binding.
     pub fn on_session_failure(&self, session: Option<&str>, account: &str) {
         if let Some(session) = session {

@@ -1,0 +1,133 @@
+//! The background side of the cluster link: connects to Redis and reconnects after a failure, replays the
+//! writes kept while it was down, checks it every second (a heartbeat other instances see), and keeps the
+//! shared signature cache within `store.signature_ttl` and `store.max_signatures`.
+//!
+//! A Pingora background service, so the connection's driver task lives in a runtime that lasts as long as
+//! the process; the request path's runtimes use the connection through its channel.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use redis::AsyncConnectionConfig;
+
+use super::{keys, Link, SharedState};
+use crate::config::live::LiveConfig;
+
+/// How often the link is checked (and how soon after a failure it is retried).
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often the shared signature cache is trimmed.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// The longest a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub struct SharedStateService {
+    shared: Arc<SharedState>,
+    config: Arc<LiveConfig>,
+}
+
+impl SharedStateService {
+    pub fn new(shared: Arc<SharedState>, config: Arc<LiveConfig>) -> Self {
+        SharedStateService { shared, config }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for SharedStateService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(link) = self.shared.link.as_ref() else { return };
+        let mut last_sweep: Option<Instant> = None;
+        loop {
+            if link.conn.load().is_none() {
+                connect(link).await;
+            } else {
+                heartbeat(link).await;
+            }
+            if link.conn.load().is_some() && last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_INTERVAL) {
+                last_sweep = Some(Instant::now());
+                let snapshot = self.config.load();
+                sweep(link, snapshot.signature_ttl, snapshot.max_signatures).await;
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(HEARTBEAT) => {}
+                _ = link.reconnect.notified() => {}
+            }
+        }
+    }
+}
+
+async fn connect(link: &Link) {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(link.settings.timeout));
+    let attempt = link.client.get_multiplexed_async_connection_with_config(&config);
+    let conn = match tokio::time::timeout(CONNECT_TIMEOUT * 2, attempt).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return link.mark_down(&e.to_string()),
+        Err(_) => return link.mark_down("connection attempt timed out"),
+    };
+    link.mark_up(conn);
+    // Reconcile: what this instance learned while Redis was away goes to the cluster now.
+    let backlog = link.take_backlog();
+    if !backlog.is_empty() {
+        tracing::info!(writes = backlog.len(), "replaying shared-state writes made while Redis was down");
+        link.write(backlog).await;
+    }
+    heartbeat(link).await;
+}
+
+/// `PING` plus this instance's heartbeat in the cluster's instance table.
+async fn heartbeat(link: &Link) {
+    let Some(conn) = link.conn.load_full() else { return };
+    let mut pipe = redis::pipe();
+    pipe.cmd("PING").ignore();
+    pipe.cmd("HSET").arg(link.keys.instances()).arg(&link.instance).arg(crate::store::unix_now_ms()).ignore();
+    let mut conn = (*conn).clone();
+    match link.bounded(pipe.exec_async(&mut conn)).await {
+        Ok(()) => link.count("heartbeat", "ok"),
+        Err(e) => {
+            link.count("heartbeat", "error");
+            link.mark_down(&e);
+        }
+    }
+}
+
+/// Drops index entries older than `ttl` (their keys expired by themselves), then the oldest signatures
+/// beyond `max` (keys and index entries). Idempotent, so every instance may run it.
+async fn sweep(link: &Link, ttl: Duration, max: usize) {
+    let Some(conn) = link.conn.load_full() else { return };
+    let mut conn = (*conn).clone();
+    let index = link.keys.signature_index();
+    let cutoff = crate::store::unix_now().saturating_sub(ttl.as_secs());
+    let mut pipe = redis::pipe();
+    pipe.cmd("ZREMRANGEBYSCORE").arg(&index).arg("-inf").arg(format!("({cutoff}")).ignore();
+    pipe.cmd("ZCARD").arg(&index);
+    let len = match link.bounded(pipe.query_async::<(u64,)>(&mut conn)).await {
+        Ok((len,)) => len,
+        Err(e) => return tracing::debug!(error = %e, "shared signature sweep failed"),
+    };
+    let excess = keys::excess(len, max);
+    if excess == 0 {
+        return;
+    }
+    let oldest: Vec<String> = match link
+        .bounded(redis::cmd("ZRANGE").arg(&index).arg(0).arg(excess - 1).query_async(&mut conn))
+        .await
+    {
+        Ok(oldest) => oldest,
+        Err(e) => return tracing::debug!(error = %e, "shared signature sweep failed"),
+    };
+    let mut pipe = redis::pipe();
+    for chunk in oldest.chunks(500) {
+        pipe.cmd("DEL").arg(chunk).ignore();
+        pipe.cmd("ZREM").arg(&index).arg(chunk).ignore();
+    }
+    if let Err(e) = link.bounded(pipe.exec_async(&mut conn)).await {
+        tracing::debug!(error = %e, "shared signature sweep failed");
+    } else {
+        tracing::debug!(removed = oldest.len(), "shared signature cache trimmed");
+    }
+}

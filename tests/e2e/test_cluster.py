@@ -1,0 +1,337 @@
+"""Several Levitate instances as one gateway (issue 12): three instances share state through a real
+`redis-server`, behind a real Nginx doing round-robin, in front of one simulator.
+
+- An OpenAI chat client (which cannot carry thoughtSignatures) runs a multi-turn thinking + tool conversation
+  whose consecutive turns land on different instances (read from each instance's own log): the upstream must
+  see its own signature back on every tool turn (simulator: zero sentinels, zero unknown signatures, no 400).
+  The same conversation without `shared_state` is the control: there the signatures are lost.
+- The anthropic SDK runs the same kind of conversation (it carries its signatures itself).
+- Redis is killed and restarted under load: no client request fails, and every instance's
+  `levitate_shared_state_up` goes to 0 and back to 1.
+
+Everything listens on loopback free ports; Redis runs with a temporary folder and no persistence.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import (API_KEY, REPO, Gateway, Process, free_port, main_config, pro_account, wait_until,
+                      write_yaml)
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+ANTHROPIC_WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Current weather for a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+INSTANCES = 3
+
+
+def binary(name: str, fallback: str) -> str:
+    path = shutil.which(name) or (fallback if Path(fallback).exists() else None)
+    if path is None:
+        pytest.skip(f"{name} is not installed (scripts/test-all.sh installs the Debian package)")
+    return path
+
+
+class Redis:
+    """A `redis-server` on a free loopback port, without persistence; restartable on the same port."""
+
+    def __init__(self, tmp_path: Path):
+        self.dir = tmp_path / "redis"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = tmp_path / "logs"
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.process: Process | None = None
+
+    def start(self) -> "Redis":
+        argv = [binary("redis-server", "/usr/bin/redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(self.dir)]
+        self.process = Process("redis", argv, self.log_dir)
+        wait_until("redis to answer PING", self.ping, 20.0, self.process)
+        return self
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.popen.kill()
+            self.process.popen.wait(timeout=5)
+
+
+def start_nginx(tmp_path: Path, gateways: list[Gateway]) -> tuple[Process, str]:
+    """Nginx round-robin over the instances, as docs/operations.md describes it (no session hashing, so
+    consecutive turns of one conversation land on different instances)."""
+    port = free_port()
+    prefix = tmp_path / "nginx"
+    for d in ("logs", "temp/body", "temp/proxy", "temp/fastcgi", "temp/uwsgi", "temp/scgi"):
+        (prefix / d).mkdir(parents=True, exist_ok=True)
+    servers = "\n".join(f"        server {g.base_url.removeprefix('http://')} max_fails=1 fail_timeout=5s;"
+                        for g in gateways)
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"""
+daemon off;
+master_process off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {prefix}/logs/access.log;
+    client_body_temp_path {prefix}/temp/body;
+    proxy_temp_path {prefix}/temp/proxy;
+    fastcgi_temp_path {prefix}/temp/fastcgi;
+    uwsgi_temp_path {prefix}/temp/uwsgi;
+    scgi_temp_path {prefix}/temp/scgi;
+    upstream levitate {{
+{servers}
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 64m;
+        location / {{
+            proxy_pass http://levitate;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 300s;
+            proxy_next_upstream error timeout;
+        }}
+    }}
+}}
+""")
+    process = Process("nginx", [binary("nginx", "/usr/sbin/nginx"), "-p", str(prefix), "-c", str(conf)],
+                      tmp_path / "logs")
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(base + "/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until("nginx to proxy /health", up, 20.0, process)
+    return process, base
+
+
+class Cluster:
+    def __init__(self, gateways: list[Gateway], base: str, redis: Redis | None):
+        self.gateways = gateways
+        self.base = base
+        self.redis = redis
+        self.sim = gateways[0].sim
+
+    def served(self) -> list[int]:
+        """Model requests each instance has logged so far."""
+        return [len(re.findall(r"operation=\"?(chat_completions|messages)", g.logs())) for g in self.gateways]
+
+    def openai(self):
+        import openai
+
+        return openai.OpenAI(base_url=self.base + "/v1", api_key=API_KEY, timeout=60.0, max_retries=0)
+
+    def anthropic(self):
+        import anthropic
+
+        return anthropic.Anthropic(base_url=self.base, api_key=API_KEY, timeout=60.0, max_retries=0)
+
+    def shared_up(self, gateway: Gateway) -> int | None:
+        match = re.search(r"^levitate_shared_state_up (\d+)", gateway.metrics(), re.M)
+        return int(match.group(1)) if match else None
+
+
+@pytest.fixture
+def start_cluster(tmp_path: Path, start_sim, request):
+    started: list = []
+
+    def start(shared: bool = True, scenario: dict | None = None) -> Cluster:
+        accounts = [pro_account("c1"), pro_account("c2")]
+        sim = start_sim(dict(scenario or {}, accounts=[a.sim_entry() for a in accounts]))
+        redis = Redis(tmp_path).start() if shared else None
+        if redis:
+            started.append(redis.process)
+        gateways = []
+        for i in range(INSTANCES):
+            config_dir = tmp_path / f"instance-{i}"
+            config_dir.mkdir(parents=True, exist_ok=True)
+            write_yaml(config_dir / "accounts.yaml", {"accounts": [a.gateway_entry() for a in accounts]})
+            (config_dir / "routes.yaml").write_text((REPO / "conf" / "routes.yaml").read_text())
+            gateway = Gateway(config_dir, sim, accounts, tmp_path / "logs")
+            config = main_config(sim)
+            if redis:
+                config["shared_state"] = {"redis_url": redis.url, "instance_id": f"instance-{i}",
+                                          "timeout": "200ms"}
+            started.append(gateway)
+            gateways.append(gateway.start(config))
+        nginx, base = start_nginx(tmp_path, gateways)
+        started.append(nginx)
+        cluster = Cluster(gateways, base, redis)
+        if redis:
+            wait_until("every instance to reach Redis", lambda: all(cluster.shared_up(g) == 1 for g in gateways),
+                       20.0)
+        return cluster
+
+    yield start
+    for thing in reversed(started):
+        if thing is None:
+            continue
+        thing.stop()
+        if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+            print(thing.logs())
+
+
+def replayed(sim) -> list[dict]:
+    return [r["replayed_signatures"] for r in sim.stats()["recent"] if "replayed_signatures" in r]
+
+
+def chat_tool_conversation(cluster: Cluster, turns: int) -> list[int]:
+    """Runs `turns` thinking + tool round trips in one OpenAI chat conversation; returns which instance
+    served each request, in order."""
+    client = cluster.openai()
+    messages: list = []
+    served_by = []
+    cities = ["Paris", "Rome", "Oslo", "Lima", "Kyiv"]
+
+    def one(kind: str):
+        before = cluster.served()
+        reply = client.chat.completions.create(model="gemini-3-flash", messages=messages, tools=[WEATHER_TOOL],
+                                               reasoning_effort="low")
+        wait_until("the request's log line", lambda: sum(cluster.served()) > sum(before), 5.0)
+        after = cluster.served()
+        served_by.append(next(i for i in range(INSTANCES) if after[i] > before[i]))
+        return reply
+
+    for turn in range(turns):
+        messages.append({"role": "user", "content": f"What is the weather in {cities[turn % len(cities)]}?"})
+        first = one("call")
+        assert first.choices[0].finish_reason == "tool_calls", first
+        [call] = first.choices[0].message.tool_calls
+        messages.append({"role": "assistant", "content": None, "tool_calls": [
+            {"id": call.id, "type": "function",
+             "function": {"name": call.function.name, "arguments": call.function.arguments}}]})
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps({"forecast": f"sunny-{turn}"})})
+        final = one("answer")
+        assert f"sunny-{turn}" in (final.choices[0].message.content or ""), final
+        messages.append({"role": "assistant", "content": final.choices[0].message.content})
+    return served_by
+
+
+def test_an_openai_chat_tool_conversation_keeps_its_signatures_across_instances(start_cluster):
+    cluster = start_cluster(shared=True)
+    served_by = chat_tool_conversation(cluster, turns=3)
+
+    assert all(a != b for a, b in zip(served_by, served_by[1:])), f"consecutive turns on one instance: {served_by}"
+    assert len(set(served_by)) == INSTANCES, served_by
+    verdicts = replayed(cluster.sim)
+    assert sum(v["sentinel"] for v in verdicts) == 0, verdicts
+    assert sum(v["unknown"] for v in verdicts) == 0, verdicts
+    # Turn n's requests replay n's own calls and every earlier one: each with the signature Google issued.
+    assert sum(v["gemini"] for v in verdicts) >= 3, verdicts
+    statuses = cluster.sim.stats()["totals"]["by_status"]
+    assert set(statuses) == {"200"}, statuses
+
+
+def test_without_shared_state_the_signatures_are_lost_across_instances(start_cluster):
+    """The control: the same conversation through independent instances replays sentinels, which is what the
+    shared state exists to avoid (and shows the test above can fail)."""
+    cluster = start_cluster(shared=False)
+    served_by = chat_tool_conversation(cluster, turns=2)
+
+    assert all(a != b for a, b in zip(served_by, served_by[1:])), served_by
+    verdicts = replayed(cluster.sim)
+    assert sum(v["sentinel"] for v in verdicts) > 0, verdicts
+
+
+def test_an_anthropic_sdk_tool_conversation_works_across_instances(start_cluster):
+    cluster = start_cluster(shared=True)
+    client = cluster.anthropic()
+    messages: list = []
+    served_by = []
+    for turn, city in enumerate(["Paris", "Rome"]):
+        messages.append({"role": "user", "content": f"What is the weather in {city}?"})
+        for _ in range(2):
+            before = cluster.served()
+            reply = client.messages.create(model="claude-sonnet-4-6", max_tokens=2048, messages=messages,
+                                           tools=[ANTHROPIC_WEATHER_TOOL],
+                                           thinking={"type": "enabled", "budget_tokens": 1024})
+            wait_until("the request's log line", lambda: sum(cluster.served()) > sum(before), 5.0)
+            after = cluster.served()
+            served_by.append(next(i for i in range(INSTANCES) if after[i] > before[i]))
+            messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in reply.content]})
+            uses = [b for b in reply.content if b.type == "tool_use"]
+            if not uses:
+                break
+            messages.append({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": uses[0].id, "content": f"sunny-{turn}"}]})
+
+    assert all(a != b for a, b in zip(served_by, served_by[1:])), served_by
+    verdicts = replayed(cluster.sim)
+    assert sum(v["sentinel"] for v in verdicts) == 0 and sum(v["unknown"] for v in verdicts) == 0, verdicts
+    statuses = cluster.sim.stats()["totals"]["by_status"]
+    assert set(statuses) == {"200"}, statuses
+
+
+def test_a_redis_restart_under_load_fails_no_request_and_is_seen_in_the_metrics(start_cluster):
+    cluster = start_cluster(shared=True)
+    failures: list = []
+    done = threading.Event()
+    count = [0]
+
+    def load():
+        with httpx.Client(base_url=cluster.base, timeout=30.0,
+                          headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+            while not done.is_set():
+                r = http.post("/v1/chat/completions", json={
+                    "model": "gpt-4o", "messages": [{"role": "user", "content": "hello [sim:text]"}]})
+                count[0] += 1
+                if r.status_code != 200:
+                    failures.append((r.status_code, r.text[:200]))
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for w in workers:
+        w.start()
+    try:
+        time.sleep(1.0)
+        cluster.redis.kill()
+        wait_until("every instance to notice Redis is gone",
+                   lambda: all(cluster.shared_up(g) == 0 for g in cluster.gateways), 10.0)
+        time.sleep(1.0)  # serving on local state meanwhile
+        cluster.redis.start()
+        wait_until("every instance to reconnect", lambda: all(cluster.shared_up(g) == 1 for g in cluster.gateways),
+                   15.0)
+        time.sleep(1.0)
+    finally:
+        done.set()
+        for w in workers:
+            w.join(timeout=60)
+
+    assert count[0] >= 20, f"too little load to judge: {count[0]} requests"
+    assert failures == [], failures[:5]
+    for g in cluster.gateways:
+        logs = g.logs()
+        assert "shared state (Redis) unreachable" in logs and logs.count("shared state (Redis) reachable") >= 2
