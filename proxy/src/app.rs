@@ -79,6 +79,9 @@ impl App {
             tls_of_reload.apply(next.tls.as_ref(), next.admin.tls.as_ref());
         });
         let shared = Arc::new(SharedState::new(snapshot.shared_state.as_ref(), &metrics));
+        if shared.enabled() {
+            pool.set_event_sink(shared.pool_sink());
+        }
         let reload = Arc::new(Reloader::new(snapshot, config.clone(), metrics.clone(), apply));
         let tenancy = Arc::new(Tenancy::new(store.clone()));
         Arc::new(App {

@@ -124,7 +124,12 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
     ));
     server.add_service(background_service(
         "levitate shared state",
-        crate::shared::service::SharedStateService::new(app.shared.clone(), app.config.clone()),
+        crate::shared::service::SharedStateService::new(
+            app.shared.clone(),
+            app.config.clone(),
+            app.pool.clone(),
+            app.store.clone(),
+        ),
     ));
     server.add_service(background_service(
         "levitate signatures",

@@ -335,3 +335,58 @@ def test_a_redis_restart_under_load_fails_no_request_and_is_seen_in_the_metrics(
     for g in cluster.gateways:
         logs = g.logs()
         assert "shared state (Redis) unreachable" in logs and logs.count("shared state (Redis) reachable") >= 2
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "control"])
+def test_a_lockout_learned_on_one_instance_stops_the_others_within_a_second(start_cluster, shared: bool):
+    """c1 runs out of quota for ten minutes. Instance 0 learns it from a 429; a second later instances 1 and 2
+    must not send c1 a single request. The control, without shared state: each hits the same 429 first."""
+    cluster = start_cluster(shared=shared)
+    c1 = cluster.gateways[0].accounts[0].email
+    cluster.sim.set_faults([{"kind": "quota_exhausted", "account": c1, "delay_ms": 600_000, "sticky": True}])
+    first = cluster.gateways[0]
+    for i in range(10):
+        assert first.chat(f"learn the lockout {i} [sim:text]").status_code == 200
+        if cluster.sim.account_stats(c1).get("requests", 0) > 0:
+            break
+    assert cluster.sim.account_stats(c1).get("by_status", {}).get("429") == 1, cluster.sim.account_stats(c1)
+    time.sleep(1.0)
+
+    for gateway in cluster.gateways[1:]:
+        for i in range(6):
+            r = gateway.chat(f"elsewhere {i} [sim:text]")
+            assert r.status_code == 200, r.text
+    if not shared:
+        assert cluster.sim.account_stats(c1).get("requests") == 3, cluster.sim.account_stats(c1)
+        return
+    assert cluster.sim.account_stats(c1).get("requests") == 1, "another instance sent c1 a request it knew would fail"
+    for gateway in cluster.gateways[1:]:
+        accounts = httpx.get(gateway.admin_url + "/admin/accounts", timeout=5).json()
+        assert c1 in json.dumps(accounts) and "QUOTA" in json.dumps(accounts).upper(), accounts
+
+
+def test_a_new_instance_starts_with_the_clusters_lockouts_and_admin_shows_the_cluster(start_cluster, tmp_path):
+    cluster = start_cluster(shared=True)
+    c1 = cluster.gateways[0].accounts[0].email
+    cluster.sim.set_faults([{"kind": "quota_exhausted", "account": c1, "delay_ms": 600_000, "sticky": True}])
+    for i in range(10):
+        cluster.gateways[0].chat(f"learn {i} [sim:text]")
+        if cluster.sim.account_stats(c1).get("requests", 0) > 0:
+            break
+    # A fourth instance with a fresh store: it learns c1's lockout from Redis, not from a 429.
+    late = cluster.gateways[2]
+    late.stop()
+    shutil.rmtree(late.config_dir / "data", ignore_errors=True)
+    config = dict(late.main_config, shared_state=dict(late.main_config["shared_state"], instance_id="instance-late"))
+    late.start(config)
+    wait_until("the new instance to reach Redis", lambda: cluster.shared_up(late) == 1, 20.0)
+    time.sleep(0.5)
+    for i in range(6):
+        assert late.chat(f"fresh {i} [sim:text]").status_code == 200
+    assert cluster.sim.account_stats(c1).get("requests") == 1, cluster.sim.account_stats(c1)
+
+    view = httpx.get(late.admin_url + "/admin/cluster", timeout=5).json()
+    assert view["enabled"] and view["up"] and view["instance"] == "instance-late", view
+    assert "lockouts" in view["shares"] and "thought_signatures" in view["shares"], view
+    seen = {i["instance"] for i in view.get("instances", [])}
+    assert {"instance-0", "instance-1", "instance-late"} <= seen, view

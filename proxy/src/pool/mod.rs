@@ -21,6 +21,7 @@
 
 pub mod affinity;
 pub mod breaker;
+pub mod events;
 mod index;
 mod lease;
 mod live;
@@ -65,6 +66,8 @@ const PERSIST_LOCKOUTS_FROM: Duration = Duration::from_secs(1);
 pub struct AccountPool {
     selector: ArcSwap<AccountSelector>,
     state: Arc<PoolState>,
+    /// Where lockouts, forbidden marks and quota snapshots go for the other instances (`events`).
+    events: events::Events,
 }
 
 impl AccountPool {
@@ -85,7 +88,7 @@ impl AccountPool {
         let state = Arc::new(PoolState::new(settings, store));
         let selector = AccountSelector::from_accounts(accounts, state.clone());
         state.install(selector.accounts(), &selector.index);
-        AccountPool { selector: ArcSwap::from_pointee(selector), state }
+        AccountPool { selector: ArcSwap::from_pointee(selector), state, events: Default::default() }
     }
 
     /// Loads lockouts, forbidden marks and quota snapshots from the store (at start, and after taking in what
@@ -447,6 +450,7 @@ impl AccountPool {
         for id in &ids {
             if self.state.lockouts.lock(id, model, until_ms, reason) {
                 changed = true;
+                self.events.emit(|| events::lockout_event(id, model, until_ms, reason));
                 if rest >= PERSIST_LOCKOUTS_FROM {
                     self.persist_lockout(id, model, until_ms, reason);
                 }
@@ -487,6 +491,8 @@ impl AccountPool {
             *slot = Some(record.clone());
         }
         tracing::warn!(account = %account.email, reason, url = ?record.url, "account forbidden until an operator acts");
+        let account_id = account.id.clone();
+        self.events.emit(|| events::PoolEvent::Forbidden { account: account_id, record: record.clone() });
         if let Some(store) = &self.state.store {
             if let Err(e) = store.put_forbidden(&account.id, &record) {
                 tracing::warn!(account = %account.email, error = %e, "could not persist a forbidden mark");
@@ -502,6 +508,7 @@ impl AccountPool {
     }
 
     pub fn record_quota(&self, account: &str, model: &str, view: QuotaView) {
+        self.events.emit(|| events::quota_event(account, model, &view));
         self.state.quotas.record(account, model, view);
         // A fresh snapshot may put an account back above the floor before its reset.
         self.state.index.load().forget_rests();
@@ -539,6 +546,7 @@ impl AccountPool {
         let live = self.state.live_of(id);
         let had = live.forbidden.write().ok().and_then(|mut slot| slot.take()).is_some();
         if had {
+            self.events.emit(|| events::PoolEvent::Unforbidden { account: id.to_string() });
             if let Some(store) = &self.state.store {
                 let _ = store.remove_forbidden(id);
             }

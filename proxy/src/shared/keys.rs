@@ -32,6 +32,11 @@ impl Keys {
         format!("{}instances", self.prefix)
     }
 
+    /// The account pool's shared tables (`lockouts`, `forbidden`, `quotas`) and its event channel (`events`).
+    pub fn pool(&self, name: &str) -> String {
+        format!("{}pool:{name}", self.prefix)
+    }
+
     /// The store key back from a signature key (for the index trim), if it is one of ours.
     pub fn store_key_of<'a>(&self, signature_key: &'a str) -> Option<&'a str> {
         signature_key.strip_prefix(&self.prefix)?.strip_prefix("sig:")

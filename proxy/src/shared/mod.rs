@@ -11,6 +11,7 @@
 //! background [`service::SharedStateService`] reconnects; then the writes made meanwhile are replayed.
 
 pub mod keys;
+mod pool_sync;
 mod recorder;
 pub mod service;
 
@@ -238,7 +239,7 @@ impl SharedState {
             "redis": redact(&link.settings.redis_url),
             "key_prefix": link.settings.key_prefix,
             "backlog": link.backlog.lock().unwrap_or_else(PoisonError::into_inner).len(),
-            "shares": ["thought_signatures", "session_affinity"],
+            "shares": ["thought_signatures", "session_affinity", "lockouts", "forbidden_marks", "quota_snapshots"],
         })
     }
 }

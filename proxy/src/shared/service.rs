@@ -2,6 +2,9 @@
 //! writes kept while it was down, checks it every second (a heartbeat other instances see), and keeps the
 //! shared signature cache within `store.signature_ttl` and `store.max_signatures`.
 //!
+//! It also holds the subscription to the account pool's events (`pool_sync`) and reconciles the pool's
+//! shared tables on every (re)connection.
+//!
 //! A Pingora background service, so the connection's driver task lives in a runtime that lasts as long as
 //! the process; the request path's runtimes use the connection through its channel.
 
@@ -15,6 +18,8 @@ use redis::AsyncConnectionConfig;
 
 use super::{keys, Link, SharedState};
 use crate::config::live::LiveConfig;
+use crate::pool::AccountPool;
+use crate::store::Store;
 
 /// How often the link is checked (and how soon after a failure it is retried).
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -26,22 +31,28 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct SharedStateService {
     shared: Arc<SharedState>,
     config: Arc<LiveConfig>,
+    pool: Arc<AccountPool>,
+    store: Store,
 }
 
 impl SharedStateService {
-    pub fn new(shared: Arc<SharedState>, config: Arc<LiveConfig>) -> Self {
-        SharedStateService { shared, config }
+    pub fn new(
+        shared: Arc<SharedState>,
+        config: Arc<LiveConfig>,
+        pool: Arc<AccountPool>,
+        store: Store,
+    ) -> Self {
+        SharedStateService { shared, config, pool, store }
     }
-}
 
-#[async_trait]
-impl BackgroundService for SharedStateService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(link) = self.shared.link.as_ref() else { return };
+    /// The link's life: connect, heartbeat, sweep; reconnect after a failure.
+    async fn run(&self, link: &Link) {
         let mut last_sweep: Option<Instant> = None;
         loop {
             if link.conn.load().is_none() {
-                connect(link).await;
+                if connect(link).await {
+                    link.reconcile(&self.pool, &self.store).await;
+                }
             } else {
                 heartbeat(link).await;
             }
@@ -49,25 +60,54 @@ impl BackgroundService for SharedStateService {
                 last_sweep = Some(Instant::now());
                 let snapshot = self.config.load();
                 sweep(link, snapshot.signature_ttl, snapshot.max_signatures).await;
+                link.prune_lockouts().await;
             }
             tokio::select! {
-                _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(HEARTBEAT) => {}
                 _ = link.reconnect.notified() => {}
             }
         }
     }
+
+    /// The event subscription, re-established a second after it breaks.
+    async fn listen(&self, link: &Link) {
+        loop {
+            if let Err(e) = super::pool_sync::listen(link, &self.pool).await {
+                tracing::debug!(error = %e, "shared-state subscription lost; resubscribing");
+            }
+            tokio::time::sleep(HEARTBEAT).await;
+        }
+    }
 }
 
-async fn connect(link: &Link) {
+#[async_trait]
+impl BackgroundService for SharedStateService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(link) = self.shared.link.as_ref() else { return };
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            _ = self.run(link) => {}
+            _ = self.listen(link) => {}
+        }
+    }
+}
+
+/// Returns whether the link is up afterwards.
+async fn connect(link: &Link) -> bool {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(link.settings.timeout));
     let attempt = link.client.get_multiplexed_async_connection_with_config(&config);
     let conn = match tokio::time::timeout(CONNECT_TIMEOUT * 2, attempt).await {
         Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => return link.mark_down(&e.to_string()),
-        Err(_) => return link.mark_down("connection attempt timed out"),
+        Ok(Err(e)) => {
+            link.mark_down(&e.to_string());
+            return false;
+        }
+        Err(_) => {
+            link.mark_down("connection attempt timed out");
+            return false;
+        }
     };
     link.mark_up(conn);
     // Reconcile: what this instance learned while Redis was away goes to the cluster now.
@@ -77,6 +117,7 @@ async fn connect(link: &Link) {
         link.write(backlog).await;
     }
     heartbeat(link).await;
+    link.conn.load().is_some()
 }
 
 /// `PING` plus this instance's heartbeat in the cluster's instance table.
