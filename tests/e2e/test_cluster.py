@@ -42,6 +42,7 @@ ANTHROPIC_WEATHER_TOOL = {
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
 INSTANCES = 3
+CAP = 3  # each account's max_concurrent: for the cluster as a whole
 
 
 def binary(name: str, fallback: str) -> str:
@@ -169,8 +170,10 @@ class Cluster:
 def start_cluster(tmp_path: Path, start_sim, request):
     started: list = []
 
-    def start(shared: bool = True, scenario: dict | None = None) -> Cluster:
+    def start(shared: bool = True, scenario: dict | None = None, shared_extra: dict | None = None) -> Cluster:
         accounts = [pro_account("c1"), pro_account("c2")]
+        for a in accounts:
+            a.max_concurrent = CAP
         sim = start_sim(dict(scenario or {}, accounts=[a.sim_entry() for a in accounts]))
         redis = Redis(tmp_path).start() if shared else None
         if redis:
@@ -185,7 +188,7 @@ def start_cluster(tmp_path: Path, start_sim, request):
             config = main_config(sim)
             if redis:
                 config["shared_state"] = {"redis_url": redis.url, "instance_id": f"instance-{i}",
-                                          "timeout": "200ms"}
+                                          "timeout": "200ms", **(shared_extra or {})}
             started.append(gateway)
             gateways.append(gateway.start(config))
         nginx, base = start_nginx(tmp_path, gateways)
@@ -194,6 +197,9 @@ def start_cluster(tmp_path: Path, start_sim, request):
         if redis:
             wait_until("every instance to reach Redis", lambda: all(cluster.shared_up(g) == 1 for g in gateways),
                        20.0)
+            wait_until("every instance to see the other two", lambda: all(
+                httpx.get(g.admin_url + "/admin/cluster", timeout=5).json().get("live_instances") == INSTANCES
+                for g in gateways), 10.0)
         return cluster
 
     yield start
@@ -390,3 +396,103 @@ def test_a_new_instance_starts_with_the_clusters_lockouts_and_admin_shows_the_cl
     assert "lockouts" in view["shares"] and "thought_signatures" in view["shares"], view
     seen = {i["instance"] for i in view.get("instances", [])}
     assert {"instance-0", "instance-1", "instance-late"} <= seen, view
+
+
+class Load:
+    """`threads` clients sending chat requests through `base` until stopped; counts outcomes."""
+
+    def __init__(self, base: str, threads: int, text: str = "hello [sim:text]"):
+        self.base, self.text = base, text
+        self.ok = 0
+        self.failures: list = []
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.workers = [threading.Thread(target=self.run) for _ in range(threads)]
+        for w in self.workers:
+            w.start()
+
+    def run(self):
+        with httpx.Client(base_url=self.base, timeout=60.0, headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+            while not self.done.is_set():
+                try:
+                    r = http.post("/v1/chat/completions", json={
+                        "model": "gpt-4o", "messages": [{"role": "user", "content": self.text}]})
+                    outcome = (r.status_code, r.text[:200]) if r.status_code != 200 else None
+                except httpx.HTTPError as e:
+                    outcome = ("transport", str(e))
+                with self.lock:
+                    if outcome is None:
+                        self.ok += 1
+                    else:
+                        self.failures.append((time.monotonic(), outcome))
+
+    def stop(self):
+        self.done.set()
+        for w in self.workers:
+            w.join(timeout=90)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "control"])
+def test_a_429_storm_through_three_instances_keeps_each_accounts_cap_for_the_cluster(start_cluster, shared: bool):
+    """18 clients through three instances, one upstream request in five a 429: the simulator's peak in-flight
+    count per account stays within its cap for the three together, and clients barely notice the storm.
+    The control, without shared state: each instance admits the whole cap, so the sum exceeds it."""
+    cluster = start_cluster(shared=shared)
+    cluster.sim.set_faults([{"kind": "slow_first_byte", "delay_ms": 150},
+                            {"kind": "rate_limit", "probability": 0.2, "delay_ms": 300}])
+    cluster.sim.reset_stats()
+    load = Load(cluster.base, threads=18)
+    try:
+        time.sleep(8.0)
+    finally:
+        load.stop()
+
+    stats = cluster.sim.stats()
+    peaks = {email: a["peak_concurrency"] for email, a in stats["accounts"].items()}
+    total = load.ok + len(load.failures)
+    if not shared:
+        assert max(peaks.values()) > CAP, peaks
+        return
+    assert all(peak <= CAP for peak in peaks.values()), f"over the cluster cap {CAP}: {peaks}"
+    assert stats["totals"]["by_status"].get("429", 0) >= 10, f"no storm: {stats['totals']}"
+    assert total >= 100, f"too little load to judge: {total}"
+    assert load.ok / total >= 0.999, f"{len(load.failures)} of {total} failed: {load.failures[:5]}"
+
+
+def test_a_killed_instance_gives_its_share_back_within_the_lease(start_cluster):
+    """kill -9 of one instance under load: Nginx sends the traffic to the other two, and once the dead
+    instance's heartbeat is older than the lease (3 s here) the survivors split each cap between them."""
+    cluster = start_cluster(shared=True, shared_extra={"lease": "3s"})
+    cluster.sim.set_faults([{"kind": "slow_first_byte", "delay_ms": 100}])
+
+    def caps(gateway: Gateway) -> dict:
+        accounts = httpx.get(gateway.admin_url + "/admin/accounts", timeout=5).json()["accounts"]
+        return {a["email"]: a["max_concurrent"] for a in accounts}
+
+    survivors = cluster.gateways[1:]
+    c1 = cluster.gateways[0].accounts[0].email
+    # Every instance has seen the other two (shares follow the heartbeats, one a second).
+    wait_until("the caps to be split three ways", lambda: sum(caps(g)[c1] for g in cluster.gateways) == CAP, 5.0)
+    load = Load(cluster.base, threads=8)
+    try:
+        time.sleep(1.5)
+        cluster.gateways[0].process.popen.kill()
+        killed_at = time.monotonic()
+        wait_until("the survivors to take the dead instance's share",
+                   lambda: all(sum(caps(g)[a.email] for g in survivors) == CAP for a in cluster.gateways[0].accounts),
+                   3.0 + 5.0)
+        released_after = time.monotonic() - killed_at
+        cluster.sim.reset_stats()
+        time.sleep(2.0)
+    finally:
+        load.stop()
+
+    assert released_after <= 3.0 + 2.5, f"slots came back after {released_after:.1f}s (lease 3s)"
+    views = [httpx.get(g.admin_url + "/admin/cluster", timeout=5).json() for g in survivors]
+    assert all(v["live_instances"] == 2 for v in views), views
+    peaks = {email: a["peak_concurrency"] for email, a in cluster.sim.stats()["accounts"].items()}
+    assert all(peak <= CAP for peak in peaks.values()), peaks
+    # Requests in flight on the killed instance may fail; after it, Nginx sends everything elsewhere.
+    late = [f for f in load.failures if f[0] > killed_at + 1.0]
+    assert late == [], late[:5]
+    assert load.ok >= 30, load.ok

@@ -58,6 +58,14 @@ pub struct SharedStateFile {
     /// This instance's name in the cluster (admin API, logs); default `<hostname>-<pid>`.
     #[serde(default)]
     pub instance_id: Option<String>,
+    /// How many instances to split each account's `max_concurrent` over while Redis cannot be reached;
+    /// default: as many as were last seen alive (1 before Redis was ever reached).
+    #[serde(default)]
+    pub instances: Option<u32>,
+    /// An instance whose heartbeat is older than this counts as gone: its share of the caps returns to the
+    /// others.
+    #[serde(default = "defaults::shared_lease", with = "humantime_serde_compat")]
+    pub lease: Duration,
 }
 
 impl MainFile {
@@ -449,6 +457,9 @@ mod defaults {
     }
     pub fn shared_key_prefix() -> String {
         "levitate:".to_string()
+    }
+    pub fn shared_lease() -> Duration {
+        Duration::from_secs(15)
     }
     pub fn shared_timeout() -> Duration {
         Duration::from_millis(250)

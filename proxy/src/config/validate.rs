@@ -261,17 +261,8 @@ fn main_settings(
         &[Key("pool")],
         "pool.breaker_failures and pool.affinity_capacity must be at least 1",
     );
-    if let Some(shared) = &main.shared_state {
-        check(
-            crate::shared::url_is_supported(&shared.redis_url),
-            &[Key("shared_state"), Key("redis_url")],
-            "shared_state.redis_url must be redis://host:port[/db] or unix:///path (TLS to Redis is not built in)",
-        );
-        check(
-            !shared.timeout.is_zero(),
-            &[Key("shared_state"), Key("timeout")],
-            "shared_state.timeout must be more than zero",
-        );
+    if let Some((key, problem)) = main.shared_state.as_ref().and_then(crate::shared::keys::settings_problem) {
+        check(false, &[Key("shared_state"), Key(key)], problem);
     }
     check(
         main.request_log.max_entries > 0,

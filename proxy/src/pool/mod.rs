@@ -21,6 +21,7 @@
 
 pub mod affinity;
 pub mod breaker;
+pub mod cluster;
 pub mod events;
 mod index;
 mod lease;
@@ -68,6 +69,8 @@ pub struct AccountPool {
     state: Arc<PoolState>,
     /// Where lockouts, forbidden marks and quota snapshots go for the other instances (`events`).
     events: events::Events,
+    /// This instance's share of each account's cap in a cluster (`cluster`).
+    cluster: cluster::ClusterShare,
 }
 
 impl AccountPool {
@@ -88,7 +91,8 @@ impl AccountPool {
         let state = Arc::new(PoolState::new(settings, store));
         let selector = AccountSelector::from_accounts(accounts, state.clone());
         state.install(selector.accounts(), &selector.index);
-        AccountPool { selector: ArcSwap::from_pointee(selector), state, events: Default::default() }
+        let cluster = cluster::ClusterShare::new(accounts);
+        AccountPool { selector: ArcSwap::from_pointee(selector), state, events: Default::default(), cluster }
     }
 
     /// Loads lockouts, forbidden marks and quota snapshots from the store (at start, and after taking in what
@@ -146,6 +150,7 @@ impl AccountPool {
     /// operator's enable/disable override goes when the file changed that account's `enabled`, the newer word
     /// on it; otherwise it survives the reload. Accounts new to the table keep what the store remembers.
     pub fn replace(&self, accounts: &[AccountSpec]) {
+        let accounts = &self.cluster.apply(accounts);
         let previous = self.selector.load_full();
         let before: HashMap<&str, &AccountSpec> =
             previous.entries.iter().map(|e| (e.account.id.as_str(), e.account.as_ref())).collect();

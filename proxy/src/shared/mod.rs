@@ -15,7 +15,7 @@ mod pool_sync;
 mod recorder;
 pub mod service;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 
 use crate::config::SharedStateFile;
 use crate::ops::metrics::Metrics;
+use crate::pool::cluster::Share;
 pub use keys::url_is_supported;
 use keys::Keys;
 pub use recorder::MissRecorder;
@@ -85,6 +86,10 @@ struct Link {
     /// Wakes the background service to reconnect at once.
     reconnect: Notify,
     backlog: Mutex<Vec<Write>>,
+    /// Live instances at the last heartbeat (or `shared_state.instances`, 1 before the first).
+    members: AtomicU32,
+    /// This instance's rank among them.
+    rank: AtomicU32,
     up_gauge: IntGauge,
     ops: IntCounterVec,
 }
@@ -127,6 +132,8 @@ impl SharedState {
                 changed_at_ms: AtomicU64::new(crate::store::unix_now_ms()),
                 reconnect: Notify::new(),
                 backlog: Mutex::new(Vec::new()),
+                members: AtomicU32::new(settings.instances.unwrap_or(1)),
+                rank: AtomicU32::new(0),
                 up_gauge,
                 ops,
             }),
@@ -239,7 +246,13 @@ impl SharedState {
             "redis": redact(&link.settings.redis_url),
             "key_prefix": link.settings.key_prefix,
             "backlog": link.backlog.lock().unwrap_or_else(PoisonError::into_inner).len(),
-            "shares": ["thought_signatures", "session_affinity", "lockouts", "forbidden_marks", "quota_snapshots"],
+            "live_instances": link.members.load(Ordering::Relaxed),
+            "rank": link.rank.load(Ordering::Relaxed),
+            "lease_seconds": link.settings.lease.as_secs(),
+            "shares": [
+                "thought_signatures", "session_affinity", "lockouts", "forbidden_marks", "quota_snapshots",
+                "account_concurrency",
+            ],
         })
     }
 }
@@ -254,6 +267,21 @@ impl Link {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {:?}", self.settings.timeout)),
+        }
+    }
+
+    /// The share of each account's cap this instance takes, from the last heartbeat's membership (or, when
+    /// it failed, an even share of the last known or configured number of instances).
+    fn share(&self, members: Option<(u32, u32)>) -> Share {
+        match members {
+            Some((n, rank)) => {
+                self.members.store(n, Ordering::Relaxed);
+                self.rank.store(rank, Ordering::Relaxed);
+                Share::Exact { n, rank }
+            }
+            None => Share::Fallback {
+                n: self.settings.instances.unwrap_or_else(|| self.members.load(Ordering::Relaxed)),
+            },
         }
     }
 

@@ -49,13 +49,17 @@ impl SharedStateService {
     async fn run(&self, link: &Link) {
         let mut last_sweep: Option<Instant> = None;
         loop {
-            if link.conn.load().is_none() {
+            let members = if link.conn.load().is_none() {
                 if connect(link).await {
                     link.reconcile(&self.pool, &self.store).await;
+                    heartbeat(link).await
+                } else {
+                    None
                 }
             } else {
-                heartbeat(link).await;
-            }
+                heartbeat(link).await
+            };
+            self.pool.set_cluster_share(link.share(members));
             if link.conn.load().is_some() && last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_INTERVAL) {
                 last_sweep = Some(Instant::now());
                 let snapshot = self.config.load();
@@ -84,6 +88,8 @@ impl SharedStateService {
 impl BackgroundService for SharedStateService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let Some(link) = self.shared.link.as_ref() else { return };
+        // Until the cluster is seen, this instance takes no more than an even share of each cap.
+        self.pool.set_cluster_share(link.share(None));
         tokio::select! {
             _ = shutdown.changed() => {}
             _ = self.run(link) => {}
@@ -116,22 +122,28 @@ async fn connect(link: &Link) -> bool {
         tracing::info!(writes = backlog.len(), "replaying shared-state writes made while Redis was down");
         link.write(backlog).await;
     }
-    heartbeat(link).await;
     link.conn.load().is_some()
 }
 
-/// `PING` plus this instance's heartbeat in the cluster's instance table.
-async fn heartbeat(link: &Link) {
-    let Some(conn) = link.conn.load_full() else { return };
+/// This instance's heartbeat in the cluster's instance table, and the table read back: how many instances
+/// are alive and this one's rank among them (`None` when Redis failed).
+async fn heartbeat(link: &Link) -> Option<(u32, u32)> {
+    let conn = link.conn.load_full()?;
+    let now = crate::store::unix_now_ms();
     let mut pipe = redis::pipe();
-    pipe.cmd("PING").ignore();
-    pipe.cmd("HSET").arg(link.keys.instances()).arg(&link.instance).arg(crate::store::unix_now_ms()).ignore();
+    pipe.cmd("HSET").arg(link.keys.instances()).arg(&link.instance).arg(now).ignore();
+    pipe.cmd("HGETALL").arg(link.keys.instances());
     let mut conn = (*conn).clone();
-    match link.bounded(pipe.exec_async(&mut conn)).await {
-        Ok(()) => link.count("heartbeat", "ok"),
+    match link.bounded(pipe.query_async::<(Vec<(String, u64)>,)>(&mut conn)).await {
+        Ok((table,)) => {
+            link.count("heartbeat", "ok");
+            let lease_ms = link.settings.lease.as_millis() as u64;
+            Some(keys::membership(&table, &link.instance, now, lease_ms))
+        }
         Err(e) => {
             link.count("heartbeat", "error");
             link.mark_down(&e);
+            None
         }
     }
 }
