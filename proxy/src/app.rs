@@ -81,6 +81,8 @@ impl App {
         let shared = Arc::new(SharedState::new(snapshot.shared_state.as_ref(), &metrics));
         if shared.enabled() {
             pool.set_event_sink(shared.pool_sink());
+            // `background_credentials` shares the same per-account state, this included.
+            credentials.set_cluster(Arc::new(crate::shared::credentials::RedisCredentials(shared.clone())));
         }
         let reload = Arc::new(Reloader::new(snapshot, config.clone(), metrics.clone(), apply));
         let tenancy = Arc::new(Tenancy::new(store.clone()));

@@ -170,7 +170,8 @@ class Cluster:
 def start_cluster(tmp_path: Path, start_sim, request):
     started: list = []
 
-    def start(shared: bool = True, scenario: dict | None = None, shared_extra: dict | None = None) -> Cluster:
+    def start(shared: bool = True, scenario: dict | None = None, shared_extra: dict | None = None,
+              upstream: dict | None = None, pool: dict | None = None) -> Cluster:
         accounts = [pro_account("c1"), pro_account("c2")]
         for a in accounts:
             a.max_concurrent = CAP
@@ -185,7 +186,8 @@ def start_cluster(tmp_path: Path, start_sim, request):
             write_yaml(config_dir / "accounts.yaml", {"accounts": [a.gateway_entry() for a in accounts]})
             (config_dir / "routes.yaml").write_text((REPO / "conf" / "routes.yaml").read_text())
             gateway = Gateway(config_dir, sim, accounts, tmp_path / "logs")
-            config = main_config(sim)
+            config = main_config(sim, pool=pool)
+            config["upstream"].update(upstream or {})
             if redis:
                 config["shared_state"] = {"redis_url": redis.url, "instance_id": f"instance-{i}",
                                           "timeout": "200ms", **(shared_extra or {})}
@@ -496,3 +498,34 @@ def test_a_killed_instance_gives_its_share_back_within_the_lease(start_cluster):
     late = [f for f in load.failures if f[0] > killed_at + 1.0]
     assert late == [], late[:5]
     assert load.ok >= 30, load.ok
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "control"])
+def test_an_expiring_token_is_refreshed_once_for_the_whole_cluster(start_cluster, shared: bool):
+    """Tokens live 4 s and are renewed 1 s ahead. Once they are due, a burst through all three instances at
+    the same moment refreshes each account once for the cluster (the control: once per instance)."""
+    cluster = start_cluster(shared=shared, scenario={"token_expires_in": 4},
+                            upstream={"token_refresh_lead": "1s"}, pool={"quota_interval": "0s"})
+
+    def burst(tag: str):
+        def one(gateway: Gateway, i: int):
+            r = gateway.chat(f"{tag} {i} [sim:text]")
+            assert r.status_code == 200, r.text
+
+        threads = [threading.Thread(target=one, args=(g, i)) for g in cluster.gateways for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+
+    burst("warm")
+    time.sleep(3.3)  # every token is now inside its refresh lead
+    cluster.sim.reset_stats()
+    burst("due")
+    refreshes = {email: a.get("token_refreshes", 0) for email, a in cluster.sim.stats()["accounts"].items()}
+    used = {email: n for email, n in refreshes.items() if n}
+    assert used, refreshes
+    if shared:
+        assert all(n == 1 for n in used.values()), f"more than one refresh per account: {refreshes}"
+    else:
+        assert max(used.values()) > 1, refreshes

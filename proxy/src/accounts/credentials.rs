@@ -18,6 +18,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::cluster::{refresh_once, ClusterCredentials, SharedProject, Token};
 use crate::config::{AccountSpec, UpstreamSettings};
 use crate::store::{unix_now, Store};
 use crate::upstream::{Upstream, UpstreamError, UpstreamRequest};
@@ -169,6 +170,8 @@ pub struct Credentials {
     upstream: Arc<Upstream>,
     store: Store,
     accounts: Arc<Mutex<HashMap<String, Arc<AccountCredentials>>>>,
+    /// Tokens and projects shared with other instances (`shared_state`), set once at start.
+    cluster: Arc<std::sync::OnceLock<Arc<dyn ClusterCredentials>>>,
 }
 
 #[derive(Deserialize)]
@@ -192,13 +195,24 @@ struct OAuthError {
 
 impl Credentials {
     pub fn new(upstream: Arc<Upstream>, store: Store) -> Self {
-        Credentials { upstream, store, accounts: Arc::new(Mutex::new(HashMap::new())) }
+        Credentials {
+            upstream,
+            store,
+            accounts: Arc::new(Mutex::new(HashMap::new())),
+            cluster: Default::default(),
+        }
+    }
+
+    /// Shares tokens (one refresh per account per expiry across the cluster) and projects from now on.
+    pub fn set_cluster(&self, cluster: Arc<dyn ClusterCredentials>) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// The same tokens, projects and gates, calling through another upstream client (the background
     /// services' own, so they never take or poison the gateway runtime's pooled connections).
     pub fn with_upstream(&self, upstream: Arc<Upstream>) -> Credentials {
-        Credentials { upstream, store: self.store.clone(), accounts: self.accounts.clone() }
+        let (store, accounts, cluster) = (self.store.clone(), self.accounts.clone(), self.cluster.clone());
+        Credentials { upstream, store, accounts, cluster }
     }
 
     /// The account's control-call back-off, when one is running (for `/admin/accounts`).
@@ -277,7 +291,19 @@ impl Credentials {
         }
         // Waiters queued behind a refresh that just failed fail with it rather than each retrying.
         entry.check_backoff(account)?;
-        let result = Self::bounded(account, settings, "token refresh", self.refresh(account, settings)).await;
+        let result = match self.cluster.get() {
+            Some(cluster) => {
+                let (lead, patience) = (settings.token_refresh_lead, settings.control_timeout);
+                let refresh = || async {
+                    let t = self.refresh(account, settings).await?;
+                    Ok(Token { token: t.token, expires_at: t.expires_at })
+                };
+                let once = refresh_once(&**cluster, &account.id, lead, patience, refresh);
+                let shared = Self::bounded(account, settings, "token refresh", once).await;
+                shared.map(|t| AccessToken { token: t.token, expires_at: t.expires_at })
+            }
+            None => Self::bounded(account, settings, "token refresh", self.refresh(account, settings)).await,
+        };
         entry.note(&result);
         let token = result?;
         if let Ok(mut slot) = entry.token.write() {
@@ -373,6 +399,17 @@ impl Credentials {
         if let Some(project) = known(&entry) {
             return Ok(project);
         }
+        let cluster = self.cluster.get();
+        if let Some(shared) = match cluster {
+            Some(cluster) => cluster.project(&account.id).await,
+            None => None,
+        } {
+            let project = Project { id: shared.id.into(), tier: shared.tier };
+            if let Ok(mut slot) = entry.project.write() {
+                *slot = Some(project.clone());
+            }
+            return Ok(project);
+        }
         entry.check_backoff(account)?;
         // The whole discovery (loadCodeAssist, onboarding polls) is bounded, and so is each call in it.
         let budget = settings.control_timeout.saturating_mul(ONBOARD_POLLS as u32 + 1);
@@ -389,6 +426,10 @@ impl Credentials {
         let project = result?;
         if let Ok(mut slot) = entry.project.write() {
             *slot = Some(project.clone());
+        }
+        if let Some(cluster) = cluster {
+            let shared = SharedProject { id: project.id.to_string(), tier: project.tier.clone() };
+            cluster.put_project(&account.id, &shared).await;
         }
         let saved = project.clone();
         if let Err(e) = self.store.update_account(&account.id, |s| {

@@ -41,6 +41,11 @@ impl Keys {
         format!("{}pool:{name}", self.prefix)
     }
 
+    /// Per-account credentials: `token`, `refreshing` (the refresh claim), `project`.
+    pub fn account(&self, kind: &str, account: &str) -> String {
+        format!("{}acct:{kind}:{account}", self.prefix)
+    }
+
     /// The store key back from a signature key (for the index trim), if it is one of ours.
     pub fn store_key_of<'a>(&self, signature_key: &'a str) -> Option<&'a str> {
         signature_key.strip_prefix(&self.prefix)?.strip_prefix("sig:")

@@ -10,6 +10,7 @@
 //! instance in degraded mode (local state only, logged once, `levitate_shared_state_up 0`) until the
 //! background [`service::SharedStateService`] reconnects; then the writes made meanwhile are replayed.
 
+pub mod credentials;
 pub mod keys;
 mod pool_sync;
 mod recorder;
@@ -251,7 +252,7 @@ impl SharedState {
             "lease_seconds": link.settings.lease.as_secs(),
             "shares": [
                 "thought_signatures", "session_affinity", "lockouts", "forbidden_marks", "quota_snapshots",
-                "account_concurrency",
+                "account_concurrency", "oauth_tokens", "projects",
             ],
         })
     }
