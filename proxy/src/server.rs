@@ -128,6 +128,7 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
             app.shared.clone(),
             app.config.clone(),
             app.pool.clone(),
+            app.tenancy.clone(),
             app.store.clone(),
         ),
     ));

@@ -171,7 +171,7 @@ def start_cluster(tmp_path: Path, start_sim, request):
     started: list = []
 
     def start(shared: bool = True, scenario: dict | None = None, shared_extra: dict | None = None,
-              upstream: dict | None = None, pool: dict | None = None) -> Cluster:
+              upstream: dict | None = None, pool: dict | None = None, key_limits: dict | None = None) -> Cluster:
         accounts = [pro_account("c1"), pro_account("c2")]
         for a in accounts:
             a.max_concurrent = CAP
@@ -188,6 +188,7 @@ def start_cluster(tmp_path: Path, start_sim, request):
             gateway = Gateway(config_dir, sim, accounts, tmp_path / "logs")
             config = main_config(sim, pool=pool)
             config["upstream"].update(upstream or {})
+            config["auth"]["api_keys"][0].update(key_limits or {})
             if redis:
                 config["shared_state"] = {"redis_url": redis.url, "instance_id": f"instance-{i}",
                                           "timeout": "200ms", **(shared_extra or {})}
@@ -529,3 +530,16 @@ def test_an_expiring_token_is_refreshed_once_for_the_whole_cluster(start_cluster
         assert all(n == 1 for n in used.values()), f"more than one refresh per account: {refreshes}"
     else:
         assert max(used.values()) > 1, refreshes
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "control"])
+def test_a_keys_rpm_holds_for_the_cluster(start_cluster, shared: bool):
+    """rpm 6 through three instances round-robin: six requests a minute pass in all, two per instance (the
+    control: six per instance)."""
+    cluster = start_cluster(shared=shared, key_limits={"rpm": 6})
+    with httpx.Client(base_url=cluster.base, timeout=30.0, headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+        codes = [http.post("/v1/chat/completions", json={
+            "model": "gpt-4o", "messages": [{"role": "user", "content": f"count {i} [sim:text]"}]}).status_code
+            for i in range(24)]
+    expected = 6 if shared else 18
+    assert codes.count(200) == expected and codes.count(429) == 24 - expected, codes

@@ -18,8 +18,10 @@ use redis::AsyncConnectionConfig;
 
 use super::{keys, Link, SharedState};
 use crate::config::live::LiveConfig;
+use crate::pool::cluster::Share;
 use crate::pool::AccountPool;
 use crate::store::Store;
+use crate::tenancy::Tenancy;
 
 /// How often the link is checked (and how soon after a failure it is retried).
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -32,6 +34,7 @@ pub struct SharedStateService {
     shared: Arc<SharedState>,
     config: Arc<LiveConfig>,
     pool: Arc<AccountPool>,
+    tenancy: Arc<Tenancy>,
     store: Store,
 }
 
@@ -40,9 +43,19 @@ impl SharedStateService {
         shared: Arc<SharedState>,
         config: Arc<LiveConfig>,
         pool: Arc<AccountPool>,
+        tenancy: Arc<Tenancy>,
         store: Store,
     ) -> Self {
-        SharedStateService { shared, config, pool, store }
+        SharedStateService { shared, config, pool, tenancy, store }
+    }
+
+    /// Puts the cluster's shape in force: the accounts' caps and the keys' limits are split over it.
+    fn apply(&self, share: Share) {
+        self.tenancy.set_instances(match share {
+            Share::Whole => 1,
+            Share::Exact { n, .. } | Share::Fallback { n } => n,
+        });
+        self.pool.set_cluster_share(share);
     }
 
     /// The link's life: connect, heartbeat, sweep; reconnect after a failure.
@@ -59,7 +72,7 @@ impl SharedStateService {
             } else {
                 heartbeat(link).await
             };
-            self.pool.set_cluster_share(link.share(members));
+            self.apply(link.share(members));
             if link.conn.load().is_some() && last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_INTERVAL) {
                 last_sweep = Some(Instant::now());
                 let snapshot = self.config.load();
@@ -89,7 +102,7 @@ impl BackgroundService for SharedStateService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let Some(link) = self.shared.link.as_ref() else { return };
         // Until the cluster is seen, this instance takes no more than an even share of each cap.
-        self.pool.set_cluster_share(link.share(None));
+        self.apply(link.share(None));
         tokio::select! {
             _ = shutdown.changed() => {}
             _ = self.run(link) => {}
