@@ -5,9 +5,15 @@
   whose consecutive turns land on different instances (read from each instance's own log): the upstream must
   see its own signature back on every tool turn (simulator: zero sentinels, zero unknown signatures, no 400).
   The same conversation without `shared_state` is the control: there the signatures are lost.
-- The anthropic SDK runs the same kind of conversation (it carries its signatures itself).
+- The anthropic SDK and Claude Code (headless) run thinking + tool conversations across the instances.
 - Redis is killed and restarted under load: no client request fails, and every instance's
   `levitate_shared_state_up` goes to 0 and back to 1.
+- A lockout learned on one instance keeps the others off the account a second later; a new instance starts
+  with it; `/admin/cluster` lists the instances.
+- A 429 storm keeps each account's in-flight count within its cap for the three together; kill -9 of one
+  instance gives its share back within the lease.
+- An expiring token is refreshed once for the cluster; a key's rpm holds for the cluster.
+Most have a control without `shared_state` that shows the test can fail.
 
 Everything listens on loopback free ports; Redis runs with a temporary folder and no persistence.
 """
@@ -543,3 +549,29 @@ def test_a_keys_rpm_holds_for_the_cluster(start_cluster, shared: bool):
             for i in range(24)]
     expected = 6 if shared else 18
     assert codes.count(200) == expected and codes.count(429) == 24 - expected, codes
+
+
+class _Front:
+    """What the real-client helpers need of a gateway: its base URL (here, Nginx in front of the cluster)."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+
+
+def test_claude_code_runs_a_thinking_tool_conversation_across_instances(start_cluster, tmp_path: Path):
+    """Claude Code (headless) through Nginx: its turns land on different instances; every upstream request is
+    accepted and no signature was replaced by a sentinel or came from elsewhere."""
+    from test_real_clients import api_exchanges, claude_code, explain
+
+    cluster = start_cluster(shared=True)
+    result, recorder, proc = claude_code(_Front(cluster.base), tmp_path, "What files are in this folder?",
+                                         "--max-turns", "4")
+
+    messages = api_exchanges(recorder, "/v1/messages")
+    assert len(messages) >= 2 and all(e.status == 200 for e in messages), explain(proc, recorder)
+    assert any(e.body_summary.get("n_messages", 0) >= 3 for e in messages), explain(proc, recorder)
+    assert sum(1 for n in cluster.served() if n) >= 2, f"one instance served everything: {cluster.served()}"
+    verdicts = replayed(cluster.sim)
+    assert sum(v["sentinel"] for v in verdicts) == 0 and sum(v["unknown"] for v in verdicts) == 0, verdicts
+    statuses = cluster.sim.stats()["totals"]["by_status"]
+    assert set(statuses) == {"200"}, statuses
