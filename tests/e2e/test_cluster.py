@@ -8,8 +8,8 @@
 - The anthropic SDK and Claude Code (headless) run thinking + tool conversations across the instances.
 - Redis is killed and restarted under load: no client request fails, and every instance's
   `levitate_shared_state_up` goes to 0 and back to 1.
-- A lockout learned on one instance keeps the others off the account a second later; a new instance starts
-  with it; `/admin/cluster` lists the instances.
+- A lockout or an opened breaker learned on one instance keeps the others off the account a second later; a
+  new instance starts with the cluster's lockouts; `/admin/cluster` lists the instances.
 - A 429 storm keeps each account's in-flight count within its cap for the three together; kill -9 of one
   instance gives its share back within the lease.
 - An expiring token is refreshed once for the cluster; a key's rpm holds for the cluster.
@@ -575,3 +575,26 @@ def test_claude_code_runs_a_thinking_tool_conversation_across_instances(start_cl
     assert sum(v["sentinel"] for v in verdicts) == 0 and sum(v["unknown"] for v in verdicts) == 0, verdicts
     statuses = cluster.sim.stats()["totals"]["by_status"]
     assert set(statuses) == {"200"}, statuses
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "control"])
+def test_a_breaker_opened_on_one_instance_rests_the_account_on_the_others(start_cluster, shared: bool):
+    """c1 answers 500. Instance 0's breaker opens after two failures; a second later instances 1 and 2 do not
+    send c1 a request (the control: each pays for its own failures first)."""
+    cluster = start_cluster(shared=shared, pool={"breaker_failures": 2, "breaker_cooldown": "60s"})
+    c1 = cluster.gateways[0].accounts[0].email
+    cluster.sim.set_faults([{"kind": "server_error", "account": c1, "sticky": True}])
+    for i in range(20):
+        assert cluster.gateways[0].chat(f"open the breaker {i} [sim:text]").status_code == 200
+        if cluster.sim.account_stats(c1).get("requests", 0) >= 2:
+            break
+    assert cluster.sim.account_stats(c1).get("requests") == 2, cluster.sim.account_stats(c1)
+    time.sleep(1.0)
+    for gateway in cluster.gateways[1:]:
+        for i in range(6):
+            assert gateway.chat(f"elsewhere {i} [sim:text]").status_code == 200
+    after = cluster.sim.account_stats(c1).get("requests")
+    if shared:
+        assert after == 2, f"another instance sent c1 a request though its breaker is open: {after}"
+    else:
+        assert after > 2, after

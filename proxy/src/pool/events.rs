@@ -18,9 +18,19 @@ use crate::store::{ForbiddenRecord, LockoutRecord, QuotaRecord};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PoolEvent {
     Lockout(LockoutRecord),
-    Forbidden { account: String, record: ForbiddenRecord },
-    Unforbidden { account: String },
+    Forbidden {
+        account: String,
+        record: ForbiddenRecord,
+    },
+    Unforbidden {
+        account: String,
+    },
     Quota(QuotaRecord),
+    /// An account's breaker opened (5xx or dropped connections); others rest it until `until_ms` too.
+    BreakerOpened {
+        account: String,
+        until_ms: u64,
+    },
 }
 
 /// Where events go.
@@ -36,6 +46,12 @@ impl Events {
             sink(event());
         }
     }
+
+    pub(super) fn emit_if(&self, happened: bool, event: impl FnOnce() -> PoolEvent) {
+        if happened {
+            self.emit(event);
+        }
+    }
 }
 
 pub(super) fn lockout_event(account: &str, model: &str, until_ms: u64, reason: &str) -> PoolEvent {
@@ -45,6 +61,11 @@ pub(super) fn lockout_event(account: &str, model: &str, until_ms: u64, reason: &
         until_ms,
         reason: reason.into(),
     })
+}
+
+pub(super) fn breaker_event(account: &str, cooldown: std::time::Duration) -> PoolEvent {
+    let until_ms = crate::store::unix_now_ms() + cooldown.as_millis() as u64;
+    PoolEvent::BreakerOpened { account: account.into(), until_ms }
 }
 
 pub(super) fn quota_event(account: &str, model: &str, view: &QuotaView) -> PoolEvent {
@@ -95,6 +116,13 @@ impl AccountPool {
                     self.state.changed.notify_waiters();
                 }
             }
+            PoolEvent::BreakerOpened { account, until_ms } => {
+                if until_ms > crate::store::unix_now_ms()
+                    && self.state.live_of(&account).breaker.open_from_cluster(std::time::Instant::now())
+                {
+                    tracing::info!(account, "breaker opened (learned from the cluster)");
+                }
+            }
             PoolEvent::Quota(r) => {
                 let view = QuotaView {
                     remaining_fraction: r.remaining_fraction,
@@ -118,6 +146,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::pool::state::PoolState;
 
     fn pool() -> AccountPool {
         AccountPool::new(&[crate::pool::selector::tests::account("a@example.com", None, 2)])
@@ -139,6 +168,32 @@ mod tests {
         pool.apply_remote(PoolEvent::Lockout(told));
         assert_eq!(seen.lock().unwrap().len(), 1, "a remote event is not sent back");
         assert_eq!(pool.state.lockouts.until(&account.id, "n", until_ms - 1), Some(until_ms));
+    }
+
+    #[test]
+    fn a_breaker_opened_here_is_emitted_and_one_opened_elsewhere_rests_the_account_here() {
+        let pool = pool();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        pool.set_event_sink(Box::new(move |e| sink.lock().unwrap().push(e)));
+        let account = pool.accounts()[0].clone();
+        let mut failures = 0;
+        while !pool.on_server_failure(&account) {
+            failures += 1;
+            assert!(failures < 100, "the breaker never opened");
+        }
+        assert!(
+            matches!(seen.lock().unwrap().as_slice(), [PoolEvent::BreakerOpened { account: a, .. }] if *a == account.id)
+        );
+
+        let other = AccountPool::new(&[crate::pool::selector::tests::account("a@example.com", None, 2)]);
+        let until_ms = crate::store::unix_now_ms() + 30_000;
+        other.apply_remote(PoolEvent::BreakerOpened { account: account.id.clone(), until_ms });
+        let live = other.state.live_of(&account.id);
+        assert!(live
+            .breaker
+            .blocked_until(std::time::Instant::now(), &PoolState::policy(&other.state.settings.load()))
+            .is_some());
     }
 
     #[test]

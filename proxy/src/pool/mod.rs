@@ -481,7 +481,9 @@ impl AccountPool {
     pub fn on_server_failure(&self, account: &AccountSpec) -> bool {
         let settings = self.state.settings.load();
         let live = self.state.live_of(&account.id);
-        live.breaker.on_failure(Instant::now(), &PoolState::policy(&settings))
+        let opened = live.breaker.on_failure(Instant::now(), &PoolState::policy(&settings));
+        self.events.emit_if(opened, || events::breaker_event(&account.id, settings.breaker_cooldown));
+        opened
     }
 
     /// Takes an account out of rotation until a reload or an operator clears it.

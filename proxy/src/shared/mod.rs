@@ -252,6 +252,7 @@ impl SharedState {
             "lease_seconds": link.settings.lease.as_secs(),
             "shares": [
                 "thought_signatures", "session_affinity", "lockouts", "forbidden_marks", "quota_snapshots",
+                "breaker_openings",
                 "account_concurrency", "oauth_tokens", "projects", "key_limits",
             ],
         })

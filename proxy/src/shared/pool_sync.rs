@@ -33,6 +33,9 @@ fn stored(link: &Link, event: &PoolEvent) -> (String, String, Option<String>) {
         PoolEvent::Quota(r) => (link.keys.pool("quotas"), format!("{}|{}", r.account, r.model), json(event)),
         PoolEvent::Forbidden { account, .. } => (link.keys.pool("forbidden"), account.clone(), json(event)),
         PoolEvent::Unforbidden { account } => (link.keys.pool("forbidden"), account.clone(), None),
+        PoolEvent::BreakerOpened { account, .. } => {
+            (link.keys.pool("breakers"), account.clone(), json(event))
+        }
     }
 }
 
@@ -87,7 +90,7 @@ impl Link {
         let Some(conn) = self.conn.load_full() else { return };
         let mut conn = (*conn).clone();
         let mut pipe = redis::pipe();
-        for name in ["lockouts", "forbidden", "quotas"] {
+        for name in ["lockouts", "forbidden", "quotas", "breakers"] {
             pipe.cmd("HGETALL").arg(self.keys.pool(name));
         }
         let tables: Vec<HashMap<String, String>> = match self.bounded(pipe.query_async(&mut conn)).await {
@@ -142,13 +145,18 @@ impl Link {
         }
     }
 
-    /// Drops stored lockouts that have ended (every instance may do it; it is idempotent).
+    /// Drops stored lockouts and breaker openings that have ended (every instance may do it; idempotent).
     pub(super) async fn prune_lockouts(&self) {
+        for name in ["lockouts", "breakers"] {
+            self.prune(&self.keys.pool(name)).await;
+        }
+    }
+
+    async fn prune(&self, hash: &str) {
         let Some(conn) = self.conn.load_full() else { return };
         let mut conn = (*conn).clone();
-        let hash = self.keys.pool("lockouts");
         let mut get = redis::cmd("HGETALL");
-        get.arg(&hash);
+        get.arg(hash);
         let Ok(table) = self.bounded::<HashMap<String, String>>(get.query_async(&mut conn)).await else {
             return;
         };
@@ -157,13 +165,14 @@ impl Link {
             .into_iter()
             .filter(|(_, text)| match serde_json::from_str::<PoolEvent>(text) {
                 Ok(PoolEvent::Lockout(r)) => r.until_ms <= now,
+                Ok(PoolEvent::BreakerOpened { until_ms, .. }) => until_ms <= now,
                 _ => true,
             })
             .map(|(field, _)| field)
             .collect();
         if !ended.is_empty() {
             let mut del = redis::cmd("HDEL");
-            del.arg(&hash).arg(&ended);
+            del.arg(hash).arg(&ended);
             let _ = self.bounded(del.exec_async(&mut conn)).await;
         }
     }
