@@ -446,7 +446,9 @@ def test_a_429_storm_through_three_instances_keeps_each_accounts_cap_for_the_clu
     """18 clients through three instances, one upstream request in five a 429: the simulator's peak in-flight
     count per account stays within its cap for the three together, and clients barely notice the storm.
     The control, without shared state: each instance admits the whole cap, so the sum exceeds it."""
-    cluster = start_cluster(shared=shared)
+    # A busy pool queues (bounded by pool.max_wait) rather than failing; on a loaded debug box a queued request
+    # can wait a few seconds, so the wait is long enough that busy never turns into a client error.
+    cluster = start_cluster(shared=shared, pool={"max_wait": "30s"})
     cluster.sim.set_faults([{"kind": "slow_first_byte", "delay_ms": 150},
                             {"kind": "rate_limit", "probability": 0.2, "delay_ms": 300}])
     cluster.sim.reset_stats()

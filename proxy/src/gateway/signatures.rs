@@ -3,7 +3,7 @@
 //! Signatures live in sled (see `store.rs`) so they survive restarts; the transforms look them up through
 //! [`StoredSignatures`], and [`SignatureSweeper`] keeps the cache within its TTL and size bound in the
 //! background, off the request path. In a cluster (`crate::shared`) misses are asked of Redis in one round
-//! trip after the transform ([`adopt`]), and what a response captured is written there when it ends ([`share`]).
+//! trip after the transform ([`from_cluster`]), and what a response captured is written there when it ends ([`share`]).
 
 use std::sync::Arc;
 use std::time::Duration;
