@@ -39,6 +39,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)             # the demo test r
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)   # tests/e2e/test_nginx.py runs it
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)       # tests/e2e/test_tls.py makes its certificates with it
 [ -x /usr/bin/chromium ] || missing+=(chromium)                # tests/e2e/test_console.py drives the console in it
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)   # tests/e2e/test_cluster.py shares state through it
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing ${missing[*]}"
     apt_install "${missing[@]}"

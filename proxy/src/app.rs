@@ -16,6 +16,7 @@ use crate::config::Snapshot;
 use crate::ops::metrics::Metrics;
 use crate::ops::request_log::RequestLog;
 use crate::pool::AccountPool;
+use crate::shared::SharedState;
 use crate::store::{Store, StoreError};
 use crate::tenancy::Tenancy;
 use crate::tls::EdgeTls;
@@ -48,6 +49,8 @@ pub struct App {
     pub tenancy: Arc<Tenancy>,
     /// The warmup scheduler's shared state (last runs, the admin trigger).
     pub warmup: Arc<crate::ops::warmup::WarmupState>,
+    /// The cluster link (`shared_state`); a no-op without it.
+    pub shared: Arc<SharedState>,
 }
 
 impl App {
@@ -77,6 +80,12 @@ impl App {
             pool_of_reload.replace(&next.accounts);
             tls_of_reload.apply(next.tls.as_ref(), next.admin.tls.as_ref());
         });
+        let shared = Arc::new(SharedState::new(snapshot.shared_state.as_ref(), &metrics));
+        if shared.enabled() {
+            pool.set_event_sink(shared.pool_sink());
+            // `background_credentials` shares the same per-account state, this included.
+            credentials.set_cluster(Arc::new(crate::shared::credentials::RedisCredentials(shared.clone())));
+        }
         let reload = Arc::new(Reloader::new(snapshot, config.clone(), metrics.clone(), apply));
         let tenancy = Arc::new(Tenancy::new(store.clone()));
         Arc::new(App {
@@ -93,6 +102,7 @@ impl App {
             tls,
             tenancy,
             warmup: Arc::new(crate::ops::warmup::WarmupState::default()),
+            shared,
         })
     }
 

@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod ops;
 pub mod pool;
 pub mod server;
+pub mod shared;
 pub mod store;
 pub mod tenancy;
 pub mod tls;

@@ -140,6 +140,16 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
         crate::egress::probe::EgressProbe::new(app.config.clone(), app.pool.clone()),
     ));
     server.add_service(background_service(
+        "levitate shared state",
+        crate::shared::service::SharedStateService::new(
+            app.shared.clone(),
+            app.config.clone(),
+            app.pool.clone(),
+            app.tenancy.clone(),
+            app.store.clone(),
+        ),
+    ));
+    server.add_service(background_service(
         "levitate signatures",
         SignatureSweeper::new(app.store.clone(), app.config.clone()),
     ));

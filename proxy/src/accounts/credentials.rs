@@ -21,6 +21,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::answers::{default_allowed_tier, google_message, project_of, tier_of};
+use super::cluster::{refresh_once, ClusterCredentials, SharedProject, Token};
 use crate::config::{AccountSpec, UpstreamSettings};
 use crate::egress::identity::ClientIdentity;
 use crate::store::{unix_now, Store};
@@ -184,6 +186,8 @@ pub struct Credentials {
     upstream: Arc<Upstream>,
     store: Store,
     accounts: Arc<Mutex<HashMap<String, Arc<AccountCredentials>>>>,
+    /// Tokens and projects shared with other instances (`shared_state`), set once at start.
+    cluster: Arc<std::sync::OnceLock<Arc<dyn ClusterCredentials>>>,
 }
 
 #[derive(Deserialize)]
@@ -207,13 +211,24 @@ struct OAuthError {
 
 impl Credentials {
     pub fn new(upstream: Arc<Upstream>, store: Store) -> Self {
-        Credentials { upstream, store, accounts: Arc::new(Mutex::new(HashMap::new())) }
+        Credentials {
+            upstream,
+            store,
+            accounts: Arc::new(Mutex::new(HashMap::new())),
+            cluster: Default::default(),
+        }
+    }
+
+    /// Shares tokens (one refresh per account per expiry across the cluster) and projects from now on.
+    pub fn set_cluster(&self, cluster: Arc<dyn ClusterCredentials>) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// The same tokens, projects and gates, calling through another upstream client (the background
     /// services' own, so they never take or poison the gateway runtime's pooled connections).
     pub fn with_upstream(&self, upstream: Arc<Upstream>) -> Credentials {
-        Credentials { upstream, store: self.store.clone(), accounts: self.accounts.clone() }
+        let (store, accounts, cluster) = (self.store.clone(), self.accounts.clone(), self.cluster.clone());
+        Credentials { upstream, store, accounts, cluster }
     }
 
     /// The account's control-call back-off, when one is running (for `/admin/accounts`).
@@ -319,7 +334,19 @@ impl Credentials {
         }
         // Waiters queued behind a refresh that just failed fail with it rather than each retrying.
         entry.check_backoff(account)?;
-        let result = Self::bounded(account, settings, "token refresh", self.refresh(account, settings)).await;
+        let result = match self.cluster.get() {
+            Some(cluster) => {
+                let (lead, patience) = (settings.token_refresh_lead, settings.control_timeout);
+                let refresh = || async {
+                    let t = self.refresh(account, settings).await?;
+                    Ok(Token { token: t.token, expires_at: t.expires_at })
+                };
+                let once = refresh_once(&**cluster, &account.id, lead, patience, refresh);
+                let shared = Self::bounded(account, settings, "token refresh", once).await;
+                shared.map(|t| AccessToken { token: t.token, expires_at: t.expires_at })
+            }
+            None => Self::bounded(account, settings, "token refresh", self.refresh(account, settings)).await,
+        };
         entry.note(&result);
         let token = result?;
         if let Ok(mut slot) = entry.token.write() {
@@ -424,6 +451,17 @@ impl Credentials {
         if let Some(project) = known(&entry) {
             return Ok(project);
         }
+        let cluster = self.cluster.get();
+        if let Some(shared) = match cluster {
+            Some(cluster) => cluster.project(&account.id).await,
+            None => None,
+        } {
+            let project = Project { id: shared.id.into(), tier: shared.tier };
+            if let Ok(mut slot) = entry.project.write() {
+                *slot = Some(project.clone());
+            }
+            return Ok(project);
+        }
         entry.check_backoff(account)?;
         // The whole discovery (loadCodeAssist, onboarding polls) is bounded, and so is each call in it.
         let budget = settings.control_timeout.saturating_mul(ONBOARD_POLLS as u32 + 1);
@@ -440,6 +478,10 @@ impl Credentials {
         let project = result?;
         if let Ok(mut slot) = entry.project.write() {
             *slot = Some(project.clone());
+        }
+        if let Some(cluster) = cluster {
+            let shared = SharedProject { id: project.id.to_string(), tier: project.tier.clone() };
+            cluster.put_project(&account.id, &shared).await;
         }
         let saved = project.clone();
         if let Err(e) = self.store.update_account(&account.id, |s| {
@@ -551,50 +593,6 @@ impl Credentials {
     }
 }
 
-/// Google's error message from an error body, without anything else of it.
-fn google_message(body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| "no error message".to_string())
-}
-
-/// `cloudaicompanionProject` may be a string or `{id, name}`.
-fn project_of(answer: &Value) -> Option<String> {
-    match answer.get("cloudaicompanionProject")? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Object(o) => o.get("id").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string),
-        _ => None,
-    }
-}
-
-/// Tier precedence: `paidTier` > `currentTier` (unless `ineligibleTiers` is set) > the `allowedTiers` default.
-pub fn tier_of(answer: &Value) -> Option<String> {
-    let id =
-        |key: &str| answer.get(key).and_then(|t| t.get("id")).and_then(Value::as_str).map(str::to_string);
-    if let Some(paid) = id("paidTier") {
-        return Some(paid);
-    }
-    let ineligible = answer.get("ineligibleTiers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
-    if !ineligible {
-        if let Some(current) = id("currentTier") {
-            return Some(current);
-        }
-    }
-    default_allowed_tier(answer)
-}
-
-fn default_allowed_tier(answer: &Value) -> Option<String> {
-    answer
-        .get("allowedTiers")?
-        .as_array()?
-        .iter()
-        .find(|t| t.get("isDefault").and_then(Value::as_bool) == Some(true))
-        .and_then(|t| t.get("id"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -610,35 +608,6 @@ mod tests {
         let printed = format!("{token:?} {token:#?} {state:?} {:?}", Some(&token));
         assert!(!printed.contains("SECRET"), "{printed}");
         assert!(printed.contains("42") && printed.contains("<redacted>"), "{printed}");
-    }
-
-    #[test]
-    fn tier_precedence_follows_protocol() {
-        let paid = json!({"paidTier": {"id": "g1-pro-tier"}, "currentTier": {"id": "free-tier"}});
-        assert_eq!(tier_of(&paid).as_deref(), Some("g1-pro-tier"));
-        let current = json!({"currentTier": {"id": "standard-tier"}, "allowedTiers": [{"id": "free-tier", "isDefault": true}]});
-        assert_eq!(tier_of(&current).as_deref(), Some("standard-tier"));
-        let ineligible = json!({"currentTier": {"id": "standard-tier"}, "ineligibleTiers": [{"reasonCode": "X"}],
-            "allowedTiers": [{"id": "free-tier", "isDefault": true}]});
-        assert_eq!(tier_of(&ineligible).as_deref(), Some("free-tier"));
-        assert_eq!(tier_of(&json!({})), None);
-    }
-
-    #[test]
-    fn project_forms() {
-        assert_eq!(project_of(&json!({"cloudaicompanionProject": "p-1"})).as_deref(), Some("p-1"));
-        assert_eq!(
-            project_of(&json!({"cloudaicompanionProject": {"id": "p-2", "name": "x"}})).as_deref(),
-            Some("p-2")
-        );
-        assert_eq!(project_of(&json!({"cloudaicompanionProject": ""})), None);
-        assert_eq!(project_of(&json!({})), None);
-    }
-
-    #[test]
-    fn google_message_never_echoes_raw_bodies() {
-        assert_eq!(google_message(br#"{"error":{"message":"quota"}}"#), "quota");
-        assert_eq!(google_message(b"<html>secret</html>"), "no error message");
     }
 
     #[test]

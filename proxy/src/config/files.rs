@@ -45,6 +45,8 @@ pub struct MainFile {
     /// The optional warmup scheduler (`config::warmup`).
     #[serde(default)]
     pub warmup: Option<super::warmup::WarmupFile>,
+    /// Several instances as one gateway, through Redis (`crate::shared`); absent: this box alone (sled only).
+    pub shared_state: Option<super::shared_state::SharedStateFile>,
 }
 
 impl MainFile {
@@ -112,14 +114,14 @@ pub struct UpstreamFile {
     pub oauth_client_secret_env: String,
     #[serde(default = "defaults::user_agent")]
     pub user_agent: String,
-    #[serde(default = "defaults::connect_timeout", with = "humantime_serde_compat")]
+    #[serde(default = "defaults::connect_timeout", with = "super::duration")]
     pub connect_timeout: Duration,
-    #[serde(default = "defaults::read_timeout", with = "humantime_serde_compat")]
+    #[serde(default = "defaults::read_timeout", with = "super::duration")]
     pub read_timeout: Duration,
     /// Whole-call bound for token refresh and discovery calls (not the content read timeout).
-    #[serde(default = "defaults::control_timeout", with = "humantime_serde_compat")]
+    #[serde(default = "defaults::control_timeout", with = "super::duration")]
     pub control_timeout: Duration,
-    #[serde(default = "defaults::refresh_lead", with = "humantime_serde_compat")]
+    #[serde(default = "defaults::refresh_lead", with = "super::duration")]
     pub token_refresh_lead: Duration,
     /// Default egress proxy of accounts that name none (`socks5://`, `socks5h://`, `http://`, `https://`).
     pub proxy: Option<String>,
@@ -154,7 +156,7 @@ pub struct StoreFile {
     #[serde(default = "defaults::store_path")]
     pub path: String,
     /// How long a captured thoughtSignature stays usable.
-    #[serde(default = "defaults::signature_ttl", with = "humantime_serde_compat")]
+    #[serde(default = "defaults::signature_ttl", with = "super::duration")]
     pub signature_ttl: Duration,
     /// Most signatures kept; the oldest go first beyond it.
     #[serde(default = "defaults::max_signatures")]
@@ -176,13 +178,13 @@ impl Default for StoreFile {
 pub struct LimitsFile {
     #[serde(default = "defaults::max_request_body")]
     pub max_request_body: String,
-    #[serde(default = "defaults::client_write_timeout", with = "humantime_serde_compat")]
+    #[serde(default = "defaults::client_write_timeout", with = "super::duration")]
     pub client_write_timeout: Duration,
-    #[serde(default = "defaults::header_timeout", with = "humantime_serde_compat")]
+    #[serde(default = "defaults::header_timeout", with = "super::duration")]
     pub header_timeout: Duration,
-    #[serde(default = "defaults::body_read_timeout", with = "humantime_serde_compat")]
+    #[serde(default = "defaults::body_read_timeout", with = "super::duration")]
     pub body_read_timeout: Duration,
-    #[serde(default = "defaults::keepalive_timeout", with = "humantime_serde_compat")]
+    #[serde(default = "defaults::keepalive_timeout", with = "super::duration")]
     pub keepalive_timeout: Duration,
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
@@ -213,7 +215,7 @@ pub struct PoolSettings {
     #[serde(default = "defaults::max_attempts")]
     pub max_attempts: u32,
     /// Longest a request waits for a busy or briefly locked account before answering 429.
-    #[serde(default = "defaults::max_wait", with = "humantime_serde_compat")]
+    #[serde(default = "defaults::max_wait", with = "super::duration")]
     pub max_wait: Duration,
     /// Accounts whose remaining quota fraction for a model is below this are skipped for it.
     #[serde(default)]
@@ -224,16 +226,16 @@ pub struct PoolSettings {
     /// Consecutive-window failures (5xx, network) that open an account's circuit breaker.
     #[serde(default = "defaults::breaker_failures")]
     pub breaker_failures: u32,
-    #[serde(default = "defaults::breaker_window", with = "humantime_serde_compat")]
+    #[serde(default = "defaults::breaker_window", with = "super::duration")]
     pub breaker_window: Duration,
     /// How long an open breaker waits before letting one probe through.
-    #[serde(default = "defaults::breaker_cooldown", with = "humantime_serde_compat")]
+    #[serde(default = "defaults::breaker_cooldown", with = "super::duration")]
     pub breaker_cooldown: Duration,
     /// How often `fetchAvailableModels` is polled per account; 0 turns polling off.
-    #[serde(default = "defaults::quota_interval", with = "humantime_serde_compat")]
+    #[serde(default = "defaults::quota_interval", with = "super::duration")]
     pub quota_interval: Duration,
     /// Session affinity: how long an idle binding lives, and how many are kept (least recently used go first).
-    #[serde(default = "defaults::affinity_ttl", with = "humantime_serde_compat")]
+    #[serde(default = "defaults::affinity_ttl", with = "super::duration")]
     pub affinity_ttl: Duration,
     #[serde(default = "defaults::affinity_capacity")]
     pub affinity_capacity: usize,
@@ -272,7 +274,7 @@ pub struct ServerFile {
     /// Worker threads for the client-facing service; 0 means one per core.
     #[serde(default)]
     pub threads: usize,
-    #[serde(default = "defaults::grace_period", with = "humantime_serde_compat")]
+    #[serde(default = "defaults::grace_period", with = "super::duration")]
     pub grace_period: Duration,
     /// Where the running instance writes its pid (read by `levitate upgrade` and init systems).
     #[serde(default = "defaults::pid_file")]
@@ -303,7 +305,7 @@ impl Default for ServerFile {
 pub struct RequestLogSettings {
     #[serde(default = "defaults::request_log_max_entries")]
     pub max_entries: usize,
-    #[serde(default = "defaults::request_log_max_age", with = "humantime_serde_compat")]
+    #[serde(default = "defaults::request_log_max_age", with = "super::duration")]
     pub max_age: Duration,
 }
 
@@ -340,10 +342,10 @@ pub struct AccountFile {
     /// Environment variable holding `user:password` for `proxy`.
     pub proxy_auth_env: Option<String>,
     /// Least time between two upstream calls of this account (0 = no pacing).
-    #[serde(default, with = "humantime_serde_compat")]
+    #[serde(default, with = "super::duration")]
     pub min_interval: Duration,
     /// Up to this much more, drawn per call.
-    #[serde(default, with = "humantime_serde_compat")]
+    #[serde(default, with = "super::duration")]
     pub jitter: Duration,
 }
 
@@ -546,25 +548,5 @@ mod defaults {
         .iter()
         .map(|m| m.to_string())
         .collect()
-    }
-}
-
-/// Durations written as `10s`, `500ms`, `5m` (humantime), or a bare number of seconds.
-mod humantime_serde_compat {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Seconds(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Seconds(s) => Ok(Duration::from_secs(s)),
-            Raw::Text(t) => humantime::parse_duration(t.trim())
-                .map_err(|e| serde::de::Error::custom(format!("invalid duration {t:?}: {e}"))),
-        }
     }
 }

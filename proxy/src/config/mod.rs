@@ -9,12 +9,14 @@
 //! [`Snapshot::load`]. `files` says what the YAML looks like, `source` reads a file and finds where a key is
 //! written in it, and `validate` turns the parsed files into a snapshot.
 
+mod duration;
 mod egress;
 pub mod fallback;
 mod files;
 pub mod live;
 pub mod reload;
 mod routes;
+mod shared_state;
 mod source;
 mod tenancy;
 mod validate;
@@ -33,6 +35,7 @@ use crate::egress::{Egress, EgressProxy, Pacing};
 use crate::tls::TlsMaterial;
 use files::MainFile;
 pub use files::{LockScope, PoolSettings, RequestLogSettings};
+pub use shared_state::SharedStateFile;
 use source::{Parsed, Source};
 pub use validate::{is_known_tier, parse_size, TIERS, UNKNOWN_TIER_RANK};
 
@@ -274,6 +277,8 @@ pub struct Snapshot {
     pub fallback: Option<fallback::FallbackSettings>,
     /// The warmup scheduler (`warmup:`); `None` is off.
     pub warmup: Option<warmup::WarmupSettings>,
+    /// `shared_state` (used at start only: see `crate::shared`).
+    pub shared_state: Option<SharedStateFile>,
 }
 
 impl fmt::Debug for Snapshot {

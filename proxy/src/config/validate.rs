@@ -176,6 +176,7 @@ pub(super) fn build(
         tenancy,
         fallback,
         warmup,
+        shared_state: file.shared_state.clone(),
     })
 }
 
@@ -275,6 +276,9 @@ fn main_settings(
         &[Key("pool")],
         "pool.breaker_failures and pool.affinity_capacity must be at least 1",
     );
+    if let Some((key, problem)) = main.shared_state.as_ref().and_then(crate::shared::keys::settings_problem) {
+        check(false, &[Key("shared_state"), Key(key)], problem);
+    }
     check(
         main.request_log.max_entries > 0,
         &[Key("request_log"), Key("max_entries")],

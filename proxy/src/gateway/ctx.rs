@@ -38,6 +38,10 @@ pub struct RequestCtx {
     pub(super) _active: crate::ops::metrics::LiveGuard,
     /// Counts a streaming response in `levitate_active_streams` while it is written.
     pub(super) stream: Option<crate::ops::metrics::LiveGuard>,
+    /// The conversation's affinity key, for the shared binding written when the request ends.
+    pub(super) session: Option<String>,
+    /// What this request learned for the other instances (`crate::shared`), flushed when it ends.
+    pub(super) shared_out: crate::shared::Outbox,
 }
 
 impl RequestCtx {
@@ -47,5 +51,6 @@ impl RequestCtx {
         self.attempts = attempts.count;
         self.account = attempts.last_account.clone();
         self.retry_after = attempts.retry_after;
+        self.session.clone_from(&attempts.session);
     }
 }

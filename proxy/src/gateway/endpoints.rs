@@ -28,10 +28,11 @@ use sha2::{Digest, Sha256};
 use super::ctx::RequestCtx;
 use super::exchange::{self, Attempts};
 use super::pump::UpstreamCall;
-use super::signatures::StoredSignatures;
+use super::signatures::{self, StoredSignatures};
 use super::{header, Gateway};
 use crate::app::App;
 use crate::config::Snapshot;
+use crate::shared::MissRecorder;
 
 /// Request bodies at least this large are parsed and rewritten on the blocking pool (a 256 KiB body takes
 /// about half a millisecond of CPU in the release build; a hostile 30 MiB one, tens).
@@ -132,17 +133,27 @@ impl SessionHeaders {
 /// resolved to.
 pub(super) trait Admissible {
     fn models(&self) -> (&str, &str);
+    /// The conversation's affinity key, where the request has one.
+    fn session(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl Admissible for Prepared {
     fn models(&self) -> (&str, &str) {
         (&self.client_model, &self.upstream_model)
     }
+    fn session(&self) -> Option<&str> {
+        Some(&self.session_id)
+    }
 }
 
 impl<T: Send> Admissible for (Prepared, T) {
     fn models(&self) -> (&str, &str) {
         self.0.models()
+    }
+    fn session(&self) -> Option<&str> {
+        self.0.session()
     }
 }
 
@@ -473,26 +484,56 @@ impl Gateway {
         prepare: F,
     ) -> Result<P, ClientError>
     where
-        F: FnOnce(Vec<u8>, &App, &Snapshot, &SessionHeaders, &mut ModelNote) -> Result<P, ClientError>
+        F: Fn(Vec<u8>, &App, &Snapshot, &SessionHeaders, &mut ModelNote) -> Result<P, ClientError>
+            + Clone
             + Send
             + 'static,
         P: Admissible + Send + 'static,
     {
-        let headers = SessionHeaders::of(session);
-        let app = Arc::clone(&self.app);
-        let snap = Arc::clone(snapshot);
+        let headers = Arc::new(SessionHeaders::of(session));
         let body_len = body.len();
-        let (note, prepared) = off_reactor(body_len, move || {
-            let mut note = ModelNote::default();
-            let prepared = prepare(body, &app, &snap, &headers, &mut note);
-            (note, prepared)
-        })
-        .await?;
+        // In a cluster the transform may run a second time with what Redis knew (see `crate::shared`).
+        let second = self.app.shared.is_up().then(|| body.clone());
+        let (note, prepared, missed) = self.transform(snapshot, &headers, body, prepare.clone()).await?;
+        let (note, prepared) = match (second, prepared) {
+            (Some(body), Ok(first))
+                if signatures::from_cluster(&self.app, &missed, first.session()).await =>
+            {
+                let (note, again, _) = self.transform(snapshot, &headers, body, prepare).await?;
+                (note, again)
+            }
+            (_, prepared) => (note, prepared),
+        };
         note.record(ctx);
         let prepared = prepared?;
         let (client_model, upstream_model) = prepared.models();
         self.admit_key(ctx, snapshot, client_model, upstream_model, body_len)?;
         Ok(prepared)
+    }
+
+    /// One run of a transform (inline or on the blocking pool), noting the signatures it missed locally.
+    async fn transform<F, P>(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        headers: &Arc<SessionHeaders>,
+        body: Vec<u8>,
+        prepare: F,
+    ) -> Result<(ModelNote, Result<P, ClientError>, Vec<String>), ClientError>
+    where
+        F: Fn(Vec<u8>, &App, &Snapshot, &SessionHeaders, &mut ModelNote) -> Result<P, ClientError>
+            + Send
+            + 'static,
+        P: Send + 'static,
+    {
+        let (app, snap, headers) = (Arc::clone(&self.app), Arc::clone(snapshot), Arc::clone(headers));
+        let record = app.shared.is_up();
+        off_reactor(body.len(), move || {
+            let recorder = MissRecorder::start(record);
+            let mut note = ModelNote::default();
+            let prepared = prepare(body, &app, &snap, &headers, &mut note);
+            (note, prepared, recorder.finish())
+        })
+        .await
     }
 
     /// The key's limits, before any upstream call (see crate::tenancy): every endpoint that calls the

@@ -87,6 +87,8 @@ impl ProxyHttp for Gateway {
             permit: None,
             _active: self.app.metrics.request_started(),
             stream: None,
+            session: None,
+            shared_out: crate::shared::Outbox::default(),
         }
     }
 
@@ -166,6 +168,7 @@ impl ProxyHttp for Gateway {
             "request"
         );
         self.record(ctx, elapsed);
+        signatures::share(&self.app, ctx);
     }
 }
 

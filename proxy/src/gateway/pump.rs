@@ -141,7 +141,7 @@ impl Gateway {
                     tracing::info!("client disconnected; cancelling the upstream request");
                     response.abort().await;
                     drop(lease);
-                    signatures::remember(&self.app, machine.take_signatures());
+                    signatures::remember(&self.app, ctx, machine.take_signatures());
                     ctx.status = 499;
                     return Pumped::ClientGone;
                 }
@@ -176,7 +176,7 @@ impl Gateway {
                     );
                     response.abort().await;
                     drop(lease);
-                    signatures::remember(&self.app, machine.take_signatures());
+                    signatures::remember(&self.app, ctx, machine.take_signatures());
                     return Pumped::ClientGone;
                 }
             }
@@ -194,7 +194,7 @@ impl Gateway {
             response.release(&self.app.upstream).await;
         }
         drop(lease);
-        signatures::remember(&self.app, machine.take_signatures());
+        signatures::remember(&self.app, ctx, machine.take_signatures());
         Pumped::Ended { failure: reader.failure, pending: out }
     }
 

@@ -357,6 +357,7 @@ impl ServeHttp for Admin {
             (&Method::GET, ["admin", "requests"]) => json_reply(200, &self.requests(query.as_deref())),
             (&Method::GET, ["admin", "config"]) => json_reply(200, &redacted_config(&self.app.snapshot())),
             (&Method::GET, ["admin", "keys"]) => json_reply(200, &self.keys()),
+            (&Method::GET, ["admin", "cluster"]) => json_reply(200, &self.app.shared.cluster().await),
             (&Method::GET, ["admin", "usage"]) => {
                 let accept = req.headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
                 let accept_csv = accept.contains("text/csv");
@@ -426,6 +427,7 @@ fn known_path(segments: &[&str]) -> bool {
                     | "usage"
                     | "keys"
                     | "warmup"
+                    | "cluster"
             ]
             | ["admin", "accounts", _, "enable" | "disable" | "clear-forbidden"]
     )

@@ -361,6 +361,11 @@ impl Metrics {
     }
 
     /// The text exposition format for `/metrics`.
+    /// Adds a metric owned elsewhere (the shared-state link) to this registry.
+    pub fn register<C: prometheus::core::Collector + Clone + 'static>(&self, metric: C) {
+        let _ = registered(&self.registry, metric);
+    }
+
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

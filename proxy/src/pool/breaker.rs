@@ -124,6 +124,20 @@ impl Breaker {
         inner.probe_started = None;
     }
 
+    /// Opens a closed breaker at `now` because another instance of the cluster opened it (its own failures
+    /// count nothing here; a breaker already open or probing stays as it is). Returns whether it opened.
+    pub fn open_from_cluster(&self, now: Instant) -> bool {
+        let mut inner = self.lock();
+        if inner.state != BreakerState::Closed {
+            return false;
+        }
+        inner.state = BreakerState::Open;
+        inner.opened_at = Some(now);
+        inner.failures = 0;
+        inner.window_start = None;
+        true
+    }
+
     /// Counts a failure; returns true when this failure opened the breaker.
     pub fn on_failure(&self, now: Instant, policy: &BreakerPolicy) -> bool {
         let mut inner = self.lock();
@@ -161,6 +175,17 @@ mod tests {
 
     const POLICY: BreakerPolicy =
         BreakerPolicy { failures: 3, window: Duration::from_secs(10), cooldown: Duration::from_secs(5) };
+
+    #[test]
+    fn the_cluster_opens_only_a_closed_breaker_which_then_probes_as_usual() {
+        let b = Breaker::default();
+        let t0 = Instant::now();
+        assert!(b.open_from_cluster(t0));
+        assert!(!b.open_from_cluster(t0 + Duration::from_secs(1)), "already open");
+        assert!(!b.try_admit(t0 + Duration::from_secs(1), &POLICY));
+        assert!(b.try_admit(t0 + Duration::from_secs(6), &POLICY), "one probe after the cool-down");
+        assert!(!b.open_from_cluster(t0 + Duration::from_secs(6)), "a probing breaker is left alone");
+    }
 
     #[test]
     fn opens_after_n_failures_in_a_window_then_probes_once() {

@@ -16,19 +16,22 @@
 //! - `state`: [`PoolState`], every account's state outside the swappable table, and its wait queue;
 //! - `lease`: [`Lease`], the queue's places and where a released slot goes;
 //! - `selector`: [`AccountSelector`], the `pingora-load-balancing` plugin over the table;
-//! - `status`: [`AccountStatus`], the admin API's view;
+//! - `status`: [`AccountStatus`], the admin API's view; `operator`: the admin API's actions on the pool;
 //! - `availability`: the pool's methods for model availability, version gates and the fallback key's slots;
 //! - this file: [`AccountPool`]; and above it `quota_poller`, the background service feeding the quota book.
 
 pub mod affinity;
 mod availability;
 pub mod breaker;
+pub mod cluster;
 mod egress;
+pub mod events;
 mod index;
 mod lease;
 mod live;
 pub mod lockout;
 pub mod models;
+mod operator;
 pub mod quota;
 pub mod quota_poller;
 mod selection;
@@ -46,7 +49,7 @@ use arc_swap::ArcSwap;
 use crate::accounts::credentials::CredentialError;
 use crate::config::{AccountSpec, LockScope, PoolSettings};
 use crate::pool::breaker::BreakerState;
-use crate::pool::live::{ADMIN_DISABLED, ADMIN_ENABLED, ADMIN_NONE};
+use crate::pool::live::ADMIN_NONE;
 use crate::pool::quota::QuotaView;
 use crate::pool::state::Availability;
 use crate::store::{unix_now, ForbiddenRecord, LockoutRecord, Store};
@@ -72,6 +75,10 @@ const PERSIST_LOCKOUTS_FROM: Duration = Duration::from_secs(1);
 pub struct AccountPool {
     selector: ArcSwap<AccountSelector>,
     state: Arc<PoolState>,
+    /// Where lockouts, forbidden marks and quota snapshots go for the other instances (`events`).
+    events: events::Events,
+    /// This instance's share of each account's cap in a cluster (`cluster`).
+    cluster: cluster::ClusterShare,
 }
 
 impl AccountPool {
@@ -92,7 +99,8 @@ impl AccountPool {
         let state = Arc::new(PoolState::new(settings, store));
         let selector = AccountSelector::from_accounts(accounts, state.clone());
         state.install(selector.accounts(), &selector.index);
-        AccountPool { selector: ArcSwap::from_pointee(selector), state }
+        let cluster = cluster::ClusterShare::new(accounts);
+        AccountPool { selector: ArcSwap::from_pointee(selector), state, events: Default::default(), cluster }
     }
 
     /// Loads lockouts, forbidden marks and quota snapshots from the store (at start, and after taking in what
@@ -150,6 +158,7 @@ impl AccountPool {
     /// operator's enable/disable override goes when the file changed that account's `enabled`, the newer word
     /// on it; otherwise it survives the reload. Accounts new to the table keep what the store remembers.
     pub fn replace(&self, accounts: &[AccountSpec]) {
+        let accounts = &self.cluster.apply(accounts);
         let previous = self.selector.load_full();
         let before: HashMap<&str, &AccountSpec> =
             previous.entries.iter().map(|e| (e.account.id.as_str(), e.account.as_ref())).collect();
@@ -419,6 +428,20 @@ impl AccountPool {
         }
     }
 
+    /// The account a session is bound to here (for the shared binding, `crate::shared`).
+    pub fn bound_account(&self, session: &str) -> Option<String> {
+        self.state.affinity.account_of(session, Instant::now())
+    }
+
+    /// A binding another instance made: taken unless this instance has its own, or the account is unknown.
+    pub fn adopt_binding(&self, session: &str, account: &str) {
+        let now = Instant::now();
+        let known = self.selector.load().entries.iter().any(|e| e.account.id == account);
+        if known && self.state.affinity.account_of(session, now).is_none() {
+            self.state.affinity.bind(session, account, now);
+        }
+    }
+
     /// A failed attempt of a session on an account; three in a row on its own account drop the binding.
     pub fn on_session_failure(&self, session: Option<&str>, account: &str) {
         if let Some(session) = session {
@@ -450,6 +473,7 @@ impl AccountPool {
         for id in &ids {
             if self.state.lockouts.lock(id, model, until_ms, reason) {
                 changed = true;
+                self.events.emit(|| events::lockout_event(id, model, until_ms, reason));
                 if rest >= PERSIST_LOCKOUTS_FROM {
                     self.persist_lockout(id, model, until_ms, reason);
                 }
@@ -475,7 +499,9 @@ impl AccountPool {
     pub fn on_server_failure(&self, account: &AccountSpec) -> bool {
         let settings = self.state.settings.load();
         let live = self.state.live_of(&account.id);
-        live.breaker.on_failure(Instant::now(), &PoolState::policy(&settings))
+        let opened = live.breaker.on_failure(Instant::now(), &PoolState::policy(&settings));
+        self.events.emit_if(opened, || events::breaker_event(&account.id, settings.breaker_cooldown));
+        opened
     }
 
     /// Takes an account out of rotation until a reload or an operator clears it.
@@ -490,6 +516,8 @@ impl AccountPool {
             *slot = Some(record.clone());
         }
         tracing::warn!(account = %account.email, reason, url = ?record.url, "account forbidden until an operator acts");
+        let account_id = account.id.clone();
+        self.events.emit(|| events::PoolEvent::Forbidden { account: account_id, record: record.clone() });
         if let Some(store) = &self.state.store {
             if let Err(e) = store.put_forbidden(&account.id, &record) {
                 tracing::warn!(account = %account.email, error = %e, "could not persist a forbidden mark");
@@ -508,6 +536,7 @@ impl AccountPool {
     }
 
     pub fn record_quota(&self, account: &str, model: &str, view: QuotaView) {
+        self.events.emit(|| events::quota_event(account, model, &view));
         self.state.quotas.record(account, model, view);
         // A fresh snapshot may put an account back above the floor before its reset.
         self.state.index.load().forget_rests();
@@ -519,52 +548,6 @@ impl AccountPool {
     }
 
     // -----------------------------------------------------------------------------------------------------
-    // The admin API's view and actions.
-
-    /// Every account of the current table with what the pool knows about it, then the accounts a reload
-    /// removed that still finish requests (state `draining`).
-    pub fn snapshot_state(&self) -> Vec<AccountStatus> {
-        status::snapshot_state(&self.selector.load(), &self.state)
-    }
-
-    /// The operator enables or disables an account until a reload changes that account's `enabled` in the
-    /// file (the admin API writes the file too, so the two agree). Returns false for unknown ids.
-    pub fn set_enabled(&self, id: &str, enabled: bool) -> bool {
-        if !self.selector.load().entries.iter().any(|e| e.account.id == id) {
-            return false;
-        }
-        let value = if enabled { ADMIN_ENABLED } else { ADMIN_DISABLED };
-        self.state.live_of(id).admin_enabled.store(value, Ordering::Relaxed);
-        self.state.index.load().forget_rests();
-        self.state.changed.notify_waiters();
-        true
-    }
-
-    /// Clears an account's forbidden mark. Returns whether there was one.
-    pub fn clear_forbidden(&self, id: &str) -> bool {
-        let live = self.state.live_of(id);
-        let had = live.forbidden.write().ok().and_then(|mut slot| slot.take()).is_some();
-        if had {
-            if let Some(store) = &self.state.store {
-                let _ = store.remove_forbidden(id);
-            }
-            self.state.index.load().forget_rests();
-            self.state.changed.notify_waiters();
-        }
-        had
-    }
-
-    /// Lifts every lockout of an account (in memory and in the store).
-    pub fn clear_lockouts(&self, id: &str) {
-        for (model, _) in self.state.lockouts.of_account(id, 0) {
-            if let Some(store) = &self.state.store {
-                let _ = store.remove_lockout(id, &model);
-            }
-        }
-        self.state.lockouts.clear_account(id);
-        self.state.index.load().forget_rests();
-        self.state.changed.notify_waiters();
-    }
 }
 
 /// Whether a reload gave an account other credentials: another refresh token, or another project to bill

@@ -40,6 +40,24 @@ impl KeyPolicy {
         KeyPolicy { enabled: true, ..KeyPolicy::default() }
     }
 
+    /// This instance's part of the key's numeric limits when `instances` serve it together (`shared_state`):
+    /// each an even share, at least 1, so the cluster's sum stays within the limit (up to the rounding up to
+    /// 1 of a limit smaller than the cluster). The allow-list is not needed for counting and is left out.
+    pub fn share(&self, instances: u32) -> KeyPolicy {
+        let n = u64::from(instances.max(1));
+        let part = |limit: u64| (limit / n).max(1);
+        KeyPolicy {
+            models: None,
+            rpm: self.rpm.map(part),
+            tpm: self.tpm.map(part),
+            max_concurrent: self.max_concurrent.map(|l| part(u64::from(l)) as u32),
+            daily_tokens: self.daily_tokens.map(part),
+            monthly_tokens: self.monthly_tokens.map(part),
+            expires_at: self.expires_at,
+            enabled: self.enabled,
+        }
+    }
+
     /// Whether the key carries no limit at all.
     pub fn is_unlimited(&self) -> bool {
         self.enabled
@@ -337,6 +355,25 @@ mod tests {
 
     fn policy() -> KeyPolicy {
         KeyPolicy::unlimited()
+    }
+
+    #[test]
+    fn a_cluster_share_splits_every_numeric_limit_and_keeps_one_at_least() {
+        let p = KeyPolicy {
+            rpm: Some(10),
+            tpm: Some(9_000),
+            max_concurrent: Some(2),
+            daily_tokens: Some(300),
+            monthly_tokens: None,
+            ..policy()
+        };
+        let s = p.share(3);
+        assert_eq!(
+            (s.rpm, s.tpm, s.max_concurrent, s.daily_tokens),
+            (Some(3), Some(3_000), Some(1), Some(100))
+        );
+        assert_eq!(s.monthly_tokens, None, "no limit stays no limit");
+        assert_eq!(p.share(1).rpm, Some(10));
     }
 
     #[test]

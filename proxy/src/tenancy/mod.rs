@@ -33,6 +33,8 @@ pub struct Tenancy {
     pub usage: UsageBook,
     /// Where a key's budget counters are seeded from after a restart.
     store: Store,
+    /// Instances serving the keys together (`shared_state`; 1 alone): each admits its share of every limit.
+    instances: std::sync::atomic::AtomicU32,
 }
 
 /// An admitted request's hold on its key: its reservation and concurrency slot, given back when it is
@@ -114,7 +116,13 @@ impl Refusal {
 
 impl Tenancy {
     pub fn new(store: Store) -> Self {
-        Tenancy { counters: Mutex::new(HashMap::new()), usage: UsageBook::default(), store }
+        let instances = std::sync::atomic::AtomicU32::new(1);
+        Tenancy { counters: Mutex::new(HashMap::new()), usage: UsageBook::default(), store, instances }
+    }
+
+    /// How many instances share the keys' limits from now on (the cluster link keeps it current).
+    pub fn set_instances(&self, n: u32) {
+        self.instances.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Admits a request of `key` for these models with a `body_bytes`-byte body, or says why not.
@@ -137,7 +145,15 @@ impl Tenancy {
         }
         let counters = self.counters_of(key, zone, now_ms);
         let estimate = estimate_tokens(body_bytes);
-        lock(&counters).admit(key, policy, zone, estimate, now_ms)?;
+        let shared;
+        let limits = match self.instances.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => policy,
+            n => {
+                shared = policy.share(n);
+                &shared
+            }
+        };
+        lock(&counters).admit(key, limits, zone, estimate, now_ms)?;
         Ok(Permit { counters, zone: zone.clone(), estimate, settled: false })
     }
 
