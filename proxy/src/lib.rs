@@ -11,6 +11,7 @@ pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod gateway;
+pub mod memory;
 pub mod ops;
 pub mod pool;
 pub mod server;
