@@ -15,6 +15,10 @@ second, 1000), READ_BYTES (2048), READ_EVERY_S (0.5), SETTLE_S (60), NOFILE (des
 processes, 65536; raising it needs root or a hard limit that high), KEEP (keep the working folders).
 
 Prints one table row per N; exits non-zero if any stream failed.
+
+Each HTTP/1 stream costs the gateway two descriptors (client and upstream socket), and the gateway caps client
+connections at (nofile - reserve) / 2 (docs/operations.md). Where the hard limit cannot be raised (a container
+with a hard limit of 20,000 gives a cap of 9,488), a run above the cap gets 503s for the streams beyond it.
 """
 
 from __future__ import annotations

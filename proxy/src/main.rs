@@ -11,10 +11,10 @@ extern "C" {
     fn mi_collect(force: bool);
 }
 
-/// Frees this thread's empty pages and purges free memory to the OS now rather than after a delay.
-fn collect() {
+/// Frees this thread's empty pages; `force` also purges free memory to the OS now rather than after a delay.
+fn collect(force: bool) {
     // SAFETY: mi_collect takes no pointers; it only walks the calling thread's own mimalloc heap.
-    unsafe { mi_collect(true) }
+    unsafe { mi_collect(force) }
 }
 
 fn main() -> std::process::ExitCode {

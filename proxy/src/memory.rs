@@ -5,8 +5,8 @@
 //! on another thread than the one that allocated it, and a worker that goes idle after a burst never
 //! collects: 60 s after 5,000 streams closed, 12× the idle RSS was still resident. So the binary registers
 //! its allocator's collection here ([`set_collector`]; the library itself does not depend on an allocator),
-//! and every stream end schedules one: on the worker that ends it, at most every [`COLLECT_EVERY`], plus a
-//! delayed one ([`COLLECT_AFTER`]) that catches what the last streams of a burst free after their end.
+//! and every stream end schedules one: on the worker that ends it, at most every [`COLLECT_EVERY`], plus
+//! delayed ones ([`COLLECT_AFTER`]) that catch what the last streams of a burst free after their end.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,21 +16,24 @@ use std::time::{Duration, Instant};
 /// At most one collection per worker thread per this interval: a collection walks the thread's heap.
 pub const COLLECT_EVERY: Duration = Duration::from_secs(1);
 
-/// The delayed collection after a stream end: by then the stream's session and futures are freed.
-pub const COLLECT_AFTER: Duration = Duration::from_secs(2);
+/// The delayed collections after a stream end: by the first the stream's session and futures are freed; the
+/// later ones run on whichever worker the timer wakes, so each worker's heap is likely collected once.
+pub const COLLECT_AFTER: [Duration; 3] =
+    [Duration::from_secs(2), Duration::from_secs(10), Duration::from_secs(30)];
 
-static COLLECTOR: OnceLock<fn()> = OnceLock::new();
+static COLLECTOR: OnceLock<fn(bool)> = OnceLock::new();
 
-/// A delayed collection is pending (one for the whole process is enough to catch a burst's tail).
+/// The delayed collections are pending (one chain for the whole process is enough to catch a burst's tail).
 static DELAYED: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static LAST_COLLECT: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
-/// Registers how to return the calling thread's free memory to the OS (the binary's allocator knows how).
-/// Without one, [`after_stream`] does nothing.
-pub fn set_collector(collect: fn()) {
+/// Registers how to collect the calling thread's free memory (the binary's allocator knows how): `false`
+/// frees its empty pages for reuse (the allocator purges them to the OS after a delay), `true` also purges
+/// now. Without one, [`after_stream`] does nothing.
+pub fn set_collector(collect: fn(bool)) {
     let _ = COLLECTOR.set(collect);
 }
 
@@ -47,14 +50,19 @@ impl Drop for StreamEnd {
 pub fn after_stream() {
     let Some(collect) = COLLECTOR.get().copied() else { return };
     if due(Instant::now()) {
-        collect();
+        // Not forced: under steady load the pages are reused at once, so purging them would only cost faults.
+        collect(false);
     }
     if !DELAYED.swap(true, Ordering::AcqRel) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                tokio::time::sleep(COLLECT_AFTER).await;
+                let mut slept = Duration::ZERO;
+                for after in COLLECT_AFTER {
+                    tokio::time::sleep(after - slept).await;
+                    slept = after;
+                    collect(true);
+                }
                 DELAYED.store(false, Ordering::Release);
-                collect();
             });
         } else {
             DELAYED.store(false, Ordering::Release);

@@ -94,7 +94,9 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
     // With TLS, HTTP/2 is offered by ALPN (h2c stays for plain listeners only; Pingora ignores it on TLS).
     let listen = ListenerConfig::tcp(snapshot.listen.to_string());
     gateway.add_listener(match &app.tls.gateway {
-        Some(tls) => listen.tls(tls.settings(true)).l4_buffer(L4BufferSettings::default().read(TLS_READ_BUFFER)),
+        Some(tls) => {
+            listen.tls(tls.settings(true)).l4_buffer(L4BufferSettings::default().read(TLS_READ_BUFFER))
+        }
         None => listen.l4_buffer(L4BufferSettings::default().read(0)),
     });
 
