@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod egress;
 pub mod gateway;
+pub mod memory;
 pub mod ops;
 pub mod pool;
 pub mod server;

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
@@ -29,6 +30,12 @@ use crate::ops::request_log::RequestLogWriter;
 use crate::ops::upgrade::{Lifecycle, HANDOVER_WAIT};
 use crate::pool::quota_poller::QuotaPoller;
 use crate::store::{Store, StoreError};
+
+/// Read buffer under each TLS client connection: one TLS record, so rustls's small reads are not a syscall
+/// each. Plain connections have none: Pingora's default is 64 KiB, allocated zeroed for every connection and
+/// held for its life, while the request head is read into the edge's own buffer and the body into Pingora's
+/// body buffer sized to the body, so it only doubled the copies (issue 13: open streams must be cheap).
+const TLS_READ_BUFFER: usize = 16 * 1024;
 
 /// How the process was asked to start.
 #[derive(Clone, Debug, Default)]
@@ -85,10 +92,13 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
     let mut gateway =
         Service::new("levitate gateway".to_string(), Edge::new(proxy, app.clone(), connections));
     // With TLS, HTTP/2 is offered by ALPN (h2c stays for plain listeners only; Pingora ignores it on TLS).
-    match &app.tls.gateway {
-        Some(tls) => gateway.add_tls_with_settings(&snapshot.listen.to_string(), None, tls.settings(true)),
-        None => gateway.add_tcp(&snapshot.listen.to_string()),
-    }
+    let listen = ListenerConfig::tcp(snapshot.listen.to_string());
+    gateway.add_listener(match &app.tls.gateway {
+        Some(tls) => {
+            listen.tls(tls.settings(true)).l4_buffer(L4BufferSettings::default().read(TLS_READ_BUFFER))
+        }
+        None => listen.l4_buffer(L4BufferSettings::default().read(0)),
+    });
 
     let mut admin = Service::new("levitate admin".to_string(), Admin::new(app.clone()));
     match &app.tls.admin {

@@ -30,6 +30,10 @@ const MAX_UPSTREAM_EVENT: usize = 32 * 1024 * 1024;
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Client output read ahead of a slow client; beyond it, upstream waits for the client (backpressure).
 const READ_AHEAD: usize = 256 * 1024;
+/// Output buffer capacity kept between writes. Most writes are one event of a few hundred bytes; a burst (an
+/// inline image, a read-ahead) gives its buffer back after the write, so a stream idling between chunks holds
+/// little (issue 13: open streams must be cheap).
+const OUT_KEPT: usize = 4 * 1024;
 
 impl Gateway {
     /// Runs the upstream exchange (leases, retries) and records what it did in the request's context.
@@ -128,9 +132,11 @@ impl Gateway {
         lease: Lease,
         machine: &mut dyn Translator,
     ) -> Pumped {
+        // However the pump ends (or is dropped), its buffers are free: this worker may give memory back.
+        let _stream_end = crate::memory::StreamEnd;
         let streaming = machine.streams();
         let mut reader = UpstreamReader::new();
-        let mut out = Vec::with_capacity(16 * 1024);
+        let mut out = Vec::new();
         let mut next_keepalive = tokio::time::Instant::now() + KEEPALIVE_INTERVAL;
         while !reader.done {
             let read_started = Instant::now();
@@ -251,8 +257,7 @@ impl Gateway {
             self.write_stream_header(session, ctx, content_type).await;
         }
         ctx.first_byte.get_or_insert_with(|| ctx.started.elapsed());
-        let chunk = Bytes::copy_from_slice(out);
-        out.clear();
+        let chunk = take_output(out);
         session.write_response_body(Some(chunk), false).await.is_ok()
     }
 
@@ -274,6 +279,17 @@ impl Gateway {
         }
         let _ = session.write_response_header(Box::new(header), false).await;
     }
+}
+
+/// The pending output as one write, leaving `out` empty. Its capacity is kept for the next event unless a
+/// burst grew it past [`OUT_KEPT`]: then it is given back rather than held while the stream idles.
+fn take_output(out: &mut Vec<u8>) -> Bytes {
+    let chunk = Bytes::copy_from_slice(out);
+    out.clear();
+    if out.capacity() > OUT_KEPT {
+        *out = Vec::new();
+    }
+    chunk
 }
 
 /// One client request's upstream side: what is sent, and what its attempts did so far (across the retries
@@ -326,6 +342,8 @@ impl UpstreamReader {
     ) {
         match chunk {
             Ok(Some(bytes)) => {
+                // The output is about as long as what upstream sent: one allocation instead of doubling.
+                out.reserve(bytes.len().min(READ_AHEAD));
                 if self.framer.push(&bytes).is_err() {
                     tracing::warn!("upstream event over the size limit; ending the stream");
                     self.end(true);
@@ -380,4 +398,23 @@ pub(super) enum Pumped {
     Ended { failure: Option<ClientError>, pending: Vec<u8> },
     /// The client left or could not be written to: nothing more is owed to it.
     ClientGone,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_gives_its_output_buffer_back_and_an_event_keeps_a_small_one() {
+        let mut out = Vec::new();
+        out.extend_from_slice(&[b'x'; 300]);
+        let kept = out.capacity();
+        assert_eq!(take_output(&mut out).len(), 300);
+        assert!(out.is_empty());
+        assert_eq!(out.capacity(), kept, "an ordinary event's buffer is reused");
+
+        out.extend_from_slice(&vec![b'y'; 256 * 1024]);
+        assert_eq!(take_output(&mut out).len(), 256 * 1024);
+        assert!(out.capacity() <= OUT_KEPT, "a burst's buffer is not held for the rest of the stream");
+    }
 }
