@@ -4,7 +4,7 @@
 //! the tool cache, which must give the same bytes.
 #![no_main]
 
-use levitate_filters::inner::{Target, ToolCache};
+use levitate_filters::inner::Target;
 use levitate_filters::protocol::openai_responses::{
     build_inner_request, build_inner_request_cached, parse_responses_request, tool_routes,
 };
@@ -22,18 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let target = Target { upstream_model: model(flags), session_id: "fuzz-session" };
     let keys = seal_keys();
     let built = build_inner_request(&req, &target, &SomeSignatures, &keys);
-    if flags & 4 != 0 {
-        let cache = ToolCache::new(4);
-        for _ in 0..2 {
-            let cached = build_inner_request_cached(&req, &target, &SomeSignatures, &keys, &cache);
-            match (&built, &cached) {
-                (Ok(a), Ok(b)) => assert_eq!(a.json, b.json, "the tool cache changed the request"),
-                (Err(a), Err(b)) => assert_eq!(a, b),
-                _ => panic!("the tool cache changed the outcome: {built:?} vs {cached:?}"),
-            }
-        }
-    }
-    if let Ok(inner) = built {
-        serde_json::from_slice::<serde_json::Value>(&inner.json).expect("the inner request is JSON");
-    }
+    levitate_fuzz::check_built(flags, built, |cache| {
+        build_inner_request_cached(&req, &target, &SomeSignatures, &keys, cache)
+    });
 });

@@ -147,3 +147,26 @@ pub fn seal_keys() -> levitate_filters::protocol::openai_responses::seal::SealKe
     let key = |id: u32, byte: u8| SealKey::new(id, &[byte; 32]).expect("a 32-byte key");
     SealKeys::new(key(7, 7), Some(key(6, 6)))
 }
+
+/// The tool cache's promise, checked when `flags` bit 2 is set: building through a fresh cache twice (a miss,
+/// then a hit) gives the same bytes, or the same error, as building without it. Then a request that was
+/// built is JSON.
+pub fn check_built<E: PartialEq + std::fmt::Debug>(
+    flags: u8,
+    built: Result<levitate_filters::inner::InnerRequest, E>,
+    cached: impl Fn(&levitate_filters::inner::ToolCache) -> Result<levitate_filters::inner::InnerRequest, E>,
+) {
+    if flags & 4 != 0 {
+        let cache = levitate_filters::inner::ToolCache::new(4);
+        for _ in 0..2 {
+            match (&built, &cached(&cache)) {
+                (Ok(a), Ok(b)) => assert_eq!(a.json, b.json, "the tool cache changed the request"),
+                (Err(a), Err(b)) => assert_eq!(a, b),
+                (a, b) => panic!("the tool cache changed the outcome: {a:?} vs {b:?}"),
+            }
+        }
+    }
+    if let Ok(inner) = built {
+        serde_json::from_slice::<serde_json::Value>(&inner.json).expect("the inner request is JSON");
+    }
+}

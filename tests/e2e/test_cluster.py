@@ -31,6 +31,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from nginx_run import run_nginx, system_binary
 from conftest import (API_KEY, REPO, Gateway, Process, free_port, main_config, pro_account, wait_until,
                       write_yaml)
 
@@ -51,13 +52,6 @@ INSTANCES = 3
 CAP = 3  # each account's max_concurrent: for the cluster as a whole
 
 
-def binary(name: str, fallback: str) -> str:
-    path = shutil.which(name) or (fallback if Path(fallback).exists() else None)
-    if path is None:
-        pytest.skip(f"{name} is not installed (scripts/test-all.sh installs the Debian package)")
-    return path
-
-
 class Redis:
     """A `redis-server` on a free loopback port, without persistence; restartable on the same port."""
 
@@ -70,7 +64,7 @@ class Redis:
         self.process: Process | None = None
 
     def start(self) -> "Redis":
-        argv = [binary("redis-server", "/usr/bin/redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+        argv = [system_binary("redis-server", "/usr/bin/redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", str(self.dir)]
         self.process = Process("redis", argv, self.log_dir)
         wait_until("redis to answer PING", self.ping, 20.0, self.process)
@@ -94,25 +88,9 @@ def start_nginx(tmp_path: Path, gateways: list[Gateway]) -> tuple[Process, str]:
     """Nginx round-robin over the instances, as docs/operations.md describes it (no session hashing, so
     consecutive turns of one conversation land on different instances)."""
     port = free_port()
-    prefix = tmp_path / "nginx"
-    for d in ("logs", "temp/body", "temp/proxy", "temp/fastcgi", "temp/uwsgi", "temp/scgi"):
-        (prefix / d).mkdir(parents=True, exist_ok=True)
     servers = "\n".join(f"        server {g.base_url.removeprefix('http://')} max_fails=1 fail_timeout=5s;"
                         for g in gateways)
-    conf = prefix / "nginx.conf"
-    conf.write_text(f"""
-daemon off;
-master_process off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/logs/error.log info;
-events {{ worker_connections 1024; }}
-http {{
-    access_log {prefix}/logs/access.log;
-    client_body_temp_path {prefix}/temp/body;
-    proxy_temp_path {prefix}/temp/proxy;
-    fastcgi_temp_path {prefix}/temp/fastcgi;
-    uwsgi_temp_path {prefix}/temp/uwsgi;
-    scgi_temp_path {prefix}/temp/scgi;
+    return run_nginx(tmp_path, port, f"""
     upstream levitate {{
 {servers}
         keepalive 32;
@@ -130,20 +108,7 @@ http {{
             proxy_next_upstream error timeout;
         }}
     }}
-}}
-""")
-    process = Process("nginx", [binary("nginx", "/usr/sbin/nginx"), "-p", str(prefix), "-c", str(conf)],
-                      tmp_path / "logs")
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(base + "/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until("nginx to proxy /health", up, 20.0, process)
-    return process, base
+""", worker_connections=1024)
 
 
 class Cluster:

@@ -10,24 +10,17 @@ block alone.
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import API_KEY, REPO, Gateway, Process, free_port, wait_until
+from conftest import API_KEY, REPO, Gateway, Process, free_port
+from nginx_run import run_nginx
 
 DOC = REPO / "docs" / "operations.md"
 MARKER = "<!-- tested by tests/e2e/test_nginx.py -->"
-
-
-def nginx_binary() -> str:
-    path = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    if path is None:
-        pytest.skip("nginx is not installed (scripts/test-all.sh installs the Debian package `nginx`)")
-    return path
 
 
 def documented_site() -> str:
@@ -44,39 +37,8 @@ def start_nginx(tmp_path: Path, gateway: Gateway, site: str | None = None) -> tu
     assert "server 127.0.0.1:8045" in site and "listen 80;" in site, "the test rewrites these two lines"
     port = free_port()
     site = site.replace("server 127.0.0.1:8045", f"server {upstream}").replace("listen 80;", f"listen 127.0.0.1:{port};")
-    prefix = tmp_path / "nginx"
-    for d in ("logs", "temp/body", "temp/proxy", "temp/fastcgi", "temp/uwsgi", "temp/scgi"):
-        (prefix / d).mkdir(parents=True, exist_ok=True)
-    conf = prefix / "nginx.conf"
-    conf.write_text(f"""
-daemon off;
-master_process off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/logs/error.log info;
-events {{ worker_connections 256; }}
-http {{
     # Judge the documented block, not Levitate's header.
-    proxy_ignore_headers X-Accel-Buffering;
-    access_log {prefix}/logs/access.log;
-    client_body_temp_path {prefix}/temp/body;
-    proxy_temp_path {prefix}/temp/proxy;
-    fastcgi_temp_path {prefix}/temp/fastcgi;
-    uwsgi_temp_path {prefix}/temp/uwsgi;
-    scgi_temp_path {prefix}/temp/scgi;
-{site}
-}}
-""")
-    process = Process("nginx", [nginx_binary(), "-p", str(prefix), "-c", str(conf)], tmp_path / "logs")
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(base + "/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until("nginx to proxy /health", up, 20.0, process)
-    return process, base
+    return run_nginx(tmp_path, port, "    proxy_ignore_headers X-Accel-Buffering;\n" + site)
 
 
 @pytest.fixture
