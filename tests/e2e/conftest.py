@@ -359,6 +359,16 @@ class Gateway:
         r.raise_for_status()
         return r.text
 
+    def console_page(self, page: str, admin_key: str = "") -> str:
+        """A web console page's HTML, after logging in as an operator would (the admin key; none configured
+        on a loopback admin listener)."""
+        login = httpx.post(self.admin_url + "/console/login", data={"key": admin_key}, timeout=10.0)
+        assert login.status_code == 303, login.text
+        r = httpx.get(f"{self.admin_url}/console/{page}", cookies={"levitate_console": login.cookies["levitate_console"]},
+                      timeout=10.0)
+        r.raise_for_status()
+        return r.text
+
 
 def main_config(sim: Sim, limits: dict | None = None, pool: dict | None = None, **overrides: Any) -> dict:
     config: dict[str, Any] = {

@@ -133,6 +133,8 @@ def test_a_version_notice_marks_the_condition_instead_of_touring_the_accounts(st
     assert gate["kind"] == "client_version_unsupported" and gate["count"] == 2 and gate["user_agent"]
     assert 'levitate_upstream_version_gate_total{kind="client_version_unsupported"} 2' in gw.metrics()
     assert gw.logs().count("set upstream.user_agent") == 1
+    overview = gw.console_page("overview")
+    assert 'id="version-gate"' in overview and "upstream.user_agent" in overview
     # No account was held responsible.
     assert all(not a["lockouts"] and a["state"] == "ready" for a in admin_accounts(gw).values())
 
@@ -152,6 +154,7 @@ def test_a_version_notice_marks_the_condition_instead_of_touring_the_accounts(st
     assert gw.chat("hello", model="sonnet").status_code == 200
     assert health(gw)["upstream_version_gates"] == []
     assert health(gw)["status"] == "ok"
+    assert 'id="version-gate"' not in gw.console_page("overview")
 
 
 def test_a_version_notice_sent_as_an_error_is_not_held_against_each_account(start_sim, start_gateway):

@@ -62,6 +62,10 @@ def test_a_refused_warmup_is_not_retried(start_gateway):
     assert outcomes == {one.email: "rate_limited", two.email: "ok"}, report
     assert content_requests(gw) == [(one.email, "gemini-3-flash"), (two.email, "gemini-3-flash")]
     assert f'levitate_warmup_total{{account="{one.email}",family="flash",outcome="rate_limited"}} 1' in gw.metrics()
+    # The console's accounts table shows each account's last round.
+    page = gw.console_page("accounts")
+    assert "last warmup" in page
+    assert '<span class="error">flash rate_limited</span>' in page and '<span class="ok">flash ok</span>' in page
 
 
 def test_off_by_default(start_gateway):

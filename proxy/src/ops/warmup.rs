@@ -101,6 +101,11 @@ impl WarmupState {
         json!({ "accounts": &*last })
     }
 
+    /// One account's last round, for the console's accounts table.
+    pub fn last_of(&self, account: &str) -> Option<RoundReport> {
+        self.last.lock().unwrap_or_else(PoisonError::into_inner).get(account).cloned()
+    }
+
     fn remember(&self, report: &RoundReport) {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         let mut by_account: BTreeMap<String, Vec<WarmResult>> = BTreeMap::new();

@@ -111,8 +111,25 @@ pub fn overview_page(ctx: &Ctx<'_>) -> Response<Vec<u8>> {
         format!("<div class=\"tile\"><span class=\"value\" data-field=\"{field}\">{}</span><span class=\"label\">{}</span></div>", esc(&value), esc(label))
     };
     let reload_class = if n["last_reload_ok"].as_bool().unwrap_or(true) { "ok" } else { "error" };
+    // A version gate stops every account alike: said first, with the setting that fixes it.
+    let gates: String = ctx
+        .app
+        .pool
+        .version_gates()
+        .iter()
+        .map(|g| {
+            let scope = g.model.as_deref().map(|m| format!(" for {}", esc(m))).unwrap_or_default();
+            format!(
+                "<p class=\"error\" id=\"version-gate\">Google refuses the client version{scope} ({}, {} answers since {} UTC): \
+                 set <code>upstream.user_agent</code> in levitate.yaml to a current Antigravity version and reload.</p>",
+                esc(&g.user_agent),
+                g.count,
+                html::time_ms(g.since_ms)
+            )
+        })
+        .collect();
     let body = format!(
-        "<section class=\"tiles\" id=\"overview\" data-poll=\"/console/api/overview\">{}{}{}{}{}{}</section>\
+        "{gates}<section class=\"tiles\" id=\"overview\" data-poll=\"/console/api/overview\">{}{}{}{}{}{}</section>\
          <h2>Accounts</h2><section class=\"tiles\">{}{}{}{}{}{}{}</section>\
          <h2>Configuration</h2><p class=\"{reload_class}\">Generation <span data-field=\"generation\">{}</span>; last reload: \
          <span data-field=\"last_reload\">{}</span></p>\
@@ -188,6 +205,25 @@ fn account_row(ctx: &Ctx<'_>, a: &AccountStatus, now_ms: u64) -> Vec<String> {
             format!("<div class=\"error\">{}: {}{link}</div>", esc(&f.reason), esc(&f.message))
         }
     };
+    let warmup = match ctx.app.warmup.last_of(&a.id) {
+        None => "–".to_string(),
+        Some(round) => {
+            let outcomes: Vec<String> = round
+                .results
+                .iter()
+                .map(|r| {
+                    let class = if r.outcome == "ok" { "ok" } else { "error" };
+                    format!("<span class=\"{class}\">{} {}</span>", esc(&r.family), esc(r.outcome))
+                })
+                .collect();
+            format!(
+                "{}<div class=\"muted\">{} UTC, {}</div>",
+                outcomes.join(", "),
+                html::time_ms(round.at_ms),
+                round.trigger
+            )
+        }
+    };
     let forbidden = match &a.egress_down {
         Some(reason) => format!("{forbidden}<div class=\"error\">egress down: {}</div>", esc(reason)),
         None => forbidden,
@@ -228,6 +264,7 @@ fn account_row(ctx: &Ctx<'_>, a: &AccountStatus, now_ms: u64) -> Vec<String> {
         lockouts.concat(),
         esc(a.breaker),
         forbidden,
+        warmup,
         actions,
     ]
 }
@@ -247,6 +284,7 @@ pub fn accounts_page(ctx: &Ctx<'_>) -> Response<Vec<u8>> {
         "lockouts",
         "breaker",
         "forbidden",
+        "last warmup",
         "actions",
     ];
     let add =
