@@ -117,7 +117,9 @@ impl Reloader {
                 keep_process_settings(&mut next, &self.boot);
                 (self.apply)(&next);
                 self.config.store(Arc::new(next));
-                let generation = self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+                // Published after the report (below): whoever sees the new generation sees its report too.
+                // Reloads are serialised by `gate`, so nothing else moves the counter meanwhile.
+                let generation = self.generation() + 1;
                 if needs_upgrade.is_empty() {
                     tracing::info!(trigger = trigger.as_str(), generation, "configuration reloaded");
                 } else {
@@ -156,6 +158,9 @@ impl Reloader {
             report.needs_upgrade.len(),
         );
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(report.clone());
+        if report.ok {
+            self.generation.store(report.generation, std::sync::atomic::Ordering::Release);
+        }
         report
     }
 
