@@ -300,10 +300,16 @@ def test_a_redis_restart_under_load_fails_no_request_and_is_seen_in_the_metrics(
         cluster.redis.kill()
         wait_until("every instance to notice Redis is gone",
                    lambda: all(cluster.shared_up(g) == 0 for g in cluster.gateways), 10.0)
+        # The console says it too, with the instance's place in the cluster.
+        page = cluster.gateways[0].console_page("overview")
+        assert 'id="cluster"' in page and "Redis unreachable: serving from local state" in page
         time.sleep(1.0)  # serving on local state meanwhile
         cluster.redis.start()
         wait_until("every instance to reconnect", lambda: all(cluster.shared_up(g) == 1 for g in cluster.gateways),
                    15.0)
+        # Membership follows the heartbeats (one a second) after the reconnect.
+        wait_until("the console to show the whole cluster again", lambda: all(
+            s in cluster.gateways[1].console_page("overview") for s in ('id="cluster"', "Redis up", "of 3 live")), 5.0)
         time.sleep(1.0)
     finally:
         done.set()

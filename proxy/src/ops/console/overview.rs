@@ -128,11 +128,12 @@ pub fn overview_page(ctx: &Ctx<'_>) -> Response<Vec<u8>> {
             )
         })
         .collect();
+    let cluster = cluster_line(&ctx.app.shared.status());
     let body = format!(
         "{gates}<section class=\"tiles\" id=\"overview\" data-poll=\"/console/api/overview\">{}{}{}{}{}{}</section>\
          <h2>Accounts</h2><section class=\"tiles\">{}{}{}{}{}{}{}</section>\
          <h2>Configuration</h2><p class=\"{reload_class}\">Generation <span data-field=\"generation\">{}</span>; last reload: \
-         <span data-field=\"last_reload\">{}</span></p>\
+         <span data-field=\"last_reload\">{}</span></p>{cluster}\
          <p class=\"muted\">Rates are over the last minute of the request log; overhead percentiles are the upper bounds of \
          <code>levitate_gateway_overhead_seconds</code> buckets since start. Refreshes every 3 s.</p>",
         tile("requests_per_second", "requests/s"),
@@ -152,6 +153,24 @@ pub fn overview_page(ctx: &Ctx<'_>) -> Response<Vec<u8>> {
         esc(n["last_reload"].as_str().unwrap_or("")),
     );
     html_reply(200, html::page("overview", "Overview", ctx.csrf, ctx.param("flash"), &body))
+}
+
+/// The cluster this instance belongs to (`shared_state`), as `/admin/cluster` reports it; nothing when alone.
+fn cluster_line(status: &Value) -> String {
+    if status["enabled"] != Value::Bool(true) {
+        return String::new();
+    }
+    let up = status["up"].as_bool().unwrap_or(false);
+    let (class, link) =
+        if up { ("ok", "Redis up") } else { ("error", "Redis unreachable: serving from local state") };
+    format!(
+        "<h2>Cluster</h2><p class=\"{class}\" id=\"cluster\">Instance <code>{}</code>, one of {} live; {link} \
+         (<code>{}</code>). Shared: {}. Details: <code>GET /admin/cluster</code>.</p>",
+        esc(status["instance"].as_str().unwrap_or("?")),
+        status["live_instances"],
+        esc(status["redis"].as_str().unwrap_or("?")),
+        esc(&status["shares"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()),
+    )
 }
 
 fn account_row(ctx: &Ctx<'_>, a: &AccountStatus, now_ms: u64) -> Vec<String> {
