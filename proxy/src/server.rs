@@ -134,7 +134,12 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
     ));
     server.add_service(background_service(
         "levitate usage",
-        crate::tenancy::usage::UsageFlusher::new(app.tenancy.clone(), app.store.clone(), app.config.clone()),
+        crate::tenancy::usage::UsageFlusher::new(
+            app.tenancy.clone(),
+            app.store.clone(),
+            app.config.clone(),
+            app.shared.clone(),
+        ),
     ));
     server.add_service(background_service(
         "levitate quota",

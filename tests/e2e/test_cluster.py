@@ -524,6 +524,32 @@ def test_a_keys_rpm_holds_for_the_cluster(start_cluster, shared: bool):
     assert codes.count(200) == expected and codes.count(429) == 24 - expected, codes
 
 
+def test_usage_is_the_clusters_on_every_instance(start_cluster):
+    """Each instance publishes its usage rows; `GET /admin/usage` on any instance sums all three (within the
+    second or so the publishing takes), and `scope=instance` still shows one box's own."""
+    cluster = start_cluster(shared=True)
+    with httpx.Client(base_url=cluster.base, timeout=30.0, headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+        for i in range(9):
+            r = http.post("/v1/chat/completions", json={
+                "model": "gpt-4o", "messages": [{"role": "user", "content": f"usage {i} [sim:text]"}]})
+            assert r.status_code == 200, r.text
+
+    def requests(gateway: Gateway, scope: str) -> tuple[str, int]:
+        answer = httpx.get(gateway.admin_url + "/admin/usage", params={"scope": scope}, timeout=10).json()
+        return answer["scope"], sum(row["requests"] for row in answer["rows"])
+
+    wait_until("every instance to show the cluster's 9 requests",
+               lambda: all(requests(g, "cluster") == ("cluster", 9) for g in cluster.gateways), 10.0)
+    own = [requests(g, "instance") for g in cluster.gateways]
+    assert all(scope == "instance" for scope, _ in own)
+    assert sum(n for _, n in own) == 9 and max(n for _, n in own) < 9, own
+    # Redis gone: each instance answers from its own store, and says so.
+    cluster.redis.kill()
+    wait_until("every instance to notice Redis is gone",
+               lambda: all(cluster.shared_up(g) == 0 for g in cluster.gateways), 10.0)
+    assert [requests(g, "cluster") for g in cluster.gateways] == own
+
+
 class _Front:
     """What the real-client helpers need of a gateway: its base URL (here, Nginx in front of the cluster)."""
 

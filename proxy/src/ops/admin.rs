@@ -181,8 +181,14 @@ impl Admin {
         )
     }
 
-    /// `GET /admin/usage`: the store's hourly rows in the range, summed by the requested dimensions.
-    fn usage(&self, query: Option<&str>, accept_csv: bool) -> Response<Vec<u8>> {
+    /// `GET /admin/usage`: the hourly rows in the range, summed by the requested dimensions: the cluster's
+    /// (`cluster`, when Redis answered) or this instance's store's.
+    fn usage(
+        &self,
+        query: Option<&str>,
+        accept_csv: bool,
+        cluster: Option<Vec<(crate::store::UsageKey, crate::store::UsageRecord)>>,
+    ) -> Response<Vec<u8>> {
         use crate::tenancy::usage::{self, UsageQuery};
         let mut parsed = match UsageQuery::parse(query, crate::store::unix_now() as i64) {
             Ok(parsed) => parsed,
@@ -190,7 +196,14 @@ impl Admin {
         };
         parsed.csv |= accept_csv;
         let (from_hour, to_hour) = parsed.hours();
-        match usage::query(&self.app.tenancy.usage, &self.app.store, from_hour, to_hour, &parsed.group_by) {
+        let scope = if cluster.is_some() { "cluster" } else { "instance" };
+        let groups = match cluster {
+            Some(rows) => Ok(usage::group(&rows, &parsed.group_by)),
+            None => {
+                usage::query(&self.app.tenancy.usage, &self.app.store, from_hour, to_hour, &parsed.group_by)
+            }
+        };
+        match groups {
             Ok(groups) if parsed.csv => {
                 reply(200, "text/csv; charset=utf-8", usage::to_csv(&parsed.group_by, &groups).into_bytes())
             }
@@ -200,6 +213,7 @@ impl Admin {
                     "from": usage::hour_label(from_hour),
                     "to": usage::hour_label(to_hour),
                     "group_by": parsed.group_by.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
+                    "scope": scope,
                     "rows": groups,
                 }),
             ),
@@ -364,7 +378,20 @@ impl ServeHttp for Admin {
                 let admin =
                     Admin { app: self.app.clone(), started: self.started, console: self.console.clone() };
                 let query = query.clone();
-                match tokio::task::spawn_blocking(move || admin.usage(query.as_deref(), accept_csv)).await {
+                // In a cluster the rows of every instance, from Redis (each publishes its own once a second).
+                let cluster = match crate::tenancy::usage::UsageQuery::parse(
+                    query.as_deref(),
+                    crate::store::unix_now() as i64,
+                ) {
+                    Ok(parsed) if !parsed.instance_only && self.app.shared.enabled() => {
+                        let (from_hour, to_hour) = parsed.hours();
+                        self.app.shared.cluster_usage(from_hour, to_hour).await
+                    }
+                    _ => None,
+                };
+                match tokio::task::spawn_blocking(move || admin.usage(query.as_deref(), accept_csv, cluster))
+                    .await
+                {
                     Ok(response) => response,
                     Err(_) => error(500, "usage query failed"),
                 }

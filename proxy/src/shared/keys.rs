@@ -36,6 +36,11 @@ impl Keys {
         format!("{}instances", self.prefix)
     }
 
+    /// One hour's usage rows of every instance (`shared::usage`).
+    pub fn usage(&self, hour: u64) -> String {
+        format!("{}usage:{hour}", self.prefix)
+    }
+
     /// The account pool's shared tables (`lockouts`, `forbidden`, `quotas`) and its event channel (`events`).
     pub fn pool(&self, name: &str) -> String {
         format!("{}pool:{name}", self.prefix)

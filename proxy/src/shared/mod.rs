@@ -15,6 +15,7 @@ pub mod keys;
 mod pool_sync;
 mod recorder;
 pub mod service;
+mod usage;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -374,10 +375,13 @@ fn redact(url: &str) -> String {
 }
 
 fn default_instance_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    format!("{}-{}", hostname(), std::process::id())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "levitate".to_string());
-    format!("{host}-{}", std::process::id())
+        .unwrap_or_else(|_| "levitate".to_string())
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! [`query`] reads the rows of a time range grouped by the requested dimensions, for `GET /admin/usage`, the
 //! CLI and the console; [`to_csv`] renders the same rows as CSV.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use pingora_core::services::background::BackgroundService;
 use serde::Serialize;
 
 use crate::config::live::LiveConfig;
+use crate::shared::SharedState;
 use crate::store::{Store, StoreError, UsageKey, UsageRecord};
 
 /// How often the in-memory table is added to the store, and how often once a stop has begun.
@@ -32,6 +33,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 #[derive(Default)]
 pub struct UsageBook {
     pending: Mutex<HashMap<UsageKey, UsageRecord>>,
+    /// Hours whose stored rows changed since the cluster last had them (`shared::usage`).
+    unpublished: Mutex<BTreeSet<u64>>,
 }
 
 impl UsageBook {
@@ -48,7 +51,12 @@ impl UsageBook {
         let count = taken.len();
         let mut rows = taken.into_iter();
         while let Some((key, record)) = rows.next() {
-            if let Err(e) = store.add_usage(&key, &record) {
+            let hour = key.hour;
+            let written = store.add_usage(&key, &record);
+            if written.is_ok() {
+                self.unpublished.lock().unwrap_or_else(PoisonError::into_inner).insert(hour);
+            }
+            if let Err(e) = written {
                 self.record(key, &record);
                 for (key, record) in rows {
                     self.record(key, &record);
@@ -57,6 +65,16 @@ impl UsageBook {
             }
         }
         Ok(count)
+    }
+
+    /// The hours changed since the last call, for publishing to the cluster.
+    fn take_unpublished(&self) -> BTreeSet<u64> {
+        std::mem::take(&mut *self.unpublished.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Hours that could not be published go back for the next try.
+    fn keep_unpublished(&self, hours: BTreeSet<u64>) {
+        self.unpublished.lock().unwrap_or_else(PoisonError::into_inner).extend(hours);
     }
 }
 
@@ -191,14 +209,22 @@ pub struct UsageQuery {
     pub to: i64,
     pub group_by: Vec<Dimension>,
     pub csv: bool,
+    /// `scope=instance`: this instance's rows only, even in a cluster (`shared_state`), whose rows are summed
+    /// over every instance otherwise.
+    pub instance_only: bool,
 }
 
 impl UsageQuery {
     /// Reads `group_by=key,model`, `from=` / `to=` (RFC 3339, Unix seconds, or a duration such as `1d`, `7d`,
     /// `12h` meaning that long before `now`) and `format=csv|json`. Defaults: the last day, grouped by key.
     pub fn parse(query: Option<&str>, now: i64) -> Result<UsageQuery, String> {
-        let mut parsed =
-            UsageQuery { from: now - 86_400, to: now, group_by: vec![Dimension::Key], csv: false };
+        let mut parsed = UsageQuery {
+            from: now - 86_400,
+            to: now,
+            group_by: vec![Dimension::Key],
+            csv: false,
+            instance_only: false,
+        };
         for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             match name.as_ref() {
                 "from" => parsed.from = parse_time(&value, now)?,
@@ -216,6 +242,13 @@ impl UsageQuery {
                         .collect::<Result<_, _>>()?
                 }
                 "format" => parsed.csv = value.eq_ignore_ascii_case("csv"),
+                "scope" => {
+                    parsed.instance_only = match value.as_ref() {
+                        "instance" => true,
+                        "cluster" => false,
+                        other => return Err(format!("scope: {other:?} is not instance or cluster")),
+                    }
+                }
                 _ => {}
             }
         }
@@ -352,16 +385,48 @@ fn csv_field(value: &str) -> String {
     }
 }
 
-/// Adds the usage table to the store every second, and prunes rows past `usage.retention_days`.
+/// Adds the usage table to the store every second, publishes the changed hours to the cluster (with
+/// `shared_state`), and prunes rows past `usage.retention_days`.
 pub struct UsageFlusher {
     book: Arc<super::Tenancy>,
     store: Store,
     config: Arc<LiveConfig>,
+    shared: Arc<SharedState>,
 }
 
 impl UsageFlusher {
-    pub fn new(book: Arc<super::Tenancy>, store: Store, config: Arc<LiveConfig>) -> Self {
-        UsageFlusher { book, store, config }
+    pub fn new(
+        book: Arc<super::Tenancy>,
+        store: Store,
+        config: Arc<LiveConfig>,
+        shared: Arc<SharedState>,
+    ) -> Self {
+        UsageFlusher { book, store, config, shared }
+    }
+
+    /// This instance's rows of the hours that changed, to Redis; kept for the next tick when it is down.
+    async fn publish(&self) {
+        let hours = self.book.usage.take_unpublished();
+        if hours.is_empty() || !self.shared.enabled() {
+            return;
+        }
+        let mut rows = Vec::new();
+        for &hour in &hours {
+            match self.store.usage_rows(hour, hour + 1) {
+                Ok(found) => rows.extend(found),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read usage rows to publish; kept for the next try");
+                    self.book.usage.keep_unpublished(hours);
+                    return;
+                }
+            }
+        }
+        let config = self.config.load();
+        let published =
+            self.shared.publish_usage(&config.store_path, &rows, config.tenancy.retention_days).await;
+        if published.is_err() {
+            self.book.usage.keep_unpublished(hours);
+        }
     }
 
     fn flush(&self) {
@@ -388,7 +453,10 @@ impl BackgroundService for UsageFlusher {
         let mut prune = tokio::time::interval(PRUNE_EVERY);
         loop {
             tokio::select! {
-                _ = flush.tick() => self.flush(),
+                _ = flush.tick() => {
+                    self.flush();
+                    self.publish().await;
+                }
                 _ = prune.tick() => self.prune(),
                 _ = shutdown.changed() => break,
             }
