@@ -63,7 +63,15 @@ where
         if let Some(token) = cluster.token(account).await.filter(usable) {
             return Ok(token);
         }
-        if started.elapsed() >= patience || cluster.claim_refresh(account, patience * 2).await {
+        if started.elapsed() >= patience {
+            break;
+        }
+        if cluster.claim_refresh(account, patience * 2).await {
+            // Another instance may have published and ended its claim between the look above and this claim:
+            // look once more, or the cluster refreshes twice for one expiry.
+            if let Some(token) = cluster.token(account).await.filter(usable) {
+                return Ok(token);
+            }
             break;
         }
         tokio::time::sleep(POLL).await;
@@ -103,6 +111,42 @@ mod tests {
             None
         }
         async fn put_project(&self, _: &str, _: &SharedProject) {}
+    }
+
+    /// A cluster where another instance publishes a fresh token and ends its claim just after this instance
+    /// looked for one and just before it claims.
+    struct PublishedMeanwhile(Memory);
+
+    #[async_trait]
+    impl ClusterCredentials for PublishedMeanwhile {
+        async fn token(&self, account: &str) -> Option<Token> {
+            self.0.token(account).await
+        }
+        async fn claim_refresh(&self, account: &str, hold: Duration) -> bool {
+            if self.0.token.lock().unwrap().is_none() {
+                self.0.put_token(account, &token(3600)).await;
+            }
+            self.0.claim_refresh(account, hold).await
+        }
+        async fn put_token(&self, account: &str, token: &Token) {
+            self.0.put_token(account, token).await
+        }
+        async fn project(&self, _: &str) -> Option<SharedProject> {
+            None
+        }
+        async fn put_project(&self, _: &str, _: &SharedProject) {}
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_published_just_before_the_claim_is_taken_instead_of_refreshing_again() {
+        let cluster = PublishedMeanwhile(Memory::default());
+        let got = refresh_once(&cluster, "a", Duration::from_secs(60), Duration::from_secs(5), || async {
+            panic!("refreshed although another instance had just published a token");
+            #[allow(unreachable_code)]
+            Ok::<_, ()>(token(3600))
+        })
+        .await;
+        assert!(got.is_ok());
     }
 
     fn token(expires_in: u64) -> Token {
