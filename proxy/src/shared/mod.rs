@@ -170,16 +170,9 @@ impl SharedState {
         if let Some(session) = session {
             pipe.cmd("GET").arg(link.keys.binding(session));
         }
-        let mut conn = (*conn).clone();
-        let replies = match link.bounded(pipe.query_async::<Vec<Value>>(&mut conn)).await {
-            Ok(replies) => replies,
-            Err(e) => {
-                link.count("fetch", "error");
-                link.mark_down(&e);
-                return Fetched::default();
-            }
+        let Ok(replies) = link.query::<Vec<Value>>("fetch", &pipe, &conn).await else {
+            return Fetched::default();
         };
-        link.count("fetch", "ok");
         let mut replies = replies.into_iter();
         let mut fetched = Fetched::default();
         if !store_keys.is_empty() {
@@ -290,6 +283,28 @@ impl Link {
 
     fn count(&self, op: &str, outcome: &str) {
         self.ops.with_label_values(&[op, outcome]).inc();
+    }
+
+    /// Runs `pipe` on `conn` within the timeout, counted under `op`; a failure puts the instance in degraded
+    /// mode.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        op: &str,
+        pipe: &redis::Pipeline,
+        conn: &MultiplexedConnection,
+    ) -> Result<T, String> {
+        let mut conn = conn.clone();
+        match self.bounded(pipe.query_async::<T>(&mut conn)).await {
+            Ok(value) => {
+                self.count(op, "ok");
+                Ok(value)
+            }
+            Err(e) => {
+                self.count(op, "error");
+                self.mark_down(&e);
+                Err(e)
+            }
+        }
     }
 
     async fn write(&self, writes: Vec<Write>) {

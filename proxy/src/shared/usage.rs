@@ -50,18 +50,7 @@ impl SharedState {
         for hour in hours {
             pipe.cmd("EXPIRE").arg(link.keys.usage(hour)).arg(ttl).ignore();
         }
-        let mut conn = (*conn).clone();
-        match link.bounded(pipe.query_async::<()>(&mut conn)).await {
-            Ok(()) => {
-                link.count("usage", "ok");
-                Ok(())
-            }
-            Err(e) => {
-                link.count("usage", "error");
-                link.mark_down(&e);
-                Err(e)
-            }
-        }
+        link.query::<()>("usage", &pipe, &conn).await
     }
 
     /// Every instance's rows of hours `from_hour..to_hour`, or `None` when there is no cluster or Redis
@@ -74,16 +63,7 @@ impl SharedState {
         for hour in from_hour..to_hour {
             pipe.cmd("HGETALL").arg(link.keys.usage(hour));
         }
-        let mut conn = (*conn).clone();
-        let replies = match link.bounded(pipe.query_async::<Vec<Value>>(&mut conn)).await {
-            Ok(replies) => replies,
-            Err(e) => {
-                link.count("usage", "error");
-                link.mark_down(&e);
-                return None;
-            }
-        };
-        link.count("usage", "ok");
+        let replies = link.query::<Vec<Value>>("usage", &pipe, &conn).await.ok()?;
         let mut rows: HashMap<UsageKey, UsageRecord> = HashMap::new();
         for (hour, reply) in (from_hour..to_hour).zip(replies) {
             for (name, value) in pairs(reply) {
