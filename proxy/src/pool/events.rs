@@ -152,12 +152,18 @@ mod tests {
         AccountPool::new(&[crate::pool::selector::tests::account("a@example.com", None, 2)])
     }
 
-    #[test]
-    fn what_the_pool_learns_is_emitted_and_what_it_is_told_is_not() {
+    /// A pool whose emitted events are collected.
+    fn watched_pool() -> (AccountPool, Arc<Mutex<Vec<PoolEvent>>>) {
         let pool = pool();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
         pool.set_event_sink(Box::new(move |e| sink.lock().unwrap().push(e)));
+        (pool, seen)
+    }
+
+    #[test]
+    fn what_the_pool_learns_is_emitted_and_what_it_is_told_is_not() {
+        let (pool, seen) = watched_pool();
         let account = pool.accounts()[0].clone();
         pool.lock(&account, "m", std::time::Duration::from_secs(30), "quota");
         assert!(matches!(seen.lock().unwrap().as_slice(), [PoolEvent::Lockout(r)] if r.model == "m"));
@@ -172,10 +178,7 @@ mod tests {
 
     #[test]
     fn a_breaker_opened_here_is_emitted_and_one_opened_elsewhere_rests_the_account_here() {
-        let pool = pool();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let sink = seen.clone();
-        pool.set_event_sink(Box::new(move |e| sink.lock().unwrap().push(e)));
+        let (pool, seen) = watched_pool();
         let account = pool.accounts()[0].clone();
         let mut failures = 0;
         while !pool.on_server_failure(&account) {
