@@ -39,6 +39,8 @@ pub trait ClusterCredentials: Send + Sync {
     async fn claim_refresh(&self, account: &str, hold: Duration) -> bool;
     /// Publishes a refreshed token and ends the claim.
     async fn put_token(&self, account: &str, token: &Token);
+    /// Ends this instance's claim without a token of its own (another instance's was found after all).
+    async fn end_claim(&self, account: &str);
     async fn project(&self, account: &str) -> Option<SharedProject>;
     async fn put_project(&self, account: &str, project: &SharedProject);
 }
@@ -68,8 +70,10 @@ where
         }
         if cluster.claim_refresh(account, patience * 2).await {
             // Another instance may have published and ended its claim between the look above and this claim:
-            // look once more, or the cluster refreshes twice for one expiry.
+            // look once more, or the cluster refreshes twice for one expiry. The claim then ends at once: left
+            // to its hold, it would make every instance wait out the next expiry for a refresh nobody does.
             if let Some(token) = cluster.token(account).await.filter(usable) {
+                cluster.end_claim(account).await;
                 return Ok(token);
             }
             break;
@@ -107,6 +111,9 @@ mod tests {
             *self.token.lock().unwrap() = Some(token.clone());
             *self.claimed.lock().unwrap() = false;
         }
+        async fn end_claim(&self, _: &str) {
+            *self.claimed.lock().unwrap() = false;
+        }
         async fn project(&self, _: &str) -> Option<SharedProject> {
             None
         }
@@ -131,6 +138,9 @@ mod tests {
         async fn put_token(&self, account: &str, token: &Token) {
             self.0.put_token(account, token).await
         }
+        async fn end_claim(&self, account: &str) {
+            self.0.end_claim(account).await
+        }
         async fn project(&self, _: &str) -> Option<SharedProject> {
             None
         }
@@ -147,6 +157,10 @@ mod tests {
         })
         .await;
         assert!(got.is_ok());
+        assert!(
+            !*cluster.0.claimed.lock().unwrap(),
+            "the claim outlived its use: the next expiry would stall"
+        );
     }
 
     fn token(expires_in: u64) -> Token {

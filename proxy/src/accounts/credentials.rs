@@ -336,7 +336,9 @@ impl Credentials {
         entry.check_backoff(account)?;
         let result = match self.cluster.get() {
             Some(cluster) => {
-                let (lead, patience) = (settings.token_refresh_lead, settings.control_timeout);
+                // Waiting for another instance's refresh takes at most half the bound, so a waiter whose
+                // claimant died still has time to refresh for itself.
+                let (lead, patience) = (settings.token_refresh_lead, settings.control_timeout / 2);
                 let refresh = || async {
                     let t = self.refresh(account, settings).await?;
                     Ok(Token { token: t.token, expires_at: t.expires_at })

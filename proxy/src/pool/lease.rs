@@ -56,6 +56,7 @@ impl PoolState {
             return;
         }
         let account = self.table.load().get(id).cloned();
+        let mut resting = false;
         if let Some(account) = account.filter(|a| live.in_flight() <= a.max_concurrent) {
             let settings = self.settings.load();
             let now = Instant::now();
@@ -64,12 +65,16 @@ impl PoolState {
             let mut admitted = false;
             while i < queue.waiters.len() {
                 let waiter = &queue.waiters[i];
-                // The slot being released is this account's own, so "at its cap" still counts as usable.
                 let usable = !waiter.exclude.iter().any(|x| x == id)
-                    && matches!(
-                        self.availability(&account, live, &waiter.model, now, now_ms, &settings),
-                        Availability::Ready | Availability::Full
-                    );
+                    && match self.availability(&account, live, &waiter.model, now, now_ms, &settings) {
+                        // The slot being released is this account's own, so "at its cap" still counts.
+                        Availability::Ready | Availability::Full => true,
+                        Availability::Resting(_) => {
+                            resting = true;
+                            false
+                        }
+                        Availability::Unusable => false,
+                    };
                 if !usable {
                     i += 1;
                     continue;
@@ -89,6 +94,13 @@ impl PoolState {
         }
         live.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.refile(id, filed);
+        drop(queue);
+        if resting {
+            // A waiter could use this slot once the account's rest ends (a 429 just locked it, say); it
+            // may be asleep until its deadline, having seen only busy accounts. Waking the queue lets each
+            // waiter learn of the rest and look again when it ends.
+            self.changed.notify_waiters();
+        }
     }
 }
 

@@ -51,6 +51,7 @@ use crate::config::{AccountSpec, LockScope, PoolSettings};
 use crate::pool::breaker::BreakerState;
 use crate::pool::live::ADMIN_NONE;
 use crate::pool::quota::QuotaView;
+use crate::pool::selection::Miss;
 use crate::pool::state::Availability;
 use crate::store::{unix_now, ForbiddenRecord, LockoutRecord, Store};
 
@@ -214,6 +215,11 @@ impl AccountPool {
 
     /// Leases the best eligible account right now, without waiting.
     pub fn select(&self, selection: &Selection<'_>) -> Result<Lease, SelectError> {
+        self.try_select(selection).map_err(|miss| miss.error)
+    }
+
+    /// [`select`](Self::select), and on a miss also when the earliest resting account may serve again.
+    fn try_select(&self, selection: &Selection<'_>) -> Result<Lease, Miss> {
         let selector = self.selector.load();
         let settings = self.state.settings.load();
         let now = Instant::now();
@@ -296,7 +302,7 @@ impl AccountPool {
         selection: &Selection<'_>,
         now: Instant,
         settings: &PoolSettings,
-    ) -> Result<Lease, SelectError> {
+    ) -> Result<Lease, Miss> {
         let now_ms = now_ms();
         let (mut busy, mut tried, mut earliest) = (false, false, None::<u64>);
         let mut missed = Vec::new();
@@ -327,12 +333,13 @@ impl AccountPool {
                 return Ok(lease);
             }
         }
-        Err(match (busy, earliest, tried) {
+        let error = match (busy, earliest, tried) {
             (true, _, _) => SelectError::Busy,
             (false, Some(until_ms), _) => SelectError::Locked { until_ms },
             (false, None, true) => SelectError::Exhausted,
             (false, None, false) => SelectError::NoAccounts,
-        })
+        };
+        Err(Miss { error, resting_until: earliest })
     }
 
     /// Like [`select`](Self::select), but waits up to `max_wait` when every candidate is busy, or resting
@@ -354,25 +361,24 @@ impl AccountPool {
             let changed = self.state.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let error = match self.select(selection) {
+            let Miss { error, resting_until } = match self.try_select(selection) {
                 Ok(lease) => {
                     // A slot handed over in the meantime goes straight on to the next waiter.
                     drop(place.leave());
                     return Ok(lease);
                 }
-                Err(error) => error,
+                Err(miss) => miss,
             };
             let now = tokio::time::Instant::now();
             let remaining = deadline.saturating_duration_since(now);
             if remaining.is_zero() || !error.may_wait(remaining) {
                 return place.leave().ok_or(error);
             }
-            let wake_at = match &error {
-                SelectError::Locked { until_ms } => {
-                    now + Duration::from_millis(until_ms.saturating_sub(now_ms()))
-                }
-                _ => deadline,
-            };
+            // Busy or not, look again when the first resting account may serve: its slot may have been
+            // freed while it rested, and nothing else announces the end of a rest.
+            let wake_at = resting_until.map_or(deadline, |until_ms| {
+                deadline.min(now + Duration::from_millis(until_ms.saturating_sub(now_ms())))
+            });
             let granted = tokio::select! {
                 grant = &mut place.grant => Some(grant),
                 _ = changed => None,
@@ -1149,6 +1155,25 @@ mod tests {
         assert_eq!(late.await.unwrap().err(), Some(SelectError::Busy), "and its slot went to no one");
         drop(lease);
         assert_eq!((pool.live_of("b@x").in_flight(), pool.queued()), (0, 0));
+    }
+
+    /// The storm case: every account busy, a waiter queued; a 429 locks one account briefly and its slot is
+    /// freed while it rests, so no waiter could take it then. The waiter must be served when the rest ends,
+    /// not when its own wait runs out (it used to sleep until then: a whole instance stalled for 30 s).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slot_freed_while_its_account_rests_goes_to_a_waiter_when_the_rest_ends() {
+        let pool = Arc::new(AccountPool::new(&[account("a@x", None, 1), account("b@x", None, 1)]));
+        let (a, b) = (pick(&pool).unwrap(), pick(&pool).unwrap());
+        let waiter = wait_for(&pool, vec![], Duration::from_secs(120));
+        until_queued(&pool, 1).await;
+        pool.lock(&a.account, "m", Duration::from_millis(150), "RATE_LIMIT_EXCEEDED");
+        let locked = a.id().to_string();
+        drop(a);
+        let served = tokio::time::timeout(Duration::from_secs(20), waiter).await;
+        let lease = served.expect("the waiter slept past the end of the rest").unwrap().unwrap();
+        assert_eq!(lease.id(), locked);
+        drop((lease, b));
+        assert_eq!(pool.queued(), 0);
     }
 
     #[tokio::test]

@@ -33,6 +33,14 @@ impl SelectError {
     }
 }
 
+/// A selection that found no slot: why, and when the earliest resting candidate may serve again (also when
+/// the answer is `Busy`: the wait queue looks again then, since the end of a rest announces itself nowhere).
+#[derive(Debug)]
+pub(super) struct Miss {
+    pub error: SelectError,
+    pub resting_until: Option<u64>,
+}
+
 /// What one upstream attempt asks of the pool.
 pub struct Selection<'a> {
     pub model: &'a str,

@@ -100,6 +100,13 @@ impl ClusterCredentials for RedisCredentials {
         self.run(pipe).await;
     }
 
+    async fn end_claim(&self, account: &str) {
+        let Some(claim) = self.key("refreshing", account) else { return };
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL").arg(claim).ignore();
+        self.run(pipe).await;
+    }
+
     async fn project(&self, account: &str) -> Option<SharedProject> {
         let text = self.get(self.key("project", account)?).await?;
         let stored: StoredProject = serde_json::from_str(&text).ok()?;
