@@ -480,6 +480,48 @@ def test_a_killed_instance_gives_its_share_back_within_the_lease(start_cluster):
     assert load.ok >= 30, load.ok
 
 
+def test_an_instance_joining_under_load_takes_its_slots_only_as_the_others_give_them_back(start_cluster):
+    """Slow requests saturate two instances while the third is away; it comes back with its own clients. The
+    survivors hold each cap between them with requests in flight, so the newcomer may take its part only as
+    they finish: the simulator's peak per account never exceeds the cap, and within a few seconds all three
+    hold slots again. (Shares computed from the membership alone let the newcomer take its part at once while
+    the others were still using theirs.)"""
+    cluster = start_cluster(shared=True, shared_extra={"lease": "3s"})
+    cluster.sim.set_faults([{"kind": "slow_first_byte", "delay_ms": 600}])
+    joiner = cluster.gateways[2]
+
+    def caps(gateway: Gateway) -> dict:
+        accounts = httpx.get(gateway.admin_url + "/admin/accounts", timeout=5).json()["accounts"]
+        return {a["email"]: a["max_concurrent"] for a in accounts}
+
+    joiner.stop()
+    survivors = cluster.gateways[:2]
+    emails = [a.email for a in joiner.accounts]
+    wait_until("the survivors to hold every slot",
+               lambda: all(sum(caps(g)[e] for g in survivors) == CAP for e in emails), 3.0 + 5.0)
+    # Twice the slots' worth of clients on the survivors: every slot stays in use.
+    through_nginx = Load(cluster.base, threads=4 * CAP)
+    direct = None
+    try:
+        time.sleep(2.0)
+        cluster.sim.reset_stats()
+        joiner.start(joiner.main_config)
+        direct = Load(joiner.base_url, threads=2 * CAP)
+        wait_until("all three instances to hold slots",
+                   lambda: all(sum(caps(g)[e] for g in cluster.gateways) == CAP for e in emails)
+                   and all(sum(caps(g).values()) > 0 for g in cluster.gateways), 10.0)
+        time.sleep(2.0)
+    finally:
+        through_nginx.stop()
+        if direct:
+            direct.stop()
+
+    peaks = {email: a["peak_concurrency"] for email, a in cluster.sim.stats()["accounts"].items()}
+    assert all(peak <= CAP for peak in peaks.values()), f"over the cluster cap {CAP}: {peaks}"
+    assert max(peaks.values()) == CAP, f"the slots were not all in use, so the test proves nothing: {peaks}"
+    assert direct.ok > 0 and direct.failures == [], (direct.ok, direct.failures[:3])
+
+
 @pytest.mark.parametrize("shared", [True, False], ids=["shared", "control"])
 def test_an_expiring_token_is_refreshed_once_for_the_whole_cluster(start_cluster, shared: bool):
     """Tokens live 8 s and are renewed 1 s ahead. Once they are due, a burst through all three instances at

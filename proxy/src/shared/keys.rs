@@ -51,6 +51,11 @@ impl Keys {
         format!("{}acct:{kind}:{account}", self.prefix)
     }
 
+    /// An account's slot ledger: instance id → slots held and until when (`shared::slots`).
+    pub fn slots(&self, account: &str) -> String {
+        format!("{}slots:{account}", self.prefix)
+    }
+
     /// The store key back from a signature key (for the index trim), if it is one of ours.
     pub fn store_key_of<'a>(&self, signature_key: &'a str) -> Option<&'a str> {
         signature_key.strip_prefix(&self.prefix)?.strip_prefix("sig:")

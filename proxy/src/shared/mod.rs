@@ -15,6 +15,7 @@ pub mod keys;
 mod pool_sync;
 mod recorder;
 pub mod service;
+mod slots;
 mod usage;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};

@@ -49,12 +49,18 @@ impl SharedStateService {
         SharedStateService { shared, config, pool, tenancy, store }
     }
 
-    /// Puts the cluster's shape in force: the accounts' caps and the keys' limits are split over it.
-    fn apply(&self, share: Share) {
-        self.tenancy.set_instances(match share {
-            Share::Whole => 1,
-            Share::Exact { n, .. } | Share::Fallback { n } => n,
-        });
+    /// Puts the cluster's shape in force: the accounts' caps and the keys' limits are split over it. With the
+    /// cluster in view, the caps are the slots the ledger grants this instance (its fair part once the others
+    /// have given theirs back); without it, an even share.
+    async fn apply(&self, link: &Link, share: Share) {
+        self.tenancy.set_instances(share.instances());
+        let share = match share {
+            Share::Exact { n, rank } => match link.settle_slots(&self.pool.slot_wants(n, rank)).await {
+                Ok(slots) => Share::Held { n, slots },
+                Err(_) => link.share(None),
+            },
+            other => other,
+        };
         self.pool.set_cluster_share(share);
     }
 
@@ -72,7 +78,7 @@ impl SharedStateService {
             } else {
                 heartbeat(link).await
             };
-            self.apply(link.share(members));
+            self.apply(link, link.share(members)).await;
             if link.conn.load().is_some() && last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_INTERVAL) {
                 last_sweep = Some(Instant::now());
                 let snapshot = self.config.load();
@@ -102,7 +108,7 @@ impl BackgroundService for SharedStateService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let Some(link) = self.shared.link.as_ref() else { return };
         // Until the cluster is seen, this instance takes no more than an even share of each cap.
-        self.apply(link.share(None));
+        self.apply(link, link.share(None)).await;
         tokio::select! {
             _ = shutdown.changed() => {}
             _ = self.run(link) => {}
