@@ -2,11 +2,14 @@
 
 Starts the simulator, a redis-server (no persistence) and two gateways on free loopback ports, identical but for
 `shared_state` (one account with a project, server.threads 2, quota polling off), then runs wrk (1 thread,
-16 connections, 10 s) against each, alternating, twice, on a plain OpenAI chat request. Uses the e2e harness,
+16 connections, 10 s) against each, alternating, twice, on a plain OpenAI chat request. Prints req/s, client
+p50/p99, and the gateway's own overhead p50/p99 over each run (`levitate_gateway_overhead_seconds`, the time
+not spent waiting for upstream, interpolated inside the histogram's buckets). Uses the e2e harness,
 so LEVITATE_BIN / LEVITATE_SIM_BIN pick the binaries (debug by default; point them at a release build for
 numbers comparable to the rest of docs/benchmarks.md).
 
 Usage: python3 loadtest/compare_shared_state.py <scratch folder>     Needs: wrk, redis-server.
+       DURATION=10s (wrk's -d for each run)
 """
 
 import json
@@ -21,6 +24,32 @@ import conftest
 from conftest import Account, Gateway, main_config, start_sim_process, write_yaml, REPO, API_KEY
 from test_cluster import Redis
 
+OVERHEAD = re.compile(r'^levitate_gateway_overhead_seconds_bucket\{protocol="openai",route="chat_completions",'
+                      r'le="([^"]+)"\} (\d+)', re.M)
+
+
+def overhead_buckets(gateway) -> list[tuple[float, int]]:
+    return [(float(le), int(n)) for le, n in OVERHEAD.findall(gateway.metrics())]
+
+
+def quantile(before, after, q: float) -> str:
+    """The q-quantile of the observations between two scrapes, in microseconds (as histogram_quantile)."""
+    before = before or [(le, 0) for le, _ in after]  # no request yet: the series did not exist
+    counts = [(le, a - b) for (le, a), (_, b) in zip(after, before)]
+    total = counts[-1][1] if counts else 0
+    if total == 0:
+        return "-"
+    rank, lower, below = q * total, 0.0, 0
+    for le, n in counts:
+        if n >= rank:
+            if le == float("inf"):
+                return f">{lower * 1e6:.0f}"
+            return f"{(lower + (le - lower) * (rank - below) / max(n - below, 1)) * 1e6:.0f}"
+        lower, below = le, n
+    return "-"
+
+
+DURATION = __import__('os').environ.get('DURATION', '10s')
 tmp = Path(sys.argv[1]); tmp.mkdir(parents=True, exist_ok=True)
 acc = Account(email="bench@e2e.levitate", tier="g1-pro-tier", project_id="bench-project", max_concurrent=256)
 sim = start_sim_process(tmp / "logs", {"accounts": [acc.sim_entry()]})
@@ -44,14 +73,18 @@ results = {"local": [], "shared": []}
 try:
     for rnd in range(2):
         for name in ("local", "shared"):
-            out = subprocess.run(["wrk", "-t1", "-c16", "-d10s", "--latency", "-s", str(lua),
+            before = overhead_buckets(gws[name])
+            out = subprocess.run(["wrk", "-t1", "-c16", "-d" + DURATION, "--latency", "-s", str(lua),
                                   gws[name].base_url + "/v1/chat/completions"], capture_output=True, text=True).stdout
             rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
             p50 = re.search(r"50%\s+([\d.]+\w+)", out).group(1)
             p99 = re.search(r"99%\s+([\d.]+\w+)", out).group(1)
             non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-            results[name].append((rps, p50, p99, non2xx.group(1) if non2xx else "0"))
-            print(name, rnd, rps, p50, p99, non2xx.group(1) if non2xx else 0, flush=True)
+            after = overhead_buckets(gws[name])
+            over = (quantile(before, after, 0.5), quantile(before, after, 0.99))
+            results[name].append((rps, p50, p99, non2xx.group(1) if non2xx else "0", *over))
+            print(name, rnd, f"{rps} req/s, p50 {p50}, p99 {p99}, non-2xx {non2xx.group(1) if non2xx else 0},",
+                  f"overhead p50 {over[0]} us, p99 {over[1]} us", flush=True)
     m = gws["shared"].metrics()
     print([l for l in m.splitlines() if l.startswith("levitate_shared_state")])
 finally:
