@@ -10,6 +10,7 @@
 //! instance in degraded mode (local state only, logged once, `levitate_shared_state_up 0`) until the
 //! background [`service::SharedStateService`] reconnects; then the writes made meanwhile are replayed.
 
+mod bindings;
 pub mod credentials;
 pub mod keys;
 mod pool_sync;
@@ -89,6 +90,8 @@ struct Link {
     /// Wakes the background service to reconnect at once.
     reconnect: Notify,
     backlog: Mutex<Vec<Write>>,
+    /// Bindings written lately, not written again unchanged on every turn.
+    recent_bindings: bindings::RecentBindings,
     /// Live instances at the last heartbeat (or `shared_state.instances`, 1 before the first).
     members: AtomicU32,
     /// This instance's rank among them.
@@ -135,6 +138,7 @@ impl SharedState {
                 changed_at_ms: AtomicU64::new(crate::store::unix_now_ms()),
                 reconnect: Notify::new(),
                 backlog: Mutex::new(Vec::new()),
+                recent_bindings: bindings::RecentBindings::default(),
                 members: AtomicU32::new(settings.instances.unwrap_or(1)),
                 rank: AtomicU32::new(0),
                 up_gauge,
@@ -193,8 +197,15 @@ impl SharedState {
 
     /// The one outbound round trip, off the response path: a request's writes in one pipeline. While Redis
     /// is down they wait in a bounded backlog, replayed on reconnection.
-    pub fn flush(self: &Arc<Self>, outbox: Outbox) {
+    pub fn flush(self: &Arc<Self>, mut outbox: Outbox) {
         let Some(link) = self.link.as_ref() else { return };
+        let now = std::time::Instant::now();
+        outbox.writes.retain(|write| match write {
+            Write::Binding { session, account, ttl } => {
+                link.recent_bindings.should_write(session, account, *ttl, now)
+            }
+            Write::Signature { .. } => true,
+        });
         if outbox.is_empty() {
             return;
         }
@@ -364,6 +375,7 @@ impl Link {
     }
 
     fn mark_up(&self, conn: MultiplexedConnection) {
+        self.recent_bindings.forget();
         self.conn.store(Some(Arc::new(conn)));
         if !self.up.swap(true, Ordering::Relaxed) {
             self.changed_at_ms.store(crate::store::unix_now_ms(), Ordering::Relaxed);
