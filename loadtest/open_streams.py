@@ -12,7 +12,9 @@ Usage: python3 loadtest/open_streams.py [N ...]
 Environment: LEVITATE_BIN, LEVITATE_SIM_BIN (default $CARGO_TARGET_DIR/release/...), WORDS (filler words per
 answer, 240: about 17 chunks, so ~35 s per stream), INTER_CHUNK_MS (2000), RAMP_PER_S (new connections per
 second, 1000), READ_BYTES (2048), READ_EVERY_S (0.5), SETTLE_S (60), NOFILE (descriptor limit for the three
-processes, 65536; raising it needs root or a hard limit that high), KEEP (keep the working folders).
+processes, 65536; raising it needs root or a hard limit that high), KEEP (keep the working folders), H2C=1
+(`upstream.h2c: true`: the gateway speaks HTTP/2 to the simulator, as it does to Google over TLS, so the
+upstream side is a few multiplexed connections instead of one HTTP/1.1 connection per stream).
 
 Prints one table row per N; exits non-zero if any stream failed.
 
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +49,7 @@ READ_BYTES = int(os.environ.get("READ_BYTES", "2048"))
 READ_EVERY_S = float(os.environ.get("READ_EVERY_S", "0.5"))
 SETTLE_S = int(os.environ.get("SETTLE_S", "60"))
 NOFILE = int(os.environ.get("NOFILE", "65536"))
+H2C = os.environ.get("H2C", "") not in ("", "0")
 # No stream may take longer than this (bounded loops everywhere).
 STREAM_DEADLINE_S = 600
 
@@ -96,8 +100,8 @@ class Processes:
         self.started.clear()
 
 
-def start_pair(work: Path, processes: Processes, n: int) -> tuple[int, int]:
-    """Starts the simulator and the gateway; returns the gateway's pid and client port."""
+def start_pair(work: Path, processes: Processes, n: int) -> tuple[int, int, str]:
+    """Starts the simulator and the gateway; returns the gateway's pid, client port and the simulator's URL."""
     sim_bin = os.environ.get("LEVITATE_SIM_BIN", str(TARGET / "release/levitate-sim"))
     levitate = os.environ.get("LEVITATE_BIN", str(TARGET / "release/levitate"))
     accounts = [{"email": f"open{i}@sim.levitate", "refresh_token": f"1//open-{i}", "tier": "g1-pro-tier",
@@ -116,7 +120,7 @@ def start_pair(work: Path, processes: Processes, n: int) -> tuple[int, int]:
         "admin": {"listen": f"127.0.0.1:{admin}"},
         "auth": {"api_keys": [{"name": "open", "key": KEY}]},
         "upstream": {"endpoints": [sim_url], "oauth_token_url": sim_url + "/token", "oauth_client_id": "open",
-                     "oauth_client_secret": "open-secret"},
+                     "oauth_client_secret": "open-secret", **({"h2c": True} if H2C else {})},
         "accounts_file": "accounts.yaml",
         "routes_file": "routes.yaml",
         "store": {"path": "./data"},
@@ -136,12 +140,19 @@ def start_pair(work: Path, processes: Processes, n: int) -> tuple[int, int]:
         try:
             for port in (admin, listen):
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return gateway.pid, listen
+            return gateway.pid, listen, sim_url
         except OSError:
             if gateway.poll() is not None:
                 raise SystemExit(f"the gateway exited; see {work / 'levitate.log'}")
             time.sleep(0.2)
     raise SystemExit("the gateway did not start within 60 s")
+
+
+def sim_versions(sim_url: str) -> dict:
+    """How the simulator was reached: requests per HTTP version and the HTTP/2 connections that carried them."""
+    with urllib.request.urlopen(sim_url + "/_sim/stats", timeout=10) as r:
+        stats = json.load(r)
+    return {"http_versions": stats.get("http_versions"), "h2_connections": stats.get("h2_connections")}
 
 
 def request(port: int, i: int, words: int) -> bytes:
@@ -223,7 +234,7 @@ def run_one(n: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"levitate-open-streams-{n}-"))
     processes = Processes()
     try:
-        pid, port = start_pair(work, processes, n)
+        pid, port, sim_url = start_pair(work, processes, n)
         warm = asyncio.run(burst(port, 1, pid, [], words=10))
         if warm.failed:
             raise SystemExit(f"warm-up stream failed: {warm.failed[0]}; see {work}")
@@ -244,7 +255,7 @@ def run_one(n: int) -> dict:
             "idle_kib": idle, "open_kib": at_most_open[2], "open_count": at_most_open[1], "peak_kib": peak_rss,
             "per_stream_kib": round((at_most_open[2] - idle) / max(at_most_open[1], 1), 1),
             "after_kib": after[-1], "after_ratio": round(after[-1] / idle, 2), "burst_s": round(took, 1),
-            "first_failures": counts.failed[:3],
+            "first_failures": counts.failed[:3], "h2c": H2C, "upstream": sim_versions(sim_url),
         }
         (work / "samples.json").write_text(json.dumps({"row": row, "samples": samples, "after": after}))
         return row
@@ -268,6 +279,7 @@ def main() -> int:
         row = run_one(n)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
+    print(f"upstream: {'h2c' if H2C else 'HTTP/1.1'}")
     print("| open streams | completed / failed | idle RSS | RSS with streams open | per open stream "
           f"| RSS {SETTLE_S} s after | after / idle |")
     print("|---|---|---|---|---|---|---|")

@@ -30,6 +30,20 @@ use crate::egress::{Egress, EgressError};
 /// How long a DNS answer is reused; Google's front ends rotate addresses, so it must not be forever.
 const DNS_TTL: Duration = Duration::from_secs(60);
 
+/// Streams one HTTP/2 connection may carry. Pingora's default is 1, a connection per stream, which throws
+/// HTTP/2's multiplexing away; the server's own SETTINGS_MAX_CONCURRENT_STREAMS still caps it (Google
+/// announces 100), and a full connection makes Pingora open the next one.
+const H2_MAX_STREAMS: usize = 100;
+
+/// Per-stream receive window. It bounds what one stream buffers while its client is slow (the pump stops
+/// reading upstream), not what is allocated up front. 1 MiB is far above what a model emits per round trip,
+/// and far below the connection window, so a few stalled clients cannot close the window of the connection
+/// their neighbours share (Pingora's default gives streams the whole 8 MiB connection window each).
+const H2_STREAM_WINDOW: u32 = 1 << 20;
+
+/// Connection-level receive window: 16 stalled streams' worth before the connection's others wait.
+const H2_CONNECTION_WINDOW: u32 = 16 << 20;
+
 /// A host's addresses and when they were looked up.
 type Resolved = (Arc<[SocketAddr]>, Instant);
 
@@ -220,6 +234,14 @@ impl Upstream {
         peer.options.idle_timeout = Some(Duration::from_secs(50));
         if url.tls {
             peer.options.alpn = ALPN::H2H1;
+        } else if url.h2c {
+            // Prior knowledge: plaintext has no ALPN, Pingora trusts a minimum version of 2 to mean h2c.
+            peer.options.alpn = ALPN::H2;
+        }
+        if url.tls || url.h2c {
+            peer.options.max_h2_streams = H2_MAX_STREAMS;
+            peer.options.h2_stream_window_size = Some(H2_STREAM_WINDOW);
+            peer.options.h2_connection_window_size = Some(H2_CONNECTION_WINDOW);
         }
         peer
     }

@@ -108,8 +108,14 @@ pub async fn serve(listener: TcpListener, state: Arc<SimState>, mut shutdown: wa
         tokio::spawn(async move {
             // Each request runs in its peer's scope (h2 streams may run on other tasks), so the stats can
             // say which source address carried which account's calls.
-            let service = hyper::service::service_fn(move |req| {
-                state.stats.peer_request(peer);
+            let h2_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                state.stats.peer_request(peer, req.version());
+                if req.version() == hyper::Version::HTTP_2
+                    && !h2_seen.swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    state.stats.h2_connection();
+                }
                 crate::stats::PEER.scope(peer, handle(state.clone(), req))
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

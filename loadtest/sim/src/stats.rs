@@ -6,6 +6,9 @@
 //! Per peer address (`peers`): connections accepted, requests served, and the account each content or
 //! control call was for, so an egress test can prove which source address carried which account's traffic
 //! (a proxy connects from its own address; a direct call from the gateway's).
+//!
+//! Per HTTP version (`http_versions`, and `h2_connections`): which protocol requests arrived over and on how
+//! many HTTP/2 connections, so a test can prove the gateway spoke h2c and multiplexed its streams.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -126,6 +129,10 @@ struct Inner {
     calls: BTreeMap<Call, u64>,
     recent: VecDeque<Value>,
     peers: BTreeMap<IpAddr, PeerStats>,
+    /// Requests per HTTP version label (`HTTP/1.1`, `HTTP/2`).
+    versions: BTreeMap<&'static str, u64>,
+    /// Connections that carried at least one HTTP/2 request.
+    h2_connections: u64,
 }
 
 /// All counters of one sim.
@@ -150,9 +157,22 @@ impl Stats {
         self.lock().peers.entry(peer).or_default().connections += 1;
     }
 
-    /// A request arrived from `peer` (any path, the sim's own included).
-    pub fn peer_request(&self, peer: IpAddr) {
-        self.lock().peers.entry(peer).or_default().requests += 1;
+    /// A request arrived from `peer` over `version` (any path, the sim's own included).
+    pub fn peer_request(&self, peer: IpAddr, version: hyper::Version) {
+        let label = match version {
+            hyper::Version::HTTP_2 => "HTTP/2",
+            hyper::Version::HTTP_11 => "HTTP/1.1",
+            hyper::Version::HTTP_10 => "HTTP/1.0",
+            _ => "other",
+        };
+        let mut inner = self.lock();
+        inner.peers.entry(peer).or_default().requests += 1;
+        *inner.versions.entry(label).or_default() += 1;
+    }
+
+    /// A connection served its first HTTP/2 request.
+    pub fn h2_connection(&self) {
+        self.lock().h2_connections += 1;
     }
 
     /// Attributes one call for `email` to the current request's peer.
@@ -287,6 +307,8 @@ impl Stats {
             "peers": peers,
             "models": models,
             "totals": totals,
+            "http_versions": inner.versions.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "h2_connections": inner.h2_connections,
             "recent": inner.recent.iter().cloned().collect::<Vec<_>>(),
         })
     }
@@ -322,7 +344,7 @@ mod tests {
         s.connection(proxy);
         s.connection(proxy);
         PEER.scope(proxy, async {
-            s.peer_request(proxy);
+            s.peer_request(proxy, hyper::Version::HTTP_2);
             s.call("a@x", Call::TokenRefresh);
             drop(s.begin("a@x", "m"));
         })
@@ -335,6 +357,7 @@ mod tests {
         assert_eq!(peer["accounts"]["a@x"], 2);
         assert!(peer["accounts"].get("b@x").is_none());
         assert_eq!(snap["peers"].as_object().unwrap().len(), 1);
+        assert_eq!(snap["http_versions"], json!({"HTTP/2": 1}));
         s.reset();
         assert!(s.snapshot()["peers"].as_object().unwrap().is_empty());
     }

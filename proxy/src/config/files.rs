@@ -127,6 +127,10 @@ pub struct UpstreamFile {
     pub proxy: Option<String>,
     /// Environment variable holding `user:password` for `proxy`.
     pub proxy_auth_env: Option<String>,
+    /// Speak HTTP/2 without TLS (h2c, prior knowledge) to the `http://` URLs above: a local simulator or an
+    /// internal h2c proxy. `https://` URLs negotiate HTTP/2 by ALPN already and are not affected.
+    #[serde(default)]
+    pub h2c: bool,
 }
 
 impl Default for UpstreamFile {
@@ -146,6 +150,7 @@ impl Default for UpstreamFile {
             token_refresh_lead: defaults::refresh_lead(),
             proxy: None,
             proxy_auth_env: None,
+            h2c: false,
         }
     }
 }

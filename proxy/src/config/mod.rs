@@ -160,6 +160,8 @@ pub struct UpstreamUrl {
     pub port: u16,
     /// Path prefix without a trailing slash (usually empty).
     pub base_path: String,
+    /// HTTP/2 by prior knowledge over plain TCP (`upstream.h2c`); only ever set on an `http://` URL.
+    pub h2c: bool,
 }
 
 impl UpstreamUrl {
@@ -173,7 +175,7 @@ impl UpstreamUrl {
         let host = uri.host().ok_or_else(|| format!("{text:?} has no host"))?.to_string();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let base_path = uri.path().trim_end_matches('/').to_string();
-        Ok(UpstreamUrl { tls, host, port, base_path })
+        Ok(UpstreamUrl { tls, host, port, base_path, h2c: false })
     }
 
     /// The `Host` header value.

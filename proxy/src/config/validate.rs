@@ -467,9 +467,25 @@ fn upstream_settings(
         let at = [Key("upstream"), Key(key)];
         problems.keep(UpstreamUrl::parse(text).map_err(|m| src.invalid(&at, format!("upstream.{key}: {m}"))))
     };
-    let oauth_token_url = url("oauth_token_url", &u.oauth_token_url);
-    let oauth_userinfo_url = url("oauth_userinfo_url", &u.oauth_userinfo_url);
+    let mut oauth_token_url = url("oauth_token_url", &u.oauth_token_url);
+    let mut oauth_userinfo_url = url("oauth_userinfo_url", &u.oauth_userinfo_url);
     let oauth_authorize_url = url("oauth_authorize_url", &u.oauth_authorize_url);
+    if u.h2c {
+        // h2c is plaintext by definition: an https:// URL keeps negotiating by ALPN (h2, else h1).
+        let plain = endpoints.iter_mut().chain(oauth_token_url.as_mut()).chain(oauth_userinfo_url.as_mut());
+        let mut any = false;
+        for target in plain.filter(|t| !t.tls) {
+            target.h2c = true;
+            any = true;
+        }
+        if !any && problems.count() == before {
+            problems.push(src.invalid(
+                &[Key("upstream"), Key("h2c")],
+                "upstream.h2c: true, but no upstream URL is http:// (h2c is HTTP/2 without TLS; https:// \
+                 URLs negotiate HTTP/2 by ALPN already)",
+            ));
+        }
+    }
     let oauth_client_secret =
         match secret_from(u.oauth_client_secret.as_deref(), None, "upstream.oauth_client_secret", env) {
             Ok(Some(s)) => Some(s),
@@ -580,5 +596,40 @@ mod tests {
         assert_eq!(parse_size("512 KiB").unwrap(), 524288);
         assert_eq!(parse_size("1000").unwrap(), 1000);
         assert!(parse_size("lots").is_err());
+    }
+
+    fn load_upstream(upstream: &str) -> Result<Snapshot, String> {
+        struct NoEnv;
+        impl Env for NoEnv {
+            fn var(&self, _: &str) -> Option<String> {
+                None
+            }
+        }
+        let main = format!(
+            "listen: 127.0.0.1:9000\nauth:\n  api_keys:\n    - {{ name: k, key: k }}\nupstream:\n{upstream}"
+        );
+        let accounts = "accounts:\n  - { email: a@x.com, refresh_token: r }\n";
+        Snapshot::from_texts(&main, accounts, "default: gemini-3-flash\n", &NoEnv).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn h2c_marks_only_plain_http_urls() {
+        let s = load_upstream(
+            "  h2c: true\n  endpoints: [http://127.0.0.1:1, https://x.example]\n  \
+             oauth_token_url: http://127.0.0.1:1/token\n",
+        )
+        .unwrap();
+        let marks: Vec<bool> = s.upstream.endpoints.iter().map(|u| u.h2c).collect();
+        assert_eq!(marks, [true, false]);
+        assert!(s.upstream.oauth_token_url.h2c);
+        assert!(!s.upstream.oauth_userinfo_url.h2c, "https userinfo stays on ALPN");
+        let off = load_upstream("  endpoints: [http://127.0.0.1:1]\n").unwrap();
+        assert!(!off.upstream.endpoints[0].h2c, "off by default");
+    }
+
+    #[test]
+    fn h2c_without_any_http_url_is_refused_at_its_line() {
+        let e = load_upstream("  endpoints: [https://x.example]\n  h2c: true\n").err().unwrap();
+        assert!(e.contains("upstream.h2c") && e.contains(":7"), "{e}");
     }
 }
