@@ -84,7 +84,8 @@ def test_every_upstream_call_rides_h2c(gateways):
         kinds = [line[7:] for line in s.iter_lines() if line.startswith("event: ")]
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop", kinds
     # countTokens (Gemini's is forwarded upstream; Anthropic's is counted by the gateway itself).
-    counted = gateway.http.post("/v1beta/models/gemini-3-flash:countTokens", headers={"x-goog-api-key": gateway.api_key},
+    counted = gateway.http.post("/v1beta/models/gemini-3-flash:countTokens",
+                                headers={"x-goog-api-key": gateway.api_key},
                                 json={"contents": [{"role": "user", "parts": [{"text": "count me over h2c"}]}]})
     assert counted.status_code == 200 and counted.json()["totalTokens"] > 0, counted.text
     # A quota poll (fetchAvailableModels) happens every second.
@@ -137,3 +138,37 @@ def test_the_default_stays_http1(gateways):
     stats = gateway.sim.stats()
     assert "HTTP/2" not in stats["http_versions"] and stats["h2_connections"] == 0, stats["http_versions"]
     assert stats["http_versions"]["HTTP/1.1"] >= gateway_calls(stats["totals"]) >= 3
+
+
+def test_an_account_behind_an_egress_proxy_speaks_h2c_through_its_tunnel(start_sim, tmp_path: Path, request):
+    from egress_proxies import Socks5Proxy
+
+    source = "127.0.0.2"
+    account = Account(email="tunnel@e2e.levitate", tier="g1-pro-tier", project_id=None, declare_tier=False)
+    sim = start_sim({"accounts": [account.sim_entry()]})
+    socks = Socks5Proxy(source).start()
+    config_dir = tmp_path / "tunnel"
+    config_dir.mkdir()
+    write_yaml(config_dir / "accounts.yaml", {"accounts": [dict(account.gateway_entry(), proxy=socks.url)]})
+    (config_dir / "routes.yaml").write_text((REPO / "conf" / "routes.yaml").read_text())
+    gateway = Gateway(config_dir, sim, [account], tmp_path / "logs")
+    config = main_config(sim)
+    config["upstream"]["h2c"] = True
+    try:
+        gateway.start(config)
+        for i in range(3):
+            r = gateway.chat(f"through the tunnel #{i} [sim:text]")
+            assert r.status_code == 200, r.text
+        stats = sim.stats()
+        # Every call of the account (token refresh, discovery, content) came through the proxy, over HTTP/2,
+        # on the few tunnels the pools kept (the gateway's and the background client's, and the egress probe's).
+        calls = stats["peers"][source]["accounts"][account.email]
+        assert calls == gateway_calls(stats["totals"]) >= 5, (calls, stats["totals"])
+        assert stats["http_versions"].get("HTTP/2") == calls, stats["http_versions"]
+        assert stats["peers"][source]["connections"] == socks.tunnels <= 4, (stats["peers"], socks.tunnels)
+        assert "127.0.0.1" not in stats["peers"] or not stats["peers"]["127.0.0.1"].get("accounts"), stats["peers"]
+    finally:
+        gateway.stop()
+        if phase_failed(request):
+            print(gateway.logs())
+        socks.close()
