@@ -3,7 +3,8 @@
 Production reaches Google over TLS with ALPN h2, so its streams share multiplexed HTTP/2 connections; these
 tests drive every kind of upstream call the gateway makes (OAuth token refresh, discovery, quota polls,
 content streaming and not, countTokens) over h2c and read the simulator's per-version counters to prove each
-call arrived over HTTP/2, and that concurrent streams shared a few connections instead of one each.
+call arrived over HTTP/2, and that concurrent streams shared a few connections instead of one each. One test
+takes the production path itself (https://, ALPN h2, through a TLS front before the simulator) for the latter.
 """
 
 from __future__ import annotations
@@ -111,6 +112,17 @@ def test_concurrent_streams_share_few_h2_connections(gateways):
     gateway.assert_serves()
     gateway.sim.reset_stats()
     streams = 24
+    concurrent_streams(gateway, streams)
+    stats = gateway.sim.stats()
+    assert stats["totals"]["peak_concurrency"] >= streams // 2, stats["totals"]
+    assert stats["http_versions"].get("HTTP/2") == gateway_calls(stats["totals"]), stats["http_versions"]
+    # Over HTTP/1.1 each concurrent stream needs a connection of its own; over h2 they are multiplexed (Pingora
+    # may open a second connection while two streams race for the first's last free slot, never one each).
+    assert stats["h2_connections"] <= 4, (stats["h2_connections"], stats["totals"]["peak_concurrency"])
+
+
+def concurrent_streams(gateway: Gateway, streams: int) -> None:
+    """`streams` OpenAI chat streams at once, each from its own client; all must complete."""
 
     def one(i: int) -> list[str]:
         body = {"model": "gpt-4o", "stream": True,
@@ -124,12 +136,48 @@ def test_concurrent_streams_share_few_h2_connections(gateways):
     with concurrent.futures.ThreadPoolExecutor(streams) as pool:
         answers = list(pool.map(one, range(streams)))
     assert all(a[-1] == "[DONE]" for a in answers)
-    stats = gateway.sim.stats()
-    assert stats["totals"]["peak_concurrency"] >= streams // 2, stats["totals"]
-    assert stats["http_versions"].get("HTTP/2") == gateway_calls(stats["totals"]), stats["http_versions"]
-    # Over HTTP/1.1 each concurrent stream needs a connection of its own; over h2 they are multiplexed (Pingora
-    # may open a second connection while two streams race for the first's last free slot, never one each).
-    assert stats["h2_connections"] <= 4, (stats["h2_connections"], stats["totals"]["peak_concurrency"])
+
+
+def test_production_tls_with_alpn_h2_multiplexes_too(start_sim, tmp_path: Path, request, monkeypatch):
+    """The production path (https://, ALPN h2 and http/1.1, h2c off): a TLS front offering h2 stands in for
+    Google before the simulator, and concurrent streams share a few HTTP/2 connections (Pingora's default of
+    one stream per connection opened one each)."""
+    import ssl
+
+    from egress_proxies import TlsFront
+    from test_tls import make_ca, make_leaf
+
+    ca = make_ca(tmp_path, "upstream-ca")
+    leaf = make_leaf(tmp_path, "upstream", ca, 0x61)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(leaf[0]), str(leaf[1]))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    account = Account(email="alpn@e2e.levitate", tier="g1-pro-tier", project_id="e2e-alpn-project",
+                      max_concurrent=32)
+    sim = start_sim({"accounts": [account.sim_entry()], "latency": {"inter_chunk_ms": 300}})
+    front = TlsFront(int(sim.addr.rsplit(":", 1)[1]), context).start()
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca[0]))  # the gateway trusts the stand-in's CA, and only it
+    config_dir = tmp_path / "alpn"
+    config_dir.mkdir()
+    write_yaml(config_dir / "accounts.yaml", {"accounts": [account.gateway_entry()]})
+    (config_dir / "routes.yaml").write_text((REPO / "conf" / "routes.yaml").read_text())
+    gateway = Gateway(config_dir, sim, [account], tmp_path / "logs")
+    config = main_config(sim)
+    config["upstream"].update(endpoints=[front.url], oauth_token_url=front.url + "/token")
+    try:
+        gateway.start(config)
+        gateway.assert_serves()
+        sim.reset_stats()
+        concurrent_streams(gateway, 24)
+        stats = sim.stats()
+        assert stats["totals"]["peak_concurrency"] >= 12, stats["totals"]
+        assert stats["http_versions"].get("HTTP/2") == gateway_calls(stats["totals"]), stats["http_versions"]
+        assert stats["h2_connections"] <= 4, (stats["h2_connections"], stats["totals"]["peak_concurrency"])
+    finally:
+        gateway.stop()
+        if phase_failed(request):
+            print(gateway.logs())
+        front.close()
 
 
 def test_the_default_stays_http1(gateways):
