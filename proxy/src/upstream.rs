@@ -6,6 +6,9 @@
 //! (DNS resolved asynchronously and cached, SNI always set so certificates are verified), timeouts, and the
 //! one-request helpers the OAuth and discovery calls use.
 //!
+//! HTTP/2 is spoken where the peer may: over TLS by ALPN (h2, else h1), and over plain HTTP only when the URL is
+//! marked `h2c` (`upstream.h2c`, prior knowledge). An HTTP/2 connection carries many streams ([`H2_MAX_STREAMS`]).
+//!
 //! A request made for an account with an egress proxy carries it ([`UpstreamRequest::egress`]): its peer gets
 //! the proxy's tunnel as a custom L4 connector and a pool key of its own, so its connections are opened only
 //! through the proxy and never shared with another account or with direct ones.
@@ -20,7 +23,7 @@ use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::protocols::http::client::HttpSession;
 use pingora_core::protocols::ALPN;
-use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_http::RequestHeader;
 
 use crate::config::UpstreamUrl;
@@ -30,9 +33,12 @@ use crate::egress::{Egress, EgressError};
 /// How long a DNS answer is reused; Google's front ends rotate addresses, so it must not be forever.
 const DNS_TTL: Duration = Duration::from_secs(60);
 
+/// How long a pooled upstream connection waits for its next request before it is closed.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
 /// Streams one HTTP/2 connection may carry. Pingora's default is 1, a connection per stream, which throws
-/// HTTP/2's multiplexing away; the server's own SETTINGS_MAX_CONCURRENT_STREAMS still caps it (Google
-/// announces 100), and a full connection makes Pingora open the next one.
+/// HTTP/2's multiplexing away; the server's own SETTINGS_MAX_CONCURRENT_STREAMS still caps it (Google's
+/// front ends announce 100), and a full connection makes Pingora open the next one.
 const H2_MAX_STREAMS: usize = 100;
 
 /// Per-stream receive window. It bounds what one stream buffers while its client is slow (the pump stops
@@ -149,9 +155,12 @@ impl UpstreamResponse {
         Ok(body.freeze())
     }
 
-    /// Returns the connection to the pool (Pingora keeps it only if the body was fully read).
+    /// Returns the connection to the pool (Pingora keeps it only if the body was fully read), for at most the
+    /// peer's idle timeout: Pingora's connector does not read that option itself, and without it a burst's
+    /// connections (HTTP/1 sockets, or HTTP/2 connections with their codec state) stayed pooled for good.
     pub async fn release(self, upstream: &Upstream) {
-        upstream.connector.release_http_session(self.session, &self.peer, None).await;
+        let idle = self.peer.idle_timeout();
+        upstream.connector.release_http_session(self.session, &self.peer, idle).await;
     }
 
     /// Drops the exchange at once, e.g. when the client went away mid-stream.
@@ -166,6 +175,8 @@ pub struct Upstream {
     connector: Arc<Connector>,
     connect_timeout: Duration,
     read_timeout: Duration,
+    /// How long a released connection may wait in the pool for its next request.
+    idle_timeout: Duration,
     resolved: Mutex<HashMap<(String, u16), Resolved>>,
 }
 
@@ -177,6 +188,7 @@ impl Upstream {
             connector: Arc::new(Connector::new(Some(options))),
             connect_timeout,
             read_timeout,
+            idle_timeout: POOL_IDLE_TIMEOUT,
             resolved: Mutex::new(HashMap::new()),
         }
     }
@@ -231,7 +243,7 @@ impl Upstream {
         peer.options.total_connection_timeout = Some(self.connect_timeout * 2);
         peer.options.read_timeout = Some(self.read_timeout);
         peer.options.write_timeout = Some(self.read_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(50));
+        peer.options.idle_timeout = Some(self.idle_timeout);
         if url.tls {
             peer.options.alpn = ALPN::H2H1;
         } else if url.h2c {
@@ -447,5 +459,34 @@ mod tests {
             matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
             "the target saw a direct connection: {accepted:?}"
         );
+    }
+
+    /// A released connection waits in the pool only for the idle timeout, then is closed: Pingora's connector
+    /// does not read the peer's option by itself, and a burst's connections used to stay pooled for good.
+    #[tokio::test]
+    async fn a_pooled_connection_is_closed_after_the_idle_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let (mut buf, mut head) = (vec![0u8; 4096], Vec::new());
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                head.extend_from_slice(&buf[..n]);
+            }
+            socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.unwrap();
+            // The client's side closes once the pooled connection has been idle long enough (EOF here).
+            matches!(tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf)).await, Ok(Ok(0)))
+        });
+        let mut upstream = Upstream::new(Duration::from_secs(5), Duration::from_secs(5));
+        upstream.idle_timeout = Duration::from_millis(200);
+        let url = UpstreamUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let request =
+            UpstreamRequest { url: &url, path: "/x", headers: &[], body: Bytes::new(), egress: None };
+        let (status, body) = upstream.get(request, 64).await.unwrap();
+        assert_eq!((status, &body[..]), (200, &b"ok"[..]));
+        assert!(server.await.unwrap(), "the pooled connection was never closed");
     }
 }

@@ -302,12 +302,14 @@ impl Stats {
                 )
             })
             .collect();
+        let versions: serde_json::Map<String, Value> =
+            inner.versions.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
         json!({
             "accounts": accounts,
             "peers": peers,
             "models": models,
             "totals": totals,
-            "http_versions": inner.versions.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "http_versions": versions,
             "h2_connections": inner.h2_connections,
             "recent": inner.recent.iter().cloned().collect::<Vec<_>>(),
         })
