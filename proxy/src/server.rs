@@ -24,7 +24,9 @@ use crate::gateway::edge::Edge;
 use crate::gateway::signatures::SignatureSweeper;
 use crate::gateway::Gateway;
 use crate::ops::admin::Admin;
-use crate::ops::connections::{connection_cap, raise_nofile_limit, Connections};
+use crate::ops::connections::{
+    connection_cap, raise_nofile_limit, Connections, H1_STREAMS_PER_CONNECTION, H2_STREAMS_PER_CONNECTION,
+};
 use crate::ops::handover::HandoverImporter;
 use crate::ops::request_log::RequestLogWriter;
 use crate::ops::upgrade::{Lifecycle, HANDOVER_WAIT};
@@ -77,7 +79,12 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
     // Connections are counted and cut at the client listener's door (see gateway/edge.rs); the admin
     // listener is not counted, and the descriptors it needs are kept out of the client budget.
     let nofile = raise_nofile_limit();
-    let connections = Connections::new(nofile.map(connection_cap));
+    // Streams share upstream connections when every upstream URL speaks HTTP/2 (TLS with ALPN h2, or h2c).
+    let upstream = &snapshot.upstream;
+    let urls = || upstream.endpoints.iter().chain([&upstream.oauth_token_url, &upstream.oauth_userinfo_url]);
+    let per_connection =
+        if urls().all(|u| u.tls || u.h2c) { H2_STREAMS_PER_CONNECTION } else { H1_STREAMS_PER_CONNECTION };
+    let connections = Connections::new(nofile.map(|n| connection_cap(n, per_connection)));
     if let Some(nofile) = nofile {
         let cap = connections.max_connections(snapshot.limits.max_connections);
         tracing::info!(nofile, max_connections = cap, "client connections capped below the descriptor limit");
