@@ -441,27 +441,31 @@ def test_a_429_storm_through_three_instances_keeps_each_accounts_cap_for_the_clu
     assert load.ok / total >= 0.999, f"{len(load.failures)} of {total} failed: {load.failures[:5]}"
 
 
+def account_caps(gateway: Gateway) -> dict:
+    """Each account's cap on this instance now (its share of the cluster's), by email."""
+    accounts = httpx.get(gateway.admin_url + "/admin/accounts", timeout=5).json()["accounts"]
+    return {a["email"]: a["max_concurrent"] for a in accounts}
+
+
 def test_a_killed_instance_gives_its_share_back_within_the_lease(start_cluster):
     """kill -9 of one instance under load: Nginx sends the traffic to the other two, and once the dead
     instance's heartbeat is older than the lease (3 s here) the survivors split each cap between them."""
     cluster = start_cluster(shared=True, shared_extra={"lease": "3s"})
     cluster.sim.set_faults([{"kind": "slow_first_byte", "delay_ms": 100}])
 
-    def caps(gateway: Gateway) -> dict:
-        accounts = httpx.get(gateway.admin_url + "/admin/accounts", timeout=5).json()["accounts"]
-        return {a["email"]: a["max_concurrent"] for a in accounts}
-
     survivors = cluster.gateways[1:]
     c1 = cluster.gateways[0].accounts[0].email
     # Every instance has seen the other two (shares follow the heartbeats, one a second).
-    wait_until("the caps to be split three ways", lambda: sum(caps(g)[c1] for g in cluster.gateways) == CAP, 5.0)
+    wait_until("the caps to be split three ways",
+               lambda: sum(account_caps(g)[c1] for g in cluster.gateways) == CAP, 5.0)
     load = Load(cluster.base, threads=8)
     try:
         time.sleep(1.5)
         cluster.gateways[0].process.popen.kill()
         killed_at = time.monotonic()
         wait_until("the survivors to take the dead instance's share",
-                   lambda: all(sum(caps(g)[a.email] for g in survivors) == CAP for a in cluster.gateways[0].accounts),
+                   lambda: all(sum(account_caps(g)[a.email] for g in survivors) == CAP
+                               for a in cluster.gateways[0].accounts),
                    3.0 + 5.0)
         released_after = time.monotonic() - killed_at
         cluster.sim.reset_stats()
@@ -490,15 +494,11 @@ def test_an_instance_joining_under_load_takes_its_slots_only_as_the_others_give_
     cluster.sim.set_faults([{"kind": "slow_first_byte", "delay_ms": 600}])
     joiner = cluster.gateways[2]
 
-    def caps(gateway: Gateway) -> dict:
-        accounts = httpx.get(gateway.admin_url + "/admin/accounts", timeout=5).json()["accounts"]
-        return {a["email"]: a["max_concurrent"] for a in accounts}
-
     joiner.stop()
     survivors = cluster.gateways[:2]
     emails = [a.email for a in joiner.accounts]
     wait_until("the survivors to hold every slot",
-               lambda: all(sum(caps(g)[e] for g in survivors) == CAP for e in emails), 3.0 + 5.0)
+               lambda: all(sum(account_caps(g)[e] for g in survivors) == CAP for e in emails), 3.0 + 5.0)
     # Twice the slots' worth of clients on the survivors: every slot stays in use.
     through_nginx = Load(cluster.base, threads=4 * CAP)
     direct = None
@@ -508,8 +508,8 @@ def test_an_instance_joining_under_load_takes_its_slots_only_as_the_others_give_
         joiner.start(joiner.main_config)
         direct = Load(joiner.base_url, threads=2 * CAP)
         wait_until("all three instances to hold slots",
-                   lambda: all(sum(caps(g)[e] for g in cluster.gateways) == CAP for e in emails)
-                   and all(sum(caps(g).values()) > 0 for g in cluster.gateways), 10.0)
+                   lambda: all(sum(account_caps(g)[e] for g in cluster.gateways) == CAP for e in emails)
+                   and all(sum(account_caps(g).values()) > 0 for g in cluster.gateways), 10.0)
         time.sleep(2.0)
     finally:
         through_nginx.stop()

@@ -57,6 +57,15 @@ impl Share {
             Share::Exact { n, .. } | Share::Held { n, .. } | Share::Fallback { n } => *n,
         }
     }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Share::Whole => "whole",
+            Share::Exact { .. } => "even",
+            Share::Held { .. } => "held",
+            Share::Fallback { .. } => "fallback",
+        }
+    }
 }
 
 /// What this instance asks the ledger for one account: its fair part, or the slots it has in use if more
@@ -113,9 +122,8 @@ impl AccountPool {
             if *current == share {
                 return;
             }
-            if std::mem::discriminant(&*current) != std::mem::discriminant(&share)
-                || current.instances() != share.instances()
-            {
+            // Held slots change often; the log line is for a change of the cluster's shape only.
+            if current.kind() != share.kind() || current.instances() != share.instances() {
                 tracing::info!(
                     instances = share.instances(),
                     kind = share.kind(),
@@ -126,10 +134,6 @@ impl AccountPool {
         }
         let written = self.cluster.written.load_full();
         self.replace(&written);
-    }
-
-    pub fn cluster_share(&self) -> Share {
-        self.cluster.share.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// What to ask the cluster's slot ledger for, account by account, as one of `n` live instances at `rank`.
@@ -146,17 +150,6 @@ impl AccountPool {
                 SlotWant { account: a.id.clone(), cap: a.max_concurrent, fair: part, want }
             })
             .collect()
-    }
-}
-
-impl Share {
-    fn kind(&self) -> &'static str {
-        match self {
-            Share::Whole => "whole",
-            Share::Exact { .. } => "even",
-            Share::Held { .. } => "held",
-            Share::Fallback { .. } => "fallback",
-        }
     }
 }
 
