@@ -2,9 +2,9 @@
 //!
 //! The gateway cannot use Pingora's `upstream_peer` path for its main routes (the body decides the account,
 //! and a 429 must be retried elsewhere after its status is seen), so it drives exchanges itself with
-//! `pingora_core::connectors::http::Connector`: pooled connections, rustls, h1/h2. This module owns peers
-//! (DNS resolved asynchronously and cached, SNI always set so certificates are verified), timeouts, and the
-//! one-request helpers the OAuth and discovery calls use.
+//! Pingora's HTTP/1 and HTTP/2 connectors (`pingora_core::connectors::http::{v1, v2}`): pooled connections,
+//! rustls, h1/h2. This module owns peers (DNS resolved asynchronously and cached, SNI always set so
+//! certificates are verified), timeouts, and the one-request helpers the OAuth and discovery calls use.
 //!
 //! HTTP/2 is spoken where the peer may: over TLS by ALPN (h2, else h1), and over plain HTTP only when the URL is
 //! marked `h2c` (`upstream.h2c`, prior knowledge). An HTTP/2 connection carries many streams ([`H2_MAX_STREAMS`]).
@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use pingora_core::connectors::http::Connector;
+use pingora_core::connectors::http::{v1, v2};
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::protocols::http::client::HttpSession;
 use pingora_core::protocols::ALPN;
@@ -121,23 +121,30 @@ pub struct UpstreamRequest<'a> {
     pub egress: Option<Egress<'a>>,
 }
 
-/// An upstream response whose header has been read; the body is read on demand.
-pub struct UpstreamResponse {
+/// A session and the peer it is connected to, boxed: together they are over a kilobyte, and an exchange moves
+/// them through several futures (each move a copy of every future around them; issue 13).
+struct Connection {
     session: HttpSession,
     peer: HttpPeer,
+}
+
+/// An upstream response whose header has been read; the body is read on demand.
+pub struct UpstreamResponse {
+    connection: Box<Connection>,
     pub status: u16,
     url: String,
 }
 
 impl UpstreamResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.session.response_header()?.headers.get(name)?.to_str().ok()
+        self.connection.session.response_header()?.headers.get(name)?.to_str().ok()
     }
 
     /// The next body chunk, or `None` at the end of the body.
     pub async fn read_chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
         let url = &self.url;
-        self.session
+        self.connection
+            .session
             .read_response_body()
             .await
             .map_err(|source| UpstreamError::Io { url: url.clone(), source })
@@ -158,21 +165,23 @@ impl UpstreamResponse {
     /// Returns the connection to the pool (Pingora keeps it only if the body was fully read), for at most the
     /// peer's idle timeout: Pingora's connector does not read that option itself, and without it a burst's
     /// connections (HTTP/1 sockets, or HTTP/2 connections with their codec state) stayed pooled for good.
+    ///
+    /// Boxed: the release (draining, Pingora's reuse checks) is kilobytes of state that would otherwise size
+    /// the whole stream's future.
     pub async fn release(self, upstream: &Upstream) {
-        let idle = self.peer.idle_timeout();
-        upstream.connector.release_http_session(self.session, &self.peer, idle).await;
+        Box::pin(upstream.connectors.release(self.connection)).await;
     }
 
     /// Drops the exchange at once, e.g. when the client went away mid-stream.
     pub async fn abort(mut self) {
-        self.session.shutdown().await;
+        Box::pin(self.connection.session.shutdown()).await;
     }
 }
 
 /// An upstream client: the gateway's, and a second one for background services (see `App`), so pooled
 /// connections never cross between Pingora service runtimes.
 pub struct Upstream {
-    connector: Arc<Connector>,
+    connectors: Arc<Connectors>,
     connect_timeout: Duration,
     read_timeout: Duration,
     /// How long a released connection may wait in the pool for its next request.
@@ -185,7 +194,7 @@ impl Upstream {
         let mut options = ConnectorOptions::new(128);
         options.keepalive_pool_size = 128;
         Upstream {
-            connector: Arc::new(Connector::new(Some(options))),
+            connectors: Arc::new(Connectors::new(options)),
             connect_timeout,
             read_timeout,
             idle_timeout: POOL_IDLE_TIMEOUT,
@@ -265,12 +274,12 @@ impl Upstream {
         url: &UpstreamUrl,
         addrs: &[SocketAddr],
         egress: Option<Egress<'_>>,
-    ) -> Result<(HttpSession, HttpPeer), Box<pingora_core::Error>> {
+    ) -> Result<Box<Connection>, Box<pingora_core::Error>> {
         let mut last = None;
         for addr in addrs.iter() {
             let peer = self.peer(url, *addr, egress);
             match self.session(&peer).await {
-                Ok((session, _reused)) => return Ok((session, peer)),
+                Ok((session, _reused)) => return Ok(Box::new(Connection { session, peer })),
                 // A dead proxy fails every address alike: no point dialling it again per address.
                 Err(e) if egress_failure(&e).is_some_and(EgressError::is_proxy_down) => return Err(e),
                 Err(e) => {
@@ -282,14 +291,19 @@ impl Upstream {
         Err(last.unwrap_or_else(|| pingora_core::Error::new(pingora_core::ErrorType::ConnectError)))
     }
 
-    /// A pooled or new session to `peer`, obtained on a task of its own. Opening a connection is deep (a
-    /// tunnel's handshake, then TLS), and under a request's own nesting (discovery inside an exchange) a debug
-    /// build overflowed the worker thread's stack; on its own task it starts from an empty stack. Dropping
-    /// the caller (the client left) aborts the task.
+    /// A pooled session to `peer` if one is free, else a new connection opened on a task of its own. Opening
+    /// a connection is deep (a tunnel's handshake, then TLS), and under a request's own nesting (discovery
+    /// inside an exchange) a debug build overflowed the worker thread's stack; on its own task it starts from
+    /// an empty stack. Dropping the caller (the client left) aborts the task. The pooled lookup stays on the
+    /// caller's task: it is shallow, and it is the common case, where a task per request cost a spawn, often
+    /// a wake-up of the other worker thread, and a copy of the session out of the task (issue 13).
     async fn session(&self, peer: &HttpPeer) -> pingora_core::Result<(HttpSession, bool)> {
-        let connector = self.connector.clone();
+        if let Some(session) = self.connectors.pooled(peer).await? {
+            return Ok((session, true));
+        }
+        let connectors = self.connectors.clone();
         let owned = peer.clone();
-        let task = tokio::spawn(async move { connector.get_http_session(&owned).await });
+        let task = tokio::spawn(async move { connectors.open(&owned).await });
         let _abort = AbortOnDrop(task.abort_handle());
         match task.await {
             Ok(result) => result,
@@ -333,14 +347,15 @@ impl Upstream {
         for (name, value) in request.headers {
             header.insert_header(*name, value.as_str()).map_err(io)?;
         }
-        let (mut session, peer) = self.connect(request.url, &addrs, request.egress).await.map_err(io)?;
+        let mut connection = self.connect(request.url, &addrs, request.egress).await.map_err(io)?;
+        let session = &mut connection.session;
         session.set_read_timeout(Some(self.read_timeout));
         session.write_request_header(Box::new(header)).await.map_err(io)?;
         session.write_request_body(request.body, true).await.map_err(io)?;
         session.finish_request_body().await.map_err(io)?;
         session.read_response_header().await.map_err(io)?;
         let status = session.response_header().map(|h| h.status.as_u16()).unwrap_or(502);
-        Ok(UpstreamResponse { session, peer, status, url: url_text })
+        Ok(UpstreamResponse { connection, status, url: url_text })
     }
 
     /// Sends one request and reads the whole (bounded) response: for OAuth and discovery calls.
@@ -354,6 +369,61 @@ impl Upstream {
         let status = response.status;
         response.release(self).await;
         Ok((status, body))
+    }
+}
+
+/// Pingora's HTTP/1 and HTTP/2 connectors with their pools, asked in the order Pingora's combined connector
+/// asks them (an h2-capable peer: a free stream on a pooled HTTP/2 connection, then a pooled HTTP/1 socket
+/// unless the peer is h2-only, then a new connection that ALPN may still make HTTP/1), split in two so that
+/// [`Upstream::session`] can look in the pools without a task of its own.
+struct Connectors {
+    h1: v1::Connector,
+    h2: v2::Connector,
+}
+
+impl Connectors {
+    fn new(options: ConnectorOptions) -> Self {
+        Connectors { h1: v1::Connector::new(Some(options.clone())), h2: v2::Connector::new(Some(options)) }
+    }
+
+    /// The lowest and highest HTTP version `peer` may speak (no ALPN option: HTTP/1 only).
+    fn versions(peer: &HttpPeer) -> (u8, u8) {
+        peer.get_peer_options()
+            .map_or((1, 1), |o| (o.alpn.get_min_http_version(), o.alpn.get_max_http_version()))
+    }
+
+    /// A session on a pooled connection, if one is free.
+    async fn pooled(&self, peer: &HttpPeer) -> pingora_core::Result<Option<HttpSession>> {
+        let (min, max) = Self::versions(peer);
+        if max >= 2 {
+            if let Some(stream) = self.h2.reused_http_session(peer).await? {
+                return Ok(Some(HttpSession::H2(stream)));
+            }
+        }
+        if min == 1 {
+            return Ok(self.h1.reused_http_session(peer).await.map(HttpSession::H1));
+        }
+        Ok(None)
+    }
+
+    /// A session on a new connection (HTTP/1 may still find a pooled socket released meanwhile).
+    async fn open(&self, peer: &HttpPeer) -> pingora_core::Result<(HttpSession, bool)> {
+        if Self::versions(peer).1 >= 2 {
+            return Ok((self.h2.new_http_session::<_, ()>(peer).await?, false));
+        }
+        let (session, reused) = self.h1.get_http_session(peer).await?;
+        Ok((HttpSession::H1(session), reused))
+    }
+
+    /// Returns a session's connection to its pool for at most the peer's idle timeout.
+    async fn release(&self, connection: Box<Connection>) {
+        let Connection { session, peer } = *connection;
+        let (peer, idle) = (&peer, peer.idle_timeout());
+        match session {
+            HttpSession::H1(h1) => self.h1.release_http_session(h1, peer, idle).await,
+            HttpSession::H2(h2) => self.h2.release_http_session(h2, peer, idle),
+            HttpSession::Custom(()) => {}
+        }
     }
 }
 
@@ -423,9 +493,8 @@ mod tests {
         let open_addr = open.local_addr().unwrap();
         let upstream = Upstream::new(Duration::from_secs(5), Duration::from_secs(5));
         let url = UpstreamUrl::parse(&format!("http://localhost:{}", open_addr.port())).unwrap();
-        let (_session, peer) =
-            upstream.connect(&url, &[refused, open_addr], None).await.expect("second address");
-        assert_eq!(peer._address.to_string(), open_addr.to_string());
+        let connection = upstream.connect(&url, &[refused, open_addr], None).await.expect("second address");
+        assert_eq!(connection.peer._address.to_string(), open_addr.to_string());
         assert!(upstream.connect(&url, &[refused], None).await.is_err());
     }
 
@@ -488,5 +557,40 @@ mod tests {
         let (status, body) = upstream.get(request, 64).await.unwrap();
         assert_eq!((status, &body[..]), (200, &b"ok"[..]));
         assert!(server.await.unwrap(), "the pooled connection was never closed");
+    }
+
+    /// The pooled lookup now happens on the caller's task, outside Pingora's combined connector: a released
+    /// connection must still carry the next request (one connection for three requests).
+    #[tokio::test]
+    async fn a_released_connection_carries_the_next_request() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut answered = 0;
+            while answered < 3 {
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = socket.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "the request ended early");
+                    head.extend_from_slice(&buf[..n]);
+                }
+                socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.unwrap();
+                answered += 1;
+            }
+            // No second connection comes: the three requests shared the first.
+            tokio::time::timeout(Duration::from_millis(300), listener.accept()).await.is_err()
+        });
+        let upstream = Upstream::new(Duration::from_secs(5), Duration::from_secs(5));
+        let url = UpstreamUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        for _ in 0..3 {
+            let request =
+                UpstreamRequest { url: &url, path: "/x", headers: &[], body: Bytes::new(), egress: None };
+            let (status, body) = upstream.get(request, 64).await.unwrap();
+            assert_eq!((status, &body[..]), (200, &b"ok"[..]));
+        }
+        assert!(server.await.unwrap(), "a second connection was opened");
     }
 }

@@ -318,6 +318,10 @@ impl Credentials {
     }
 
     /// A token valid for at least the configured lead time, refreshing it (once, for all waiters) if needed.
+    ///
+    /// The refresh is boxed: its state (a token call, a cluster claim) is kilobytes, and unboxed it would
+    /// size every request's future, which is copied as a whole at each of Pingora's boxed hooks, for a path
+    /// taken once an hour (issue 13). The same holds for [`project`](Self::project)'s discovery.
     pub async fn access_token(
         &self,
         account: &AccountSpec,
@@ -327,6 +331,15 @@ impl Credentials {
         if let Some(token) = Self::fresh(&entry, settings.token_refresh_lead) {
             return Ok(token);
         }
+        Box::pin(self.refresh_token(entry, account, settings)).await
+    }
+
+    async fn refresh_token(
+        &self,
+        entry: Arc<AccountCredentials>,
+        account: &AccountSpec,
+        settings: &UpstreamSettings,
+    ) -> Result<AccessToken, CredentialError> {
         entry.check_backoff(account)?;
         let _gate = entry.refresh_gate.lock().await;
         if let Some(token) = Self::fresh(&entry, settings.token_refresh_lead) {
@@ -444,10 +457,25 @@ impl Credentials {
             return Ok(Project { id: id.as_str().into(), tier: account.tier.clone() });
         }
         let entry = self.entry(account);
-        let known = |entry: &AccountCredentials| entry.project.read().ok().and_then(|p| p.clone());
-        if let Some(project) = known(&entry) {
+        if let Some(project) = Self::known_project(&entry) {
             return Ok(project);
         }
+        Box::pin(self.find_project(entry, account, settings, token)).await
+    }
+
+    fn known_project(entry: &AccountCredentials) -> Option<Project> {
+        entry.project.read().ok().and_then(|p| p.clone())
+    }
+
+    /// [`project`](Self::project) when neither configured nor known: from the cluster, or discovered.
+    async fn find_project(
+        &self,
+        entry: Arc<AccountCredentials>,
+        account: &AccountSpec,
+        settings: &UpstreamSettings,
+        token: &AccessToken,
+    ) -> Result<Project, CredentialError> {
+        let known = Self::known_project;
         entry.check_backoff(account)?;
         let _gate = entry.discovery_gate.lock().await;
         if let Some(project) = known(&entry) {

@@ -374,7 +374,8 @@ async fn fall_back(
     attempts: &mut Attempts,
 ) -> Option<Result<(UpstreamResponse, Lease), ClientError>> {
     let Call::Generate(inner) = call else { return None };
-    match fallback::open(app, snapshot, upstream_model, inner).await? {
+    // Boxed: a rare path whose state would otherwise size every request's future (see `access_token`).
+    match Box::pin(fallback::open(app, snapshot, upstream_model, inner)).await? {
         fallback::Outcome::Sent(result) => {
             attempts.count += 1;
             attempts.last_account = Some(crate::pool::FALLBACK_ID.to_string());
