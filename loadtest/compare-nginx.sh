@@ -15,8 +15,13 @@
 #   CONNECTIONS (32), WRK_THREADS (1), SERVER_THREADS (Levitate's server.threads, 2), ROUNDS (1: repeat the list of
 #   targets this many times, interleaved, on a loaded machine), LEVITATE_LOG (info; Levitate's log goes to a file),
 #   PERF_OUT (a path: record `perf record -g` of Levitate during the first OpenAI chat run into it; then
-#   `perf report -i PATH --stdio`).
-# Needs: nginx (/usr/sbin/nginx), wrk (Debian package `wrk`), curl, python3.
+#   `perf report -i PATH --stdio`),
+#   CALLGRIND_REQUESTS (a count: instead of the wrk runs, start Levitate under valgrind's callgrind and print the
+#   user-space instructions it executes per request for each Levitate route, over that many keep-alive requests
+#   after 100 of warm-up; all of its threads, the background request-log writer included. Instruction counts
+#   do not move with the machine's load, which wrk's numbers on a shared box do; the kernel's part (syscalls,
+#   loopback TCP, wake-ups) is not in them).
+# Needs: nginx (/usr/sbin/nginx), wrk (Debian package `wrk`), curl, python3; valgrind for CALLGRIND_REQUESTS.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -48,9 +53,9 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# Waits (bounded: 10 s) until something answers on the port.
+# Waits (bounded: 60 s, valgrind starts slowly) until something answers on the port.
 wait_port() {
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 600); do
         if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$1/"; then return 0; fi
         sleep 0.1
     done
@@ -102,7 +107,9 @@ accounts:
   - { email: bench@example.com, refresh_token: bench-refresh, project_id: bench-project, tier: g1-pro-tier, max_concurrent: 1024 }
 EOF
 cp "$REPO/conf/routes.yaml" "$WORK/levitate/routes.yaml"
-LEVITATE_LOG="${LEVITATE_LOG:-info}" "$LEVITATE_BIN" serve -c "$WORK/levitate/levitate.yaml" \
+WRAP=()
+[ -n "${CALLGRIND_REQUESTS:-}" ] && WRAP=(valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out")
+LEVITATE_LOG="${LEVITATE_LOG:-info}" "${WRAP[@]}" "$LEVITATE_BIN" serve -c "$WORK/levitate/levitate.yaml" \
     >"$WORK/logs/levitate.log" 2>&1 &
 PIDS+=($!)
 LEVITATE_PID=$!
@@ -143,6 +150,46 @@ for target in "${TARGETS[@]}"; do
         exit 1
     fi
 done
+
+# Instructions per request under callgrind: each Levitate route in turn, the counters zeroed after a warm-up and
+# dumped after CALLGRIND_REQUESTS requests on one keep-alive connection.
+if [ -n "${CALLGRIND_REQUESTS:-}" ]; then
+    command -v callgrind_control >/dev/null || { echo "missing: valgrind (apt-get install valgrind)" >&2; exit 1; }
+    echo "| route | instructions per request |"
+    echo "|---|---|"
+    for target in "${TARGETS[@]}"; do
+        IFS='|' read -r name url body h1 h2 <<<"$target"
+        case "$name" in Levitate*) ;; *) continue ;; esac
+        send() {
+            python3 - "$url" "$body" "$1" "$h1" "${h2:-}" <<'PY'
+import http.client, sys, urllib.parse
+url, body, count = urllib.parse.urlsplit(sys.argv[1]), sys.argv[2].encode(), int(sys.argv[3])
+headers = {"Content-Type": "application/json"}
+for pair in sys.argv[4:]:
+    if ":" in pair:
+        name, value = pair.split(":", 1)
+        headers[name.strip()] = value.strip()
+connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+for _ in range(count):
+    connection.request("POST", url.path, body, headers)
+    answer = connection.getresponse()
+    answer.read()
+    if answer.status != 200:
+        sys.exit(f"HTTP {answer.status} from {url.geturl()}")
+PY
+        }
+        send 100
+        callgrind_control -z "$LEVITATE_PID" >/dev/null 2>&1
+        send "$CALLGRIND_REQUESTS"
+        rm -f "$WORK"/callgrind.out.*
+        callgrind_control -d "$LEVITATE_PID" >/dev/null 2>&1
+        for _ in $(seq 1 100); do ls "$WORK"/callgrind.out.* >/dev/null 2>&1 && break; sleep 0.1; done
+        sleep 1
+        total="$(sed -n 's/^summary: *//p; s/^totals: *//p' "$WORK"/callgrind.out.* | head -1)"
+        echo "| $name | $((total / CALLGRIND_REQUESTS)) |"
+    done
+    exit 0
+fi
 
 # Overhead histogram of one Levitate route (cumulative buckets), to diff before/after a run.
 overhead_buckets() {
