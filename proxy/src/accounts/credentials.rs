@@ -475,10 +475,9 @@ impl Credentials {
         settings: &UpstreamSettings,
         token: &AccessToken,
     ) -> Result<Project, CredentialError> {
-        let known = Self::known_project;
         entry.check_backoff(account)?;
         let _gate = entry.discovery_gate.lock().await;
-        if let Some(project) = known(&entry) {
+        if let Some(project) = Self::known_project(&entry) {
             return Ok(project);
         }
         let cluster = self.cluster.get();
