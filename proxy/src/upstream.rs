@@ -530,23 +530,30 @@ mod tests {
         );
     }
 
+    /// Reads one request head from `socket` and answers it `200 ok`.
+    async fn answer_ok(socket: &mut tokio::net::TcpStream) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut buf, mut head) = (vec![0u8; 4096], Vec::new());
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request ended early");
+            head.extend_from_slice(&buf[..n]);
+        }
+        socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.unwrap();
+    }
+
     /// A released connection waits in the pool only for the idle timeout, then is closed: Pingora's connector
     /// does not read the peer's option by itself, and a burst's connections used to stay pooled for good.
     #[tokio::test]
     async fn a_pooled_connection_is_closed_after_the_idle_timeout() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncReadExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
-            let (mut buf, mut head) = (vec![0u8; 4096], Vec::new());
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = socket.read(&mut buf).await.unwrap();
-                assert!(n > 0, "the request ended early");
-                head.extend_from_slice(&buf[..n]);
-            }
-            socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.unwrap();
+            answer_ok(&mut socket).await;
             // The client's side closes once the pooled connection has been idle long enough (EOF here).
+            let mut buf = [0u8; 64];
             matches!(tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf)).await, Ok(Ok(0)))
         });
         let mut upstream = Upstream::new(Duration::from_secs(5), Duration::from_secs(5));
@@ -563,22 +570,12 @@ mod tests {
     /// connection must still carry the next request (one connection for three requests).
     #[tokio::test]
     async fn a_released_connection_carries_the_next_request() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
-            let mut buf = vec![0u8; 4096];
-            let mut answered = 0;
-            while answered < 3 {
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = socket.read(&mut buf).await.unwrap();
-                    assert!(n > 0, "the request ended early");
-                    head.extend_from_slice(&buf[..n]);
-                }
-                socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.unwrap();
-                answered += 1;
+            for _ in 0..3 {
+                answer_ok(&mut socket).await;
             }
             // No second connection comes: the three requests shared the first.
             tokio::time::timeout(Duration::from_millis(300), listener.accept()).await.is_err()
