@@ -151,17 +151,9 @@ for target in "${TARGETS[@]}"; do
     fi
 done
 
-# Instructions per request under callgrind: each Levitate route in turn, the counters zeroed after a warm-up and
-# dumped after CALLGRIND_REQUESTS requests on one keep-alive connection.
-if [ -n "${CALLGRIND_REQUESTS:-}" ]; then
-    command -v callgrind_control >/dev/null || { echo "missing: valgrind (apt-get install valgrind)" >&2; exit 1; }
-    echo "| route | instructions per request |"
-    echo "|---|---|"
-    for target in "${TARGETS[@]}"; do
-        IFS='|' read -r name url body h1 h2 <<<"$target"
-        case "$name" in Levitate*) ;; *) continue ;; esac
-        send() {
-            python3 - "$url" "$body" "$1" "$h1" "${h2:-}" <<'PY'
+# send COUNT URL BODY [HEADER...]: COUNT POSTs of BODY on one keep-alive connection, each answered 200.
+send() {
+    python3 - "$2" "$3" "$1" "${@:4}" <<'PY'
 import http.client, sys, urllib.parse
 url, body, count = urllib.parse.urlsplit(sys.argv[1]), sys.argv[2].encode(), int(sys.argv[3])
 headers = {"Content-Type": "application/json"}
@@ -177,10 +169,20 @@ for _ in range(count):
     if answer.status != 200:
         sys.exit(f"HTTP {answer.status} from {url.geturl()}")
 PY
-        }
-        send 100
+}
+
+# Instructions per request under callgrind: each Levitate route in turn, the counters zeroed after a warm-up and
+# dumped after CALLGRIND_REQUESTS requests on one keep-alive connection.
+if [ -n "${CALLGRIND_REQUESTS:-}" ]; then
+    command -v callgrind_control >/dev/null || { echo "missing: valgrind (apt-get install valgrind)" >&2; exit 1; }
+    echo "| route | instructions per request |"
+    echo "|---|---|"
+    for target in "${TARGETS[@]}"; do
+        IFS='|' read -r name url body h1 h2 <<<"$target"
+        case "$name" in Levitate*) ;; *) continue ;; esac
+        send 100 "$url" "$body" "$h1" "${h2:-}"
         callgrind_control -z "$LEVITATE_PID" >/dev/null 2>&1
-        send "$CALLGRIND_REQUESTS"
+        send "$CALLGRIND_REQUESTS" "$url" "$body" "$h1" "${h2:-}"
         rm -f "$WORK"/callgrind.out.*
         callgrind_control -d "$LEVITATE_PID" >/dev/null 2>&1
         for _ in $(seq 1 100); do ls "$WORK"/callgrind.out.* >/dev/null 2>&1 && break; sleep 0.1; done

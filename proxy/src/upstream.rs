@@ -279,7 +279,7 @@ impl Upstream {
         for addr in addrs.iter() {
             let peer = self.peer(url, *addr, egress);
             match self.session(&peer).await {
-                Ok((session, _reused)) => return Ok(Box::new(Connection { session, peer })),
+                Ok(session) => return Ok(Box::new(Connection { session, peer })),
                 // A dead proxy fails every address alike: no point dialling it again per address.
                 Err(e) if egress_failure(&e).is_some_and(EgressError::is_proxy_down) => return Err(e),
                 Err(e) => {
@@ -297,9 +297,9 @@ impl Upstream {
     /// an empty stack. Dropping the caller (the client left) aborts the task. The pooled lookup stays on the
     /// caller's task: it is shallow, and it is the common case, where a task per request cost a spawn, often
     /// a wake-up of the other worker thread, and a copy of the session out of the task (issue 13).
-    async fn session(&self, peer: &HttpPeer) -> pingora_core::Result<(HttpSession, bool)> {
+    async fn session(&self, peer: &HttpPeer) -> pingora_core::Result<HttpSession> {
         if let Some(session) = self.connectors.pooled(peer).await? {
-            return Ok((session, true));
+            return Ok(session);
         }
         let connectors = self.connectors.clone();
         let owned = peer.clone();
@@ -407,12 +407,12 @@ impl Connectors {
     }
 
     /// A session on a new connection (HTTP/1 may still find a pooled socket released meanwhile).
-    async fn open(&self, peer: &HttpPeer) -> pingora_core::Result<(HttpSession, bool)> {
+    async fn open(&self, peer: &HttpPeer) -> pingora_core::Result<HttpSession> {
         if Self::versions(peer).1 >= 2 {
-            return Ok((self.h2.new_http_session::<_, ()>(peer).await?, false));
+            return self.h2.new_http_session::<_, ()>(peer).await;
         }
-        let (session, reused) = self.h1.get_http_session(peer).await?;
-        Ok((HttpSession::H1(session), reused))
+        let (session, _reused) = self.h1.get_http_session(peer).await?;
+        Ok(HttpSession::H1(session))
     }
 
     /// Returns a session's connection to its pool for at most the peer's idle timeout.

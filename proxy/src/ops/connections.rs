@@ -154,10 +154,11 @@ pub fn fd_reserve(nofile: u64) -> u64 {
     (nofile / 8).clamp(32, 1024)
 }
 
-/// How many streams share one upstream connection, for the descriptor budget: one over HTTP/1.1; over
-/// HTTP/2 (`upstream.rs` allows 100 streams a connection) counted as 25, since Pingora opens more
-/// connections than the minimum under a burst (the open-streams benchmark saw 50–77 for 5,000 streams).
+/// Streams per upstream connection over HTTP/1.1, for the descriptor budget: one.
 pub const H1_STREAMS_PER_CONNECTION: u64 = 1;
+/// Streams per upstream connection over HTTP/2, for the descriptor budget: `upstream.rs` allows 100 a
+/// connection, counted as 25 since Pingora opens more connections than the minimum under a burst (the
+/// open-streams benchmark saw 50–77 for 5,000 streams).
 pub const H2_STREAMS_PER_CONNECTION: u64 = 25;
 
 /// The most connections (and, apart, in-flight streams) `nofile` descriptors allow after the reserve: one
