@@ -34,7 +34,7 @@ use crate::egress::{Egress, EgressError};
 const DNS_TTL: Duration = Duration::from_secs(60);
 
 /// How long a pooled upstream connection waits for its next request before it is closed.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
 /// Streams one HTTP/2 connection may carry. Pingora's default is 1, a connection per stream, which throws
 /// HTTP/2's multiplexing away; the server's own SETTINGS_MAX_CONCURRENT_STREAMS still caps it (Google's
