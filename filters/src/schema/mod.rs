@@ -111,7 +111,10 @@ pub fn sanitize_tool_name(name: &str) -> Cow<'_, str> {
     const MAX: usize = 64;
     let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
     let good_start = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    if good_start && name.len() <= MAX && name.chars().all(allowed) {
+    // Every tool name of every request is checked here, a few times: bytes rather than decoded characters
+    // (a non-ASCII character fails on its first byte just as it fails decoded).
+    let allowed_byte = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-';
+    if good_start && name.len() <= MAX && name.as_bytes().iter().all(allowed_byte) {
         return Cow::Borrowed(name);
     }
     let mut out = String::with_capacity(name.len().min(MAX) + 1);
