@@ -55,11 +55,32 @@ impl JsonTokens {
 
 impl<'de> Deserialize<'de> for JsonTokens {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut tokens = Buffers::default();
-        Recorder(&mut tokens).deserialize(deserializer)?;
-        Ok(JsonTokens { tags: tokens.tags.into_boxed_slice(), text: tokens.text.into_boxed_str() })
+        // Recorded into this thread's scratch buffers, then copied out at their exact size: growing fresh
+        // buffers by doubling copied each schema's tokens a dozen times, then once more to shrink them.
+        let mut tokens = SCRATCH.take();
+        tokens.tags.clear();
+        tokens.text.clear();
+        let recorded = Recorder(&mut tokens).deserialize(deserializer);
+        let result = recorded.map(|()| JsonTokens {
+            tags: Box::from(tokens.tags.as_slice()),
+            text: Box::from(tokens.text.as_str()),
+        });
+        if tokens.tags.capacity() + tokens.text.capacity() <= KEEP_SCRATCH_UP_TO {
+            SCRATCH.set(tokens);
+        }
+        result
     }
 }
+
+thread_local! {
+    /// Scratch buffers for recording, kept per thread between values (a request has one per tool).
+    static SCRATCH: std::cell::Cell<Buffers> =
+        const { std::cell::Cell::new(Buffers { tags: Vec::new(), text: String::new() }) };
+}
+
+/// Scratch buffers that grew past this many bytes for one huge value are dropped rather than kept: a rare
+/// huge schema should not pin memory in every worker thread.
+const KEEP_SCRATCH_UP_TO: usize = 256 << 10;
 
 #[derive(Default)]
 struct Buffers {
@@ -447,6 +468,19 @@ mod tests {
                 recorded.view().pointer_counted(pointer, &mut 0).map(|v| serde_json::to_value(v).unwrap());
             assert_eq!(got.as_ref(), value.pointer(pointer), "{pointer}");
         }
+    }
+
+    #[test]
+    fn a_recording_that_failed_halfway_leaves_nothing_for_the_next() {
+        // serde_json streams, so this fails after recording `{"a":[1,` into the thread's scratch buffers.
+        assert!(serde_json::from_str::<JsonTokens>(r#"{"a":[1,x]}"#).is_err());
+        let after: JsonTokens = serde_json::from_str(r#"{"b":"text"}"#).unwrap();
+        assert_eq!(after, tokens(r#"{"b":"text"}"#));
+        assert_eq!(serde_json::to_value(after.view()).unwrap(), serde_json::json!({"b": "text"}));
+        // Scratch that one huge value grew is not kept, and what follows still records from empty buffers.
+        let huge = format!("[\"{}\"]", "x".repeat(KEEP_SCRATCH_UP_TO));
+        assert_eq!(tokens(&huge).view().items().count(), 1);
+        assert_eq!(tokens("[true]"), JsonTokens::from_value(&serde_json::json!([true])));
     }
 
     #[test]

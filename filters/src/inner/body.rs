@@ -95,10 +95,15 @@ impl<'de, T: Deserialize<'de>, S: Deserialize<'de>> Deserialize<'de> for StrOr<T
 /// recursive deserializer (serde's `IgnoredAny`, `serde_json::Value`) could overflow the stack on it. Walks
 /// simd-json's tape, where each container knows its size, rather than replaying the body through serde.
 fn nests_within(value: simd_json::tape::Value<'_, '_>, levels: usize) -> bool {
+    // Only containers are looked into: most members are strings and numbers, and a call for each of them
+    // was most of the walk's cost.
+    let within = |member: simd_json::tape::Value<'_, '_>| {
+        !(member.is_array() || member.is_object()) || nests_within(member, levels - 1)
+    };
     if let Some(array) = value.as_array() {
-        levels > 0 && array.iter().all(|item| nests_within(item, levels - 1))
+        levels > 0 && array.iter().all(within)
     } else if let Some(object) = value.as_object() {
-        levels > 0 && object.values().all(|member| nests_within(member, levels - 1))
+        levels > 0 && object.values().all(within)
     } else {
         true
     }

@@ -377,9 +377,11 @@ pub(crate) struct FunctionDeclaration<'a> {
 }
 
 impl<'a> FunctionDeclaration<'a> {
-    /// About the bytes [`write`](Self::write) appends (escapes aside), to size the `tools` array.
+    /// About the bytes [`write`](Self::write) appends, to size the `tools` array. The description is the only
+    /// part escaped on the way, and prose has a quote or a newline every few dozen bytes: an eighth more
+    /// covers that, where sizing it exactly made the array grow once more, a copy of all of it.
     fn size(&self) -> usize {
-        let description = self.description.map_or(0, str::len);
+        let description = self.description.map_or(0, |d| d.len() + d.len() / 8);
         let parameters = self.parameters.as_ref().map_or(0, Vec::len);
         self.name.len() + description + parameters + 48
     }

@@ -111,7 +111,10 @@ pub fn sanitize_tool_name(name: &str) -> Cow<'_, str> {
     const MAX: usize = 64;
     let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
     let good_start = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    if good_start && name.len() <= MAX && name.chars().all(allowed) {
+    // Every tool name of every request is checked here, a few times: bytes rather than decoded characters
+    // (a non-ASCII character fails on its first byte just as it fails decoded).
+    let allowed_byte = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-';
+    if good_start && name.len() <= MAX && name.as_bytes().iter().all(allowed_byte) {
         return Cow::Borrowed(name);
     }
     let mut out = String::with_capacity(name.len().min(MAX) + 1);
@@ -154,6 +157,30 @@ struct Keywords<'t> {
     required: Option<Json<'t>>,
     ty: Option<Json<'t>>,
     hints: [Option<Json<'t>>; HINT_KEYWORDS.len()],
+    /// Whether any of `hints` is set: most nodes have none, and looking at all twelve slots of every node
+    /// was a tenth of the cleaner's own work.
+    hinted: bool,
+}
+
+/// The slot in [`HINT_KEYWORDS`] of a hint keyword. A `match` like the other keywords' (the compiler
+/// compares lengths first): a search of `HINT_KEYWORDS` for every other key (`$schema`,
+/// `additionalProperties`, `default`, …) cost a dozen comparisons each.
+fn hint_index(key: &str) -> Option<usize> {
+    Some(match key {
+        "exclusiveMaximum" => 0,
+        "exclusiveMinimum" => 1,
+        "format" => 2,
+        "maxItems" => 3,
+        "maxLength" => 4,
+        "maximum" => 5,
+        "minItems" => 6,
+        "minLength" => 7,
+        "minimum" => 8,
+        "multipleOf" => 9,
+        "pattern" => 10,
+        "uniqueItems" => 11,
+        _ => return None,
+    })
 }
 
 impl<'t> Keywords<'t> {
@@ -174,21 +201,13 @@ impl<'t> Keywords<'t> {
                 "properties" => &mut keywords.properties,
                 "required" => &mut keywords.required,
                 "type" => &mut keywords.ty,
-                // One match for every keyword, hints included: a search of `HINT_KEYWORDS` for every other
-                // key (`$schema`, `additionalProperties`, `default`, …) cost a dozen comparisons each.
-                "exclusiveMaximum" => &mut keywords.hints[0],
-                "exclusiveMinimum" => &mut keywords.hints[1],
-                "format" => &mut keywords.hints[2],
-                "maxItems" => &mut keywords.hints[3],
-                "maxLength" => &mut keywords.hints[4],
-                "maximum" => &mut keywords.hints[5],
-                "minItems" => &mut keywords.hints[6],
-                "minLength" => &mut keywords.hints[7],
-                "minimum" => &mut keywords.hints[8],
-                "multipleOf" => &mut keywords.hints[9],
-                "pattern" => &mut keywords.hints[10],
-                "uniqueItems" => &mut keywords.hints[11],
-                _ => continue,
+                _ => match hint_index(key) {
+                    Some(i) => {
+                        keywords.hinted = true;
+                        &mut keywords.hints[i]
+                    }
+                    None => continue,
+                },
             };
             *slot = Some(value);
         }
@@ -271,7 +290,8 @@ impl<'t> Cleaner<'_, 't> {
                 }
             }
         }
-        for (key, value) in HINT_KEYWORDS.iter().zip(&keywords.hints) {
+        let hinted = if keywords.hinted { &keywords.hints[..] } else { &[] };
+        for (key, value) in HINT_KEYWORDS.iter().zip(hinted) {
             if let Some(value) = value {
                 let hint = hints.next();
                 hint.push_str(key);
@@ -324,8 +344,8 @@ impl<'t> Cleaner<'_, 't> {
         if let Some(branches) = keywords.any_of.or(keywords.one_of).filter(Json::is_array) {
             let choice = self.choose_branch(branches, depth)?;
             nullable |= choice.nullable;
-            if let Some(hint) = choice.hint {
-                hints.next().push_str(&hint);
+            if choice.union.len() > 1 {
+                hints.add("Accepts: ", choice.union.iter().copied(), " | ");
             }
             if let Some(chosen) = choice.branch {
                 out.merge(chosen);
@@ -400,7 +420,7 @@ impl<'t> Cleaner<'_, 't> {
             kept.push(cleaned.schema);
         }
         if kept.is_empty() {
-            return Ok(Choice { branch: None, nullable, hint: None });
+            return Ok(Choice { branch: None, nullable, union: Vec::new() });
         }
         let all_enums = kept.iter().all(|b| {
             b.enum_values.is_some() && b.properties.is_none() && b.required.is_empty() && b.items.is_none()
@@ -413,19 +433,18 @@ impl<'t> Cleaner<'_, 't> {
                 return Err(self.too_many_enum_values());
             }
             let out = Schema { ty: Some("string"), enum_values: Some(merged), ..Schema::default() };
-            return Ok(Choice { branch: Some(out), nullable, hint: None });
+            return Ok(Choice { branch: Some(out), nullable, union: Vec::new() });
         }
-        let mut labels: Vec<&str> = Vec::new();
+        let mut union: Vec<&'static str> = Vec::new();
         for branch in &kept {
             let label = branch.ty.unwrap_or("any");
-            if !labels.contains(&label) {
-                labels.push(label);
+            if !union.contains(&label) {
+                union.push(label);
             }
         }
-        let hint = (labels.len() > 1).then(|| format!("Accepts: {}", labels.join(" | ")));
         let best =
             (0..kept.len()).max_by_key(|&i| (branch_score(&kept[i]), std::cmp::Reverse(i))).unwrap_or(0);
-        Ok(Choice { branch: Some(kept.swap_remove(best)), nullable, hint })
+        Ok(Choice { branch: Some(kept.swap_remove(best)), nullable, union })
     }
 }
 
@@ -455,11 +474,13 @@ fn keep_last_of_each_name<T>(entries: &mut Vec<(&str, T)>) {
     }
 }
 
-/// The outcome of an `anyOf`/`oneOf`: the branch to merge, whether `null` was allowed, and the hint.
+/// The outcome of an `anyOf`/`oneOf`: the branch to merge, whether `null` was allowed, and the types the
+/// branches allowed (an "Accepts: a | b" hint when more than one; written straight into the node's hints
+/// rather than formatted apart and copied).
 struct Choice<'s> {
     branch: Option<Schema<'s>>,
     nullable: bool,
-    hint: Option<String>,
+    union: Vec<&'static str>,
 }
 
 fn branch_score(branch: &Schema<'_>) -> u8 {

@@ -128,10 +128,13 @@ fn build_contents<'a>(
     let (family, signatures) = (history.family, history.signatures);
     let mut contents: Vec<Turn<'a>> = Vec::with_capacity(messages.len());
     let mut system: Vec<Part<'a>> = Vec::new();
-    // tool_call_id -> client function name, from the assistant messages seen so far.
-    let mut call_names: HashMap<&'a str, &'a str> = HashMap::new();
+    // tool_call_id -> client function name, from the assistant messages seen so far. Keyed randomly like the
+    // tool-name map, without SipHash's cost for every call and result of a long agent conversation.
+    let calls = messages.iter().map(|m| m.tool_calls.as_ref().map_or(0, Vec::len)).sum();
+    let mut call_names: HashMap<&'a str, &'a str, ahash::RandomState> =
+        HashMap::with_capacity_and_hasher(calls, ahash::RandomState::new());
     // Claude tool calls replayed as text (their thinking block is lost): their results follow as text too.
-    let mut told_as_text: HashSet<&'a str> = HashSet::new();
+    let mut told_as_text: HashSet<&'a str, ahash::RandomState> = HashSet::default();
 
     for (i, message) in messages.iter().enumerate() {
         let param = || format!("messages[{i}]");
