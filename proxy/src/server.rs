@@ -177,7 +177,14 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
     ));
     server.add_service(background_service(
         "levitate lifecycle",
-        Lifecycle::new(app.config.clone(), app.store.clone(), app.metrics.clone(), app.request_log.clone()),
+        Lifecycle::new(
+            app.config.clone(),
+            app.store.clone(),
+            app.metrics.clone(),
+            app.request_log.clone(),
+            app.shared.clone(),
+            app.pool.clone(),
+        ),
     ));
     server.add_service(background_service(
         "levitate handover",

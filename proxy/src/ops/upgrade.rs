@@ -24,6 +24,8 @@ use crate::config::live::LiveConfig;
 use crate::config::Snapshot;
 use crate::ops::metrics::Metrics;
 use crate::ops::request_log::RequestLog;
+use crate::pool::AccountPool;
+use crate::shared::SharedState;
 use crate::store::Store;
 
 /// How long the old process waits for the new one to be ready for the sockets, and the new one for the store.
@@ -181,6 +183,9 @@ pub struct Lifecycle {
     store: Store,
     metrics: Arc<Metrics>,
     request_log: Arc<RequestLog>,
+    /// The cluster this instance leaves when it stops, and the accounts whose slots it gives back.
+    shared: Arc<SharedState>,
+    pool: Arc<AccountPool>,
     upgrading: AtomicBool,
 }
 
@@ -190,8 +195,10 @@ impl Lifecycle {
         store: Store,
         metrics: Arc<Metrics>,
         request_log: Arc<RequestLog>,
+        shared: Arc<SharedState>,
+        pool: Arc<AccountPool>,
     ) -> Self {
-        Lifecycle { config, store, metrics, request_log, upgrading: AtomicBool::new(false) }
+        Lifecycle { config, store, metrics, request_log, shared, pool, upgrading: AtomicBool::new(false) }
     }
 }
 
@@ -275,8 +282,14 @@ impl Lifecycle {
                 }
                 if draining() {
                     crate::ops::handover::spool(&self.store, &self.config.load().store_path);
-                } else if let Err(e) = self.store.flush() {
-                    tracing::warn!(error = %e, "store flush before exit failed");
+                } else {
+                    if let Err(e) = self.store.flush() {
+                        tracing::warn!(error = %e, "store flush before exit failed");
+                    }
+                    // A stop, not an upgrade (whose new process may carry the same instance id): nothing is in
+                    // flight, so the slots this instance holds go back to the cluster now instead of after the
+                    // lease, and the others stop counting it.
+                    self.shared.leave(&self.pool.cluster_account_ids()).await;
                 }
                 tracing::info!("all in-flight requests finished; exiting before the end of the grace period");
                 std::process::exit(0);

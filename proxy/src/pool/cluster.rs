@@ -7,7 +7,8 @@
 //! ([`Share::Held`]), so the sum over instances never exceeds the cap, also while instances join or leave:
 //! a newcomer gets its part only as the others give theirs back, and an instance gives back a slot only once
 //! its request has finished. No Redis call is made per request. A crashed instance's slots return once its
-//! holding is older than the lease (`shared_state.lease`): no cleanup is needed.
+//! holding is older than the lease (`shared_state.lease`); a stopped one gives them back as it exits, once
+//! nothing is in flight (`SharedState::leave`), so its replacement need not wait out the lease.
 //!
 //! While the cluster cannot be seen (Redis down), each instance takes `cap / n` of the last known or
 //! configured `n`, at least one ([`Share::Fallback`]).
@@ -134,6 +135,11 @@ impl AccountPool {
         }
         let written = self.cluster.written.load_full();
         self.replace(&written);
+    }
+
+    /// The ids of the accounts as the operator wrote them: those with a slot ledger in the cluster.
+    pub fn cluster_account_ids(&self) -> Vec<String> {
+        self.cluster.written.load().iter().map(|a| a.id.clone()).collect()
     }
 
     /// What to ask the cluster's slot ledger for, account by account, as one of `n` live instances at `rank`.

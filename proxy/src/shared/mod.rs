@@ -101,6 +101,13 @@ struct Link {
 }
 
 impl SharedState {
+    /// Gives this instance's slots of `accounts` back and leaves the instance table (see `Link::leave`).
+    pub async fn leave(&self, accounts: &[String]) {
+        if let Some(link) = &self.link {
+            link.leave(accounts).await;
+        }
+    }
+
     /// No cluster: every call is a no-op.
     pub fn disabled() -> Self {
         SharedState { link: None }

@@ -69,4 +69,23 @@ impl Link {
             wants.iter().zip(grants).map(|(w, grant)| (w.account.clone(), w.cap_from(grant))).collect(),
         ))
     }
+
+    /// Leaves the cluster on a stop, once nothing is in flight: this instance's holdings go back to the
+    /// ledgers and its heartbeat leaves the instance table, so the others count one instance fewer and a
+    /// replacement gets its part at once instead of after `shared_state.lease`. Best effort: if Redis does not
+    /// answer, the lease returns them as for a crashed instance.
+    pub(super) async fn leave(&self, accounts: &[String]) {
+        let Some(conn) = self.conn.load_full() else { return };
+        let mut pipe = redis::pipe();
+        pipe.cmd("HDEL").arg(self.keys.instances()).arg(&self.instance).ignore();
+        for account in accounts {
+            pipe.cmd("HDEL").arg(self.keys.slots(account)).arg(&self.instance).ignore();
+        }
+        match self.query::<()>("leave", &pipe, &conn).await {
+            Ok(()) => tracing::info!(instance = %self.instance, "left the cluster; slots given back"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not leave the cluster; its slots return after the lease")
+            }
+        }
+    }
 }
