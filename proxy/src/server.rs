@@ -39,6 +39,15 @@ use crate::store::{Store, StoreError};
 /// body buffer sized to the body, so it only doubled the copies (issue 13: open streams must be cheap).
 const TLS_READ_BUFFER: usize = 16 * 1024;
 
+/// Timeouts longer than this run on tokio's timer instead of Pingora's "fast" one. The fast timer keeps every
+/// timeout in a per-thread table until its deadline, even when the read it guarded finished long before: the
+/// upstream read timeout (`upstream.read_timeout`, 600 s by default) left an entry per 10 ms of reading on
+/// each worker alive for ten minutes, tens of thousands under streaming load, and after a burst they pinned
+/// the pages around them for those ten minutes (issue 13: memory back within a minute of a burst). A tokio
+/// timeout lives in the read's own future and goes with it. The short timeouts (client writes and request
+/// bodies, 30 s; the upstream pool's idle timeout, 50 s) stay on the fast timer, which is cheaper to arm.
+const FAST_TIMER_UP_TO: Duration = Duration::from_secs(60);
+
 /// How the process was asked to start.
 #[derive(Clone, Debug, Default)]
 pub struct StartOptions {
@@ -60,6 +69,7 @@ pub fn run(snapshot: Snapshot, start: StartOptions) -> ExitCode {
         upgrade_sock: snapshot.server.upgrade_sock.display().to_string(),
         // Both sides of the hand-over retry once a second: the new process may still be opening its store.
         upgrade_sock_connect_accept_max_retries: Some(HANDOVER_WAIT.as_secs() as usize),
+        fast_timeout_to_tokio_threshold_seconds: Some(FAST_TIMER_UP_TO.as_secs()),
         ..ServerConf::default()
     };
     let opt = Opt { upgrade: start.upgrade, ..Opt::default() };
