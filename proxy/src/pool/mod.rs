@@ -281,7 +281,7 @@ impl AccountPool {
     }
 
     /// The session's bound account, unless that account is locked for this model for a long time.
-    fn sticky_account(&self, session: &str, model: &str, now: Instant, now_ms: u64) -> Option<String> {
+    fn sticky_account(&self, session: &str, model: &str, now: Instant, now_ms: u64) -> Option<Arc<str>> {
         let bound = self.state.affinity.account_of(session, now)?;
         let until = self.state.lockouts.until(&bound, model, now_ms);
         if until.is_some_and(|t| t.saturating_sub(now_ms) > AFFINITY_LOCKOUT_LIMIT.as_millis() as u64) {
@@ -418,10 +418,10 @@ impl AccountPool {
         let now = Instant::now();
         let rebind = match self.state.affinity.account_of(session, now) {
             None => true,
-            Some(bound) if bound == lease.account.id => true,
+            Some(bound) if *bound == *lease.account.id => true,
             Some(bound) => {
                 let selector = self.selector.load();
-                match selector.entries.iter().find(|e| e.account.id == bound) {
+                match selector.entries.iter().find(|e| *e.account.id == *bound) {
                     Some(e) => {
                         PoolState::rank(&lease.account, &lease.live) < PoolState::rank(&e.account, &e.live)
                     }
@@ -436,7 +436,7 @@ impl AccountPool {
 
     /// The account a session is bound to here (for the shared binding, `crate::shared`).
     pub fn bound_account(&self, session: &str) -> Option<String> {
-        self.state.affinity.account_of(session, Instant::now())
+        self.state.affinity.account_of(session, Instant::now()).map(|account| account.to_string())
     }
 
     /// A binding another instance made: taken unless this instance has its own, or the account is unknown.
