@@ -14,7 +14,10 @@ answer, 240: about 17 chunks, so ~35 s per stream), INTER_CHUNK_MS (2000), RAMP_
 second, 1000), READ_BYTES (2048), READ_EVERY_S (0.5), SETTLE_S (60), NOFILE (descriptor limit for the three
 processes, 65536; raising it needs root or a hard limit that high), KEEP (keep the working folders), H2C=1
 (`upstream.h2c: true`: the gateway speaks HTTP/2 to the simulator, as it does to Google over TLS, so the
-upstream side is a few multiplexed connections instead of one HTTP/1.1 connection per stream).
+upstream side is a few multiplexed connections instead of one HTTP/1.1 connection per stream), GATEWAY_CONFIG (a
+JSON object merged into the gateway's configuration section by section, e.g.
+`{"request_log": {"max_entries": 1}, "pool": {"affinity_capacity": 1}}` to see what the records a burst leaves
+by configuration cost).
 
 Prints one table row per N; exits non-zero if any stream failed.
 
@@ -50,6 +53,7 @@ READ_EVERY_S = float(os.environ.get("READ_EVERY_S", "0.5"))
 SETTLE_S = int(os.environ.get("SETTLE_S", "60"))
 NOFILE = int(os.environ.get("NOFILE", "65536"))
 H2C = os.environ.get("H2C", "") not in ("", "0")
+GATEWAY_CONFIG = json.loads(os.environ.get("GATEWAY_CONFIG", "{}"))
 # No stream may take longer than this (bounded loops everywhere).
 STREAM_DEADLINE_S = 600
 
@@ -129,6 +133,11 @@ def start_pair(work: Path, processes: Processes, n: int) -> tuple[int, int, str]
         "server": {"grace_period": "1s", "pid_file": str(work / "levitate.pid"),
                    "upgrade_sock": str(work / "upgrade.sock")},
     }
+    for section, value in GATEWAY_CONFIG.items():
+        if isinstance(value, dict) and isinstance(config.get(section), dict):
+            config[section] = {**config[section], **value}
+        else:
+            config[section] = value
     (work / "levitate.yaml").write_text(json.dumps(config, indent=2))
     (work / "accounts.yaml").write_text(json.dumps({"accounts": [
         {k: a[k] for k in ("email", "refresh_token", "tier", "project_id")} for a in accounts]}, indent=2))
