@@ -44,7 +44,7 @@ static COLLECTOR: OnceLock<fn(bool)> = OnceLock::new();
 /// The delayed collections are pending (one chain for the whole process is enough to catch a burst's tail).
 static DELAYED: AtomicBool = AtomicBool::new(false);
 
-/// When the last stream ended, in milliseconds since [`epoch`]. The delayed steps count from it: a burst's
+/// When the last stream ended, on the [`since_epoch_ms`] clock. The delayed steps count from it: a burst's
 /// streams end over many seconds, and steps counted from the first end ran before the last streams' pooled
 /// connections closed (60 s after 10,000 streams, a collection on every thread still gave back 9 MiB).
 static LAST_END_MS: AtomicU64 = AtomicU64::new(0);
