@@ -34,9 +34,11 @@ pub const COLLECT_AFTER: [Duration; 4] = [
 ];
 
 /// Tasks spawned per worker and round of a delayed step, and the rounds tried before the step gives up on
-/// reaching every worker (a busy worker collects at its own stream ends anyway).
+/// reaching every worker (a busy worker collects at its own stream ends anyway). Up to a second in all: on a
+/// loaded 2-core box the operating system can keep an idle worker thread off the CPU for longer than 100 ms,
+/// and a round only costs a few tiny tasks.
 const SPREAD_PER_WORKER: usize = 4;
-const SPREAD_ROUNDS: usize = 5;
+const SPREAD_ROUNDS: usize = 50;
 const SPREAD_ROUND_WAIT: Duration = Duration::from_millis(20);
 
 static COLLECTOR: OnceLock<fn(bool)> = OnceLock::new();
