@@ -2,12 +2,18 @@
 //!
 //! Every client stream machine (OpenAI, Anthropic, Gemini) reads the same `v1internal` events, so the
 //! parsing, the tolerance for key casings and envelope variants, and the in-stream error shape live here
-//! once. Parsing is zero-copy: simd-json unescapes strings in place and a [`Chunk`] borrows them from the
-//! event's own buffer; the parser reuses its tape and scratch buffers across events.
+//! once. Parsing is zero-copy: strings are unescaped in place and a [`Chunk`] borrows them from the event's
+//! own buffer. Events of the usual shape (text, usage, ids) are read by a one-pass scanner ([`super::scan`]);
+//! every other event by simd-json, whose tape and scratch buffers the parser reuses across events.
+
+use std::ops::Range;
 
 use simd_json::{Buffers, Node, StaticNode, Tape};
 
 use super::json;
+use super::scan::{self, Spans};
+pub use super::text::Text;
+pub use super::usage::Usage;
 use super::StreamError;
 
 /// Why Google stopped generating (`finishReason`).
@@ -68,23 +74,12 @@ impl FinishReason {
     }
 }
 
-/// Token counts from `usageMetadata`. Google reports `total = prompt + candidates + thoughts`; `thoughts` is
-/// not part of `candidates` and `cached` is part of `prompt`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub prompt: u64,
-    pub candidates: u64,
-    pub thoughts: u64,
-    pub cached: u64,
-    pub total: u64,
-}
-
 /// One content part of the candidate, borrowing its strings from the event buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Part<'a> {
     /// Visible text, or a thought summary when `thought` is set. Text may be empty when the part only
     /// carries a signature (Gemini 3's final part).
-    Text { text: &'a str, thought: bool, signature: Option<&'a str> },
+    Text { text: Text<'a>, thought: bool, signature: Option<&'a str> },
     /// A complete tool call (Google never splits one across events). `args` is compact JSON text of the
     /// arguments object, `{}` when absent, with the upstream key order kept.
     FunctionCall { id: Option<&'a str>, name: &'a str, args: String, signature: Option<&'a str> },
@@ -113,8 +108,10 @@ pub struct Chunk<'a> {
 /// Arguments nested deeper than this are rejected rather than walked.
 const MAX_ARGS_DEPTH: usize = 128;
 
-/// Parses upstream event payloads, reusing simd-json's scratch buffers and tape between events.
+/// Parses upstream event payloads, reusing the scanner's and simd-json's buffers between events.
 pub struct ChunkParser {
+    /// What the scanner found in the last event of the usual shape.
+    spans: Spans,
     buffers: Buffers,
     /// The tape's allocation, kept empty between events.
     nodes: Vec<Node<'static>>,
@@ -134,13 +131,21 @@ impl std::fmt::Debug for ChunkParser {
 
 impl ChunkParser {
     pub fn new() -> Self {
-        ChunkParser { buffers: Buffers::new(4096), nodes: Vec::new() }
+        ChunkParser { spans: Spans::default(), buffers: Buffers::new(4096), nodes: Vec::new() }
     }
 
     /// Parses one SSE `data` payload: the `{"response":{…},"traceId":…}` envelope, a bare `{candidates,…}`
     /// response, or an in-stream `{"error":{code,message,status}}` (returned as [`StreamError::Upstream`]).
     /// Strings are unescaped in place, so `data` is scratch afterwards.
     pub fn parse<'a>(&mut self, data: &'a mut [u8]) -> Result<Chunk<'a>, StreamError> {
+        if scan::scan(data, &mut self.spans) {
+            return usual_chunk(&mut self.spans, data);
+        }
+        self.parse_with_simd_json(data)
+    }
+
+    /// Any event, through simd-json's tape.
+    pub(super) fn parse_with_simd_json<'a>(&mut self, data: &'a mut [u8]) -> Result<Chunk<'a>, StreamError> {
         let mut tape: Tape<'a> = Tape(std::mem::take(&mut self.nodes)).reset();
         let parsed = simd_json::fill_tape(data, &mut self.buffers, &mut tape)
             .map_err(|e| StreamError::InvalidJson(e.to_string()))
@@ -148,6 +153,50 @@ impl ChunkParser {
         self.nodes = tape.reset().0;
         parsed
     }
+}
+
+/// The chunk of an event the scanner read: texts stay escaped where that form is canonical ([`Text`]), the
+/// rest are unescaped in place, then the whole event is checked as UTF-8 once (as simd-json checks every event
+/// whole).
+fn usual_chunk<'a>(spans: &mut Spans, data: &'a mut [u8]) -> Result<Chunk<'a>, StreamError> {
+    for text in spans.parts.iter_mut().flatten().filter_map(|part| part.text.as_mut()) {
+        if text.escaped && !text.canonical() {
+            text.range.end = scan::unescape_in_place(data, text.range.clone());
+            text.escaped = false;
+        }
+    }
+    let data: &'a [u8] = data;
+    let event = simdutf8::basic::from_utf8(data)
+        .map_err(|_| StreamError::InvalidJson("the event is not valid UTF-8".to_owned()))?;
+    // Every range starts and ends next to an ASCII quote, so it is on character boundaries.
+    let string = |range: &Range<usize>| {
+        event
+            .get(range.clone())
+            .ok_or_else(|| StreamError::InvalidJson("a string splits a character".to_owned()))
+    };
+    let mut parts = Vec::with_capacity(spans.parts.len());
+    for part in &spans.parts {
+        parts.push(match part {
+            Some(part) => Part::Text {
+                text: match &part.text {
+                    Some(span) if span.canonical() => Text::escaped(string(&span.range)?),
+                    Some(span) => Text::new(string(&span.range)?),
+                    None => Text::new(""),
+                },
+                thought: part.thought,
+                signature: part.signature.as_ref().map(string).transpose()?,
+            },
+            None => Part::Other,
+        });
+    }
+    Ok(Chunk {
+        parts,
+        finish_reason: spans.finish_reason.as_ref().map(string).transpose()?.map(FinishReason::parse),
+        usage: spans.usage,
+        response_id: spans.response_id.as_ref().map(string).transpose()?,
+        model_version: spans.model_version.as_ref().map(string).transpose()?,
+        grounding: None,
+    })
 }
 
 fn chunk_from<'a>(root: Value<'_, 'a>) -> Result<Chunk<'a>, StreamError> {
@@ -263,7 +312,7 @@ fn read_part<'a>(part: Value<'_, 'a>) -> Result<Part<'a>, StreamError> {
         });
     }
     if text.is_some() || signature.is_some() {
-        return Ok(Part::Text { text: text.unwrap_or(""), thought, signature });
+        return Ok(Part::Text { text: Text::new(text.unwrap_or("")), thought, signature });
     }
     Ok(Part::Other)
 }
@@ -487,7 +536,7 @@ mod tests {
             "modelVersion":"gemini-3-flash-a","responseId":"tjVCavaJBYjgz7IP-NnfSQ"},"traceId":"x","metadata":{}}"#;
         parse_with(json, |chunk| {
             let chunk = chunk.unwrap();
-            assert_eq!(chunk.parts, [Part::Text { text: "OK", thought: false, signature: None }]);
+            assert_eq!(chunk.parts, [Part::Text { text: "OK".into(), thought: false, signature: None }]);
             assert_eq!(chunk.finish_reason, Some(FinishReason::Stop));
             assert_eq!(
                 chunk.usage,
@@ -519,7 +568,7 @@ mod tests {
         parse_with(r#"{"candidates":[{"content":{"parts":[{"text":"hi \"there\"\n"}]}}]}"#, |chunk| {
             assert_eq!(
                 chunk.unwrap().parts,
-                [Part::Text { text: "hi \"there\"\n", thought: false, signature: None }]
+                [Part::Text { text: "hi \"there\"\n".into(), thought: false, signature: None }]
             );
         });
     }
@@ -534,9 +583,9 @@ mod tests {
             assert_eq!(
                 chunk.unwrap().parts,
                 [
-                    Part::Text { text: "**Plan**", thought: true, signature: Some("sigA") },
-                    Part::Text { text: "", thought: false, signature: Some("sigB") },
-                    Part::Text { text: "", thought: false, signature: Some("sigC") },
+                    Part::Text { text: "**Plan**".into(), thought: true, signature: Some("sigA") },
+                    Part::Text { text: "".into(), thought: false, signature: Some("sigB") },
+                    Part::Text { text: "".into(), thought: false, signature: Some("sigC") },
                 ]
             );
         });
@@ -643,7 +692,10 @@ mod tests {
                     .into_bytes();
             let chunk = parser.parse(&mut data).unwrap();
             let expected = format!("n{i}");
-            assert_eq!(chunk.parts, [Part::Text { text: &expected, thought: false, signature: None }]);
+            assert_eq!(
+                chunk.parts,
+                [Part::Text { text: expected.as_str().into(), thought: false, signature: None }]
+            );
         }
     }
 }

@@ -113,14 +113,14 @@ fn copy_run(out: &mut Vec<u8>, bytes: &[u8], from: usize, to: usize) {
 
 /// Bytes [`write_escaped`] scans in one step, one vector comparison. (Two per step, 32 bytes, was slower:
 /// most strings of a request are shorter than that and then all go through the padded copy.)
-const CHUNK: usize = 16;
+pub(super) const CHUNK: usize = 16;
 
 /// Which bytes of a chunk need a look in [`ESCAPE`]: the lowest set bit is the first stop, and clearing it
 /// (`mask &= mask - 1`) moves to the next. Each byte owns [`MASK_BITS_PER_BYTE`] bits.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-type StopMask = u32;
+pub(super) type StopMask = u32;
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-const MASK_BITS_PER_BYTE: u32 = 1;
+pub(super) const MASK_BITS_PER_BYTE: u32 = 1;
 
 /// The bytes of `chunk` that need a look in [`ESCAPE`] (control characters, `"`, `\\`, 0xE2), one bit per
 /// byte: four byte comparisons and one `movemask`, all in registers. The portable lane-by-lane form
@@ -128,7 +128,7 @@ const MASK_BITS_PER_BYTE: u32 = 1;
 /// number through the stack, which made this scan a sixth of the cold request transform's time.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
-fn stops(chunk: &[u8; CHUNK]) -> StopMask {
+pub(super) fn stops(chunk: &[u8; CHUNK]) -> StopMask {
     // SAFETY: the only requirement of `stops_sse2` is the `sse2` target feature, which this build enables
     // (the `cfg` above; every x86-64 target does).
     unsafe { stops_sse2(chunk) }
@@ -152,13 +152,13 @@ fn stops_sse2(chunk: &[u8; CHUNK]) -> StopMask {
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-type StopMask = u128;
+pub(super) type StopMask = u128;
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-const MASK_BITS_PER_BYTE: u32 = 8;
+pub(super) const MASK_BITS_PER_BYTE: u32 = 8;
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline(always)]
-fn stops(chunk: &[u8; CHUNK]) -> StopMask {
+pub(super) fn stops(chunk: &[u8; CHUNK]) -> StopMask {
     stops_by_lanes(chunk)
 }
 

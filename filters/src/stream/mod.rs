@@ -15,8 +15,11 @@ use crate::signature::{
 
 pub mod chunk;
 pub(crate) mod json;
+mod scan;
+mod text;
+mod usage;
 
-pub use chunk::{Chunk, ChunkParser, FinishReason, Part, Usage};
+pub use chunk::{Chunk, ChunkParser, FinishReason, Part, Text, Usage};
 
 /// A client protocol's streaming machine: upstream `v1internal` SSE events in, the client's own frames out.
 /// The gateway drives every protocol through this one interface (as `Box<dyn Translator>`).

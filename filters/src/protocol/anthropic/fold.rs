@@ -4,7 +4,7 @@
 
 use crate::signature::CapturedSignature;
 use crate::stream::chunk::Usage;
-use crate::stream::json::{write_escaped, write_str};
+use crate::stream::json::write_str;
 use crate::stream::{Fold, StreamError};
 
 use super::stream::{AnthropicStreamOptions, BlockKind, Event, Turn};
@@ -135,7 +135,7 @@ fn fold_event(blocks: &mut Vec<FoldedBlock>, event: Event<'_>) {
             if let Some(FoldedBlock::Thinking { escaped, .. } | FoldedBlock::Text { escaped }) =
                 blocks.last_mut()
             {
-                write_escaped(escaped, text);
+                text.write_escaped(escaped);
             }
         }
         Event::Signature { signature, .. } => {

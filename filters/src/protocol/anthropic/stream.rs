@@ -19,7 +19,7 @@ use crate::grounding::DomainFilter;
 use crate::inner::ToolNameMap;
 use crate::signature::CapturedSignature;
 use crate::sse::write_named_event;
-use crate::stream::chunk::{ChunkParser, FinishReason, Part, Usage};
+use crate::stream::chunk::{ChunkParser, FinishReason, Part, Text, Usage};
 use crate::stream::json::{write_str, write_u64};
 use crate::stream::{client_tool_call_id, is_empty_payload, StreamError, ToolCallSignatures, Translator};
 use crate::Protocol;
@@ -65,11 +65,11 @@ pub(super) enum Event<'a> {
     },
     Thinking {
         index: u32,
-        text: &'a str,
+        text: Text<'a>,
     },
     Text {
         index: u32,
-        text: &'a str,
+        text: Text<'a>,
     },
     Signature {
         index: u32,
@@ -156,9 +156,9 @@ impl Turn {
                     let index = self.ensure_open(BlockKind::Thinking, emit);
                     if !text.is_empty() {
                         if let Some(open) = &mut self.open {
-                            open.thinking.push_str(text);
+                            open.thinking.push_str(&text.to_str());
                         }
-                        emit(Event::Thinking { index, text });
+                        emit(Event::Thinking { index, text: *text });
                     }
                     if let Some(signature) = signature {
                         self.signatures.on_turn_signature(signature);
@@ -170,10 +170,10 @@ impl Turn {
                         self.signatures.on_turn_signature(signature);
                     }
                     if let Some(search) = self.search.as_mut().filter(|_| !finished) {
-                        search.hold(text);
+                        search.hold(&text.to_str());
                     } else if !text.is_empty() && !finished {
                         let index = self.ensure_open(BlockKind::Text, emit);
-                        emit(Event::Text { index, text });
+                        emit(Event::Text { index, text: *text });
                     }
                 }
                 Part::FunctionCall { id, name, args, signature } => {
@@ -423,7 +423,7 @@ fn write_event(out: &mut Vec<u8>, event: Event<'_>) {
         Event::Thinking { index, text } => write_delta(out, index, b"thinking_delta\",\"thinking\":", text),
         Event::Text { index, text } => write_delta(out, index, b"text_delta\",\"text\":", text),
         Event::Signature { index, signature } => {
-            write_delta(out, index, b"signature_delta\",\"signature\":", signature)
+            write_delta(out, index, b"signature_delta\",\"signature\":", Text::new(signature))
         }
         Event::ToolUse { index, id, name, input } => {
             frame(out, "content_block_start", |out| {
@@ -435,7 +435,7 @@ fn write_event(out: &mut Vec<u8>, event: Event<'_>) {
                 write_str(out, name);
                 out.extend_from_slice(b",\"input\":{}}}");
             });
-            write_delta(out, index, b"input_json_delta\",\"partial_json\":", input);
+            write_delta(out, index, b"input_json_delta\",\"partial_json\":", Text::new(input));
             write_stop(out, index);
         }
         Event::Stop { index } => write_stop(out, index),
@@ -444,13 +444,13 @@ fn write_event(out: &mut Vec<u8>, event: Event<'_>) {
 }
 
 /// `content_block_delta` whose delta is `{"type":"<kind_and_field>"<value>}`.
-fn write_delta(out: &mut Vec<u8>, index: u32, kind_and_field: &[u8], value: &str) {
+fn write_delta(out: &mut Vec<u8>, index: u32, kind_and_field: &[u8], value: Text<'_>) {
     frame(out, "content_block_delta", |out| {
         out.extend_from_slice(b"{\"type\":\"content_block_delta\",\"index\":");
         write_u64(out, u64::from(index));
         out.extend_from_slice(b",\"delta\":{\"type\":\"");
         out.extend_from_slice(kind_and_field);
-        write_str(out, value);
+        value.write_str(out);
         out.extend_from_slice(b"}}");
     });
 }

@@ -18,7 +18,7 @@ use crate::grounding::Grounding;
 use crate::inner::ToolNameMap;
 use crate::signature::CapturedSignature;
 use crate::stream::chunk::{ChunkParser, FinishReason, Part, Usage};
-use crate::stream::json::{write_escaped, write_str, write_u64};
+use crate::stream::json::{write_str, write_u64};
 use crate::stream::{is_empty_payload, Fold, StreamError, ToolCallSignatures, Translator};
 use crate::Protocol;
 
@@ -439,12 +439,12 @@ impl Fold for GeminiFold {
                         Some(FoldedPart::Text { escaped, thought: last_thought, signature: slot @ None })
                             if last_thought == thought =>
                         {
-                            write_escaped(escaped, text);
+                            text.write_escaped(escaped);
                             *slot = signature.map(str::to_owned);
                         }
                         _ => {
-                            let mut escaped = Vec::with_capacity(text.len());
-                            write_escaped(&mut escaped, text);
+                            let mut escaped = Vec::new();
+                            text.write_escaped(&mut escaped);
                             self.parts.push(FoldedPart::Text {
                                 escaped,
                                 thought: *thought,

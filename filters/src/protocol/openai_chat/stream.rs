@@ -12,7 +12,7 @@
 use crate::error::ClientError;
 use crate::inner::ToolNameMap;
 use crate::signature::CapturedSignature;
-use crate::stream::chunk::{ChunkParser, FinishReason, Part, Usage};
+use crate::stream::chunk::{ChunkParser, FinishReason, Part, Text, Usage};
 use crate::stream::json::{write_escaped, write_str, write_u64};
 use crate::stream::{
     client_tool_call_id, is_empty_payload, Fold, StreamError, ToolCallSignatures, Translator,
@@ -43,8 +43,8 @@ pub struct OpenAiStreamOptions {
 
 /// One thing the client should see, in the order it should see it.
 enum Delta<'a> {
-    Reasoning(&'a str),
-    Content(&'a str),
+    Reasoning(Text<'a>),
+    Content(Text<'a>),
     /// Generated media; OpenAI chat has no media output, so it is shown as a markdown data-URL image.
     Image {
         mime_type: &'a str,
@@ -103,16 +103,16 @@ impl Turn {
             match part {
                 Part::Text { text, thought, signature } => {
                     if *thought {
-                        self.signatures.on_thought_text(text);
+                        self.signatures.on_thought_text(&text.to_str());
                     }
                     if let Some(signature) = signature {
                         self.signatures.on_turn_signature(signature);
                     }
                     if !text.is_empty() && !self.finish_sent {
                         if let Some(search) = self.search.as_mut().filter(|_| !*thought) {
-                            search.push_content(text);
+                            search.push_content(&text.to_str());
                         }
-                        emit(if *thought { Delta::Reasoning(text) } else { Delta::Content(text) });
+                        emit(if *thought { Delta::Reasoning(*text) } else { Delta::Content(*text) });
                     }
                 }
                 Part::FunctionCall { id, name, args, signature } => {
@@ -314,12 +314,12 @@ fn write_delta_frame(out: &mut Vec<u8>, frame_head: &[u8], role_sent: &mut bool,
     match delta {
         Delta::Content(text) => {
             out.extend_from_slice(b"{\"content\":");
-            write_str(out, text);
+            text.write_str(out);
             out.push(b'}');
         }
         Delta::Reasoning(text) => {
             out.extend_from_slice(b"{\"reasoning_content\":");
-            write_str(out, text);
+            text.write_str(out);
             out.push(b'}');
         }
         Delta::Image { mime_type, data } => {
@@ -378,8 +378,8 @@ struct FoldedMessage {
 impl FoldedMessage {
     fn apply(&mut self, delta: Delta<'_>) {
         match delta {
-            Delta::Content(text) => write_escaped(self.content.get_or_insert_with(Vec::new), text),
-            Delta::Reasoning(text) => write_escaped(self.reasoning.get_or_insert_with(Vec::new), text),
+            Delta::Content(text) => text.write_escaped(self.content.get_or_insert_with(Vec::new)),
+            Delta::Reasoning(text) => text.write_escaped(self.reasoning.get_or_insert_with(Vec::new)),
             Delta::Image { mime_type, data } => {
                 write_image_markdown(self.content.get_or_insert_with(Vec::new), mime_type, data);
             }

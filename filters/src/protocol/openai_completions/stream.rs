@@ -9,9 +9,9 @@
 
 use crate::error::ClientError;
 use crate::signature::CapturedSignature;
-use crate::stream::json::{write_escaped, write_str, write_u64};
+use crate::stream::json::{write_str, write_u64};
 use crate::stream::{
-    is_empty_payload, ChunkParser, FinishReason, Fold, Part, StreamError, Translator, Usage,
+    is_empty_payload, ChunkParser, FinishReason, Fold, Part, StreamError, Text, Translator, Usage,
 };
 use crate::Protocol;
 
@@ -30,7 +30,7 @@ pub struct CompletionOptions {
 
 /// What one upstream call contributes to its choice.
 enum Event<'a> {
-    Text(&'a str),
+    Text(Text<'a>),
     Finish(&'static str),
 }
 
@@ -62,7 +62,7 @@ impl Choice {
         for part in &chunk.parts {
             if let Part::Text { text, thought: false, .. } = part {
                 if !text.is_empty() && !self.finish_sent {
-                    emit(self.index, Event::Text(text));
+                    emit(self.index, Event::Text(*text));
                 }
             }
         }
@@ -196,7 +196,7 @@ fn write_frame(
     scratch.clear();
     let finish = match event {
         Event::Text(text) => {
-            write_escaped(scratch, text);
+            text.write_escaped(scratch);
             None
         }
         Event::Finish(reason) => Some(reason),
@@ -303,7 +303,7 @@ impl CompletionFold {
 
 fn fold_event(text: &mut Vec<u8>, finish: &mut Option<&'static str>, event: Event<'_>) {
     match event {
-        Event::Text(t) => write_escaped(text, t),
+        Event::Text(t) => t.write_escaped(text),
         Event::Finish(reason) => *finish = Some(reason),
     }
 }

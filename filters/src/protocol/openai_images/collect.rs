@@ -95,6 +95,7 @@ impl Translator for ImageCollector {
         for part in &chunk.parts {
             match part {
                 Part::Text { text, thought: false, .. } => {
+                    let text = text.to_str();
                     let room = MAX_REVISED_PROMPT.saturating_sub(self.text.len());
                     let mut end = text.len().min(room);
                     while !text.is_char_boundary(end) {

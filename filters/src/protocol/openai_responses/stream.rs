@@ -190,11 +190,11 @@ impl Turn {
                     if finished {
                         continue;
                     }
-                    self.on_thought(text, *signature);
+                    self.on_thought(&text.to_str(), *signature);
                 }
                 Part::Text { text, thought: false, signature } => {
                     if !text.is_empty() && !finished {
-                        self.on_text(text);
+                        self.on_text(&text.to_str());
                     }
                     if let Some(signature) = signature {
                         self.signatures.on_turn_signature(signature);
