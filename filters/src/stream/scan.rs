@@ -296,6 +296,9 @@ impl<'b> Cursor<'b> {
 
     /// An object key, which the scanner compares as bytes: one with an escape gives up.
     fn key(&mut self) -> Option<&'b [u8]> {
+        if let Some(key) = self.short_plain_string() {
+            return Some(key);
+        }
         let span = self.string()?;
         if span.escaped {
             return None;
@@ -303,8 +306,37 @@ impl<'b> Cursor<'b> {
         self.bytes.get(span.range)
     }
 
+    /// The common string: plain, and closed within the 32 bytes after its opening quote (keys, ids, most
+    /// values). At most two [`stops`] scans; `None` (the cursor unmoved) for any other string.
+    #[inline]
+    fn short_plain_string(&mut self) -> Option<&'b [u8]> {
+        if self.peek() != Some(b'"') {
+            return None;
+        }
+        let start = self.at + 1;
+        for offset in [0, CHUNK] {
+            let block = self.bytes.get(start + offset..).and_then(<[u8]>::first_chunk::<CHUNK>)?;
+            let flags = stops(block);
+            if flags == 0 {
+                continue;
+            }
+            let stop = (flags.trailing_zeros() / MASK_BITS_PER_BYTE) as usize;
+            if block.get(stop) != Some(&b'"') {
+                return None;
+            }
+            let end = start + offset + stop;
+            self.at = end + 1;
+            return self.bytes.get(start..end);
+        }
+        None
+    }
+
     /// A string kept as it stands (an id, a signature, a finish reason): one with an escape gives up.
     fn plain_string(&mut self) -> Option<Range<usize>> {
+        let start = self.at + 1;
+        if let Some(string) = self.short_plain_string() {
+            return Some(start..start + string.len());
+        }
         let span = self.string()?;
         (!span.escaped).then_some(span.range)
     }
@@ -384,7 +416,7 @@ impl<'b> Cursor<'b> {
         let start = self.at;
         let mut count = 0u64;
         while let Some(digit) = self.peek().filter(u8::is_ascii_digit) {
-            // Wrapping is never reached: more than MAX_NUMBER_DIGITS digits give up below.
+            // Never wraps where it matters: more than MAX_NUMBER_DIGITS digits give up below.
             count = count.wrapping_mul(10).wrapping_add(u64::from(digit - b'0'));
             self.at += 1;
         }
@@ -432,7 +464,10 @@ impl<'b> Cursor<'b> {
         match self.peek()? {
             b'{' => self.object(|cursor, _| cursor.skip_value(depth + 1)),
             b'[' => self.array(|cursor| cursor.skip_value(depth + 1)),
-            b'"' => self.string().map(drop),
+            b'"' => match self.short_plain_string() {
+                Some(_) => Some(()),
+                None => self.string().map(drop),
+            },
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
