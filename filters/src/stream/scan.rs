@@ -242,6 +242,18 @@ impl<'b> Cursor<'b> {
         }
     }
 
+    /// The next byte that is not whitespace, consumed.
+    #[inline]
+    fn next_token(&mut self) -> Option<u8> {
+        let mut byte = self.peek()?;
+        while matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
+            self.at += 1;
+            byte = self.peek()?;
+        }
+        self.at += 1;
+        Some(byte)
+    }
+
     /// An object, each member's value read by `member` (called at the value with its key).
     fn object(&mut self, mut member: impl FnMut(&mut Self, &'b [u8]) -> Option<()>) -> Option<()> {
         self.eat(b'{')?;
@@ -251,20 +263,14 @@ impl<'b> Cursor<'b> {
         }
         loop {
             let key = self.key()?;
-            self.skip_whitespace();
-            self.eat(b':')?;
+            if self.next_token()? != b':' {
+                return None;
+            }
             self.skip_whitespace();
             member(self, key)?;
-            self.skip_whitespace();
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.skip_whitespace();
-                }
-                b'}' => {
-                    self.at += 1;
-                    return Some(());
-                }
+            match self.next_token()? {
+                b',' => self.skip_whitespace(),
+                b'}' => return Some(()),
                 _ => return None,
             }
         }
@@ -279,16 +285,9 @@ impl<'b> Cursor<'b> {
         }
         loop {
             element(self)?;
-            self.skip_whitespace();
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.skip_whitespace();
-                }
-                b']' => {
-                    self.at += 1;
-                    return Some(());
-                }
+            match self.next_token()? {
+                b',' => self.skip_whitespace(),
+                b']' => return Some(()),
                 _ => return None,
             }
         }
@@ -413,6 +412,18 @@ impl<'b> Cursor<'b> {
     /// A token count: a non-negative integer as JSON writes it. A sign, a fraction or an exponent gives up
     /// (simd-json reads those as other number kinds), as do more digits than always fit.
     fn count(&mut self) -> Option<u64> {
+        // Counts of up to seven digits, nearly all of them, are read from one 8-byte word.
+        if let Some(word) = self.bytes.get(self.at..).and_then(<[u8]>::first_chunk::<8>) {
+            let (digits, value) = leading_digits(*word);
+            if (1..8).contains(&digits) {
+                let leading_zero = digits > 1 && word[0] == b'0';
+                if leading_zero || matches!(word.get(digits), Some(b'.' | b'e' | b'E')) {
+                    return None;
+                }
+                self.at += digits;
+                return Some(value);
+            }
+        }
         let start = self.at;
         let mut count = 0u64;
         while let Some(digit) = self.peek().filter(u8::is_ascii_digit) {
@@ -475,6 +486,31 @@ impl<'b> Cursor<'b> {
             _ => None,
         }
     }
+}
+
+/// How many ASCII digits `word` starts with (8 when all are), and the number the first of them write when
+/// there are fewer than 8: a few word operations instead of a loop per digit.
+fn leading_digits(word: [u8; 8]) -> (usize, u64) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let word = u64::from_le_bytes(word);
+    // Per byte: `b - '0'`, with the high bit set below '0'; `b + 0x46` has it set above '9'. A borrow or carry
+    // only crosses into the next byte from a byte that is not a digit, so the first non-digit is exact.
+    let values = word.wrapping_sub(ONES * u64::from(b'0'));
+    let not_digits = (values | word.wrapping_add(ONES * 0x46)) & (ONES * 0x80);
+    let digits = (not_digits.trailing_zeros() / 8) as usize;
+    if digits == 0 || digits == 8 {
+        return (digits, 0);
+    }
+    // The digits moved to the word's top bytes, as if zero-padded on the left to eight, then combined in
+    // pairs, fours and eights (the first digit is the lowest byte).
+    let padded = values << (8 * (8 - digits));
+    let pairs = padded.wrapping_mul(10).wrapping_add(padded >> 8);
+    const LOW_OF_PAIRS: u64 = 0x0000_00ff_0000_00ff;
+    let value = ((pairs & LOW_OF_PAIRS)
+        .wrapping_mul(100 + (1_000_000 << 32))
+        .wrapping_add(((pairs >> 16) & LOW_OF_PAIRS).wrapping_mul(1 + (10_000 << 32))))
+        >> 32;
+    (digits, value)
 }
 
 /// The length of the escape whose letter starts `after` (the bytes after its backslash), backslash
@@ -834,6 +870,26 @@ mod tests {
         ] {
             assert!(!scan(event.as_bytes(), &mut Spans::default()), "took {event}");
             assert!(agrees_with_simd_json(event.as_bytes()).is_ok(), "{event}");
+        }
+    }
+
+    #[test]
+    fn reads_counts_of_every_length_as_the_digits_say() {
+        let mut lengths = (1..=19).map(|digits| 10u64.pow(digits - 1)).collect::<Vec<_>>();
+        lengths.extend([0, 9, 10, 99, 17_984, 1_234_567, 9_999_999, 10_000_000, 98_765_432, u64::MAX / 10]);
+        let samples =
+            (0..2_000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) % 10u64.pow(1 + (i % 19) as u32));
+        for count in lengths.into_iter().chain(samples) {
+            for after in ["", ",\"totalTokenCount\":1}", "}", " ,"] {
+                let text = format!("{count}{after}");
+                let mut cursor = Cursor { bytes: text.as_bytes(), at: 0 };
+                assert_eq!(cursor.count(), Some(count), "{text}");
+                assert_eq!(cursor.at, count.to_string().len(), "{text}");
+            }
+        }
+        for refused in ["01", "007,", "1.5", "12e3", "-1", "x", "", "12345678901234567890"] {
+            let mut cursor = Cursor { bytes: refused.as_bytes(), at: 0 };
+            assert_eq!(cursor.count(), None, "{refused}");
         }
     }
 
