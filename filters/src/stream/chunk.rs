@@ -10,8 +10,9 @@ use std::ops::Range;
 
 use simd_json::{Buffers, Node, StaticNode, Tape};
 
+use super::cursor::{self, Hole};
 use super::json;
-use super::scan::{self, Spans};
+use super::scan::{self, Skeleton, Spans};
 pub use super::text::Text;
 pub use super::usage::Usage;
 use super::StreamError;
@@ -112,6 +113,10 @@ const MAX_ARGS_DEPTH: usize = 128;
 pub struct ChunkParser {
     /// What the scanner found in the last event of the usual shape.
     spans: Spans,
+    /// Where the walk read each value of the last event it walked.
+    holes: Vec<Hole>,
+    /// The layout of the last event walked, to read the next event of that layout.
+    skeleton: Skeleton,
     buffers: Buffers,
     /// The tape's allocation, kept empty between events.
     nodes: Vec<Node<'static>>,
@@ -131,17 +136,32 @@ impl std::fmt::Debug for ChunkParser {
 
 impl ChunkParser {
     pub fn new() -> Self {
-        ChunkParser { spans: Spans::default(), buffers: Buffers::new(4096), nodes: Vec::new() }
+        ChunkParser {
+            spans: Spans::default(),
+            holes: Vec::new(),
+            skeleton: Skeleton::default(),
+            buffers: Buffers::new(4096),
+            nodes: Vec::new(),
+        }
     }
 
     /// Parses one SSE `data` payload: the `{"response":{…},"traceId":…}` envelope, a bare `{candidates,…}`
     /// response, or an in-stream `{"error":{code,message,status}}` (returned as [`StreamError::Upstream`]).
     /// Strings are unescaped in place, so `data` is scratch afterwards.
     pub fn parse<'a>(&mut self, data: &'a mut [u8]) -> Result<Chunk<'a>, StreamError> {
-        if scan::scan(data, &mut self.spans) {
+        if self.skeleton.replay(data, &mut self.spans) || self.walk(data) {
             return usual_chunk(&mut self.spans, data);
         }
         self.parse_with_simd_json(data)
+    }
+
+    /// Walks an event of another layout than the last one's, and keeps its layout for the next.
+    fn walk(&mut self, data: &[u8]) -> bool {
+        if !scan::scan(data, &mut self.spans, &mut self.holes) {
+            return false;
+        }
+        self.skeleton.learn(data, &self.holes, &self.spans);
+        true
     }
 
     /// Any event, through simd-json's tape.
@@ -161,7 +181,7 @@ impl ChunkParser {
 fn usual_chunk<'a>(spans: &mut Spans, data: &'a mut [u8]) -> Result<Chunk<'a>, StreamError> {
     for text in spans.parts.iter_mut().flatten().filter_map(|part| part.text.as_mut()) {
         if text.escaped && !text.canonical() {
-            text.range.end = scan::unescape_in_place(data, text.range.clone());
+            text.range.end = cursor::unescape_in_place(data, text.range.clone());
             text.escaped = false;
         }
     }

@@ -14,6 +14,7 @@ use crate::signature::{
 };
 
 pub mod chunk;
+mod cursor;
 pub(crate) mod json;
 mod scan;
 mod text;
