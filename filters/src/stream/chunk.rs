@@ -117,7 +117,9 @@ pub struct ChunkParser {
     holes: Vec<Hole>,
     /// The layout of the last event walked, to read the next event of that layout.
     skeleton: Skeleton,
-    buffers: Buffers,
+    /// simd-json's scratch buffers, made on the first event the scanner leaves to it: most streams have
+    /// none, and an open stream should not hold them.
+    buffers: Option<Buffers>,
     /// The tape's allocation, kept empty between events.
     nodes: Vec<Node<'static>>,
 }
@@ -140,7 +142,7 @@ impl ChunkParser {
             spans: Spans::default(),
             holes: Vec::new(),
             skeleton: Skeleton::default(),
-            buffers: Buffers::new(4096),
+            buffers: None,
             nodes: Vec::new(),
         }
     }
@@ -167,7 +169,8 @@ impl ChunkParser {
     /// Any event, through simd-json's tape.
     pub(super) fn parse_with_simd_json<'a>(&mut self, data: &'a mut [u8]) -> Result<Chunk<'a>, StreamError> {
         let mut tape: Tape<'a> = Tape(std::mem::take(&mut self.nodes)).reset();
-        let parsed = simd_json::fill_tape(data, &mut self.buffers, &mut tape)
+        let buffers = self.buffers.get_or_insert_with(|| Buffers::new(data.len()));
+        let parsed = simd_json::fill_tape(data, buffers, &mut tape)
             .map_err(|e| StreamError::InvalidJson(e.to_string()))
             .and_then(|()| chunk_from(Value(&tape.0)));
         self.nodes = tape.reset().0;
