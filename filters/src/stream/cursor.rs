@@ -16,6 +16,10 @@ const MAX_SKIP_DEPTH: usize = 32;
 /// this many parses the same in simd-json.
 const MAX_NUMBER_DIGITS: usize = 19;
 
+/// Values a recording keeps at most. An event of the usual shape has about a dozen; the record of one with
+/// more (a long skipped array, say) must not grow with it, and its layout is not kept.
+pub(super) const MAX_HOLES: usize = 64;
+
 /// A kept string: its bytes between the quotes, and what undoing its escapes takes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Span {
@@ -87,12 +91,12 @@ impl<'b> Cursor<'b> {
         self.holes.unwrap_or_default()
     }
 
-    /// Reads a value with `read`, recording where it is and what it is for.
+    /// Reads a value with `read`, recording where it is and what it is for (up to [`MAX_HOLES`] values).
     #[inline]
     pub fn read<T>(&mut self, target: Target, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<T> {
         let start = self.at;
         let value = read(self)?;
-        if let Some(holes) = &mut self.holes {
+        if let Some(holes) = self.holes.as_mut().filter(|holes| holes.len() < MAX_HOLES) {
             holes.push(Hole { start, end: self.at, target });
         }
         Some(value)

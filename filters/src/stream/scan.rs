@@ -18,7 +18,7 @@
 
 use std::ops::Range;
 
-use super::cursor::{Cursor, Hole, Span, Target};
+use super::cursor::{Cursor, Hole, Span, Target, MAX_HOLES};
 use super::usage::Usage;
 
 /// A text part's strings, by position in the event.
@@ -246,11 +246,21 @@ pub(super) struct Skeleton {
     learned: bool,
 }
 
+/// The bytes between values a skeleton keeps at most: the usual event has a few hundred (its text is a
+/// value), and a stream's skeleton must stay small whatever upstream sends.
+const MAX_BETWEEN_BYTES: usize = 2048;
+
 impl Skeleton {
-    /// Keeps the layout of `data`, which [`scan`] just walked into `spans`, recording `holes`.
+    /// Keeps the layout of `data`, which [`scan`] just walked into `spans`, recording `holes`; forgets the
+    /// last one instead when `data` has too many values or too many bytes between them.
     pub fn learn(&mut self, data: &[u8], holes: &[Hole], spans: &Spans) {
         self.between.clear();
         self.values.clear();
+        let in_values: usize = holes.iter().map(|hole| hole.end.saturating_sub(hole.start)).sum();
+        self.learned = holes.len() < MAX_HOLES && data.len().saturating_sub(in_values) <= MAX_BETWEEN_BYTES;
+        if !self.learned {
+            return;
+        }
         let mut at = 0;
         for hole in holes {
             self.between.extend_from_slice(data.get(at..hole.start).unwrap_or_default());
@@ -259,7 +269,6 @@ impl Skeleton {
         }
         self.between.extend_from_slice(data.get(at..).unwrap_or_default());
         self.spans.clone_from(spans);
-        self.learned = true;
     }
 
     /// Reads `data` into `spans` if it has the learned layout; `false` (and `spans` scratch) if not.
@@ -655,6 +664,24 @@ mod tests {
         assert_eq!(&event[text.range], br#"say \"hi\"\n"#);
         assert_eq!(spans.usage.map(|usage| usage.total), Some(17987));
         assert_eq!(agrees_with_simd_json(event), Ok(true));
+    }
+
+    #[test]
+    fn keeps_no_layout_of_an_event_with_too_many_values() {
+        let numbers = vec!["1"; 10_000].join(",");
+        let event = format!(
+            r#"{{"response":{{"x":[{numbers}],"candidates":[{{"content":{{"parts":[{{"text":"a"}}]}}}}]}}}}"#
+        );
+        let (mut spans, mut holes) = (Spans::default(), Vec::new());
+        assert!(scan(event.as_bytes(), &mut spans, &mut holes));
+        assert_eq!(holes.len(), MAX_HOLES, "the record stops growing");
+        let mut skeleton = Skeleton::default();
+        skeleton.learn(event.as_bytes(), &holes, &spans);
+        assert!(!skeleton.replay(event.as_bytes(), &mut spans), "no layout was kept");
+        let usual = br#"{"response":{"candidates":[{"content":{"parts":[{"text":"a"}]}}]}}"#;
+        assert!(scan(usual, &mut spans, &mut holes));
+        skeleton.learn(usual, &holes, &spans);
+        assert!(skeleton.replay(usual, &mut spans));
     }
 
     #[test]
