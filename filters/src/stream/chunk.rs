@@ -138,10 +138,12 @@ impl std::fmt::Debug for ChunkParser {
 
 impl ChunkParser {
     pub fn new() -> Self {
+        let mut spans = Spans::default();
+        let skeleton = Skeleton::with_room(&mut spans);
         ChunkParser {
-            spans: Spans::default(),
-            holes: Vec::new(),
-            skeleton: Skeleton::default(),
+            spans,
+            holes: Vec::with_capacity(scan::USUAL_VALUES),
+            skeleton,
             buffers: None,
             nodes: Vec::new(),
         }
