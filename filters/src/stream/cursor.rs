@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use super::json::{stops, CHUNK, MASK_BITS_PER_BYTE};
+use super::json::{block_stops, first_stop, stops, CHUNK};
 
 /// How deep a skipped value may nest before the scanner gives up (simd-json then decides).
 const MAX_SKIP_DEPTH: usize = 32;
@@ -193,7 +193,7 @@ impl<'b> Cursor<'b> {
             if flags == 0 {
                 continue;
             }
-            let stop = (flags.trailing_zeros() / MASK_BITS_PER_BYTE) as usize;
+            let stop = first_stop(flags);
             if block.get(stop) != Some(&b'"') {
                 return None;
             }
@@ -234,17 +234,9 @@ impl<'b> Cursor<'b> {
         let mut block = start;
         loop {
             let rest = bytes.get(block..).filter(|rest| !rest.is_empty())?;
-            let mut flags = match rest.first_chunk::<CHUNK>() {
-                Some(next) => stops(next),
-                None => {
-                    // The last few bytes, padded with spaces (never a stop) to one block.
-                    let mut padded = [b' '; CHUNK];
-                    padded[..rest.len()].copy_from_slice(rest);
-                    stops(&padded)
-                }
-            };
+            let mut flags = block_stops(rest);
             while flags != 0 {
-                let stop = block + (flags.trailing_zeros() / MASK_BITS_PER_BYTE) as usize;
+                let stop = block + first_stop(flags);
                 flags &= flags - 1;
                 if stop < escape_end {
                     continue;

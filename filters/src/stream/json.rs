@@ -49,17 +49,9 @@ pub(crate) fn write_escaped(out: &mut Vec<u8>, s: &str) {
     let mut written = 0;
     let mut chunk = 0;
     while let Some(rest) = bytes.get(chunk..).filter(|rest| !rest.is_empty()) {
-        let mut flags = match rest.first_chunk::<CHUNK>() {
-            Some(next) => stops(next),
-            None => {
-                // The last few bytes, padded with spaces (which need no escape) to one chunk.
-                let mut padded = [b' '; CHUNK];
-                padded[..rest.len()].copy_from_slice(rest);
-                stops(&padded)
-            }
-        };
+        let mut flags = block_stops(rest);
         while flags != 0 {
-            let stop = chunk + (flags.trailing_zeros() / MASK_BITS_PER_BYTE) as usize;
+            let stop = chunk + first_stop(flags);
             flags &= flags - 1;
             let Some(&byte) = bytes.get(stop) else { break };
             let action = ESCAPE[usize::from(byte)];
@@ -111,6 +103,26 @@ fn copy_run(out: &mut Vec<u8>, bytes: &[u8], from: usize, to: usize) {
     out.extend_from_slice(bytes.get(from..to).unwrap_or_default());
 }
 
+/// The [`stops`] of the block `rest` starts: its first [`CHUNK`] bytes, or all of a shorter `rest` padded with
+/// spaces, which are never a stop.
+#[inline(always)]
+pub(super) fn block_stops(rest: &[u8]) -> StopMask {
+    match rest.first_chunk::<CHUNK>() {
+        Some(next) => stops(next),
+        None => {
+            let mut padded = [b' '; CHUNK];
+            padded[..rest.len()].copy_from_slice(rest);
+            stops(&padded)
+        }
+    }
+}
+
+/// Where in its block the lowest stop of `flags` is ([`CHUNK`] or more when there is none).
+#[inline(always)]
+pub(super) fn first_stop(flags: StopMask) -> usize {
+    (flags.trailing_zeros() / MASK_BITS_PER_BYTE) as usize
+}
+
 /// Bytes [`write_escaped`] scans in one step, one vector comparison. (Two per step, 32 bytes, was slower:
 /// most strings of a request are shorter than that and then all go through the padded copy.)
 pub(super) const CHUNK: usize = 16;
@@ -120,7 +132,7 @@ pub(super) const CHUNK: usize = 16;
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 pub(super) type StopMask = u32;
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-pub(super) const MASK_BITS_PER_BYTE: u32 = 1;
+const MASK_BITS_PER_BYTE: u32 = 1;
 
 /// The bytes of `chunk` that need a look in [`ESCAPE`] (control characters, `"`, `\\`, 0xE2), one bit per
 /// byte: four byte comparisons and one `movemask`, all in registers. The portable lane-by-lane form
@@ -154,7 +166,7 @@ fn stops_sse2(chunk: &[u8; CHUNK]) -> StopMask {
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 pub(super) type StopMask = u128;
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-pub(super) const MASK_BITS_PER_BYTE: u32 = 8;
+const MASK_BITS_PER_BYTE: u32 = 8;
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline(always)]
