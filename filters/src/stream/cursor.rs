@@ -26,7 +26,7 @@ pub(super) struct Span {
     pub range: Range<usize>,
     /// It has escapes.
     pub escaped: bool,
-    /// Every escape is one of `\" \\ \b \f \n \r \t`, which undo to one byte.
+    /// Every escape, if any, is one of `\" \\ \b \f \n \r \t`, which undo to one byte.
     pub simple: bool,
     /// It holds U+2028 or U+2029 unescaped (which the output escaper escapes).
     pub separator: bool,
@@ -218,7 +218,7 @@ impl<'b> Cursor<'b> {
     /// them in place); `\u` and `\/` give up.
     pub fn text(&mut self) -> Option<Span> {
         let span = self.string()?;
-        (!span.escaped || span.simple).then_some(span)
+        span.simple.then_some(span)
     }
 
     /// A string, 16 bytes per step ([`stops`] flags quotes, backslashes, control characters and 0xE2): its
@@ -290,23 +290,19 @@ impl<'b> Cursor<'b> {
                 return Some(value);
             }
         }
+        // Any other: a number by JSON's grammar (skip_number), of digits only.
         let start = self.at;
-        let mut count = 0u64;
-        while let Some(digit) = self.peek().filter(u8::is_ascii_digit) {
-            // Never wraps where it matters: more than MAX_NUMBER_DIGITS digits give up below.
-            count = count.wrapping_mul(10).wrapping_add(u64::from(digit - b'0'));
-            self.at += 1;
-        }
-        let digits = self.at - start;
-        let leading_zero = digits > 1 && self.bytes.get(start) == Some(&b'0');
-        if digits == 0
-            || digits > MAX_NUMBER_DIGITS
-            || leading_zero
-            || matches!(self.peek(), Some(b'.' | b'e' | b'E'))
-        {
+        self.skip_number()?;
+        let number = self.bytes.get(start..self.at)?;
+        if !number.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        Some(count)
+        // At most MAX_NUMBER_DIGITS digits: never wraps.
+        Some(
+            number
+                .iter()
+                .fold(0u64, |count, &digit| count.wrapping_mul(10).wrapping_add(u64::from(digit - b'0'))),
+        )
     }
 
     /// At least one digit, skipped; how many.

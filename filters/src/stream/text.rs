@@ -37,12 +37,21 @@ impl<'a> Text<'a> {
             return Cow::Borrowed(self.form);
         }
         let mut text = String::with_capacity(self.form.len());
+        self.push_to(&mut text);
+        Cow::Owned(text)
+    }
+
+    /// Appends the text itself to `out`, undoing escapes on the way.
+    pub fn push_to(&self, out: &mut String) {
+        if !self.escaped {
+            out.push_str(self.form);
+            return;
+        }
         let mut rest = self.form;
         while let Some(slash) = rest.find('\\') {
             let (run, escape) = rest.split_at(slash);
-            text.push_str(run);
-            let mut after = escape.chars().skip(1);
-            text.push(match after.next() {
+            out.push_str(run);
+            out.push(match escape.chars().nth(1) {
                 Some('b') => '\u{8}',
                 Some('f') => '\u{c}',
                 Some('n') => '\n',
@@ -54,8 +63,7 @@ impl<'a> Text<'a> {
             });
             rest = escape.get(2..).unwrap_or_default();
         }
-        text.push_str(rest);
-        Cow::Owned(text)
+        out.push_str(rest);
     }
 
     /// Appends the text JSON-escaped, without quotes, as [`json::write_escaped`] writes it.

@@ -156,7 +156,7 @@ impl Turn {
                     let index = self.ensure_open(BlockKind::Thinking, emit);
                     if !text.is_empty() {
                         if let Some(open) = &mut self.open {
-                            open.thinking.push_str(&text.to_str());
+                            text.push_to(&mut open.thinking);
                         }
                         emit(Event::Thinking { index, text: *text });
                     }
