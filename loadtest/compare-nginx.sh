@@ -20,7 +20,11 @@
 #   user-space instructions it executes per request for each Levitate route, over that many keep-alive requests
 #   after 100 of warm-up; all of its threads, the background request-log writer included. Instruction counts
 #   do not move with the machine's load, which wrk's numbers on a shared box do; the kernel's part (syscalls,
-#   loopback TCP, wake-ups) is not in them).
+#   loopback TCP, wake-ups) is not in them),
+#   PINGORA_FLOOR_BIN (default target/release/examples/pingora_floor when it was built: `cargo build --release
+#   -p levitate-benches --example pingora_floor`; `none` to leave it out): also run Pingora on its own as a
+#   plain proxy to the stand-in, with Levitate's server settings and no Levitate code (benches/examples/
+#   pingora_floor.rs), the floor under Levitate's numbers; with CALLGRIND_REQUESTS it is counted too.
 # Needs: nginx (/usr/sbin/nginx), wrk (Debian package `wrk`), curl, python3; valgrind for CALLGRIND_REQUESTS.
 set -euo pipefail
 
@@ -39,6 +43,13 @@ for tool in "$NGINX" wrk curl python3; do
     command -v "$tool" >/dev/null || { echo "missing: $tool (apt-get install nginx wrk curl python3)" >&2; exit 1; }
 done
 [ -x "$LEVITATE_BIN" ] || { echo "no Levitate binary at $LEVITATE_BIN (cargo build --release -p levitate)" >&2; exit 1; }
+FLOOR_BIN="${PINGORA_FLOOR_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/examples/pingora_floor}"
+if [ "$FLOOR_BIN" = none ]; then
+    FLOOR_BIN=""
+elif [ ! -x "$FLOOR_BIN" ]; then
+    [ -n "${PINGORA_FLOOR_BIN:-}" ] && { echo "no Pingora floor binary at $FLOOR_BIN" >&2; exit 1; }
+    FLOOR_BIN=""
+fi
 
 WORK="$(mktemp -d -t levitate-compare.XXXXXX)"
 PIDS=()
@@ -67,6 +78,7 @@ wait_port() {
 STANDIN_PORT="$(free_port)"
 PROXY_PORT="$(free_port)"
 LEVITATE_PORT="$(free_port)"
+FLOOR_PORT="$(free_port)"
 ADMIN_PORT="$(free_port)"
 mkdir -p "$WORK"/logs "$WORK"/temp "$WORK"/levitate
 
@@ -113,11 +125,21 @@ LEVITATE_LOG="${LEVITATE_LOG:-info}" "${WRAP[@]}" "$LEVITATE_BIN" serve -c "$WOR
     >"$WORK/logs/levitate.log" 2>&1 &
 PIDS+=($!)
 LEVITATE_PID=$!
+FLOOR_PID=""
+if [ -n "$FLOOR_BIN" ]; then
+    FLOOR_WRAP=()
+    [ -n "${CALLGRIND_REQUESTS:-}" ] && FLOOR_WRAP=(valgrind --tool=callgrind --callgrind-out-file="$WORK/floor-callgrind.out")
+    "${FLOOR_WRAP[@]}" "$FLOOR_BIN" --listen "127.0.0.1:$FLOOR_PORT" --upstream "127.0.0.1:$STANDIN_PORT" \
+        --threads "$SERVER_THREADS" >"$WORK/logs/floor.log" 2>&1 &
+    PIDS+=($!)
+    FLOOR_PID=$!
+fi
 
 wait_port "$STANDIN_PORT" "stand-in"
 wait_port "$PROXY_PORT" "nginx proxy"
 wait_port "$LEVITATE_PORT" "levitate"
 wait_port "$ADMIN_PORT" "levitate admin"
+[ -n "$FLOOR_BIN" ] && wait_port "$FLOOR_PORT" "pingora floor"
 
 OPENAI='{"model":"gpt-4o","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16}'
 OPENAI_STREAM='{"model":"gpt-4o","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16,"stream":true}'
@@ -131,6 +153,7 @@ ANTHROPIC_HEADERS="x-api-key: $API_KEY|anthropic-version: 2023-06-01"
 TARGETS=(
     "stand-in, direct|http://127.0.0.1:$STANDIN_PORT$UPSTREAM_PATH|$OPENAI|"
     "nginx proxy|http://127.0.0.1:$PROXY_PORT$UPSTREAM_PATH|$OPENAI|"
+    ${FLOOR_BIN:+"Pingora plain proxy (floor)|http://127.0.0.1:$FLOOR_PORT$UPSTREAM_PATH|$OPENAI|"}
     "Levitate OpenAI chat|http://127.0.0.1:$LEVITATE_PORT/v1/chat/completions|$OPENAI|$BEARER"
     "Levitate Anthropic messages|http://127.0.0.1:$LEVITATE_PORT/v1/messages|$ANTHROPIC|$ANTHROPIC_HEADERS"
     "Levitate OpenAI chat, stream|http://127.0.0.1:$LEVITATE_PORT/v1/chat/completions|$OPENAI_STREAM|$BEARER"
@@ -179,15 +202,19 @@ if [ -n "${CALLGRIND_REQUESTS:-}" ]; then
     echo "|---|---|"
     for target in "${TARGETS[@]}"; do
         IFS='|' read -r name url body h1 h2 <<<"$target"
-        case "$name" in Levitate*) ;; *) continue ;; esac
+        case "$name" in
+            Levitate*) pid="$LEVITATE_PID" out="$WORK/callgrind.out" ;;
+            Pingora*) pid="$FLOOR_PID" out="$WORK/floor-callgrind.out" ;;
+            *) continue ;;
+        esac
         send 100 "$url" "$body" "$h1" "${h2:-}"
-        callgrind_control -z "$LEVITATE_PID" >/dev/null 2>&1
+        callgrind_control -z "$pid" >/dev/null 2>&1
         send "$CALLGRIND_REQUESTS" "$url" "$body" "$h1" "${h2:-}"
-        rm -f "$WORK"/callgrind.out.*
-        callgrind_control -d "$LEVITATE_PID" >/dev/null 2>&1
-        for _ in $(seq 1 100); do ls "$WORK"/callgrind.out.* >/dev/null 2>&1 && break; sleep 0.1; done
+        rm -f "$out".*
+        callgrind_control -d "$pid" >/dev/null 2>&1
+        for _ in $(seq 1 100); do ls "$out".* >/dev/null 2>&1 && break; sleep 0.1; done
         sleep 1
-        total="$(sed -n 's/^summary: *//p; s/^totals: *//p' "$WORK"/callgrind.out.* | head -1)"
+        total="$(sed -n 's/^summary: *//p; s/^totals: *//p' "$out".* | head -1)"
         echo "| $name | $((total / CALLGRIND_REQUESTS)) |"
     done
     exit 0

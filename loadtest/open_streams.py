@@ -17,7 +17,10 @@ processes, 65536; raising it needs root or a hard limit that high), KEEP (keep t
 upstream side is a few multiplexed connections instead of one HTTP/1.1 connection per stream), GATEWAY_CONFIG (a
 JSON object merged into the gateway's configuration section by section, e.g.
 `{"request_log": {"max_entries": 1}, "pool": {"affinity_capacity": 1}}` to see what the records a burst leaves
-by configuration cost).
+by configuration cost), PINGORA_FLOOR_BIN (a path, usually target/release/examples/pingora_floor: measure Pingora on
+its own instead of the gateway, as a plain proxy with Levitate's server settings and no Levitate code, forwarding
+a public-Gemini-API stream of the same simulator, the same chunks and pacing, unchanged; the floor under the
+gateway's per-stream memory. Build it with `cargo build --release -p levitate-benches --example pingora_floor`).
 
 Prints one table row per N; exits non-zero if any stream failed.
 
@@ -54,6 +57,9 @@ SETTLE_S = int(os.environ.get("SETTLE_S", "60"))
 NOFILE = int(os.environ.get("NOFILE", "65536"))
 H2C = os.environ.get("H2C", "") not in ("", "0")
 GATEWAY_CONFIG = json.loads(os.environ.get("GATEWAY_CONFIG", "{}"))
+FLOOR_BIN = os.environ.get("PINGORA_FLOOR_BIN", "")
+# The simulator's public Gemini API key, asked of the floor's clients (the floor forwards it unchanged).
+FLOOR_API_KEY = "open-streams-floor-key"
 # No stream may take longer than this (bounded loops everywhere).
 STREAM_DEADLINE_S = 600
 
@@ -110,7 +116,7 @@ def start_pair(work: Path, processes: Processes, n: int) -> tuple[int, int, str]
     levitate = os.environ.get("LEVITATE_BIN", str(TARGET / "release/levitate"))
     accounts = [{"email": f"open{i}@sim.levitate", "refresh_token": f"1//open-{i}", "tier": "g1-pro-tier",
                  "project_id": f"open-project-{i}", "onboarded": True} for i in range(8)]
-    (work / "scenario.yaml").write_text(json.dumps({"accounts": accounts,
+    (work / "scenario.yaml").write_text(json.dumps({"accounts": accounts, "public_api_key": FLOOR_API_KEY,
                                                     "latency": {"inter_chunk_ms": INTER_CHUNK_MS}}))
     sim = processes.start([sim_bin, "--listen", "127.0.0.1:0", "--config", str(work / "scenario.yaml")],
                           work / "sim.log", work, stdout=subprocess.PIPE, text=True)
@@ -118,6 +124,12 @@ def start_pair(work: Path, processes: Processes, n: int) -> tuple[int, int, str]
     sim_url = sim.stdout.readline().split("listening on ", 1)[1].strip()
 
     listen, admin = free_port(), free_port()
+    if FLOOR_BIN:
+        upstream = sim_url.removeprefix("http://").rstrip("/")
+        floor = processes.start([FLOOR_BIN, "--listen", f"127.0.0.1:{listen}", "--upstream", upstream,
+                                 *(["--h2c"] if H2C else [])], work / "floor.log", work, stdout=subprocess.DEVNULL)
+        wait_for(floor, [listen], work / "floor.log")
+        return floor.pid, listen, sim_url
     cap = n + 1000
     config = {
         "listen": f"127.0.0.1:{listen}",
@@ -144,17 +156,23 @@ def start_pair(work: Path, processes: Processes, n: int) -> tuple[int, int, str]
     shutil.copy(REPO / "conf/routes.yaml", work / "routes.yaml")
     gateway = processes.start([levitate, "serve", "-c", str(work / "levitate.yaml")], work / "levitate.log", work,
                               stdout=subprocess.DEVNULL)
+    wait_for(gateway, [admin, listen], work / "levitate.log")
+    return gateway.pid, listen, sim_url
+
+
+def wait_for(process: subprocess.Popen, ports: list[int], log: Path) -> None:
+    """Until every port accepts a connection (60 s at most)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            for port in (admin, listen):
+            for port in ports:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return gateway.pid, listen, sim_url
+            return
         except OSError:
-            if gateway.poll() is not None:
-                raise SystemExit(f"the gateway exited; see {work / 'levitate.log'}")
+            if process.poll() is not None:
+                raise SystemExit(f"{process.args[0]} exited; see {log}")
             time.sleep(0.2)
-    raise SystemExit("the gateway did not start within 60 s")
+    raise SystemExit(f"{process.args[0]} did not start within 60 s")
 
 
 def sim_versions(sim_url: str) -> dict:
@@ -165,11 +183,29 @@ def sim_versions(sim_url: str) -> dict:
 
 
 def request(port: int, i: int, words: int) -> bytes:
+    if FLOOR_BIN:
+        return floor_request(port, i, words)
     body = json.dumps({"model": "gpt-4o", "stream": True, "messages": [
         {"role": "user", "content": f"Tell a long story, number {i}. [sim:text] [sim:words={words}]"}]}).encode()
     return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {KEY}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
             ).encode() + body
+
+
+def floor_request(port: int, i: int, words: int) -> bytes:
+    """The same prompt as a public Gemini API stream: what the floor forwards to the simulator as it is."""
+    body = json.dumps({"contents": [{"role": "user", "parts": [
+        {"text": f"Tell a long story, number {i}. [sim:text] [sim:words={words}]"}]}]}).encode()
+    return (f"POST /v1beta/models/gemini-3-flash:streamGenerateContent?alt=sse HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{port}\r\nx-goog-api-key: {FLOOR_API_KEY}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+def complete(head: bytes, tail: bytes, finished: bool) -> bool:
+    """A 200 whose chunked body ended; the gateway's also with its closing chunk and `[DONE]`, the floor's
+    (Google's own stream, forwarded) with an event that carried `finishReason`."""
+    ended = head.startswith(b"HTTP/1.1 200") and tail.endswith(b"0\r\n\r\n")
+    return ended and (finished if FLOOR_BIN else b"data: [DONE]" in tail)
 
 
 class Counts:
@@ -183,7 +219,7 @@ class Counts:
 async def one_stream(port: int, i: int, counts: Counts, words: int) -> None:
     """One slow but steady client: reads `READ_BYTES` every `READ_EVERY_S` until the gateway closes."""
     head, tail = b"", b""
-    opened = False
+    opened, finished = False, False
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
     except OSError as e:
@@ -203,6 +239,7 @@ async def one_stream(port: int, i: int, counts: Counts, words: int) -> None:
                 counts.peak_open = max(counts.peak_open, counts.open)
             if len(head) < 64:
                 head += chunk[: 64 - len(head)]
+            finished = finished or b'"finishReason"' in tail[-16:] + chunk
             tail = (tail + chunk)[-64:]
             await asyncio.sleep(READ_EVERY_S)
     except OSError as e:
@@ -212,7 +249,7 @@ async def one_stream(port: int, i: int, counts: Counts, words: int) -> None:
         if opened:
             counts.open -= 1
         writer.close()
-    if head.startswith(b"HTTP/1.1 200") and b"data: [DONE]" in tail and tail.endswith(b"0\r\n\r\n"):
+    if complete(head, tail, finished):
         counts.done += 1
     else:
         counts.failed.append(f"answer: {head[:40]!r} … {tail[-40:]!r}")
@@ -264,7 +301,7 @@ def run_one(n: int) -> dict:
             "idle_kib": idle, "open_kib": at_most_open[2], "open_count": at_most_open[1], "peak_kib": peak_rss,
             "per_stream_kib": round((at_most_open[2] - idle) / max(at_most_open[1], 1), 1),
             "after_kib": after[-1], "after_ratio": round(after[-1] / idle, 2), "burst_s": round(took, 1),
-            "first_failures": counts.failed[:3], "h2c": H2C, "upstream": sim_versions(sim_url),
+            "first_failures": counts.failed[:3], "h2c": H2C, "floor": bool(FLOOR_BIN), "upstream": sim_versions(sim_url),
         }
         (work / "samples.json").write_text(json.dumps({"row": row, "samples": samples, "after": after}))
         return row
@@ -288,7 +325,8 @@ def main() -> int:
         row = run_one(n)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
-    print(f"upstream: {'h2c' if H2C else 'HTTP/1.1'}")
+    print(f"upstream: {'h2c' if H2C else 'HTTP/1.1'}; measured: "
+          f"{'Pingora on its own (' + FLOOR_BIN + ')' if FLOOR_BIN else 'the gateway'}")
     print("| open streams | completed / failed | idle RSS | RSS with streams open | per open stream "
           f"| RSS {SETTLE_S} s after | after / idle |")
     print("|---|---|---|---|---|---|---|")
