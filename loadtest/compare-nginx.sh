@@ -24,7 +24,8 @@
 #   PINGORA_FLOOR_BIN (default target/release/examples/pingora_floor when it was built: `cargo build --release
 #   -p levitate-benches --example pingora_floor`; `none` to leave it out): also run Pingora on its own as a
 #   plain proxy to the stand-in, with Levitate's server settings and no Levitate code (benches/examples/
-#   pingora_floor.rs), the floor under Levitate's numbers; with CALLGRIND_REQUESTS it is counted too.
+#   pingora_floor.rs), the floor under Levitate's numbers; with CALLGRIND_REQUESTS it is counted too,
+#   CALLGRIND_KEEP (a folder: keep each route's callgrind dump there, for callgrind_annotate).
 # Needs: nginx (/usr/sbin/nginx), wrk (Debian package `wrk`), curl, python3; valgrind for CALLGRIND_REQUESTS.
 set -euo pipefail
 
@@ -215,6 +216,9 @@ if [ -n "${CALLGRIND_REQUESTS:-}" ]; then
         for _ in $(seq 1 100); do ls "$out".* >/dev/null 2>&1 && break; sleep 0.1; done
         sleep 1
         total="$(sed -n 's/^summary: *//p; s/^totals: *//p' "$out".* | head -1)"
+        if [ -n "${CALLGRIND_KEEP:-}" ]; then
+            mkdir -p "$CALLGRIND_KEEP" && cp "$out".* "$CALLGRIND_KEEP/$(echo "$name" | tr -c 'A-Za-z0-9\n' '-').out"
+        fi
         echo "| $name | $((total / CALLGRIND_REQUESTS)) |"
     done
     exit 0

@@ -34,7 +34,10 @@ pub(crate) struct InnerJson<'a> {
 }
 
 impl InnerJson<'_> {
-    /// The request's JSON bytes; `capacity` is a guess of their size, to allocate once.
+    /// The request's JSON bytes; `capacity` is a guess of their size, to allocate once. The bytes are kept
+    /// while the answer streams (a retry on another account sends them again), so a guess that turned out
+    /// mostly unused room is given back: the room a small request's guess adds (4 KiB) would otherwise
+    /// stay with every open stream.
     pub fn encode(&self, capacity: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(capacity);
         let mut o = Object::open(&mut out);
@@ -53,6 +56,9 @@ impl InnerJson<'_> {
         }
         write_str(o.key("sessionId"), self.session_id);
         o.close();
+        if out.capacity() / 2 > out.len() {
+            out.shrink_to_fit();
+        }
         out
     }
 }

@@ -527,6 +527,16 @@ mod tests {
     }
 
     #[test]
+    fn a_small_request_keeps_no_room_for_the_size_guess() {
+        let req = parse(chat(json!([{"role": "user", "content": "hi"}]))).unwrap();
+        let target = Target { upstream_model: "gemini-3-flash", session_id: "-1" };
+        let inner = build_inner_request(&req, &target, &Cached(HashMap::new())).unwrap();
+        // The guess is the body's size plus 4 KiB; the encoded request is kept while its answer streams.
+        assert!(inner.json.len() < 200, "{}", inner.json.len());
+        assert!(inner.json.capacity() <= 2 * inner.json.len(), "capacity {}", inner.json.capacity());
+    }
+
+    #[test]
     fn web_search_options_become_google_search_unless_function_tools_are_declared() {
         let ask = chat(json!([{"role": "user", "content": "news?"}]));
         let search = with(ask.clone(), json!({"web_search_options": {"search_context_size": "low"}}));
