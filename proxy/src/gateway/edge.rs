@@ -38,14 +38,6 @@ const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(10);
 /// How long a refusal may take to write: the point is to let the socket go.
 const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 
-/// The room a head is read into. Most heads are a few hundred bytes of it.
-const HEAD_BUFFER: usize = 4096;
-
-/// A head read with at least this much unused room is copied into a buffer of its own size: Pingora keeps
-/// the buffer a head was parsed from for the whole request (the header values point into it), so an open
-/// stream would hold the unused room for its life (issue 13: memory per open stream).
-const HEAD_SLACK_KEPT: usize = 1024;
-
 /// Wraps the HTTP proxy app (`A`) of the client listener.
 pub struct Edge<A> {
     inner: Arc<A>,
@@ -131,7 +123,7 @@ where
                     session.set_keepalive_reuses_remaining(options.and_then(|o| o.keepalive_request_limit));
                 }
             }
-            session.set_pipelined_prefix(fit(head));
+            session.set_pipelined_prefix(head);
             // Reads of the body: one that makes no progress for this long ends the request (408).
             session.set_read_timeout(Some(limits.body_read_timeout));
             let reused = self.inner.process_new_http(session, shutdown).await?;
@@ -181,7 +173,10 @@ async fn read_head(
     header_timeout: Duration,
     shutdown: &ShutdownWatch,
 ) -> Option<BytesMut> {
-    let mut buf = BytesMut::with_capacity(HEAD_BUFFER);
+    // Pingora keeps the buffer a head was parsed from for the whole request. Copying a short head into a
+    // buffer of its own size saved 3.8 KiB per open stream but left 3 MiB more resident a minute after
+    // 10,000 streams, in three runs of each (docs/benchmarks.md, eleventh session): not done.
+    let mut buf = BytesMut::with_capacity(4096);
     let mut stopping = shutdown.clone();
     let first = tokio::select! {
         read = timeout_at(first_byte_by, stream.read_buf(&mut buf)) => read,
@@ -208,14 +203,6 @@ async fn read_head(
             }
         }
     }
-}
-
-/// `head` in a buffer of its own length when the buffer it was read into is mostly unused room.
-fn fit(head: BytesMut) -> BytesMut {
-    if head.capacity() - head.len() < HEAD_SLACK_KEPT {
-        return head;
-    }
-    BytesMut::from(&head[..])
 }
 
 const TIMEOUT_ANSWER: &[u8] =
@@ -273,23 +260,5 @@ mod tests {
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0), None);
         assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\n", 0), Some(24));
         assert_eq!(head_end(b"", 0), None);
-    }
-
-    #[test]
-    fn a_head_keeps_no_more_room_than_it_needs() {
-        let mut small = BytesMut::with_capacity(HEAD_BUFFER);
-        small.extend_from_slice(b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n\r\n{\"model\":\"m\"}");
-        let bytes = small.to_vec();
-        let fitted = fit(small);
-        assert_eq!(&fitted[..], &bytes[..]);
-        assert!(fitted.capacity() < HEAD_SLACK_KEPT, "capacity {}", fitted.capacity());
-
-        // A head that filled most of its buffer is handed on as it is, without a copy.
-        let mut large = BytesMut::with_capacity(HEAD_BUFFER);
-        large.resize(HEAD_BUFFER - 100, b'a');
-        let at = large.as_ptr();
-        let kept = fit(large);
-        assert_eq!(kept.as_ptr(), at);
-        assert_eq!(kept.len(), HEAD_BUFFER - 100);
     }
 }
