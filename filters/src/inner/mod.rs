@@ -13,6 +13,7 @@ use crate::error::ClientError;
 use crate::schema::{sanitize_tool_name, SchemaError};
 
 pub(crate) mod body;
+pub(crate) mod client_json;
 pub(crate) mod request;
 mod tool_cache;
 

@@ -28,9 +28,10 @@ use serde_json::Value;
 
 use super::request::{Block, Message, MessagesRequest, Role, Source, Tool};
 use crate::inner::body::StrOr;
+use crate::inner::client_json::JsonObject;
 use crate::inner::request::{
     auto_mode, encode_tools, ensure_user_first, guess_mime, push_part, FunctionCallOut, FunctionDeclaration,
-    FunctionResponseOut, GenerationConfig, InnerJson, JsonObject, Part, ToolConfig, ToolGroup, ToolResponse,
+    FunctionResponseOut, GenerationConfig, InnerJson, Part, ToolConfig, ToolGroup, ToolResponse,
     ToolResultValue, Turn,
 };
 use crate::inner::{InnerRequest, RequestType, Target, ToolCache, ToolNameMap, TransformError};

@@ -28,9 +28,10 @@ use super::thinking::{call_as_text, claude_thinks, restored_thought, result_as_t
 use super::tools::{build_tool_config, build_tools, cached_tools};
 use crate::grounding::GOOGLE_SEARCH_TOOLS;
 use crate::inner::body::StrOr;
+use crate::inner::client_json::{JsonObject, JsonObjectError};
 use crate::inner::request::{
     encode_tools, ensure_user_first, guess_mime, push_part, FunctionCallOut, FunctionResponseOut,
-    GenerationConfig, InnerJson, JsonObject, JsonObjectError, Part, ToolResponse, ToolResultValue, Turn,
+    GenerationConfig, InnerJson, Part, ToolResponse, ToolResultValue, Turn,
 };
 use crate::inner::{InnerRequest, RequestType, Target, ToolCache, ToolNameMap, TransformError};
 use crate::schema::{clean_schema, SchemaOptions};
