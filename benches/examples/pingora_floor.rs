@@ -31,11 +31,6 @@ use pingora_proxy::{http_proxy, ProxyHttp, Session};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// What Levitate sets on its HTTP/2 peers (proxy/src/upstream.rs), so the floor's upstream side is the same.
-const H2_MAX_STREAMS: usize = 100;
-const H2_STREAM_WINDOW: u32 = 1 << 20;
-const H2_CONNECTION_WINDOW: u32 = 16 << 20;
-
 /// Forwards every request, unchanged, to one upstream address.
 struct PlainProxy {
     upstream: SocketAddr,
@@ -53,9 +48,7 @@ impl ProxyHttp for PlainProxy {
         if self.h2c {
             // Prior knowledge over plain TCP, as Levitate's `upstream.h2c`.
             peer.options.alpn = ALPN::H2;
-            peer.options.max_h2_streams = H2_MAX_STREAMS;
-            peer.options.h2_stream_window_size = Some(H2_STREAM_WINDOW);
-            peer.options.h2_connection_window_size = Some(H2_CONNECTION_WINDOW);
+            levitate::upstream::share_h2_connections(&mut peer.options);
         }
         Ok(Box::new(peer))
     }
@@ -106,11 +99,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // SAFETY: PR_SET_THP_DISABLE only sets a flag on this process's memory descriptor (as Levitate's main).
-    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    levitate::memory::disable_transparent_huge_pages();
     let conf = ServerConf {
         threads: args.threads,
-        fast_timeout_to_tokio_threshold_seconds: Some(60),
+        fast_timeout_to_tokio_threshold_seconds: Some(levitate::server::FAST_TIMER_UP_TO.as_secs()),
         // A benchmark's process: stop within a second of SIGTERM.
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(1),

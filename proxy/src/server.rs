@@ -46,7 +46,7 @@ const TLS_READ_BUFFER: usize = 16 * 1024;
 /// the pages around them for those ten minutes (issue 13: memory back within a minute of a burst). A tokio
 /// timeout lives in the read's own future and goes with it. The short timeouts (client writes and request
 /// bodies, 30 s; the upstream pool's idle timeout, 50 s) stay on the fast timer, which is cheaper to arm.
-const FAST_TIMER_UP_TO: Duration = Duration::from_secs(60);
+pub const FAST_TIMER_UP_TO: Duration = Duration::from_secs(60);
 
 /// How the process was asked to start.
 #[derive(Clone, Debug, Default)]

@@ -23,7 +23,7 @@ use pingora_core::connectors::http::{v1, v2};
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::protocols::http::client::HttpSession;
 use pingora_core::protocols::ALPN;
-use pingora_core::upstreams::peer::{HttpPeer, Peer};
+use pingora_core::upstreams::peer::{HttpPeer, Peer, PeerOptions};
 use pingora_http::RequestHeader;
 
 use crate::config::UpstreamUrl;
@@ -49,6 +49,15 @@ const H2_STREAM_WINDOW: u32 = 1 << 20;
 
 /// Connection-level receive window: 16 stalled streams' worth before the connection's others wait.
 const H2_CONNECTION_WINDOW: u32 = 16 << 20;
+
+/// Lets HTTP/2 connections to a peer carry [`H2_MAX_STREAMS`] streams with Levitate's receive windows.
+/// Public for the benchmarks' plain Pingora proxy (`benches/examples/pingora_floor.rs`), which must
+/// reach its upstream the same way.
+pub fn share_h2_connections(options: &mut PeerOptions) {
+    options.max_h2_streams = H2_MAX_STREAMS;
+    options.h2_stream_window_size = Some(H2_STREAM_WINDOW);
+    options.h2_connection_window_size = Some(H2_CONNECTION_WINDOW);
+}
 
 /// A host's addresses and when they were looked up.
 type Resolved = (Arc<[SocketAddr]>, Instant);
@@ -260,9 +269,7 @@ impl Upstream {
             peer.options.alpn = ALPN::H2;
         }
         if url.tls || url.h2c {
-            peer.options.max_h2_streams = H2_MAX_STREAMS;
-            peer.options.h2_stream_window_size = Some(H2_STREAM_WINDOW);
-            peer.options.h2_connection_window_size = Some(H2_CONNECTION_WINDOW);
+            share_h2_connections(&mut peer.options);
         }
         peer
     }
